@@ -1,0 +1,403 @@
+//! The `adapter-host` command line.
+//!
+//! `run` and `check` are the local tools of adapter authors: they use the production sandbox
+//! and limits, so what passes here passes on the host.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::sandbox::{
+    Adapter, ConnectionContext, Input, Limits, Outcome, PlatformLimits, PollPage, Report,
+    Sandbox, StateMap, WebhookRequest,
+};
+
+/// Exit status: the adapter's events were accepted (or it deliberately ignored the input).
+pub const EXIT_OK: u8 = 0;
+/// Exit status: the command could not run (unreadable file, invalid component, bad input).
+pub const EXIT_ERROR: u8 = 1;
+/// Exit status: wrong command-line usage (reported by the argument parser).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status: the adapter failed (it returned an error, trapped or hit a limit).
+pub const EXIT_ADAPTER_FAILED: u8 = 3;
+/// Exit status: the adapter's events broke a contract.
+pub const EXIT_CONTRACT_VIOLATION: u8 = 4;
+
+#[derive(Debug, Parser)]
+#[command(name = "adapter-host", version, about = "WebAssembly-sandboxed adapter host for CRM integrations")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run an adapter on a webhook body or a poll page, with the production sandbox and limits,
+    /// and print its events, contract violations, logs and usage.
+    ///
+    /// Exit status: 0 accepted or ignored, 1 error, 2 usage, 3 adapter failed,
+    /// 4 contract violation.
+    Run(RunArgs),
+    /// Check that a component implements the adapter world and print what it declares.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct SandboxArgs {
+    /// Where compiled adapters are cached [default: $XDG_CACHE_HOME/adapter-host or
+    /// ~/.cache/adapter-host].
+    #[arg(long, env = "ADAPTER_HOST_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile the adapter without using or filling the cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// The adapter component (.wasm).
+    adapter: PathBuf,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["webhook", "poll"])))]
+struct RunArgs {
+    /// The adapter component (.wasm).
+    adapter: PathBuf,
+    /// Run `handle-webhook` with this file as the request body.
+    #[arg(long, value_name = "BODY_FILE")]
+    webhook: Option<PathBuf>,
+    /// Run `handle-poll` with this file as the page.
+    #[arg(long, value_name = "PAGE_FILE")]
+    poll: Option<PathBuf>,
+    /// The cursor saved after the previous page (with --poll).
+    #[arg(long, requires = "poll")]
+    cursor: Option<String>,
+    /// A request header, `Name: value` (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// The request method (with --webhook).
+    #[arg(long, default_value = "POST")]
+    method: String,
+    /// The request path and query (with --webhook).
+    #[arg(long, default_value = "/v1/hooks/local")]
+    path: String,
+    /// An org id events may be scoped to (repeatable).
+    #[arg(long = "org", value_name = "ORG_ID")]
+    orgs: Vec<String>,
+    /// A connection setting, `key=value` (repeatable).
+    #[arg(long = "setting", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
+    /// The tenant the connection belongs to.
+    #[arg(long, default_value = "local-tenant")]
+    tenant: String,
+    /// The connection id.
+    #[arg(long, default_value = "local-connection")]
+    connection: String,
+    /// The provider [default: the one the adapter declares].
+    #[arg(long)]
+    provider: Option<String>,
+    /// The connection's state before the run: a JSON object of string values.
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+    /// Write the state after a successful run back to the --state file.
+    #[arg(long, requires = "state")]
+    save_state: bool,
+    /// Override the adapter's limits: a JSON object such as {"deadline_ms": 500}.
+    #[arg(long, value_name = "JSON")]
+    limits: Option<String>,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+/// Parses the command line, runs it, and returns the exit status.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ADAPTER_HOST_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Run(args) => run(&args),
+        Command::Check(args) => check(&args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))?;
+    Some(base.join("adapter-host"))
+}
+
+fn load(path: &Path, args: &SandboxArgs, limits: Limits) -> anyhow::Result<Adapter> {
+    let wasm = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let cache = if args.no_cache {
+        None
+    } else {
+        args.cache_dir.clone().or_else(default_cache_dir)
+    };
+    let sandbox = Sandbox::new(PlatformLimits::default(), cache.as_deref())?;
+    sandbox
+        .load(&wasm, limits)
+        .with_context(|| format!("loading {}", path.display()))
+}
+
+fn check(args: &CheckArgs) -> anyhow::Result<u8> {
+    let adapter = load(&args.adapter, &args.sandbox, Limits::default())?;
+    if args.sandbox.json {
+        let json = serde_json::json!({
+            "sha256": adapter.sha256(),
+            "size_bytes": adapter.size_bytes(),
+            "adapter": adapter.info(),
+            "limits": adapter.limits(),
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        print!("{}", describe_text(&adapter));
+        println!("ok: implements {}", crate::sandbox::WORLD_EXPORT);
+    }
+    Ok(EXIT_OK)
+}
+
+fn describe_text(adapter: &Adapter) -> String {
+    let info = adapter.info();
+    let mut out = String::new();
+    let _ = writeln!(out, "adapter   {} {} (provider: {})", info.name, info.version, info.provider);
+    let _ = writeln!(out, "component {} bytes, sha256 {}", adapter.size_bytes(), adapter.sha256());
+    let _ = writeln!(out, "event types:");
+    for event_type in &info.event_types {
+        if event_type.decimal_fields.is_empty() {
+            let _ = writeln!(out, "  {}", event_type.name);
+        } else {
+            let _ = writeln!(
+                out,
+                "  {}  decimals: {}",
+                event_type.name,
+                event_type.decimal_fields.join(", ")
+            );
+        }
+    }
+    out
+}
+
+fn run(args: &RunArgs) -> anyhow::Result<u8> {
+    let limits = match &args.limits {
+        Some(json) => serde_json::from_str::<Limits>(json).context("parsing --limits")?,
+        None => Limits::default(),
+    };
+    let input = read_input(args)?;
+    let state = match &args.state {
+        Some(path) => read_state(path)?,
+        None => StateMap::new(),
+    };
+    let adapter = load(&args.adapter, &args.sandbox, limits)?;
+    let context = ConnectionContext {
+        connection_id: args.connection.clone(),
+        tenant_id: args.tenant.clone(),
+        provider: args
+            .provider
+            .clone()
+            .unwrap_or_else(|| adapter.info().provider.clone()),
+        allowed_org_ids: args.orgs.clone(),
+        settings: args
+            .settings
+            .iter()
+            .map(|s| split_pair(s, '=', "--setting"))
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let report = adapter.invoke(&input, &context, state);
+    if let (true, Some(path), Some(state)) = (args.save_state, &args.state, &report.state) {
+        write_state(path, state)?;
+    }
+    if args.sandbox.json {
+        let json = serde_json::json!({
+            "adapter": { "sha256": adapter.sha256(), "info": adapter.info() },
+            "outcome": report.outcome,
+            "usage": report.usage,
+            "log": report.log,
+            "state": report.state.as_ref().map(state_json),
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        print!("{}", report_text(&adapter, &report));
+    }
+    Ok(exit_code(&report.outcome))
+}
+
+/// The exit status for an outcome.
+pub fn exit_code(outcome: &Outcome) -> u8 {
+    match outcome {
+        Outcome::Accepted { .. } | Outcome::Ignored { .. } => EXIT_OK,
+        Outcome::AdapterError { .. } | Outcome::Failed { .. } => EXIT_ADAPTER_FAILED,
+        Outcome::Rejected { .. } => EXIT_CONTRACT_VIOLATION,
+    }
+}
+
+fn split_pair(s: &str, separator: char, flag: &str) -> anyhow::Result<(String, String)> {
+    match s.split_once(separator) {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => bail!("{flag} expects `name{separator}value`, got {s:?}"),
+    }
+}
+
+fn read_input(args: &RunArgs) -> anyhow::Result<Input> {
+    let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    if let Some(path) = &args.poll {
+        return Ok(Input::Poll(PollPage {
+            body: read(path)?,
+            content_type: Some("application/json".into()),
+            cursor: args.cursor.clone(),
+            fetched_at: SystemTime::now(),
+        }));
+    }
+    let Some(path) = &args.webhook else {
+        bail!("one of --webhook or --poll is required");
+    };
+    let headers = args
+        .headers
+        .iter()
+        .map(|h| split_pair(h, ':', "--header"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (path_only, query) = args.path.split_once('?').unwrap_or((&args.path, ""));
+    Ok(Input::Webhook(WebhookRequest {
+        method: args.method.to_ascii_uppercase(),
+        path: path_only.to_owned(),
+        query: query.to_owned(),
+        headers,
+        body: read(path)?,
+        received_at: SystemTime::now(),
+    }))
+}
+
+fn read_state(path: &Path) -> anyhow::Result<StateMap> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let map: BTreeMap<String, String> = serde_json::from_str(&text).with_context(|| {
+        format!("{}: the state file must be a JSON object of string values", path.display())
+    })?;
+    Ok(map.into_iter().map(|(k, v)| (k, v.into_bytes())).collect())
+}
+
+fn state_json(state: &StateMap) -> BTreeMap<&str, String> {
+    state
+        .iter()
+        .map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v).into_owned()))
+        .collect()
+}
+
+fn write_state(path: &Path, state: &StateMap) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(&state_json(state))?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+fn report_text(adapter: &Adapter, report: &Report) -> String {
+    let info = adapter.info();
+    let mut out = String::new();
+    let _ = writeln!(out, "adapter  {} {} ({})", info.name, info.version, &adapter.sha256()[..12]);
+    match &report.outcome {
+        Outcome::Accepted { events, next_cursor } => {
+            let _ = writeln!(out, "outcome  accepted: {} event(s)", events.len());
+            for (index, event) in events.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "\nevent {index}  {}  {}/{}  org: {}{}",
+                    event.event_type,
+                    event.entity_type,
+                    event.entity_id,
+                    event.org_id.as_deref().unwrap_or("(platform)"),
+                    event
+                        .dedupe_key
+                        .as_ref()
+                        .map(|k| format!("  dedupe: {k}"))
+                        .unwrap_or_default(),
+                );
+                let _ = writeln!(out, "  {}", event.payload);
+            }
+            if let Some(cursor) = next_cursor {
+                let _ = writeln!(out, "\nnext cursor: {cursor}");
+            }
+        }
+        Outcome::Ignored { reason } => {
+            let _ = writeln!(out, "outcome  ignored: {reason}");
+        }
+        Outcome::AdapterError { kind, message } => {
+            let kind = serde_json::to_value(kind).unwrap_or_default();
+            let _ = writeln!(out, "outcome  adapter error ({}): {message}", kind.as_str().unwrap_or("?"));
+        }
+        Outcome::Rejected { violations } => {
+            let _ = writeln!(out, "outcome  rejected: {} contract violation(s)", violations.len());
+            for v in violations {
+                let _ = writeln!(
+                    out,
+                    "  event {} {}  {}: {}{}",
+                    v.event_index,
+                    v.pointer,
+                    v.rule.as_str(),
+                    v.message,
+                    v.value.as_ref().map(|value| format!(" (value: {value})")).unwrap_or_default()
+                );
+            }
+        }
+        Outcome::Failed { failure } => {
+            let _ = writeln!(out, "outcome  failed ({}): {}", failure.kind.as_str(), failure.message);
+            if !failure.backtrace.is_empty() {
+                let _ = writeln!(out, "  guest stack: {}", failure.backtrace.join(" <- "));
+            }
+        }
+    }
+    let log = &report.log;
+    if !log.lines.is_empty() || log.truncated {
+        let _ = writeln!(out, "\nlog ({} bytes{}):", log.bytes, if log.truncated { ", truncated" } else { "" });
+        for line in &log.lines {
+            let _ = writeln!(out, "  {:<6} {}", line.level.as_str(), line.message);
+        }
+        if log.truncated {
+            let _ = writeln!(out, "  … {} more bytes dropped", log.dropped_bytes);
+        }
+    }
+    if let Some(state) = &report.state {
+        let _ = writeln!(out, "\nstate after the run ({} keys):", state.len());
+        for (key, value) in state_json(state) {
+            let _ = writeln!(out, "  {key} = {value}");
+        }
+    }
+    let usage = &report.usage;
+    let _ = writeln!(
+        out,
+        "\nusage    {} µs, fuel {}{}, peak memory {} KiB, in {} B, out {} B, log {} B",
+        usage.duration.as_micros(),
+        usage.fuel_consumed,
+        usage.fuel_limit.map(|l| format!(" of {l}")).unwrap_or_default(),
+        usage.peak_memory_bytes / 1024,
+        usage.bytes_in,
+        usage.bytes_out,
+        usage.log_bytes,
+    );
+    out
+}

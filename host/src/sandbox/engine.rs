@@ -1,0 +1,76 @@
+//! The one place where the wasmtime [`Engine`] is configured.
+
+use std::hash::{Hash, Hasher};
+use std::thread;
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::limits::PlatformLimits;
+use super::{Error, Result};
+
+/// How often the epoch advances. Deadlines are rounded up to a whole number of ticks, so this is
+/// the resolution of every wall-clock deadline.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Builds the engine every adapter runs on: component model, epoch interruption, fuel metering,
+/// the pooling allocator sized from `platform`, copy-on-write memory initialisation.
+pub fn new_engine(platform: &PlatformLimits) -> Result<Engine> {
+    let mut pool = PoolingAllocationConfig::default();
+    let slots = platform.concurrent_instances;
+    pool.total_component_instances(slots)
+        // A Rust wasip2 component is one main module plus a few small shims.
+        .max_core_instances_per_component(16)
+        .total_core_instances(slots * 16)
+        .max_memories_per_component(2)
+        .total_memories(slots * 2)
+        .max_tables_per_component(8)
+        .total_tables(slots * 8)
+        .table_elements(platform.max_table_elements as usize)
+        .max_memory_size(platform.max_memory_bytes as usize)
+        .total_stacks(slots);
+
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .consume_fuel(true)
+        .memory_init_cow(true)
+        .max_wasm_stack(platform.max_wasm_stack_bytes)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))
+}
+
+/// A short, stable fingerprint of everything that makes a compiled artifact loadable by
+/// `engine` (wasmtime version, target, configuration): the name of the artifact cache's folder.
+pub fn compatibility_fingerprint(engine: &Engine) -> String {
+    // DefaultHasher's algorithm is fixed within one Rust release; a toolchain change only means
+    // one recompilation per adapter.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// Advances `engine`'s epoch every [`EPOCH_TICK`] until the engine is dropped.
+///
+/// The thread holds only a weak handle, so it never keeps an engine alive and stops by itself.
+pub fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    thread::Builder::new()
+        .name("adapter-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch thread");
+}
+
+/// The number of epoch ticks that covers `deadline`, plus one for the tick already under way.
+pub fn deadline_ticks(deadline: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos();
+    let ticks = deadline.as_nanos().div_ceil(tick);
+    u64::try_from(ticks).unwrap_or(u64::MAX - 1).max(1) + 1
+}

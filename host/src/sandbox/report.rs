@@ -1,0 +1,196 @@
+//! What one invocation produced and what it used.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::bindings::AdapterError;
+use super::logs::Log;
+use super::state::StateMap;
+use crate::contracts::{EmittedEvent, Violation};
+
+/// The result of one invocation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// What came out.
+    pub outcome: Outcome,
+    /// What it used.
+    pub usage: Usage,
+    /// What the adapter logged (and wrote to stdout/stderr), bounded.
+    pub log: Log,
+    /// The connection's state after a successful invocation that changed it; `None` when it
+    /// did not change or the invocation did not succeed (its changes are then discarded).
+    #[serde(skip)]
+    pub state: Option<StateMap>,
+}
+
+impl Report {
+    pub(super) fn new(outcome: Outcome, usage: Usage, log: Log, state: Option<StateMap>) -> Self {
+        Self {
+            outcome,
+            usage,
+            log,
+            state,
+        }
+    }
+}
+
+/// How an invocation ended.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every event passed the contracts.
+    Accepted {
+        /// The events, as emitted.
+        events: Vec<EmittedEvent>,
+        /// For a poll: the cursor for the next page (`None` keeps the previous one).
+        next_cursor: Option<String>,
+    },
+    /// The adapter chose to produce nothing for this input.
+    Ignored {
+        /// The adapter's reason.
+        reason: String,
+    },
+    /// The adapter returned an error.
+    AdapterError {
+        /// Bad request (not retried) or failed (kept for redrive).
+        kind: AdapterErrorKind,
+        /// The adapter's message.
+        message: String,
+    },
+    /// At least one event broke a contract; nothing of this invocation is kept.
+    Rejected {
+        /// Every violation, in event order.
+        violations: Vec<Violation>,
+    },
+    /// The sandbox stopped the adapter (trap, limit) or refused its output.
+    Failed {
+        /// Why.
+        failure: Failure,
+    },
+}
+
+impl Outcome {
+    pub(super) fn from_adapter_error(error: AdapterError) -> Self {
+        match error {
+            AdapterError::Ignored(reason) => Outcome::Ignored { reason },
+            AdapterError::BadRequest(message) => Outcome::AdapterError {
+                kind: AdapterErrorKind::BadRequest,
+                message,
+            },
+            AdapterError::Failed(message) => Outcome::AdapterError {
+                kind: AdapterErrorKind::Failed,
+                message,
+            },
+        }
+    }
+
+    /// Whether the invocation succeeded (accepted or deliberately ignored).
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Accepted { .. } | Outcome::Ignored { .. })
+    }
+
+    /// The events, when accepted.
+    pub fn events(&self) -> &[EmittedEvent] {
+        match self {
+            Outcome::Accepted { events, .. } => events,
+            _ => &[],
+        }
+    }
+}
+
+/// The two kinds of error an adapter can return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdapterErrorKind {
+    /// The input was malformed; retrying it cannot help.
+    BadRequest,
+    /// The adapter could not process valid input; it can be redriven.
+    Failed,
+}
+
+/// Why the sandbox stopped an invocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    /// The kind, as a stable code.
+    pub kind: FailureKind,
+    /// A sentence for the tenant.
+    pub message: String,
+    /// Function names of the guest's stack when it trapped, innermost first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backtrace: Vec<String>,
+}
+
+impl Failure {
+    pub(super) fn new(kind: FailureKind, message: String) -> Self {
+        Self {
+            kind,
+            message,
+            backtrace: Vec::new(),
+        }
+    }
+}
+
+/// The kinds of sandbox failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The wall-clock deadline passed.
+    Deadline,
+    /// The fuel budget ran out.
+    FuelExhausted,
+    /// The adapter asked for more memory than its cap.
+    MemoryLimit,
+    /// The wasm stack overflowed.
+    StackOverflow,
+    /// The adapter panicked.
+    Panic,
+    /// Any other trap.
+    Trap,
+    /// Too many events, or too many bytes of them.
+    OutputLimit,
+    /// The input was larger than the adapter accepts.
+    InputTooLarge,
+}
+
+impl FailureKind {
+    /// The stable code of this kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deadline => "deadline",
+            Self::FuelExhausted => "fuel_exhausted",
+            Self::MemoryLimit => "memory_limit",
+            Self::StackOverflow => "stack_overflow",
+            Self::Panic => "panic",
+            Self::Trap => "trap",
+            Self::OutputLimit => "output_limit",
+            Self::InputTooLarge => "input_too_large",
+        }
+    }
+}
+
+/// What an invocation used.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// Wall-clock time from instantiation to return.
+    #[serde(rename = "duration_us", serialize_with = "micros")]
+    pub duration: Duration,
+    /// Fuel consumed (roughly wasm instructions executed).
+    pub fuel_consumed: u64,
+    /// The fuel budget, when one is set.
+    pub fuel_limit: Option<u64>,
+    /// The largest linear memory the instance held, in bytes.
+    pub peak_memory_bytes: u64,
+    /// Input size, in bytes.
+    pub bytes_in: u64,
+    /// Size of the events returned, in bytes.
+    pub bytes_out: u64,
+    /// Number of events returned.
+    pub events: u64,
+    /// Log bytes kept.
+    pub log_bytes: u64,
+}
+
+fn micros<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(u64::try_from(duration.as_micros()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,450 @@
+//! The sandbox against real components: the sample adapter, a no-op adapter, and a hostile
+//! guest that tries everything an adapter must not be able to do. Every hostile test asserts the
+//! precise outcome and then checks that a normal invocation on the same adapter still works.
+
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use adapter_host::contracts::Rule;
+use adapter_host::sandbox::{
+    Adapter, AdapterErrorKind, ConnectionContext, Error, FailureKind, Input, Limits, LogLevel,
+    Outcome, PlatformLimits, PollPage, Report, Sandbox, StateMap, WebhookRequest,
+};
+
+fn sandbox() -> &'static Sandbox {
+    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
+    SANDBOX.get_or_init(|| {
+        let cache = std::path::Path::new(test_artifacts::REPO_ROOT).join("target/test-cache");
+        Sandbox::new(PlatformLimits::default(), Some(&cache)).expect("sandbox")
+    })
+}
+
+fn load(path: &str, limits: Limits) -> Adapter {
+    let wasm = std::fs::read(path).expect("guest built by test-artifacts");
+    sandbox().load(&wasm, limits).expect("loads")
+}
+
+fn hostile() -> &'static Adapter {
+    static HOSTILE: OnceLock<Adapter> = OnceLock::new();
+    HOSTILE.get_or_init(|| load(test_artifacts::HOSTILE, Limits::default()))
+}
+
+fn context() -> ConnectionContext {
+    ConnectionContext {
+        connection_id: "conn-1".into(),
+        tenant_id: "tenant-a".into(),
+        provider: "custom".into(),
+        allowed_org_ids: vec!["org-1".into(), "org-2".into()],
+        settings: vec![("region".into(), "eu".into())],
+    }
+}
+
+fn webhook(body: impl Into<Vec<u8>>) -> Input {
+    Input::Webhook(WebhookRequest {
+        method: "POST".into(),
+        path: "/v1/hooks/conn-1".into(),
+        query: String::new(),
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: body.into(),
+        received_at: SystemTime::now(),
+    })
+}
+
+fn run(adapter: &Adapter, command: &str) -> Report {
+    adapter.invoke(&webhook(command), &context(), StateMap::new())
+}
+
+/// A normal invocation right after a hostile one: the adapter, and the host, still work.
+fn assert_still_serving(adapter: &Adapter) {
+    let report = run(adapter, "ok");
+    assert!(
+        matches!(&report.outcome, Outcome::Accepted { events, .. } if events.len() == 1),
+        "a normal invocation after a hostile one: {:?}",
+        report.outcome
+    );
+}
+
+fn failure(report: &Report) -> (FailureKind, &str) {
+    match &report.outcome {
+        Outcome::Failed { failure } => (failure.kind, failure.message.as_str()),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+fn violations(report: &Report) -> Vec<(usize, &str, Rule)> {
+    match &report.outcome {
+        Outcome::Rejected { violations } => violations
+            .iter()
+            .map(|v| (v.event_index, v.pointer.as_str(), v.rule))
+            .collect(),
+        other => panic!("expected violations, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_infinite_loop_is_stopped_at_the_deadline() {
+    let report = run(hostile(), "loop");
+    let (kind, message) = failure(&report);
+    assert_eq!(kind, FailureKind::Deadline);
+    assert!(message.contains("deadline of 100 ms"), "{message}");
+    // Stopped near the deadline, not long after it (the epoch tick is 5 ms).
+    assert!(report.usage.duration >= Duration::from_millis(100), "{:?}", report.usage);
+    assert!(report.usage.duration < Duration::from_secs(2), "{:?}", report.usage);
+    assert_still_serving(hostile());
+}
+
+#[test]
+fn a_fuel_budget_stops_a_loop_before_the_deadline() {
+    let adapter = load(
+        test_artifacts::HOSTILE,
+        Limits {
+            fuel: Some(5_000_000),
+            deadline_ms: 5_000,
+            ..Limits::default()
+        },
+    );
+    let report = run(&adapter, "loop");
+    assert_eq!(failure(&report).0, FailureKind::FuelExhausted);
+    assert_eq!(report.usage.fuel_limit, Some(5_000_000));
+    assert_eq!(report.usage.fuel_consumed, 5_000_000);
+    assert_still_serving(&adapter);
+}
+
+#[test]
+fn a_memory_bomb_hits_the_memory_cap() {
+    let report = run(hostile(), "alloc");
+    let (kind, message) = failure(&report);
+    assert_eq!(kind, FailureKind::MemoryLimit, "{message}");
+    assert!(message.contains("the limit is 67108864"), "{message}");
+    assert!(report.usage.peak_memory_bytes <= 64 * 1024 * 1024);
+    assert!(report.usage.peak_memory_bytes > 32 * 1024 * 1024);
+    assert_still_serving(hostile());
+}
+
+#[test]
+fn a_stack_overflow_is_reported_as_such() {
+    let report = run(hostile(), "stack");
+    assert_eq!(failure(&report).0, FailureKind::StackOverflow);
+    assert_still_serving(hostile());
+}
+
+#[test]
+fn a_panic_is_reported_with_its_message_and_location() {
+    let report = run(hostile(), "panic");
+    let (kind, message) = failure(&report);
+    assert_eq!(kind, FailureKind::Panic);
+    assert!(message.contains("hostile guest panicked on purpose"), "{message}");
+    assert!(message.contains("src/lib.rs"), "{message}");
+    // The guest's stderr is kept in the log for the tenant.
+    assert!(report.log.lines.iter().any(|l| l.level == LogLevel::Stderr));
+    assert_still_serving(hostile());
+}
+
+#[test]
+fn floats_in_a_payload_are_refused_with_their_pointer() {
+    let report = run(hostile(), "float");
+    assert_eq!(violations(&report), [(0, "/payload/ratio", Rule::FractionalNumber)]);
+    assert_still_serving(hostile());
+}
+
+#[test]
+fn integers_beyond_two_to_the_53_are_refused() {
+    let report = run(hostile(), "big-int");
+    let Outcome::Rejected { violations } = &report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
+    assert_eq!(violations[0].rule, Rule::UnsafeInteger);
+    assert_eq!(violations[0].pointer, "/payload/n");
+    assert_eq!(violations[0].value.as_deref(), Some("9007199254740993"));
+}
+
+#[test]
+fn a_declared_decimal_sent_as_a_number_or_in_exponent_form_is_refused() {
+    let rules: Vec<Rule> = violations(&run(hostile(), "decimal-number"))
+        .into_iter()
+        .map(|(_, pointer, rule)| {
+            assert_eq!(pointer, "/payload/amount");
+            rule
+        })
+        .collect();
+    assert!(rules.contains(&Rule::DecimalNotString), "{rules:?}");
+    assert_eq!(
+        violations(&run(hostile(), "decimal-bad")),
+        [(0, "/payload/amount", Rule::DecimalNotCanonical)]
+    );
+}
+
+#[test]
+fn an_org_outside_the_allowed_set_is_refused() {
+    let report = run(hostile(), "foreign-org");
+    assert_eq!(violations(&report), [(0, "/org_id", Rule::OrgNotAllowed)]);
+    assert_still_serving(hostile());
+}
+
+#[test]
+fn a_tenant_id_smuggled_into_the_payload_is_refused() {
+    let report = run(hostile(), "foreign-tenant");
+    assert_eq!(violations(&report), [(0, "/payload/tenant_id", Rule::TenantMismatch)]);
+}
+
+#[test]
+fn an_event_type_without_a_dot_is_refused() {
+    let report = run(hostile(), "no-dot");
+    let found = violations(&report);
+    assert_eq!(found[0], (0, "/event_type", Rule::EventTypeFormat), "{found:?}");
+}
+
+#[test]
+fn an_undeclared_event_type_is_refused() {
+    let report = run(hostile(), "undeclared");
+    assert_eq!(violations(&report), [(0, "/event_type", Rule::UndeclaredEventType)]);
+}
+
+#[test]
+fn a_hundred_thousand_events_exceed_the_output_limit() {
+    let report = run(hostile(), "many-events");
+    let (kind, message) = failure(&report);
+    assert_eq!(kind, FailureKind::OutputLimit);
+    assert!(message.contains("100000 events"), "{message}");
+    assert_eq!(report.usage.events, 100_000);
+    assert_still_serving(hostile());
+}
+
+#[test]
+fn a_huge_payload_exceeds_the_output_bytes_limit() {
+    let report = run(hostile(), "huge-payload");
+    let (kind, message) = failure(&report);
+    assert_eq!(kind, FailureKind::OutputLimit);
+    assert!(message.contains("at most 1048576"), "{message}");
+}
+
+#[test]
+fn a_log_flood_is_truncated_at_the_log_cap_and_marked() {
+    let report = run(hostile(), "log-flood");
+    assert!(report.outcome.is_success(), "{:?}", report.outcome);
+    assert!(report.log.truncated);
+    assert!(report.log.bytes <= 64 * 1024, "{}", report.log.bytes);
+    assert!(report.log.dropped_bytes >= 10_000 * 1024 - 64 * 1024);
+    assert_eq!(report.usage.log_bytes, report.log.bytes);
+}
+
+fn probe(command: &str) -> serde_json::Value {
+    let report = run(hostile(), command);
+    let events = report.outcome.events();
+    assert_eq!(events.len(), 1, "{:?}", report.outcome);
+    serde_json::from_str(&events[0].payload).unwrap()
+}
+
+#[test]
+fn the_file_system_is_out_of_reach() {
+    let result = probe("file");
+    assert_eq!(result["allowed"], false, "{result}");
+    assert!(!result["detail"].as_str().unwrap().contains("root:"), "{result}");
+}
+
+#[test]
+fn environment_variables_and_arguments_are_out_of_reach() {
+    // The host process has variables of its own; none may leak into the guest.
+    assert!(std::env::var_os("PATH").is_some());
+    let result = probe("env");
+    assert_eq!(result["allowed"], false, "{result}");
+}
+
+#[test]
+fn sockets_are_out_of_reach() {
+    let result = probe("socket");
+    assert_eq!(result["allowed"], false, "{result}");
+}
+
+#[test]
+fn adapter_errors_are_reported_by_kind() {
+    assert!(matches!(
+        run(hostile(), "bad-request").outcome,
+        Outcome::AdapterError { kind: AdapterErrorKind::BadRequest, ref message } if message == "hostile says no"
+    ));
+    assert!(matches!(
+        run(hostile(), "fail").outcome,
+        Outcome::AdapterError { kind: AdapterErrorKind::Failed, ref message } if message == "hostile failed"
+    ));
+    let ignored = run(hostile(), "ignored");
+    assert!(matches!(ignored.outcome, Outcome::Ignored { ref reason } if reason == "not interesting"));
+    assert!(ignored.outcome.is_success());
+}
+
+#[test]
+fn state_changes_are_returned_only_when_the_invocation_succeeds() {
+    let report = run(hostile(), "state-set\ncursor\n42");
+    let state = report.state.expect("a successful invocation that wrote state returns it");
+    assert_eq!(state.get("cursor").map(Vec::as_slice), Some(&b"42"[..]));
+
+    // The next invocation sees what the previous one saved.
+    let report = hostile().invoke(&webhook("state-get\ncursor"), &context(), state.clone());
+    let payload: serde_json::Value =
+        serde_json::from_str(&report.outcome.events()[0].payload).unwrap();
+    assert_eq!(payload["value"], "42");
+    assert!(report.state.is_none(), "reading does not change the state");
+
+    // A failing invocation's writes are discarded.
+    let report = hostile().invoke(&webhook("state-bomb"), &context(), state);
+    let Outcome::AdapterError { message, .. } = &report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
+    assert!(message.contains("too large"), "{message}");
+    assert!(report.state.is_none());
+}
+
+#[test]
+fn stderr_lands_in_the_log() {
+    let report = run(hostile(), "stderr");
+    assert!(report.outcome.is_success());
+    assert!(
+        report
+            .log
+            .lines
+            .iter()
+            .any(|l| l.level == LogLevel::Stderr && l.message == "to stderr"),
+        "{:?}",
+        report.log
+    );
+}
+
+#[test]
+fn input_beyond_the_limit_is_refused_before_the_adapter_runs() {
+    let adapter = load(
+        test_artifacts::HOSTILE,
+        Limits {
+            input_bytes: 16,
+            ..Limits::default()
+        },
+    );
+    let report = run(&adapter, "ok\nthis body is longer than sixteen bytes");
+    assert_eq!(failure(&report).0, FailureKind::InputTooLarge);
+    assert_eq!(report.usage.fuel_consumed, 0);
+}
+
+#[test]
+fn polls_return_events_and_the_next_cursor() {
+    let page = Input::Poll(PollPage {
+        body: b"[]".to_vec(),
+        content_type: Some("application/json".into()),
+        cursor: Some("abc".into()),
+        fetched_at: SystemTime::now(),
+    });
+    let report = hostile().invoke(&page, &context(), StateMap::new());
+    assert!(
+        matches!(&report.outcome, Outcome::Accepted { events, next_cursor } if events.len() == 1 && next_cursor.as_deref() == Some("abcx")),
+        "{:?}",
+        report.outcome
+    );
+}
+
+#[test]
+fn usage_is_reported_for_every_invocation() {
+    let report = run(hostile(), "ok");
+    let usage = &report.usage;
+    assert!(usage.fuel_consumed > 0);
+    assert!(usage.peak_memory_bytes > 0);
+    assert_eq!(usage.bytes_in, 2);
+    assert!(usage.bytes_out > 0);
+    assert_eq!(usage.events, 1);
+    assert!(usage.duration > Duration::ZERO);
+}
+
+#[test]
+fn a_looping_tenant_does_not_starve_the_others() {
+    let looping = std::thread::spawn(|| (0..3).map(|_| run(hostile(), "loop")).collect::<Vec<_>>());
+    let noop = load(test_artifacts::NOOP, Limits::default());
+    for _ in 0..50 {
+        assert!(run(&noop, "").outcome.is_success());
+    }
+    for report in looping.join().unwrap() {
+        assert_eq!(failure(&report).0, FailureKind::Deadline);
+    }
+}
+
+#[test]
+fn a_component_importing_an_unknown_interface_is_rejected_at_load() {
+    let wasm = wat::parse_str(
+        r#"(component
+            (import "evil:net/raw-socket@1.0.0" (instance))
+            (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#,
+    )
+    .unwrap();
+    let err = sandbox().load(&wasm, Limits::default()).unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, Error::World(_)), "{err:?}");
+    assert!(message.contains("imports `evil:net/raw-socket@1.0.0`"), "{message}");
+    assert!(message.contains("imports `wasi:http/outgoing-handler@0.2.0`"), "{message}");
+    assert!(message.contains("does not export `crm:adapter/adapter@0.1.0`"), "{message}");
+}
+
+#[test]
+fn a_component_without_the_adapter_export_is_rejected_at_load() {
+    let wasm = wat::parse_str("(component)").unwrap();
+    let err = sandbox().load(&wasm, Limits::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the component does not implement the adapter world: does not export `crm:adapter/adapter@0.1.0`"
+    );
+}
+
+#[test]
+fn bytes_that_are_not_a_component_are_rejected_clearly() {
+    for bytes in [&b"not wasm at all"[..], &wat::parse_str("(module)").unwrap()] {
+        let err = sandbox().load(bytes, Limits::default()).unwrap_err();
+        assert!(matches!(err, Error::Invalid(_)), "{err:?}");
+        assert!(err.to_string().starts_with("not a valid component"), "{err}");
+    }
+}
+
+#[test]
+fn limits_beyond_the_platform_are_rejected() {
+    let wasm = std::fs::read(test_artifacts::NOOP).unwrap();
+    let err = sandbox()
+        .load(
+            &wasm,
+            Limits {
+                memory_bytes: 1 << 40,
+                ..Limits::default()
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Limits(_)), "{err:?}");
+}
+
+#[test]
+fn compiled_artifacts_are_cached_by_content_hash_and_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = std::fs::read(test_artifacts::NOOP).unwrap();
+    let sandbox = Sandbox::new(PlatformLimits::default(), Some(dir.path())).unwrap();
+    let adapter = sandbox.load(&wasm, Limits::default()).unwrap();
+    let artifact = walk(dir.path())
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .expect("an artifact in the cache");
+    assert!(
+        artifact
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(adapter.sha256())
+    );
+    // A corrupted artifact is detected and replaced, not executed.
+    std::fs::write(&artifact, b"garbage").unwrap();
+    let again = sandbox.load(&wasm, Limits::default()).unwrap();
+    assert!(run(&again, "").outcome.is_success());
+    assert_ne!(std::fs::read(&artifact).unwrap(), b"garbage");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
