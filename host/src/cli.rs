@@ -13,8 +13,8 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::sandbox::{
-    Adapter, ConnectionContext, Input, Limits, Outcome, PlatformLimits, PollPage, Report,
-    Sandbox, StateMap, WebhookRequest,
+    Adapter, ConnectionContext, Input, Limits, Outcome, PlatformLimits, PollPage, Report, Sandbox,
+    StateMap, WebhookRequest,
 };
 
 /// Exit status: the adapter's events were accepted (or it deliberately ignored the input).
@@ -29,7 +29,11 @@ pub const EXIT_ADAPTER_FAILED: u8 = 3;
 pub const EXIT_CONTRACT_VIOLATION: u8 = 4;
 
 #[derive(Debug, Parser)]
-#[command(name = "adapter-host", version, about = "WebAssembly-sandboxed adapter host for CRM integrations")]
+#[command(
+    name = "adapter-host",
+    version,
+    about = "WebAssembly-sandboxed adapter host for CRM integrations"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,7 +46,7 @@ enum Command {
     ///
     /// Exit status: 0 accepted or ignored, 1 error, 2 usage, 3 adapter failed,
     /// 4 contract violation.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check that a component implements the adapter world and print what it declares.
     Check(CheckArgs),
 }
@@ -189,8 +193,17 @@ fn check(args: &CheckArgs) -> anyhow::Result<u8> {
 fn describe_text(adapter: &Adapter) -> String {
     let info = adapter.info();
     let mut out = String::new();
-    let _ = writeln!(out, "adapter   {} {} (provider: {})", info.name, info.version, info.provider);
-    let _ = writeln!(out, "component {} bytes, sha256 {}", adapter.size_bytes(), adapter.sha256());
+    let _ = writeln!(
+        out,
+        "adapter   {} {} (provider: {})",
+        info.name, info.version, info.provider
+    );
+    let _ = writeln!(
+        out,
+        "component {} bytes, sha256 {}",
+        adapter.size_bytes(),
+        adapter.sha256()
+    );
     let _ = writeln!(out, "event types:");
     for event_type in &info.event_types {
         if event_type.decimal_fields.is_empty() {
@@ -268,7 +281,8 @@ fn split_pair(s: &str, separator: char, flag: &str) -> anyhow::Result<(String, S
 }
 
 fn read_input(args: &RunArgs) -> anyhow::Result<Input> {
-    let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let read =
+        |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
     if let Some(path) = &args.poll {
         return Ok(Input::Poll(PollPage {
             body: read(path)?,
@@ -297,9 +311,13 @@ fn read_input(args: &RunArgs) -> anyhow::Result<Input> {
 }
 
 fn read_state(path: &Path) -> anyhow::Result<StateMap> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let map: BTreeMap<String, String> = serde_json::from_str(&text).with_context(|| {
-        format!("{}: the state file must be a JSON object of string values", path.display())
+        format!(
+            "{}: the state file must be a JSON object of string values",
+            path.display()
+        )
     })?;
     Ok(map.into_iter().map(|(k, v)| (k, v.into_bytes())).collect())
 }
@@ -319,9 +337,18 @@ fn write_state(path: &Path, state: &StateMap) -> anyhow::Result<()> {
 fn report_text(adapter: &Adapter, report: &Report) -> String {
     let info = adapter.info();
     let mut out = String::new();
-    let _ = writeln!(out, "adapter  {} {} ({})", info.name, info.version, &adapter.sha256()[..12]);
+    let _ = writeln!(
+        out,
+        "adapter  {} {} ({})",
+        info.name,
+        info.version,
+        &adapter.sha256()[..12]
+    );
     match &report.outcome {
-        Outcome::Accepted { events, next_cursor } => {
+        Outcome::Accepted {
+            events,
+            next_cursor,
+        } => {
             let _ = writeln!(out, "outcome  accepted: {} event(s)", events.len());
             for (index, event) in events.iter().enumerate() {
                 let _ = writeln!(
@@ -348,10 +375,18 @@ fn report_text(adapter: &Adapter, report: &Report) -> String {
         }
         Outcome::AdapterError { kind, message } => {
             let kind = serde_json::to_value(kind).unwrap_or_default();
-            let _ = writeln!(out, "outcome  adapter error ({}): {message}", kind.as_str().unwrap_or("?"));
+            let _ = writeln!(
+                out,
+                "outcome  adapter error ({}): {message}",
+                kind.as_str().unwrap_or("?")
+            );
         }
         Outcome::Rejected { violations } => {
-            let _ = writeln!(out, "outcome  rejected: {} contract violation(s)", violations.len());
+            let _ = writeln!(
+                out,
+                "outcome  rejected: {} contract violation(s)",
+                violations.len()
+            );
             for v in violations {
                 let _ = writeln!(
                     out,
@@ -360,12 +395,20 @@ fn report_text(adapter: &Adapter, report: &Report) -> String {
                     v.pointer,
                     v.rule.as_str(),
                     v.message,
-                    v.value.as_ref().map(|value| format!(" (value: {value})")).unwrap_or_default()
+                    v.value
+                        .as_ref()
+                        .map(|value| format!(" (value: {value})"))
+                        .unwrap_or_default()
                 );
             }
         }
         Outcome::Failed { failure } => {
-            let _ = writeln!(out, "outcome  failed ({}): {}", failure.kind.as_str(), failure.message);
+            let _ = writeln!(
+                out,
+                "outcome  failed ({}): {}",
+                failure.kind.as_str(),
+                failure.message
+            );
             if !failure.backtrace.is_empty() {
                 let _ = writeln!(out, "  guest stack: {}", failure.backtrace.join(" <- "));
             }
@@ -373,7 +416,12 @@ fn report_text(adapter: &Adapter, report: &Report) -> String {
     }
     let log = &report.log;
     if !log.lines.is_empty() || log.truncated {
-        let _ = writeln!(out, "\nlog ({} bytes{}):", log.bytes, if log.truncated { ", truncated" } else { "" });
+        let _ = writeln!(
+            out,
+            "\nlog ({} bytes{}):",
+            log.bytes,
+            if log.truncated { ", truncated" } else { "" }
+        );
         for line in &log.lines {
             let _ = writeln!(out, "  {:<6} {}", line.level.as_str(), line.message);
         }
@@ -393,7 +441,10 @@ fn report_text(adapter: &Adapter, report: &Report) -> String {
         "\nusage    {} µs, fuel {}{}, peak memory {} KiB, in {} B, out {} B, log {} B",
         usage.duration.as_micros(),
         usage.fuel_consumed,
-        usage.fuel_limit.map(|l| format!(" of {l}")).unwrap_or_default(),
+        usage
+            .fuel_limit
+            .map(|l| format!(" of {l}"))
+            .unwrap_or_default(),
         usage.peak_memory_bytes / 1024,
         usage.bytes_in,
         usage.bytes_out,

@@ -72,7 +72,10 @@ impl ArtifactCache {
             }
         };
         // The checksum guards against a torn or corrupted file: wasmtime trusts artifact bytes.
-        let expected = self.dir.read_to_string(format!("{sha256}.cwasm.sha256")).ok()?;
+        let expected = self
+            .dir
+            .read_to_string(format!("{sha256}.cwasm.sha256"))
+            .ok()?;
         if expected.trim() != sha256_hex(&artifact) {
             tracing::warn!(%sha256, "cached artifact fails its checksum; recompiling");
             return None;

@@ -94,12 +94,24 @@ impl Limits {
         check("memories", self.memories.into(), 2);
         check("input_bytes", self.input_bytes, platform.max_input_bytes);
         check("output_bytes", self.output_bytes, platform.max_output_bytes);
-        check("max_events", self.max_events.into(), platform.max_events.into());
+        check(
+            "max_events",
+            self.max_events.into(),
+            platform.max_events.into(),
+        );
         check("log_bytes", self.log_bytes, platform.max_log_bytes);
         check("state_keys", self.state_keys.into(), 100_000);
         check("state_key_bytes", self.state_key_bytes.into(), 4 * KIB);
-        check("state_value_bytes", self.state_value_bytes, platform.max_state_bytes);
-        check("state_total_bytes", self.state_total_bytes, platform.max_state_bytes);
+        check(
+            "state_value_bytes",
+            self.state_value_bytes,
+            platform.max_state_bytes,
+        );
+        check(
+            "state_total_bytes",
+            self.state_total_bytes,
+            platform.max_state_bytes,
+        );
         if let Some(fuel) = self.fuel {
             check("fuel", fuel, u64::MAX / 2);
         }
@@ -234,7 +246,9 @@ mod tests {
 
     #[test]
     fn defaults_are_within_the_platform() {
-        Limits::default().validate(&PlatformLimits::default()).unwrap();
+        Limits::default()
+            .validate(&PlatformLimits::default())
+            .unwrap();
     }
 
     #[test]
@@ -245,8 +259,14 @@ mod tests {
             ..Limits::default()
         };
         let err = limits.validate(&PlatformLimits::default()).unwrap_err();
-        assert!(err.contains("deadline_ms must be between 1 and 10000 (got 0)"), "{err}");
-        assert!(err.contains("memory_bytes must be between 1 and 268435456"), "{err}");
+        assert!(
+            err.contains("deadline_ms must be between 1 and 10000 (got 0)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("memory_bytes must be between 1 and 268435456"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -256,8 +276,16 @@ mod tests {
             ..Limits::default()
         });
         assert!(limiter.memory_growing(0, 2 * MIB as usize, None).unwrap());
-        assert!(limiter.memory_growing(2 * MIB as usize, 8 * MIB as usize, None).unwrap());
-        assert!(!limiter.memory_growing(8 * MIB as usize, 11 * MIB as usize, None).unwrap());
+        assert!(
+            limiter
+                .memory_growing(2 * MIB as usize, 8 * MIB as usize, None)
+                .unwrap()
+        );
+        assert!(
+            !limiter
+                .memory_growing(8 * MIB as usize, 11 * MIB as usize, None)
+                .unwrap()
+        );
         assert_eq!(limiter.peak_memory_bytes, 8 * MIB as usize);
         assert_eq!(limiter.memory_refused, Some(11 * MIB as usize));
     }

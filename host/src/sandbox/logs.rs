@@ -92,7 +92,9 @@ impl LogSink {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A poisoned lock only means a panic elsewhere mid-write; the log is still usable.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Appends a line, cutting it (and marking the log truncated) when the budget runs out.
@@ -257,7 +259,11 @@ mod tests {
         sink.write_stream(LogLevel::Stderr, b": boom\n");
         sink.write_stream(LogLevel::Stdout, b"no newline");
         let log = sink.finish();
-        let lines: Vec<_> = log.lines.iter().map(|l| (l.level, l.message.as_str())).collect();
+        let lines: Vec<_> = log
+            .lines
+            .iter()
+            .map(|l| (l.level, l.message.as_str()))
+            .collect();
         assert_eq!(
             lines,
             [

@@ -122,9 +122,7 @@ impl Sandbox {
     /// Checks, compiles (or loads from the cache) and describes a component, ready to invoke.
     pub fn load(&self, wasm: &[u8], limits: Limits) -> Result<Adapter> {
         let inner = &self.inner;
-        limits
-            .validate(&inner.platform)
-            .map_err(Error::Limits)?;
+        limits.validate(&inner.platform).map_err(Error::Limits)?;
         if wasm.len() as u64 > inner.platform.max_component_bytes {
             return Err(Error::Invalid(format!(
                 "the component is {} bytes; the limit is {}",
@@ -262,6 +260,11 @@ impl Adapter {
         &self.limits
     }
 
+    /// The declaration built from `describe`, which the contracts check events against.
+    pub fn declaration(&self) -> &Declaration {
+        &self.declaration
+    }
+
     /// Runs the adapter on `input` for `context`, with the connection's `state`, in a fresh
     /// instance. Blocks the calling thread for at most about the adapter's deadline.
     pub fn invoke(&self, input: &Input, context: &ConnectionContext, state: StateMap) -> Report {
@@ -295,7 +298,9 @@ impl Adapter {
                 failure: classify_trap(&error, &store.data().limiter, &log, &self.limits),
             },
             Ok(Err(error)) => Outcome::from_adapter_error(error),
-            Ok(Ok((events, next_cursor))) => self.check_output(events, next_cursor, context, &mut usage),
+            Ok(Ok((events, next_cursor))) => {
+                self.check_output(events, next_cursor, context, &mut usage)
+            }
         };
         let HostState { state, .. } = store.into_data();
         let state = outcome.is_success().then(|| state.into_changes()).flatten();
@@ -311,19 +316,29 @@ impl Adapter {
         store: &mut Store<HostState>,
         input: &Input,
         context: &ConnectionContext,
-    ) -> wasmtime::Result<std::result::Result<(Vec<EmittedEvent>, Option<String>), bindings::AdapterError>>
-    {
+    ) -> wasmtime::Result<
+        std::result::Result<(Vec<EmittedEvent>, Option<String>), bindings::AdapterError>,
+    > {
         let instance = self.pre.instantiate(&mut *store)?;
         let adapter = instance.crm_adapter_adapter();
         let context = world::to_wit_context(context);
         Ok(match input {
             Input::Webhook(request) => adapter
                 .call_handle_webhook(&mut *store, &world::to_wit_request(request), &context)?
-                .map(|events| (events.into_iter().map(world::from_wit_event).collect(), None)),
+                .map(|events| {
+                    (
+                        events.into_iter().map(world::from_wit_event).collect(),
+                        None,
+                    )
+                }),
             Input::Poll(page) => adapter
                 .call_handle_poll(&mut *store, &world::to_wit_page(page), &context)?
                 .map(|output| {
-                    let events = output.events.into_iter().map(world::from_wit_event).collect();
+                    let events = output
+                        .events
+                        .into_iter()
+                        .map(world::from_wit_event)
+                        .collect();
                     (events, output.next_cursor)
                 }),
         })
@@ -396,7 +411,11 @@ impl Adapter {
         }
         let scope = Scope {
             tenant_id: context.tenant_id.clone(),
-            allowed_org_ids: context.allowed_org_ids.iter().cloned().collect::<BTreeSet<_>>(),
+            allowed_org_ids: context
+                .allowed_org_ids
+                .iter()
+                .cloned()
+                .collect::<BTreeSet<_>>(),
         };
         let violations = contracts::check_events(&events, &self.declaration, &scope);
         if violations.is_empty() {
@@ -436,6 +455,74 @@ impl Adapter {
     }
 }
 
+/// Pieces of an invocation, exposed for the benchmarks only (they measure the sandbox's
+/// overhead against its floor). Tenants' invocations always go through [`Adapter::invoke`].
+#[doc(hidden)]
+pub mod bench {
+    use super::*;
+
+    /// A fresh store and instance, without calling anything.
+    pub fn instantiate(adapter: &Adapter) {
+        let log = LogSink::new(adapter.limits.log_bytes);
+        let mut store = adapter.new_store(&log, StateMap::new());
+        adapter.pre.instantiate(&mut store).expect("instantiates");
+    }
+
+    /// A fresh store and instance, then one call; no contract check.
+    pub fn fresh_call(adapter: &Adapter, input: &Input, context: &ConnectionContext) -> usize {
+        let log = LogSink::new(adapter.limits.log_bytes);
+        let mut store = adapter.new_store(&log, StateMap::new());
+        let result = adapter.call(&mut store, input, context).expect("no trap");
+        result.map_or(0, |(events, _)| events.len())
+    }
+
+    /// One instance kept across calls: the floor of a call's cost. Never used for tenants,
+    /// whose invocations must not share an instance.
+    pub struct Warm {
+        store: Store<HostState>,
+        instance: bindings::CrmAdapter,
+        deadline: u64,
+    }
+
+    impl std::fmt::Debug for Warm {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Warm").finish_non_exhaustive()
+        }
+    }
+
+    /// Instantiates `adapter` once for repeated calls.
+    pub fn warm(adapter: &Adapter) -> Warm {
+        let log = LogSink::new(u64::MAX);
+        let mut store = adapter.new_store(&log, StateMap::new());
+        let instance = adapter.pre.instantiate(&mut store).expect("instantiates");
+        Warm {
+            store,
+            instance,
+            deadline: engine::deadline_ticks(adapter.limits.deadline()),
+        }
+    }
+
+    impl Warm {
+        /// Calls `handle-webhook` on the warm instance.
+        pub fn call(&mut self, input: &Input, context: &ConnectionContext) -> usize {
+            let Input::Webhook(request) = input else {
+                panic!("webhook inputs only")
+            };
+            self.store.set_epoch_deadline(self.deadline);
+            self.store.set_fuel(u64::MAX).expect("fuel is enabled");
+            self.instance
+                .crm_adapter_adapter()
+                .call_handle_webhook(
+                    &mut self.store,
+                    &world::to_wit_request(request),
+                    &world::to_wit_context(context),
+                )
+                .expect("no trap")
+                .map_or(0, |events| events.len())
+        }
+    }
+}
+
 fn event_bytes(event: &EmittedEvent) -> u64 {
     let optional = |s: &Option<String>| s.as_ref().map_or(0, String::len);
     (event.event_type.len()
@@ -466,7 +553,10 @@ fn classify_trap(
     let (kind, message) = match trap {
         Some(Trap::Interrupt) => (
             FailureKind::Deadline,
-            format!("the adapter ran past its deadline of {} ms", limits.deadline_ms),
+            format!(
+                "the adapter ran past its deadline of {} ms",
+                limits.deadline_ms
+            ),
         ),
         Some(Trap::OutOfFuel) => (
             FailureKind::FuelExhausted,
@@ -515,7 +605,9 @@ fn panic_message(log: &Log) -> Option<String> {
         .filter(|line| line.level == LogLevel::Stderr)
         .map(|line| line.message.as_str())
         .collect();
-    let at = stderr.iter().position(|line| line.contains(" panicked at "))?;
+    let at = stderr
+        .iter()
+        .position(|line| line.contains(" panicked at "))?;
     let location = stderr[at]
         .split(" panicked at ")
         .nth(1)

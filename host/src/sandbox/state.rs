@@ -136,13 +136,28 @@ mod tests {
     #[test]
     fn enforces_key_value_count_and_total_limits() {
         let mut state = State::new(StateMap::new(), &limits());
-        assert!(matches!(state.set(String::new(), vec![]), Err(StateError::InvalidKey(_))));
-        assert!(matches!(state.set("toolong".into(), vec![]), Err(StateError::InvalidKey(_))));
-        assert!(matches!(state.set("a".into(), vec![0; 9]), Err(StateError::TooLarge(_))));
+        assert!(matches!(
+            state.set(String::new(), vec![]),
+            Err(StateError::InvalidKey(_))
+        ));
+        assert!(matches!(
+            state.set("toolong".into(), vec![]),
+            Err(StateError::InvalidKey(_))
+        ));
+        assert!(matches!(
+            state.set("a".into(), vec![0; 9]),
+            Err(StateError::TooLarge(_))
+        ));
         state.set("a".into(), vec![0; 6]).unwrap();
-        assert!(matches!(state.set("b".into(), vec![0; 8]), Err(StateError::TooLarge(_))));
+        assert!(matches!(
+            state.set("b".into(), vec![0; 8]),
+            Err(StateError::TooLarge(_))
+        ));
         state.set("b".into(), vec![0; 6]).unwrap();
-        assert!(matches!(state.set("c".into(), vec![]), Err(StateError::TooManyKeys(_))));
+        assert!(matches!(
+            state.set("c".into(), vec![]),
+            Err(StateError::TooManyKeys(_))
+        ));
         // Overwriting an existing key is not a new key.
         state.set("a".into(), vec![1]).unwrap();
         assert_eq!(state.get("a"), Some(&[1u8][..]));

@@ -42,7 +42,8 @@ fn import_allowed(name: &str) -> bool {
         return false;
     };
     let Some((package, version)) = rest.split_once('/').and_then(|(package, rest)| {
-        rest.split_once('@').map(|(_interface, version)| (package, version))
+        rest.split_once('@')
+            .map(|(_interface, version)| (package, version))
     }) else {
         return false;
     };

@@ -1,0 +1,99 @@
+//! Sandbox overhead, measured against its floor in the same run.
+//!
+//! - `floor/instantiate`: a fresh store + instance from the pre-linked template, no call;
+//! - `floor/warm_call/*`: a call on one instance kept warm (never done for tenants);
+//! - `fresh_call/*`: what every invocation pays: fresh store + instance + call;
+//! - `invoke/*`: the whole `Adapter::invoke`, including output limits and contract checks;
+//! - `contracts/champion_health`: the contract check alone on champion-health's output.
+//!
+//! `cargo bench -p adapter-host --bench sandbox`; BENCHMARKS.md records the ratios.
+
+use std::hint::black_box;
+use std::time::SystemTime;
+
+use adapter_host::contracts::{Scope, check_events};
+use adapter_host::sandbox::{
+    Adapter, ConnectionContext, Input, Limits, PlatformLimits, Sandbox, StateMap, WebhookRequest,
+    bench,
+};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn load(sandbox: &Sandbox, path: &str) -> Adapter {
+    sandbox
+        .load(&std::fs::read(path).unwrap(), Limits::default())
+        .unwrap()
+}
+
+fn webhook(body: Vec<u8>) -> Input {
+    Input::Webhook(WebhookRequest {
+        method: "POST".into(),
+        path: "/v1/hooks/bench".into(),
+        query: String::new(),
+        headers: vec![("content-type".into(), "application/json".into())],
+        body,
+        received_at: SystemTime::now(),
+    })
+}
+
+fn benches(c: &mut Criterion) {
+    let sandbox = Sandbox::new(PlatformLimits::default(), None).unwrap();
+    let noop = load(&sandbox, test_artifacts::NOOP);
+    let champion = load(&sandbox, test_artifacts::CHAMPION_HEALTH);
+    let body = std::fs::read(test_artifacts::sample_file(
+        "champion-health/fixtures/enrollment-1kb.json",
+    ))
+    .unwrap();
+    let champion_input = webhook(body);
+    let noop_input = webhook(Vec::new());
+    let context = ConnectionContext {
+        connection_id: "bench".into(),
+        tenant_id: "tenant-bench".into(),
+        provider: "custom".into(),
+        allowed_org_ids: vec!["org-456".into()],
+        settings: Vec::new(),
+    };
+    let report = champion.invoke(&champion_input, &context, StateMap::new());
+    assert!(report.outcome.is_success(), "{:?}", report.outcome);
+    let events = report.outcome.events().to_vec();
+    assert!(!events.is_empty());
+
+    let mut floor = c.benchmark_group("floor");
+    floor.bench_function("instantiate/champion_health", |b| {
+        b.iter(|| bench::instantiate(&champion))
+    });
+    let mut warm = bench::warm(&champion);
+    floor.bench_function("warm_call/champion_health", |b| {
+        b.iter(|| black_box(warm.call(&champion_input, &context)))
+    });
+    let mut warm_noop = bench::warm(&noop);
+    floor.bench_function("warm_call/noop", |b| {
+        b.iter(|| black_box(warm_noop.call(&noop_input, &context)))
+    });
+    floor.finish();
+
+    let mut fresh = c.benchmark_group("fresh_call");
+    fresh.bench_function("noop", |b| {
+        b.iter(|| black_box(bench::fresh_call(&noop, &noop_input, &context)))
+    });
+    fresh.bench_function("champion_health", |b| {
+        b.iter(|| black_box(bench::fresh_call(&champion, &champion_input, &context)))
+    });
+    fresh.finish();
+
+    let mut invoke = c.benchmark_group("invoke");
+    invoke.bench_function("champion_health", |b| {
+        b.iter(|| black_box(champion.invoke(&champion_input, &context, StateMap::new())))
+    });
+    invoke.finish();
+
+    let scope = Scope {
+        tenant_id: context.tenant_id.clone(),
+        allowed_org_ids: context.allowed_org_ids.iter().cloned().collect(),
+    };
+    c.bench_function("contracts/champion_health", |b| {
+        b.iter(|| black_box(check_events(&events, champion.declaration(), &scope)))
+    });
+}
+
+criterion_group!(sandbox, benches);
+criterion_main!(sandbox);
