@@ -36,7 +36,10 @@ fn check_prints_what_the_adapter_declares() {
     let text = stdout(&output);
     assert!(text.contains("champion-health"), "{text}");
     assert!(text.contains("decimals: "), "{text}");
-    assert!(text.contains("ok: implements crm:adapter/adapter@0.1.0"), "{text}");
+    assert!(
+        text.contains("ok: implements crm:adapter/adapter@0.1.0"),
+        "{text}"
+    );
 
     let output = adapter_host(&["check", "--json", CHAMPION_HEALTH]);
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -71,7 +74,13 @@ fn run_prints_events_logs_and_usage_and_exits_zero() {
         "--org",
         "org-456",
     ]);
-    assert_eq!(output.status.code(), Some(0), "{}{}", stdout(&output), stderr(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
     let text = stdout(&output);
     assert!(text.contains("outcome  accepted:"), "{text}");
     assert!(text.contains("usage "), "{text}");
@@ -109,14 +118,24 @@ fn run_exits_four_on_a_contract_violation_and_names_the_pointer() {
 fn run_exits_three_when_the_adapter_fails() {
     let dir = tempfile::tempdir().unwrap();
     for (command, expected) in [
-        ("panic", "failed (panic): the adapter panicked: hostile guest panicked on purpose"),
+        (
+            "panic",
+            "failed (panic): the adapter panicked: hostile guest panicked on purpose",
+        ),
         ("loop", "failed (deadline)"),
-        ("bad-request", "adapter error (bad_request): hostile says no"),
+        (
+            "bad-request",
+            "adapter error (bad_request): hostile says no",
+        ),
     ] {
         let body = write_file(&dir, command, command);
         let output = adapter_host(&["run", HOSTILE, "--webhook", &body]);
         assert_eq!(output.status.code(), Some(3), "{command}");
-        assert!(stdout(&output).contains(expected), "{command}: {}", stdout(&output));
+        assert!(
+            stdout(&output).contains(expected),
+            "{command}: {}",
+            stdout(&output)
+        );
     }
 }
 
@@ -156,5 +175,9 @@ fn bad_command_lines_exit_two_and_bad_files_exit_one() {
 
     let output = adapter_host(&["run", HOSTILE, "--webhook", &body, "--header", "no-colon"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("--header expects `name:value`"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--header expects `name:value`"),
+        "{}",
+        stderr(&output)
+    );
 }

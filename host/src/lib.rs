@@ -6,5 +6,5 @@
 //! - [`cli`]: the `adapter-host` command line, including the local runner for adapter authors.
 
 pub mod cli;
-pub mod contracts;
+pub use adapter_contracts as contracts;
 pub mod sandbox;

@@ -39,15 +39,28 @@ fn main() {
         command.args(["-p", package]);
     }
     // Flags meant for the host build must not reach the guests.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR"] {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+    ] {
         command.env_remove(var);
     }
-    let status = command.status().expect("running cargo to build the test guests");
-    assert!(status.success(), "building the guests in sample-adapters/ failed (see above)");
+    let status = command
+        .status()
+        .expect("running cargo to build the test guests");
+    assert!(
+        status.success(),
+        "building the guests in sample-adapters/ failed (see above)"
+    );
 
     let mut out = String::new();
     for (constant, _, stem) in GUESTS {
-        let path = target_dir.join(TARGET).join("release").join(format!("{stem}.wasm"));
+        let path = target_dir
+            .join(TARGET)
+            .join("release")
+            .join(format!("{stem}.wasm"));
         assert!(path.exists(), "{} was not built", path.display());
         out.push_str(&format!(
             "/// The `{stem}` component.\npub const {constant}: &str = {:?};\n",
@@ -72,7 +85,9 @@ fn ensure_target() {
         return;
     }
     println!("cargo:warning=installing the {TARGET} target with rustup");
-    let status = Command::new("rustup").args(["target", "add", TARGET]).status();
+    let status = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status();
     assert!(
         matches!(status, Ok(s) if s.success()),
         "the {TARGET} target is missing and `rustup target add {TARGET}` failed"

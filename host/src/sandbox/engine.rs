@@ -37,6 +37,8 @@ pub fn new_engine(platform: &PlatformLimits) -> Result<Engine> {
         .consume_fuel(true)
         .memory_init_cow(true)
         .max_wasm_stack(platform.max_wasm_stack_bytes)
+        // Enough frames to recognise a recursion (see `classify_trap`), few enough to be cheap.
+        .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(32))
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))
 }

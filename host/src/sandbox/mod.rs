@@ -540,17 +540,29 @@ fn classify_trap(
     log: &LogSink,
     limits: &Limits,
 ) -> Failure {
-    let backtrace = error
+    let frames: Vec<String> = error
         .downcast_ref::<WasmBacktrace>()
         .map(|bt| {
             bt.frames()
                 .iter()
-                .map(|frame| frame.func_name().unwrap_or("<unnamed>").to_owned())
+                .map(|frame| match frame.func_name() {
+                    Some(name) => format!("{:#}", rustc_demangle::demangle(name)),
+                    None => "<unnamed>".to_owned(),
+                })
                 .collect()
         })
         .unwrap_or_default();
     let trap = error.downcast_ref::<Trap>().copied();
     let (kind, message) = match trap {
+        // A Rust (or C) guest keeps its own stack in linear memory; overflowing it runs the
+        // stack pointer off the bottom of memory, which wasm reports as an out-of-bounds access.
+        Some(Trap::MemoryOutOfBounds) if recursing(&frames).is_some() => (
+            FailureKind::StackOverflow,
+            format!(
+                "the adapter overflowed its stack: unbounded recursion in `{}`",
+                recursing(&frames).unwrap_or_default()
+            ),
+        ),
         Some(Trap::Interrupt) => (
             FailureKind::Deadline,
             format!(
@@ -592,8 +604,39 @@ fn classify_trap(
     Failure {
         kind,
         message,
-        backtrace,
+        backtrace: collapse_repeats(frames),
     }
+}
+
+/// Frames captured from the innermost outwards before the backtrace is cut off.
+const RECURSION_FRAMES: usize = 16;
+
+/// The function that recursed, when the innermost frames are all one or two functions
+/// (direct or mutual recursion).
+fn recursing(frames: &[String]) -> Option<&str> {
+    if frames.len() < RECURSION_FRAMES {
+        return None;
+    }
+    let innermost = &frames[..RECURSION_FRAMES];
+    let distinct: BTreeSet<&str> = innermost.iter().map(String::as_str).collect();
+    (distinct.len() <= 2).then(|| innermost[0].as_str())
+}
+
+/// `a, a, a, b` becomes `a (×3), b`: a recursion's stack is one line, not hundreds.
+fn collapse_repeats(frames: Vec<String>) -> Vec<String> {
+    let mut out: Vec<(String, usize)> = Vec::new();
+    for frame in frames {
+        match out.last_mut() {
+            Some((last, count)) if *last == frame => *count += 1,
+            _ => out.push((frame, 1)),
+        }
+    }
+    out.into_iter()
+        .map(|(frame, count)| match count {
+            1 => frame,
+            n => format!("{frame} (×{n})"),
+        })
+        .collect()
 }
 
 /// The panic message a Rust guest printed on stderr ("thread '…' panicked at FILE:LINE:COL:"
