@@ -1,0 +1,200 @@
+//! Reading a JSON object field by field, with errors that name the field (`enrollment.pepm_rate`).
+
+use crm_adapter_sdk::serde_json::{Map, Value};
+use crm_adapter_sdk::{AdapterError, Decimal};
+
+/// A JSON object and where it sits in the input (`""` for the top level).
+pub(crate) struct Obj<'a> {
+    path: String,
+    map: &'a Map<String, Value>,
+}
+
+/// Largest id accepted from the CRM (the host's limit on entity ids).
+const MAX_ID_BYTES: usize = 256;
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl<'a> Obj<'a> {
+    /// The top-level object of a delivery or page.
+    pub(crate) fn root(value: &'a Value, what: &str) -> Result<Self, AdapterError> {
+        match value {
+            Value::Object(map) => Ok(Self {
+                path: String::new(),
+                map,
+            }),
+            other => Err(AdapterError::bad_request(format!(
+                "{what} must be a JSON object, got {}",
+                kind(other)
+            ))),
+        }
+    }
+
+    /// The dotted name of `key` in this object, for messages.
+    pub(crate) fn name(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    fn missing(&self, key: &str) -> AdapterError {
+        AdapterError::bad_request(format!("`{}` is missing", self.name(key)))
+    }
+
+    fn wrong(&self, key: &str, expected: &str, got: &Value) -> AdapterError {
+        AdapterError::bad_request(format!(
+            "`{}` must be {expected}, got {}",
+            self.name(key),
+            kind(got)
+        ))
+    }
+
+    /// The value of `key`, treating `null` as absent.
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    /// A required nested object.
+    pub(crate) fn child(&self, key: &str) -> Result<Obj<'a>, AdapterError> {
+        self.opt_child(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    /// A nested object if present.
+    pub(crate) fn opt_child(&self, key: &str) -> Result<Option<Obj<'a>>, AdapterError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Object(map)) => Ok(Some(Obj {
+                path: self.name(key),
+                map,
+            })),
+            Some(other) => Err(self.wrong(key, "an object", other)),
+        }
+    }
+
+    /// The objects of a required array (named `records[1]` in messages).
+    pub(crate) fn objects(&self, key: &str) -> Result<Vec<Obj<'a>>, AdapterError> {
+        if self.get(key).is_none() {
+            return Err(self.missing(key));
+        }
+        self.opt_objects(key)
+    }
+
+    /// The objects of an array (named `enrollment.splits[1]` in messages); absent is empty.
+    pub(crate) fn opt_objects(&self, key: &str) -> Result<Vec<Obj<'a>>, AdapterError> {
+        match self.get(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let path = format!("{}[{i}]", self.name(key));
+                    match item {
+                        Value::Object(map) => Ok(Obj { path, map }),
+                        other => Err(AdapterError::bad_request(format!(
+                            "`{path}` must be an object, got {}",
+                            kind(other)
+                        ))),
+                    }
+                })
+                .collect(),
+            Some(other) => Err(self.wrong(key, "an array", other)),
+        }
+    }
+
+    /// A required, non-empty string.
+    pub(crate) fn string(&self, key: &str) -> Result<String, AdapterError> {
+        self.opt_string(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    /// A string if present and not empty.
+    pub(crate) fn opt_string(&self, key: &str) -> Result<Option<String>, AdapterError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(self.wrong(key, "a string", other)),
+        }
+    }
+
+    /// A required identifier: a non-empty string, or an integer (Champion sends some ids as
+    /// numbers), at most 256 bytes.
+    pub(crate) fn id(&self, key: &str) -> Result<String, AdapterError> {
+        let id = match self.get(key) {
+            None => return Err(self.missing(key)),
+            Some(Value::String(s)) => s.trim().to_owned(),
+            Some(Value::Number(n)) if n.as_str().bytes().all(|b| b.is_ascii_digit()) => {
+                n.as_str().to_owned()
+            }
+            Some(other) => return Err(self.wrong(key, "a string or a whole number", other)),
+        };
+        if id.is_empty() {
+            return Err(AdapterError::bad_request(format!(
+                "`{}` is empty",
+                self.name(key)
+            )));
+        }
+        if id.len() > MAX_ID_BYTES {
+            return Err(AdapterError::bad_request(format!(
+                "`{}` is {} bytes long; the limit is {MAX_ID_BYTES}",
+                self.name(key),
+                id.len()
+            )));
+        }
+        Ok(id)
+    }
+
+    /// A required decimal: a JSON number (converted from its exact text) or a canonical decimal
+    /// string.
+    pub(crate) fn decimal(&self, key: &str) -> Result<Decimal, AdapterError> {
+        self.opt_decimal(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    /// A decimal if present.
+    pub(crate) fn opt_decimal(&self, key: &str) -> Result<Option<Decimal>, AdapterError> {
+        self.get(key)
+            .map(|v| {
+                Decimal::from_json(v)
+                    .map_err(|e| e.in_field(&format!("`{}`", self.name(key))).into())
+            })
+            .transpose()
+    }
+
+    /// A percentage between 0 and 100.
+    pub(crate) fn percentage(&self, key: &str) -> Result<Decimal, AdapterError> {
+        let pct = self.decimal(key)?;
+        let value = pct.into_inner();
+        if value.is_sign_negative() && !value.is_zero() || value > 100.into() {
+            return Err(AdapterError::bad_request(format!(
+                "`{}` is {pct}; a percentage must be between 0 and 100",
+                self.name(key)
+            )));
+        }
+        Ok(pct)
+    }
+
+    /// A count if present: a whole number from 0 to 2^53 - 1.
+    pub(crate) fn opt_count(&self, key: &str) -> Result<Option<u64>, AdapterError> {
+        const MAX: u64 = (1 << 53) - 1;
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(count) if count <= MAX => Ok(Some(count)),
+                _ => Err(AdapterError::bad_request(format!(
+                    "`{}` must be a whole number from 0 to {MAX}, got {n}",
+                    self.name(key)
+                ))),
+            },
+            Some(other) => Err(self.wrong(key, "a whole number", other)),
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! A guest that misbehaves on command, for the host's sandbox and contract tests.
+//!
+//! `handle_webhook` reads the request body: the first line is a command, further lines are its
+//! arguments. Each command does exactly one thing (see `run`); an unknown command is a bad
+//! request naming it. `handle_poll` always emits one `test.ok` and appends `x` to the cursor.
+//!
+//! Events that the SDK's builder would refuse (floats, unsafe integers, a type without a dot)
+//! are made with the SDK's unchecked constructor: the point is to see the host refuse them.
+
+use std::hint::black_box;
+
+use crm_adapter_sdk::{
+    Adapter, AdapterError, AdapterInfo, Context, Event, EventTypeDecl, PollOutput, PollPage,
+    WebhookRequest, log, state,
+};
+use serde_json::json;
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * KIB;
+
+struct Hostile;
+
+impl Adapter for Hostile {
+    fn describe() -> AdapterInfo {
+        AdapterInfo::new("hostile", env!("CARGO_PKG_VERSION"), "custom")
+            .event_type("test.ok")
+            .event_type("probe.result")
+            .event_type(EventTypeDecl::new("deal.won").decimal_field("/amount"))
+    }
+
+    fn handle_webhook(req: &WebhookRequest, _ctx: &Context) -> Result<Vec<Event>, AdapterError> {
+        let body = req.body_text()?;
+        let mut lines = body.lines();
+        let command = lines.next().unwrap_or("").trim();
+        let args: Vec<&str> = lines.collect();
+        run(command, &args)
+    }
+
+    fn handle_poll(page: &PollPage, _ctx: &Context) -> Result<PollOutput, AdapterError> {
+        let next = format!("{}x", page.cursor.as_deref().unwrap_or(""));
+        Ok(PollOutput::new(vec![ok_event()?]).next_cursor(next))
+    }
+}
+
+crm_adapter_sdk::export_adapter!(Hostile);
+
+fn run(command: &str, args: &[&str]) -> Result<Vec<Event>, AdapterError> {
+    match command {
+        "ok" => Ok(vec![ok_event()?]),
+        "loop" => spin_forever(),
+        "alloc" => allocate_forever(),
+        "stack" => {
+            let depth = recurse(black_box(0));
+            Ok(vec![test_ok(json!({ "depth": depth }))?])
+        }
+        "panic" => panic!("hostile guest panicked on purpose"),
+        "float" => Ok(vec![Event::unchecked(
+            "deal.won",
+            "deal",
+            "1",
+            r#"{"amount":"1.00","ratio":12.5}"#,
+        )]),
+        "big-int" => Ok(vec![Event::unchecked(
+            "test.ok",
+            "test",
+            "1",
+            r#"{"n":9007199254740993}"#,
+        )]),
+        "foreign-org" => Ok(vec![ok_event()?.org("org-not-allowed")]),
+        "foreign-tenant" => Ok(vec![test_ok(json!({ "tenant_id": "someone-else" }))?]),
+        "no-dot" => Ok(vec![Event::unchecked("nodot", "nodot", "1", "{}")]),
+        "undeclared" => Ok(vec![Event::new("ghost.appeared", "1")?]),
+        "decimal-number" => Ok(vec![Event::unchecked(
+            "deal.won",
+            "deal",
+            "1",
+            r#"{"amount":12.5}"#,
+        )]),
+        "decimal-bad" => Ok(vec![
+            Event::new("deal.won", "1")?.payload(json!({ "amount": "1e3" }))?,
+        ]),
+        "many-events" => (0..100_000)
+            .map(|i| Ok(Event::new("test.ok", i.to_string())?.payload(json!({ "i": i }))?))
+            .collect(),
+        "huge-payload" => Ok(vec![test_ok(json!({ "blob": "x".repeat(2 * MIB) }))?]),
+        "log-flood" => {
+            let message = "l".repeat(KIB);
+            for _ in 0..10_000 {
+                log::info(&message);
+            }
+            Ok(vec![ok_event()?])
+        }
+        "file" => Ok(vec![probe_file()?]),
+        "env" => Ok(vec![probe_env()?]),
+        "socket" => Ok(vec![probe_socket()?]),
+        "state-set" => {
+            let [key, value] = args_n(command, args)?;
+            state::set(key, value)?;
+            Ok(vec![ok_event()?])
+        }
+        "state-get" => {
+            let [key] = args_n(command, args)?;
+            let value = state::get_string(key)?;
+            Ok(vec![test_ok(json!({ "value": value }))?])
+        }
+        "state-bomb" => state_bomb(),
+        "bad-request" => Err(AdapterError::bad_request("hostile says no")),
+        "ignored" => Err(AdapterError::ignored("not interesting")),
+        "fail" => Err(AdapterError::failed("hostile failed")),
+        "stderr" => {
+            eprintln!("to stderr");
+            Ok(vec![ok_event()?])
+        }
+        "" => Err(AdapterError::bad_request(
+            "empty body: the first line must be a command",
+        )),
+        other => Err(AdapterError::bad_request(format!(
+            "unknown command `{other}`"
+        ))),
+    }
+}
+
+/// `test.ok` about entity "1" with payload `{"ok": true}`.
+fn ok_event() -> Result<Event, AdapterError> {
+    test_ok(json!({ "ok": true }))
+}
+
+fn test_ok(payload: serde_json::Value) -> Result<Event, AdapterError> {
+    Ok(Event::new("test.ok", "1")?.payload(payload)?)
+}
+
+fn probe(name: &str, allowed: bool, detail: Vec<String>) -> Result<Event, AdapterError> {
+    Ok(Event::new("probe.result", "1")?.payload(json!({
+        "probe": name,
+        "allowed": allowed,
+        "detail": detail.join("; "),
+    }))?)
+}
+
+/// The first `N` argument lines, or a bad request saying what the command needs.
+fn args_n<'a, const N: usize>(
+    command: &str,
+    args: &[&'a str],
+) -> Result<[&'a str; N], AdapterError> {
+    args.get(..N)
+        .and_then(|a| <[&str; N]>::try_from(a).ok())
+        .ok_or_else(|| {
+            AdapterError::bad_request(format!(
+                "`{command}` needs {N} argument line(s), got {}",
+                args.len()
+            ))
+        })
+}
+
+fn spin_forever() -> ! {
+    let mut n: u64 = 0;
+    loop {
+        n = black_box(n.wrapping_add(1));
+    }
+}
+
+fn allocate_forever() -> ! {
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut chunk = vec![0u8; MIB];
+        // Touch every page so the memory is really used.
+        for byte in chunk.iter_mut().step_by(4 * KIB) {
+            *byte = 1;
+        }
+        chunks.push(black_box(chunk));
+        black_box(&chunks);
+    }
+}
+
+/// Recurses until the stack runs out; the work after the call keeps it from being a tail call.
+fn recurse(depth: u64) -> u64 {
+    let frame = black_box([depth; 32]);
+    if black_box(depth) == u64::MAX {
+        return frame[0];
+    }
+    recurse(depth + 1).wrapping_add(black_box(frame)[31])
+}
+
+fn state_bomb() -> Result<Vec<Event>, AdapterError> {
+    let value = vec![b'b'; 64 * KIB];
+    for i in 0u64.. {
+        if let Err(err) = state::set(&format!("bomb-{i:08}"), &value) {
+            return Err(AdapterError::Failed(err.to_string()));
+        }
+    }
+    unreachable!("u64 keys ran out")
+}
+
+fn probe_file() -> Result<Event, AdapterError> {
+    let mut allowed = false;
+    let mut detail = Vec::new();
+    match std::fs::read_to_string("/etc/passwd") {
+        Ok(text) => {
+            allowed = true;
+            detail.push(format!("read /etc/passwd: ok ({} bytes)", text.len()));
+        }
+        Err(e) => detail.push(format!("read /etc/passwd: {e}")),
+    }
+    match std::fs::read_dir(".") {
+        Ok(entries) => {
+            allowed = true;
+            detail.push(format!("read_dir .: ok ({} entries)", entries.count()));
+        }
+        Err(e) => detail.push(format!("read_dir .: {e}")),
+    }
+    match std::fs::File::create("escape.txt") {
+        Ok(_) => {
+            allowed = true;
+            detail.push("create escape.txt: ok".into());
+        }
+        Err(e) => detail.push(format!("create escape.txt: {e}")),
+    }
+    probe("file", allowed, detail)
+}
+
+fn probe_env() -> Result<Event, AdapterError> {
+    let vars = std::env::vars().count();
+    let home = std::env::var("HOME");
+    let args = std::env::args().count();
+    let allowed = vars > 0 || home.is_ok() || args > 0;
+    let detail = vec![
+        format!("vars: {vars}"),
+        match home {
+            Ok(home) => format!("HOME: {home}"),
+            Err(e) => format!("HOME: {e}"),
+        },
+        format!("args: {args}"),
+    ];
+    probe("env", allowed, detail)
+}
+
+fn probe_socket() -> Result<Event, AdapterError> {
+    let mut detail = Vec::new();
+    let connected = match std::net::TcpStream::connect("127.0.0.1:4222") {
+        Ok(_) => {
+            detail.push("tcp connect 127.0.0.1:4222: ok".into());
+            true
+        }
+        Err(e) => {
+            detail.push(format!("tcp connect 127.0.0.1:4222: {e}"));
+            false
+        }
+    };
+    match std::net::UdpSocket::bind("0.0.0.0:0") {
+        Ok(_) => detail.push("udp bind 0.0.0.0:0: ok".into()),
+        Err(e) => detail.push(format!("udp bind 0.0.0.0:0: {e}")),
+    }
+    probe("socket", connected, detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crm_adapter_sdk::testing;
+
+    fn call(body: &str) -> Result<Vec<Event>, AdapterError> {
+        Hostile::handle_webhook(&testing::webhook(body), &testing::context())
+    }
+
+    #[test]
+    fn well_behaved_commands_do_what_they_say() {
+        let events = call("ok").unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            (
+                events[0].event_type(),
+                events[0].entity_id(),
+                events[0].payload_json().as_str()
+            ),
+            ("test.ok", "1", r#"{"ok":true}"#)
+        );
+        assert_eq!(
+            call("bad-request"),
+            Err(AdapterError::bad_request("hostile says no"))
+        );
+        assert_eq!(
+            call("ignored"),
+            Err(AdapterError::ignored("not interesting"))
+        );
+        assert_eq!(call("fail"), Err(AdapterError::failed("hostile failed")));
+        assert_eq!(
+            call("nope\n"),
+            Err(AdapterError::bad_request("unknown command `nope`"))
+        );
+    }
+
+    #[test]
+    fn misbehaving_events_are_the_ones_the_host_must_refuse() {
+        let info = Hostile::describe();
+        let ctx = testing::context().with_org("org-1");
+        for command in [
+            "float",
+            "big-int",
+            "foreign-org",
+            "foreign-tenant",
+            "no-dot",
+            "undeclared",
+            "decimal-number",
+            "decimal-bad",
+        ] {
+            let events = call(command).unwrap();
+            assert!(
+                testing::check_events(&info, &ctx, &events).is_err(),
+                "`{command}` should break a contract"
+            );
+        }
+        let events = call("ok").unwrap();
+        assert_eq!(testing::check_events(&info, &ctx, &events), Ok(()));
+        assert_eq!(
+            call("float").unwrap()[0].payload_json(),
+            r#"{"amount":"1.00","ratio":12.5}"#
+        );
+        assert_eq!(
+            call("big-int").unwrap()[0].payload_json(),
+            r#"{"n":9007199254740993}"#
+        );
+    }
+
+    #[test]
+    fn volume_commands_produce_their_volume() {
+        assert_eq!(call("many-events").unwrap().len(), 100_000);
+        let huge = call("huge-payload").unwrap();
+        assert!(huge[0].payload_json().len() > 2 * MIB);
+        call("log-flood").unwrap();
+        let logs = testing::logs();
+        assert_eq!(logs.len(), 10_000);
+        assert!(logs.iter().all(|l| l.message.len() == KIB));
+    }
+
+    #[test]
+    fn state_commands_use_the_connection_state() {
+        call("state-set\ncursor\nc_1").unwrap();
+        let events = call("state-get\ncursor").unwrap();
+        assert_eq!(events[0].payload_json(), r#"{"value":"c_1"}"#);
+        let events = call("state-get\nmissing").unwrap();
+        assert_eq!(events[0].payload_json(), r#"{"value":null}"#);
+        assert!(matches!(
+            call("state-set\nonly-key"),
+            Err(AdapterError::BadRequest(_))
+        ));
+        match call("state-bomb") {
+            Err(AdapterError::Failed(message)) => assert!(message.contains("state"), "{message}"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn poll_appends_x_to_the_cursor() {
+        let ctx = testing::context();
+        let out = Hostile::handle_poll(&testing::poll_page("{}"), &ctx).unwrap();
+        assert_eq!(out.next_cursor.as_deref(), Some("x"));
+        assert_eq!(out.events.len(), 1);
+        let out = Hostile::handle_poll(&testing::poll_page("{}").with_cursor("abc"), &ctx).unwrap();
+        assert_eq!(out.next_cursor.as_deref(), Some("abcx"));
+    }
+}
