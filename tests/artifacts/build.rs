@@ -56,7 +56,9 @@ fn main() {
     );
 
     let mut out = String::new();
+    let mut by_name = String::new();
     for (constant, _, stem) in GUESTS {
+        by_name.push_str(&format!("    ({stem:?}, {constant}),\n"));
         let path = target_dir
             .join(TARGET)
             .join("release")
@@ -67,6 +69,9 @@ fn main() {
             path.display().to_string()
         ));
     }
+    out.push_str(&format!(
+        "/// Every component by its file stem.\npub const ALL: &[(&str, &str)] = &[\n{by_name}];\n"
+    ));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
     fs::write(out_dir.join("guests.rs"), out).unwrap();
 }

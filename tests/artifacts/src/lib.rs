@@ -12,3 +12,11 @@ pub fn sample_file(relative: &str) -> std::path::PathBuf {
         .join("sample-adapters")
         .join(relative)
 }
+
+/// The path of the component built from the guest crate whose file stem is `stem`
+/// (`champion_health`, `hostile`, …).
+pub fn component(stem: &str) -> Option<&'static str> {
+    ALL.iter()
+        .find(|(name, _)| *name == stem)
+        .map(|(_, path)| *path)
+}
