@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use adapter_host::sandbox::{
@@ -111,10 +112,9 @@ fn run_case(adapter: &Adapter, adapter_dir: &Path, case: &Case) -> Value {
 }
 
 fn main() -> ExitCode {
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
-    let sandbox = Sandbox::new(PlatformLimits::default(), None).expect("sandbox");
+    let args = libtest_mimic::Arguments::from_args();
     let root = Path::new(test_artifacts::REPO_ROOT).join("sample-adapters");
-    let (mut passed, mut failed) = (0, 0);
+    let mut trials = Vec::new();
     let mut adapter_dirs: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap()
         .flatten()
@@ -128,11 +128,6 @@ fn main() -> ExitCode {
             .unwrap()
             .to_string_lossy()
             .replace('-', "_");
-        let path = test_artifacts::component(&stem)
-            .unwrap_or_else(|| panic!("no component built for {}", adapter_dir.display()));
-        let adapter = sandbox
-            .load(&std::fs::read(path).unwrap(), Limits::default())
-            .unwrap_or_else(|e| panic!("loading {stem}: {e}"));
         let mut cases: Vec<PathBuf> = std::fs::read_dir(adapter_dir.join("golden"))
             .unwrap()
             .flatten()
@@ -141,37 +136,69 @@ fn main() -> ExitCode {
             .collect();
         cases.sort();
         for case_dir in cases {
-            let name = format!("{stem}/{}", case_dir.file_name().unwrap().to_string_lossy());
-            let case: Case =
-                serde_json::from_str(&std::fs::read_to_string(case_dir.join("case.json")).unwrap())
-                    .unwrap_or_else(|e| panic!("{name}/case.json: {e}"));
-            let actual = run_case(&adapter, &adapter_dir, &case);
-            let expected_path = case_dir.join("expected.json");
-            if update {
-                let text = serde_json::to_string_pretty(&actual).unwrap() + "\n";
-                std::fs::write(&expected_path, text).unwrap();
-            }
-            let expected: Value = std::fs::read_to_string(&expected_path)
-                .ok()
-                .and_then(|text| serde_json::from_str(&text).ok())
-                .unwrap_or(Value::Null);
-            if actual == expected {
-                passed += 1;
-                println!("golden {name} ... ok");
-            } else {
-                failed += 1;
-                println!(
-                    "golden {name} ... FAILED\n--- expected\n{}\n--- actual\n{}",
-                    serde_json::to_string_pretty(&expected).unwrap(),
-                    serde_json::to_string_pretty(&actual).unwrap()
-                );
-            }
+            let name = format!(
+                "{stem}::{}",
+                case_dir.file_name().unwrap().to_string_lossy()
+            );
+            let (stem, adapter_dir) = (stem.clone(), adapter_dir.clone());
+            trials.push(libtest_mimic::Trial::test(name, move || {
+                check_case(&stem, &adapter_dir, &case_dir)
+            }));
         }
     }
-    println!("\n{passed} passed, {failed} failed");
-    if failed == 0 && passed > 0 {
-        ExitCode::SUCCESS
+    assert!(
+        !trials.is_empty(),
+        "no golden cases under {}",
+        root.display()
+    );
+    libtest_mimic::run(&args, trials).exit_code()
+}
+
+/// Loads (once per adapter and process) the component built from `stem`.
+fn adapter(stem: &str) -> Adapter {
+    static ADAPTERS: Mutex<BTreeMap<String, Adapter>> = Mutex::new(BTreeMap::new());
+    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
+    let sandbox = SANDBOX.get_or_init(|| Sandbox::new(PlatformLimits::default(), None).unwrap());
+    let mut adapters = ADAPTERS.lock().unwrap();
+    adapters
+        .entry(stem.to_owned())
+        .or_insert_with(|| {
+            let path = test_artifacts::component(stem)
+                .unwrap_or_else(|| panic!("no component built for {stem}"));
+            sandbox
+                .load(&std::fs::read(path).unwrap(), Limits::default())
+                .unwrap_or_else(|e| panic!("loading {stem}: {e}"))
+        })
+        .clone()
+}
+
+fn check_case(
+    stem: &str,
+    adapter_dir: &Path,
+    case_dir: &Path,
+) -> Result<(), libtest_mimic::Failed> {
+    let case: Case = serde_json::from_str(&std::fs::read_to_string(case_dir.join("case.json"))?)
+        .map_err(|e| format!("case.json: {e}"))?;
+    let actual = run_case(&adapter(stem), adapter_dir, &case);
+    let expected_path = case_dir.join("expected.json");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(
+            &expected_path,
+            serde_json::to_string_pretty(&actual)? + "\n",
+        )?;
+    }
+    let expected: Value = std::fs::read_to_string(&expected_path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or(Value::Null);
+    if actual == expected {
+        Ok(())
     } else {
-        ExitCode::FAILURE
+        Err(format!(
+            "--- expected\n{}\n--- actual\n{}",
+            serde_json::to_string_pretty(&expected)?,
+            serde_json::to_string_pretty(&actual)?
+        )
+        .into())
     }
 }

@@ -3,8 +3,14 @@
 //!
 //! - [`sandbox`]: loads components and runs each invocation in a fresh, bounded instance.
 //! - [`contracts`]: the checks every emitted event must pass (envelope, decimals, scope).
+//! - [`signatures`]: verifies CRM webhook signatures by each connection's scheme.
+//! - [`secrets`]: the secret store: signing secrets, API keys and tokens, sealed, rotatable.
+//! - [`store`]: durable storage: connections, adapters, the inbox, the outbox, subscribers.
 //! - [`cli`]: the `adapter-host` command line, including the local runner for adapter authors.
 
+pub mod api;
+pub mod bus;
 pub mod cli;
+pub mod metrics;
 pub use adapter_contracts as contracts;
 pub mod sandbox;

@@ -1,0 +1,5 @@
+//! The HTTP API.
+
+pub mod problem;
+
+pub use problem::ApiError;
