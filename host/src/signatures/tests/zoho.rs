@@ -1,0 +1,167 @@
+//! Zoho CRM notifications. Zoho publishes no verification vector (there is no MAC: the token
+//! is echoed back as set); the body below is shaped like the documented notification callback.
+
+use super::*;
+
+const TOKEN: &str = "TOKEN_FOR_VERIFICATION_OF_1000000068001";
+
+fn body_with(token_json: &str) -> Vec<u8> {
+    format!(
+        r#"{{"server_time":1700000000000,"query_params":{{}},"module":"Deals","resource_uri":"https://www.zohoapis.com/crm/v8/Deals","ids":["4150868000001234567"],"affected_fields":[],"operation":"update","channel_id":"1000000068001","token":{token_json}}}"#
+    )
+    .into_bytes()
+}
+
+fn config() -> SchemeConfig {
+    SchemeConfig::ZohoToken {
+        field: "token".to_owned(),
+    }
+}
+
+fn check(body: &[u8], keys: &[&str]) -> Result<Verified> {
+    verify(&config(), &secrets(keys), &post(&[], body), at(0))
+}
+
+#[test]
+fn the_channel_token_verifies() {
+    let verified = check(&body_with(&format!("\"{TOKEN}\"")), &[TOKEN]).unwrap();
+    assert_eq!(
+        verified,
+        Verified {
+            delivery_id: None,
+            timestamp: None,
+            secret_index: Some(0),
+        }
+    );
+}
+
+#[test]
+fn a_wrong_token_does_not_verify_and_is_not_echoed() {
+    for token in [
+        "TOKEN_FOR_VERIFICATION_OF_1000000068002",
+        "",
+        "T",
+        &TOKEN.to_lowercase(),
+    ] {
+        let body = body_with(&format!("\"{token}\""));
+        let error = check(&body, &[TOKEN]).unwrap_err();
+        assert_eq!(error, SignatureError::Mismatch, "{token:?}");
+        assert_reveals_nothing(&error, &[TOKEN]);
+    }
+    // One tampered byte of the token.
+    let body = body_with(&format!("\"{TOKEN}\""));
+    let at_token = body
+        .windows(TOKEN.len())
+        .position(|w| w == TOKEN.as_bytes())
+        .unwrap();
+    let mut changed = body.clone();
+    changed[at_token + 3] ^= 0x01;
+    assert_eq!(check(&changed, &[TOKEN]), Err(SignatureError::Mismatch));
+}
+
+#[test]
+fn the_token_authenticates_the_sender_not_the_body() {
+    // Zoho signs nothing: with the right token, any other field can differ. This is the
+    // scheme's documented limit, kept visible here.
+    let body = body_with(&format!("\"{TOKEN}\""));
+    let edited = String::from_utf8(body)
+        .unwrap()
+        .replace("\"update\"", "\"delete\"");
+    check(edited.as_bytes(), &[TOKEN]).unwrap();
+}
+
+#[test]
+fn json_escapes_in_the_token_are_read_as_json() {
+    check(&body_with(r#""\u0054OKEN""#), &["TOKEN"]).unwrap();
+}
+
+#[test]
+fn both_tokens_verify_during_a_rotation() {
+    let body = body_with(&format!("\"{TOKEN}\""));
+    assert_eq!(
+        check(&body, &["NEW_TOKEN", TOKEN]).unwrap().secret_index,
+        Some(1)
+    );
+    assert_eq!(
+        check(&body, &[TOKEN, "OLD_TOKEN"]).unwrap().secret_index,
+        Some(0)
+    );
+}
+
+#[test]
+fn the_field_name_is_configurable() {
+    let config = SchemeConfig::ZohoToken {
+        field: "verify_token".to_owned(),
+    };
+    let body = format!(r#"{{"token":"decoy","verify_token":"{TOKEN}"}}"#);
+    verify(
+        &config,
+        &secrets(&[TOKEN]),
+        &post(&[], body.as_bytes()),
+        at(0),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_missing_repeated_or_non_string_token_is_malformed() {
+    let missing = br#"{"channel_id":"1000000068001","ids":["1"]}"#.to_vec();
+    let nested = br#"{"data":{"token":"TOKEN_FOR_VERIFICATION_OF_1000000068001"}}"#.to_vec();
+    let repeated = format!(r#"{{"token":"{TOKEN}","token":"{TOKEN}"}}"#).into_bytes();
+    for body in [
+        missing,
+        nested,
+        repeated,
+        body_with("1000000068001"),
+        body_with("null"),
+        body_with(&format!("[\"{TOKEN}\"]")),
+    ] {
+        let error = check(&body, &[TOKEN]).unwrap_err();
+        assert_eq!(
+            error.code(),
+            "malformed",
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_reveals_nothing(&error, &[TOKEN]);
+    }
+}
+
+#[test]
+fn a_body_that_is_not_one_json_object_is_malformed() {
+    let token_body = format!(r#"{{"token":"{TOKEN}"}}"#);
+    for body in [
+        String::new(),
+        "token=abc".to_owned(),
+        format!("[{token_body}]"),
+        format!("{token_body} {{}}"),
+        format!("{token_body}x"),
+        token_body[..token_body.len() - 1].to_owned(),
+        "[".repeat(10_000),
+        format!("{{\"a\":{}, \"token\":\"{TOKEN}\"}}", "[".repeat(100_000)),
+    ] {
+        assert_eq!(
+            check(body.as_bytes(), &[TOKEN]).unwrap_err().code(),
+            "malformed",
+            "{}",
+            &body[..body.len().min(60)]
+        );
+    }
+    assert_eq!(
+        check(b"\xff\xfe{}", &[TOKEN]).unwrap_err().code(),
+        "malformed"
+    );
+}
+
+#[test]
+fn deeply_nested_values_beside_the_token_do_not_overflow_the_stack() {
+    for depth in [200, 100_000] {
+        let body = format!(
+            "{{\"a\":{}{}, \"token\":\"{TOKEN}\"}}",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        // serde_json skips nested values without recursing, so even a very deep one is read.
+        check(body.as_bytes(), &[TOKEN]).unwrap();
+    }
+}
