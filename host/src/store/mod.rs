@@ -1,0 +1,1086 @@
+//! Durable storage: adapters, connections, the inbox of deliveries, invocation records, the
+//! append-only outbox of integration events, adapters' state and outgoing-webhook subscribers.
+//!
+//! [`Store`] is the backend-neutral interface; [`sqlite::SqliteStore`] is the embedded default
+//! (one file under the data directory, a single writer with durable group commit). Adapter
+//! components are not in the database: they live in a [`BlobStore`], content-addressed
+//! ([`FsBlobStore`] under the data directory).
+//!
+//! Every method that writes is durable when it returns `Ok`: the caller may acknowledge what
+//! it wrote (answer a CRM 2xx, tell an admin "saved"). Times are Unix milliseconds
+//! ([`Millis`]) and are passed in by the caller, so behaviour that depends on time (dedupe
+//! windows, retry schedules, leases) is deterministic to test.
+//!
+//! The store keeps `secret_ref`s (names in the secret store), never secret values; callers must
+//! strip credential-bearing headers (an `Authorization` token, say) before recording a delivery.
+
+mod blobs;
+pub mod sqlite;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+pub use crate::sandbox::StateMap;
+use crate::sandbox::{AdapterErrorKind, Outcome, Report};
+pub use blobs::FsBlobStore;
+pub use sqlite::SqliteStore;
+
+/// Unix time in milliseconds.
+pub type Millis = i64;
+
+/// Errors of the store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The row the operation targets does not exist (names what was missing).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The operation clashes with existing data (a duplicate name, a row in another state).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The input breaks a rule of the data model (an empty entity id, malformed JSON).
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The database or the filesystem failed; the operation did not take effect.
+    #[error("storage backend: {0}")]
+    Backend(String),
+    /// The store is shut down.
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// This module's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The current time as Unix milliseconds.
+pub fn now_millis() -> Millis {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A new time-ordered unique id (UUID v7, hyphenated lower case): ids sort by creation time.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// `duration` in whole milliseconds, saturating.
+pub fn millis(duration: Duration) -> Millis {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Declares a closed set of values stored as text, with its text form.
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            /// The stored text of this value.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = Error;
+
+            fn from_str(text: &str) -> Result<Self> {
+                match text {
+                    $($text => Ok(Self::$variant),)+
+                    other => Err(Error::Backend(format!(
+                        concat!("unknown ", stringify!($name), " {:?} in the database"),
+                        other
+                    ))),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// Whether a connection takes deliveries.
+    ConnectionStatus {
+        /// Deliveries are taken.
+        Active => "active",
+        /// The hosted endpoint answers 404.
+        Disabled => "disabled",
+    }
+}
+
+text_enum! {
+    /// Where a delivery is in its life.
+    DeliveryStatus {
+        /// Recorded, not yet completed (in flight, or interrupted by a crash).
+        Received => "received",
+        /// The adapter's events are in the outbox.
+        Processed => "processed",
+        /// The adapter chose to produce nothing.
+        Ignored => "ignored",
+        /// The adapter or the sandbox failed, or an event broke a contract: kept for redrive.
+        Failed => "failed",
+        /// The adapter judged the input malformed: retrying cannot help.
+        Rejected => "rejected",
+    }
+}
+
+impl DeliveryStatus {
+    /// The status a delivery ends in after an invocation with `outcome`. A contract violation
+    /// is `Failed` (the adapter is at fault and can be fixed, then the delivery redriven); only
+    /// an adapter's own "bad request" is `Rejected`.
+    pub fn for_outcome(outcome: &Outcome) -> Self {
+        match outcome {
+            Outcome::Accepted { .. } => Self::Processed,
+            Outcome::Ignored { .. } => Self::Ignored,
+            Outcome::AdapterError {
+                kind: AdapterErrorKind::BadRequest,
+                ..
+            } => Self::Rejected,
+            Outcome::AdapterError { .. } | Outcome::Rejected { .. } | Outcome::Failed { .. } => {
+                Self::Failed
+            }
+        }
+    }
+}
+
+text_enum! {
+    /// How one invocation ended (mirrors [`Outcome`]).
+    InvocationOutcome {
+        /// Every event passed the contracts.
+        Accepted => "accepted",
+        /// The adapter produced nothing on purpose.
+        Ignored => "ignored",
+        /// The adapter returned an error.
+        AdapterError => "adapter_error",
+        /// An event broke a contract.
+        Rejected => "rejected",
+        /// The sandbox stopped the adapter.
+        Failed => "failed",
+    }
+}
+
+impl From<&Outcome> for InvocationOutcome {
+    fn from(outcome: &Outcome) -> Self {
+        match outcome {
+            Outcome::Accepted { .. } => Self::Accepted,
+            Outcome::Ignored { .. } => Self::Ignored,
+            Outcome::AdapterError { .. } => Self::AdapterError,
+            Outcome::Rejected { .. } => Self::Rejected,
+            Outcome::Failed { .. } => Self::Failed,
+        }
+    }
+}
+
+text_enum! {
+    /// Where an outbox row is in publication.
+    OutboxStatus {
+        /// Not yet published (possibly claimed by a relay, or waiting for a retry).
+        Pending => "pending",
+        /// Published on the bus.
+        Published => "published",
+        /// Given up after too many attempts.
+        Dead => "dead",
+    }
+}
+
+text_enum! {
+    /// Where one event's delivery to one subscriber is.
+    SubscriberDeliveryStatus {
+        /// Not yet delivered (possibly claimed, or waiting for a retry).
+        Pending => "pending",
+        /// The subscriber answered 2xx.
+        Delivered => "delivered",
+        /// Given up after too many attempts (can be retried by hand).
+        Dead => "dead",
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Adapters
+
+/// A new adapter (a named series of versions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAdapter {
+    /// The owning tenant.
+    pub tenant_id: String,
+    /// The owning org; `None` for platform level.
+    pub org_id: Option<String>,
+    /// Unique within the tenant.
+    pub name: String,
+    /// When it was created.
+    pub created_at: Millis,
+}
+
+/// An adapter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Adapter {
+    /// Its id (assigned by the store).
+    pub id: String,
+    /// The owning tenant.
+    pub tenant_id: String,
+    /// The owning org; `None` for platform level.
+    pub org_id: Option<String>,
+    /// Unique within the tenant.
+    pub name: String,
+    /// When it was created.
+    pub created_at: Millis,
+}
+
+/// A new immutable version of an adapter. Its component must already be in the
+/// [`BlobStore`] under `sha256`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAdapterVersion {
+    /// The adapter.
+    pub adapter_id: String,
+    /// Hex sha256 of the component.
+    pub sha256: String,
+    /// The component's size.
+    pub size_bytes: u64,
+    /// What the adapter declares about itself (JSON text).
+    pub info_json: String,
+    /// The limits its invocations run under (JSON text).
+    pub limits_json: String,
+    /// When it was uploaded.
+    pub created_at: Millis,
+    /// Who uploaded it.
+    pub created_by: String,
+}
+
+/// An immutable adapter version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdapterVersion {
+    /// The adapter.
+    pub adapter_id: String,
+    /// 1, 2, ... in upload order.
+    pub version: u32,
+    /// Hex sha256 of the component.
+    pub sha256: String,
+    /// The component's size.
+    pub size_bytes: u64,
+    /// What the adapter declares about itself (JSON text).
+    pub info_json: String,
+    /// The limits its invocations run under (JSON text).
+    pub limits_json: String,
+    /// When it was uploaded.
+    pub created_at: Millis,
+    /// Who uploaded it.
+    pub created_by: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections
+
+/// A connection's configuration, as provisioned (config file or API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionSpec {
+    /// The connection's id (appears in the hosted webhook URL).
+    pub id: String,
+    /// The owning tenant; a connection never changes tenant.
+    pub tenant_id: String,
+    /// The owning org; `None` for platform level.
+    pub org_id: Option<String>,
+    /// The CRM provider (`salesforce`, `hubspot`, ..., `custom`).
+    pub provider: String,
+    /// The adapter it runs.
+    pub adapter_id: String,
+    /// The adapter version it runs.
+    pub adapter_version: u32,
+    /// The signature scheme's configuration (JSON text, opaque to the store).
+    pub signature_json: String,
+    /// The orgs its events may be scoped to.
+    pub allowed_org_ids: Vec<String>,
+    /// Names of its secrets in the secret store (JSON text); never the secrets.
+    pub secret_refs_json: String,
+    /// Non-secret settings handed to the adapter (JSON text).
+    pub settings_json: String,
+    /// Polling configuration (JSON text), for polling connections.
+    pub polling_json: Option<String>,
+    /// Whether it takes deliveries.
+    pub status: ConnectionStatus,
+}
+
+/// A stored connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Connection {
+    /// The connection's id.
+    pub id: String,
+    /// The owning tenant.
+    pub tenant_id: String,
+    /// The owning org; `None` for platform level.
+    pub org_id: Option<String>,
+    /// The CRM provider.
+    pub provider: String,
+    /// The adapter it runs.
+    pub adapter_id: String,
+    /// The adapter version it runs.
+    pub adapter_version: u32,
+    /// The signature scheme's configuration (JSON text).
+    pub signature_json: String,
+    /// The orgs its events may be scoped to.
+    pub allowed_org_ids: Vec<String>,
+    /// Names of its secrets in the secret store (JSON text).
+    pub secret_refs_json: String,
+    /// Non-secret settings (JSON text).
+    pub settings_json: String,
+    /// Polling configuration (JSON text).
+    pub polling_json: Option<String>,
+    /// Whether it takes deliveries.
+    pub status: ConnectionStatus,
+    /// When it was created.
+    pub created_at: Millis,
+    /// When its configuration last changed.
+    pub updated_at: Millis,
+    /// When it last received a (non-duplicate) delivery.
+    pub last_delivery_at: Option<Millis>,
+    /// Who last switched its adapter version.
+    pub version_changed_by: Option<String>,
+    /// When its adapter version was last switched.
+    pub version_changed_at: Option<Millis>,
+}
+
+/// What an upsert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Upsert {
+    /// The row did not exist.
+    Created,
+    /// The row existed and differed.
+    Updated,
+    /// The row existed and already matched: nothing was written.
+    Unchanged,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The inbox
+
+/// A delivery to record, as received (after its signature was verified).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    /// The connection it came in on (the tenant is the connection's).
+    pub connection_id: String,
+    /// When the host received it.
+    pub received_at: Millis,
+    /// The provider's id of this delivery (webhook id, event id), when it has one.
+    pub provider_delivery_id: Option<String>,
+    /// HTTP method (`POLL` or similar for a poll page).
+    pub method: String,
+    /// Request path without the query.
+    pub path: String,
+    /// Raw query string without `?`.
+    pub query: String,
+    /// Headers in order, credential-bearing ones already removed.
+    pub headers: Vec<(String, String)>,
+    /// The raw body.
+    pub body: Vec<u8>,
+    /// The trace this delivery belongs to.
+    pub trace_id: String,
+}
+
+/// The result of recording a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recorded {
+    /// The delivery's id: the original's when this was a duplicate.
+    pub id: String,
+    /// Whether the delivery had already been recorded (nothing was written).
+    pub duplicate: bool,
+    /// The (original) delivery's status.
+    pub status: DeliveryStatus,
+}
+
+/// A delivery without its headers and body (for lists).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryInfo {
+    /// Time-ordered id.
+    pub id: String,
+    /// The connection it came in on.
+    pub connection_id: String,
+    /// The connection's tenant.
+    pub tenant_id: String,
+    /// When the host received it.
+    pub received_at: Millis,
+    /// The provider's id of this delivery.
+    pub provider_delivery_id: Option<String>,
+    /// Hex sha256 of the body.
+    pub body_sha256: String,
+    /// Size of the body.
+    pub body_bytes: u64,
+    /// HTTP method.
+    pub method: String,
+    /// Request path.
+    pub path: String,
+    /// Raw query string.
+    pub query: String,
+    /// Where it is.
+    pub status: DeliveryStatus,
+    /// Completed invocations so far.
+    pub attempts: u32,
+    /// Why it failed or was ignored (JSON text).
+    pub reason_json: Option<String>,
+    /// When it was last completed.
+    pub processed_at: Option<Millis>,
+    /// The trace it belongs to.
+    pub trace_id: String,
+}
+
+/// A delivery with everything needed to run it (again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Everything but headers and body.
+    pub info: DeliveryInfo,
+    /// Headers in order.
+    pub headers: Vec<(String, String)>,
+    /// The raw body.
+    pub body: Vec<u8>,
+}
+
+impl Delivery {
+    /// The delivery as the webhook request the adapter is given.
+    pub fn to_webhook_request(&self) -> crate::sandbox::WebhookRequest {
+        let received = u64::try_from(self.info.received_at).unwrap_or_default();
+        crate::sandbox::WebhookRequest {
+            method: self.info.method.clone(),
+            path: self.info.path.clone(),
+            query: self.info.query.clone(),
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+            received_at: std::time::UNIX_EPOCH + Duration::from_millis(received),
+        }
+    }
+}
+
+/// Which deliveries to list, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryFilter {
+    /// Only this tenant's.
+    pub tenant_id: Option<String>,
+    /// Only this connection's.
+    pub connection_id: Option<String>,
+    /// Only in this status.
+    pub status: Option<DeliveryStatus>,
+    /// Received at or after.
+    pub since: Option<Millis>,
+    /// Received before.
+    pub until: Option<Millis>,
+    /// Page size (clamped to 1..=1000; 0 means 100).
+    pub limit: usize,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of a list, and where the next one starts (`None`: this was the last).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// What one invocation did, recorded with its delivery's completion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InvocationRecord {
+    /// The adapter that ran.
+    pub adapter_id: String,
+    /// Its version.
+    pub adapter_version: u32,
+    /// Its component's hash.
+    pub adapter_sha256: String,
+    /// Hex sha256 of the input (the body).
+    pub input_sha256: String,
+    /// When it started.
+    pub started_at: Millis,
+    /// How long it ran.
+    pub duration_us: u64,
+    /// Fuel consumed.
+    pub fuel: u64,
+    /// The largest linear memory it held.
+    pub peak_memory_bytes: u64,
+    /// Input size.
+    pub bytes_in: u64,
+    /// Output size.
+    pub bytes_out: u64,
+    /// Events returned.
+    pub events: u64,
+    /// How it ended.
+    pub outcome: InvocationOutcome,
+    /// Violations, failure or adapter error (JSON text).
+    pub detail_json: Option<String>,
+    /// The adapter's log (JSON text, already bounded by the sandbox).
+    pub log_json: String,
+}
+
+/// Which adapter version ran an invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdapterRef<'a> {
+    /// The adapter.
+    pub adapter_id: &'a str,
+    /// Its version.
+    pub version: u32,
+    /// Its component's hash.
+    pub sha256: &'a str,
+}
+
+impl InvocationRecord {
+    /// The record of the invocation that produced `report`.
+    pub fn from_report(
+        report: &Report,
+        adapter: AdapterRef<'_>,
+        input_sha256: &str,
+        started_at: Millis,
+    ) -> Self {
+        let usage = &report.usage;
+        let detail = match serde_json::to_value(&report.outcome) {
+            // The accepted events are in the outbox; the record keeps what else there is.
+            Ok(serde_json::Value::Object(mut detail)) => {
+                detail.remove("events");
+                detail.remove("status");
+                detail.retain(|_, value| !value.is_null());
+                (!detail.is_empty()).then(|| serde_json::Value::Object(detail).to_string())
+            }
+            Ok(other) => Some(other.to_string()),
+            Err(e) => Some(serde_json::json!({ "unserializable": e.to_string() }).to_string()),
+        };
+        Self {
+            adapter_id: adapter.adapter_id.to_owned(),
+            adapter_version: adapter.version,
+            adapter_sha256: adapter.sha256.to_owned(),
+            input_sha256: input_sha256.to_owned(),
+            started_at,
+            duration_us: u64::try_from(usage.duration.as_micros()).unwrap_or(u64::MAX),
+            fuel: usage.fuel_consumed,
+            peak_memory_bytes: usage.peak_memory_bytes,
+            bytes_in: usage.bytes_in,
+            bytes_out: usage.bytes_out,
+            events: usage.events,
+            outcome: InvocationOutcome::from(&report.outcome),
+            detail_json: detail,
+            log_json: serde_json::to_string(&report.log).unwrap_or_else(|_| "null".to_owned()),
+        }
+    }
+}
+
+/// A stored invocation record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Invocation {
+    /// Time-ordered id.
+    pub id: String,
+    /// The delivery it ran on.
+    pub delivery_id: String,
+    /// What it did.
+    #[serde(flatten)]
+    pub record: InvocationRecord,
+}
+
+/// An accepted event to append to the outbox. The tenant, connection and delivery are the
+/// completed delivery's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOutboxEvent {
+    /// Stable id computed by the caller (the same delivery and event give the same id on a
+    /// redrive), so appending it twice is a no-op.
+    pub event_id: String,
+    /// `None` for platform level.
+    pub org_id: Option<String>,
+    /// `entity.action`.
+    pub event_type: String,
+    /// The part of `event_type` before the dot.
+    pub entity_type: String,
+    /// The entity's id (non-empty).
+    pub entity_id: String,
+    /// Exactly the adapter's payload text: never re-serialized.
+    pub payload_json: String,
+    /// `trace_id`, `source`, `actor`, `timestamp` (JSON text).
+    pub metadata_json: String,
+}
+
+/// The end of one invocation on a delivery: written in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The delivery.
+    pub delivery_id: String,
+    /// Its new status (anything but `Received`).
+    pub status: DeliveryStatus,
+    /// Why it failed or was ignored (JSON text).
+    pub reason_json: Option<String>,
+    /// When it completed (the outbox rows' `created_at`).
+    pub completed_at: Millis,
+    /// What the invocation did.
+    pub invocation: InvocationRecord,
+    /// The accepted events, in emission order.
+    pub events: Vec<NewOutboxEvent>,
+    /// The connection's whole new state, when the invocation changed it.
+    pub new_state: Option<StateMap>,
+}
+
+/// What a completion wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Completed {
+    /// The invocation record's id.
+    pub invocation_id: String,
+    /// Outbox sequence numbers of the events appended now, in order.
+    pub appended: Vec<i64>,
+    /// Events already in the outbox (same `event_id`: a redrive), not appended again.
+    pub already_present: usize,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The outbox
+
+/// A row of the outbox (`integration_events_outbox`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutboxRow {
+    /// Global order of appends.
+    pub seq: i64,
+    /// Stable id consumers drop duplicates by.
+    pub event_id: String,
+    /// The tenant.
+    pub tenant_id: String,
+    /// `None` for platform level.
+    pub org_id: Option<String>,
+    /// `entity.action`.
+    pub event_type: String,
+    /// The entity's type.
+    pub entity_type: String,
+    /// The entity's id.
+    pub entity_id: String,
+    /// The payload, exactly as emitted.
+    pub payload_json: String,
+    /// The host-stamped metadata (JSON text).
+    pub metadata_json: String,
+    /// The delivery it came from.
+    pub delivery_id: String,
+    /// The connection it came from.
+    pub connection_id: String,
+    /// When it was appended.
+    pub created_at: Millis,
+    /// Where it is in publication.
+    pub status: OutboxStatus,
+    /// Publication attempts so far (a claim counts as one).
+    pub attempts: u32,
+    /// When it may next be claimed.
+    pub next_attempt_at: Millis,
+    /// When it was published.
+    pub published_at: Option<Millis>,
+    /// The last publication error.
+    pub last_error: Option<String>,
+}
+
+/// How far publication is behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct OutboxLag {
+    /// Rows not yet published (dead rows excluded).
+    pub pending: u64,
+    /// `created_at` of the oldest of them.
+    pub oldest_pending_created_at: Option<Millis>,
+}
+
+/// Which outbox rows to list, newest first. `tenant_id` is required: a tenant never sees
+/// another's events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboxFilter {
+    /// The tenant.
+    pub tenant_id: String,
+    /// `Some(org)`: that org's rows and platform-level rows; `None`: all.
+    pub org_id: Option<String>,
+    /// Only this event type.
+    pub event_type: Option<String>,
+    /// Only this entity type.
+    pub entity_type: Option<String>,
+    /// Only this entity id.
+    pub entity_id: Option<String>,
+    /// Only in this status.
+    pub status: Option<OutboxStatus>,
+    /// Only from this connection.
+    pub connection_id: Option<String>,
+    /// Created at or after.
+    pub since: Option<Millis>,
+    /// Created before.
+    pub until: Option<Millis>,
+    /// Page size (clamped to 1..=1000; 0 means 100).
+    pub limit: usize,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subscribers
+
+/// A new outgoing-webhook subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSubscriber {
+    /// The tenant whose events it receives.
+    pub tenant_id: String,
+    /// `Some(org)`: that org's events plus platform-level ones; `None`: all the tenant's.
+    pub org_id: Option<String>,
+    /// Where events are POSTed.
+    pub url: String,
+    /// Event types it wants (`deal.won`, `deal.*`); empty: all.
+    pub event_types: Vec<String>,
+    /// Name of its signing secret in the secret store.
+    pub secret_ref: String,
+    /// Whether it receives events.
+    pub enabled: bool,
+    /// When it was created.
+    pub created_at: Millis,
+}
+
+/// An outgoing-webhook subscriber.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Subscriber {
+    /// Its id (assigned by the store).
+    pub id: String,
+    /// The tenant whose events it receives.
+    pub tenant_id: String,
+    /// Org filter (see [`NewSubscriber::org_id`]).
+    pub org_id: Option<String>,
+    /// Where events are POSTed.
+    pub url: String,
+    /// Event type filter; empty: all.
+    pub event_types: Vec<String>,
+    /// Name of its signing secret in the secret store.
+    pub secret_ref: String,
+    /// Whether it receives events.
+    pub enabled: bool,
+    /// When it was created.
+    pub created_at: Millis,
+}
+
+impl Subscriber {
+    /// Whether this subscriber wants `row`: same tenant, org filter (an org subscriber sees its
+    /// org's events and platform-level ones), event type filter (exact, `entity.*` or `*`).
+    pub fn wants(&self, row: &OutboxRow) -> bool {
+        let org_ok = match (&self.org_id, &row.org_id) {
+            (None, _) | (_, None) => true,
+            (Some(mine), Some(theirs)) => mine == theirs,
+        };
+        let type_ok = self.event_types.is_empty()
+            || self.event_types.iter().any(|wanted| {
+                wanted == "*"
+                    || *wanted == row.event_type
+                    || wanted
+                        .strip_suffix(".*")
+                        .is_some_and(|entity| entity == row.entity_type)
+            });
+        self.enabled && self.tenant_id == row.tenant_id && org_ok && type_ok
+    }
+}
+
+/// The state of one event's delivery to one subscriber.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubscriberDelivery {
+    /// The subscriber.
+    pub subscriber_id: String,
+    /// The event's outbox sequence number.
+    pub outbox_seq: i64,
+    /// Where it is.
+    pub status: SubscriberDeliveryStatus,
+    /// Attempts so far (a claim counts as one).
+    pub attempts: u32,
+    /// When it may next be claimed.
+    pub next_attempt_at: Millis,
+    /// The HTTP status of the last attempt, when there was an answer.
+    pub last_status: Option<u16>,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// When it last changed.
+    pub updated_at: Millis,
+}
+
+/// A claimed subscriber delivery: who to send what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriberJob {
+    /// The subscriber.
+    pub subscriber: Subscriber,
+    /// The event.
+    pub event: OutboxRow,
+    /// Attempts including this one.
+    pub attempts: u32,
+}
+
+/// How an attempt to deliver to a subscriber went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriberAttempt {
+    /// When it ended.
+    pub at: Millis,
+    /// The HTTP status, when the subscriber answered.
+    pub status_code: Option<u16>,
+    /// What went wrong (never a secret).
+    pub error: Option<String>,
+    /// What happens next.
+    pub next: AttemptNext,
+}
+
+/// What happens after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptNext {
+    /// Delivered: done.
+    Delivered,
+    /// Failed: try again at this time.
+    RetryAt(Millis),
+    /// Failed for the last time.
+    Dead,
+}
+
+/// Which subscriber deliveries to list, newest event first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscriberDeliveryFilter {
+    /// The subscriber.
+    pub subscriber_id: String,
+    /// Only in this status.
+    pub status: Option<SubscriberDeliveryStatus>,
+    /// Page size (clamped to 1..=1000; 0 means 100).
+    pub limit: usize,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Write counters: `commands / commits` is the group-commit batching factor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WriteStats {
+    /// Write commands executed (each in its own savepoint).
+    pub commands: u64,
+    /// Commands that failed and were rolled back alone.
+    pub failed_commands: u64,
+    /// Transactions committed (each one durable sync).
+    pub commits: u64,
+}
+
+/// The storage interface every backend implements. Writes are durable when they return `Ok`.
+///
+/// Gets by id are not scoped: callers compare the row's `tenant_id`/`org_id` with the caller's
+/// and answer 404 on a mismatch. Lists take the tenant, and an org filter meaning "that org's
+/// rows plus platform-level rows".
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    // --- Adapters
+
+    /// Creates an adapter; [`Error::Conflict`] when the tenant already has one of that name.
+    async fn create_adapter(&self, new: NewAdapter) -> Result<Adapter>;
+    /// The adapter with this id.
+    async fn get_adapter(&self, id: &str) -> Result<Option<Adapter>>;
+    /// The tenant's adapter with this name.
+    async fn find_adapter(&self, tenant_id: &str, name: &str) -> Result<Option<Adapter>>;
+    /// The tenant's adapters (see the trait's note on `org_id`), by name.
+    async fn list_adapters(&self, tenant_id: &str, org_id: Option<&str>) -> Result<Vec<Adapter>>;
+    /// Adds the next version (1, 2, ...) of an adapter; [`Error::NotFound`] for an unknown one.
+    async fn add_adapter_version(&self, new: NewAdapterVersion) -> Result<AdapterVersion>;
+    /// One version of an adapter.
+    async fn get_adapter_version(
+        &self,
+        adapter_id: &str,
+        version: u32,
+    ) -> Result<Option<AdapterVersion>>;
+    /// An adapter's versions, oldest first.
+    async fn list_adapter_versions(&self, adapter_id: &str) -> Result<Vec<AdapterVersion>>;
+
+    // --- Connections
+
+    /// Creates or updates a connection from its configuration (idempotent: the same spec twice
+    /// writes nothing the second time). Keeps `created_at` and `last_delivery_at`; a change of
+    /// adapter version is recorded as made by `actor`. [`Error::Conflict`] when the id belongs
+    /// to another tenant, [`Error::NotFound`] when the adapter version does not exist.
+    async fn upsert_connection(
+        &self,
+        spec: ConnectionSpec,
+        actor: &str,
+        now: Millis,
+    ) -> Result<(Connection, Upsert)>;
+    /// The connection with this id.
+    async fn get_connection(&self, id: &str) -> Result<Option<Connection>>;
+    /// The tenant's connections, by id.
+    async fn list_connections(
+        &self,
+        tenant_id: &str,
+        org_id: Option<&str>,
+    ) -> Result<Vec<Connection>>;
+    /// Enables or disables a connection.
+    async fn set_connection_status(
+        &self,
+        id: &str,
+        status: ConnectionStatus,
+        now: Millis,
+    ) -> Result<Connection>;
+    /// Points a connection at another version of its adapter (upgrade or rollback).
+    async fn set_connection_version(
+        &self,
+        id: &str,
+        version: u32,
+        actor: &str,
+        now: Millis,
+    ) -> Result<Connection>;
+
+    // --- The inbox
+
+    /// Records a delivery, durably, unless it is a duplicate: same connection and provider
+    /// delivery id, or (when it has none) same connection and body received within
+    /// `dedupe_window` of it. A duplicate writes nothing and returns the original's id.
+    async fn record_delivery(&self, new: NewDelivery, dedupe_window: Duration) -> Result<Recorded>;
+    /// Completes an invocation on a delivery in one transaction: the invocation record, the
+    /// events appended to the outbox (a known `event_id` is skipped), the connection's state
+    /// replaced (when `new_state` is set), the delivery's status, `processed_at` and attempts.
+    /// Nothing of it is written if any part fails.
+    async fn complete_delivery(&self, completion: Completion) -> Result<Completed>;
+    /// A delivery with its headers and body.
+    async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>>;
+    /// Deliveries matching `filter`, newest first.
+    async fn list_deliveries(&self, filter: DeliveryFilter) -> Result<Page<DeliveryInfo>>;
+    /// Deliveries recorded but never completed (the process stopped in between), oldest first.
+    async fn deliveries_to_recover(&self, limit: usize) -> Result<Vec<Delivery>>;
+    /// The invocations run on a delivery, oldest first.
+    async fn list_invocations(&self, delivery_id: &str) -> Result<Vec<Invocation>>;
+    /// A connection's adapter state (empty when it has none).
+    async fn load_state(&self, connection_id: &str) -> Result<StateMap>;
+
+    // --- The outbox
+
+    /// Claims up to `limit` due pending rows in `seq` order, skipping any row whose entity
+    /// (tenant, entity type, entity id) has an earlier row still pending. A claimed row counts
+    /// an attempt and is not due again for `lease` (so a relay that dies mid-publish does not
+    /// lose it, and a second relay does not take it meanwhile).
+    async fn claim_outbox(
+        &self,
+        limit: usize,
+        now: Millis,
+        lease: Duration,
+    ) -> Result<Vec<OutboxRow>>;
+    /// Marks rows published.
+    async fn mark_published(&self, seqs: &[i64], now: Millis) -> Result<()>;
+    /// Records a failed publication: retried at `next_attempt_at`, or parked as dead.
+    async fn mark_publish_failed(
+        &self,
+        seq: i64,
+        error: &str,
+        next_attempt_at: Millis,
+        dead: bool,
+    ) -> Result<()>;
+    /// Puts a dead row back in the queue, due at `now`, with its attempts reset.
+    async fn retry_outbox_event(&self, seq: i64, now: Millis) -> Result<()>;
+    /// How far publication is behind.
+    async fn outbox_lag(&self) -> Result<OutboxLag>;
+    /// Outbox rows matching `filter`, newest first.
+    async fn list_outbox(&self, filter: OutboxFilter) -> Result<Page<OutboxRow>>;
+    /// Published rows of a tenant created in `[from, to)` with `seq > after_seq`, in `seq`
+    /// order, at most `limit`: what a replay republishes. Changes nothing.
+    async fn replay_range(
+        &self,
+        tenant_id: &str,
+        from: Millis,
+        to: Millis,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>>;
+    /// The outbox row of an event.
+    async fn get_event(&self, event_id: &str) -> Result<Option<OutboxRow>>;
+
+    // --- Subscribers
+
+    /// Creates a subscriber.
+    async fn create_subscriber(&self, new: NewSubscriber) -> Result<Subscriber>;
+    /// The subscriber with this id.
+    async fn get_subscriber(&self, id: &str) -> Result<Option<Subscriber>>;
+    /// The tenant's subscribers, oldest first.
+    async fn list_subscribers(
+        &self,
+        tenant_id: &str,
+        org_id: Option<&str>,
+    ) -> Result<Vec<Subscriber>>;
+    /// Deletes a subscriber and its delivery records.
+    async fn delete_subscriber(&self, id: &str) -> Result<()>;
+    /// Queues the outbox rows `seqs` for every enabled subscriber that wants them
+    /// ([`Subscriber::wants`]); idempotent. Returns how many deliveries were queued now.
+    async fn enqueue_subscriber_deliveries(&self, seqs: &[i64], now: Millis) -> Result<u64>;
+    /// Claims up to `limit` due pending deliveries of enabled subscribers in `seq` order,
+    /// never one whose entity has an earlier pending delivery to the same subscriber. A claim
+    /// counts an attempt and holds the delivery for `lease`.
+    async fn claim_subscriber_deliveries(
+        &self,
+        limit: usize,
+        now: Millis,
+        lease: Duration,
+    ) -> Result<Vec<SubscriberJob>>;
+    /// Records how an attempt went.
+    async fn mark_subscriber_delivery(
+        &self,
+        subscriber_id: &str,
+        seq: i64,
+        attempt: SubscriberAttempt,
+    ) -> Result<()>;
+    /// Makes a dead (or waiting) delivery due at `now`, attempts reset. [`Error::Conflict`]
+    /// when it was already delivered.
+    async fn retry_subscriber_delivery(
+        &self,
+        subscriber_id: &str,
+        seq: i64,
+        now: Millis,
+    ) -> Result<()>;
+    /// A subscriber's deliveries, newest event first.
+    async fn list_subscriber_deliveries(
+        &self,
+        filter: SubscriberDeliveryFilter,
+    ) -> Result<Page<SubscriberDelivery>>;
+
+    // --- Operations
+
+    /// Write counters since the store was opened.
+    fn write_stats(&self) -> WriteStats;
+}
+
+/// Content-addressed storage of adapter components, keyed by their hex sha256.
+#[async_trait]
+pub trait BlobStore: Send + Sync + std::fmt::Debug {
+    /// Stores `bytes` durably and returns their hex sha256 (storing the same bytes twice is a
+    /// no-op).
+    async fn put(&self, bytes: Vec<u8>) -> Result<String>;
+    /// The bytes stored under `sha256`, checked against it.
+    async fn get(&self, sha256: &str) -> Result<Option<Vec<u8>>>;
+    /// Whether bytes are stored under `sha256`.
+    async fn contains(&self, sha256: &str) -> Result<bool>;
+}
+
+/// Hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    crate::sandbox::sha256_hex(bytes)
+}
+
+/// Clamps a page size: 0 means the default of 100, at most 1000.
+fn page_size(limit: usize) -> usize {
+    match limit {
+        0 => 100,
+        n => n.min(1000),
+    }
+}
+
+/// Checks that `text` is JSON (the store keeps JSON as text; a malformed value is refused).
+fn check_json(what: &str, text: &str) -> Result<()> {
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map(|_| ())
+        .map_err(|e| Error::Invalid(format!("{what} is not JSON: {e}")))
+}
+
+/// Keeps an error text bounded (a subscriber's answer can be anything).
+fn bounded_error(error: &str) -> String {
+    const MAX: usize = 2048;
+    if error.len() <= MAX {
+        return error.to_owned();
+    }
+    let mut end = MAX;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[truncated, {} bytes]", &error[..end], error.len())
+}

@@ -1,0 +1,2008 @@
+//! The embedded store: one SQLite database (`<data dir>/host.db`, WAL) with durable group
+//! commit.
+//!
+//! One writer thread owns the only read-write connection. Every write is a command sent to it
+//! over a channel; the writer takes every command queued (up to [`MAX_BATCH`]), runs each in
+//! its own savepoint inside one transaction (a failing command is rolled back alone), commits
+//! once with `synchronous = FULL` (the WAL is synced: the batch is durable), and only then
+//! answers each caller. Under load, many deliveries share one sync; alone, a write costs one.
+//! Reads go to a small pool of read-only connections on blocking threads: in WAL mode they see
+//! every committed batch and never wait for the writer.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::types::{Type, Value};
+use rusqlite::{
+    Connection as Db, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
+    params_from_iter,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    Adapter, AdapterVersion, AttemptNext, Completed, Completion, Connection, ConnectionSpec,
+    ConnectionStatus, Delivery, DeliveryFilter, DeliveryInfo, DeliveryStatus, Error, Invocation,
+    InvocationRecord, Millis, NewAdapter, NewAdapterVersion, NewDelivery, NewSubscriber,
+    OutboxFilter, OutboxLag, OutboxRow, OutboxStatus, Page, Recorded, Result, StateMap, Store,
+    Subscriber, SubscriberAttempt, SubscriberDelivery, SubscriberDeliveryFilter,
+    SubscriberDeliveryStatus, SubscriberJob, Upsert, WriteStats, bounded_error, check_json, millis,
+    new_id, page_size, sha256_hex,
+};
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "host.db";
+/// The most commands one transaction takes.
+pub const MAX_BATCH: usize = 512;
+/// Commands waiting for the writer before senders wait too (backpressure).
+const QUEUE: usize = 4096;
+/// Read-only connections (and blocking threads) serving reads at once; more reads wait.
+const READERS: usize = 8;
+/// How long a connection waits for a lock held by another (another process on the same file).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Schema migrations, applied in order at open; `PRAGMA user_version` counts those applied.
+/// Never edit a published one: append.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE adapters (
+    id          TEXT PRIMARY KEY,
+    tenant_id   TEXT NOT NULL,
+    org_id      TEXT,
+    name        TEXT NOT NULL CHECK (name <> ''),
+    created_at  INTEGER NOT NULL,
+    UNIQUE (tenant_id, name)
+);
+
+CREATE TABLE adapter_versions (
+    adapter_id   TEXT NOT NULL REFERENCES adapters (id),
+    version      INTEGER NOT NULL CHECK (version >= 1),
+    sha256       TEXT NOT NULL,
+    size_bytes   INTEGER NOT NULL,
+    info_json    TEXT NOT NULL,
+    limits_json  TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    created_by   TEXT NOT NULL,
+    PRIMARY KEY (adapter_id, version)
+);
+
+CREATE TABLE connections (
+    id                    TEXT PRIMARY KEY,
+    tenant_id             TEXT NOT NULL,
+    org_id                TEXT,
+    provider              TEXT NOT NULL,
+    adapter_id            TEXT NOT NULL,
+    adapter_version       INTEGER NOT NULL,
+    signature_json        TEXT NOT NULL,
+    allowed_org_ids_json  TEXT NOT NULL,
+    secret_refs_json      TEXT NOT NULL,
+    settings_json         TEXT NOT NULL,
+    polling_json          TEXT,
+    status                TEXT NOT NULL CHECK (status IN ('active', 'disabled')),
+    created_at            INTEGER NOT NULL,
+    updated_at            INTEGER NOT NULL,
+    last_delivery_at      INTEGER,
+    version_changed_by    TEXT,
+    version_changed_at    INTEGER,
+    FOREIGN KEY (adapter_id, adapter_version) REFERENCES adapter_versions (adapter_id, version)
+);
+CREATE INDEX connections_by_tenant ON connections (tenant_id, id);
+
+CREATE TABLE deliveries (
+    id                    TEXT PRIMARY KEY,
+    connection_id         TEXT NOT NULL REFERENCES connections (id),
+    tenant_id             TEXT NOT NULL,
+    received_at           INTEGER NOT NULL,
+    provider_delivery_id  TEXT,
+    body_sha256           TEXT NOT NULL,
+    method                TEXT NOT NULL,
+    path                  TEXT NOT NULL,
+    query                 TEXT NOT NULL,
+    headers_json          TEXT NOT NULL,
+    body                  BLOB NOT NULL,
+    status                TEXT NOT NULL
+        CHECK (status IN ('received', 'processed', 'ignored', 'failed', 'rejected')),
+    attempts              INTEGER NOT NULL DEFAULT 0,
+    reason_json           TEXT,
+    processed_at          INTEGER,
+    trace_id              TEXT NOT NULL
+);
+CREATE UNIQUE INDEX deliveries_provider_id ON deliveries (connection_id, provider_delivery_id)
+    WHERE provider_delivery_id IS NOT NULL;
+CREATE INDEX deliveries_by_body ON deliveries (connection_id, body_sha256, received_at);
+CREATE INDEX deliveries_by_connection ON deliveries (connection_id, id);
+CREATE INDEX deliveries_by_tenant ON deliveries (tenant_id, id);
+CREATE INDEX deliveries_unfinished ON deliveries (id) WHERE status = 'received';
+
+CREATE TABLE invocations (
+    id                 TEXT PRIMARY KEY,
+    delivery_id        TEXT NOT NULL REFERENCES deliveries (id),
+    adapter_id         TEXT NOT NULL,
+    adapter_version    INTEGER NOT NULL,
+    adapter_sha256     TEXT NOT NULL,
+    input_sha256       TEXT NOT NULL,
+    started_at         INTEGER NOT NULL,
+    duration_us        INTEGER NOT NULL,
+    fuel               INTEGER NOT NULL,
+    peak_memory_bytes  INTEGER NOT NULL,
+    bytes_in           INTEGER NOT NULL,
+    bytes_out          INTEGER NOT NULL,
+    events             INTEGER NOT NULL,
+    outcome            TEXT NOT NULL
+        CHECK (outcome IN ('accepted', 'ignored', 'adapter_error', 'rejected', 'failed')),
+    detail_json        TEXT,
+    log_json           TEXT NOT NULL
+);
+CREATE INDEX invocations_by_delivery ON invocations (delivery_id, id);
+
+-- integration_events_outbox: append-only (see the triggers below).
+CREATE TABLE outbox (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id         TEXT NOT NULL UNIQUE,
+    tenant_id        TEXT NOT NULL,
+    org_id           TEXT,
+    event_type       TEXT NOT NULL CHECK (event_type <> ''),
+    entity_type      TEXT NOT NULL CHECK (entity_type <> ''),
+    entity_id        TEXT NOT NULL CHECK (entity_id <> ''),
+    payload_json     TEXT NOT NULL,
+    metadata_json    TEXT NOT NULL,
+    delivery_id      TEXT NOT NULL,
+    connection_id    TEXT NOT NULL,
+    created_at       INTEGER NOT NULL,
+    status           TEXT NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'published', 'dead')),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  INTEGER NOT NULL,
+    published_at     INTEGER,
+    last_error       TEXT
+);
+CREATE INDEX outbox_pending ON outbox (seq) WHERE status = 'pending';
+CREATE INDEX outbox_pending_by_entity ON outbox (tenant_id, entity_type, entity_id, seq)
+    WHERE status = 'pending';
+CREATE INDEX outbox_by_tenant ON outbox (tenant_id, seq);
+CREATE INDEX outbox_by_tenant_time ON outbox (tenant_id, created_at);
+CREATE TRIGGER outbox_no_delete BEFORE DELETE ON outbox
+BEGIN
+    SELECT RAISE(ABORT, 'the outbox is append-only');
+END;
+CREATE TRIGGER outbox_immutable_events
+BEFORE UPDATE OF seq, event_id, tenant_id, org_id, event_type, entity_type, entity_id,
+    payload_json, metadata_json, delivery_id, connection_id, created_at ON outbox
+BEGIN
+    SELECT RAISE(ABORT, 'outbox events are immutable');
+END;
+
+CREATE TABLE connection_state (
+    connection_id  TEXT NOT NULL REFERENCES connections (id),
+    key            TEXT NOT NULL,
+    value          BLOB NOT NULL,
+    PRIMARY KEY (connection_id, key)
+);
+
+CREATE TABLE subscribers (
+    id                TEXT PRIMARY KEY,
+    tenant_id         TEXT NOT NULL,
+    org_id            TEXT,
+    url               TEXT NOT NULL,
+    event_types_json  TEXT NOT NULL,
+    secret_ref        TEXT NOT NULL,
+    enabled           INTEGER NOT NULL,
+    created_at        INTEGER NOT NULL
+);
+CREATE INDEX subscribers_by_tenant ON subscribers (tenant_id, created_at);
+
+-- entity_type and entity_id are copied from the outbox row: per-entity order without a join.
+CREATE TABLE subscriber_deliveries (
+    subscriber_id    TEXT NOT NULL REFERENCES subscribers (id) ON DELETE CASCADE,
+    outbox_seq       INTEGER NOT NULL REFERENCES outbox (seq),
+    entity_type      TEXT NOT NULL,
+    entity_id        TEXT NOT NULL,
+    status           TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  INTEGER NOT NULL,
+    last_status      INTEGER,
+    last_error       TEXT,
+    updated_at       INTEGER NOT NULL,
+    PRIMARY KEY (subscriber_id, outbox_seq)
+);
+CREATE INDEX subscriber_deliveries_pending ON subscriber_deliveries (outbox_seq)
+    WHERE status = 'pending';
+CREATE INDEX subscriber_deliveries_pending_by_entity
+    ON subscriber_deliveries (subscriber_id, entity_type, entity_id, outbox_seq)
+    WHERE status = 'pending';
+"#];
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error() {
+            Some(err)
+                if err.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    || err.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+            {
+                Error::Conflict(e.to_string())
+            }
+            Some(err) if err.code == ErrorCode::ConstraintViolation => {
+                Error::Invalid(e.to_string())
+            }
+            _ => Error::Backend(e.to_string()),
+        }
+    }
+}
+
+/// The embedded store. Cheap to clone; the writer stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    sender: Option<mpsc::Sender<Box<dyn Command>>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    readers: Readers,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .field("stats", &self.inner.counters.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer once it has answered what was queued.
+        self.sender.take();
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            tracing::error!("the store's writer thread panicked");
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    commands: AtomicU64,
+    failed_commands: AtomicU64,
+    commits: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> WriteStats {
+        WriteStats {
+            commands: self.commands.load(Ordering::Relaxed),
+            failed_commands: self.failed_commands.load(Ordering::Relaxed),
+            commits: self.commits.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it and applying migrations if needed) the database `dir/host.db`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Backend(format!("creating {}: {e}", dir.display())))?;
+        let path = dir.join(DB_FILE);
+        let mut db = Db::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        db.busy_timeout(BUSY_TIMEOUT)?;
+        let mode: String =
+            db.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Backend(format!(
+                "{} cannot use write-ahead logging (journal mode {mode})",
+                path.display()
+            )));
+        }
+        // FULL: the WAL is synced at every commit, so a committed batch survives a power cut.
+        db.pragma_update(None, "synchronous", "FULL")?;
+        db.pragma_update(None, "foreign_keys", "ON")?;
+        db.set_prepared_statement_cache_capacity(64);
+        migrate(&mut db)?;
+
+        let counters = Arc::new(Counters::default());
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        let writer = {
+            let counters = Arc::clone(&counters);
+            std::thread::Builder::new()
+                .name("store-writer".to_owned())
+                .spawn(move || writer_loop(db, receiver, &counters))
+                .map_err(|e| Error::Backend(format!("starting the store writer: {e}")))?
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                readers: Readers {
+                    path: path.clone(),
+                    idle: Mutex::new(Vec::new()),
+                    permits: Arc::new(tokio::sync::Semaphore::new(READERS)),
+                },
+                path,
+                sender: Some(sender),
+                writer: Some(writer),
+                counters,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` on the writer, in a savepoint of the next batch; answers after the commit.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let command = Box::new(Call {
+            f: Some(f),
+            result: None,
+            reply,
+        });
+        let sender = self.inner.sender.as_ref().ok_or(Error::Closed)?;
+        sender.send(command).await.map_err(|_| Error::Closed)?;
+        // If the caller goes away now, the command still runs and commits.
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Runs `f` on a read-only connection on a blocking thread.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db) -> Result<T> + Send + 'static,
+    {
+        let permit = Arc::clone(&self.inner.readers.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Closed)?;
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            inner.readers.with(f)
+        })
+        .await
+        .map_err(|e| Error::Backend(format!("a store read failed: {e}")))?
+    }
+}
+
+fn migrate(db: &mut Db) -> Result<()> {
+    let applied: i64 = db.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let applied = usize::try_from(applied).unwrap_or(usize::MAX);
+    if applied > MIGRATIONS.len() {
+        return Err(Error::Backend(format!(
+            "the database has schema version {applied}; this host knows up to {}: \
+             upgrade the host",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", int(index as u64 + 1))?;
+        tx.commit()?;
+        tracing::info!(version = index + 1, "applied a store migration");
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The writer
+
+/// A write queued for the writer.
+trait Command: Send {
+    /// Runs the command; `true` when it succeeded (its savepoint is then kept).
+    fn run(&mut self, db: &Db) -> bool;
+    /// Replaces a successful result with an error (its savepoint could not be released).
+    fn fail(&mut self, error: Error);
+    /// Sends the result, once the batch's fate (`committed`) is known.
+    fn answer(self: Box<Self>, committed: Result<()>);
+}
+
+struct Call<T, F> {
+    f: Option<F>,
+    result: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Command for Call<T, F>
+where
+    T: Send,
+    F: FnOnce(&Db) -> Result<T> + Send,
+{
+    fn run(&mut self, db: &Db) -> bool {
+        let Some(f) = self.f.take() else {
+            return false;
+        };
+        // A bug in one command must not take the writer (and every later write) down.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(db)))
+            .unwrap_or_else(|_| Err(Error::Backend("a store command panicked".to_owned())));
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn fail(&mut self, error: Error) {
+        self.result = Some(Err(error));
+    }
+
+    fn answer(self: Box<Self>, committed: Result<()>) {
+        let Call { result, reply, .. } = *self;
+        let result = match (result, committed) {
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(value)), Ok(())) => Ok(value),
+            (Some(Ok(_)) | None, Err(e)) => Err(e),
+            (None, Ok(())) => Err(Error::Backend("the command did not run".to_owned())),
+        };
+        let _ = reply.send(result);
+    }
+}
+
+fn writer_loop(mut db: Db, mut receiver: mpsc::Receiver<Box<dyn Command>>, counters: &Counters) {
+    while let Some(first) = receiver.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(command) => batch.push(command),
+                Err(_) => break,
+            }
+        }
+        run_batch(&mut db, batch, counters);
+    }
+}
+
+/// Runs `batch` in one transaction, each command in a savepoint, commits once, then answers.
+fn run_batch(db: &mut Db, batch: Vec<Box<dyn Command>>, counters: &Counters) {
+    let mut tx = match db.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let error = Error::from(e);
+            tracing::error!(%error, "the store cannot begin a transaction");
+            for command in batch {
+                command.answer(Err(error.clone()));
+            }
+            return;
+        }
+    };
+    let mut ran: Vec<Box<dyn Command>> = Vec::with_capacity(batch.len());
+    // Set when the transaction as a whole is lost: nothing of this batch may be acknowledged.
+    let mut broken: Option<Error> = None;
+    for mut command in batch {
+        if broken.is_none() && tx.is_autocommit() {
+            // SQLite rolled the whole transaction back (I/O error, disk full).
+            broken = Some(Error::Backend(
+                "the database rolled the transaction back".to_owned(),
+            ));
+        }
+        if broken.is_some() {
+            ran.push(command);
+            continue;
+        }
+        let savepoint = match tx.savepoint() {
+            Ok(savepoint) => savepoint,
+            Err(e) => {
+                broken = Some(e.into());
+                ran.push(command);
+                continue;
+            }
+        };
+        let ok = command.run(&savepoint);
+        let closed = if ok {
+            savepoint.commit()
+        } else {
+            savepoint.finish() // rolls back to the savepoint, then releases it
+        };
+        counters.commands.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            counters.failed_commands.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Err(e) = closed {
+            let error = Error::from(e);
+            command.fail(error.clone());
+            broken = Some(error);
+        }
+        ran.push(command);
+    }
+    let committed = match broken {
+        Some(error) => {
+            let _ = tx.rollback();
+            Err(error)
+        }
+        None => tx.commit().map_err(Error::from),
+    };
+    match &committed {
+        Ok(()) => {
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(error) => tracing::error!(%error, commands = ran.len(), "a store batch failed"),
+    }
+    for command in ran {
+        command.answer(committed.clone());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Readers
+
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Db>>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl Readers {
+    fn with<T>(&self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let db = match idle {
+            Some(db) => db,
+            None => self.open()?,
+        };
+        let result = f(&db);
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < READERS {
+            idle.push(db);
+        }
+        result
+    }
+
+    fn open(&self) -> Result<Db> {
+        let db = Db::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        db.busy_timeout(BUSY_TIMEOUT)?;
+        db.set_prepared_statement_cache_capacity(64);
+        Ok(db)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows
+
+const ADAPTER: &str = "id, tenant_id, org_id, name, created_at";
+const VERSION: &str =
+    "adapter_id, version, sha256, size_bytes, info_json, limits_json, created_at, created_by";
+const CONNECTION: &str = "id, tenant_id, org_id, provider, adapter_id, adapter_version, \
+    signature_json, allowed_org_ids_json, secret_refs_json, settings_json, polling_json, status, \
+    created_at, updated_at, last_delivery_at, version_changed_by, version_changed_at";
+const DELIVERY_INFO: &str = "id, connection_id, tenant_id, received_at, provider_delivery_id, \
+    body_sha256, length(body) AS body_bytes, method, path, query, status, attempts, reason_json, \
+    processed_at, trace_id";
+const OUTBOX: &str = "seq, event_id, tenant_id, org_id, event_type, entity_type, entity_id, \
+    payload_json, metadata_json, delivery_id, connection_id, created_at, status, attempts, \
+    next_attempt_at, published_at, last_error";
+const SUBSCRIBER: &str =
+    "id, tenant_id, org_id, url, event_types_json, secret_ref, enabled, created_at";
+const SUBSCRIBER_DELIVERY: &str = "subscriber_id, outbox_seq, status, attempts, \
+    next_attempt_at, last_status, last_error, updated_at";
+const INVOCATION: &str = "id, delivery_id, adapter_id, adapter_version, adapter_sha256, \
+    input_sha256, started_at, duration_us, fuel, peak_memory_bytes, bytes_in, bytes_out, events, \
+    outcome, detail_json, log_json";
+
+fn conversion(
+    column: &str,
+    error: impl std::error::Error + Send + Sync + 'static,
+) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        Type::Text,
+        Box::new(ColumnError {
+            column: column.to_owned(),
+            message: error.to_string(),
+        }),
+    )
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("column {column}: {message}")]
+struct ColumnError {
+    column: String,
+    message: String,
+}
+
+fn text_enum<T: FromStr<Err = Error>>(row: &Row<'_>, column: &str) -> rusqlite::Result<T> {
+    let text: String = row.get(column)?;
+    text.parse().map_err(|e: Error| conversion(column, e))
+}
+
+fn json_column<T: serde::de::DeserializeOwned>(row: &Row<'_>, column: &str) -> rusqlite::Result<T> {
+    let text: String = row.get(column)?;
+    serde_json::from_str(&text).map_err(|e| conversion(column, e))
+}
+
+/// A non-negative integer column.
+fn uint(row: &Row<'_>, column: &str) -> rusqlite::Result<u64> {
+    let value: i64 = row.get(column)?;
+    u64::try_from(value).map_err(|e| conversion(column, e))
+}
+
+/// `value` as an SQL integer (values beyond `i64::MAX` saturate: none occur in practice).
+fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn adapter_row(row: &Row<'_>) -> rusqlite::Result<Adapter> {
+    Ok(Adapter {
+        id: row.get("id")?,
+        tenant_id: row.get("tenant_id")?,
+        org_id: row.get("org_id")?,
+        name: row.get("name")?,
+        created_at: row.get("created_at")?,
+    })
+}
+
+fn version_row(row: &Row<'_>) -> rusqlite::Result<AdapterVersion> {
+    Ok(AdapterVersion {
+        adapter_id: row.get("adapter_id")?,
+        version: row.get("version")?,
+        sha256: row.get("sha256")?,
+        size_bytes: uint(row, "size_bytes")?,
+        info_json: row.get("info_json")?,
+        limits_json: row.get("limits_json")?,
+        created_at: row.get("created_at")?,
+        created_by: row.get("created_by")?,
+    })
+}
+
+fn connection_row(row: &Row<'_>) -> rusqlite::Result<Connection> {
+    Ok(Connection {
+        id: row.get("id")?,
+        tenant_id: row.get("tenant_id")?,
+        org_id: row.get("org_id")?,
+        provider: row.get("provider")?,
+        adapter_id: row.get("adapter_id")?,
+        adapter_version: row.get("adapter_version")?,
+        signature_json: row.get("signature_json")?,
+        allowed_org_ids: json_column(row, "allowed_org_ids_json")?,
+        secret_refs_json: row.get("secret_refs_json")?,
+        settings_json: row.get("settings_json")?,
+        polling_json: row.get("polling_json")?,
+        status: text_enum(row, "status")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
+        last_delivery_at: row.get("last_delivery_at")?,
+        version_changed_by: row.get("version_changed_by")?,
+        version_changed_at: row.get("version_changed_at")?,
+    })
+}
+
+fn delivery_info_row(row: &Row<'_>) -> rusqlite::Result<DeliveryInfo> {
+    Ok(DeliveryInfo {
+        id: row.get("id")?,
+        connection_id: row.get("connection_id")?,
+        tenant_id: row.get("tenant_id")?,
+        received_at: row.get("received_at")?,
+        provider_delivery_id: row.get("provider_delivery_id")?,
+        body_sha256: row.get("body_sha256")?,
+        body_bytes: uint(row, "body_bytes")?,
+        method: row.get("method")?,
+        path: row.get("path")?,
+        query: row.get("query")?,
+        status: text_enum(row, "status")?,
+        attempts: row.get("attempts")?,
+        reason_json: row.get("reason_json")?,
+        processed_at: row.get("processed_at")?,
+        trace_id: row.get("trace_id")?,
+    })
+}
+
+fn delivery_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
+    Ok(Delivery {
+        info: delivery_info_row(row)?,
+        headers: json_column(row, "headers_json")?,
+        body: row.get("body")?,
+    })
+}
+
+fn outbox_row(row: &Row<'_>) -> rusqlite::Result<OutboxRow> {
+    Ok(OutboxRow {
+        seq: row.get("seq")?,
+        event_id: row.get("event_id")?,
+        tenant_id: row.get("tenant_id")?,
+        org_id: row.get("org_id")?,
+        event_type: row.get("event_type")?,
+        entity_type: row.get("entity_type")?,
+        entity_id: row.get("entity_id")?,
+        payload_json: row.get("payload_json")?,
+        metadata_json: row.get("metadata_json")?,
+        delivery_id: row.get("delivery_id")?,
+        connection_id: row.get("connection_id")?,
+        created_at: row.get("created_at")?,
+        status: text_enum(row, "status")?,
+        attempts: row.get("attempts")?,
+        next_attempt_at: row.get("next_attempt_at")?,
+        published_at: row.get("published_at")?,
+        last_error: row.get("last_error")?,
+    })
+}
+
+fn subscriber_row(row: &Row<'_>) -> rusqlite::Result<Subscriber> {
+    Ok(Subscriber {
+        id: row.get("id")?,
+        tenant_id: row.get("tenant_id")?,
+        org_id: row.get("org_id")?,
+        url: row.get("url")?,
+        event_types: json_column(row, "event_types_json")?,
+        secret_ref: row.get("secret_ref")?,
+        enabled: row.get("enabled")?,
+        created_at: row.get("created_at")?,
+    })
+}
+
+fn subscriber_delivery_row(row: &Row<'_>) -> rusqlite::Result<SubscriberDelivery> {
+    Ok(SubscriberDelivery {
+        subscriber_id: row.get("subscriber_id")?,
+        outbox_seq: row.get("outbox_seq")?,
+        status: text_enum(row, "status")?,
+        attempts: row.get("attempts")?,
+        next_attempt_at: row.get("next_attempt_at")?,
+        last_status: row.get("last_status")?,
+        last_error: row.get("last_error")?,
+        updated_at: row.get("updated_at")?,
+    })
+}
+
+fn invocation_row(row: &Row<'_>) -> rusqlite::Result<Invocation> {
+    Ok(Invocation {
+        id: row.get("id")?,
+        delivery_id: row.get("delivery_id")?,
+        record: InvocationRecord {
+            adapter_id: row.get("adapter_id")?,
+            adapter_version: row.get("adapter_version")?,
+            adapter_sha256: row.get("adapter_sha256")?,
+            input_sha256: row.get("input_sha256")?,
+            started_at: row.get("started_at")?,
+            duration_us: uint(row, "duration_us")?,
+            fuel: uint(row, "fuel")?,
+            peak_memory_bytes: uint(row, "peak_memory_bytes")?,
+            bytes_in: uint(row, "bytes_in")?,
+            bytes_out: uint(row, "bytes_out")?,
+            events: uint(row, "events")?,
+            outcome: text_enum(row, "outcome")?,
+            detail_json: row.get("detail_json")?,
+            log_json: row.get("log_json")?,
+        },
+    })
+}
+
+/// Runs a query with positional `args` and maps every row.
+fn query_all<T>(
+    db: &Db,
+    sql: &str,
+    args: impl rusqlite::Params,
+    map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let mut statement = db.prepare_cached(sql)?;
+    let rows = statement.query_map(args, map)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<T>>>()?)
+}
+
+fn query_one<T>(
+    db: &Db,
+    sql: &str,
+    args: impl rusqlite::Params,
+    map: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Option<T>> {
+    Ok(db.prepare_cached(sql)?.query_row(args, map).optional()?)
+}
+
+/// Cuts the one extra row fetched to learn whether another page follows.
+fn page<T>(mut items: Vec<T>, limit: usize, cursor: impl Fn(&T) -> String) -> Page<T> {
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(cursor)
+    } else {
+        None
+    };
+    Page { items, next_cursor }
+}
+
+fn seq_cursor(cursor: Option<&String>) -> Result<Option<i64>> {
+    cursor
+        .map(|text| {
+            text.parse::<i64>()
+                .map_err(|_| Error::Invalid(format!("not a cursor of this list: {text:?}")))
+        })
+        .transpose()
+}
+
+/// An SQL statement assembled from optional filters.
+struct Filtered {
+    sql: String,
+    args: Vec<Value>,
+}
+
+impl Filtered {
+    fn new(select: String) -> Self {
+        Self {
+            sql: select,
+            args: Vec::new(),
+        }
+    }
+
+    fn and(&mut self, condition: &str, value: Option<Value>) {
+        if let Some(value) = value {
+            self.sql.push_str(" AND ");
+            self.sql.push_str(condition);
+            self.args.push(value);
+        }
+    }
+
+    fn run<T>(
+        mut self,
+        db: &Db,
+        tail: &str,
+        limit: usize,
+        map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        self.sql.push(' ');
+        self.sql.push_str(tail);
+        self.sql.push_str(" LIMIT ?");
+        self.args.push(Value::Integer(int(limit as u64 + 1)));
+        query_all(db, &self.sql, params_from_iter(self.args), map)
+    }
+}
+
+fn text(value: Option<&String>) -> Option<Value> {
+    value.map(|v| Value::Text(v.clone()))
+}
+
+fn integer(value: Option<i64>) -> Option<Value> {
+    value.map(Value::Integer)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations run on the writer
+
+fn get_connection(db: &Db, id: &str) -> Result<Option<Connection>> {
+    query_one(
+        db,
+        &format!("SELECT {CONNECTION} FROM connections WHERE id = ?1"),
+        [id],
+        connection_row,
+    )
+}
+
+fn require_connection(db: &Db, id: &str) -> Result<Connection> {
+    get_connection(db, id)?.ok_or_else(|| Error::NotFound(format!("connection {id}")))
+}
+
+/// The adapter version, which must belong to an adapter of `tenant_id`.
+fn require_version(db: &Db, tenant_id: &str, adapter_id: &str, version: u32) -> Result<()> {
+    let found = query_one(
+        db,
+        "SELECT 1 FROM adapter_versions v JOIN adapters a ON a.id = v.adapter_id \
+         WHERE v.adapter_id = ?1 AND v.version = ?2 AND a.tenant_id = ?3",
+        params![adapter_id, version, tenant_id],
+        |_| Ok(()),
+    )?;
+    found.ok_or_else(|| {
+        Error::NotFound(format!(
+            "version {version} of adapter {adapter_id} of this tenant"
+        ))
+    })
+}
+
+fn upsert_connection(
+    db: &Db,
+    spec: ConnectionSpec,
+    allowed_org_ids_json: String,
+    actor: &str,
+    now: Millis,
+) -> Result<(Connection, Upsert)> {
+    require_version(db, &spec.tenant_id, &spec.adapter_id, spec.adapter_version)?;
+    let Some(old) = get_connection(db, &spec.id)? else {
+        db.prepare_cached(&format!(
+            "INSERT INTO connections ({CONNECTION}) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, NULL, NULL, NULL)"
+        ))?
+        .execute(params![
+            spec.id,
+            spec.tenant_id,
+            spec.org_id,
+            spec.provider,
+            spec.adapter_id,
+            spec.adapter_version,
+            spec.signature_json,
+            allowed_org_ids_json,
+            spec.secret_refs_json,
+            spec.settings_json,
+            spec.polling_json,
+            spec.status.as_str(),
+            now,
+        ])?;
+        return Ok((require_connection(db, &spec.id)?, Upsert::Created));
+    };
+    if old.tenant_id != spec.tenant_id {
+        return Err(Error::Conflict(format!(
+            "connection {} belongs to another tenant",
+            spec.id
+        )));
+    }
+    let same = old.org_id == spec.org_id
+        && old.provider == spec.provider
+        && old.adapter_id == spec.adapter_id
+        && old.adapter_version == spec.adapter_version
+        && old.signature_json == spec.signature_json
+        && old.allowed_org_ids == spec.allowed_org_ids
+        && old.secret_refs_json == spec.secret_refs_json
+        && old.settings_json == spec.settings_json
+        && old.polling_json == spec.polling_json
+        && old.status == spec.status;
+    if same {
+        return Ok((old, Upsert::Unchanged));
+    }
+    let version_changed =
+        old.adapter_id != spec.adapter_id || old.adapter_version != spec.adapter_version;
+    db.prepare_cached(
+        "UPDATE connections SET org_id = ?2, provider = ?3, adapter_id = ?4, \
+         adapter_version = ?5, signature_json = ?6, allowed_org_ids_json = ?7, \
+         secret_refs_json = ?8, settings_json = ?9, polling_json = ?10, status = ?11, \
+         updated_at = ?12, \
+         version_changed_by = CASE WHEN ?13 THEN ?14 ELSE version_changed_by END, \
+         version_changed_at = CASE WHEN ?13 THEN ?12 ELSE version_changed_at END \
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        spec.id,
+        spec.org_id,
+        spec.provider,
+        spec.adapter_id,
+        spec.adapter_version,
+        spec.signature_json,
+        allowed_org_ids_json,
+        spec.secret_refs_json,
+        spec.settings_json,
+        spec.polling_json,
+        spec.status.as_str(),
+        now,
+        version_changed,
+        actor,
+    ])?;
+    Ok((require_connection(db, &spec.id)?, Upsert::Updated))
+}
+
+/// A delivery prepared off the writer thread (hash and header JSON computed by the caller).
+struct PreparedDelivery {
+    new: NewDelivery,
+    body_sha256: String,
+    headers_json: String,
+    window: Millis,
+}
+
+fn record_delivery(db: &Db, p: PreparedDelivery) -> Result<Recorded> {
+    let new = &p.new;
+    let tenant_id = query_one(
+        db,
+        "SELECT tenant_id FROM connections WHERE id = ?1",
+        [&new.connection_id],
+        |row| row.get::<_, String>(0),
+    )?
+    .ok_or_else(|| Error::NotFound(format!("connection {}", new.connection_id)))?;
+    let original = match &new.provider_delivery_id {
+        Some(provider_id) => query_one(
+            db,
+            "SELECT id, status FROM deliveries \
+             WHERE connection_id = ?1 AND provider_delivery_id = ?2",
+            params![new.connection_id, provider_id],
+            |row| Ok((row.get::<_, String>(0)?, text_enum(row, "status")?)),
+        )?,
+        None => query_one(
+            db,
+            "SELECT id, status FROM deliveries \
+             WHERE connection_id = ?1 AND body_sha256 = ?2 \
+               AND received_at >= ?3 AND received_at <= ?4 \
+             ORDER BY received_at, id LIMIT 1",
+            params![
+                new.connection_id,
+                p.body_sha256,
+                new.received_at.saturating_sub(p.window),
+                new.received_at.saturating_add(p.window),
+            ],
+            |row| Ok((row.get::<_, String>(0)?, text_enum(row, "status")?)),
+        )?,
+    };
+    if let Some((id, status)) = original {
+        return Ok(Recorded {
+            id,
+            duplicate: true,
+            status,
+        });
+    }
+    let id = new_id();
+    db.prepare_cached(
+        "INSERT INTO deliveries (id, connection_id, tenant_id, received_at, \
+         provider_delivery_id, body_sha256, method, path, query, headers_json, body, status, \
+         attempts, trace_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'received', 0, ?12)",
+    )?
+    .execute(params![
+        id,
+        new.connection_id,
+        tenant_id,
+        new.received_at,
+        new.provider_delivery_id,
+        p.body_sha256,
+        new.method,
+        new.path,
+        new.query,
+        p.headers_json,
+        new.body,
+        new.trace_id,
+    ])?;
+    db.prepare_cached(
+        "UPDATE connections SET last_delivery_at = max(coalesce(last_delivery_at, ?2), ?2) \
+         WHERE id = ?1",
+    )?
+    .execute(params![new.connection_id, new.received_at])?;
+    Ok(Recorded {
+        id,
+        duplicate: false,
+        status: DeliveryStatus::Received,
+    })
+}
+
+fn complete_delivery(db: &Db, c: Completion) -> Result<Completed> {
+    let (connection_id, tenant_id) = query_one(
+        db,
+        "SELECT connection_id, tenant_id FROM deliveries WHERE id = ?1",
+        [&c.delivery_id],
+        |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
+    )?
+    .ok_or_else(|| Error::NotFound(format!("delivery {}", c.delivery_id)))?;
+
+    let invocation_id = new_id();
+    let r = &c.invocation;
+    db.prepare_cached(&format!(
+        "INSERT INTO invocations ({INVOCATION}) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+    ))?
+    .execute(params![
+        invocation_id,
+        c.delivery_id,
+        r.adapter_id,
+        r.adapter_version,
+        r.adapter_sha256,
+        r.input_sha256,
+        r.started_at,
+        int(r.duration_us),
+        int(r.fuel),
+        int(r.peak_memory_bytes),
+        int(r.bytes_in),
+        int(r.bytes_out),
+        int(r.events),
+        r.outcome.as_str(),
+        r.detail_json,
+        r.log_json,
+    ])?;
+
+    let mut appended = Vec::with_capacity(c.events.len());
+    let mut already_present = 0;
+    {
+        let mut insert = db.prepare_cached(
+            "INSERT INTO outbox (event_id, tenant_id, org_id, event_type, entity_type, \
+             entity_id, payload_json, metadata_json, delivery_id, connection_id, created_at, \
+             status, attempts, next_attempt_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'pending', 0, ?11) \
+             ON CONFLICT (event_id) DO NOTHING",
+        )?;
+        for event in &c.events {
+            let inserted = insert.execute(params![
+                event.event_id,
+                tenant_id,
+                event.org_id,
+                event.event_type,
+                event.entity_type,
+                event.entity_id,
+                event.payload_json,
+                event.metadata_json,
+                c.delivery_id,
+                connection_id,
+                c.completed_at,
+            ])?;
+            if inserted == 1 {
+                appended.push(db.last_insert_rowid());
+            } else {
+                already_present += 1;
+            }
+        }
+    }
+
+    if let Some(state) = &c.new_state {
+        db.prepare_cached("DELETE FROM connection_state WHERE connection_id = ?1")?
+            .execute([&connection_id])?;
+        let mut insert = db.prepare_cached(
+            "INSERT INTO connection_state (connection_id, key, value) VALUES (?1, ?2, ?3)",
+        )?;
+        for (key, value) in state {
+            insert.execute(params![connection_id, key, value])?;
+        }
+    }
+
+    db.prepare_cached(
+        "UPDATE deliveries SET status = ?2, reason_json = ?3, processed_at = ?4, \
+         attempts = attempts + 1 WHERE id = ?1",
+    )?
+    .execute(params![
+        c.delivery_id,
+        c.status.as_str(),
+        c.reason_json,
+        c.completed_at
+    ])?;
+    Ok(Completed {
+        invocation_id,
+        appended,
+        already_present,
+    })
+}
+
+fn get_outbox_row(db: &Db, seq: i64) -> Result<Option<OutboxRow>> {
+    query_one(
+        db,
+        &format!("SELECT {OUTBOX} FROM outbox WHERE seq = ?1"),
+        [seq],
+        outbox_row,
+    )
+}
+
+fn claim_outbox(db: &Db, limit: usize, now: Millis, lease: Millis) -> Result<Vec<OutboxRow>> {
+    let seqs = query_all(
+        db,
+        "SELECT o.seq FROM outbox o \
+         WHERE o.status = 'pending' AND o.next_attempt_at <= ?1 \
+           AND NOT EXISTS (SELECT 1 FROM outbox e \
+                           WHERE e.status = 'pending' AND e.tenant_id = o.tenant_id \
+                             AND e.entity_type = o.entity_type AND e.entity_id = o.entity_id \
+                             AND e.seq < o.seq) \
+         ORDER BY o.seq LIMIT ?2",
+        params![now, int(limit as u64)],
+        |row| row.get::<_, i64>(0),
+    )?;
+    let mut claim = db.prepare_cached(
+        "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2 WHERE seq = ?1",
+    )?;
+    let mut rows = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        claim.execute(params![seq, now.saturating_add(lease)])?;
+        rows.extend(get_outbox_row(db, seq)?);
+    }
+    Ok(rows)
+}
+
+/// `NotFound` when the outbox has no row `seq`.
+fn require_outbox_row(db: &Db, seq: i64) -> Result<OutboxRow> {
+    get_outbox_row(db, seq)?.ok_or_else(|| Error::NotFound(format!("outbox row {seq}")))
+}
+
+fn enqueue_subscriber_deliveries(db: &Db, seqs: &[i64], now: Millis) -> Result<u64> {
+    let mut by_tenant: std::collections::HashMap<String, Vec<Subscriber>> = Default::default();
+    let mut insert = db.prepare_cached(
+        "INSERT INTO subscriber_deliveries (subscriber_id, outbox_seq, entity_type, entity_id, \
+         status, attempts, next_attempt_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?5) \
+         ON CONFLICT (subscriber_id, outbox_seq) DO NOTHING",
+    )?;
+    let mut queued = 0;
+    for &seq in seqs {
+        let row = require_outbox_row(db, seq)?;
+        if !by_tenant.contains_key(&row.tenant_id) {
+            let subscribers = query_all(
+                db,
+                &format!("SELECT {SUBSCRIBER} FROM subscribers WHERE tenant_id = ?1 AND enabled"),
+                [&row.tenant_id],
+                subscriber_row,
+            )?;
+            by_tenant.insert(row.tenant_id.clone(), subscribers);
+        }
+        for subscriber in &by_tenant[&row.tenant_id] {
+            if subscriber.wants(&row) {
+                queued += insert.execute(params![
+                    subscriber.id,
+                    seq,
+                    row.entity_type,
+                    row.entity_id,
+                    now
+                ])? as u64;
+            }
+        }
+    }
+    Ok(queued)
+}
+
+fn get_subscriber(db: &Db, id: &str) -> Result<Option<Subscriber>> {
+    query_one(
+        db,
+        &format!("SELECT {SUBSCRIBER} FROM subscribers WHERE id = ?1"),
+        [id],
+        subscriber_row,
+    )
+}
+
+fn claim_subscriber_deliveries(
+    db: &Db,
+    limit: usize,
+    now: Millis,
+    lease: Millis,
+) -> Result<Vec<SubscriberJob>> {
+    let due = query_all(
+        db,
+        "SELECT d.subscriber_id, d.outbox_seq FROM subscriber_deliveries d \
+         JOIN subscribers s ON s.id = d.subscriber_id \
+         WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND s.enabled \
+           AND NOT EXISTS (SELECT 1 FROM subscriber_deliveries e \
+                           WHERE e.status = 'pending' AND e.subscriber_id = d.subscriber_id \
+                             AND e.entity_type = d.entity_type AND e.entity_id = d.entity_id \
+                             AND e.outbox_seq < d.outbox_seq) \
+         ORDER BY d.outbox_seq, d.subscriber_id LIMIT ?2",
+        params![now, int(limit as u64)],
+        |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
+    )?;
+    let mut claim = db.prepare_cached(
+        "UPDATE subscriber_deliveries SET attempts = attempts + 1, next_attempt_at = ?3, \
+         updated_at = ?4 WHERE subscriber_id = ?1 AND outbox_seq = ?2 \
+         RETURNING attempts",
+    )?;
+    let mut subscribers: std::collections::HashMap<String, Subscriber> = Default::default();
+    let mut jobs = Vec::with_capacity(due.len());
+    for (subscriber_id, seq) in due {
+        let attempts: u32 = claim.query_row(
+            params![subscriber_id, seq, now.saturating_add(lease), now],
+            |row| row.get(0),
+        )?;
+        if !subscribers.contains_key(&subscriber_id) {
+            let subscriber = get_subscriber(db, &subscriber_id)?
+                .ok_or_else(|| Error::NotFound(format!("subscriber {subscriber_id}")))?;
+            subscribers.insert(subscriber_id.clone(), subscriber);
+        }
+        jobs.push(SubscriberJob {
+            subscriber: subscribers[&subscriber_id].clone(),
+            event: require_outbox_row(db, seq)?,
+            attempts,
+        });
+    }
+    Ok(jobs)
+}
+
+fn subscriber_delivery_status(
+    db: &Db,
+    subscriber_id: &str,
+    seq: i64,
+) -> Result<SubscriberDeliveryStatus> {
+    query_one(
+        db,
+        "SELECT status FROM subscriber_deliveries WHERE subscriber_id = ?1 AND outbox_seq = ?2",
+        params![subscriber_id, seq],
+        |row| text_enum(row, "status"),
+    )?
+    .ok_or_else(|| Error::NotFound(format!("delivery of event {seq} to {subscriber_id}")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The trait
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_adapter(&self, new: NewAdapter) -> Result<Adapter> {
+        self.write(move |db| {
+            let adapter = Adapter {
+                id: new_id(),
+                tenant_id: new.tenant_id,
+                org_id: new.org_id,
+                name: new.name,
+                created_at: new.created_at,
+            };
+            db.prepare_cached(&format!(
+                "INSERT INTO adapters ({ADAPTER}) VALUES (?1, ?2, ?3, ?4, ?5)"
+            ))?
+            .execute(params![
+                adapter.id,
+                adapter.tenant_id,
+                adapter.org_id,
+                adapter.name,
+                adapter.created_at
+            ])
+            .map_err(|e| match Error::from(e) {
+                Error::Conflict(_) => Error::Conflict(format!(
+                    "the tenant already has an adapter named {:?}",
+                    adapter.name
+                )),
+                other => other,
+            })?;
+            Ok(adapter)
+        })
+        .await
+    }
+
+    async fn get_adapter(&self, id: &str) -> Result<Option<Adapter>> {
+        let id = id.to_owned();
+        self.read(move |db| {
+            query_one(
+                db,
+                &format!("SELECT {ADAPTER} FROM adapters WHERE id = ?1"),
+                [id],
+                adapter_row,
+            )
+        })
+        .await
+    }
+
+    async fn find_adapter(&self, tenant_id: &str, name: &str) -> Result<Option<Adapter>> {
+        let (tenant_id, name) = (tenant_id.to_owned(), name.to_owned());
+        self.read(move |db| {
+            query_one(
+                db,
+                &format!("SELECT {ADAPTER} FROM adapters WHERE tenant_id = ?1 AND name = ?2"),
+                [tenant_id, name],
+                adapter_row,
+            )
+        })
+        .await
+    }
+
+    async fn list_adapters(&self, tenant_id: &str, org_id: Option<&str>) -> Result<Vec<Adapter>> {
+        let (tenant_id, org_id) = (tenant_id.to_owned(), org_id.map(str::to_owned));
+        self.read(move |db| {
+            query_all(
+                db,
+                &format!(
+                    "SELECT {ADAPTER} FROM adapters WHERE tenant_id = ?1 \
+                     AND (?2 IS NULL OR org_id IS NULL OR org_id = ?2) ORDER BY name"
+                ),
+                params![tenant_id, org_id],
+                adapter_row,
+            )
+        })
+        .await
+    }
+
+    async fn add_adapter_version(&self, new: NewAdapterVersion) -> Result<AdapterVersion> {
+        check_json("info_json", &new.info_json)?;
+        check_json("limits_json", &new.limits_json)?;
+        self.write(move |db| {
+            let next: Option<u32> = query_one(
+                db,
+                "SELECT (SELECT coalesce(max(version), 0) + 1 FROM adapter_versions \
+                         WHERE adapter_id = ?1) FROM adapters WHERE id = ?1",
+                [&new.adapter_id],
+                |row| row.get(0),
+            )?;
+            let version =
+                next.ok_or_else(|| Error::NotFound(format!("adapter {}", new.adapter_id)))?;
+            db.prepare_cached(&format!(
+                "INSERT INTO adapter_versions ({VERSION}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ))?
+            .execute(params![
+                new.adapter_id,
+                version,
+                new.sha256,
+                int(new.size_bytes),
+                new.info_json,
+                new.limits_json,
+                new.created_at,
+                new.created_by,
+            ])?;
+            Ok(AdapterVersion {
+                adapter_id: new.adapter_id,
+                version,
+                sha256: new.sha256,
+                size_bytes: new.size_bytes,
+                info_json: new.info_json,
+                limits_json: new.limits_json,
+                created_at: new.created_at,
+                created_by: new.created_by,
+            })
+        })
+        .await
+    }
+
+    async fn get_adapter_version(
+        &self,
+        adapter_id: &str,
+        version: u32,
+    ) -> Result<Option<AdapterVersion>> {
+        let adapter_id = adapter_id.to_owned();
+        self.read(move |db| {
+            query_one(
+                db,
+                &format!(
+                    "SELECT {VERSION} FROM adapter_versions WHERE adapter_id = ?1 AND version = ?2"
+                ),
+                params![adapter_id, version],
+                version_row,
+            )
+        })
+        .await
+    }
+
+    async fn list_adapter_versions(&self, adapter_id: &str) -> Result<Vec<AdapterVersion>> {
+        let adapter_id = adapter_id.to_owned();
+        self.read(move |db| {
+            query_all(
+                db,
+                &format!(
+                    "SELECT {VERSION} FROM adapter_versions WHERE adapter_id = ?1 ORDER BY version"
+                ),
+                [adapter_id],
+                version_row,
+            )
+        })
+        .await
+    }
+
+    async fn upsert_connection(
+        &self,
+        spec: ConnectionSpec,
+        actor: &str,
+        now: Millis,
+    ) -> Result<(Connection, Upsert)> {
+        check_json("signature_json", &spec.signature_json)?;
+        check_json("secret_refs_json", &spec.secret_refs_json)?;
+        check_json("settings_json", &spec.settings_json)?;
+        if let Some(polling) = &spec.polling_json {
+            check_json("polling_json", polling)?;
+        }
+        let allowed = serde_json::to_string(&spec.allowed_org_ids)
+            .map_err(|e| Error::Invalid(format!("allowed_org_ids: {e}")))?;
+        let actor = actor.to_owned();
+        self.write(move |db| upsert_connection(db, spec, allowed, &actor, now))
+            .await
+    }
+
+    async fn get_connection(&self, id: &str) -> Result<Option<Connection>> {
+        let id = id.to_owned();
+        self.read(move |db| get_connection(db, &id)).await
+    }
+
+    async fn list_connections(
+        &self,
+        tenant_id: &str,
+        org_id: Option<&str>,
+    ) -> Result<Vec<Connection>> {
+        let (tenant_id, org_id) = (tenant_id.to_owned(), org_id.map(str::to_owned));
+        self.read(move |db| {
+            query_all(
+                db,
+                &format!(
+                    "SELECT {CONNECTION} FROM connections WHERE tenant_id = ?1 \
+                     AND (?2 IS NULL OR org_id IS NULL OR org_id = ?2) ORDER BY id"
+                ),
+                params![tenant_id, org_id],
+                connection_row,
+            )
+        })
+        .await
+    }
+
+    async fn set_connection_status(
+        &self,
+        id: &str,
+        status: ConnectionStatus,
+        now: Millis,
+    ) -> Result<Connection> {
+        let id = id.to_owned();
+        self.write(move |db| {
+            db.prepare_cached(
+                "UPDATE connections SET status = ?2, updated_at = ?3 \
+                 WHERE id = ?1 AND status <> ?2",
+            )?
+            .execute(params![id, status.as_str(), now])?;
+            require_connection(db, &id)
+        })
+        .await
+    }
+
+    async fn set_connection_version(
+        &self,
+        id: &str,
+        version: u32,
+        actor: &str,
+        now: Millis,
+    ) -> Result<Connection> {
+        let (id, actor) = (id.to_owned(), actor.to_owned());
+        self.write(move |db| {
+            let connection = require_connection(db, &id)?;
+            require_version(db, &connection.tenant_id, &connection.adapter_id, version)?;
+            db.prepare_cached(
+                "UPDATE connections SET adapter_version = ?2, version_changed_by = ?3, \
+                 version_changed_at = ?4, updated_at = ?4 WHERE id = ?1",
+            )?
+            .execute(params![id, version, actor, now])?;
+            require_connection(db, &id)
+        })
+        .await
+    }
+
+    async fn record_delivery(&self, new: NewDelivery, dedupe_window: Duration) -> Result<Recorded> {
+        // Hashing and encoding happen here, on the caller's task, not on the writer.
+        let prepared = PreparedDelivery {
+            body_sha256: sha256_hex(&new.body),
+            headers_json: serde_json::to_string(&new.headers)
+                .map_err(|e| Error::Invalid(format!("headers: {e}")))?,
+            window: millis(dedupe_window),
+            new,
+        };
+        self.write(move |db| record_delivery(db, prepared)).await
+    }
+
+    async fn complete_delivery(&self, completion: Completion) -> Result<Completed> {
+        if completion.status == DeliveryStatus::Received {
+            return Err(Error::Invalid(
+                "a completion must end the delivery in a final status".to_owned(),
+            ));
+        }
+        if let Some(reason) = &completion.reason_json {
+            check_json("reason_json", reason)?;
+        }
+        for event in &completion.events {
+            check_json("metadata_json", &event.metadata_json)?;
+        }
+        self.write(move |db| complete_delivery(db, completion))
+            .await
+    }
+
+    async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>> {
+        let id = id.to_owned();
+        self.read(move |db| {
+            query_one(
+                db,
+                &format!(
+                    "SELECT {DELIVERY_INFO}, headers_json, body FROM deliveries WHERE id = ?1"
+                ),
+                [id],
+                delivery_row,
+            )
+        })
+        .await
+    }
+
+    async fn list_deliveries(&self, filter: DeliveryFilter) -> Result<Page<DeliveryInfo>> {
+        let limit = page_size(filter.limit);
+        self.read(move |db| {
+            let mut query = Filtered::new(format!(
+                "SELECT {DELIVERY_INFO} FROM deliveries WHERE 1 = 1"
+            ));
+            query.and("tenant_id = ?", text(filter.tenant_id.as_ref()));
+            query.and("connection_id = ?", text(filter.connection_id.as_ref()));
+            query.and(
+                "status = ?",
+                filter.status.map(|s| Value::Text(s.as_str().to_owned())),
+            );
+            query.and("received_at >= ?", integer(filter.since));
+            query.and("received_at < ?", integer(filter.until));
+            query.and("id < ?", text(filter.cursor.as_ref()));
+            let items = query.run(db, "ORDER BY id DESC", limit, delivery_info_row)?;
+            Ok(page(items, limit, |d| d.id.clone()))
+        })
+        .await
+    }
+
+    async fn deliveries_to_recover(&self, limit: usize) -> Result<Vec<Delivery>> {
+        let limit = int(limit as u64);
+        self.read(move |db| {
+            query_all(
+                db,
+                &format!(
+                    "SELECT {DELIVERY_INFO}, headers_json, body FROM deliveries \
+                     WHERE status = 'received' ORDER BY id LIMIT ?1"
+                ),
+                [limit],
+                delivery_row,
+            )
+        })
+        .await
+    }
+
+    async fn list_invocations(&self, delivery_id: &str) -> Result<Vec<Invocation>> {
+        let delivery_id = delivery_id.to_owned();
+        self.read(move |db| {
+            query_all(
+                db,
+                &format!("SELECT {INVOCATION} FROM invocations WHERE delivery_id = ?1 ORDER BY id"),
+                [delivery_id],
+                invocation_row,
+            )
+        })
+        .await
+    }
+
+    async fn load_state(&self, connection_id: &str) -> Result<StateMap> {
+        let connection_id = connection_id.to_owned();
+        self.read(move |db| {
+            let entries = query_all(
+                db,
+                "SELECT key, value FROM connection_state WHERE connection_id = ?1",
+                [connection_id],
+                |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?)),
+            )?;
+            Ok(entries.into_iter().collect())
+        })
+        .await
+    }
+
+    async fn claim_outbox(
+        &self,
+        limit: usize,
+        now: Millis,
+        lease: Duration,
+    ) -> Result<Vec<OutboxRow>> {
+        let lease = millis(lease);
+        self.write(move |db| claim_outbox(db, limit, now, lease))
+            .await
+    }
+
+    async fn mark_published(&self, seqs: &[i64], now: Millis) -> Result<()> {
+        let seqs = seqs.to_vec();
+        self.write(move |db| {
+            let mut update = db.prepare_cached(
+                "UPDATE outbox SET status = 'published', published_at = ?2, last_error = NULL \
+                 WHERE seq = ?1 AND status <> 'published'",
+            )?;
+            for seq in seqs {
+                update.execute(params![seq, now])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn mark_publish_failed(
+        &self,
+        seq: i64,
+        error: &str,
+        next_attempt_at: Millis,
+        dead: bool,
+    ) -> Result<()> {
+        let error = bounded_error(error);
+        self.write(move |db| {
+            let status = if dead {
+                OutboxStatus::Dead
+            } else {
+                OutboxStatus::Pending
+            };
+            let changed = db
+                .prepare_cached(
+                    "UPDATE outbox SET status = ?2, last_error = ?3, next_attempt_at = ?4 \
+                     WHERE seq = ?1 AND status = 'pending'",
+                )?
+                .execute(params![seq, status.as_str(), error, next_attempt_at])?;
+            if changed == 0 {
+                // Already published (or dead): a late report changes nothing.
+                require_outbox_row(db, seq)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn retry_outbox_event(&self, seq: i64, now: Millis) -> Result<()> {
+        self.write(move |db| {
+            let row = require_outbox_row(db, seq)?;
+            if row.status == OutboxStatus::Published {
+                return Err(Error::Conflict(format!(
+                    "outbox row {seq} is already published"
+                )));
+            }
+            db.prepare_cached(
+                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?2 \
+                 WHERE seq = ?1",
+            )?
+            .execute(params![seq, now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn outbox_lag(&self) -> Result<OutboxLag> {
+        self.read(|db| {
+            let lag = query_one(
+                db,
+                "SELECT count(*) AS pending, min(created_at) FROM outbox WHERE status = 'pending'",
+                [],
+                |row| {
+                    Ok(OutboxLag {
+                        pending: uint(row, "pending")?,
+                        oldest_pending_created_at: row.get(1)?,
+                    })
+                },
+            )?;
+            Ok(lag.unwrap_or(OutboxLag {
+                pending: 0,
+                oldest_pending_created_at: None,
+            }))
+        })
+        .await
+    }
+
+    async fn list_outbox(&self, filter: OutboxFilter) -> Result<Page<OutboxRow>> {
+        let limit = page_size(filter.limit);
+        let before = seq_cursor(filter.cursor.as_ref())?;
+        self.read(move |db| {
+            let mut query = Filtered::new(format!("SELECT {OUTBOX} FROM outbox WHERE 1 = 1"));
+            query.and("tenant_id = ?", Some(Value::Text(filter.tenant_id.clone())));
+            query.and(
+                "(org_id IS NULL OR org_id = ?)",
+                text(filter.org_id.as_ref()),
+            );
+            query.and("event_type = ?", text(filter.event_type.as_ref()));
+            query.and("entity_type = ?", text(filter.entity_type.as_ref()));
+            query.and("entity_id = ?", text(filter.entity_id.as_ref()));
+            query.and(
+                "status = ?",
+                filter.status.map(|s| Value::Text(s.as_str().to_owned())),
+            );
+            query.and("connection_id = ?", text(filter.connection_id.as_ref()));
+            query.and("created_at >= ?", integer(filter.since));
+            query.and("created_at < ?", integer(filter.until));
+            query.and("seq < ?", integer(before));
+            let items = query.run(db, "ORDER BY seq DESC", limit, outbox_row)?;
+            Ok(page(items, limit, |row| row.seq.to_string()))
+        })
+        .await
+    }
+
+    async fn replay_range(
+        &self,
+        tenant_id: &str,
+        from: Millis,
+        to: Millis,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>> {
+        let tenant_id = tenant_id.to_owned();
+        let limit = int(page_size(limit) as u64);
+        self.read(move |db| {
+            query_all(
+                db,
+                &format!(
+                    "SELECT {OUTBOX} FROM outbox WHERE tenant_id = ?1 AND status = 'published' \
+                     AND created_at >= ?2 AND created_at < ?3 AND seq > ?4 \
+                     ORDER BY seq LIMIT ?5"
+                ),
+                params![tenant_id, from, to, after_seq, limit],
+                outbox_row,
+            )
+        })
+        .await
+    }
+
+    async fn get_event(&self, event_id: &str) -> Result<Option<OutboxRow>> {
+        let event_id = event_id.to_owned();
+        self.read(move |db| {
+            query_one(
+                db,
+                &format!("SELECT {OUTBOX} FROM outbox WHERE event_id = ?1"),
+                [event_id],
+                outbox_row,
+            )
+        })
+        .await
+    }
+
+    async fn create_subscriber(&self, new: NewSubscriber) -> Result<Subscriber> {
+        let event_types = serde_json::to_string(&new.event_types)
+            .map_err(|e| Error::Invalid(format!("event_types: {e}")))?;
+        self.write(move |db| {
+            let subscriber = Subscriber {
+                id: new_id(),
+                tenant_id: new.tenant_id,
+                org_id: new.org_id,
+                url: new.url,
+                event_types: new.event_types,
+                secret_ref: new.secret_ref,
+                enabled: new.enabled,
+                created_at: new.created_at,
+            };
+            db.prepare_cached(&format!(
+                "INSERT INTO subscribers ({SUBSCRIBER}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ))?
+            .execute(params![
+                subscriber.id,
+                subscriber.tenant_id,
+                subscriber.org_id,
+                subscriber.url,
+                event_types,
+                subscriber.secret_ref,
+                subscriber.enabled,
+                subscriber.created_at,
+            ])?;
+            Ok(subscriber)
+        })
+        .await
+    }
+
+    async fn get_subscriber(&self, id: &str) -> Result<Option<Subscriber>> {
+        let id = id.to_owned();
+        self.read(move |db| get_subscriber(db, &id)).await
+    }
+
+    async fn list_subscribers(
+        &self,
+        tenant_id: &str,
+        org_id: Option<&str>,
+    ) -> Result<Vec<Subscriber>> {
+        let (tenant_id, org_id) = (tenant_id.to_owned(), org_id.map(str::to_owned));
+        self.read(move |db| {
+            query_all(
+                db,
+                &format!(
+                    "SELECT {SUBSCRIBER} FROM subscribers WHERE tenant_id = ?1 \
+                     AND (?2 IS NULL OR org_id IS NULL OR org_id = ?2) ORDER BY created_at, id"
+                ),
+                params![tenant_id, org_id],
+                subscriber_row,
+            )
+        })
+        .await
+    }
+
+    async fn delete_subscriber(&self, id: &str) -> Result<()> {
+        let id = id.to_owned();
+        self.write(move |db| {
+            let deleted = db
+                .prepare_cached("DELETE FROM subscribers WHERE id = ?1")?
+                .execute([&id])?;
+            if deleted == 0 {
+                return Err(Error::NotFound(format!("subscriber {id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn enqueue_subscriber_deliveries(&self, seqs: &[i64], now: Millis) -> Result<u64> {
+        let seqs = seqs.to_vec();
+        self.write(move |db| enqueue_subscriber_deliveries(db, &seqs, now))
+            .await
+    }
+
+    async fn claim_subscriber_deliveries(
+        &self,
+        limit: usize,
+        now: Millis,
+        lease: Duration,
+    ) -> Result<Vec<SubscriberJob>> {
+        let lease = millis(lease);
+        self.write(move |db| claim_subscriber_deliveries(db, limit, now, lease))
+            .await
+    }
+
+    async fn mark_subscriber_delivery(
+        &self,
+        subscriber_id: &str,
+        seq: i64,
+        attempt: SubscriberAttempt,
+    ) -> Result<()> {
+        let subscriber_id = subscriber_id.to_owned();
+        let error = attempt.error.as_deref().map(bounded_error);
+        self.write(move |db| {
+            subscriber_delivery_status(db, &subscriber_id, seq)?;
+            let (status, next_attempt_at) = match attempt.next {
+                AttemptNext::Delivered => (SubscriberDeliveryStatus::Delivered, None),
+                AttemptNext::RetryAt(at) => (SubscriberDeliveryStatus::Pending, Some(at)),
+                AttemptNext::Dead => (SubscriberDeliveryStatus::Dead, None),
+            };
+            db.prepare_cached(
+                "UPDATE subscriber_deliveries SET status = ?3, \
+                 next_attempt_at = coalesce(?4, next_attempt_at), last_status = ?5, \
+                 last_error = ?6, updated_at = ?7 \
+                 WHERE subscriber_id = ?1 AND outbox_seq = ?2",
+            )?
+            .execute(params![
+                subscriber_id,
+                seq,
+                status.as_str(),
+                next_attempt_at,
+                attempt.status_code,
+                error,
+                attempt.at,
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn retry_subscriber_delivery(
+        &self,
+        subscriber_id: &str,
+        seq: i64,
+        now: Millis,
+    ) -> Result<()> {
+        let subscriber_id = subscriber_id.to_owned();
+        self.write(move |db| {
+            if subscriber_delivery_status(db, &subscriber_id, seq)?
+                == SubscriberDeliveryStatus::Delivered
+            {
+                return Err(Error::Conflict(format!(
+                    "event {seq} was already delivered to {subscriber_id}"
+                )));
+            }
+            db.prepare_cached(
+                "UPDATE subscriber_deliveries SET status = 'pending', attempts = 0, \
+                 next_attempt_at = ?3, updated_at = ?3 \
+                 WHERE subscriber_id = ?1 AND outbox_seq = ?2",
+            )?
+            .execute(params![subscriber_id, seq, now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_subscriber_deliveries(
+        &self,
+        filter: SubscriberDeliveryFilter,
+    ) -> Result<Page<SubscriberDelivery>> {
+        let limit = page_size(filter.limit);
+        let before = seq_cursor(filter.cursor.as_ref())?;
+        self.read(move |db| {
+            let mut query = Filtered::new(format!(
+                "SELECT {SUBSCRIBER_DELIVERY} FROM subscriber_deliveries WHERE 1 = 1"
+            ));
+            query.and("subscriber_id = ?", Some(Value::Text(filter.subscriber_id)));
+            query.and(
+                "status = ?",
+                filter.status.map(|s| Value::Text(s.as_str().to_owned())),
+            );
+            query.and("outbox_seq < ?", integer(before));
+            let items = query.run(
+                db,
+                "ORDER BY outbox_seq DESC",
+                limit,
+                subscriber_delivery_row,
+            )?;
+            Ok(page(items, limit, |d| d.outbox_seq.to_string()))
+        })
+        .await
+    }
+
+    fn write_stats(&self) -> WriteStats {
+        self.inner.counters.snapshot()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test hooks
+
+#[cfg(test)]
+impl SqliteStore {
+    /// Occupies the writer until the returned sender is dropped (or sent to), so that a test
+    /// can queue commands and watch them go into one batch. Returns once the writer is held.
+    pub(crate) async fn hold_writer(&self) -> std::sync::mpsc::Sender<()> {
+        let (held, is_held) = oneshot::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let store = self.clone();
+        tokio::spawn(async move {
+            store
+                .write(move |_| {
+                    let _ = held.send(());
+                    let _ = released.recv();
+                    Ok(())
+                })
+                .await
+        });
+        is_held.await.expect("the writer runs the hold command");
+        release
+    }
+
+    /// Commands waiting for the writer.
+    pub(crate) fn queued(&self) -> usize {
+        self.inner
+            .sender
+            .as_ref()
+            .map_or(0, |s| s.max_capacity() - s.capacity())
+    }
+}

@@ -1,0 +1,2292 @@
+//! The store's behaviour, written against [`Store`] so that every backend runs the same suite:
+//! a backend implements [`Backend`] and invokes [`store_suite!`] (see `sqlite_suite` below).
+//! Backend-specific tests (group commit, files on disk) follow the suite.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::*;
+
+/// A database for the suite. `open` may be called again after every store it returned was
+/// dropped, and must then see the same data.
+#[async_trait]
+pub(crate) trait Backend: Send + Sync {
+    async fn open(&self) -> Arc<dyn Store>;
+}
+
+/// Expands to one `#[tokio::test]` per case of the suite, each on a fresh `$backend`.
+macro_rules! store_suite {
+    ($backend:expr) => {
+        $crate::store::tests::store_suite!(@cases $backend;
+            adapters_and_their_versions,
+            connection_upsert_is_idempotent,
+            connection_status_and_version_switch,
+            recording_is_idempotent_by_provider_id,
+            recording_dedupes_bodies_within_the_window,
+            completion_writes_everything,
+            a_failed_completion_leaves_no_trace,
+            redrive_never_duplicates_events,
+            state_is_replaced_as_a_whole,
+            unfinished_deliveries_are_recovered,
+            delivery_lists_filter_and_page,
+            claims_keep_each_entity_in_order,
+            failed_publication_retries_then_dies,
+            replay_returns_published_rows_in_range,
+            outbox_lists_filter_and_page,
+            subscribers_receive_what_they_filter_for,
+            subscriber_deliveries_retry_die_and_revive,
+            concurrent_writers_all_land,
+            data_survives_reopening,
+        );
+    };
+    (@cases $backend:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let backend = $backend;
+                $crate::store::tests::$case(&backend).await;
+            }
+        )*
+    };
+}
+pub(crate) use store_suite;
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+const T0: Millis = 1_700_000_000_000;
+const SECOND: Millis = 1_000;
+const WINDOW: Duration = Duration::from_secs(300);
+const LEASE: Duration = Duration::from_secs(30);
+
+/// A tenant with an adapter (two versions) and a connection.
+struct Tenant {
+    adapter: Adapter,
+    connection: Connection,
+}
+
+fn spec(id: &str, tenant_id: &str, adapter_id: &str, version: u32) -> ConnectionSpec {
+    ConnectionSpec {
+        id: id.to_owned(),
+        tenant_id: tenant_id.to_owned(),
+        org_id: None,
+        provider: "hubspot".to_owned(),
+        adapter_id: adapter_id.to_owned(),
+        adapter_version: version,
+        signature_json: r#"{"scheme":"hubspot-v3"}"#.to_owned(),
+        allowed_org_ids: vec!["org-a".to_owned(), "org-b".to_owned()],
+        secret_refs_json: r#"{"signing":"secrets/hubspot-signing"}"#.to_owned(),
+        settings_json: r#"{"portal":"42"}"#.to_owned(),
+        polling_json: None,
+        status: ConnectionStatus::Active,
+    }
+}
+
+fn new_version(adapter_id: &str, sha: char) -> NewAdapterVersion {
+    NewAdapterVersion {
+        adapter_id: adapter_id.to_owned(),
+        sha256: sha.to_string().repeat(64),
+        size_bytes: 1234,
+        info_json: r#"{"name":"acme"}"#.to_owned(),
+        limits_json: r#"{"fuel":1000000}"#.to_owned(),
+        created_at: T0,
+        created_by: "admin@example.com".to_owned(),
+    }
+}
+
+async fn tenant(store: &dyn Store, tenant_id: &str, connection_id: &str) -> Tenant {
+    let adapter = store
+        .create_adapter(NewAdapter {
+            tenant_id: tenant_id.to_owned(),
+            org_id: None,
+            name: "acme".to_owned(),
+            created_at: T0,
+        })
+        .await
+        .unwrap();
+    for sha in ['a', 'b'] {
+        store
+            .add_adapter_version(new_version(&adapter.id, sha))
+            .await
+            .unwrap();
+    }
+    let (connection, _) = store
+        .upsert_connection(spec(connection_id, tenant_id, &adapter.id, 1), "config", T0)
+        .await
+        .unwrap();
+    Tenant {
+        adapter,
+        connection,
+    }
+}
+
+fn delivery(connection_id: &str, body: &str, provider_id: Option<&str>, at: Millis) -> NewDelivery {
+    NewDelivery {
+        connection_id: connection_id.to_owned(),
+        received_at: at,
+        provider_delivery_id: provider_id.map(str::to_owned),
+        method: "POST".to_owned(),
+        path: format!("/v1/hooks/{connection_id}"),
+        query: "a=1".to_owned(),
+        headers: vec![
+            ("content-type".to_owned(), "application/json".to_owned()),
+            (
+                "x-hubspot-signature-v3".to_owned(),
+                "c2lnbmF0dXJl".to_owned(),
+            ),
+        ],
+        body: body.as_bytes().to_vec(),
+        trace_id: "trace-1".to_owned(),
+    }
+}
+
+fn event(
+    event_id: &str,
+    event_type: &str,
+    entity_id: &str,
+    org_id: Option<&str>,
+) -> NewOutboxEvent {
+    NewOutboxEvent {
+        event_id: event_id.to_owned(),
+        org_id: org_id.map(str::to_owned),
+        event_type: event_type.to_owned(),
+        entity_type: event_type.split('.').next().unwrap_or_default().to_owned(),
+        entity_id: entity_id.to_owned(),
+        // Odd spacing on purpose: the store keeps the adapter's text byte for byte.
+        payload_json: format!(r#"{{ "id" : "{entity_id}", "amount": "12.50" }}"#),
+        metadata_json: r#"{"trace_id":"trace-1","source":"hubspot","actor":"crm","timestamp":"2025-12-01T10:00:00Z"}"#.to_owned(),
+    }
+}
+
+fn invocation(adapter_id: &str, outcome: InvocationOutcome) -> InvocationRecord {
+    InvocationRecord {
+        adapter_id: adapter_id.to_owned(),
+        adapter_version: 1,
+        adapter_sha256: "a".repeat(64),
+        input_sha256: "f".repeat(64),
+        started_at: T0,
+        duration_us: 812,
+        fuel: 150_000,
+        peak_memory_bytes: 1 << 20,
+        bytes_in: 60,
+        bytes_out: 120,
+        events: 0,
+        outcome,
+        detail_json: None,
+        log_json: r#"{"lines":[],"bytes":0,"truncated":false,"dropped_bytes":0}"#.to_owned(),
+    }
+}
+
+fn completion(
+    delivery_id: &str,
+    adapter_id: &str,
+    events: Vec<NewOutboxEvent>,
+    new_state: Option<StateMap>,
+    at: Millis,
+) -> Completion {
+    Completion {
+        delivery_id: delivery_id.to_owned(),
+        status: DeliveryStatus::Processed,
+        reason_json: None,
+        completed_at: at,
+        invocation: InvocationRecord {
+            events: events.len() as u64,
+            ..invocation(adapter_id, InvocationOutcome::Accepted)
+        },
+        events,
+        new_state,
+    }
+}
+
+fn state(entries: &[(&str, &str)]) -> StateMap {
+    entries
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+/// Records a delivery and completes it with `events` at `at`; returns the appended seqs.
+async fn emit(store: &dyn Store, t: &Tenant, events: Vec<NewOutboxEvent>, at: Millis) -> Vec<i64> {
+    let body = format!("body-{}", new_id());
+    let recorded = store
+        .record_delivery(delivery(&t.connection.id, &body, None, at), WINDOW)
+        .await
+        .unwrap();
+    store
+        .complete_delivery(completion(&recorded.id, &t.adapter.id, events, None, at))
+        .await
+        .unwrap()
+        .appended
+}
+
+fn ids<T>(items: &[T], id: impl Fn(&T) -> String) -> Vec<String> {
+    items.iter().map(id).collect()
+}
+
+async fn all_outbox(store: &dyn Store, tenant_id: &str) -> Vec<OutboxRow> {
+    let mut rows = store
+        .list_outbox(OutboxFilter {
+            tenant_id: tenant_id.to_owned(),
+            limit: 1000,
+            ..OutboxFilter::default()
+        })
+        .await
+        .unwrap()
+        .items;
+    rows.reverse();
+    rows
+}
+
+// ---------------------------------------------------------------------------------------------
+// The suite
+
+pub(crate) async fn adapters_and_their_versions(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let new = |tenant: &str, org: Option<&str>, name: &str| NewAdapter {
+        tenant_id: tenant.to_owned(),
+        org_id: org.map(str::to_owned),
+        name: name.to_owned(),
+        created_at: T0,
+    };
+    let acme = store.create_adapter(new("t1", None, "acme")).await.unwrap();
+    assert_eq!(
+        store.get_adapter(&acme.id).await.unwrap(),
+        Some(acme.clone())
+    );
+    assert_eq!(
+        store.find_adapter("t1", "acme").await.unwrap(),
+        Some(acme.clone())
+    );
+    assert!(matches!(
+        store.create_adapter(new("t1", Some("org-a"), "acme")).await,
+        Err(Error::Conflict(_))
+    ));
+    // Names are per tenant.
+    store.create_adapter(new("t2", None, "acme")).await.unwrap();
+    let in_a = store
+        .create_adapter(new("t1", Some("org-a"), "in-a"))
+        .await
+        .unwrap();
+    store
+        .create_adapter(new("t1", Some("org-b"), "in-b"))
+        .await
+        .unwrap();
+    let names = |list: Vec<Adapter>| list.into_iter().map(|a| a.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(store.list_adapters("t1", None).await.unwrap()),
+        ["acme", "in-a", "in-b"]
+    );
+    assert_eq!(
+        names(store.list_adapters("t1", Some("org-a")).await.unwrap()),
+        ["acme", "in-a"]
+    );
+    assert_eq!(in_a.org_id.as_deref(), Some("org-a"));
+
+    let v1 = store
+        .add_adapter_version(new_version(&acme.id, 'a'))
+        .await
+        .unwrap();
+    let v2 = store
+        .add_adapter_version(new_version(&acme.id, 'b'))
+        .await
+        .unwrap();
+    assert_eq!((v1.version, v2.version), (1, 2));
+    assert_eq!(
+        store.get_adapter_version(&acme.id, 2).await.unwrap(),
+        Some(v2.clone())
+    );
+    assert_eq!(store.get_adapter_version(&acme.id, 3).await.unwrap(), None);
+    assert_eq!(
+        store.list_adapter_versions(&acme.id).await.unwrap(),
+        [v1, v2]
+    );
+    // Another adapter numbers its own versions.
+    assert_eq!(
+        store
+            .add_adapter_version(new_version(&in_a.id, 'c'))
+            .await
+            .unwrap()
+            .version,
+        1
+    );
+    assert!(matches!(
+        store
+            .add_adapter_version(new_version("no-such-adapter", 'a'))
+            .await,
+        Err(Error::NotFound(_))
+    ));
+    let broken = NewAdapterVersion {
+        info_json: "{not json".to_owned(),
+        ..new_version(&acme.id, 'd')
+    };
+    assert!(matches!(
+        store.add_adapter_version(broken).await,
+        Err(Error::Invalid(_))
+    ));
+    assert_eq!(
+        store.list_adapter_versions(&acme.id).await.unwrap().len(),
+        2
+    );
+}
+
+pub(crate) async fn connection_upsert_is_idempotent(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let t = tenant(&*store, "t1", "c1").await;
+    let first = t.connection.clone();
+    assert_eq!(first.created_at, T0);
+    assert_eq!(first.allowed_org_ids, ["org-a", "org-b"]);
+    assert_eq!(first.version_changed_by, None);
+
+    let base = spec("c1", "t1", &t.adapter.id, 1);
+    let (again, what) = store
+        .upsert_connection(base.clone(), "config", T0 + SECOND)
+        .await
+        .unwrap();
+    assert_eq!(what, Upsert::Unchanged);
+    assert_eq!(again, first, "the same spec twice writes nothing");
+
+    let changed = ConnectionSpec {
+        settings_json: r#"{"portal":"43"}"#.to_owned(),
+        ..base.clone()
+    };
+    let (updated, what) = store
+        .upsert_connection(changed, "config", T0 + 2 * SECOND)
+        .await
+        .unwrap();
+    assert_eq!(what, Upsert::Updated);
+    assert_eq!(updated.settings_json, r#"{"portal":"43"}"#);
+    assert_eq!(
+        (updated.created_at, updated.updated_at),
+        (T0, T0 + 2 * SECOND)
+    );
+    assert_eq!(updated.version_changed_by, None);
+
+    let upgraded = ConnectionSpec {
+        adapter_version: 2,
+        ..base.clone()
+    };
+    let (upgraded, _) = store
+        .upsert_connection(upgraded, "deploy.yaml", T0 + 3 * SECOND)
+        .await
+        .unwrap();
+    assert_eq!(upgraded.adapter_version, 2);
+    assert_eq!(upgraded.version_changed_by.as_deref(), Some("deploy.yaml"));
+    assert_eq!(upgraded.version_changed_at, Some(T0 + 3 * SECOND));
+    assert_eq!(store.get_connection("c1").await.unwrap(), Some(upgraded));
+
+    // A connection never changes tenant, and never runs another tenant's adapter.
+    let other = tenant(&*store, "t2", "c2").await;
+    let stolen = spec("c1", "t2", &other.adapter.id, 1);
+    assert!(matches!(
+        store.upsert_connection(stolen, "x", T0).await,
+        Err(Error::Conflict(_))
+    ));
+    let borrowed = spec("c3", "t1", &other.adapter.id, 1);
+    assert!(matches!(
+        store.upsert_connection(borrowed, "x", T0).await,
+        Err(Error::NotFound(_))
+    ));
+    let unknown_version = ConnectionSpec {
+        adapter_version: 9,
+        ..base.clone()
+    };
+    assert!(matches!(
+        store.upsert_connection(unknown_version, "x", T0).await,
+        Err(Error::NotFound(_))
+    ));
+    let bad_json = ConnectionSpec {
+        signature_json: "nope".to_owned(),
+        ..base
+    };
+    assert!(matches!(
+        store.upsert_connection(bad_json, "x", T0).await,
+        Err(Error::Invalid(_))
+    ));
+    assert_eq!(store.get_connection("c3").await.unwrap(), None);
+
+    // Lists: per tenant; an org sees its own and platform-level connections.
+    let org_b = ConnectionSpec {
+        org_id: Some("org-b".to_owned()),
+        ..spec("c4", "t1", &t.adapter.id, 1)
+    };
+    store.upsert_connection(org_b, "config", T0).await.unwrap();
+    let listed = |list: Vec<Connection>| list.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    assert_eq!(
+        listed(store.list_connections("t1", None).await.unwrap()),
+        ["c1", "c4"]
+    );
+    assert_eq!(
+        listed(store.list_connections("t1", Some("org-a")).await.unwrap()),
+        ["c1"]
+    );
+    assert_eq!(
+        listed(store.list_connections("t1", Some("org-b")).await.unwrap()),
+        ["c1", "c4"]
+    );
+    assert_eq!(
+        listed(store.list_connections("t2", None).await.unwrap()),
+        ["c2"]
+    );
+}
+
+pub(crate) async fn connection_status_and_version_switch(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let t = tenant(&*store, "t1", "c1").await;
+    let disabled = store
+        .set_connection_status("c1", ConnectionStatus::Disabled, T0 + SECOND)
+        .await
+        .unwrap();
+    assert_eq!(disabled.status, ConnectionStatus::Disabled);
+    assert_eq!(disabled.updated_at, T0 + SECOND);
+    assert_eq!(
+        store.get_connection("c1").await.unwrap().unwrap().status,
+        ConnectionStatus::Disabled
+    );
+    assert!(matches!(
+        store
+            .set_connection_status("nope", ConnectionStatus::Active, T0)
+            .await,
+        Err(Error::NotFound(_))
+    ));
+
+    let switched = store
+        .set_connection_version("c1", 2, "alice", T0 + 5 * SECOND)
+        .await
+        .unwrap();
+    assert_eq!(switched.adapter_version, 2);
+    assert_eq!(switched.version_changed_by.as_deref(), Some("alice"));
+    assert_eq!(switched.version_changed_at, Some(T0 + 5 * SECOND));
+    let rolled_back = store
+        .set_connection_version("c1", 1, "bob", T0 + 6 * SECOND)
+        .await
+        .unwrap();
+    assert_eq!(rolled_back.adapter_version, 1);
+    assert_eq!(rolled_back.version_changed_by.as_deref(), Some("bob"));
+    assert!(matches!(
+        store.set_connection_version("c1", 3, "bob", T0).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        store.set_connection_version("nope", 1, "bob", T0).await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(
+        store
+            .get_connection("c1")
+            .await
+            .unwrap()
+            .unwrap()
+            .adapter_version,
+        1
+    );
+    assert_eq!(t.connection.last_delivery_at, None);
+}
+
+pub(crate) async fn recording_is_idempotent_by_provider_id(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let t = tenant(&*store, "t1", "c1").await;
+    let first = store
+        .record_delivery(delivery("c1", "body", Some("evt-1"), T0), WINDOW)
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    assert_eq!(first.status, DeliveryStatus::Received);
+
+    // The CRM retries an hour later, even with a re-rendered body: same delivery.
+    let retry = store
+        .record_delivery(
+            delivery("c1", "body, again", Some("evt-1"), T0 + 3_600 * SECOND),
+            WINDOW,
+        )
+        .await
+        .unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.id, first.id);
+    // A different provider id is a different delivery, even with the same body.
+    let second = store
+        .record_delivery(delivery("c1", "body", Some("evt-2"), T0), WINDOW)
+        .await
+        .unwrap();
+    assert!(!second.duplicate);
+    assert_ne!(second.id, first.id);
+
+    // A duplicate of a completed delivery reports the original's status.
+    store
+        .complete_delivery(completion(
+            &first.id,
+            &t.adapter.id,
+            vec![],
+            None,
+            T0 + SECOND,
+        ))
+        .await
+        .unwrap();
+    let late = store
+        .record_delivery(
+            delivery("c1", "body", Some("evt-1"), T0 + 2 * SECOND),
+            WINDOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (late.id.as_str(), late.duplicate, late.status),
+        (first.id.as_str(), true, DeliveryStatus::Processed)
+    );
+
+    let all = store
+        .list_deliveries(DeliveryFilter {
+            connection_id: Some("c1".to_owned()),
+            ..DeliveryFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 2);
+    let stored = store.get_delivery(&first.id).await.unwrap().unwrap();
+    assert_eq!(stored.body, b"body");
+    assert_eq!(stored.info.provider_delivery_id.as_deref(), Some("evt-1"));
+    assert_eq!(stored.info.tenant_id, "t1");
+    assert_eq!(stored.info.body_sha256, sha256_hex(b"body"));
+    assert_eq!(stored.info.body_bytes, 4);
+    assert_eq!(stored.headers, delivery("c1", "", None, T0).headers);
+    assert_eq!(
+        store
+            .get_connection("c1")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_delivery_at,
+        Some(T0)
+    );
+
+    assert!(matches!(
+        store
+            .record_delivery(delivery("no-such-connection", "x", None, T0), WINDOW)
+            .await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub(crate) async fn recording_dedupes_bodies_within_the_window(backend: &dyn Backend) {
+    let store = backend.open().await;
+    tenant(&*store, "t1", "c1").await;
+    tenant(&*store, "t2", "c2").await;
+    let record = |connection: &'static str, body: &'static str, at: Millis| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .record_delivery(delivery(connection, body, None, at), WINDOW)
+                .await
+                .unwrap()
+        }
+    };
+    let original = record("c1", "same", T0).await;
+    assert!(!original.duplicate);
+    let retry = record("c1", "same", T0 + 299 * SECOND).await;
+    assert!(retry.duplicate);
+    assert_eq!(retry.id, original.id);
+    // Outside the window it is a new delivery (the same change sent again, legitimately).
+    let later = record("c1", "same", T0 + 301 * SECOND).await;
+    assert!(!later.duplicate);
+    assert_ne!(later.id, original.id);
+    // Same body on another connection, or another body: new.
+    assert!(!record("c2", "same", T0).await.duplicate);
+    assert!(!record("c1", "other", T0 + SECOND).await.duplicate);
+    let count = store
+        .list_deliveries(DeliveryFilter {
+            connection_id: Some("c1".to_owned()),
+            ..DeliveryFilter::default()
+        })
+        .await
+        .unwrap()
+        .items
+        .len();
+    assert_eq!(count, 3);
+    assert_eq!(
+        store
+            .get_connection("c1")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_delivery_at,
+        Some(T0 + 301 * SECOND)
+    );
+}
+
+pub(crate) async fn completion_writes_everything(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let t = tenant(&*store, "t1", "c1").await;
+    let recorded = store
+        .record_delivery(delivery("c1", "deal won", Some("e1"), T0), WINDOW)
+        .await
+        .unwrap();
+    let events = vec![
+        event("ev-1", "deal.won", "D1", Some("org-a")),
+        event("ev-2", "deal.updated", "D1", None),
+    ];
+    let mut done = completion(
+        &recorded.id,
+        &t.adapter.id,
+        events.clone(),
+        Some(state(&[("cursor", "42")])),
+        T0 + SECOND,
+    );
+    done.invocation.detail_json = Some(r#"{"next_cursor":"42"}"#.to_owned());
+    let completed = store.complete_delivery(done.clone()).await.unwrap();
+    assert_eq!(completed.appended.len(), 2);
+    assert!(completed.appended[0] < completed.appended[1]);
+    assert_eq!(completed.already_present, 0);
+
+    let stored = store
+        .get_delivery(&recorded.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .info;
+    assert_eq!(stored.status, DeliveryStatus::Processed);
+    assert_eq!(stored.attempts, 1);
+    assert_eq!(stored.processed_at, Some(T0 + SECOND));
+
+    let invocations = store.list_invocations(&recorded.id).await.unwrap();
+    assert_eq!(invocations.len(), 1);
+    assert_eq!(invocations[0].id, completed.invocation_id);
+    assert_eq!(invocations[0].record, done.invocation);
+
+    for (seq, sent) in completed.appended.iter().zip(&events) {
+        let row = store.get_event(&sent.event_id).await.unwrap().unwrap();
+        assert_eq!(row.seq, *seq);
+        assert_eq!(
+            row.payload_json, sent.payload_json,
+            "payload kept byte for byte"
+        );
+        assert_eq!(row.metadata_json, sent.metadata_json);
+        assert_eq!(row.org_id, sent.org_id);
+        assert_eq!(
+            (
+                row.event_type.as_str(),
+                row.entity_type.as_str(),
+                row.entity_id.as_str()
+            ),
+            (sent.event_type.as_str(), "deal", "D1")
+        );
+        assert_eq!(
+            (
+                row.tenant_id.as_str(),
+                row.connection_id.as_str(),
+                row.delivery_id.as_str()
+            ),
+            ("t1", "c1", recorded.id.as_str())
+        );
+        assert_eq!(
+            (
+                row.status,
+                row.attempts,
+                row.created_at,
+                row.next_attempt_at
+            ),
+            (OutboxStatus::Pending, 0, T0 + SECOND, T0 + SECOND)
+        );
+        assert_eq!((row.published_at, row.last_error), (None, None));
+    }
+    assert_eq!(
+        store.load_state("c1").await.unwrap(),
+        state(&[("cursor", "42")])
+    );
+    assert!(store.deliveries_to_recover(10).await.unwrap().is_empty());
+    assert_eq!(
+        store.outbox_lag().await.unwrap(),
+        OutboxLag {
+            pending: 2,
+            oldest_pending_created_at: Some(T0 + SECOND)
+        }
+    );
+
+    let not_final = Completion {
+        status: DeliveryStatus::Received,
+        ..done.clone()
+    };
+    assert!(matches!(
+        store.complete_delivery(not_final).await,
+        Err(Error::Invalid(_))
+    ));
+    let unknown = Completion {
+        delivery_id: "nope".to_owned(),
+        ..done
+    };
+    assert!(matches!(
+        store.complete_delivery(unknown).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub(crate) async fn a_failed_completion_leaves_no_trace(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let t = tenant(&*store, "t1", "c1").await;
+    let first = store
+        .record_delivery(delivery("c1", "one", None, T0), WINDOW)
+        .await
+        .unwrap();
+    store
+        .complete_delivery(completion(
+            &first.id,
+            &t.adapter.id,
+            vec![],
+            Some(state(&[("k", "v1")])),
+            T0,
+        ))
+        .await
+        .unwrap();
+
+    let second = store
+        .record_delivery(delivery("c1", "two", None, T0), WINDOW)
+        .await
+        .unwrap();
+    // The second event breaks a constraint of the outbox (an empty entity id) after the
+    // invocation row and the first event were written: all of it must go.
+    let events = vec![
+        event("ok-1", "deal.won", "D1", None),
+        event("bad-1", "deal.won", "", None),
+    ];
+    let failing = completion(
+        &second.id,
+        &t.adapter.id,
+        events,
+        Some(state(&[("k", "v2")])),
+        T0 + SECOND,
+    );
+    assert!(store.complete_delivery(failing).await.is_err());
+
+    let info = store.get_delivery(&second.id).await.unwrap().unwrap().info;
+    assert_eq!(
+        (info.status, info.attempts, info.processed_at),
+        (DeliveryStatus::Received, 0, None)
+    );
+    assert!(store.list_invocations(&second.id).await.unwrap().is_empty());
+    assert_eq!(store.get_event("ok-1").await.unwrap(), None);
+    assert_eq!(store.outbox_lag().await.unwrap().pending, 0);
+    assert_eq!(store.load_state("c1").await.unwrap(), state(&[("k", "v1")]));
+    assert_eq!(
+        ids(&store.deliveries_to_recover(10).await.unwrap(), |d| d
+            .info
+            .id
+            .clone()),
+        [second.id.as_str()]
+    );
+
+    // The store is fine afterwards, and the delivery can still be completed.
+    let fixed = completion(
+        &second.id,
+        &t.adapter.id,
+        vec![event("ok-1", "deal.won", "D1", None)],
+        None,
+        T0 + 2 * SECOND,
+    );
+    assert_eq!(
+        store.complete_delivery(fixed).await.unwrap().appended.len(),
+        1
+    );
+}
+
+pub(crate) async fn redrive_never_duplicates_events(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let t = tenant(&*store, "t1", "c1").await;
+    let recorded = store
+        .record_delivery(delivery("c1", "x", None, T0), WINDOW)
+        .await
+        .unwrap();
+    let failed = Completion {
+        status: DeliveryStatus::Failed,
+        reason_json: Some(r#"{"kind":"trap","message":"the adapter trapped"}"#.to_owned()),
+        invocation: invocation(&t.adapter.id, InvocationOutcome::Failed),
+        ..completion(&recorded.id, &t.adapter.id, vec![], None, T0)
+    };
+    store.complete_delivery(failed).await.unwrap();
+    let info = store
+        .get_delivery(&recorded.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .info;
+    assert_eq!((info.status, info.attempts), (DeliveryStatus::Failed, 1));
+    assert!(info.reason_json.unwrap().contains("trapped"));
+
+    // Redriven after a fix: two events.
+    let e = |id: &str, entity: &str| event(id, "deal.won", entity, None);
+    let first = store
+        .complete_delivery(completion(
+            &recorded.id,
+            &t.adapter.id,
+            vec![e("r-1", "D1"), e("r-2", "D2")],
+            None,
+            T0 + SECOND,
+        ))
+        .await
+        .unwrap();
+    assert_eq!((first.appended.len(), first.already_present), (2, 0));
+    // Redriven again (or the completion retried after a crash): the same events are not
+    // appended twice; a new one is.
+    let second = store
+        .complete_delivery(completion(
+            &recorded.id,
+            &t.adapter.id,
+            vec![e("r-1", "D1"), e("r-2", "D2"), e("r-3", "D3")],
+            None,
+            T0 + 2 * SECOND,
+        ))
+        .await
+        .unwrap();
+    assert_eq!((second.appended.len(), second.already_present), (1, 2));
+    let rows = all_outbox(&*store, "t1").await;
+    assert_eq!(ids(&rows, |r| r.event_id.clone()), ["r-1", "r-2", "r-3"]);
+    assert_eq!(
+        rows[0].created_at,
+        T0 + SECOND,
+        "the first append is the one kept"
+    );
+    let info = store
+        .get_delivery(&recorded.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .info;
+    assert_eq!(
+        (info.status, info.attempts, info.reason_json),
+        (DeliveryStatus::Processed, 3, None)
+    );
+    let outcomes: Vec<_> = store
+        .list_invocations(&recorded.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.record.outcome)
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            InvocationOutcome::Failed,
+            InvocationOutcome::Accepted,
+            InvocationOutcome::Accepted
+        ]
+    );
+}
+
+pub(crate) async fn state_is_replaced_as_a_whole(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let t = tenant(&*store, "t1", "c1").await;
+    tenant(&*store, "t2", "c2").await;
+    let mut at = T0;
+    let mut complete = |new_state: Option<StateMap>| {
+        at += SECOND;
+        let store = Arc::clone(&store);
+        let adapter_id = t.adapter.id.clone();
+        async move {
+            let body = format!("b{at}");
+            let d = store
+                .record_delivery(delivery("c1", &body, None, at), WINDOW)
+                .await
+                .unwrap();
+            store
+                .complete_delivery(completion(&d.id, &adapter_id, vec![], new_state, at))
+                .await
+                .unwrap();
+        }
+    };
+    assert!(store.load_state("c1").await.unwrap().is_empty());
+    complete(Some(state(&[("a", "1"), ("b", "2")]))).await;
+    assert_eq!(
+        store.load_state("c1").await.unwrap(),
+        state(&[("a", "1"), ("b", "2")])
+    );
+    complete(Some(state(&[("b", "3"), ("c", "4")]))).await;
+    assert_eq!(
+        store.load_state("c1").await.unwrap(),
+        state(&[("b", "3"), ("c", "4")])
+    );
+    complete(None).await;
+    assert_eq!(
+        store.load_state("c1").await.unwrap(),
+        state(&[("b", "3"), ("c", "4")])
+    );
+    let binary: StateMap = [("bin".to_owned(), vec![0u8, 255, 0, 7])].into();
+    complete(Some(binary.clone())).await;
+    assert_eq!(store.load_state("c1").await.unwrap(), binary);
+    assert!(
+        store.load_state("c2").await.unwrap().is_empty(),
+        "state is per connection"
+    );
+    complete(Some(StateMap::new())).await;
+    assert!(store.load_state("c1").await.unwrap().is_empty());
+}
+
+pub(crate) async fn unfinished_deliveries_are_recovered(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let t = tenant(&*store, "t1", "c1").await;
+    let mut recorded = Vec::new();
+    for (i, body) in ["one", "two", "three"].into_iter().enumerate() {
+        let at = T0 + i as Millis * SECOND;
+        recorded.push(
+            store
+                .record_delivery(delivery("c1", body, None, at), WINDOW)
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    // A retry of an unfinished one adds nothing to recover.
+    assert!(
+        store
+            .record_delivery(delivery("c1", "one", None, T0 + 5 * SECOND), WINDOW)
+            .await
+            .unwrap()
+            .duplicate
+    );
+    store
+        .complete_delivery(completion(
+            &recorded[1],
+            &t.adapter.id,
+            vec![],
+            None,
+            T0 + 9 * SECOND,
+        ))
+        .await
+        .unwrap();
+    let pending = store.deliveries_to_recover(10).await.unwrap();
+    assert_eq!(
+        ids(&pending, |d| d.info.id.clone()),
+        [recorded[0].clone(), recorded[2].clone()]
+    );
+    assert_eq!(pending[0].body, b"one");
+    assert_eq!(pending[1].body, b"three");
+    assert_eq!(pending[0].headers, delivery("c1", "", None, T0).headers);
+    let request = pending[0].to_webhook_request();
+    assert_eq!(
+        (request.method.as_str(), request.query.as_str()),
+        ("POST", "a=1")
+    );
+    assert_eq!(
+        request.received_at,
+        std::time::UNIX_EPOCH + Duration::from_millis(T0 as u64)
+    );
+    assert_eq!(
+        ids(&store.deliveries_to_recover(1).await.unwrap(), |d| d
+            .info
+            .id
+            .clone()),
+        [recorded[0].clone()]
+    );
+}
+
+pub(crate) async fn delivery_lists_filter_and_page(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let t1 = tenant(&*store, "t1", "c1").await;
+    tenant(&*store, "t2", "c2").await;
+    let mut c1_ids = Vec::new();
+    for i in 0..7 {
+        let at = T0 + i * SECOND;
+        let id = store
+            .record_delivery(delivery("c1", &format!("b{i}"), None, at), WINDOW)
+            .await
+            .unwrap()
+            .id;
+        c1_ids.push(id);
+    }
+    store
+        .record_delivery(delivery("c2", "other tenant", None, T0), WINDOW)
+        .await
+        .unwrap();
+    for id in &c1_ids[..3] {
+        store
+            .complete_delivery(completion(
+                id,
+                &t1.adapter.id,
+                vec![],
+                None,
+                T0 + 10 * SECOND,
+            ))
+            .await
+            .unwrap();
+    }
+    let list = |filter: DeliveryFilter| {
+        let store = Arc::clone(&store);
+        async move { store.list_deliveries(filter).await.unwrap() }
+    };
+    let newest_first: Vec<String> = c1_ids.iter().rev().cloned().collect();
+    let all = list(DeliveryFilter {
+        tenant_id: Some("t1".to_owned()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(ids(&all.items, |d| d.id.clone()), newest_first);
+    assert_eq!(all.next_cursor, None);
+
+    // Pages of 3 cover everything once.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = list(DeliveryFilter {
+            connection_id: Some("c1".to_owned()),
+            limit: 3,
+            cursor: cursor.clone(),
+            ..Default::default()
+        })
+        .await;
+        assert!(page.items.len() <= 3);
+        seen.extend(page.items.iter().map(|d| d.id.clone()));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, newest_first);
+
+    let processed = list(DeliveryFilter {
+        connection_id: Some("c1".to_owned()),
+        status: Some(DeliveryStatus::Processed),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        ids(&processed.items, |d| d.id.clone()),
+        c1_ids[..3].iter().rev().cloned().collect::<Vec<_>>()
+    );
+    let window = list(DeliveryFilter {
+        connection_id: Some("c1".to_owned()),
+        since: Some(T0 + 2 * SECOND),
+        until: Some(T0 + 4 * SECOND),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        ids(&window.items, |d| d.id.clone()),
+        [c1_ids[3].clone(), c1_ids[2].clone()]
+    );
+    let other = list(DeliveryFilter {
+        tenant_id: Some("t2".to_owned()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(other.items.len(), 1);
+    assert_eq!(other.items[0].connection_id, "c2");
+}
+
+pub(crate) async fn claims_keep_each_entity_in_order(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let t1 = tenant(&*store, "t1", "c1").await;
+    let t2 = tenant(&*store, "t2", "c2").await;
+    let seqs = emit(
+        &*store,
+        &t1,
+        vec![
+            event("x1", "deal.won", "X", None),
+            event("x2", "deal.updated", "X", None),
+            event("y1", "deal.won", "Y", None),
+            event("cx", "contact.created", "X", None),
+        ],
+        T0,
+    )
+    .await;
+    // Another tenant's entity with the same type and id is another entity.
+    let other = emit(&*store, &t2, vec![event("t2-x", "deal.won", "X", None)], T0).await;
+
+    let now = T0 + SECOND;
+    let claimed = store.claim_outbox(10, now, LEASE).await.unwrap();
+    assert_eq!(
+        ids(&claimed, |r| r.event_id.clone()),
+        ["x1", "y1", "cx", "t2-x"]
+    );
+    assert!(
+        claimed
+            .iter()
+            .all(|r| r.attempts == 1 && r.status == OutboxStatus::Pending)
+    );
+    assert_eq!(claimed[0].seq, seqs[0]);
+    assert_eq!(claimed[3].seq, other[0]);
+    // Leased rows are not handed out again, and x2 waits for x1.
+    assert!(store.claim_outbox(10, now, LEASE).await.unwrap().is_empty());
+
+    store
+        .mark_published(&[seqs[0], seqs[3]], now)
+        .await
+        .unwrap();
+    let next = store.claim_outbox(10, now, LEASE).await.unwrap();
+    assert_eq!(ids(&next, |r| r.event_id.clone()), ["x2"]);
+
+    // A relay that died mid-publish: its rows come back when the lease ends.
+    let later = now + crate::store::millis(LEASE) + 1;
+    let reclaimed = store.claim_outbox(10, later, LEASE).await.unwrap();
+    assert_eq!(
+        ids(&reclaimed, |r| r.event_id.clone()),
+        ["x2", "y1", "t2-x"]
+    );
+    assert_eq!(reclaimed[1].attempts, 2);
+    assert_eq!(
+        store
+            .claim_outbox(1, later + 2 * crate::store::millis(LEASE), LEASE)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "limit"
+    );
+
+    let published = store.get_event("x1").await.unwrap().unwrap();
+    assert_eq!(
+        (published.status, published.published_at),
+        (OutboxStatus::Published, Some(now))
+    );
+}
+
+pub(crate) async fn failed_publication_retries_then_dies(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let t = tenant(&*store, "t1", "c1").await;
+    let seqs = emit(
+        &*store,
+        &t,
+        vec![
+            event("e1", "deal.won", "X", None),
+            event("e2", "deal.updated", "X", None),
+        ],
+        T0,
+    )
+    .await;
+    let (e1, e2) = (seqs[0], seqs[1]);
+    let now = T0 + SECOND;
+    assert_eq!(
+        ids(&store.claim_outbox(10, now, LEASE).await.unwrap(), |r| r
+            .event_id
+            .clone()),
+        ["e1"]
+    );
+    store
+        .mark_publish_failed(e1, "bus unavailable", now + 10 * SECOND, false)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_outbox(10, now + 5 * SECOND, LEASE)
+            .await
+            .unwrap()
+            .is_empty(),
+        "backing off; e2 waits"
+    );
+    let retried = store
+        .claim_outbox(10, now + 10 * SECOND, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(ids(&retried, |r| r.event_id.clone()), ["e1"]);
+    assert_eq!(
+        (retried[0].attempts, retried[0].last_error.as_deref()),
+        (2, Some("bus unavailable"))
+    );
+
+    store
+        .mark_publish_failed(e1, &"x".repeat(10_000), now + 20 * SECOND, true)
+        .await
+        .unwrap();
+    let dead = store.get_event("e1").await.unwrap().unwrap();
+    assert_eq!(dead.status, OutboxStatus::Dead);
+    assert!(dead.last_error.unwrap().len() < 3_000, "errors are bounded");
+    // A dead row no longer holds its entity back; it is never claimed again by itself.
+    let after = store
+        .claim_outbox(10, now + 11 * SECOND, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(ids(&after, |r| r.event_id.clone()), ["e2"]);
+    assert_eq!(
+        store.outbox_lag().await.unwrap(),
+        OutboxLag {
+            pending: 1,
+            oldest_pending_created_at: Some(T0)
+        }
+    );
+    store
+        .mark_published(&[e2], now + 12 * SECOND)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.outbox_lag().await.unwrap(),
+        OutboxLag {
+            pending: 0,
+            oldest_pending_created_at: None
+        }
+    );
+    assert!(
+        store
+            .claim_outbox(10, now + 1_000 * SECOND, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A late failure report for a published row changes nothing.
+    store
+        .mark_publish_failed(e2, "late", now, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_event("e2").await.unwrap().unwrap().status,
+        OutboxStatus::Published
+    );
+
+    // An operator revives the dead row.
+    store
+        .retry_outbox_event(e1, now + 30 * SECOND)
+        .await
+        .unwrap();
+    let revived = store
+        .claim_outbox(10, now + 30 * SECOND, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(ids(&revived, |r| r.event_id.clone()), ["e1"]);
+    assert_eq!(revived[0].attempts, 1);
+    assert!(matches!(
+        store.retry_outbox_event(e2, now).await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        store.retry_outbox_event(999_999, now).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        store.mark_publish_failed(999_999, "x", now, false).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub(crate) async fn replay_returns_published_rows_in_range(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let t1 = tenant(&*store, "t1", "c1").await;
+    let t2 = tenant(&*store, "t2", "c2").await;
+    let a = emit(&*store, &t1, vec![event("a", "deal.won", "A", None)], T0).await;
+    let b = emit(
+        &*store,
+        &t1,
+        vec![event("b", "deal.won", "B", None)],
+        T0 + 1_000 * SECOND,
+    )
+    .await;
+    let c = emit(
+        &*store,
+        &t1,
+        vec![event("c", "deal.won", "C", None)],
+        T0 + 2_000 * SECOND,
+    )
+    .await;
+    let other = emit(&*store, &t2, vec![event("o", "deal.won", "O", None)], T0).await;
+    store
+        .mark_published(&[a[0], b[0], other[0]], T0 + 3_000 * SECOND)
+        .await
+        .unwrap();
+    let before = all_outbox(&*store, "t1").await;
+
+    let replay = |from: Millis, to: Millis, after: i64, limit: usize| {
+        let store = Arc::clone(&store);
+        async move {
+            ids(
+                &store
+                    .replay_range("t1", from, to, after, limit)
+                    .await
+                    .unwrap(),
+                |r| r.event_id.clone(),
+            )
+        }
+    };
+    // c is not published yet: a replay is for what consumers already had.
+    assert_eq!(replay(T0, T0 + 3_000 * SECOND, 0, 100).await, ["a", "b"]);
+    assert_eq!(
+        replay(T0 + 500 * SECOND, T0 + 3_000 * SECOND, 0, 100).await,
+        ["b"]
+    );
+    assert_eq!(
+        replay(T0, T0 + 1_000 * SECOND, 0, 100).await,
+        ["a"],
+        "the end is exclusive"
+    );
+    assert_eq!(replay(T0, T0 + 3_000 * SECOND, 0, 1).await, ["a"]);
+    assert_eq!(replay(T0, T0 + 3_000 * SECOND, a[0], 1).await, ["b"]);
+    assert!(c[0] > b[0]);
+    assert_eq!(
+        all_outbox(&*store, "t1").await,
+        before,
+        "a replay changes nothing"
+    );
+}
+
+pub(crate) async fn outbox_lists_filter_and_page(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let t1 = tenant(&*store, "t1", "c1").await;
+    let t2 = tenant(&*store, "t2", "c2").await;
+    emit(
+        &*store,
+        &t1,
+        vec![
+            event("1", "deal.won", "D1", Some("org-a")),
+            event("2", "deal.lost", "D2", Some("org-b")),
+        ],
+        T0,
+    )
+    .await;
+    emit(
+        &*store,
+        &t1,
+        vec![
+            event("3", "contact.created", "P1", None),
+            event("4", "deal.won", "D1", None),
+        ],
+        T0 + SECOND,
+    )
+    .await;
+    emit(&*store, &t2, vec![event("5", "deal.won", "D1", None)], T0).await;
+    let list = |filter: OutboxFilter| {
+        let store = Arc::clone(&store);
+        async move {
+            ids(&store.list_outbox(filter).await.unwrap().items, |r| {
+                r.event_id.clone()
+            })
+        }
+    };
+    let t1_filter = || OutboxFilter {
+        tenant_id: "t1".to_owned(),
+        ..Default::default()
+    };
+    assert_eq!(list(t1_filter()).await, ["4", "3", "2", "1"]);
+    assert_eq!(
+        list(OutboxFilter {
+            event_type: Some("deal.won".to_owned()),
+            ..t1_filter()
+        })
+        .await,
+        ["4", "1"]
+    );
+    assert_eq!(
+        list(OutboxFilter {
+            entity_type: Some("deal".to_owned()),
+            entity_id: Some("D1".to_owned()),
+            ..t1_filter()
+        })
+        .await,
+        ["4", "1"]
+    );
+    assert_eq!(
+        list(OutboxFilter {
+            org_id: Some("org-a".to_owned()),
+            ..t1_filter()
+        })
+        .await,
+        ["4", "3", "1"]
+    );
+    assert_eq!(
+        list(OutboxFilter {
+            since: Some(T0 + SECOND),
+            ..t1_filter()
+        })
+        .await,
+        ["4", "3"]
+    );
+    assert_eq!(
+        list(OutboxFilter {
+            until: Some(T0 + SECOND),
+            ..t1_filter()
+        })
+        .await,
+        ["2", "1"]
+    );
+    assert_eq!(
+        list(OutboxFilter {
+            connection_id: Some("c2".to_owned()),
+            ..t1_filter()
+        })
+        .await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        list(OutboxFilter {
+            tenant_id: "t2".to_owned(),
+            ..Default::default()
+        })
+        .await,
+        ["5"]
+    );
+    assert_eq!(
+        list(OutboxFilter {
+            status: Some(OutboxStatus::Published),
+            ..t1_filter()
+        })
+        .await,
+        Vec::<String>::new()
+    );
+
+    let first = store
+        .list_outbox(OutboxFilter {
+            limit: 3,
+            ..t1_filter()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&first.items, |r| r.event_id.clone()), ["4", "3", "2"]);
+    let rest = store
+        .list_outbox(OutboxFilter {
+            limit: 3,
+            cursor: first.next_cursor.clone(),
+            ..t1_filter()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (ids(&rest.items, |r| r.event_id.clone()), rest.next_cursor),
+        (vec!["1".to_owned()], None)
+    );
+    assert!(matches!(
+        store
+            .list_outbox(OutboxFilter {
+                cursor: Some("garbage".to_owned()),
+                ..t1_filter()
+            })
+            .await,
+        Err(Error::Invalid(_))
+    ));
+    assert_eq!(store.get_event("3").await.unwrap().unwrap().entity_id, "P1");
+    assert_eq!(store.get_event("nope").await.unwrap(), None);
+}
+
+pub(crate) async fn subscribers_receive_what_they_filter_for(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let t1 = tenant(&*store, "t1", "c1").await;
+    tenant(&*store, "t2", "c2").await;
+    let subscribe =
+        |tenant: &str, org: Option<&str>, types: &[&str], enabled: bool| NewSubscriber {
+            tenant_id: tenant.to_owned(),
+            org_id: org.map(str::to_owned),
+            url: "https://subscriber.example/hook".to_owned(),
+            event_types: types.iter().map(|t| (*t).to_owned()).collect(),
+            secret_ref: "secrets/subscriber".to_owned(),
+            enabled,
+            created_at: T0,
+        };
+    let all = store
+        .create_subscriber(subscribe("t1", None, &[], true))
+        .await
+        .unwrap();
+    let org_a = store
+        .create_subscriber(subscribe("t1", Some("org-a"), &[], true))
+        .await
+        .unwrap();
+    let deals = store
+        .create_subscriber(subscribe("t1", None, &["deal.*"], true))
+        .await
+        .unwrap();
+    let exact = store
+        .create_subscriber(subscribe("t1", None, &["contact.created"], true))
+        .await
+        .unwrap();
+    let disabled = store
+        .create_subscriber(subscribe("t1", None, &[], false))
+        .await
+        .unwrap();
+    let other_tenant = store
+        .create_subscriber(subscribe("t2", None, &[], true))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_subscriber(&deals.id).await.unwrap(),
+        Some(deals.clone())
+    );
+
+    let seqs = emit(
+        &*store,
+        &t1,
+        vec![
+            event("won-a", "deal.won", "D1", Some("org-a")),
+            event("contact-b", "contact.created", "P1", Some("org-b")),
+            event("lost-platform", "deal.lost", "D2", None),
+        ],
+        T0,
+    )
+    .await;
+    assert_eq!(
+        store
+            .enqueue_subscriber_deliveries(&seqs, T0)
+            .await
+            .unwrap(),
+        8
+    );
+    assert_eq!(
+        store
+            .enqueue_subscriber_deliveries(&seqs, T0)
+            .await
+            .unwrap(),
+        0,
+        "idempotent"
+    );
+
+    let received = |subscriber: &Subscriber| {
+        let store = Arc::clone(&store);
+        let id = subscriber.id.clone();
+        async move {
+            let page = store
+                .list_subscriber_deliveries(SubscriberDeliveryFilter {
+                    subscriber_id: id,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let mut events = Vec::new();
+            for d in page.items {
+                assert_eq!(
+                    (d.status, d.attempts),
+                    (SubscriberDeliveryStatus::Pending, 0)
+                );
+                events.push(
+                    store
+                        .list_outbox(OutboxFilter {
+                            tenant_id: "t1".to_owned(),
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap()
+                        .items
+                        .into_iter()
+                        .find(|r| r.seq == d.outbox_seq)
+                        .unwrap()
+                        .event_id,
+                );
+            }
+            events.sort();
+            events
+        }
+    };
+    assert_eq!(
+        received(&all).await,
+        ["contact-b", "lost-platform", "won-a"]
+    );
+    // An org subscriber gets its org's events and platform-level ones.
+    assert_eq!(received(&org_a).await, ["lost-platform", "won-a"]);
+    assert_eq!(received(&deals).await, ["lost-platform", "won-a"]);
+    assert_eq!(received(&exact).await, ["contact-b"]);
+    assert!(received(&disabled).await.is_empty());
+    assert!(received(&other_tenant).await.is_empty());
+
+    let names = |list: Vec<Subscriber>| list.into_iter().map(|s| s.id).collect::<BTreeSet<_>>();
+    assert_eq!(
+        names(store.list_subscribers("t1", None).await.unwrap()).len(),
+        5
+    );
+    let visible_to_b = names(store.list_subscribers("t1", Some("org-b")).await.unwrap());
+    assert!(!visible_to_b.contains(&org_a.id) && visible_to_b.contains(&all.id));
+    assert_eq!(
+        names(store.list_subscribers("t2", None).await.unwrap()),
+        BTreeSet::from([other_tenant.id.clone()])
+    );
+
+    store.delete_subscriber(&exact.id).await.unwrap();
+    assert_eq!(store.get_subscriber(&exact.id).await.unwrap(), None);
+    assert!(
+        received(&exact).await.is_empty(),
+        "its deliveries go with it"
+    );
+    assert!(matches!(
+        store.delete_subscriber(&exact.id).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        store.enqueue_subscriber_deliveries(&[999_999], T0).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub(crate) async fn subscriber_deliveries_retry_die_and_revive(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let t = tenant(&*store, "t1", "c1").await;
+    let subscriber = store
+        .create_subscriber(NewSubscriber {
+            tenant_id: "t1".to_owned(),
+            org_id: None,
+            url: "https://subscriber.example/hook".to_owned(),
+            event_types: vec![],
+            secret_ref: "secrets/subscriber".to_owned(),
+            enabled: true,
+            created_at: T0,
+        })
+        .await
+        .unwrap();
+    let seqs = emit(
+        &*store,
+        &t,
+        vec![
+            event("x1", "deal.won", "X", None),
+            event("x2", "deal.updated", "X", None),
+            event("y1", "deal.won", "Y", None),
+        ],
+        T0,
+    )
+    .await;
+    let (x1, x2, y1) = (seqs[0], seqs[1], seqs[2]);
+    store
+        .enqueue_subscriber_deliveries(&seqs, T0)
+        .await
+        .unwrap();
+    let sid = subscriber.id.as_str();
+    let claim = |now: Millis| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .claim_subscriber_deliveries(10, now, LEASE)
+                .await
+                .unwrap()
+        }
+    };
+    let attempt = |at: Millis, code: Option<u16>, next: AttemptNext| SubscriberAttempt {
+        at,
+        status_code: code,
+        error: (next != AttemptNext::Delivered).then(|| "503 Service Unavailable".to_owned()),
+        next,
+    };
+
+    let now = T0 + SECOND;
+    let jobs = claim(now).await;
+    assert_eq!(
+        ids(&jobs, |j| j.event.event_id.clone()),
+        ["x1", "y1"],
+        "x2 waits for x1"
+    );
+    assert_eq!(jobs[0].subscriber, subscriber);
+    assert_eq!(jobs[0].attempts, 1);
+    assert_eq!(
+        jobs[0].event.payload_json,
+        event("x1", "deal.won", "X", None).payload_json
+    );
+    assert!(claim(now).await.is_empty(), "claimed deliveries are leased");
+
+    store
+        .mark_subscriber_delivery(
+            sid,
+            x1,
+            attempt(now, Some(503), AttemptNext::RetryAt(now + 10 * SECOND)),
+        )
+        .await
+        .unwrap();
+    store
+        .mark_subscriber_delivery(sid, y1, attempt(now, Some(200), AttemptNext::Delivered))
+        .await
+        .unwrap();
+    assert!(claim(now + 5 * SECOND).await.is_empty());
+    let retry = claim(now + 10 * SECOND).await;
+    assert_eq!(
+        (ids(&retry, |j| j.event.event_id.clone()), retry[0].attempts),
+        (vec!["x1".to_owned()], 2)
+    );
+    store
+        .mark_subscriber_delivery(sid, x1, attempt(now + 10 * SECOND, None, AttemptNext::Dead))
+        .await
+        .unwrap();
+    // Dead no longer holds the entity back.
+    let next = claim(now + 11 * SECOND).await;
+    assert_eq!(ids(&next, |j| j.event.event_id.clone()), ["x2"]);
+    store
+        .mark_subscriber_delivery(
+            sid,
+            x2,
+            attempt(now + 11 * SECOND, Some(204), AttemptNext::Delivered),
+        )
+        .await
+        .unwrap();
+
+    let list = |status: Option<SubscriberDeliveryStatus>| {
+        let store = Arc::clone(&store);
+        let subscriber_id = sid.to_owned();
+        async move {
+            store
+                .list_subscriber_deliveries(SubscriberDeliveryFilter {
+                    subscriber_id,
+                    status,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .items
+        }
+    };
+    let dead = list(Some(SubscriberDeliveryStatus::Dead)).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (
+            dead[0].outbox_seq,
+            dead[0].attempts,
+            dead[0].last_status,
+            dead[0].last_error.as_deref()
+        ),
+        (x1, 2, None, Some("503 Service Unavailable"))
+    );
+    let everything = list(None).await;
+    assert_eq!(
+        everything.iter().map(|d| d.outbox_seq).collect::<Vec<_>>(),
+        [y1, x2, x1]
+    );
+    assert_eq!(everything[0].last_status, Some(200));
+
+    // Manual retry of the dead one.
+    store
+        .retry_subscriber_delivery(sid, x1, now + 20 * SECOND)
+        .await
+        .unwrap();
+    let revived = claim(now + 20 * SECOND).await;
+    assert_eq!(
+        (
+            ids(&revived, |j| j.event.event_id.clone()),
+            revived[0].attempts
+        ),
+        (vec!["x1".to_owned()], 1)
+    );
+    assert!(matches!(
+        store.retry_subscriber_delivery(sid, x2, now).await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        store.retry_subscriber_delivery(sid, 999_999, now).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        store
+            .mark_subscriber_delivery("nope", x1, attempt(now, None, AttemptNext::Dead))
+            .await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub(crate) async fn concurrent_writers_all_land(backend: &dyn Backend) {
+    let store = backend.open().await;
+    tenant(&*store, "t1", "c1").await;
+    let before = store.write_stats();
+    let writers: Vec<_> = (0..200)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .record_delivery(
+                        delivery("c1", &format!("body {i}"), Some(&format!("p{i}")), T0 + i),
+                        WINDOW,
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut recorded = BTreeSet::new();
+    for writer in writers {
+        let r = writer.await.unwrap().unwrap();
+        assert!(!r.duplicate);
+        recorded.insert(r.id);
+    }
+    assert_eq!(recorded.len(), 200);
+    let listed = store
+        .list_deliveries(DeliveryFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        listed
+            .items
+            .iter()
+            .map(|d| d.id.clone())
+            .collect::<BTreeSet<_>>(),
+        recorded
+    );
+    let after = store.write_stats();
+    assert!(after.commands - before.commands >= 200);
+    assert!(after.commits - before.commits <= after.commands - before.commands);
+}
+
+pub(crate) async fn data_survives_reopening(backend: &dyn Backend) {
+    let (delivered, unfinished, subscriber) = {
+        let store = backend.open().await;
+        let t = tenant(&*store, "t1", "c1").await;
+        let delivered = store
+            .record_delivery(delivery("c1", "done", Some("p1"), T0), WINDOW)
+            .await
+            .unwrap();
+        store
+            .complete_delivery(completion(
+                &delivered.id,
+                &t.adapter.id,
+                vec![event("kept", "deal.won", "D1", None)],
+                Some(state(&[("k", "v")])),
+                T0,
+            ))
+            .await
+            .unwrap();
+        let unfinished = store
+            .record_delivery(delivery("c1", "in flight", Some("p2"), T0), WINDOW)
+            .await
+            .unwrap();
+        let subscriber = store
+            .create_subscriber(NewSubscriber {
+                tenant_id: "t1".to_owned(),
+                org_id: None,
+                url: "https://subscriber.example/hook".to_owned(),
+                event_types: vec!["deal.won".to_owned()],
+                secret_ref: "secrets/s".to_owned(),
+                enabled: true,
+                created_at: T0,
+            })
+            .await
+            .unwrap();
+        (delivered.id, unfinished.id, subscriber)
+    };
+    let store = backend.open().await;
+    let info = store.get_delivery(&delivered).await.unwrap().unwrap().info;
+    assert_eq!((info.status, info.attempts), (DeliveryStatus::Processed, 1));
+    assert_eq!(
+        store.get_event("kept").await.unwrap().unwrap().delivery_id,
+        delivered
+    );
+    assert_eq!(store.load_state("c1").await.unwrap(), state(&[("k", "v")]));
+    assert_eq!(
+        store.get_subscriber(&subscriber.id).await.unwrap(),
+        Some(subscriber)
+    );
+    assert_eq!(
+        ids(&store.deliveries_to_recover(10).await.unwrap(), |d| d
+            .info
+            .id
+            .clone()),
+        [unfinished.as_str()]
+    );
+    // Dedupe still knows what was taken before the restart.
+    let retry = store
+        .record_delivery(delivery("c1", "in flight", Some("p2"), T0 + SECOND), WINDOW)
+        .await
+        .unwrap();
+    assert_eq!((retry.id, retry.duplicate), (unfinished, true));
+    // And new writes work.
+    let fresh = store
+        .record_delivery(delivery("c1", "new", Some("p3"), T0 + SECOND), WINDOW)
+        .await
+        .unwrap();
+    assert!(!fresh.duplicate);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers that need no backend
+
+#[test]
+fn invocation_records_and_statuses_follow_the_report() {
+    use crate::contracts::{Rule, Violation};
+    use crate::sandbox::{AdapterErrorKind, Failure, FailureKind, Log, Outcome, Report, Usage};
+
+    let report = |outcome: Outcome| Report {
+        outcome,
+        usage: Usage {
+            duration: Duration::from_micros(1500),
+            fuel_consumed: 99,
+            events: 1,
+            ..Usage::default()
+        },
+        log: Log::default(),
+        state: None,
+    };
+    let adapter = AdapterRef {
+        adapter_id: "a1",
+        version: 3,
+        sha256: "abc",
+    };
+    let violations = vec![Violation {
+        event_index: 0,
+        pointer: "/payload/split_pct".to_owned(),
+        rule: Rule::EventTypeFormat,
+        message: "bad".to_owned(),
+        value: Some("33.3".to_owned()),
+    }];
+    let rejected =
+        InvocationRecord::from_report(&report(Outcome::Rejected { violations }), adapter, "in", T0);
+    assert_eq!(rejected.outcome, InvocationOutcome::Rejected);
+    assert_eq!(
+        (
+            rejected.duration_us,
+            rejected.fuel,
+            rejected.adapter_version
+        ),
+        (1500, 99, 3)
+    );
+    let detail: serde_json::Value =
+        serde_json::from_str(rejected.detail_json.as_deref().unwrap()).unwrap();
+    assert_eq!(detail["violations"][0]["pointer"], "/payload/split_pct");
+    assert!(serde_json::from_str::<serde_json::Value>(&rejected.log_json).is_ok());
+
+    let accepted = Outcome::Accepted {
+        events: vec![],
+        next_cursor: None,
+    };
+    assert_eq!(
+        InvocationRecord::from_report(&report(accepted.clone()), adapter, "in", T0).detail_json,
+        None
+    );
+    let with_cursor = Outcome::Accepted {
+        events: vec![],
+        next_cursor: Some("c2".to_owned()),
+    };
+    let record = InvocationRecord::from_report(&report(with_cursor), adapter, "in", T0);
+    assert_eq!(
+        record.detail_json.as_deref(),
+        Some(r#"{"next_cursor":"c2"}"#)
+    );
+
+    let failed = Outcome::Failed {
+        failure: Failure {
+            kind: FailureKind::Deadline,
+            message: "late".to_owned(),
+            backtrace: vec![],
+        },
+    };
+    let bad_request = Outcome::AdapterError {
+        kind: AdapterErrorKind::BadRequest,
+        message: "no".to_owned(),
+    };
+    let adapter_failed = Outcome::AdapterError {
+        kind: AdapterErrorKind::Failed,
+        message: "no".to_owned(),
+    };
+    let ignored = Outcome::Ignored {
+        reason: "ping".to_owned(),
+    };
+    assert!(
+        InvocationRecord::from_report(&report(failed.clone()), adapter, "in", T0)
+            .detail_json
+            .unwrap()
+            .contains("deadline")
+    );
+    let statuses: Vec<_> = [&accepted, &ignored, &bad_request, &adapter_failed, &failed]
+        .into_iter()
+        .map(DeliveryStatus::for_outcome)
+        .collect();
+    use DeliveryStatus::*;
+    assert_eq!(statuses, [Processed, Ignored, Rejected, Failed, Failed]);
+    assert_eq!(
+        "adapter_error".parse::<InvocationOutcome>().unwrap(),
+        InvocationOutcome::AdapterError
+    );
+    assert!("nope".parse::<DeliveryStatus>().is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQLite
+
+struct SqliteBackend {
+    dir: tempfile::TempDir,
+}
+
+impl SqliteBackend {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for SqliteBackend {
+    async fn open(&self) -> Arc<dyn Store> {
+        Arc::new(SqliteStore::open(self.dir.path()).expect("the store opens"))
+    }
+}
+
+mod sqlite_suite {
+    store_suite!(super::SqliteBackend::new());
+}
+
+mod sqlite_specific {
+    use super::*;
+    use crate::store::sqlite::DB_FILE;
+
+    async fn open() -> (tempfile::TempDir, SqliteStore, Tenant) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let t = tenant(&store, "t1", "c1").await;
+        (dir, store, t)
+    }
+
+    async fn wait_queued(store: &SqliteStore, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while store.queued() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} of {n} commands queued",
+                store.queued()
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    fn spawn_records(
+        store: &SqliteStore,
+        n: usize,
+        tag: &str,
+    ) -> Vec<tokio::task::JoinHandle<Result<Recorded>>> {
+        (0..n)
+            .map(|i| {
+                let store = store.clone();
+                let body = format!("{tag} {i}");
+                tokio::spawn(async move {
+                    store
+                        .record_delivery(delivery("c1", &body, None, T0), WINDOW)
+                        .await
+                })
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_commit_batches_queued_writers() {
+        let (_dir, store, _) = open().await;
+        let release = store.hold_writer().await;
+        let before = store.write_stats();
+        let writers = spawn_records(&store, 200, "batched");
+        wait_queued(&store, 200).await;
+        drop(release);
+        for writer in writers {
+            assert!(!writer.await.unwrap().unwrap().duplicate);
+        }
+        let after = store.write_stats();
+        // The held command's batch, then one batch of the 200 queued behind it.
+        assert_eq!(after.commands - before.commands, 200 + 1);
+        assert_eq!(after.commits - before.commits, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_commit_under_free_running_load() {
+        // Each writer records deliveries one after another, waiting for each acknowledgment,
+        // as a webhook handler does; the writers run concurrently.
+        const EACH: usize = 20;
+        let (_dir, store, _) = open().await;
+        for writers in [1usize, 8, 64, 200] {
+            let before = store.write_stats();
+            let started = std::time::Instant::now();
+            let tasks: Vec<_> = (0..writers)
+                .map(|w| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        for i in 0..EACH {
+                            let body = format!("sustained {writers} {w} {i}");
+                            let new = delivery("c1", &body, None, T0);
+                            assert!(!store.record_delivery(new, WINDOW).await.unwrap().duplicate);
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+            let elapsed = started.elapsed();
+            let after = store.write_stats();
+            let (commands, commits) = (
+                after.commands - before.commands,
+                after.commits - before.commits,
+            );
+            println!(
+                "{writers:>4} writers x {EACH} acknowledged record_delivery: {commands} commands, \
+                 {commits} commits ({:.1} per commit), {elapsed:?}, {:.0} deliveries/s",
+                commands as f64 / commits as f64,
+                commands as f64 / elapsed.as_secs_f64()
+            );
+            assert_eq!(commands, (writers * EACH) as u64);
+            assert!(commits >= 1 && commits <= commands);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_failing_command_does_not_sink_its_batch() {
+        let (_dir, store, t) = open().await;
+        let victim = store
+            .record_delivery(delivery("c1", "victim", None, T0), WINDOW)
+            .await
+            .unwrap();
+        let release = store.hold_writer().await;
+        let before = store.write_stats();
+        let mut writers = spawn_records(&store, 5, "neighbour");
+        wait_queued(&store, 5).await;
+        let failing = {
+            let store = store.clone();
+            let bad = completion(
+                &victim.id,
+                &t.adapter.id,
+                vec![
+                    event("fine", "deal.won", "D", None),
+                    event("bad", "deal.won", "", None),
+                ],
+                None,
+                T0,
+            );
+            tokio::spawn(async move { store.complete_delivery(bad).await })
+        };
+        wait_queued(&store, 6).await;
+        writers.extend(spawn_records(&store, 5, "after"));
+        wait_queued(&store, 11).await;
+        drop(release);
+        assert!(matches!(failing.await.unwrap(), Err(Error::Invalid(_))));
+        let mut ids = Vec::new();
+        for writer in writers {
+            ids.push(writer.await.unwrap().unwrap().id);
+        }
+        let after = store.write_stats();
+        assert_eq!(
+            after.commits - before.commits,
+            2,
+            "the neighbours shared one commit"
+        );
+        assert_eq!(after.failed_commands - before.failed_commands, 1);
+        for id in ids {
+            assert_eq!(
+                store.get_delivery(&id).await.unwrap().unwrap().info.status,
+                DeliveryStatus::Received
+            );
+        }
+        assert_eq!(store.get_event("fine").await.unwrap(), None);
+        assert_eq!(
+            store
+                .get_delivery(&victim.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .info
+                .attempts,
+            0
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acknowledged_writes_are_on_disk_without_a_clean_shutdown() {
+        let (dir, store, t) = open().await;
+        let recorded = store
+            .record_delivery(delivery("c1", "acked", Some("p1"), T0), WINDOW)
+            .await
+            .unwrap();
+        store
+            .complete_delivery(completion(
+                &recorded.id,
+                &t.adapter.id,
+                vec![event("acked-event", "deal.won", "D", None)],
+                None,
+                T0,
+            ))
+            .await
+            .unwrap();
+        let unfinished = store
+            .record_delivery(delivery("c1", "in flight", Some("p2"), T0), WINDOW)
+            .await
+            .unwrap();
+        // What is on disk right now, with the store still running (nothing checkpointed, no
+        // clean close): as if the process had been killed here.
+        let crashed = tempfile::tempdir().unwrap();
+        let release = store.hold_writer().await;
+        for file in [DB_FILE.to_owned(), format!("{DB_FILE}-wal")] {
+            let from = dir.path().join(&file);
+            if from.exists() {
+                std::fs::copy(&from, crashed.path().join(&file)).unwrap();
+            }
+        }
+        drop(release);
+        assert!(
+            crashed.path().join(format!("{DB_FILE}-wal")).exists(),
+            "the commits are in the WAL"
+        );
+
+        let recovered = SqliteStore::open(crashed.path()).unwrap();
+        let info = recovered
+            .get_delivery(&recorded.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .info;
+        assert_eq!(info.status, DeliveryStatus::Processed);
+        assert!(recovered.get_event("acked-event").await.unwrap().is_some());
+        let pending = recovered.deliveries_to_recover(10).await.unwrap();
+        assert_eq!(ids(&pending, |d| d.info.id.clone()), [unfinished.id]);
+        assert_eq!(pending[0].body, b"in flight");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_schema_version_is_recorded_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SqliteStore::open(dir.path()).unwrap());
+        let path = dir.path().join(DB_FILE);
+        let version = |db: &rusqlite::Connection| {
+            db.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+                .unwrap()
+        };
+        {
+            let db = rusqlite::Connection::open(&path).unwrap();
+            assert!(version(&db) >= 1);
+            let journal: String = db
+                .pragma_query_value(None, "journal_mode", |r| r.get(0))
+                .unwrap();
+            assert_eq!(journal, "wal");
+        }
+        // Reopening applies nothing twice.
+        drop(SqliteStore::open(dir.path()).unwrap());
+        {
+            let db = rusqlite::Connection::open(&path).unwrap();
+            db.pragma_update(None, "user_version", 999).unwrap();
+        }
+        match SqliteStore::open(dir.path()) {
+            Err(Error::Backend(message)) => {
+                assert!(message.contains("upgrade the host"), "{message}")
+            }
+            other => panic!("a newer schema must be refused, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_outbox_is_append_only() {
+        let (dir, store, t) = open().await;
+        emit(&store, &t, vec![event("e", "deal.won", "D", None)], T0).await;
+        drop(store);
+        let db = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+        let delete = db.execute("DELETE FROM outbox", []);
+        assert!(delete.unwrap_err().to_string().contains("append-only"));
+        let rewrite = db.execute("UPDATE outbox SET payload_json = '{}'", []);
+        assert!(rewrite.unwrap_err().to_string().contains("immutable"));
+        db.execute("UPDATE outbox SET status = 'published'", [])
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blobs_are_content_addressed() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = FsBlobStore::open_path(dir.path()).unwrap();
+        let wasm = b"\0asm component bytes".to_vec();
+        let sha = blobs.put(wasm.clone()).await.unwrap();
+        assert_eq!(sha, sha256_hex(&wasm));
+        assert_eq!(
+            blobs.put(wasm.clone()).await.unwrap(),
+            sha,
+            "storing twice is a no-op"
+        );
+        assert!(blobs.contains(&sha).await.unwrap());
+        assert_eq!(blobs.get(&sha).await.unwrap(), Some(wasm.clone()));
+        let absent = "0".repeat(64);
+        assert_eq!(blobs.get(&absent).await.unwrap(), None);
+        assert!(!blobs.contains(&absent).await.unwrap());
+        for bad in ["../../etc/passwd", "ABC", &"A".repeat(64)] {
+            assert!(
+                matches!(blobs.get(bad).await, Err(Error::Invalid(_))),
+                "{bad}"
+            );
+        }
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("blobs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            files,
+            [std::ffi::OsString::from(format!("{sha}.wasm"))],
+            "no temporary files left"
+        );
+        std::fs::write(
+            dir.path().join("blobs").join(format!("{sha}.wasm")),
+            b"tampered",
+        )
+        .unwrap();
+        assert!(matches!(blobs.get(&sha).await, Err(Error::Backend(_))));
+    }
+}
