@@ -49,6 +49,28 @@ enum Command {
     Run(Box<RunArgs>),
     /// Check that a component implements the adapter world and print what it declares.
     Check(CheckArgs),
+    /// Serve the hosted webhook endpoint on the embedded default (SQLite, local secret store,
+    /// in-process bus), all under one data directory.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Holds the database, adapter blobs, compiled artifacts and secrets.
+    #[arg(long, env = "ADAPTER_HOST_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "ADAPTER_HOST_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// Provisioning file (adapters, connections, secrets) applied at start.
+    #[arg(long, env = "ADAPTER_HOST_CONFIG")]
+    config: Option<PathBuf>,
+    /// The public URL CRMs call [default: http://LISTEN].
+    #[arg(long, env = "ADAPTER_HOST_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Largest accepted webhook body, in bytes.
+    #[arg(long, env = "ADAPTER_HOST_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    max_body_bytes: usize,
 }
 
 #[derive(Debug, Args)]
@@ -133,16 +155,22 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
         }
     };
+    let default_level = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ADAPTER_HOST_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
         Command::Run(args) => run(&args),
         Command::Check(args) => check(&args),
+        Command::Serve(args) => serve(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -151,6 +179,24 @@ pub fn main() -> ExitCode {
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<u8> {
+    let options = crate::serve::ServeOptions {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        config: args.config,
+        public_base_url: args.public_url,
+        server: crate::server::ServerSettings {
+            max_body_bytes: args.max_body_bytes,
+            // Only from the environment: a flag would show in the process list.
+            admin_token: std::env::var("ADAPTER_HOST_ADMIN_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+        },
+    };
+    tokio::runtime::Runtime::new()?.block_on(crate::serve::serve(options))?;
+    Ok(EXIT_OK)
 }
 
 fn default_cache_dir() -> Option<PathBuf> {

@@ -11,10 +11,13 @@
 pub mod api;
 pub mod bus;
 pub mod cli;
+pub mod config;
 pub mod metrics;
 pub mod pipeline;
 pub use adapter_contracts as contracts;
 pub mod sandbox;
 pub mod secrets;
+pub mod serve;
+pub mod server;
 pub mod signatures;
 pub mod store;

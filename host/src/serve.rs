@@ -1,0 +1,107 @@
+//! `adapter-host serve`: the embedded default, from one data directory and no other server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+
+use crate::bus::MemoryBus;
+use crate::config::{Config, provision};
+use crate::metrics::Metrics;
+use crate::pipeline::{Host, Settings};
+use crate::sandbox::{PlatformLimits, Sandbox};
+use crate::secrets::LocalSecretStore;
+use crate::server::{ServerSettings, app};
+use crate::store::{FsBlobStore, SqliteStore};
+
+/// What `serve` needs to start.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Holds the database, blobs, compiled artifacts and secrets.
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Provisioning file applied at start.
+    pub config: Option<PathBuf>,
+    /// The URL CRMs call (default: `http://<listen>`).
+    pub public_base_url: Option<String>,
+    /// HTTP settings.
+    pub server: ServerSettings,
+}
+
+/// Opens everything under `data_dir` and assembles a host (no listening yet).
+pub async fn open_host(options: &ServeOptions) -> anyhow::Result<Host> {
+    let data_dir = &options.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let dir = Dir::open_ambient_dir(data_dir, ambient_authority())
+        .with_context(|| format!("opening {}", data_dir.display()))?;
+    let store = SqliteStore::open(data_dir).context("opening the database")?;
+    let blobs = FsBlobStore::open(&dir).context("opening the blob store")?;
+    let secrets = LocalSecretStore::open_default(&dir).context("opening the secret store")?;
+    let sandbox = Sandbox::new(PlatformLimits::default(), Some(data_dir))?;
+    let settings = Settings {
+        public_base_url: options
+            .public_base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", options.listen))
+            .trim_end_matches('/')
+            .to_owned(),
+        ..Settings::default()
+    };
+    let host = Host::new(
+        Arc::new(store),
+        Arc::new(blobs),
+        Arc::new(secrets),
+        sandbox,
+        Arc::new(MemoryBus::new()),
+        Metrics::new(),
+        settings,
+    );
+    if let Some(path) = &options.config {
+        let config = Config::load(path)?;
+        let base = path.parent().unwrap_or(std::path::Path::new("."));
+        provision(&host, &config, base)
+            .await
+            .with_context(|| format!("applying {}", path.display()))?;
+    }
+    Ok(host)
+}
+
+/// Runs the host until Ctrl-C or SIGTERM.
+pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    let host = open_host(&options).await?;
+    let recovered = host.recover().await.context("recovering deliveries")?;
+    if recovered > 0 {
+        tracing::warn!(
+            recovered,
+            "re-ran deliveries interrupted by a previous stop"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("listening on {}", options.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        data_dir = %options.data_dir.display(),
+        "adapter host serving"
+    );
+    axum::serve(listener, app(host, options.server))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

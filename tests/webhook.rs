@@ -1,0 +1,425 @@
+//! The hosted webhook endpoint, in process (`app().oneshot`) over a real data directory:
+//! signatures, inbox, adapter, outbox, idempotent retries, failures kept for redrive, recovery.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use adapter_host::pipeline::Host;
+use adapter_host::serve::{ServeOptions, open_host};
+use adapter_host::server::{ServerSettings, app};
+use adapter_host::store::{DeliveryFilter, DeliveryStatus, NewDelivery, OutboxFilter};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use tower::ServiceExt as _;
+
+/// The demo secret of the Standard Webhooks connection (base64 of "test-signing-secret-0123456789").
+const SECRET_B64: &str = "dGVzdC1zaWduaW5nLXNlY3JldC0wMTIzNDU2Nzg5";
+const ADMIN: &str = "admin-token-for-tests";
+
+struct TestHost {
+    host: Host,
+    settings: ServerSettings,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> TestHost {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"
+[[adapters]]
+tenant_id = "tenant-a"
+name = "champion-health"
+wasm = "{champion}"
+
+[[adapters]]
+tenant_id = "tenant-a"
+name = "hostile"
+wasm = "{hostile}"
+
+[[connections]]
+id = "champion"
+tenant_id = "tenant-a"
+provider = "custom"
+adapter = "champion-health"
+signature = {{ scheme = "standard_webhooks" }}
+secret = "tenant-a/champion/signing"
+allowed_orgs = ["org-456"]
+
+[[connections]]
+id = "hostile"
+tenant_id = "tenant-a"
+provider = "custom"
+adapter = "hostile"
+signature = {{ scheme = "github" }}
+secret = "tenant-a/hostile/signing"
+
+[[connections]]
+id = "switched-off"
+tenant_id = "tenant-a"
+provider = "custom"
+adapter = "hostile"
+signature = {{ scheme = "github" }}
+secret = "tenant-a/hostile/signing"
+enabled = false
+
+[[secrets]]
+name = "tenant-a/champion/signing"
+value = "whsec_{SECRET_B64}"
+
+[[secrets]]
+name = "tenant-a/hostile/signing"
+value = "github-secret"
+"#,
+        champion = test_artifacts::CHAMPION_HEALTH,
+        hostile = test_artifacts::HOSTILE,
+    );
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let settings = ServerSettings {
+        max_body_bytes: 64 * 1024,
+        admin_token: Some(ADMIN.into()),
+    };
+    let options = ServeOptions {
+        data_dir: dir.path().join("data"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        config: Some(config_path),
+        public_base_url: Some("https://hooks.example.test".into()),
+        server: settings.clone(),
+    };
+    // The master key comes from a generated key file inside the temporary data directory.
+    let host = open_host(&options).await.unwrap();
+    TestHost {
+        host,
+        settings,
+        _dir: dir,
+    }
+}
+
+impl TestHost {
+    async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
+        let response = app(self.host.clone(), self.settings.clone())
+            .oneshot(request)
+            .await
+            .unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        if status.is_client_error() || status.is_server_error() {
+            assert_eq!(content_type, "application/problem+json", "{status}");
+        }
+        let json = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+        (status, json)
+    }
+
+    async fn outbox(&self) -> Vec<adapter_host::store::OutboxRow> {
+        self.host
+            .store()
+            .list_outbox(OutboxFilter {
+                tenant_id: "tenant-a".into(),
+                limit: 100,
+                ..OutboxFilter::default()
+            })
+            .await
+            .unwrap()
+            .items
+    }
+
+    async fn deliveries(&self) -> Vec<adapter_host::store::DeliveryInfo> {
+        self.host
+            .store()
+            .list_deliveries(DeliveryFilter {
+                limit: 100,
+                ..DeliveryFilter::default()
+            })
+            .await
+            .unwrap()
+            .items
+    }
+}
+
+fn standard_webhooks(id: &str, body: &[u8], secret_b64: &str) -> Request<Body> {
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret_b64)
+        .unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    Request::post("/v1/hooks/champion")
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", timestamp)
+        .header("webhook-signature", format!("v1,{signature}"))
+        .body(Body::from(body.to_vec()))
+        .unwrap()
+}
+
+fn github(connection: &str, body: &str, secret: &str) -> Request<Body> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let signature = hex::encode(mac.finalize().into_bytes());
+    Request::post(format!("/v1/hooks/{connection}"))
+        .header("x-hub-signature-256", format!("sha256={signature}"))
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(test_artifacts::sample_file(&format!(
+        "champion-health/fixtures/{name}"
+    )))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_signed_delivery_lands_in_the_outbox_with_exact_decimals() {
+    let host = start().await;
+    let (status, ack) = host
+        .send(standard_webhooks(
+            "msg_1",
+            &fixture("enrollment-1kb.json"),
+            SECRET_B64,
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ack}");
+    assert_eq!(ack["status"], "processed");
+    assert_eq!(ack["events"], 1);
+    assert_eq!(ack["duplicate"], false);
+
+    let outbox = host.outbox().await;
+    assert_eq!(outbox.len(), 1);
+    let row = &outbox[0];
+    assert_eq!(row.tenant_id, "tenant-a");
+    assert_eq!(row.event_type, "member.enrolled");
+    assert_eq!(row.delivery_id, ack["delivery_id"].as_str().unwrap());
+    assert!(
+        row.payload_json.contains(r#""pepm_rate":"12.50""#),
+        "{}",
+        row.payload_json
+    );
+    assert!(row.payload_json.contains(r#""split_pct":"66.666667""#));
+    let metadata: Value = serde_json::from_str(&row.metadata_json).unwrap();
+    assert_eq!(metadata["source"], "webhook:custom");
+    assert!(metadata["actor"].as_str().unwrap().ends_with("@1"));
+    assert!(metadata["trace_id"].as_str().is_some());
+}
+
+#[tokio::test]
+async fn a_retried_delivery_is_acknowledged_once_and_creates_nothing_new() {
+    let host = start().await;
+    let body = fixture("agent-created.json");
+    let (_, first) = host
+        .send(standard_webhooks("msg_retry", &body, SECRET_B64))
+        .await;
+    let (status, second) = host
+        .send(standard_webhooks("msg_retry", &body, SECRET_B64))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(second["duplicate"], true);
+    assert_eq!(second["delivery_id"], first["delivery_id"]);
+    assert_eq!(host.deliveries().await.len(), 1);
+    assert_eq!(host.outbox().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_bad_signature_is_refused_and_nothing_is_stored_but_a_counter() {
+    let host = start().await;
+    let wrong = base64::engine::general_purpose::STANDARD.encode("not-the-secret-at-all-0000");
+    let (status, problem) = host
+        .send(standard_webhooks(
+            "msg_bad",
+            &fixture("agent-created.json"),
+            &wrong,
+        ))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        problem["type"],
+        "https://adapter-host.dev/problems/unauthorized"
+    );
+    let detail = problem["detail"].as_str().unwrap();
+    assert_eq!(
+        detail,
+        "the webhook signature did not verify: the signature does not match"
+    );
+    assert!(!detail.contains(SECRET_B64));
+    assert!(host.deliveries().await.is_empty());
+    assert!(host.outbox().await.is_empty());
+
+    let (_, metrics) = host
+        .send(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await;
+    let metrics = metrics.as_str().unwrap().to_owned();
+    assert!(
+        metrics.contains(
+            r#"adapter_host_signature_failures_total{reason="mismatch",scheme="standard_webhooks"} 1"#
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_and_disabled_connections_answer_404() {
+    let host = start().await;
+    for connection in ["nope", "switched-off"] {
+        let (status, problem) = host.send(github(connection, "ok", "github-secret")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{connection}");
+        assert_eq!(problem["status"], 404);
+    }
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_answers_413() {
+    let host = start().await;
+    let body = "x".repeat(65 * 1024);
+    let (status, problem) = host.send(github("hostile", &body, "github-secret")).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        problem["detail"],
+        "the body exceeds the limit of 65536 bytes"
+    );
+    assert!(host.deliveries().await.is_empty());
+}
+
+#[tokio::test]
+async fn an_adapter_failure_is_kept_for_redrive_and_answered_202() {
+    let host = start().await;
+    let (status, ack) = host.send(github("hostile", "panic", "github-secret")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(ack["status"], "failed");
+    let delivery_id = ack["delivery_id"].as_str().unwrap().to_owned();
+    let stored = host
+        .host
+        .store()
+        .get_delivery(&delivery_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.info.status, DeliveryStatus::Failed);
+    assert!(
+        stored
+            .info
+            .reason_json
+            .as_deref()
+            .unwrap()
+            .contains("hostile guest panicked on purpose"),
+        "{:?}",
+        stored.info.reason_json
+    );
+    let invocations = host
+        .host
+        .store()
+        .list_invocations(&delivery_id)
+        .await
+        .unwrap();
+    assert_eq!(invocations.len(), 1);
+
+    let redrive = |token: &str| {
+        Request::post(format!("/v1/deliveries/{delivery_id}/redrive"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (status, _) = host.send(redrive("wrong")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, ack) = host.send(redrive(ADMIN)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{ack}");
+    assert_eq!(ack["status"], "failed");
+    assert_eq!(
+        host.host
+            .store()
+            .list_invocations(&delivery_id)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn only_failed_deliveries_are_redriven() {
+    let host = start().await;
+    let (_, ack) = host.send(github("hostile", "ok", "github-secret")).await;
+    let delivery_id = ack["delivery_id"].as_str().unwrap();
+    let (status, problem) = host
+        .send(
+            Request::post(format!("/v1/deliveries/{delivery_id}/redrive"))
+                .header("authorization", format!("Bearer {ADMIN}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(host.outbox().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_delivery_recorded_before_a_crash_is_processed_at_recovery_once() {
+    let host = start().await;
+    // What a crash between recording and completing leaves behind.
+    let recorded = host
+        .host
+        .store()
+        .record_delivery(
+            NewDelivery {
+                connection_id: "hostile".into(),
+                received_at: adapter_host::store::now_millis(),
+                provider_delivery_id: None,
+                method: "POST".into(),
+                path: "/v1/hooks/hostile".into(),
+                query: String::new(),
+                headers: Vec::new(),
+                body: b"ok".to_vec(),
+                trace_id: "trace-crash".into(),
+            },
+            std::time::Duration::from_secs(300),
+        )
+        .await
+        .unwrap();
+    assert_eq!(host.host.recover().await.unwrap(), 1);
+    assert_eq!(host.host.recover().await.unwrap(), 0);
+    let outbox = host.outbox().await;
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].delivery_id, recorded.id);
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_answer() {
+    let host = start().await;
+    for (path, expected) in [("/healthz", "ok"), ("/readyz", "ready")] {
+        let (status, body) = host
+            .send(Request::get(path).body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, expected);
+    }
+    host.send(github("hostile", "ok", "github-secret")).await;
+    let (_, metrics) = host
+        .send(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await;
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains(r#"adapter_host_deliveries_total{outcome="processed",scheme="github"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("adapter_host_outbox_pending 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("adapter_host_invocation_duration_seconds_count 1"));
+}
