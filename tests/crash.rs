@@ -223,7 +223,7 @@ async fn acknowledged_deliveries_survive_sigkill() {
             .iter()
             .map(|d| (d.provider_delivery_id.clone().unwrap(), d.status))
             .collect();
-        for (provider_id, _) in &acked_now {
+        for provider_id in acked_now.keys() {
             assert_eq!(
                 by_provider.get(provider_id),
                 Some(&DeliveryStatus::Processed),
