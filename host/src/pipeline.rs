@@ -20,7 +20,7 @@ use crate::sandbox::{self, Adapter, ConnectionContext, Input, Limits, Outcome, S
 use crate::secrets::SecretStore;
 use crate::signatures::{self, RawRequest, SchemeConfig, Secret};
 use crate::store::{
-    self, AdapterRef, BlobStore, Completion, Connection, ConnectionStatus, Delivery,
+    self, AdapterRef, BlobStore, Completion, Connection, ConnectionStatus, Delivery, DeliveryInfo,
     DeliveryStatus, InvocationRecord, NewDelivery, NewOutboxEvent, Store,
 };
 
@@ -201,6 +201,25 @@ impl Host {
             body: inbound.body,
             trace_id,
         };
+        // What processing needs is at hand: keep it, rather than read it back from the store.
+        let (headers, body) = (new.headers.clone(), new.body.clone());
+        let mut info = DeliveryInfo {
+            id: String::new(),
+            connection_id: new.connection_id.clone(),
+            tenant_id: connection.tenant_id.clone(),
+            received_at: new.received_at,
+            provider_delivery_id: new.provider_delivery_id.clone(),
+            body_sha256: sandbox::sha256_hex(&new.body),
+            body_bytes: new.body.len() as u64,
+            method: new.method.clone(),
+            path: new.path.clone(),
+            query: new.query.clone(),
+            status: DeliveryStatus::Received,
+            attempts: 0,
+            reason_json: None,
+            processed_at: None,
+            trace_id: new.trace_id.clone(),
+        };
         let recorded = store
             .record_delivery(new, self.inner.settings.dedupe_window)
             .await
@@ -214,8 +233,14 @@ impl Host {
                 events: 0,
             }
         } else {
+            info.id = recorded.id.clone();
+            let delivery = Delivery {
+                info,
+                headers,
+                body,
+            };
             let (status, events) = self
-                .process(&recorded.id)
+                .process(&delivery, &connection)
                 .await
                 .map_err(ApiError::internal)?;
             Ack {
@@ -303,22 +328,30 @@ impl Host {
             .unwrap_or_default())
     }
 
-    /// Runs a recorded delivery through its connection's current adapter and writes the outcome.
-    /// Returns the delivery's new status and the number of events appended.
-    pub async fn process(&self, delivery_id: &str) -> anyhow::Result<(DeliveryStatus, usize)> {
-        let store = &self.inner.store;
-        let delivery = store
-            .get_delivery(delivery_id)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("delivery {delivery_id} vanished"))?;
-        let connection = store
+    /// The connection a stored delivery came in on.
+    async fn connection_of(&self, delivery: &Delivery) -> anyhow::Result<Connection> {
+        self.inner
+            .store
             .get_connection(&delivery.info.connection_id)
             .await?
-            .ok_or_else(|| anyhow::anyhow!("connection of delivery {delivery_id} vanished"))?;
+            .ok_or_else(|| {
+                anyhow::anyhow!("the connection of delivery {} vanished", delivery.info.id)
+            })
+    }
+
+    /// Runs a recorded delivery through its connection's current adapter and writes the outcome.
+    /// Returns the delivery's new status and the number of events appended.
+    pub async fn process(
+        &self,
+        delivery: &Delivery,
+        connection: &Connection,
+    ) -> anyhow::Result<(DeliveryStatus, usize)> {
+        let store = &self.inner.store;
+        let delivery_id = delivery.info.id.as_str();
         let adapter = self
             .adapter(&connection.adapter_id, connection.adapter_version)
             .await?;
-        let context = connection_context(&connection)?;
+        let context = connection_context(connection)?;
         let state = store.load_state(&connection.id).await?;
         let input = Input::Webhook(delivery.to_webhook_request());
 
@@ -335,7 +368,7 @@ impl Host {
         self.observe(&report);
 
         let status = DeliveryStatus::for_outcome(&report.outcome);
-        let events = outbox_events(&connection, &delivery, &report.outcome)?;
+        let events = outbox_events(connection, delivery, &report.outcome)?;
         let reason_json = match &report.outcome {
             Outcome::Accepted { .. } => None,
             other => Some(serde_json::to_string(other)?),
@@ -380,7 +413,8 @@ impl Host {
                 return Ok(recovered);
             }
             for delivery in pending {
-                self.process(&delivery.info.id).await?;
+                let connection = self.connection_of(&delivery).await?;
+                self.process(&delivery, &connection).await?;
                 recovered += 1;
             }
         }
@@ -404,8 +438,12 @@ impl Host {
                 delivery.info.status.as_str()
             )));
         }
+        let connection = self
+            .connection_of(&delivery)
+            .await
+            .map_err(ApiError::internal)?;
         let (status, events) = self
-            .process(delivery_id)
+            .process(&delivery, &connection)
             .await
             .map_err(ApiError::internal)?;
         Ok(Ack {
