@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use adapter_host::pipeline::Host;
 use adapter_host::serve::{ServeOptions, open_host};
 use adapter_host::server::{ServerSettings, app};
+use adapter_host::signatures::{Secret, sign_standard_webhooks};
 use adapter_host::store::{DeliveryFilter, DeliveryStatus, NewDelivery, OutboxFilter};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -153,18 +154,13 @@ fn standard_webhooks(id: &str, body: &[u8], secret_b64: &str) -> Request<Body> {
         .unwrap()
         .as_secs()
         .to_string();
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(secret_b64)
-        .unwrap();
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-    mac.update(format!("{id}.{timestamp}.").as_bytes());
-    mac.update(body);
-    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let secret = Secret::new(format!("whsec_{secret_b64}"));
+    let signature = sign_standard_webhooks(&secret, id, &timestamp, body).unwrap();
     Request::post("/v1/hooks/champion")
         .header("content-type", "application/json")
         .header("webhook-id", id)
         .header("webhook-timestamp", timestamp)
-        .header("webhook-signature", format!("v1,{signature}"))
+        .header("webhook-signature", signature)
         .body(Body::from(body.to_vec()))
         .unwrap()
 }

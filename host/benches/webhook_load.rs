@@ -12,12 +12,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use adapter_host::serve::{ServeOptions, open_host};
 use adapter_host::server::{ServerSettings, app};
+use adapter_host::signatures::{Secret, sign_standard_webhooks};
 use axum::Router;
 use axum::body::Bytes;
 use axum::routing::post;
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
 const SECRET_B64: &str = "bG9hZC10ZXN0LXNpZ25pbmctc2VjcmV0LTAxMjM0NTY3";
 
@@ -106,20 +104,15 @@ fn signed(url: &str, id: &str, body: &Bytes) -> Request {
         .unwrap()
         .as_secs()
         .to_string();
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(SECRET_B64)
-        .unwrap();
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-    mac.update(format!("{id}.{timestamp}.").as_bytes());
-    mac.update(body);
-    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let secret = Secret::new(format!("whsec_{SECRET_B64}"));
+    let signature = sign_standard_webhooks(&secret, id, &timestamp, body).unwrap();
     Request {
         url: url.to_owned(),
         headers: vec![
             ("content-type", "application/json".to_owned()),
             ("webhook-id", id.to_owned()),
             ("webhook-timestamp", timestamp),
-            ("webhook-signature", format!("v1,{signature}")),
+            ("webhook-signature", signature),
         ],
         body: body.clone(),
     }

@@ -19,6 +19,8 @@ mod hubspot;
 mod salesforce;
 mod slack;
 mod standard_webhooks;
+
+pub use standard_webhooks::sign as sign_standard_webhooks;
 mod stripe;
 mod zoho;
 

@@ -35,16 +35,7 @@ pub(super) fn verify(
         .map(decode_secret)
         .collect::<Result<Vec<_>>>()?;
     let secret_index = first_match(&keys, &candidates, |key| {
-        hmac_sha256(
-            key,
-            &[
-                id.as_bytes(),
-                b".",
-                raw_timestamp.as_bytes(),
-                b".",
-                request.body,
-            ],
-        )
+        mac(key, id, raw_timestamp, request.body)
     })?;
     check_window(timestamp, now, tolerance)?;
     Ok(Verified {
@@ -52,6 +43,26 @@ pub(super) fn verify(
         timestamp: Some(timestamp),
         secret_index: Some(secret_index),
     })
+}
+
+/// The signed content: `<id>.<timestamp>.<body>`.
+fn mac(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> Result<[u8; 32]> {
+    hmac_sha256(
+        key,
+        &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
+    )
+}
+
+/// The `webhook-signature` value (`v1,<base64>`) of a message, for senders: the host's
+/// outgoing webhooks, and tests. `timestamp` is the `webhook-timestamp` header's value.
+pub fn sign(secret: &Secret, id: &str, timestamp: &str, body: &[u8]) -> Result<String> {
+    use base64::Engine as _;
+    let key = decode_secret(secret)?;
+    let signature = mac(&key, id, timestamp, body)?;
+    Ok(format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(signature)
+    ))
 }
 
 /// The decoded `v1` signatures; other versions (`v1a`, asymmetric) are skipped, and so is a

@@ -308,3 +308,15 @@ fn a_secret_that_is_not_base64_is_a_configuration_error() {
         assert_reveals_nothing(&error, &[bad]);
     }
 }
+
+#[test]
+fn signing_reproduces_the_published_vector() {
+    let signature = crate::signatures::sign_standard_webhooks(
+        &Secret::new(SECRET),
+        ID,
+        &TIMESTAMP.to_string(),
+        BODY,
+    )
+    .unwrap();
+    assert_eq!(signature, SIGNATURE);
+}
