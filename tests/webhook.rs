@@ -88,6 +88,7 @@ value = "github-secret"
         listen: "127.0.0.1:0".parse().unwrap(),
         config: Some(config_path),
         public_base_url: Some("https://hooks.example.test".into()),
+        relay: Default::default(),
         server: settings.clone(),
     };
     // The master key comes from a generated key file inside the temporary data directory.
@@ -418,4 +419,153 @@ async fn health_readiness_and_metrics_answer() {
         "{metrics}"
     );
     assert!(metrics.contains("adapter_host_invocation_duration_seconds_count 1"));
+}
+
+mod relay {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use adapter_host::bus::{Bus, BusError, MemoryBus, Message};
+    use adapter_host::metrics::Metrics;
+    use adapter_host::relay::{Relay, RelayConfig};
+    use adapter_host::store::OutboxStatus;
+    use tokio::sync::Notify;
+
+    use super::*;
+
+    /// A bus that refuses the first `failures` publications.
+    #[derive(Debug, Default)]
+    struct FlakyBus {
+        failures: usize,
+        calls: AtomicUsize,
+        inner: MemoryBus,
+    }
+
+    #[async_trait::async_trait]
+    impl Bus for FlakyBus {
+        async fn publish(&self, message: &Message) -> Result<(), BusError> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) < self.failures {
+                return Err(BusError("the bus is down".into()));
+            }
+            self.inner.publish(message).await
+        }
+    }
+
+    fn relay(host: &TestHost, bus: Arc<dyn Bus>, max_attempts: u32) -> Relay {
+        Relay::new(
+            host.host.store().clone(),
+            bus,
+            Metrics::new(),
+            RelayConfig {
+                max_attempts,
+                // Retries come due at once: the test drives passes itself, no sleeping.
+                backoff_base: Duration::ZERO,
+                ..RelayConfig::default()
+            },
+            Arc::new(Notify::new()),
+        )
+    }
+
+    #[tokio::test]
+    async fn published_events_carry_the_envelope_with_the_payload_byte_for_byte() {
+        let host = start().await;
+        host.send(standard_webhooks(
+            "msg_pub",
+            &fixture("enrollment-1kb.json"),
+            SECRET_B64,
+        ))
+        .await;
+        let bus = Arc::new(FlakyBus::default());
+        let mut received = bus.inner.subscribe();
+        assert_eq!(
+            relay(&host, bus.clone(), 3).publish_once().await.unwrap(),
+            1
+        );
+
+        let message = received.recv().await.unwrap();
+        let row = &host.outbox().await[0];
+        assert_eq!(message.event_id, row.event_id);
+        assert_eq!(message.subject, "events.tenant-a.member.enrolled");
+        assert!(
+            message
+                .body
+                .contains(&format!(r#""payload":{}"#, row.payload_json))
+        );
+        let envelope: Value = serde_json::from_str(&message.body).unwrap();
+        assert_eq!(envelope["tenant_id"], "tenant-a");
+        assert_eq!(envelope["payload"]["pepm_rate"], "12.50");
+        assert_eq!(row.status, OutboxStatus::Published);
+        assert!(row.published_at.is_some());
+        // Nothing left to publish.
+        assert_eq!(relay(&host, bus, 3).publish_once().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failing_bus_is_retried_until_it_takes_the_event() {
+        let host = start().await;
+        host.send(github("hostile", "ok", "github-secret")).await;
+        let bus = Arc::new(FlakyBus {
+            failures: 2,
+            ..FlakyBus::default()
+        });
+        let relay = relay(&host, bus.clone(), 5);
+        assert_eq!(relay.publish_once().await.unwrap(), 0);
+        let row = &host.outbox().await[0];
+        assert_eq!(row.status, OutboxStatus::Pending);
+        assert_eq!(
+            row.last_error.as_deref(),
+            Some("publishing to the bus failed: the bus is down")
+        );
+        assert_eq!(relay.publish_once().await.unwrap(), 0);
+        assert_eq!(relay.publish_once().await.unwrap(), 1);
+        assert_eq!(host.outbox().await[0].status, OutboxStatus::Published);
+        assert_eq!(bus.calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn an_event_the_bus_never_takes_is_parked_as_dead() {
+        let host = start().await;
+        host.send(github("hostile", "ok", "github-secret")).await;
+        let bus = Arc::new(FlakyBus {
+            failures: usize::MAX,
+            ..FlakyBus::default()
+        });
+        let relay = relay(&host, bus.clone(), 3);
+        for _ in 0..5 {
+            relay.publish_once().await.unwrap();
+        }
+        assert_eq!(host.outbox().await[0].status, OutboxStatus::Dead);
+        assert_eq!(
+            bus.calls.load(Ordering::SeqCst),
+            3,
+            "no attempt after the last one"
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_a_bounded_spread() {
+        let relay = Relay::new(
+            Arc::new(
+                adapter_host::store::SqliteStore::open(tempfile::tempdir().unwrap().path())
+                    .unwrap(),
+            ),
+            Arc::new(MemoryBus::new()),
+            Metrics::new(),
+            RelayConfig {
+                backoff_base: Duration::from_secs(1),
+                backoff_max: Duration::from_secs(60),
+                ..RelayConfig::default()
+            },
+            Arc::new(Notify::new()),
+        );
+        for (attempts, base) in [(1, 1), (2, 2), (3, 4), (7, 60), (40, 60)] {
+            let delay = relay.backoff(attempts, 12345);
+            let base = Duration::from_secs(base);
+            assert!(
+                delay >= base && delay <= base + base / 4,
+                "{attempts}: {delay:?}"
+            );
+        }
+    }
 }

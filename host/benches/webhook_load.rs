@@ -160,6 +160,7 @@ value = "whsec_{SECRET_B64}"
             listen: "127.0.0.1:0".parse().unwrap(),
             config: Some(config),
             public_base_url: None,
+            relay: Default::default(),
             server: settings.clone(),
         };
         let host = open_host(&options).await.unwrap();

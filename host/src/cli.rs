@@ -71,6 +71,10 @@ struct ServeArgs {
     /// Largest accepted webhook body, in bytes.
     #[arg(long, env = "ADAPTER_HOST_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     max_body_bytes: usize,
+    /// How long the relay holds an outbox row it claimed; a relay that dies mid-publish gives
+    /// its rows back when this ends.
+    #[arg(long, env = "ADAPTER_HOST_RELAY_LEASE_SECS", default_value_t = 10)]
+    relay_lease_secs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +191,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         listen: args.listen,
         config: args.config,
         public_base_url: args.public_url,
+        relay: crate::relay::RelayConfig {
+            lease: std::time::Duration::from_secs(args.relay_lease_secs.max(1)),
+            ..crate::relay::RelayConfig::default()
+        },
         server: crate::server::ServerSettings {
             max_body_bytes: args.max_body_bytes,
             // Only from the environment: a flag would show in the process list.

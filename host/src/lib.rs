@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod pipeline;
+pub mod relay;
 pub use adapter_contracts as contracts;
 pub mod sandbox;
 pub mod secrets;

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::api::ApiError;
 use crate::bus::Bus;
@@ -63,6 +63,7 @@ struct Inner {
     adapters: Mutex<HashMap<(String, u32), Adapter>>,
     tenants: Mutex<HashMap<String, Arc<Semaphore>>>,
     instances: Arc<Semaphore>,
+    outbox_appended: Arc<Notify>,
 }
 
 /// A webhook request as it reached the endpoint.
@@ -125,6 +126,7 @@ impl Host {
                 adapters: Mutex::new(HashMap::new()),
                 tenants: Mutex::new(HashMap::new()),
                 instances,
+                outbox_appended: Arc::new(Notify::new()),
             }),
         }
     }
@@ -157,6 +159,11 @@ impl Host {
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Notified whenever events are appended to the outbox (the relay waits on it).
+    pub fn outbox_appended(&self) -> Arc<Notify> {
+        self.inner.outbox_appended.clone()
     }
 
     /// The settings.
@@ -395,6 +402,9 @@ impl Host {
                 new_state: report.state,
             })
             .await?;
+        if !completed.appended.is_empty() {
+            self.inner.outbox_appended.notify_one();
+        }
         tracing::info!(
             delivery = delivery_id,
             status = status.as_str(),

@@ -12,6 +12,7 @@ use crate::bus::MemoryBus;
 use crate::config::{Config, provision};
 use crate::metrics::Metrics;
 use crate::pipeline::{Host, Settings};
+use crate::relay::{Relay, RelayConfig};
 use crate::sandbox::{PlatformLimits, Sandbox};
 use crate::secrets::LocalSecretStore;
 use crate::server::{ServerSettings, app};
@@ -28,6 +29,8 @@ pub struct ServeOptions {
     pub config: Option<PathBuf>,
     /// The URL CRMs call (default: `http://<listen>`).
     pub public_base_url: Option<String>,
+    /// How the outbox relay paces itself.
+    pub relay: RelayConfig,
     /// HTTP settings.
     pub server: ServerSettings,
 }
@@ -81,6 +84,15 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             "re-ran deliveries interrupted by a previous stop"
         );
     }
+    let (stop_relay, relay_stopped) = tokio::sync::watch::channel(false);
+    let relay = Relay::new(
+        host.store().clone(),
+        host.bus().clone(),
+        host.metrics().clone(),
+        options.relay.clone(),
+        host.outbox_appended(),
+    );
+    let relay = tokio::spawn(relay.run(relay_stopped));
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("listening on {}", options.listen))?;
@@ -92,6 +104,8 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     axum::serve(listener, app(host, options.server))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    let _ = stop_relay.send(true);
+    relay.await?;
     Ok(())
 }
 

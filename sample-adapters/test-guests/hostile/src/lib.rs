@@ -46,7 +46,13 @@ crm_adapter_sdk::export_adapter!(Hostile);
 
 fn run(command: &str, args: &[&str]) -> Result<Vec<Event>, AdapterError> {
     match command {
-        "ok" => Ok(vec![ok_event()?]),
+        // An optional argument names the entity (load and crash tests use many entities).
+        "ok" => match args.first() {
+            Some(entity) => Ok(vec![
+                Event::new("test.ok", *entity)?.payload(json!({ "ok": true }))?,
+            ]),
+            None => Ok(vec![ok_event()?]),
+        },
         "loop" => spin_forever(),
         "alloc" => allocate_forever(),
         "stack" => {
