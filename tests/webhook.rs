@@ -543,6 +543,50 @@ mod relay {
         );
     }
 
+    #[tokio::test]
+    async fn published_events_can_be_replayed_for_a_bounded_range() {
+        let host = start().await;
+        host.send(github("hostile", "ok\nreplayed-entity", "github-secret"))
+            .await;
+        let before_replay = host.outbox().await;
+        // Not yet published: nothing to replay.
+        let replay = |from: i64, to: i64, token: &str| {
+            Request::post("/v1/events/replay")
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .body(Body::from(
+                    serde_json::json!({"tenant_id": "tenant-a", "from_ms": from, "to_ms": to})
+                        .to_string(),
+                ))
+                .unwrap()
+        };
+        let created = before_replay[0].created_at;
+        let (status, answer) = host.send(replay(created, created + 1, ADMIN)).await;
+        assert_eq!(
+            (status, answer["replayed"].as_u64()),
+            (StatusCode::OK, Some(0))
+        );
+
+        let host_bus = host.host.bus().clone();
+        relay(&host, host_bus, 3).publish_once().await.unwrap();
+        let (status, answer) = host.send(replay(created, created + 1, ADMIN)).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["replayed"], 1);
+        // Replay re-publishes; it appends nothing.
+        assert_eq!(host.outbox().await.len(), 1);
+
+        let (status, problem) = host
+            .send(replay(created, created + 8 * 24 * 3600 * 1000, ADMIN))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            problem["detail"],
+            "a replay covers at most 7 days; split the range"
+        );
+        let (status, _) = host.send(replay(created, created + 1, "wrong")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
     #[test]
     fn backoff_doubles_up_to_the_cap_with_a_bounded_spread() {
         let relay = Relay::new(

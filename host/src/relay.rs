@@ -129,18 +129,7 @@ impl Relay {
     }
 
     async fn publish(&self, row: &OutboxRow) -> Result<(), String> {
-        let message = bus::message(&EventParts {
-            event_id: &row.event_id,
-            event_type: &row.event_type,
-            entity_type: &row.entity_type,
-            entity_id: &row.entity_id,
-            tenant_id: &row.tenant_id,
-            org_id: row.org_id.as_deref(),
-            payload_json: &row.payload_json,
-            metadata_json: &row.metadata_json,
-        })
-        .map_err(|e| format!("building the envelope: {e}"))?;
-        self.bus.publish(&message).await.map_err(|e| e.to_string())
+        publish_row(self.bus.as_ref(), row).await
     }
 
     fn attempt(&self, result: &str) {
@@ -174,4 +163,20 @@ impl Relay {
             }
         }
     }
+}
+
+/// Publishes one stored event on `bus` (the relay's path, and replay's).
+pub async fn publish_row(bus: &dyn Bus, row: &OutboxRow) -> Result<(), String> {
+    let message = bus::message(&EventParts {
+        event_id: &row.event_id,
+        event_type: &row.event_type,
+        entity_type: &row.entity_type,
+        entity_id: &row.entity_id,
+        tenant_id: &row.tenant_id,
+        org_id: row.org_id.as_deref(),
+        payload_json: &row.payload_json,
+        metadata_json: &row.metadata_json,
+    })
+    .map_err(|e| format!("building the envelope: {e}"))?;
+    bus.publish(&message).await.map_err(|e| e.to_string())
 }

@@ -46,6 +46,7 @@ pub fn app(host: Host, settings: ServerSettings) -> Router {
             post(receive_webhook).layer(DefaultBodyLimit::max(limit)),
         )
         .route("/v1/deliveries/{delivery_id}/redrive", post(redrive))
+        .route("/v1/events/replay", post(replay))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -162,4 +163,63 @@ async fn metrics(State(state): State<AppState>) -> Response {
         host.metrics().render(),
     )
         .into_response()
+}
+
+/// The longest time range one replay call may cover.
+pub const MAX_REPLAY_WINDOW: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// A replay request: re-publish a tenant's published events appended in `[from_ms, to_ms)`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    tenant_id: String,
+    from_ms: i64,
+    to_ms: i64,
+}
+
+async fn replay(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<axum::Json<ReplayRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let axum::Json(request) = body?;
+    let window = request.to_ms - request.from_ms;
+    if window <= 0 {
+        return Err(ApiError::BadRequest(
+            "`to_ms` must be after `from_ms`".into(),
+        ));
+    }
+    if window > crate::store::millis(MAX_REPLAY_WINDOW) {
+        return Err(ApiError::BadRequest(format!(
+            "a replay covers at most {} days; split the range",
+            MAX_REPLAY_WINDOW.as_secs() / 86_400
+        )));
+    }
+    let host = &state.host;
+    let (mut after, mut replayed) = (0_i64, 0_u64);
+    loop {
+        let rows = host
+            .store()
+            .replay_range(
+                &request.tenant_id,
+                request.from_ms,
+                request.to_ms,
+                after,
+                500,
+            )
+            .await
+            .map_err(ApiError::internal)?;
+        let Some(last) = rows.last() else { break };
+        after = last.seq;
+        for row in &rows {
+            // The same event id as the first time: consumers (and the bus) drop what they have.
+            crate::relay::publish_row(host.bus().as_ref(), row)
+                .await
+                .map_err(|e| ApiError::Unavailable(format!("replay stopped: {e}")))?;
+            replayed += 1;
+        }
+    }
+    tracing::info!(tenant = %request.tenant_id, from = request.from_ms, to = request.to_ms, replayed, "replay");
+    Ok(axum::Json(serde_json::json!({ "replayed": replayed })).into_response())
 }
