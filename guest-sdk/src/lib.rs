@@ -52,6 +52,7 @@ extern crate self as crm_adapter_sdk;
 mod decimal;
 mod error;
 mod event;
+pub mod fields;
 mod glue;
 pub mod log;
 pub mod state;

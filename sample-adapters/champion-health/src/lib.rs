@@ -6,7 +6,6 @@
 //! arrive as JSON numbers or strings and leave as exact decimal strings. The formats are in
 //! README.md.
 
-mod fields;
 mod records;
 
 use crm_adapter_sdk::serde_json::{self, Value};
@@ -15,7 +14,7 @@ use crm_adapter_sdk::{
     WebhookRequest, state,
 };
 
-use fields::Obj;
+use crm_adapter_sdk::fields::Obj;
 
 /// The adapter.
 pub struct ChampionHealth;

@@ -4,7 +4,7 @@
 use crm_adapter_sdk::{AdapterError, Decimal};
 use serde::Serialize;
 
-use crate::fields::Obj;
+use crm_adapter_sdk::fields::Obj;
 
 /// `external_source` of every payload.
 pub const SOURCE: &str = "champion_health";

@@ -1,16 +1,33 @@
-//! Reading a JSON object field by field, with errors that name the field (`enrollment.pepm_rate`).
+//! Reading a JSON delivery field by field, with errors that name the field
+//! (`` `enrollment.pepm_rate` must be a string, got a number ``): every mistake in the input
+//! becomes an [`AdapterError::bad_request`] a tenant admin can act on, never a trap.
+//!
+//! ```
+//! use crm_adapter_sdk::fields::Obj;
+//! use serde_json::json;
+//!
+//! let body = json!({"deal": {"id": 42, "amount": "1250.00", "stage": "won"}});
+//! let root = Obj::root(&body, "the delivery")?;
+//! let deal = root.child("deal")?;
+//! assert_eq!(deal.id("id")?, "42");
+//! assert_eq!(deal.decimal("amount")?.to_string(), "1250.00");
+//! let error = deal.string("owner").unwrap_err();
+//! assert_eq!(error.message(), "`deal.owner` is missing");
+//! # Ok::<(), crm_adapter_sdk::AdapterError>(())
+//! ```
 
-use crm_adapter_sdk::serde_json::{Map, Value};
-use crm_adapter_sdk::{AdapterError, Decimal};
+use serde_json::{Map, Value};
 
-/// A JSON object and where it sits in the input (`""` for the top level).
-pub(crate) struct Obj<'a> {
+use crate::{AdapterError, Decimal};
+
+/// A JSON object and where it sits in the input (its dotted path, empty at the top level).
+pub struct Obj<'a> {
     path: String,
     map: &'a Map<String, Value>,
 }
 
-/// Largest id accepted from the CRM (the host's limit on entity ids).
-const MAX_ID_BYTES: usize = 256;
+/// Largest id [`Obj::id`] accepts (the host's limit on entity ids).
+pub const MAX_ID_BYTES: usize = 256;
 
 fn kind(value: &Value) -> &'static str {
     match value {
@@ -25,7 +42,7 @@ fn kind(value: &Value) -> &'static str {
 
 impl<'a> Obj<'a> {
     /// The top-level object of a delivery or page.
-    pub(crate) fn root(value: &'a Value, what: &str) -> Result<Self, AdapterError> {
+    pub fn root(value: &'a Value, what: &str) -> Result<Self, AdapterError> {
         match value {
             Value::Object(map) => Ok(Self {
                 path: String::new(),
@@ -39,7 +56,7 @@ impl<'a> Obj<'a> {
     }
 
     /// The dotted name of `key` in this object, for messages.
-    pub(crate) fn name(&self, key: &str) -> String {
+    pub fn name(&self, key: &str) -> String {
         if self.path.is_empty() {
             key.to_owned()
         } else {
@@ -65,12 +82,12 @@ impl<'a> Obj<'a> {
     }
 
     /// A required nested object.
-    pub(crate) fn child(&self, key: &str) -> Result<Obj<'a>, AdapterError> {
+    pub fn child(&self, key: &str) -> Result<Obj<'a>, AdapterError> {
         self.opt_child(key)?.ok_or_else(|| self.missing(key))
     }
 
     /// A nested object if present.
-    pub(crate) fn opt_child(&self, key: &str) -> Result<Option<Obj<'a>>, AdapterError> {
+    pub fn opt_child(&self, key: &str) -> Result<Option<Obj<'a>>, AdapterError> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Object(map)) => Ok(Some(Obj {
@@ -82,7 +99,7 @@ impl<'a> Obj<'a> {
     }
 
     /// The objects of a required array (named `records[1]` in messages).
-    pub(crate) fn objects(&self, key: &str) -> Result<Vec<Obj<'a>>, AdapterError> {
+    pub fn objects(&self, key: &str) -> Result<Vec<Obj<'a>>, AdapterError> {
         if self.get(key).is_none() {
             return Err(self.missing(key));
         }
@@ -90,7 +107,7 @@ impl<'a> Obj<'a> {
     }
 
     /// The objects of an array (named `enrollment.splits[1]` in messages); absent is empty.
-    pub(crate) fn opt_objects(&self, key: &str) -> Result<Vec<Obj<'a>>, AdapterError> {
+    pub fn opt_objects(&self, key: &str) -> Result<Vec<Obj<'a>>, AdapterError> {
         match self.get(key) {
             None => Ok(Vec::new()),
             Some(Value::Array(items)) => items
@@ -112,12 +129,12 @@ impl<'a> Obj<'a> {
     }
 
     /// A required, non-empty string.
-    pub(crate) fn string(&self, key: &str) -> Result<String, AdapterError> {
+    pub fn string(&self, key: &str) -> Result<String, AdapterError> {
         self.opt_string(key)?.ok_or_else(|| self.missing(key))
     }
 
     /// A string if present and not empty.
-    pub(crate) fn opt_string(&self, key: &str) -> Result<Option<String>, AdapterError> {
+    pub fn opt_string(&self, key: &str) -> Result<Option<String>, AdapterError> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
@@ -126,9 +143,9 @@ impl<'a> Obj<'a> {
         }
     }
 
-    /// A required identifier: a non-empty string, or an integer (Champion sends some ids as
-    /// numbers), at most 256 bytes.
-    pub(crate) fn id(&self, key: &str) -> Result<String, AdapterError> {
+    /// A required identifier: a non-empty string, or a whole number (many CRMs send ids as
+    /// numbers), trimmed, at most [`MAX_ID_BYTES`].
+    pub fn id(&self, key: &str) -> Result<String, AdapterError> {
         let id = match self.get(key) {
             None => return Err(self.missing(key)),
             Some(Value::String(s)) => s.trim().to_owned(),
@@ -155,12 +172,12 @@ impl<'a> Obj<'a> {
 
     /// A required decimal: a JSON number (converted from its exact text) or a canonical decimal
     /// string.
-    pub(crate) fn decimal(&self, key: &str) -> Result<Decimal, AdapterError> {
+    pub fn decimal(&self, key: &str) -> Result<Decimal, AdapterError> {
         self.opt_decimal(key)?.ok_or_else(|| self.missing(key))
     }
 
     /// A decimal if present.
-    pub(crate) fn opt_decimal(&self, key: &str) -> Result<Option<Decimal>, AdapterError> {
+    pub fn opt_decimal(&self, key: &str) -> Result<Option<Decimal>, AdapterError> {
         self.get(key)
             .map(|v| {
                 Decimal::from_json(v)
@@ -170,7 +187,7 @@ impl<'a> Obj<'a> {
     }
 
     /// A percentage between 0 and 100.
-    pub(crate) fn percentage(&self, key: &str) -> Result<Decimal, AdapterError> {
+    pub fn percentage(&self, key: &str) -> Result<Decimal, AdapterError> {
         let pct = self.decimal(key)?;
         let value = pct.into_inner();
         if value.is_sign_negative() && !value.is_zero() || value > 100.into() {
@@ -183,7 +200,7 @@ impl<'a> Obj<'a> {
     }
 
     /// A count if present: a whole number from 0 to 2^53 - 1.
-    pub(crate) fn opt_count(&self, key: &str) -> Result<Option<u64>, AdapterError> {
+    pub fn opt_count(&self, key: &str) -> Result<Option<u64>, AdapterError> {
         const MAX: u64 = (1 << 53) - 1;
         match self.get(key) {
             None => Ok(None),
