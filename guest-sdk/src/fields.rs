@@ -29,6 +29,17 @@ pub struct Obj<'a> {
 /// Largest id [`Obj::id`] accepts (the host's limit on entity ids).
 pub const MAX_ID_BYTES: usize = 256;
 
+/// An array item that must be an object, named `path` in messages.
+fn item_obj(path: String, item: &Value) -> Result<Obj<'_>, AdapterError> {
+    match item {
+        Value::Object(map) => Ok(Obj { path, map }),
+        other => Err(AdapterError::bad_request(format!(
+            "`{path}` must be an object, got {}",
+            kind(other)
+        ))),
+    }
+}
+
 fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
@@ -50,6 +61,38 @@ impl<'a> Obj<'a> {
             }),
             other => Err(AdapterError::bad_request(format!(
                 "{what} must be a JSON object, got {}",
+                kind(other)
+            ))),
+        }
+    }
+
+    /// The objects of a top-level JSON array, for deliveries that batch several events
+    /// (HubSpot's, for one): each is named `[0]`, `[1]`... in messages.
+    ///
+    /// ```
+    /// use crm_adapter_sdk::fields::Obj;
+    /// use serde_json::json;
+    ///
+    /// let batch = json!([{"objectId": 1}, {"objectId": "x"}]);
+    /// let items = Obj::root_array(&batch, "the batch")?;
+    /// assert_eq!(items[0].id("objectId")?, "1");
+    /// assert_eq!(items[1].name("objectId"), "[1].objectId");
+    ///
+    /// let error = Obj::root_array(&json!({"objectId": 1}), "the batch").err().unwrap();
+    /// assert_eq!(error.message(), "the batch must be a JSON array, got an object");
+    /// let error = Obj::root_array(&json!([{}, 7]), "the batch").err().unwrap();
+    /// assert_eq!(error.message(), "`[1]` must be an object, got a number");
+    /// # Ok::<(), crm_adapter_sdk::AdapterError>(())
+    /// ```
+    pub fn root_array(value: &'a Value, what: &str) -> Result<Vec<Self>, AdapterError> {
+        match value {
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| item_obj(format!("[{i}]"), item))
+                .collect(),
+            other => Err(AdapterError::bad_request(format!(
+                "{what} must be a JSON array, got {}",
                 kind(other)
             ))),
         }
@@ -113,16 +156,7 @@ impl<'a> Obj<'a> {
             Some(Value::Array(items)) => items
                 .iter()
                 .enumerate()
-                .map(|(i, item)| {
-                    let path = format!("{}[{i}]", self.name(key));
-                    match item {
-                        Value::Object(map) => Ok(Obj { path, map }),
-                        other => Err(AdapterError::bad_request(format!(
-                            "`{path}` must be an object, got {}",
-                            kind(other)
-                        ))),
-                    }
-                })
+                .map(|(i, item)| item_obj(format!("{}[{i}]", self.name(key)), item))
                 .collect(),
             Some(other) => Err(self.wrong(key, "an array", other)),
         }
@@ -213,5 +247,97 @@ impl<'a> Obj<'a> {
             },
             Some(other) => Err(self.wrong(key, "a whole number", other)),
         }
+    }
+
+    /// A required count: a whole number from 0 to 2^53 - 1 (epoch milliseconds, for one).
+    ///
+    /// ```
+    /// use crm_adapter_sdk::fields::Obj;
+    /// use serde_json::json;
+    ///
+    /// let body = json!({"occurredAt": 1764583200000_u64, "attempt": -1});
+    /// let root = Obj::root(&body, "the event")?;
+    /// assert_eq!(root.count("occurredAt")?, 1_764_583_200_000);
+    /// assert_eq!(root.count("missing").unwrap_err().message(), "`missing` is missing");
+    /// assert!(root.count("attempt").is_err());
+    /// # Ok::<(), crm_adapter_sdk::AdapterError>(())
+    /// ```
+    pub fn count(&self, key: &str) -> Result<u64, AdapterError> {
+        self.opt_count(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    /// A whole number of either sign within ±(2^53 - 1) if present, such as a CRM's numeric
+    /// status code.
+    ///
+    /// ```
+    /// use crm_adapter_sdk::fields::Obj;
+    /// use serde_json::json;
+    ///
+    /// let body = json!({"status": -2, "label": "closed", "ratio": 0.5});
+    /// let root = Obj::root(&body, "the appointment")?;
+    /// assert_eq!(root.opt_int("status")?, Some(-2));
+    /// assert_eq!(root.opt_int("missing")?, None);
+    /// assert_eq!(
+    ///     root.opt_int("label").unwrap_err().message(),
+    ///     "`label` must be a whole number, got a string"
+    /// );
+    /// assert!(root.opt_int("ratio").is_err());
+    /// # Ok::<(), crm_adapter_sdk::AdapterError>(())
+    /// ```
+    pub fn opt_int(&self, key: &str) -> Result<Option<i64>, AdapterError> {
+        const MAX: i64 = (1 << 53) - 1;
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(int) if (-MAX..=MAX).contains(&int) => Ok(Some(int)),
+                _ => Err(AdapterError::bad_request(format!(
+                    "`{}` must be a whole number from -{MAX} to {MAX}, got {n}",
+                    self.name(key)
+                ))),
+            },
+            Some(other) => Err(self.wrong(key, "a whole number", other)),
+        }
+    }
+
+    /// A boolean if present.
+    ///
+    /// ```
+    /// use crm_adapter_sdk::fields::Obj;
+    /// use serde_json::json;
+    ///
+    /// let body = json!({"archived": false, "flag": "true"});
+    /// let root = Obj::root(&body, "the record")?;
+    /// assert_eq!(root.opt_bool("archived")?, Some(false));
+    /// assert_eq!(root.opt_bool("missing")?, None);
+    /// assert_eq!(
+    ///     root.opt_bool("flag").unwrap_err().message(),
+    ///     "`flag` must be a boolean, got a string"
+    /// );
+    /// # Ok::<(), crm_adapter_sdk::AdapterError>(())
+    /// ```
+    pub fn opt_bool(&self, key: &str) -> Result<Option<bool>, AdapterError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(other) => Err(self.wrong(key, "a boolean", other)),
+        }
+    }
+
+    /// The keys of this object (including those whose value is `null`), for objects whose keys
+    /// are data, such as a CRM record's property map.
+    ///
+    /// ```
+    /// use crm_adapter_sdk::fields::Obj;
+    /// use serde_json::json;
+    ///
+    /// let body = json!({"properties": {"email": "a@example.com", "phone": null}});
+    /// let properties = Obj::root(&body, "the record")?.child("properties")?;
+    /// let keys: Vec<&str> = properties.keys().collect();
+    /// assert_eq!(keys, ["email", "phone"]);
+    /// assert_eq!(properties.opt_string("phone")?, None);
+    /// # Ok::<(), crm_adapter_sdk::AdapterError>(())
+    /// ```
+    pub fn keys(&self) -> impl Iterator<Item = &'a str> + use<'a> {
+        self.map.keys().map(String::as_str)
     }
 }
