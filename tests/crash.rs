@@ -4,9 +4,8 @@
 //! inbox, processed, with exactly its events in the outbox, none duplicated.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +13,11 @@ use adapter_host::store::{
     DeliveryFilter, DeliveryStatus, OutboxFilter, OutboxRow, OutboxStatus, SqliteStore, Store,
 };
 use hmac::{Hmac, Mac};
+use process::{free_port, wait_ready};
 use sha2::Sha256;
+
+#[path = "common/process.rs"]
+mod process;
 
 const SECRET: &str = "crash-test-secret";
 const WORKERS: usize = 12;
@@ -26,14 +29,6 @@ const RUN_BEFORE_KILL: [Duration; 4] = [
     Duration::from_millis(900),
     Duration::from_millis(350),
 ];
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn write_config(dir: &Path) -> std::path::PathBuf {
     let config = format!(
@@ -63,34 +58,13 @@ value = "{SECRET}"
 }
 
 fn start(config: &Path, data: &Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_adapter-host"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("ADAPTER_HOST_LOG", "error")
-        // Rows a killed relay had claimed come back when their lease ends: keep it short here.
-        .env("ADAPTER_HOST_RELAY_LEASE_SECS", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting adapter-host serve")
-}
-
-async fn wait_ready(client: &reqwest::Client, port: u16) {
-    for _ in 0..600 {
-        if let Ok(response) = client
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-            && response.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the host did not become ready");
+    // Rows a killed relay had claimed come back when their lease ends: keep it short here.
+    process::spawn_host(
+        config,
+        data,
+        port,
+        &[("ADAPTER_HOST_RELAY_LEASE_SECS", "1")],
+    )
 }
 
 fn sign(body: &[u8]) -> String {

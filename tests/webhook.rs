@@ -395,6 +395,80 @@ async fn a_delivery_recorded_before_a_crash_is_processed_at_recovery_once() {
     assert_eq!(outbox[0].delivery_id, recorded.id);
 }
 
+/// Opens a host on `data` provisioned from `config` (TOML text).
+async fn open_with(dir: &std::path::Path, config: &str) -> anyhow::Result<Host> {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    open_host(&ServeOptions {
+        data_dir: dir.join("data"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        config: Some(path),
+        public_base_url: None,
+        relay: Default::default(),
+        server: ServerSettings::default(),
+    })
+    .await
+}
+
+#[tokio::test]
+async fn config_subscribers_are_created_once_and_updated_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |types: &str, url: &str| {
+        format!(
+            r#"
+[[secrets]]
+name = "t/subscriber"
+value = "whsec_c3Vic2NyaWJlcg=="
+
+[[subscribers]]
+tenant_id = "t"
+url = "{url}"
+event_types = {types}
+secret = "t/subscriber"
+"#
+        )
+    };
+    let url = "https://commissions.example/hooks?token=abc";
+    let host = open_with(dir.path(), &config(r#"["deal.*"]"#, url))
+        .await
+        .unwrap();
+    let first = host.store().list_subscribers("t", None).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].event_types, ["deal.*"]);
+    drop(host);
+
+    let host = open_with(dir.path(), &config(r#"["deal.*", "contact.created"]"#, url))
+        .await
+        .unwrap();
+    let second = host.store().list_subscribers("t", None).await.unwrap();
+    assert_eq!(second.len(), 1, "the same subscriber, updated");
+    assert_eq!(second[0].id, first[0].id);
+    assert_eq!(second[0].event_types, ["deal.*", "contact.created"]);
+    drop(host);
+
+    let error = open_with(dir.path(), &config("[]", "ftp://commissions.example/"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        format!("{error:#}"),
+        "applying ".to_owned()
+            + &dir.path().join("config.toml").display().to_string()
+            + ": subscribers[0] (tenant t): `url` must be an http or https URL with a host"
+    );
+    let error = open_with(
+        dir.path(),
+        &config("[]", url).replace(r#"secret = "t/subscriber""#, r#"secret = "t/missing""#),
+    )
+    .await
+    .unwrap_err();
+    let message = format!("{error:#}");
+    assert!(
+        message.ends_with("subscribers[0] (tenant t): no secret named t/missing"),
+        "{message}"
+    );
+    assert!(!message.contains("token=abc"), "the URL may hold a token");
+}
+
 #[tokio::test]
 async fn health_readiness_and_metrics_answer() {
     let host = start().await;
@@ -429,7 +503,7 @@ mod relay {
     use adapter_host::bus::{Bus, BusError, MemoryBus, Message};
     use adapter_host::metrics::Metrics;
     use adapter_host::relay::{Relay, RelayConfig};
-    use adapter_host::store::OutboxStatus;
+    use adapter_host::store::{NewSubscriber, OutboxStatus};
     use tokio::sync::Notify;
 
     use super::*;
@@ -585,6 +659,95 @@ mod relay {
         );
         let (status, _) = host.send(replay(created, created + 1, "wrong")).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn a_dead_subscriber_delivery_is_listed_and_retried_by_an_admin() {
+        let host = start().await;
+        let store = host.host.store().clone();
+        let subscriber = store
+            .create_subscriber(NewSubscriber {
+                tenant_id: "tenant-a".into(),
+                org_id: None,
+                // Nothing listens on loopback's port 9: every attempt is refused.
+                url: "http://127.0.0.1:9/hook".into(),
+                event_types: vec![],
+                secret_ref: "tenant-a/champion/signing".into(),
+                enabled: true,
+                created_at: 0,
+            })
+            .await
+            .unwrap();
+        host.send(github("hostile", "ok", "github-secret")).await;
+        let relay = Relay::new(
+            store.clone(),
+            host.host.bus().clone(),
+            Metrics::new(),
+            RelayConfig {
+                subscriber_max_attempts: 1,
+                ..RelayConfig::default()
+            },
+            Arc::new(Notify::new()),
+        )
+        .with_secrets(host.host.secrets().clone());
+        assert_eq!(relay.publish_once().await.unwrap(), 1);
+        assert_eq!(relay.deliver_once().await.unwrap(), 0);
+
+        let list = |query: &str, token: &str| {
+            Request::get(format!(
+                "/v1/subscribers/{}/deliveries{query}",
+                subscriber.id
+            ))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+        };
+        let (status, page) = host.send(list("?status=dead", ADMIN)).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let dead = &page["items"][0];
+        assert_eq!(
+            (dead["status"].as_str(), dead["attempts"].as_u64()),
+            (Some("dead"), Some(1))
+        );
+        let seq = dead["outbox_seq"].as_i64().unwrap();
+
+        let retry = |subscriber: &str, seq: &str, token: &str| {
+            Request::post(format!(
+                "/v1/subscribers/{subscriber}/deliveries/{seq}/retry"
+            ))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+        };
+        let (status, answer) = host
+            .send(retry(&subscriber.id, &seq.to_string(), ADMIN))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let (_, page) = host.send(list("?status=pending", ADMIN)).await;
+        assert_eq!(page["items"][0]["attempts"], 0, "attempts start over");
+        assert_eq!(page["items"][0]["outbox_seq"], seq);
+
+        let (status, _) = host
+            .send(retry(&subscriber.id, &seq.to_string(), "wrong"))
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, problem) = host.send(retry("nope", &seq.to_string(), ADMIN)).await;
+        assert_eq!(
+            (status, problem["detail"].as_str()),
+            (StatusCode::NOT_FOUND, Some("no subscriber `nope`"))
+        );
+        let (status, _) = host.send(retry(&subscriber.id, "999999", ADMIN)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = host.send(retry(&subscriber.id, "seven", ADMIN)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, problem) = host.send(list("?status=lost", ADMIN)).await;
+        assert_eq!(
+            (status, problem["detail"].as_str()),
+            (
+                StatusCode::BAD_REQUEST,
+                Some("`status` must be `pending`, `delivered` or `dead`")
+            )
+        );
     }
 
     #[test]

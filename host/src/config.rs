@@ -19,9 +19,17 @@
 //! [[secrets]]
 //! name = "demo/champion/signing"
 //! value_env = "DEMO_SIGNING_SECRET"   # or value_file = "...", or value = "..." (demos only)
+//!
+//! [[subscribers]]                      # outgoing webhooks, signed the Standard Webhooks way
+//! tenant_id = "demo-tenant"
+//! url = "https://commissions.example/hooks/crm"
+//! event_types = ["deal.*", "contact.created"]   # empty or absent: every event type
+//! secret = "demo/subscriber/signing"
 //! ```
 //!
-//! Connections hold only the *name* of their secret; values go to the secret store.
+//! Connections and subscribers hold only the *name* of their secret; values go to the secret
+//! store. A subscriber is identified by its tenant, org and URL: changing its event types,
+//! secret or `enabled` updates it in place (its queue is kept).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,7 +42,10 @@ use crate::pipeline::Host;
 use crate::sandbox::Limits;
 use crate::secrets::SecretValue;
 use crate::signatures::SchemeConfig;
-use crate::store::{self, ConnectionSpec, ConnectionStatus, NewAdapter, NewAdapterVersion};
+use crate::store::{
+    self, ConnectionSpec, ConnectionStatus, NewAdapter, NewAdapterVersion, NewSubscriber,
+    SubscriberUpdate,
+};
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -49,6 +60,9 @@ pub struct Config {
     /// Secrets to put in the secret store.
     #[serde(default)]
     pub secrets: Vec<SecretEntry>,
+    /// Outgoing webhook subscribers to create or update.
+    #[serde(default)]
+    pub subscribers: Vec<SubscriberEntry>,
 }
 
 /// An adapter and the component file of its current version.
@@ -102,6 +116,44 @@ pub struct ConnectionEntry {
 
 fn yes() -> bool {
     true
+}
+
+/// An outgoing webhook subscriber: an endpoint receiving a tenant's events.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriberEntry {
+    /// The tenant whose events it receives.
+    pub tenant_id: String,
+    /// Only this org's events (and platform-level ones); absent: all the tenant's.
+    #[serde(default)]
+    pub org_id: Option<String>,
+    /// Where events are POSTed (`http` or `https`).
+    pub url: String,
+    /// Event types it wants (`deal.won`, `deal.*`); empty: all.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    /// Name of its signing secret in the secret store (a `whsec_` value, or raw bytes).
+    pub secret: String,
+    /// Whether it receives events.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl SubscriberEntry {
+    fn validate(&self) -> anyhow::Result<()> {
+        let url = reqwest::Url::parse(&self.url).context("`url` is not a URL")?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            bail!("`url` must be an http or https URL with a host");
+        }
+        if let Some(bad) = self
+            .event_types
+            .iter()
+            .find(|t| t.is_empty() || t.chars().any(char::is_whitespace))
+        {
+            bail!("event type {bad:?} is not a type name, `entity.*` or `*`");
+        }
+        Ok(())
+    }
 }
 
 /// A secret value to store, from the environment, a file, or (for demos) inline.
@@ -274,6 +326,50 @@ pub async fn provision(host: &Host, config: &Config, base: &Path) -> anyhow::Res
             .upsert_connection(spec, "config", store::now_millis())
             .await?;
         tracing::info!(connection = %entry.id, ?upsert, "connection provisioned");
+    }
+
+    for (position, entry) in config.subscribers.iter().enumerate() {
+        // The URL may carry a token: messages name the subscriber by tenant and position.
+        let name = format!("subscribers[{position}] (tenant {})", entry.tenant_id);
+        entry.validate().context(name.clone())?;
+        if host.secrets().get(&entry.secret, now)?.is_none() {
+            bail!("{name}: no secret named {}", entry.secret);
+        }
+        let update = SubscriberUpdate {
+            url: entry.url.clone(),
+            event_types: entry.event_types.clone(),
+            secret_ref: entry.secret.clone(),
+            enabled: entry.enabled,
+        };
+        let existing = store
+            .list_subscribers(&entry.tenant_id, entry.org_id.as_deref())
+            .await?
+            .into_iter()
+            .find(|s| s.org_id == entry.org_id && s.url == entry.url);
+        match existing {
+            None => {
+                let created = store
+                    .create_subscriber(NewSubscriber {
+                        tenant_id: entry.tenant_id.clone(),
+                        org_id: entry.org_id.clone(),
+                        url: update.url,
+                        event_types: update.event_types,
+                        secret_ref: update.secret_ref,
+                        enabled: update.enabled,
+                        created_at: store::now_millis(),
+                    })
+                    .await?;
+                tracing::info!(subscriber = %created.id, tenant = %entry.tenant_id, "subscriber created");
+            }
+            Some(found)
+                if found.event_types == update.event_types
+                    && found.secret_ref == update.secret_ref
+                    && found.enabled == update.enabled => {}
+            Some(found) => {
+                store.update_subscriber(&found.id, update).await?;
+                tracing::info!(subscriber = %found.id, tenant = %entry.tenant_id, "subscriber updated");
+            }
+        }
     }
     Ok(())
 }

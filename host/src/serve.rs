@@ -91,7 +91,8 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         host.metrics().clone(),
         options.relay.clone(),
         host.outbox_appended(),
-    );
+    )
+    .with_secrets(host.secrets().clone());
     let relay = tokio::spawn(relay.run(relay_stopped));
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await

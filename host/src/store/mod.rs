@@ -17,7 +17,7 @@
 mod blobs;
 pub mod sqlite;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::time::Duration;
 
@@ -739,6 +739,19 @@ pub struct NewSubscriber {
     pub created_at: Millis,
 }
 
+/// What can change in a subscriber (all of it at once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriberUpdate {
+    /// Where events are POSTed.
+    pub url: String,
+    /// Event types it wants; empty: all.
+    pub event_types: Vec<String>,
+    /// Name of its signing secret in the secret store.
+    pub secret_ref: String,
+    /// Whether it receives events (a disabled subscriber keeps its queue, unsent).
+    pub enabled: bool,
+}
+
 /// An outgoing-webhook subscriber.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Subscriber {
@@ -999,6 +1012,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         tenant_id: &str,
         org_id: Option<&str>,
     ) -> Result<Vec<Subscriber>>;
+    /// Changes a subscriber; [`Error::NotFound`] when there is none with this id.
+    async fn update_subscriber(&self, id: &str, update: SubscriberUpdate) -> Result<Subscriber>;
     /// Deletes a subscriber and its delivery records.
     async fn delete_subscriber(&self, id: &str) -> Result<()>;
     /// Queues the outbox rows `seqs` for every enabled subscriber that wants them

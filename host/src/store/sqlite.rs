@@ -29,8 +29,8 @@ use super::{
     InvocationRecord, Millis, NewAdapter, NewAdapterVersion, NewDelivery, NewSubscriber,
     OutboxFilter, OutboxLag, OutboxRow, OutboxStatus, Page, Recorded, Result, StateMap, Store,
     Subscriber, SubscriberAttempt, SubscriberDelivery, SubscriberDeliveryFilter,
-    SubscriberDeliveryStatus, SubscriberJob, Upsert, WriteStats, bounded_error, check_json, millis,
-    new_id, page_size, sha256_hex,
+    SubscriberDeliveryStatus, SubscriberJob, SubscriberUpdate, Upsert, WriteStats, bounded_error,
+    check_json, millis, new_id, page_size, sha256_hex,
 };
 
 /// The database file inside the data directory.
@@ -1846,6 +1846,31 @@ impl Store for SqliteStore {
                 params![tenant_id, org_id],
                 subscriber_row,
             )
+        })
+        .await
+    }
+
+    async fn update_subscriber(&self, id: &str, update: SubscriberUpdate) -> Result<Subscriber> {
+        let event_types = serde_json::to_string(&update.event_types)
+            .map_err(|e| Error::Invalid(format!("event_types: {e}")))?;
+        let id = id.to_owned();
+        self.write(move |db| {
+            let changed = db
+                .prepare_cached(
+                    "UPDATE subscribers SET url = ?2, event_types_json = ?3, secret_ref = ?4, \
+                     enabled = ?5 WHERE id = ?1",
+                )?
+                .execute(params![
+                    id,
+                    update.url,
+                    event_types,
+                    update.secret_ref,
+                    update.enabled
+                ])?;
+            if changed == 0 {
+                return Err(Error::NotFound(format!("subscriber {id}")));
+            }
+            get_subscriber(db, &id)?.ok_or_else(|| Error::NotFound(format!("subscriber {id}")))
         })
         .await
     }

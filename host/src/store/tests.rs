@@ -57,15 +57,15 @@ pub(crate) use store_suite;
 // ---------------------------------------------------------------------------------------------
 // Fixtures
 
-const T0: Millis = 1_700_000_000_000;
-const SECOND: Millis = 1_000;
+pub(crate) const T0: Millis = 1_700_000_000_000;
+pub(crate) const SECOND: Millis = 1_000;
 const WINDOW: Duration = Duration::from_secs(300);
 const LEASE: Duration = Duration::from_secs(30);
 
 /// A tenant with an adapter (two versions) and a connection.
-struct Tenant {
-    adapter: Adapter,
-    connection: Connection,
+pub(crate) struct Tenant {
+    pub(crate) adapter: Adapter,
+    pub(crate) connection: Connection,
 }
 
 fn spec(id: &str, tenant_id: &str, adapter_id: &str, version: u32) -> ConnectionSpec {
@@ -97,7 +97,7 @@ fn new_version(adapter_id: &str, sha: char) -> NewAdapterVersion {
     }
 }
 
-async fn tenant(store: &dyn Store, tenant_id: &str, connection_id: &str) -> Tenant {
+pub(crate) async fn tenant(store: &dyn Store, tenant_id: &str, connection_id: &str) -> Tenant {
     let adapter = store
         .create_adapter(NewAdapter {
             tenant_id: tenant_id.to_owned(),
@@ -143,7 +143,7 @@ fn delivery(connection_id: &str, body: &str, provider_id: Option<&str>, at: Mill
     }
 }
 
-fn event(
+pub(crate) fn event(
     event_id: &str,
     event_type: &str,
     entity_id: &str,
@@ -209,7 +209,12 @@ fn state(entries: &[(&str, &str)]) -> StateMap {
 }
 
 /// Records a delivery and completes it with `events` at `at`; returns the appended seqs.
-async fn emit(store: &dyn Store, t: &Tenant, events: Vec<NewOutboxEvent>, at: Millis) -> Vec<i64> {
+pub(crate) async fn emit(
+    store: &dyn Store,
+    t: &Tenant,
+    events: Vec<NewOutboxEvent>,
+    at: Millis,
+) -> Vec<i64> {
     let body = format!("body-{}", new_id());
     let recorded = store
         .record_delivery(delivery(&t.connection.id, &body, None, at), WINDOW)
@@ -1578,6 +1583,35 @@ pub(crate) async fn subscribers_receive_what_they_filter_for(backend: &dyn Backe
         names(store.list_subscribers("t2", None).await.unwrap()),
         BTreeSet::from([other_tenant.id.clone()])
     );
+
+    let update = SubscriberUpdate {
+        url: "https://subscriber.example/v2".to_owned(),
+        event_types: vec!["deal.won".to_owned()],
+        secret_ref: "secrets/rotated".to_owned(),
+        enabled: false,
+    };
+    let updated = store
+        .update_subscriber(&deals.id, update.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        updated,
+        Subscriber {
+            url: update.url.clone(),
+            event_types: update.event_types.clone(),
+            secret_ref: update.secret_ref.clone(),
+            enabled: false,
+            ..deals.clone()
+        }
+    );
+    assert_eq!(
+        store.get_subscriber(&deals.id).await.unwrap(),
+        Some(updated)
+    );
+    assert!(matches!(
+        store.update_subscriber("nope", update).await,
+        Err(Error::NotFound(_))
+    ));
 
     store.delete_subscriber(&exact.id).await.unwrap();
     assert_eq!(store.get_subscriber(&exact.id).await.unwrap(), None);

@@ -1,0 +1,479 @@
+//! The relay's outgoing webhooks against a real subscriber on loopback: signatures the
+//! Standard Webhooks verifier accepts, retries on the relay's clock, dead and manual retry,
+//! redirects, timeouts, rotation, and what a failure may record.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use tokio::sync::Notify;
+
+use super::{Clock, Relay, RelayConfig};
+use crate::bus::MemoryBus;
+use crate::metrics::Metrics;
+use crate::secrets::{InMemorySecretStore, SecretStore, SecretValue};
+use crate::signatures::{self, RawRequest, SchemeConfig, Secret};
+use crate::store::tests::{SECOND, T0, emit, event, tenant};
+use crate::store::{
+    Millis, NewSubscriber, SqliteStore, Store, Subscriber, SubscriberDelivery,
+    SubscriberDeliveryFilter, SubscriberDeliveryStatus,
+};
+
+const SIGNING: &str = "whsec_c3Vic2NyaWJlci1zaWduaW5nLXNlY3JldC0wMDAx";
+const ROTATED: &str = "whsec_cm90YXRlZC1zdWJzY3JpYmVyLXNlY3JldC0wMDAy";
+
+/// One request the subscriber received.
+#[derive(Debug, Clone)]
+struct Received {
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
+/// A subscriber endpoint on loopback: answers from a script (then 204), records everything.
+#[derive(Clone, Default)]
+struct Endpoint {
+    received: Arc<Mutex<Vec<Received>>>,
+    script: Arc<Mutex<VecDeque<Answer>>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    Status(u16),
+    Redirect,
+    Slow(Duration),
+}
+
+impl Endpoint {
+    async fn start(script: impl IntoIterator<Item = Answer>) -> (Self, SocketAddr) {
+        let endpoint = Self {
+            script: Arc::new(Mutex::new(script.into_iter().collect())),
+            ..Self::default()
+        };
+        let state = endpoint.clone();
+        let app =
+            axum::Router::new().fallback(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let state = state.clone();
+                async move {
+                    state.received.lock().unwrap().push(Received {
+                        headers: headers
+                            .iter()
+                            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+                            .collect(),
+                        body: body.to_vec(),
+                    });
+                    let answer = state.script.lock().unwrap().pop_front();
+                    match answer {
+                        None => StatusCode::NO_CONTENT.into_response(),
+                        Some(Answer::Status(code)) => {
+                            let status = StatusCode::from_u16(code).unwrap();
+                            (status, "subscriber says no\nretry later").into_response()
+                        }
+                        Some(Answer::Redirect) => (
+                            StatusCode::TEMPORARY_REDIRECT,
+                            [("location", "http://127.0.0.1:9/elsewhere")],
+                        )
+                            .into_response(),
+                        Some(Answer::Slow(delay)) => {
+                            tokio::time::sleep(delay).await;
+                            StatusCode::NO_CONTENT.into_response()
+                        }
+                    }
+                }
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (endpoint, address)
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+/// A store with one tenant, a secret store with the subscriber's secret, and a relay whose
+/// clock the test moves.
+struct Fixture {
+    store: Arc<dyn Store>,
+    secrets: Arc<InMemorySecretStore>,
+    relay: Relay,
+    now: Arc<AtomicI64>,
+    tenant: crate::store::tests::Tenant,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn new(config: RelayConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let tenant = tenant(&*store, "t1", "c1").await;
+        let secrets = Arc::new(InMemorySecretStore::new());
+        secrets
+            .put(
+                "subscriber/signing",
+                SecretValue::new(SIGNING),
+                Duration::ZERO,
+                at(T0),
+            )
+            .unwrap();
+        let now = Arc::new(AtomicI64::new(T0));
+        let clock_now = Arc::clone(&now);
+        let mut relay = Relay::new(
+            Arc::clone(&store),
+            Arc::new(MemoryBus::new()),
+            Metrics::new(),
+            config,
+            Arc::new(Notify::new()),
+        )
+        .with_secrets(secrets.clone());
+        relay.clock = Clock(Arc::new(move || clock_now.load(Ordering::SeqCst)));
+        Self {
+            store,
+            secrets,
+            relay,
+            now,
+            tenant,
+            _dir: dir,
+        }
+    }
+
+    fn advance(&self, by: Millis) {
+        self.now.fetch_add(by, Ordering::SeqCst);
+    }
+
+    fn now(&self) -> Millis {
+        self.now.load(Ordering::SeqCst)
+    }
+
+    async fn subscribe(&self, url: String) -> Subscriber {
+        self.store
+            .create_subscriber(new_subscriber(&url))
+            .await
+            .unwrap()
+    }
+
+    /// Appends events for `entities` (one each, in order) and publishes them, which queues
+    /// them for every subscriber.
+    async fn publish(&self, entities: &[&str]) {
+        let events = entities
+            .iter()
+            .enumerate()
+            .map(|(i, entity)| event(&format!("evt-{entity}-{i}"), "deal.won", entity, None))
+            .collect();
+        emit(&*self.store, &self.tenant, events, self.now()).await;
+        // A claim holds back a later row of an entity until the earlier one is published.
+        let mut published = 0;
+        while published < entities.len() {
+            let now = self.relay.publish_once().await.unwrap();
+            assert!(now > 0, "published {published} of {}", entities.len());
+            published += now;
+        }
+    }
+
+    async fn deliveries(&self, subscriber: &Subscriber) -> Vec<SubscriberDelivery> {
+        self.store
+            .list_subscriber_deliveries(SubscriberDeliveryFilter {
+                subscriber_id: subscriber.id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .items
+    }
+}
+
+fn at(millis: Millis) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap())
+}
+
+fn quick() -> RelayConfig {
+    RelayConfig {
+        backoff_base: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(60),
+        subscriber_max_attempts: 3,
+        http_timeout: Duration::from_secs(5),
+        ..RelayConfig::default()
+    }
+}
+
+/// Verifies a received request with the host's own Standard Webhooks verifier, at `now`.
+fn verify(received: &Received, secret: &str, now: Millis) -> Result<(), String> {
+    signatures::verify(
+        &SchemeConfig::StandardWebhooks {
+            tolerance_secs: 300,
+        },
+        &[Secret::new(secret)],
+        &RawRequest {
+            method: "POST",
+            url: "http://subscriber.test/",
+            headers: &received.headers,
+            body: &received.body,
+        },
+        at(now),
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn an_event_reaches_its_subscriber_signed_as_standard_webhooks() {
+    let fixture = Fixture::new(quick()).await;
+    let (endpoint, address) = Endpoint::start([]).await;
+    let subscriber = fixture.subscribe(format!("http://{address}/hook")).await;
+    fixture.publish(&["D1"]).await;
+
+    assert_eq!(fixture.relay.deliver_once().await.unwrap(), 1);
+    let received = endpoint.received();
+    assert_eq!(received.len(), 1);
+    let request = &received[0];
+    verify(request, SIGNING, fixture.now()).unwrap();
+    assert!(
+        verify(request, ROTATED, fixture.now()).is_err(),
+        "another secret fails"
+    );
+    assert_eq!(request.header("webhook-id"), "evt-D1-0");
+    assert_eq!(request.header("webhook-timestamp"), (T0 / 1000).to_string());
+    assert_eq!(request.header("content-type"), "application/json");
+    let envelope: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+    assert_eq!(envelope["event_id"], "evt-D1-0");
+    assert_eq!(envelope["tenant_id"], "t1");
+    assert_eq!(envelope["payload"]["amount"], "12.50");
+    // The payload travels byte for byte, odd spacing included.
+    assert!(
+        String::from_utf8_lossy(&request.body)
+            .contains(r#""payload":{ "id" : "D1", "amount": "12.50" }"#)
+    );
+
+    let deliveries = fixture.deliveries(&subscriber).await;
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].status, SubscriberDeliveryStatus::Delivered);
+    assert_eq!(deliveries[0].last_status, Some(204));
+    assert_eq!(fixture.relay.deliver_once().await.unwrap(), 0, "sent once");
+}
+
+#[tokio::test]
+async fn a_failed_delivery_is_retried_on_schedule_then_parked_and_manually_retried() {
+    let fixture = Fixture::new(quick()).await;
+    let (endpoint, address) = Endpoint::start([
+        Answer::Status(503),
+        Answer::Status(500),
+        Answer::Status(429),
+    ])
+    .await;
+    let subscriber = fixture.subscribe(format!("http://{address}/hook")).await;
+    fixture.publish(&["D1"]).await;
+
+    assert_eq!(fixture.relay.deliver_once().await.unwrap(), 0);
+    let first = fixture.deliveries(&subscriber).await.remove(0);
+    assert_eq!(first.status, SubscriberDeliveryStatus::Pending);
+    assert_eq!((first.attempts, first.last_status), (1, Some(503)));
+    assert_eq!(
+        first.last_error.as_deref(),
+        Some("HTTP 503 Service Unavailable: subscriber says no retry later")
+    );
+    // Backoff: 1 s (+ up to a quarter) after the first failure; not due before.
+    assert!((T0 + SECOND..=T0 + SECOND + SECOND / 4).contains(&first.next_attempt_at));
+    assert_eq!(fixture.relay.deliver_once().await.unwrap(), 0);
+    assert_eq!(endpoint.received().len(), 1, "not due yet");
+
+    fixture.advance(2 * SECOND);
+    fixture.relay.deliver_once().await.unwrap();
+    let second = fixture.deliveries(&subscriber).await.remove(0);
+    assert_eq!((second.attempts, second.last_status), (2, Some(500)));
+    assert!(
+        second.next_attempt_at >= fixture.now() + 2 * SECOND,
+        "doubled"
+    );
+
+    fixture.advance(3 * SECOND);
+    fixture.relay.deliver_once().await.unwrap();
+    let dead = fixture.deliveries(&subscriber).await.remove(0);
+    assert_eq!(dead.status, SubscriberDeliveryStatus::Dead);
+    assert_eq!((dead.attempts, dead.last_status), (3, Some(429)));
+    fixture.advance(3600 * SECOND);
+    assert_eq!(fixture.relay.deliver_once().await.unwrap(), 0);
+    assert_eq!(
+        endpoint.received().len(),
+        3,
+        "no attempt after the last one"
+    );
+
+    // Every attempt carried the same webhook-id, so the subscriber can drop duplicates.
+    let ids: Vec<String> = endpoint
+        .received()
+        .iter()
+        .map(|r| r.header("webhook-id").to_owned())
+        .collect();
+    assert_eq!(ids, ["evt-D1-0"; 3]);
+
+    fixture
+        .store
+        .retry_subscriber_delivery(&subscriber.id, dead.outbox_seq, fixture.now())
+        .await
+        .unwrap();
+    assert_eq!(fixture.relay.deliver_once().await.unwrap(), 1);
+    let delivered = fixture.deliveries(&subscriber).await.remove(0);
+    assert_eq!(delivered.status, SubscriberDeliveryStatus::Delivered);
+    verify(&endpoint.received()[3], SIGNING, fixture.now()).unwrap();
+}
+
+#[tokio::test]
+async fn a_later_event_of_the_same_entity_waits_for_the_earlier_one() {
+    let fixture = Fixture::new(quick()).await;
+    let (endpoint, address) = Endpoint::start([Answer::Status(502)]).await;
+    fixture.subscribe(format!("http://{address}/hook")).await;
+    fixture.publish(&["D1", "D1", "D2"]).await;
+
+    // D1's first event fails; its second stays back, D2 goes.
+    assert_eq!(fixture.relay.deliver_once().await.unwrap(), 1);
+    let sent: Vec<String> = endpoint
+        .received()
+        .iter()
+        .map(|r| r.header("webhook-id").to_owned())
+        .collect();
+    assert_eq!(sent.len(), 2);
+    assert!(sent.contains(&"evt-D1-0".to_owned()) && sent.contains(&"evt-D2-2".to_owned()));
+
+    fixture.advance(10 * SECOND);
+    assert_eq!(fixture.relay.deliver_once().await.unwrap(), 1);
+    fixture.advance(10 * SECOND);
+    assert_eq!(fixture.relay.deliver_once().await.unwrap(), 1);
+    let order: Vec<String> = endpoint
+        .received()
+        .iter()
+        .map(|r| r.header("webhook-id").to_owned())
+        .filter(|id| id.starts_with("evt-D1"))
+        .collect();
+    assert_eq!(order, ["evt-D1-0", "evt-D1-0", "evt-D1-1"]);
+}
+
+#[tokio::test]
+async fn a_redirect_is_a_failed_answer_not_a_hop() {
+    let fixture = Fixture::new(quick()).await;
+    let (endpoint, address) = Endpoint::start([Answer::Redirect]).await;
+    let subscriber = fixture.subscribe(format!("http://{address}/hook")).await;
+    fixture.publish(&["D1"]).await;
+
+    assert_eq!(fixture.relay.deliver_once().await.unwrap(), 0);
+    let delivery = fixture.deliveries(&subscriber).await.remove(0);
+    assert_eq!(delivery.last_status, Some(307));
+    assert_eq!(delivery.status, SubscriberDeliveryStatus::Pending);
+    assert_eq!(endpoint.received().len(), 1);
+}
+
+#[tokio::test]
+async fn a_subscriber_that_does_not_answer_in_time_is_a_failed_attempt() {
+    let fixture = Fixture::new(RelayConfig {
+        http_timeout: Duration::from_millis(200),
+        ..quick()
+    })
+    .await;
+    let (_endpoint, address) = Endpoint::start([Answer::Slow(Duration::from_secs(5))]).await;
+    let subscriber = fixture.subscribe(format!("http://{address}/hook")).await;
+    fixture.publish(&["D1"]).await;
+
+    assert_eq!(fixture.relay.deliver_once().await.unwrap(), 0);
+    let delivery = fixture.deliveries(&subscriber).await.remove(0);
+    assert_eq!(delivery.last_status, None);
+    assert_eq!(
+        delivery.last_error.as_deref(),
+        Some("no answer within 200ms")
+    );
+}
+
+#[tokio::test]
+async fn during_a_rotation_both_secrets_sign() {
+    let fixture = Fixture::new(quick()).await;
+    fixture
+        .secrets
+        .put(
+            "subscriber/signing",
+            SecretValue::new(ROTATED),
+            Duration::from_secs(3600),
+            at(T0),
+        )
+        .unwrap();
+    let (endpoint, address) = Endpoint::start([]).await;
+    fixture.subscribe(format!("http://{address}/hook")).await;
+    fixture.publish(&["D1"]).await;
+
+    assert_eq!(fixture.relay.deliver_once().await.unwrap(), 1);
+    let request = &endpoint.received()[0];
+    assert_eq!(request.header("webhook-signature").split(' ').count(), 2);
+    verify(request, ROTATED, fixture.now()).unwrap();
+    verify(request, SIGNING, fixture.now()).unwrap();
+}
+
+#[tokio::test]
+async fn failures_record_no_secret_and_no_url() {
+    let fixture = Fixture::new(quick()).await;
+    // Nothing listens on port 9 of loopback (discard): the connection is refused.
+    let refused = fixture
+        .subscribe("http://127.0.0.1:9/hook?token=url-token-do-not-log".into())
+        .await;
+    let unsigned = fixture
+        .store
+        .create_subscriber(NewSubscriber {
+            secret_ref: "subscriber/missing".into(),
+            ..new_subscriber("http://127.0.0.1:9/other")
+        })
+        .await
+        .unwrap();
+    fixture.publish(&["D1"]).await;
+
+    assert_eq!(fixture.relay.deliver_once().await.unwrap(), 0);
+    let refused = fixture.deliveries(&refused).await.remove(0);
+    let error = refused.last_error.unwrap();
+    assert!(!error.contains("url-token-do-not-log"), "{error}");
+    assert!(!error.contains("127.0.0.1"), "{error}");
+    assert_eq!(refused.last_status, None);
+    let unsigned = fixture.deliveries(&unsigned).await.remove(0);
+    assert_eq!(
+        unsigned.last_error.as_deref(),
+        Some("no signing secret named subscriber/missing")
+    );
+    assert_eq!(unsigned.status, SubscriberDeliveryStatus::Pending);
+}
+
+#[tokio::test]
+async fn without_a_secret_store_nothing_is_sent() {
+    let fixture = Fixture::new(quick()).await;
+    let (endpoint, address) = Endpoint::start([]).await;
+    let subscriber = fixture.subscribe(format!("http://{address}/hook")).await;
+    fixture.publish(&["D1"]).await;
+    let mut relay = fixture.relay.clone();
+    relay.secrets = None;
+
+    assert_eq!(relay.deliver_once().await.unwrap(), 0);
+    assert!(endpoint.received().is_empty());
+    let queued = fixture.deliveries(&subscriber).await.remove(0);
+    assert_eq!(
+        (queued.status, queued.attempts),
+        (SubscriberDeliveryStatus::Pending, 0)
+    );
+}
+
+fn new_subscriber(url: &str) -> NewSubscriber {
+    NewSubscriber {
+        tenant_id: "t1".into(),
+        org_id: None,
+        url: url.into(),
+        event_types: vec![],
+        secret_ref: "subscriber/signing".into(),
+        enabled: true,
+        created_at: T0,
+    }
+}

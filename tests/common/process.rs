@@ -1,0 +1,49 @@
+//! Running `adapter-host serve` as a child process on a loopback port, for the tests that need
+//! the real binary (real HTTP, real signals).
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `adapter-host serve` with `config` and `data` on `127.0.0.1:port`, logging only
+/// errors, with the extra environment `env`.
+pub fn spawn_host(config: &Path, data: &Path, port: u16, env: &[(&str, &str)]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_adapter-host"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("ADAPTER_HOST_LOG", "error")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting adapter-host serve")
+}
+
+/// Waits (up to 30 s) until the host on `port` answers `/readyz`.
+pub async fn wait_ready(client: &reqwest::Client, port: u16) {
+    for _ in 0..600 {
+        if let Ok(response) = client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            && response.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the host did not become ready");
+}
