@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
-/// (constant name, cargo package, component file stem)
-const GUESTS: [(&str, &str, &str); 3] = [
-    ("CHAMPION_HEALTH", "champion-health", "champion_health"),
-    ("NOOP", "noop", "noop"),
-    ("HOSTILE", "hostile", "hostile"),
+/// Components the tests name by constant: (constant name, component file stem). Every other
+/// adapter (each folder of `sample-adapters/` or `sample-adapters/test-guests/` with a
+/// `Cargo.toml`) is built too and found by stem through `ALL`.
+const NAMED: [(&str, &str); 3] = [
+    ("CHAMPION_HEALTH", "champion_health"),
+    ("NOOP", "noop"),
+    ("HOSTILE", "hostile"),
 ];
 
 fn main() {
@@ -35,7 +37,8 @@ fn main() {
         .args(["build", "--release", "--target", TARGET])
         .arg("--target-dir")
         .arg(&target_dir);
-    for (_, package, _) in GUESTS {
+    let packages = guest_packages(&guests);
+    for package in &packages {
         command.args(["-p", package]);
     }
     // Flags meant for the host build must not reach the guests.
@@ -57,23 +60,48 @@ fn main() {
 
     let mut out = String::new();
     let mut by_name = String::new();
-    for (constant, _, stem) in GUESTS {
-        by_name.push_str(&format!("    ({stem:?}, {constant}),\n"));
+    for package in &packages {
+        let stem = package.replace('-', "_");
         let path = target_dir
             .join(TARGET)
             .join("release")
             .join(format!("{stem}.wasm"));
         assert!(path.exists(), "{} was not built", path.display());
-        out.push_str(&format!(
-            "/// The `{stem}` component.\npub const {constant}: &str = {:?};\n",
-            path.display().to_string()
-        ));
+        let path = path.display().to_string();
+        by_name.push_str(&format!("    ({stem:?}, {path:?}),\n"));
+        if let Some((constant, _)) = NAMED.iter().find(|(_, named)| *named == stem) {
+            out.push_str(&format!(
+                "/// The `{stem}` component.\npub const {constant}: &str = {path:?};\n"
+            ));
+        }
+    }
+    for (constant, stem) in NAMED {
+        assert!(
+            out.contains(&format!("pub const {constant}:")),
+            "no guest crate builds {stem}.wasm"
+        );
     }
     out.push_str(&format!(
         "/// Every component by its file stem.\npub const ALL: &[(&str, &str)] = &[\n{by_name}];\n"
     ));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
     fs::write(out_dir.join("guests.rs"), out).unwrap();
+}
+
+/// The guest crates: every folder of `sample-adapters/` and `sample-adapters/test-guests/`
+/// holding a `Cargo.toml` (its package name is the folder's name), sorted.
+fn guest_packages(guests: &Path) -> Vec<String> {
+    let mut packages = Vec::new();
+    for dir in [guests.to_path_buf(), guests.join("test-guests")] {
+        for entry in fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.join("Cargo.toml").is_file() {
+                packages.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    packages.sort();
+    packages
 }
 
 /// Installs the wasm target through rustup when it is missing, so `cargo test` needs no step
