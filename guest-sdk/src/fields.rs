@@ -18,7 +18,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::{AdapterError, Decimal};
+use crate::{AdapterError, Decimal, Timestamp};
 
 /// A JSON object and where it sits in the input (its dotted path, empty at the top level).
 pub struct Obj<'a> {
@@ -38,6 +38,30 @@ fn item_obj(path: String, item: &Value) -> Result<Obj<'_>, AdapterError> {
             kind(other)
         ))),
     }
+}
+
+/// An identifier named `name` in messages: see [`Obj::id`].
+fn id_value(name: &str, value: &Value) -> Result<String, AdapterError> {
+    let id = match value {
+        Value::String(s) => s.trim().to_owned(),
+        Value::Number(n) if n.as_str().bytes().all(|b| b.is_ascii_digit()) => n.as_str().to_owned(),
+        other => {
+            return Err(AdapterError::bad_request(format!(
+                "`{name}` must be a string or a whole number, got {}",
+                kind(other)
+            )));
+        }
+    };
+    if id.is_empty() {
+        return Err(AdapterError::bad_request(format!("`{name}` is empty")));
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(AdapterError::bad_request(format!(
+            "`{name}` is {} bytes long; the limit is {MAX_ID_BYTES}",
+            id.len()
+        )));
+    }
+    Ok(id)
 }
 
 fn kind(value: &Value) -> &'static str {
@@ -180,28 +204,109 @@ impl<'a> Obj<'a> {
     /// A required identifier: a non-empty string, or a whole number (many CRMs send ids as
     /// numbers), trimmed, at most [`MAX_ID_BYTES`].
     pub fn id(&self, key: &str) -> Result<String, AdapterError> {
-        let id = match self.get(key) {
-            None => return Err(self.missing(key)),
-            Some(Value::String(s)) => s.trim().to_owned(),
-            Some(Value::Number(n)) if n.as_str().bytes().all(|b| b.is_ascii_digit()) => {
-                n.as_str().to_owned()
-            }
-            Some(other) => return Err(self.wrong(key, "a string or a whole number", other)),
+        match self.get(key) {
+            None => Err(self.missing(key)),
+            Some(value) => id_value(&self.name(key), value),
+        }
+    }
+
+    /// The identifiers of a required, non-empty array (Salesforce's `recordIds`, Zoho's `ids`),
+    /// each read as [`Obj::id`] reads one and named `ids[1]` in messages.
+    ///
+    /// ```
+    /// use crm_adapter_sdk::fields::Obj;
+    /// use serde_json::json;
+    ///
+    /// let body = json!({"ids": ["4150868000001148082", 17], "none": [], "bad": ["a", ""]});
+    /// let root = Obj::root(&body, "the notification")?;
+    /// assert_eq!(root.ids("ids")?, ["4150868000001148082", "17"]);
+    /// assert_eq!(root.ids("none").unwrap_err().message(), "`none` is empty");
+    /// assert_eq!(root.ids("bad").unwrap_err().message(), "`bad[1]` is empty");
+    /// assert_eq!(root.ids("missing").unwrap_err().message(), "`missing` is missing");
+    /// # Ok::<(), crm_adapter_sdk::AdapterError>(())
+    /// ```
+    pub fn ids(&self, key: &str) -> Result<Vec<String>, AdapterError> {
+        match self.get(key) {
+            None => Err(self.missing(key)),
+            Some(Value::Array(items)) if items.is_empty() => Err(AdapterError::bad_request(
+                format!("`{}` is empty", self.name(key)),
+            )),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| id_value(&format!("{}[{i}]", self.name(key)), item))
+                .collect(),
+            Some(other) => Err(self.wrong(key, "an array", other)),
+        }
+    }
+
+    /// The strings of an array (field names, tags), in order; absent is empty. Every item must
+    /// be a string.
+    ///
+    /// ```
+    /// use crm_adapter_sdk::fields::Obj;
+    /// use serde_json::json;
+    ///
+    /// let body = json!({"changedFields": ["Amount", "StageName"], "odd": ["Name", 3]});
+    /// let header = Obj::root(&body, "the header")?;
+    /// assert_eq!(header.opt_strings("changedFields")?, ["Amount", "StageName"]);
+    /// assert!(header.opt_strings("nulledFields")?.is_empty());
+    /// assert_eq!(
+    ///     header.opt_strings("odd").unwrap_err().message(),
+    ///     "`odd[1]` must be a string, got a number"
+    /// );
+    /// # Ok::<(), crm_adapter_sdk::AdapterError>(())
+    /// ```
+    pub fn opt_strings(&self, key: &str) -> Result<Vec<String>, AdapterError> {
+        match self.get(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(AdapterError::bad_request(format!(
+                        "`{}[{i}]` must be a string, got {}",
+                        self.name(key),
+                        kind(other)
+                    ))),
+                })
+                .collect(),
+            Some(other) => Err(self.wrong(key, "an array", other)),
+        }
+    }
+
+    /// A date-time if present, read with [`parse_timestamp`] (RFC 3339, with the offsets CRMs
+    /// use: `Z`, `+05:30`, and Salesforce's `+0000`).
+    ///
+    /// ```
+    /// use crm_adapter_sdk::fields::Obj;
+    /// use serde_json::json;
+    ///
+    /// let body = json!({"Modified_Time": "2025-12-01T15:30:00+05:30", "when": "yesterday"});
+    /// let record = Obj::root(&body, "the record")?;
+    /// let at = record.opt_timestamp("Modified_Time")?.unwrap();
+    /// assert_eq!(at.to_rfc3339(), "2025-12-01T10:00:00Z");
+    /// assert_eq!(
+    ///     record.opt_timestamp("when").unwrap_err().message(),
+    ///     "`when` is `yesterday`, not a date-time such as \"2025-12-01T10:00:00Z\""
+    /// );
+    /// # Ok::<(), crm_adapter_sdk::AdapterError>(())
+    /// ```
+    pub fn opt_timestamp(&self, key: &str) -> Result<Option<Timestamp>, AdapterError> {
+        let Some(text) = self.opt_string(key)? else {
+            return Ok(None);
         };
-        if id.is_empty() {
-            return Err(AdapterError::bad_request(format!(
-                "`{}` is empty",
-                self.name(key)
-            )));
+        match parse_timestamp(&text) {
+            Some(at) => Ok(Some(at)),
+            None => {
+                let shown: String = text.chars().take(64).collect();
+                Err(AdapterError::bad_request(format!(
+                    "`{}` is `{shown}`, not a date-time such as \"2025-12-01T10:00:00Z\"",
+                    self.name(key)
+                )))
+            }
         }
-        if id.len() > MAX_ID_BYTES {
-            return Err(AdapterError::bad_request(format!(
-                "`{}` is {} bytes long; the limit is {MAX_ID_BYTES}",
-                self.name(key),
-                id.len()
-            )));
-        }
-        Ok(id)
     }
 
     /// A required decimal: a JSON number (converted from its exact text) or a canonical decimal
@@ -339,5 +444,181 @@ impl<'a> Obj<'a> {
     /// ```
     pub fn keys(&self) -> impl Iterator<Item = &'a str> + use<'a> {
         self.map.keys().map(String::as_str)
+    }
+}
+
+/// Parses an RFC 3339 date-time (`2025-12-01T10:00:00Z`, `2025-12-01T15:30:00.250+05:30`) into
+/// a UTC [`Timestamp`]. Also takes an offset without a colon (`+0000`, as Salesforce writes
+/// it) and a space instead of the `T`. A fraction keeps up to nine digits. `None` for anything
+/// else, for an impossible date (`2025-02-29`), and for a time before 1970.
+///
+/// ```
+/// use crm_adapter_sdk::fields::parse_timestamp;
+///
+/// let at = parse_timestamp("2025-12-01T10:00:00.000+0000").unwrap();
+/// assert_eq!(at.to_rfc3339(), "2025-12-01T10:00:00Z");
+/// assert_eq!(parse_timestamp("2025-12-01T15:30:00+05:30"), Some(at));
+/// assert_eq!(parse_timestamp("2025-12-01"), None);
+/// ```
+pub fn parse_timestamp(text: &str) -> Option<Timestamp> {
+    fn number(text: &str, range: std::ops::RangeInclusive<i64>) -> Option<i64> {
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        text.parse().ok().filter(|n| range.contains(n))
+    }
+    let bytes = text.as_bytes();
+    if bytes.len() < 20
+        || bytes[4] != b'-'
+        || bytes[7] != b'-'
+        || !matches!(bytes[10], b'T' | b't' | b' ')
+        || bytes[13] != b':'
+        || bytes[16] != b':'
+    {
+        return None;
+    }
+    let year = number(text.get(..4)?, 0..=9999)?;
+    let month = number(text.get(5..7)?, 1..=12)?;
+    let day = number(text.get(8..10)?, 1..=31)?;
+    let hour = number(text.get(11..13)?, 0..=23)?;
+    let minute = number(text.get(14..16)?, 0..=59)?;
+    let second = number(text.get(17..19)?, 0..=59)?;
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if day > month_days {
+        return None;
+    }
+    let mut rest = text.get(19..)?;
+    let mut nanoseconds = 0u32;
+    if let Some(after_dot) = rest.strip_prefix('.') {
+        let digits = after_dot.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let kept = &after_dot[..digits.min(9)];
+        nanoseconds = u32::try_from(number(kept, 0..=999_999_999)?).ok()?
+            * 10u32.pow(9 - u32::try_from(kept.len()).ok()?);
+        rest = &after_dot[digits..];
+    }
+    let offset_seconds = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let zone = &rest[1..];
+            let (hours, minutes) = match zone.len() {
+                5 if zone.as_bytes()[2] == b':' => (zone.get(..2)?, zone.get(3..)?),
+                4 => (zone.get(..2)?, zone.get(2..)?),
+                _ => return None,
+            };
+            sign * (number(hours, 0..=23)? * 3600 + number(minutes, 0..=59)? * 60)
+        }
+    };
+    // Days since 1970-01-01 (Howard Hinnant's `days_from_civil`).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_seconds;
+    Some(Timestamp {
+        seconds: u64::try_from(seconds).ok()?,
+        nanoseconds,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn timestamps_parse_in_the_forms_crms_send() {
+        let cases = [
+            ("1970-01-01T00:00:00Z", Some((0, 0))),
+            ("2025-12-01T10:00:00Z", Some((1_764_583_200, 0))),
+            ("2025-12-01t10:00:00z", Some((1_764_583_200, 0))),
+            ("2025-12-01 10:00:00Z", Some((1_764_583_200, 0))),
+            ("2025-12-01T10:00:00.000+0000", Some((1_764_583_200, 0))),
+            ("2025-12-01T15:30:00+05:30", Some((1_764_583_200, 0))),
+            ("2025-12-01T05:00:00-05:00", Some((1_764_583_200, 0))),
+            ("2025-12-01T10:00:00.5Z", Some((1_764_583_200, 500_000_000))),
+            ("2025-12-01T10:00:00.123456789123Z", Some((1_764_583_200, 123_456_789))),
+            ("2000-02-29T00:00:00Z", Some((951_782_400, 0))),
+            ("2099-12-31T23:59:59Z", Some((4_102_444_799, 0))),
+            // Not RFC 3339, or not a real time.
+            ("2025-02-29T00:00:00Z", None),
+            ("2025-04-31T00:00:00Z", None),
+            ("2025-13-01T00:00:00Z", None),
+            ("2025-12-01T24:00:00Z", None),
+            ("2025-12-01T10:00:00", None),
+            ("2025-12-01T10:00:00.Z", None),
+            ("2025-12-01T10:00:00+5:30", None),
+            ("2025-12-01T10:00:00+05:3x", None),
+            ("2025-12-01", None),
+            ("+025-12-01T10:00:00Z", None),
+            ("1969-12-31T23:59:59Z", None),
+            ("1970-01-01T00:00:00+00:01", None),
+            ("2025-12-01T10:00:00Z ", None),
+            ("２０２５-12-01T10:00:00Z", None),
+            ("2025-12-01T10:00:00+0é0", None),
+            ("2025-12-01T10:00:00é:00", None),
+        ];
+        for (text, expected) in cases {
+            let got = parse_timestamp(text).map(|t| (t.seconds, t.nanoseconds));
+            assert_eq!(got, expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn id_lists_apply_the_single_id_rules_to_each_item() {
+        let long = "9".repeat(MAX_ID_BYTES + 1);
+        let body = json!({
+            "ok": [" 001 ", 42],
+            "float": ["1", 1.5],
+            "long": [long],
+            "object": {"id": 1},
+        });
+        let root = Obj::root(&body, "x").unwrap();
+        assert_eq!(root.ids("ok").unwrap(), ["001", "42"]);
+        let message = |key: &str| root.ids(key).unwrap_err().message().to_owned();
+        assert_eq!(
+            message("float"),
+            "`float[1]` must be a string or a whole number, got a number"
+        );
+        assert_eq!(
+            message("long"),
+            format!("`long[0]` is {} bytes long; the limit is 256", MAX_ID_BYTES + 1)
+        );
+        assert_eq!(message("object"), "`object` must be an array, got an object");
+        // The single-id reader kept its messages.
+        let body = json!({"rec": {"id": ""}});
+        let rec = Obj::root(&body, "x").unwrap().child("rec").unwrap();
+        assert_eq!(rec.id("id").unwrap_err().message(), "`rec.id` is empty");
+    }
+
+    #[test]
+    fn string_lists_and_timestamps_name_the_field_in_errors() {
+        let body = json!({"h": {"fields": "Name", "at": 5, "ok": null}});
+        let h = Obj::root(&body, "x").unwrap().child("h").unwrap();
+        assert_eq!(
+            h.opt_strings("fields").unwrap_err().message(),
+            "`h.fields` must be an array, got a string"
+        );
+        assert_eq!(
+            h.opt_timestamp("at").unwrap_err().message(),
+            "`h.at` must be a string, got a number"
+        );
+        assert_eq!(h.opt_timestamp("ok").unwrap(), None);
+        assert!(h.opt_strings("ok").unwrap().is_empty());
     }
 }
