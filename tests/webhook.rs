@@ -66,6 +66,18 @@ signature = {{ scheme = "github" }}
 secret = "tenant-a/hostile/signing"
 enabled = false
 
+[[connections]]
+id = "zoho"
+tenant_id = "tenant-a"
+provider = "zoho"
+adapter = "hostile"
+signature = {{ scheme = "zoho_token" }}
+secret = "tenant-a/zoho/channel-token"
+
+[[secrets]]
+name = "tenant-a/zoho/channel-token"
+value = "zoho-channel-token-4150868"
+
 [[secrets]]
 name = "tenant-a/champion/signing"
 value = "whsec_{SECRET_B64}"
@@ -268,6 +280,37 @@ async fn a_bad_signature_is_refused_and_nothing_is_stored_but_a_counter() {
         ),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn a_token_carried_in_the_body_is_neither_stored_nor_shown_to_the_adapter() {
+    let host = start().await;
+    let body = r#"{"module":"Deals","operation":"update","ids":["41"],"token":"zoho-channel-token-4150868","channel_id":"1000"}"#;
+    let request = || {
+        Request::post("/v1/hooks/zoho")
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    // The hostile adapter answers a body it does not know as a bad request: the delivery is
+    // kept, failed, with what the adapter saw.
+    let (status, ack) = host.send(request()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{ack}");
+    let delivery = host
+        .host
+        .store()
+        .get_delivery(ack["delivery_id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(delivery.body).unwrap(),
+        body.replace(r#""zoho-channel-token-4150868""#, r#""[redacted]""#)
+    );
+    // A retry is still recognised as the same delivery.
+    let (_, again) = host.send(request()).await;
+    assert_eq!(again["delivery_id"], ack["delivery_id"]);
+    assert_eq!(again["duplicate"], true);
 }
 
 #[tokio::test]

@@ -205,7 +205,9 @@ impl Host {
                     !CREDENTIAL_HEADERS.contains(&name.to_ascii_lowercase().as_str())
                 })
                 .collect(),
-            body: inbound.body,
+            // A secret carried in the body (Zoho's token) is neither stored nor shown to the
+            // adapter.
+            body: signatures::redact(&scheme, inbound.body),
             trace_id,
         };
         // What processing needs is at hand: keep it, rather than read it back from the store.

@@ -165,3 +165,26 @@ fn deeply_nested_values_beside_the_token_do_not_overflow_the_stack() {
         check(body.as_bytes(), &[TOKEN]).unwrap();
     }
 }
+
+#[test]
+fn redaction_blanks_the_token_and_keeps_every_other_byte() {
+    // An escaped token: its JSON text differs from its value.
+    let escaped = r#""TOKEN\u005fWITH\"QUOTE""#;
+    for token_json in [format!("\"{TOKEN}\""), escaped.to_owned()] {
+        let body = body_with(&token_json);
+        let redacted = redact(&config(), body.clone());
+        assert_eq!(
+            String::from_utf8(redacted).unwrap(),
+            String::from_utf8(body)
+                .unwrap()
+                .replace(&token_json, r#""[redacted]""#)
+        );
+    }
+    // A body without a usable token (verification refuses it anyway) is left alone.
+    for body in [body_with("42"), b"not json".to_vec()] {
+        assert_eq!(redact(&config(), body.clone()), body);
+    }
+    // Other schemes never touch the body.
+    let body = body_with(&format!("\"{TOKEN}\""));
+    assert_eq!(redact(&SchemeConfig::GitHub {}, body.clone()), body);
+}
