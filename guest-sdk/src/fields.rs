@@ -552,7 +552,10 @@ mod tests {
             ("2025-12-01T15:30:00+05:30", Some((1_764_583_200, 0))),
             ("2025-12-01T05:00:00-05:00", Some((1_764_583_200, 0))),
             ("2025-12-01T10:00:00.5Z", Some((1_764_583_200, 500_000_000))),
-            ("2025-12-01T10:00:00.123456789123Z", Some((1_764_583_200, 123_456_789))),
+            (
+                "2025-12-01T10:00:00.123456789123Z",
+                Some((1_764_583_200, 123_456_789)),
+            ),
             ("2000-02-29T00:00:00Z", Some((951_782_400, 0))),
             ("2099-12-31T23:59:59Z", Some((4_102_444_799, 0))),
             // Not RFC 3339, or not a real time.
@@ -597,9 +600,15 @@ mod tests {
         );
         assert_eq!(
             message("long"),
-            format!("`long[0]` is {} bytes long; the limit is 256", MAX_ID_BYTES + 1)
+            format!(
+                "`long[0]` is {} bytes long; the limit is 256",
+                MAX_ID_BYTES + 1
+            )
         );
-        assert_eq!(message("object"), "`object` must be an array, got an object");
+        assert_eq!(
+            message("object"),
+            "`object` must be an array, got an object"
+        );
         // The single-id reader kept its messages.
         let body = json!({"rec": {"id": ""}});
         let rec = Obj::root(&body, "x").unwrap().child("rec").unwrap();
