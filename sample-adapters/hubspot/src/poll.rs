@@ -1,0 +1,157 @@
+//! CRM v3 list and search pages (`GET /crm/v3/objects/<type>`, `POST .../search`): records
+//! become events when they are new or changed, and the cursor says what to fetch next.
+//!
+//! A page does not say which object type it holds, so the cursor does: `deals` (the first page
+//! of deals) or `deals:<after>` (the page after HubSpot's `paging.next.after`). No cursor means
+//! the first page of the first type to poll. After a type's last page the next cursor names the
+//! next type, and after the last type the first again: each poll cycle walks every type once.
+
+use crm_adapter_sdk::fields::Obj;
+use crm_adapter_sdk::serde_json::{Map, Value, json};
+use crm_adapter_sdk::{AdapterError, Context, Event, PollOutput};
+
+use crate::objects::{Object, SOURCE, VOLATILE};
+use crate::seen::{self, Change, Seen};
+use crate::{Settings, org_for};
+
+/// Flag kept with a deal's fingerprint while it is in a won stage.
+const WON: char = 'w';
+/// Flag kept with a record's fingerprint while it is archived.
+const ARCHIVED: char = 'a';
+
+/// The object type a page holds, from the cursor it was fetched with.
+pub fn object_of(cursor: Option<&str>, settings: &Settings) -> Result<Object, AdapterError> {
+    let Some(cursor) = cursor else {
+        return Ok(settings.poll_objects[0]);
+    };
+    let name = cursor.split_once(':').map_or(cursor, |(name, _)| name);
+    Object::from_plural(name).ok_or_else(|| {
+        AdapterError::bad_request(format!(
+            "cursor `{cursor}` does not start with contacts, companies or deals"
+        ))
+    })
+}
+
+/// The events of one page and the cursor of the next.
+pub fn output(
+    body: &Value,
+    object: Object,
+    ctx: &Context,
+    settings: &Settings,
+) -> Result<PollOutput, AdapterError> {
+    let root = Obj::root(body, "a HubSpot CRM page")?;
+    // Polled records carry no portal id: the connection polls one portal.
+    let org = org_for(ctx, None)?;
+    let mut seen = Seen::new(object.plural());
+    let mut events = Vec::new();
+    let mut unchanged = 0usize;
+    for record in root.objects("results")? {
+        let id = record.id("id")?;
+        let updated_at = record.opt_string("updatedAt")?;
+        let archived = record.opt_bool("archived")?.unwrap_or(false);
+        let properties = match record.opt_child("properties")? {
+            Some(properties) => object.properties(&properties)?,
+            None => Map::new(),
+        };
+        let won = object == Object::Deal
+            && properties
+                .get("dealstage")
+                .and_then(Value::as_str)
+                .is_some_and(|stage| settings.is_won(stage));
+
+        let mut payload = Map::new();
+        payload.insert(object.id_field().into(), json!(id));
+        payload.insert("external_id".into(), json!(id));
+        payload.insert("external_source".into(), json!(SOURCE));
+        if let Some(created_at) = record.opt_string("createdAt")? {
+            payload.insert("created_at".into(), json!(created_at));
+        }
+        if archived {
+            payload.insert("archived".into(), json!(true));
+        }
+        payload.insert("properties".into(), Value::Object(properties));
+
+        let fingerprint = fingerprint(&payload);
+        let mut flags = String::new();
+        if won {
+            flags.push(WON);
+        }
+        if archived {
+            flags.push(ARCHIVED);
+        }
+        let change = seen.observe(&id, &fingerprint, &flags)?;
+        let kinds = kinds(object, &change, won, archived);
+        if kinds.is_empty() {
+            unchanged += 1;
+            continue;
+        }
+        if let Some(updated_at) = updated_at {
+            payload.insert("occurred_at".into(), json!(updated_at));
+        }
+        let payload = Value::Object(payload);
+        for kind in kinds {
+            let event = Event::new(&format!("{}.{kind}", object.entity()), id.as_str())?
+                .org_opt(org.as_deref())
+                .dedupe_key(format!("{}/{id}/{fingerprint}/{kind}", object.plural()))
+                .payload(&payload)?;
+            events.push(event);
+        }
+    }
+    seen.save()?;
+    crm_adapter_sdk::debug!(
+        "{}: {} events, {unchanged} records without news",
+        object.plural(),
+        events.len()
+    );
+    let after = match root.opt_child("paging")? {
+        Some(paging) => match paging.opt_child("next")? {
+            Some(next) => next.opt_string("after")?,
+            None => None,
+        },
+        None => None,
+    };
+    let next_cursor = match after {
+        Some(after) => format!("{}:{after}", object.plural()),
+        None => settings.poll_after(object).plural().to_owned(),
+    };
+    Ok(PollOutput::new(events).next_cursor(next_cursor))
+}
+
+/// The payload's fingerprint, without what HubSpot rewrites on every save.
+fn fingerprint(payload: &Map<String, Value>) -> String {
+    let mut stable = payload.clone();
+    if let Some(Value::Object(properties)) = stable.get_mut("properties") {
+        for name in VOLATILE {
+            properties.remove(name);
+        }
+    }
+    seen::fingerprint(&Value::Object(stable))
+}
+
+/// What to emit for a record, by what changed:
+///
+/// - new: `*.created`, and `deal.won` too for a deal already won; nothing for a record that is
+///   already archived (nothing to tell about a record the platform never saw);
+/// - changed: `contact.deleted` when a contact was archived; `deal.won` when a deal entered a
+///   won stage; else `*.updated` (a restored record included); nothing for changes to an
+///   archived company or deal (the platform has no event for them);
+/// - unchanged: nothing.
+fn kinds(object: Object, change: &Change, won: bool, archived: bool) -> Vec<&'static str> {
+    match change {
+        Change::Unchanged => vec![],
+        Change::New if archived => vec![],
+        Change::New if won => vec!["created", "won"],
+        Change::New => vec!["created"],
+        Change::Changed { flags } => {
+            let was_archived = flags.contains(ARCHIVED);
+            let was_won = flags.contains(WON);
+            match (object, archived) {
+                (Object::Contact, true) if was_archived => vec![],
+                (Object::Contact, true) => vec!["deleted"],
+                (_, true) => vec![],
+                _ if won && !was_won => vec!["won"],
+                _ => vec!["updated"],
+            }
+        }
+    }
+}
