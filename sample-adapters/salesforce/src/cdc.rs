@@ -17,7 +17,7 @@ use crm_adapter_sdk::serde_json::{Map, Value};
 use crm_adapter_sdk::{AdapterError, Context, Event, Timestamp};
 
 use crate::records::{self, Object, Shape, Stage};
-use crate::snapshot;
+use crate::snapshot::Memory;
 
 /// The events of a delivery of change events.
 pub fn events(body: &Value, ctx: &Context) -> Result<Vec<Event>, AdapterError> {
@@ -28,6 +28,7 @@ pub fn events(body: &Value, ctx: &Context) -> Result<Vec<Event>, AdapterError> {
     let org = crate::org_for(ctx)?;
     let mut events = Vec::new();
     let mut skipped = Vec::new();
+    let mut memory = Memory::default();
     for message in &messages {
         let found = change_event(message)?;
         let payload = match &found {
@@ -38,7 +39,7 @@ pub fn events(body: &Value, ctx: &Context) -> Result<Vec<Event>, AdapterError> {
                 continue;
             }
         };
-        if let Err(reason) = convert(payload, org.as_deref(), &mut events)? {
+        if let Err(reason) = convert(payload, org.as_deref(), &mut memory, &mut events)? {
             skipped.push(reason);
         }
     }
@@ -51,6 +52,7 @@ pub fn events(body: &Value, ctx: &Context) -> Result<Vec<Event>, AdapterError> {
     if events.is_empty() {
         return Err(AdapterError::ignored(crate::nothing_to_emit(&skipped)));
     }
+    memory.save()?;
     Ok(events)
 }
 
@@ -91,6 +93,7 @@ fn change_event<'a>(message: &Obj<'a>) -> Result<Found<'a>, AdapterError> {
 fn convert(
     payload: &Obj<'_>,
     org: Option<&str>,
+    memory: &mut Memory,
     events: &mut Vec<Event>,
 ) -> Result<Result<(), String>, AdapterError> {
     let header = payload.child("ChangeEventHeader")?;
@@ -187,7 +190,7 @@ fn convert(
                 emit(action, body, base_key)?;
             }
             _ => {
-                snapshot::forget(object, &id)?;
+                memory.forget(object, &id);
                 emit("deleted", records::deleted_payload(object, &id), base_key)?;
             }
         }

@@ -37,7 +37,7 @@ use quick_xml::name::{Namespace, ResolveResult};
 use quick_xml::reader::NsReader;
 
 use crate::records::{self, Kind, Object, Shape};
-use crate::snapshot;
+use crate::snapshot::Memory;
 
 const SOAP_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 const OUTBOUND_NS: &str = "http://soap.sforce.com/2005/09/outbound";
@@ -81,6 +81,7 @@ pub fn events(body: &str, ctx: &Context) -> Result<Vec<Event>, AdapterError> {
 
     let mut events = Vec::new();
     let mut skipped = Vec::new();
+    let mut memory = Memory::default();
     for (notification, object_type) in root.objects("Notification")?.iter().zip(types) {
         let notification_id = notification.id("Id")?;
         let sobject = notification.child("sObject")?;
@@ -99,7 +100,7 @@ pub fn events(body: &str, ctx: &Context) -> Result<Vec<Event>, AdapterError> {
         let id = sobject.id("Id")?;
         let payload = records::payload(object, &id, &sobject, Shape::Flat, &[])?;
         let occurred_at = crate::modified_at(&sobject)?;
-        let (actions, _) = snapshot::observe(object, &id, &payload)?;
+        let (actions, _) = memory.observe(object, &id, &payload);
         if actions.is_empty() {
             skipped.push(format!(
                 "{} {id} is unchanged since it was last seen",
@@ -124,6 +125,7 @@ pub fn events(body: &str, ctx: &Context) -> Result<Vec<Event>, AdapterError> {
             )?);
         }
     }
+    memory.save()?;
     if events.is_empty() {
         return Err(AdapterError::ignored(crate::nothing_to_emit(&skipped)));
     }

@@ -24,7 +24,7 @@ use crm_adapter_sdk::{
 };
 
 use crate::records::{self, Object, Shape};
-use crate::snapshot;
+use crate::snapshot::Memory;
 
 /// The state key of the newest modification time seen by the query being paged through.
 pub const HIGH_WATER_KEY: &str = "poll/high_water";
@@ -60,6 +60,7 @@ pub fn poll(page: &PollPage, ctx: &Context) -> Result<PollOutput, AdapterError> 
     .max();
     let mut events = Vec::new();
     let mut unchanged = 0usize;
+    let mut memory = Memory::default();
     for record in &records {
         let type_name = record.child("attributes")?.string("type")?;
         let Some(object) = Object::from_api_name(&type_name) else {
@@ -89,7 +90,7 @@ pub fn poll(page: &PollPage, ctx: &Context) -> Result<PollOutput, AdapterError> 
         let occurred_at = crate::modified_at(record)?;
 
         if record.opt_bool("IsDeleted")? == Some(true) {
-            if snapshot::observe_deleted(object, &id)? {
+            if memory.observe_deleted(object, &id) {
                 events.push(crate::event(
                     object,
                     "deleted",
@@ -105,7 +106,7 @@ pub fn poll(page: &PollPage, ctx: &Context) -> Result<PollOutput, AdapterError> 
             continue;
         }
         let payload = records::payload(object, &id, record, Shape::Flat, &[])?;
-        let (actions, fp) = snapshot::observe(object, &id, &payload)?;
+        let (actions, fp) = memory.observe(object, &id, &payload);
         if actions.is_empty() {
             unchanged += 1;
         }
@@ -127,6 +128,7 @@ pub fn poll(page: &PollPage, ctx: &Context) -> Result<PollOutput, AdapterError> 
         events.len()
     );
 
+    memory.save()?;
     let mut output = PollOutput::new(events);
     if more {
         let url = next_url.ok_or_else(|| {

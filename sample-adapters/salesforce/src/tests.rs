@@ -6,6 +6,7 @@ use crm_adapter_sdk::testing::{self, check_events, check_info};
 use crm_adapter_sdk::{AdapterError, Event, PollOutput, log::Level, state};
 
 use super::*;
+use crate::records::Object;
 
 const CDC_ACCOUNT_CREATED: &str = include_str!("../fixtures/cdc-account-created.json");
 const CDC_ACCOUNT_UPDATED: &str = include_str!("../fixtures/cdc-account-updated.json");
@@ -229,8 +230,8 @@ fn a_change_event_naming_several_records_gives_one_event_each() {
 
 #[test]
 fn a_delete_carries_the_ids_and_marks_a_known_record_deleted() {
-    let key = "sf/Account/0015g00000Nw7QpAAJ";
-    state::set(key, r#"{"fp":"0123456789abcdef"}"#).unwrap();
+    let key = snapshot::bucket_key(Object::Account, "0015g00000Nw7QpAAJ");
+    state::set(&key, r#"{"0015g00000Nw7QpAAJ":"0123456789abcdef"}"#).unwrap();
     let events = cdc(CDC_ACCOUNT_DELETED).unwrap();
     assert_eq!(events[0].event_type(), "account.deleted");
     assert_eq!(
@@ -243,8 +244,8 @@ fn a_delete_carries_the_ids_and_marks_a_known_record_deleted() {
         })
     );
     assert_eq!(
-        state::get_string(key).unwrap().unwrap(),
-        r#"{"deleted":true}"#
+        state::get_string(&key).unwrap().unwrap(),
+        r#"{"0015g00000Nw7QpAAJ":"deleted"}"#
     );
     // Unknown records are not added to the state.
     testing::reset();
@@ -619,11 +620,10 @@ fn an_outbound_message_creates_and_then_ignores_its_resend() {
     assert_eq!(account["annual_revenue"], "139000000.00");
     assert_eq!(account["number_of_employees"], 1200);
     assert_eq!(account["name"], "Harbor Street Clinics & Labs");
+    let key = snapshot::bucket_key(Object::Opportunity, "0065g00000Qb2RuAAJ");
     assert_eq!(
-        state::get_string("sf/Opportunity/0065g00000Qb2RuAAJ")
-            .unwrap()
-            .unwrap(),
-        r#"{"fp":"ecd39353db1fd0ec","stage":"won"}"#
+        state::get_string(&key).unwrap().unwrap(),
+        r#"{"0065g00000Qb2RuAAJ":"ecd39353db1fd0ec:won"}"#
     );
 
     // Salesforce resends a message until it is acknowledged: nothing new, nothing emitted.
