@@ -23,6 +23,7 @@ use crm_adapter_sdk::{
 };
 
 pub use objects::Object;
+pub use poll::Stage;
 
 /// The adapter.
 pub struct HubSpot;
@@ -35,7 +36,8 @@ pub const DEFAULT_ORG_SETTING: &str = "default_org_id";
 pub const PORTAL_ORG_PREFIX: &str = "portal_org.";
 /// The setting listing the deal stages that count as won (comma separated).
 pub const WON_STAGES_SETTING: &str = "won_deal_stages";
-/// The setting listing the object types to poll, in order (comma separated).
+/// The setting listing the lists to poll, in order (comma separated): `contacts`,
+/// `companies`, `deals`, `archived-contacts`.
 pub const POLL_OBJECTS_SETTING: &str = "poll_objects";
 
 /// Event types and what they carry; every one declares the money properties of its object.
@@ -73,9 +75,9 @@ impl Adapter for HubSpot {
     fn handle_poll(page: &PollPage, ctx: &Context) -> Result<PollOutput, AdapterError> {
         check_json(page.content_type.as_deref())?;
         let settings = Settings::new(ctx)?;
-        let object = poll::object_of(page.cursor.as_deref(), &settings)?;
+        let stage = poll::stage_of(page.cursor.as_deref(), &settings)?;
         let body: Value = page.json()?;
-        poll::output(&body, object, ctx, &settings)
+        poll::output(&body, stage, ctx, &settings)
     }
 }
 
@@ -91,7 +93,7 @@ fn check_json(content_type: Option<&str>) -> Result<(), AdapterError> {
 /// The connection's settings, read once per invocation.
 pub struct Settings {
     won_stages: Vec<String>,
-    poll_objects: Vec<Object>,
+    poll_stages: Vec<Stage>,
 }
 
 impl Settings {
@@ -104,28 +106,26 @@ impl Settings {
                 "connection setting `{WON_STAGES_SETTING}` names no deal stage"
             )));
         }
-        let poll_objects = list(
-            ctx.setting(POLL_OBJECTS_SETTING)
-                .unwrap_or("contacts,companies,deals"),
-        )
-        .iter()
-        .map(|name| {
-            Object::from_plural(name).ok_or_else(|| {
-                AdapterError::failed(format!(
-                    "connection setting `{POLL_OBJECTS_SETTING}`: `{name}` is not one of \
-                         contacts, companies, deals"
-                ))
+        let default = Stage::DEFAULT.map(Stage::name).join(",");
+        let poll_stages = list(ctx.setting(POLL_OBJECTS_SETTING).unwrap_or(&default))
+            .iter()
+            .map(|name| {
+                Stage::parse(name).ok_or_else(|| {
+                    AdapterError::failed(format!(
+                        "connection setting `{POLL_OBJECTS_SETTING}`: `{name}` is not one of \
+                         contacts, companies, deals, archived-contacts"
+                    ))
+                })
             })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-        if poll_objects.is_empty() {
+            .collect::<Result<Vec<_>, _>>()?;
+        if poll_stages.is_empty() {
             return Err(AdapterError::failed(format!(
-                "connection setting `{POLL_OBJECTS_SETTING}` names no object type"
+                "connection setting `{POLL_OBJECTS_SETTING}` names no list"
             )));
         }
         Ok(Self {
             won_stages,
-            poll_objects,
+            poll_stages,
         })
     }
 
@@ -134,18 +134,18 @@ impl Settings {
         self.won_stages.iter().any(|won| won == stage)
     }
 
-    /// The type to poll after `object`: the next in the list, or the first after the last (or
-    /// for a type no longer listed).
-    pub fn poll_after(&self, object: Object) -> Object {
+    /// The list to poll after `stage`: the next one, or the first after the last (or after a
+    /// list no longer polled).
+    pub fn poll_after(&self, stage: Stage) -> Stage {
         let next = self
-            .poll_objects
+            .poll_stages
             .iter()
-            .position(|o| *o == object)
+            .position(|s| *s == stage)
             .map_or(0, |i| i + 1);
-        self.poll_objects
+        self.poll_stages
             .get(next)
             .copied()
-            .unwrap_or(self.poll_objects[0])
+            .unwrap_or(self.poll_stages[0])
     }
 }
 

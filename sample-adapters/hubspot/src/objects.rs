@@ -39,7 +39,7 @@ const CONTACT_MONEY: [&str; 2] = ["total_revenue", "recent_deal_amount"];
 pub const VOLATILE: [&str; 2] = ["lastmodifieddate", "hs_lastmodifieddate"];
 
 impl Object {
-    /// Every type, in the default polling order.
+    /// Every type.
     pub const ALL: [Object; 3] = [Object::Contact, Object::Company, Object::Deal];
 
     /// The platform's entity type: `contact`, `company`, `deal`.

@@ -2,9 +2,10 @@
 //! become events when they are new or changed, and the cursor says what to fetch next.
 //!
 //! A page does not say which object type it holds, so the cursor does: `deals` (the first page
-//! of deals) or `deals:<after>` (the page after HubSpot's `paging.next.after`). No cursor means
-//! the first page of the first type to poll. After a type's last page the next cursor names the
-//! next type, and after the last type the first again: each poll cycle walks every type once.
+//! of deals) or `deals:<after>` (the page after HubSpot's `paging.next.after`); the list of
+//! deleted contacts is `archived-contacts`. No cursor means the first page of the first list
+//! to poll. After a list's last page the next cursor names the next list, and after the last
+//! list the first again: each poll cycle walks every list once.
 
 use crm_adapter_sdk::fields::Obj;
 use crm_adapter_sdk::serde_json::{Map, Value, json};
@@ -19,15 +20,59 @@ const WON: char = 'w';
 /// Flag kept with a record's fingerprint while it is archived.
 const ARCHIVED: char = 'a';
 
-/// The object type a page holds, from the cursor it was fetched with.
-pub fn object_of(cursor: Option<&str>, settings: &Settings) -> Result<Object, AdapterError> {
+/// One list of a poll cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// `GET /crm/v3/objects/<type>` (or its search): the live records of a type.
+    Live(Object),
+    /// `GET /crm/v3/objects/contacts?archived=true`: deleted contacts, which become
+    /// `contact.deleted` (the platform has no event for deleted companies or deals).
+    ArchivedContacts,
+}
+
+impl Stage {
+    /// The default cycle.
+    pub const DEFAULT: [Stage; 4] = [
+        Stage::Live(Object::Contact),
+        Stage::Live(Object::Company),
+        Stage::Live(Object::Deal),
+        Stage::ArchivedContacts,
+    ];
+
+    /// Its name in cursors and in the `poll_objects` setting.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Live(object) => object.plural(),
+            Stage::ArchivedContacts => "archived-contacts",
+        }
+    }
+
+    /// The stage called `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "archived-contacts" => Some(Stage::ArchivedContacts),
+            _ => Object::from_plural(name).map(Stage::Live),
+        }
+    }
+
+    fn object(self) -> Object {
+        match self {
+            Stage::Live(object) => object,
+            Stage::ArchivedContacts => Object::Contact,
+        }
+    }
+}
+
+/// The stage a page belongs to, from the cursor it was fetched with.
+pub fn stage_of(cursor: Option<&str>, settings: &Settings) -> Result<Stage, AdapterError> {
     let Some(cursor) = cursor else {
-        return Ok(settings.poll_objects[0]);
+        return Ok(settings.poll_stages[0]);
     };
     let name = cursor.split_once(':').map_or(cursor, |(name, _)| name);
-    Object::from_plural(name).ok_or_else(|| {
+    Stage::parse(name).ok_or_else(|| {
         AdapterError::bad_request(format!(
-            "cursor `{cursor}` does not start with contacts, companies or deals"
+            "cursor `{cursor}` does not start with contacts, companies, deals or \
+             archived-contacts"
         ))
     })
 }
@@ -35,20 +80,23 @@ pub fn object_of(cursor: Option<&str>, settings: &Settings) -> Result<Object, Ad
 /// The events of one page and the cursor of the next.
 pub fn output(
     body: &Value,
-    object: Object,
+    stage: Stage,
     ctx: &Context,
     settings: &Settings,
 ) -> Result<PollOutput, AdapterError> {
     let root = Obj::root(body, "a HubSpot CRM page")?;
     // Polled records carry no portal id: the connection polls one portal.
     let org = org_for(ctx, None)?;
+    let object = stage.object();
     let mut seen = Seen::new(object.plural());
     let mut events = Vec::new();
     let mut unchanged = 0usize;
     for record in root.objects("results")? {
         let id = record.id("id")?;
         let updated_at = record.opt_string("updatedAt")?;
-        let archived = record.opt_bool("archived")?.unwrap_or(false);
+        let archived = record
+            .opt_bool("archived")?
+            .unwrap_or(stage == Stage::ArchivedContacts);
         let properties = match record.opt_child("properties")? {
             Some(properties) => object.properties(&properties)?,
             None => Map::new(),
@@ -100,7 +148,7 @@ pub fn output(
     seen.save()?;
     crm_adapter_sdk::debug!(
         "{}: {} events, {unchanged} records without news",
-        object.plural(),
+        stage.name(),
         events.len()
     );
     let after = match root.opt_child("paging")? {
@@ -111,8 +159,8 @@ pub fn output(
         None => None,
     };
     let next_cursor = match after {
-        Some(after) => format!("{}:{after}", object.plural()),
-        None => settings.poll_after(object).plural().to_owned(),
+        Some(after) => format!("{}:{after}", stage.name()),
+        None => settings.poll_after(stage).name().to_owned(),
     };
     Ok(PollOutput::new(events).next_cursor(next_cursor))
 }

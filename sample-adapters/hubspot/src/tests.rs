@@ -443,7 +443,8 @@ fn malformed_settings_fail_the_invocation() {
     assert_eq!(
         testing::run_poll::<HubSpot>(&testing::poll_page(POLL_CONTACTS_1), &ctx),
         Err(AdapterError::failed(
-            "connection setting `poll_objects`: `tickets` is not one of contacts, companies, deals"
+            "connection setting `poll_objects`: `tickets` is not one of contacts, companies, deals, \
+             archived-contacts"
         ))
     );
     let ctx = super::tests::ctx().with_setting(WON_STAGES_SETTING, " , ");
@@ -496,7 +497,7 @@ fn polling_deals_emits_only_what_changed_and_walks_the_types() {
             ("deal.created", "7305520050"),
         ])
     );
-    assert_eq!(second.next_cursor.as_deref(), Some("contacts"));
+    assert_eq!(second.next_cursor.as_deref(), Some("archived-contacts"));
     assert_eq!(
         second.events[0].payload_value()["properties"]["dealstage"],
         "closedwon"
@@ -547,7 +548,8 @@ fn the_cursor_names_the_type_and_the_page() {
     let next = |cursor: &str| poll(empty, Some(cursor)).unwrap().next_cursor.unwrap();
     assert_eq!(next("contacts:2"), "companies");
     assert_eq!(next("companies"), "deals");
-    assert_eq!(next("deals:99"), "contacts");
+    assert_eq!(next("deals:99"), "archived-contacts");
+    assert_eq!(next("archived-contacts:5"), "contacts");
 
     // The order and the types are a setting.
     let ctx = ctx().with_setting(POLL_OBJECTS_SETTING, "deals,companies");
@@ -568,7 +570,8 @@ fn the_cursor_names_the_type_and_the_page() {
     assert_eq!(
         poll(empty, Some("tickets:5")),
         Err(AdapterError::bad_request(
-            "cursor `tickets:5` does not start with contacts, companies or deals"
+            "cursor `tickets:5` does not start with contacts, companies, deals or \
+             archived-contacts"
         ))
     );
 }
@@ -576,20 +579,40 @@ fn the_cursor_names_the_type_and_the_page() {
 #[test]
 fn an_archived_contact_becomes_contact_deleted_once() {
     poll(POLL_CONTACTS_1, None).unwrap();
-    let archived = poll(POLL_CONTACTS_ARCHIVED, Some("contacts")).unwrap();
+    let archived = poll(POLL_CONTACTS_ARCHIVED, Some("archived-contacts")).unwrap();
     // 90211 was known: deleted. 90177 never was: nothing to tell.
     assert_eq!(
         summary(&archived.events),
         pairs(&[("contact.deleted", "90211")])
     );
     assert_eq!(archived.events[0].payload_value()["archived"], true);
-    let again = poll(POLL_CONTACTS_ARCHIVED, Some("contacts")).unwrap();
+    let again = poll(POLL_CONTACTS_ARCHIVED, Some("archived-contacts")).unwrap();
     assert!(again.events.is_empty(), "{:?}", again.events);
+    assert_eq!(
+        again.next_cursor.as_deref(),
+        Some("contacts"),
+        "a new cycle"
+    );
     // Restored: updated.
     let restored = poll(POLL_CONTACTS_1, Some("contacts")).unwrap();
     assert_eq!(
         summary(&restored.events),
         pairs(&[("contact.updated", "90211")])
+    );
+}
+
+#[test]
+fn records_of_the_archived_list_are_archived_unless_they_say_otherwise() {
+    poll(POLL_CONTACTS_1, None).unwrap();
+    let page = json!({"results": [
+        {"id": "90211", "properties": {"email": "robin.bundy@example.com"}},
+        {"id": "90305", "properties": {"email": "dana.whitfield@example.com"}, "archived": false}
+    ]});
+    let out = poll(&page.to_string(), Some("archived-contacts")).unwrap();
+    // 90211 is deleted; 90305 changed (fewer properties) but says it is live: updated.
+    assert_eq!(
+        summary(&out.events),
+        pairs(&[("contact.deleted", "90211"), ("contact.updated", "90305")])
     );
 }
 
@@ -664,9 +687,10 @@ fn every_event_of_every_fixture_keeps_the_host_contracts() {
     for fixture in WEBHOOK_FIXTURES {
         all.extend(webhook(fixture).unwrap_or_default());
     }
-    for (fixture, cursor) in POLL_FIXTURES
-        .iter()
-        .zip(["deals", "deals", "contacts", "contacts"])
+    for (fixture, cursor) in
+        POLL_FIXTURES
+            .iter()
+            .zip(["deals", "deals", "contacts", "archived-contacts"])
     {
         all.extend(poll(fixture, Some(cursor)).unwrap().events);
     }
