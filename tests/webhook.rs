@@ -94,6 +94,7 @@ value = "github-secret"
     let settings = ServerSettings {
         max_body_bytes: 64 * 1024,
         admin_token: Some(ADMIN.into()),
+        ..ServerSettings::default()
     };
     let options = ServeOptions {
         data_dir: dir.path().join("data"),

@@ -75,6 +75,61 @@ struct ServeArgs {
     /// its rows back when this ends.
     #[arg(long, env = "ADAPTER_HOST_RELAY_LEASE_SECS", default_value_t = 10)]
     relay_lease_secs: u64,
+    /// A file holding the management API's HS256 JWT key (at least 32 bytes). The key can
+    /// also come from the environment variable ADAPTER_HOST_JWT_HS256_KEY (never a flag).
+    #[arg(long, env = "ADAPTER_HOST_JWT_KEY_FILE", value_name = "FILE")]
+    jwt_key_file: Option<PathBuf>,
+    /// A JWKS file with the public keys (RS256, ES256) of the identity provider's tokens.
+    #[arg(long, env = "ADAPTER_HOST_JWKS_FILE", value_name = "FILE")]
+    jwks_file: Option<PathBuf>,
+    /// The `iss` every token must carry.
+    #[arg(long, env = "ADAPTER_HOST_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// The `aud` every token must carry.
+    #[arg(long, env = "ADAPTER_HOST_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+}
+
+impl ServeArgs {
+    /// How the management API verifies tokens, read from the key and JWKS files and the
+    /// environment.
+    fn auth(&self) -> anyhow::Result<crate::api::auth::AuthConfig> {
+        use anyhow::Context as _;
+        let from_env = std::env::var("ADAPTER_HOST_JWT_HS256_KEY")
+            .ok()
+            .filter(|key| !key.is_empty());
+        let hs256_key = match (&self.jwt_key_file, from_env) {
+            (Some(_), Some(_)) => anyhow::bail!(
+                "give the JWT key once: --jwt-key-file or ADAPTER_HOST_JWT_HS256_KEY, not both"
+            ),
+            (Some(path), None) => {
+                let bytes = std::fs::read(path)
+                    .with_context(|| format!("reading the JWT key file {}", path.display()))?;
+                Some(zeroize::Zeroizing::new(bytes.trim_ascii().to_vec()))
+            }
+            (None, Some(key)) => Some(zeroize::Zeroizing::new(key.into_bytes())),
+            (None, None) => None,
+        };
+        let jwks = match &self.jwks_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the JWKS file {}", path.display()))?;
+                Some(
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("{} is not a JWKS document", path.display()))?,
+                )
+            }
+            None => None,
+        };
+        let config = crate::api::auth::AuthConfig {
+            hs256_key,
+            jwks,
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -186,6 +241,10 @@ pub fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<u8> {
+    let auth = std::sync::Arc::new(args.auth()?);
+    if !auth.enabled() {
+        tracing::warn!("no JWT key configured: the management API refuses every call");
+    }
     let options = crate::serve::ServeOptions {
         data_dir: args.data_dir,
         listen: args.listen,
@@ -201,6 +260,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<u8> {
             admin_token: std::env::var("ADAPTER_HOST_ADMIN_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty()),
+            auth,
         },
     };
     tokio::runtime::Runtime::new()?.block_on(crate::serve::serve(options))?;

@@ -20,6 +20,8 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Bearer token of the admin operations (redrive); `None` disables them.
     pub admin_token: Option<String>,
+    /// How the management API verifies its JWTs.
+    pub auth: std::sync::Arc<crate::api::auth::AuthConfig>,
 }
 
 impl Default for ServerSettings {
@@ -27,6 +29,7 @@ impl Default for ServerSettings {
         Self {
             max_body_bytes: 1024 * 1024,
             admin_token: None,
+            auth: std::sync::Arc::default(),
         }
     }
 }
@@ -58,8 +61,18 @@ pub fn app(host: Host, settings: ServerSettings) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .with_state(AppState {
+            host: host.clone(),
+            settings: settings.clone(),
+        })
+        .merge(crate::api::manage::router(crate::api::manage::ApiState {
+            host,
+            auth: settings.auth,
+        }))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
-        .with_state(AppState { host, settings })
+        .method_not_allowed_fallback(|method: Method| async move {
+            ApiError::MethodNotAllowed(format!("this endpoint does not take {method}"))
+        })
 }
 
 fn ack_response(ack: Ack) -> Response {

@@ -1,5 +1,8 @@
-//! The HTTP API.
+//! The HTTP API: problem+json errors, and the management API (JWT auth, org scope).
 
+pub mod auth;
+pub mod manage;
 pub mod problem;
+pub mod scope;
 
 pub use problem::ApiError;

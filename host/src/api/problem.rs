@@ -28,6 +28,9 @@ pub enum ApiError {
     /// 404: no such resource (or not one the caller may see: never 403, so nothing leaks).
     #[error("{0}")]
     NotFound(String),
+    /// 405: the resource exists but does not take this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// 409: conflicts with the resource's current state.
     #[error("{0}")]
     Conflict(String),
@@ -53,6 +56,7 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -68,6 +72,7 @@ impl ApiError {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not-found",
+            Self::MethodNotAllowed(_) => "method-not-allowed",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge(_) => "payload-too-large",
             Self::TooManyRequests(_) => "too-many-requests",

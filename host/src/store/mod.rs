@@ -928,6 +928,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         status: ConnectionStatus,
         now: Millis,
     ) -> Result<Connection>;
+    /// Deletes a connection that never took a delivery (and its adapter state).
+    /// [`Error::Conflict`] when it has deliveries: their inbox and outbox rows are kept, so
+    /// such a connection can only be disabled. [`Error::NotFound`] for an unknown id.
+    async fn delete_connection(&self, id: &str) -> Result<()>;
     /// Points a connection at another version of its adapter (upgrade or rollback).
     async fn set_connection_version(
         &self,

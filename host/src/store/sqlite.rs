@@ -1506,6 +1506,29 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn delete_connection(&self, id: &str) -> Result<()> {
+        let id = id.to_owned();
+        self.write(move |db| {
+            require_connection(db, &id)?;
+            let has_deliveries = db
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM deliveries WHERE connection_id = ?1)",
+                )?
+                .query_row([&id], |row| row.get::<_, bool>(0))?;
+            if has_deliveries {
+                return Err(Error::Conflict(format!(
+                    "connection {id} has deliveries, which are kept: disable it instead"
+                )));
+            }
+            db.prepare_cached("DELETE FROM connection_state WHERE connection_id = ?1")?
+                .execute([&id])?;
+            db.prepare_cached("DELETE FROM connections WHERE id = ?1")?
+                .execute([&id])?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn set_connection_version(
         &self,
         id: &str,

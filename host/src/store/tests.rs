@@ -24,6 +24,7 @@ macro_rules! store_suite {
             adapters_and_their_versions,
             connection_upsert_is_idempotent,
             connection_status_and_version_switch,
+            only_a_connection_without_deliveries_is_deleted,
             recording_is_idempotent_by_provider_id,
             recording_dedupes_bodies_within_the_window,
             completion_writes_everything,
@@ -434,6 +435,41 @@ pub(crate) async fn connection_upsert_is_idempotent(backend: &dyn Backend) {
     assert_eq!(
         listed(store.list_connections("t2", None).await.unwrap()),
         ["c2"]
+    );
+}
+
+pub(crate) async fn only_a_connection_without_deliveries_is_deleted(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let used = tenant(&*store, "t1", "used").await;
+    let (unused, _) = store
+        .upsert_connection(spec("unused", "t1", &used.adapter.id, 1), "config", T0)
+        .await
+        .unwrap();
+    emit(
+        &*store,
+        &used,
+        vec![event("e1", "deal.won", "D1", None)],
+        T0,
+    )
+    .await;
+
+    store.delete_connection(&unused.id).await.unwrap();
+    assert_eq!(store.get_connection(&unused.id).await.unwrap(), None);
+    assert!(store.load_state(&unused.id).await.unwrap().is_empty());
+    assert!(matches!(
+        store.delete_connection(&unused.id).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        store.delete_connection(&used.connection.id).await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(
+        store
+            .get_connection(&used.connection.id)
+            .await
+            .unwrap()
+            .is_some()
     );
 }
 

@@ -1,0 +1,246 @@
+//! Who is calling the management API: a bearer JWT, verified with HS256 (the embedded default,
+//! a key from the environment or a key file) or RS256/ES256 against a JWKS file (production,
+//! keys published by the identity provider).
+//!
+//! Claims: `sub`, `tenant_id`, optional `org_id`, `roles` (`tenant_admin`, `viewer`, and the
+//! platform's `admin`), `exp` (required), `nbf`, and `iss`/`aud` when the host is configured to
+//! require them. Every failure is a 401 whose detail names the check that failed (expired, not
+//! yet valid, issuer, audience, signature), never a key or the token.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, header};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use super::ApiError;
+use super::scope::is_id;
+
+/// Allowed clock skew on `exp` and `nbf`.
+pub const LEEWAY: Duration = Duration::from_secs(30);
+
+/// Longest accepted token, in bytes (a bearer header larger than this is refused unread).
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// How tokens are verified.
+#[derive(Clone, Default)]
+pub struct AuthConfig {
+    /// The HS256 key (at least 32 bytes).
+    pub hs256_key: Option<Zeroizing<Vec<u8>>>,
+    /// Public keys for RS256 and ES256 tokens, picked by the token's `kid`.
+    pub jwks: Option<JwkSet>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("hs256_key", &self.hs256_key.as_ref().map(|_| "(set)"))
+            .field("jwks_keys", &self.jwks.as_ref().map(|set| set.keys.len()))
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish()
+    }
+}
+
+impl AuthConfig {
+    /// Checks the configuration once, at start: a short HS256 key or a JWKS key that cannot
+    /// verify anything is an operator's mistake to report, not something to find per request.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(key) = &self.hs256_key
+            && key.len() < 32
+        {
+            anyhow::bail!(
+                "the JWT HS256 key is {} bytes long; use at least 32 random bytes",
+                key.len()
+            );
+        }
+        if let Some(jwks) = &self.jwks {
+            for (i, jwk) in jwks.keys.iter().enumerate() {
+                DecodingKey::from_jwk(jwk)
+                    .map_err(|e| anyhow::anyhow!("JWKS key {i}: not a usable public key: {e}"))?;
+                if jwk.common.key_algorithm.is_none() {
+                    anyhow::bail!("JWKS key {i} has no `alg`: say RS256 or ES256");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any key is configured (without one, the management API refuses every call).
+    pub fn enabled(&self) -> bool {
+        self.hs256_key.is_some() || self.jwks.as_ref().is_some_and(|set| !set.keys.is_empty())
+    }
+}
+
+/// A role a token grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Reads the tenant's configuration and traffic.
+    Viewer,
+    /// Configures the tenant: adapters, connections, secrets, subscribers, redrive, replay.
+    TenantAdmin,
+    /// The platform's operators: everything a tenant admin can, for bootstrap and support.
+    Admin,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's subject (recorded as the actor of changes).
+    pub subject: String,
+    /// The tenant the caller acts in; nothing outside it is ever visible.
+    pub tenant_id: String,
+    /// The caller's org, when the token is org-scoped; authoritative.
+    pub org_id: Option<String>,
+    /// The highest role the token grants.
+    pub role: Role,
+}
+
+impl Caller {
+    /// Whether the caller may change configuration.
+    pub fn can_write(&self) -> bool {
+        self.role >= Role::TenantAdmin
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    tenant_id: String,
+    #[serde(default)]
+    org_id: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+/// Verifies the bearer token of `headers` and returns the caller it names.
+pub fn authenticate(config: &AuthConfig, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    if !config.enabled() {
+        return Err(ApiError::Unauthorized(
+            "the management API is disabled: no JWT key is configured".into(),
+        ));
+    }
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into()))?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into())
+        })?;
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(ApiError::Unauthorized("the token is too long".into()));
+    }
+    let malformed = || ApiError::Unauthorized("the token is not a well-formed JWT".into());
+    let header = jsonwebtoken::decode_header(token).map_err(|_| malformed())?;
+    let key = match header.alg {
+        Algorithm::HS256 => config
+            .hs256_key
+            .as_ref()
+            .map(|key| DecodingKey::from_secret(key))
+            .ok_or_else(|| ApiError::Unauthorized("HS256 tokens are not accepted".into()))?,
+        Algorithm::RS256 | Algorithm::ES256 => {
+            let jwks = config.jwks.as_ref().ok_or_else(|| {
+                ApiError::Unauthorized(format!("{:?} tokens are not accepted", header.alg))
+            })?;
+            let jwk = match &header.kid {
+                Some(kid) => jwks.find(kid),
+                None if jwks.keys.len() == 1 => jwks.keys.first(),
+                None => None,
+            }
+            .ok_or_else(|| ApiError::Unauthorized("the token's key is not known".into()))?;
+            let key_alg = jwk.common.key_algorithm.map(|a| a.to_string());
+            if key_alg.as_deref() != Some(&format!("{:?}", header.alg)) {
+                return Err(ApiError::Unauthorized(
+                    "the token's algorithm does not match its key".into(),
+                ));
+            }
+            DecodingKey::from_jwk(jwk)
+                .map_err(|_| ApiError::Unauthorized("the token's key is not usable".into()))?
+        }
+        other => {
+            return Err(ApiError::Unauthorized(format!(
+                "{other:?} tokens are not accepted (HS256, RS256 or ES256)"
+            )));
+        }
+    };
+    let mut validation = Validation::new(header.alg);
+    validation.leeway = LEEWAY.as_secs();
+    validation.validate_nbf = true;
+    let mut required = vec!["exp", "sub"];
+    match &config.issuer {
+        Some(issuer) => {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        None => validation.iss = None,
+    }
+    match &config.audience {
+        Some(audience) => {
+            validation.set_audience(&[audience]);
+            required.push("aud");
+        }
+        None => validation.validate_aud = false,
+    }
+    validation.set_required_spec_claims(&required);
+    let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
+        .map_err(|error| {
+            ApiError::Unauthorized(
+                match error.kind() {
+                    ErrorKind::ExpiredSignature => "the token has expired",
+                    ErrorKind::ImmatureSignature => "the token is not valid yet",
+                    ErrorKind::InvalidIssuer => "the token's issuer is not accepted",
+                    ErrorKind::InvalidAudience => "the token's audience is not accepted",
+                    ErrorKind::InvalidSignature => "the token's signature does not verify",
+                    ErrorKind::MissingRequiredClaim(_) | ErrorKind::Json(_) => {
+                        "the token lacks a required claim (sub, tenant_id, exp, and iss/aud when required)"
+                    }
+                    _ => "the token is not a well-formed JWT",
+                }
+                .into(),
+            )
+        })?
+        .claims;
+    if claims.sub.trim().is_empty()
+        || !is_id(&claims.tenant_id)
+        || claims.org_id.as_deref().is_some_and(|org| !is_id(org))
+    {
+        return Err(ApiError::Unauthorized(
+            "the token's `sub` must not be empty, and `tenant_id` and `org_id` must be ids \
+             (printable ASCII, no `/`)"
+                .into(),
+        ));
+    }
+    let role = claims
+        .roles
+        .iter()
+        .filter_map(|role| match role.as_str() {
+            "admin" => Some(Role::Admin),
+            "tenant_admin" => Some(Role::TenantAdmin),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        })
+        .max()
+        .ok_or_else(|| {
+            ApiError::Forbidden(
+                "the token grants no role of this API (tenant_admin, viewer)".into(),
+            )
+        })?;
+    Ok(Caller {
+        subject: claims.sub,
+        tenant_id: claims.tenant_id,
+        org_id: claims.org_id,
+        role,
+    })
+}

@@ -1,0 +1,755 @@
+//! The management API: what a tenant admin configures over HTTP (adapters and their versions,
+//! connections, secrets), every call authenticated by a JWT ([`super::auth`]) and held to the
+//! org-scope contract ([`super::scope`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::ApiError;
+use super::auth::{self, AuthConfig};
+use super::scope::Scope;
+use crate::pipeline::Host;
+use crate::sandbox::{self, Limits};
+use crate::secrets::{MAX_GRACE, SecretValue};
+use crate::signatures::SchemeConfig;
+use crate::store::{
+    self, Adapter, AdapterVersion, Connection, ConnectionSpec, ConnectionStatus, NewAdapter,
+    NewAdapterVersion,
+};
+
+/// What the management handlers share.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// The host.
+    pub host: Host,
+    /// How tokens are verified.
+    pub auth: Arc<AuthConfig>,
+}
+
+/// The management routes.
+pub fn router(state: ApiState) -> Router {
+    let max_component =
+        usize::try_from(state.host.sandbox().platform().max_component_bytes).unwrap_or(usize::MAX);
+    Router::new()
+        .route("/v1/adapters", post(create_adapter).get(list_adapters))
+        .route("/v1/adapters/{adapter_id}", get(get_adapter))
+        .route(
+            "/v1/adapters/{adapter_id}/versions",
+            post(upload_version)
+                .get(list_versions)
+                .layer(DefaultBodyLimit::max(max_component)),
+        )
+        .route(
+            "/v1/adapters/{adapter_id}/versions/{version}",
+            get(get_version),
+        )
+        .route(
+            "/v1/connections",
+            post(create_connection).get(list_connections),
+        )
+        .route(
+            "/v1/connections/{connection_id}",
+            get(get_connection)
+                .patch(update_connection)
+                .delete(delete_connection),
+        )
+        .route("/v1/secrets/{*name}", put(put_secret))
+        .with_state(state)
+}
+
+impl FromRequestParts<ApiState> for Scope {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let caller = auth::authenticate(&state.auth, &parts.headers)?;
+        Scope::new(caller, &parts.headers)
+    }
+}
+
+fn internal(error: store::Error) -> ApiError {
+    ApiError::internal(error)
+}
+
+// --- Adapters ----------------------------------------------------------------------------
+
+/// `POST /v1/adapters`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAdapterRequest {
+    /// Unique within the tenant.
+    name: String,
+    /// Visible to every org of the tenant (platform-level tokens only).
+    #[serde(default)]
+    platform_level: bool,
+}
+
+/// An adapter as the API shows it.
+#[derive(Debug, Serialize)]
+struct AdapterView {
+    id: String,
+    name: String,
+    org_id: Option<String>,
+    created_at: store::Millis,
+    latest_version: Option<u32>,
+}
+
+impl AdapterView {
+    fn new(adapter: Adapter, versions: &[AdapterVersion]) -> Self {
+        Self {
+            id: adapter.id,
+            name: adapter.name,
+            org_id: adapter.org_id,
+            created_at: adapter.created_at,
+            latest_version: versions.iter().map(|v| v.version).max(),
+        }
+    }
+}
+
+/// An adapter version as the API shows it: the declarations and limits as JSON.
+#[derive(Debug, Serialize)]
+struct VersionView {
+    adapter_id: String,
+    version: u32,
+    sha256: String,
+    size_bytes: u64,
+    info: Value,
+    limits: Value,
+    created_at: store::Millis,
+    created_by: String,
+}
+
+impl From<AdapterVersion> for VersionView {
+    fn from(v: AdapterVersion) -> Self {
+        Self {
+            adapter_id: v.adapter_id,
+            version: v.version,
+            sha256: v.sha256,
+            size_bytes: v.size_bytes,
+            info: serde_json::from_str(&v.info_json).unwrap_or(Value::Null),
+            limits: serde_json::from_str(&v.limits_json).unwrap_or(Value::Null),
+            created_at: v.created_at,
+            created_by: v.created_by,
+        }
+    }
+}
+
+/// A name of an adapter or secret: 1 to 128 of `A-Z a-z 0-9 . _ -` (and `/` in secret names).
+fn check_name(what: &str, name: &str, slash: bool) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b) || (slash && b == b'/'))
+        && !name.starts_with('/')
+        && !name.ends_with('/')
+        && !name.contains("//");
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "{what} must be 1 to 128 characters of A-Z, a-z, 0-9, `.`, `_`, `-`{}",
+            if slash { " and inner `/`" } else { "" }
+        )))
+    }
+}
+
+async fn create_adapter(
+    State(state): State<ApiState>,
+    scope: Scope,
+    body: Result<Json<NewAdapterRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    scope.require_write()?;
+    let Json(request) = body?;
+    check_name("`name`", &request.name, false)?;
+    let org_id = scope.new_row_org(request.platform_level)?;
+    let adapter = state
+        .host
+        .store()
+        .create_adapter(NewAdapter {
+            tenant_id: scope.tenant_id().to_owned(),
+            org_id,
+            name: request.name,
+            created_at: store::now_millis(),
+        })
+        .await
+        .map_err(|e| match e {
+            // Names are unique per tenant: an adapter of another org may hold it. Say so
+            // without naming it.
+            store::Error::Conflict(_) => {
+                ApiError::Conflict("the tenant already has an adapter of this name".into())
+            }
+            other => internal(other),
+        })?;
+    Ok((StatusCode::CREATED, Json(AdapterView::new(adapter, &[]))).into_response())
+}
+
+async fn list_adapters(
+    State(state): State<ApiState>,
+    scope: Scope,
+) -> Result<Json<Value>, ApiError> {
+    let store = state.host.store();
+    let adapters = store
+        .list_adapters(scope.tenant_id(), Some(&scope.org_id))
+        .await
+        .map_err(internal)?;
+    let mut items = Vec::with_capacity(adapters.len());
+    for adapter in adapters {
+        let versions = store
+            .list_adapter_versions(&adapter.id)
+            .await
+            .map_err(internal)?;
+        items.push(AdapterView::new(adapter, &versions));
+    }
+    Ok(Json(serde_json::json!({ "items": items })))
+}
+
+/// The adapter, when the scope sees it; 404 otherwise.
+async fn visible_adapter(state: &ApiState, scope: &Scope, id: &str) -> Result<Adapter, ApiError> {
+    state
+        .host
+        .store()
+        .get_adapter(id)
+        .await
+        .map_err(internal)?
+        .filter(|a| scope.sees(&a.tenant_id, a.org_id.as_deref()))
+        .ok_or_else(|| ApiError::NotFound(format!("no adapter `{id}`")))
+}
+
+async fn get_adapter(
+    State(state): State<ApiState>,
+    scope: Scope,
+    Path(adapter_id): Path<String>,
+) -> Result<Json<AdapterView>, ApiError> {
+    let adapter = visible_adapter(&state, &scope, &adapter_id).await?;
+    let versions = state
+        .host
+        .store()
+        .list_adapter_versions(&adapter.id)
+        .await
+        .map_err(internal)?;
+    Ok(Json(AdapterView::new(adapter, &versions)))
+}
+
+/// `POST /v1/adapters/{id}/versions`: the component as the body; per-version limits as query
+/// parameters (`?deadline_ms=50&fuel=2000000`), within the platform's maximums.
+async fn upload_version(
+    State(state): State<ApiState>,
+    scope: Scope,
+    Path(adapter_id): Path<String>,
+    limits: Result<Query<Limits>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let adapter = visible_adapter(&state, &scope, &adapter_id).await?;
+    scope.check_write(&adapter.tenant_id, adapter.org_id.as_deref(), || {
+        format!("adapter `{adapter_id}`")
+    })?;
+    let Query(limits) = limits.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let wasm = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(format!(
+                "the component exceeds the limit of {} bytes",
+                state.host.sandbox().platform().max_component_bytes
+            ))
+        } else {
+            ApiError::BadRequest(rejection.body_text())
+        }
+    })?;
+    let sandbox = state.host.sandbox().clone();
+    let wasm = wasm.to_vec();
+    let (loaded, wasm) = tokio::task::spawn_blocking(move || (sandbox.load(&wasm, limits), wasm))
+        .await
+        .map_err(ApiError::internal)?;
+    let loaded = loaded.map_err(|e| match e {
+        sandbox::Error::Engine(_) | sandbox::Error::Cache(_) => ApiError::internal(e),
+        refused => ApiError::BadRequest(refused.to_string()),
+    })?;
+    let store = state.host.store();
+    // The same component with the same limits is the same version: uploading twice is a no-op.
+    let existing = store
+        .list_adapter_versions(&adapter.id)
+        .await
+        .map_err(internal)?;
+    let limits_json = serde_json::to_string(loaded.limits()).map_err(ApiError::internal)?;
+    if let Some(same) = existing
+        .into_iter()
+        .find(|v| v.sha256 == loaded.sha256() && v.limits_json == limits_json)
+    {
+        return Ok((StatusCode::OK, Json(VersionView::from(same))).into_response());
+    }
+    state.host.blobs().put(wasm).await.map_err(internal)?;
+    let version = store
+        .add_adapter_version(NewAdapterVersion {
+            adapter_id: adapter.id.clone(),
+            sha256: loaded.sha256().to_owned(),
+            size_bytes: loaded.size_bytes(),
+            info_json: serde_json::to_string(loaded.info()).map_err(ApiError::internal)?,
+            limits_json,
+            created_at: store::now_millis(),
+            created_by: scope.caller.subject.clone(),
+        })
+        .await
+        .map_err(internal)?;
+    tracing::info!(adapter = %adapter.id, version = version.version, by = %scope.caller.subject, "adapter version uploaded");
+    Ok((StatusCode::CREATED, Json(VersionView::from(version))).into_response())
+}
+
+async fn list_versions(
+    State(state): State<ApiState>,
+    scope: Scope,
+    Path(adapter_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let adapter = visible_adapter(&state, &scope, &adapter_id).await?;
+    let versions = state
+        .host
+        .store()
+        .list_adapter_versions(&adapter.id)
+        .await
+        .map_err(internal)?;
+    let items: Vec<VersionView> = versions.into_iter().map(VersionView::from).collect();
+    Ok(Json(serde_json::json!({ "items": items })))
+}
+
+async fn get_version(
+    State(state): State<ApiState>,
+    scope: Scope,
+    Path((adapter_id, version)): Path<(String, u32)>,
+) -> Result<Json<VersionView>, ApiError> {
+    let adapter = visible_adapter(&state, &scope, &adapter_id).await?;
+    state
+        .host
+        .store()
+        .get_adapter_version(&adapter.id, version)
+        .await
+        .map_err(internal)?
+        .map(|v| Json(v.into()))
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("adapter `{adapter_id}` has no version {version}"))
+        })
+}
+
+// --- Connections -------------------------------------------------------------------------
+
+/// `POST /v1/connections`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewConnectionRequest {
+    provider: String,
+    adapter_id: String,
+    /// Defaults to the adapter's latest version.
+    #[serde(default)]
+    adapter_version: Option<u32>,
+    signature: SchemeConfig,
+    /// Name of the signing secret in the connection's scope (see `PUT /v1/secrets/{name}`).
+    #[serde(default)]
+    secret: Option<String>,
+    /// Orgs its events may be scoped to. An org's connection may only name its own org
+    /// (the default); a platform-level one any of the tenant's.
+    #[serde(default)]
+    allowed_org_ids: Option<Vec<String>>,
+    #[serde(default)]
+    settings: BTreeMap<String, String>,
+    /// Polling settings, kept for the poller.
+    #[serde(default)]
+    polling: Option<Value>,
+    #[serde(default)]
+    platform_level: bool,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `PATCH /v1/connections/{id}`: what is present changes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectionPatch {
+    #[serde(default)]
+    adapter_version: Option<u32>,
+    #[serde(default)]
+    signature: Option<SchemeConfig>,
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    allowed_org_ids: Option<Vec<String>>,
+    #[serde(default)]
+    settings: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    polling: Option<Value>,
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+/// A connection as the API shows it, with the URL to give the CRM.
+#[derive(Debug, Serialize)]
+struct ConnectionView {
+    id: String,
+    org_id: Option<String>,
+    provider: String,
+    adapter_id: String,
+    adapter_version: u32,
+    signature: Value,
+    secret_refs: Vec<String>,
+    allowed_org_ids: Vec<String>,
+    settings: Value,
+    polling: Option<Value>,
+    status: ConnectionStatus,
+    webhook_url: String,
+    created_at: store::Millis,
+    updated_at: store::Millis,
+    last_delivery_at: Option<store::Millis>,
+    version_changed_by: Option<String>,
+    version_changed_at: Option<store::Millis>,
+}
+
+impl ConnectionView {
+    fn new(c: Connection, host: &Host) -> Self {
+        Self {
+            webhook_url: format!(
+                "{}/v1/hooks/{}",
+                host.settings().public_base_url.trim_end_matches('/'),
+                c.id
+            ),
+            id: c.id,
+            org_id: c.org_id,
+            provider: c.provider,
+            adapter_id: c.adapter_id,
+            adapter_version: c.adapter_version,
+            signature: serde_json::from_str(&c.signature_json).unwrap_or(Value::Null),
+            secret_refs: serde_json::from_str(&c.secret_refs_json).unwrap_or_default(),
+            allowed_org_ids: c.allowed_org_ids,
+            settings: serde_json::from_str(&c.settings_json).unwrap_or(Value::Null),
+            polling: c
+                .polling_json
+                .as_deref()
+                .and_then(|p| serde_json::from_str(p).ok()),
+            status: c.status,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+            last_delivery_at: c.last_delivery_at,
+            version_changed_by: c.version_changed_by,
+            version_changed_at: c.version_changed_at,
+        }
+    }
+}
+
+/// The orgs a connection in `org_id` may emit for: an org's connection only its own.
+fn check_allowed_orgs(org_id: Option<&str>, allowed: &[String]) -> Result<(), ApiError> {
+    if let Some(bad) = allowed.iter().find(|o| !super::scope::is_id(o)) {
+        return Err(ApiError::BadRequest(format!("`{bad}` is not an org id")));
+    }
+    match org_id {
+        Some(org) if allowed.iter().any(|o| o != org) => Err(ApiError::BadRequest(format!(
+            "an org's connection may only emit for its own org: allowed_org_ids must be [] or [\"{org}\"]"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The version of `adapter` to run: the one asked for (it must exist) or the latest.
+async fn pick_version(
+    state: &ApiState,
+    adapter: &Adapter,
+    version: Option<u32>,
+) -> Result<u32, ApiError> {
+    let versions = state
+        .host
+        .store()
+        .list_adapter_versions(&adapter.id)
+        .await
+        .map_err(internal)?;
+    match version {
+        Some(v) if versions.iter().any(|x| x.version == v) => Ok(v),
+        Some(v) => Err(ApiError::BadRequest(format!(
+            "adapter `{}` has no version {v}",
+            adapter.id
+        ))),
+        None => versions.iter().map(|v| v.version).max().ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "adapter `{}` has no version yet: upload one first",
+                adapter.id
+            ))
+        }),
+    }
+}
+
+fn json_text(value: &impl Serialize) -> Result<String, ApiError> {
+    serde_json::to_string(value).map_err(ApiError::internal)
+}
+
+async fn create_connection(
+    State(state): State<ApiState>,
+    scope: Scope,
+    body: Result<Json<NewConnectionRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    scope.require_write()?;
+    let Json(request) = body?;
+    let org_id = scope.new_row_org(request.platform_level)?;
+    request
+        .signature
+        .validate()
+        .map_err(|e| ApiError::BadRequest(format!("signature: {e}")))?;
+    if request.provider.is_empty() || request.provider.len() > 64 {
+        return Err(ApiError::BadRequest(
+            "`provider` must be 1 to 64 characters".into(),
+        ));
+    }
+    let adapter = visible_adapter(&state, &scope, &request.adapter_id).await?;
+    let adapter_version = pick_version(&state, &adapter, request.adapter_version).await?;
+    let allowed = request
+        .allowed_org_ids
+        .unwrap_or_else(|| org_id.iter().cloned().collect());
+    check_allowed_orgs(org_id.as_deref(), &allowed)?;
+    let secret_refs: Vec<String> = match &request.secret {
+        Some(name) => {
+            check_name("`secret`", name, true)?;
+            vec![Scope::secret_ref(
+                scope.tenant_id(),
+                org_id.as_deref(),
+                name,
+            )]
+        }
+        None => Vec::new(),
+    };
+    let spec = ConnectionSpec {
+        // Ids are the host's: a client-chosen one could collide with another tenant's.
+        id: store::new_id(),
+        tenant_id: scope.tenant_id().to_owned(),
+        org_id,
+        provider: request.provider,
+        adapter_id: adapter.id,
+        adapter_version,
+        signature_json: json_text(&request.signature)?,
+        allowed_org_ids: allowed,
+        secret_refs_json: json_text(&secret_refs)?,
+        settings_json: json_text(&request.settings)?,
+        polling_json: request.polling.as_ref().map(json_text).transpose()?,
+        status: if request.enabled {
+            ConnectionStatus::Active
+        } else {
+            ConnectionStatus::Disabled
+        },
+    };
+    let (connection, _) = state
+        .host
+        .store()
+        .upsert_connection(spec, &scope.caller.subject, store::now_millis())
+        .await
+        .map_err(internal)?;
+    tracing::info!(connection = %connection.id, by = %scope.caller.subject, "connection created");
+    Ok((
+        StatusCode::CREATED,
+        Json(ConnectionView::new(connection, &state.host)),
+    )
+        .into_response())
+}
+
+async fn list_connections(
+    State(state): State<ApiState>,
+    scope: Scope,
+) -> Result<Json<Value>, ApiError> {
+    let connections = state
+        .host
+        .store()
+        .list_connections(scope.tenant_id(), Some(&scope.org_id))
+        .await
+        .map_err(internal)?;
+    let items: Vec<ConnectionView> = connections
+        .into_iter()
+        .map(|c| ConnectionView::new(c, &state.host))
+        .collect();
+    Ok(Json(serde_json::json!({ "items": items })))
+}
+
+/// The connection, when the scope sees it; 404 otherwise.
+async fn visible_connection(
+    state: &ApiState,
+    scope: &Scope,
+    id: &str,
+) -> Result<Connection, ApiError> {
+    state
+        .host
+        .store()
+        .get_connection(id)
+        .await
+        .map_err(internal)?
+        .filter(|c| scope.sees(&c.tenant_id, c.org_id.as_deref()))
+        .ok_or_else(|| ApiError::NotFound(format!("no connection `{id}`")))
+}
+
+async fn get_connection(
+    State(state): State<ApiState>,
+    scope: Scope,
+    Path(connection_id): Path<String>,
+) -> Result<Json<ConnectionView>, ApiError> {
+    let connection = visible_connection(&state, &scope, &connection_id).await?;
+    Ok(Json(ConnectionView::new(connection, &state.host)))
+}
+
+async fn update_connection(
+    State(state): State<ApiState>,
+    scope: Scope,
+    Path(connection_id): Path<String>,
+    body: Result<Json<ConnectionPatch>, JsonRejection>,
+) -> Result<Json<ConnectionView>, ApiError> {
+    let current = visible_connection(&state, &scope, &connection_id).await?;
+    scope.check_write(&current.tenant_id, current.org_id.as_deref(), || {
+        format!("connection `{connection_id}`")
+    })?;
+    let Json(patch) = body?;
+    let mut spec = ConnectionSpec {
+        id: current.id.clone(),
+        tenant_id: current.tenant_id.clone(),
+        org_id: current.org_id.clone(),
+        provider: current.provider.clone(),
+        adapter_id: current.adapter_id.clone(),
+        adapter_version: current.adapter_version,
+        signature_json: current.signature_json.clone(),
+        allowed_org_ids: current.allowed_org_ids.clone(),
+        secret_refs_json: current.secret_refs_json.clone(),
+        settings_json: current.settings_json.clone(),
+        polling_json: current.polling_json.clone(),
+        status: current.status,
+    };
+    if let Some(version) = patch.adapter_version {
+        let adapter = state
+            .host
+            .store()
+            .get_adapter(&current.adapter_id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| ApiError::internal("a connection's adapter is missing"))?;
+        spec.adapter_version = pick_version(&state, &adapter, Some(version)).await?;
+    }
+    if let Some(signature) = &patch.signature {
+        signature
+            .validate()
+            .map_err(|e| ApiError::BadRequest(format!("signature: {e}")))?;
+        spec.signature_json = json_text(signature)?;
+    }
+    if let Some(name) = &patch.secret {
+        check_name("`secret`", name, true)?;
+        spec.secret_refs_json = json_text(&[Scope::secret_ref(
+            &current.tenant_id,
+            current.org_id.as_deref(),
+            name,
+        )])?;
+    }
+    if let Some(allowed) = patch.allowed_org_ids {
+        check_allowed_orgs(current.org_id.as_deref(), &allowed)?;
+        spec.allowed_org_ids = allowed;
+    }
+    if let Some(settings) = &patch.settings {
+        spec.settings_json = json_text(settings)?;
+    }
+    if let Some(polling) = &patch.polling {
+        spec.polling_json = Some(json_text(polling)?);
+    }
+    if let Some(enabled) = patch.enabled {
+        spec.status = if enabled {
+            ConnectionStatus::Active
+        } else {
+            ConnectionStatus::Disabled
+        };
+    }
+    let (connection, _) = state
+        .host
+        .store()
+        .upsert_connection(spec, &scope.caller.subject, store::now_millis())
+        .await
+        .map_err(internal)?;
+    tracing::info!(connection = %connection.id, by = %scope.caller.subject, "connection updated");
+    Ok(Json(ConnectionView::new(connection, &state.host)))
+}
+
+async fn delete_connection(
+    State(state): State<ApiState>,
+    scope: Scope,
+    Path(connection_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let current = visible_connection(&state, &scope, &connection_id).await?;
+    scope.check_write(&current.tenant_id, current.org_id.as_deref(), || {
+        format!("connection `{connection_id}`")
+    })?;
+    state
+        .host
+        .store()
+        .delete_connection(&current.id)
+        .await
+        .map_err(|e| match e {
+            store::Error::Conflict(why) => ApiError::Conflict(why),
+            other => internal(other),
+        })?;
+    tracing::info!(connection = %current.id, by = %scope.caller.subject, "connection deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// --- Secrets -----------------------------------------------------------------------------
+
+/// `PUT /v1/secrets/{name}`: write-only.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretRequest {
+    value: String,
+    /// How long the previous value keeps verifying, in seconds (rotation).
+    #[serde(default)]
+    grace_secs: u64,
+    #[serde(default)]
+    platform_level: bool,
+}
+
+async fn put_secret(
+    State(state): State<ApiState>,
+    scope: Scope,
+    Path(name): Path<String>,
+    _headers: HeaderMap,
+    body: Result<Json<SecretRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    scope.require_write()?;
+    check_name("the secret's name", &name, true)?;
+    let Json(request) = body?;
+    if request.value.is_empty() {
+        return Err(ApiError::BadRequest("`value` must not be empty".into()));
+    }
+    let grace = Duration::from_secs(request.grace_secs);
+    if grace > MAX_GRACE {
+        return Err(ApiError::BadRequest(format!(
+            "`grace_secs` is at most {}",
+            MAX_GRACE.as_secs()
+        )));
+    }
+    let org_id = scope.new_row_org(request.platform_level)?;
+    let secret_ref = Scope::secret_ref(scope.tenant_id(), org_id.as_deref(), &name);
+    let secrets = state.host.secrets().clone();
+    let value = SecretValue::new(request.value);
+    let version = tokio::task::spawn_blocking(move || {
+        secrets.put(&secret_ref, value, grace, SystemTime::now())
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| match e {
+        invalid @ (crate::secrets::Error::InvalidName(_)
+        | crate::secrets::Error::InvalidValue(_)
+        | crate::secrets::Error::InvalidGrace(_)) => ApiError::BadRequest(invalid.to_string()),
+        other => ApiError::internal(other),
+    })?;
+    tracing::info!(secret = %name, by = %scope.caller.subject, version, "secret written");
+    Ok((
+        StatusCode::OK,
+        Json(serde_json::json!({ "name": name, "version": version, "org_id": org_id })),
+    )
+        .into_response())
+}

@@ -1,0 +1,752 @@
+//! The management API in process: JWT authentication, and the org-scope contract checked on
+//! every endpoint (JWT org authoritative, X-Org-Id required of platform-level callers, lists
+//! of the org plus platform-level rows, 404 across orgs and tenants, no write across orgs).
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use adapter_host::api::auth::AuthConfig;
+use adapter_host::pipeline::Host;
+use adapter_host::serve::{ServeOptions, open_host};
+use adapter_host::server::{ServerSettings, app};
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+const KEY: &[u8] = b"management-api-test-key-0123456789abcdef";
+
+struct Api {
+    host: Host,
+    settings: ServerSettings,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = ServerSettings {
+        auth: Arc::new(AuthConfig {
+            hs256_key: Some(zeroize::Zeroizing::new(KEY.to_vec())),
+            issuer: Some("https://id.example".into()),
+            audience: Some("adapter-host".into()),
+            ..AuthConfig::default()
+        }),
+        ..ServerSettings::default()
+    };
+    let host = open_host(&ServeOptions {
+        data_dir: dir.path().join("data"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        config: None,
+        public_base_url: Some("https://hooks.example.test".into()),
+        relay: Default::default(),
+        server: settings.clone(),
+    })
+    .await
+    .unwrap();
+    Api {
+        host,
+        settings,
+        _dir: dir,
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A token with these claims on top of valid defaults (`null` removes a claim).
+fn token_with(overrides: Value) -> String {
+    let mut claims = json!({
+        "sub": "alice@example.com", "tenant_id": "t1", "roles": ["tenant_admin"],
+        "iss": "https://id.example", "aud": "adapter-host", "exp": now() + 600,
+    });
+    for (key, value) in overrides.as_object().unwrap() {
+        if value.is_null() {
+            claims.as_object_mut().unwrap().remove(key);
+        } else {
+            claims[key] = value.clone();
+        }
+    }
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(KEY),
+    )
+    .unwrap()
+}
+
+/// Who calls.
+#[derive(Clone)]
+struct As {
+    token: String,
+    org_header: Option<&'static str>,
+}
+
+fn org_admin(org: &str) -> As {
+    As {
+        token: token_with(json!({"org_id": org})),
+        org_header: None,
+    }
+}
+
+fn platform(org_header: Option<&'static str>) -> As {
+    As {
+        token: token_with(json!({})),
+        org_header,
+    }
+}
+
+impl Api {
+    async fn call(
+        &self,
+        who: &As,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {}", who.token));
+        if let Some(org) = who.org_header {
+            request = request.header("x-org-id", org);
+        }
+        let request = match body {
+            Some(body) => request
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string())),
+            None => request.body(Body::empty()),
+        }
+        .unwrap();
+        self.send(request).await
+    }
+
+    async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
+        let response = app(self.host.clone(), self.settings.clone())
+            .oneshot(request)
+            .await
+            .unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        if status.is_client_error() || status.is_server_error() {
+            assert_eq!(content_type, "application/problem+json", "{status}");
+        }
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        (status, body)
+    }
+
+    async fn upload(&self, who: &As, adapter_id: &str, wasm: &str) -> (StatusCode, Value) {
+        let mut request = Request::post(format!("/v1/adapters/{adapter_id}/versions"))
+            .header("authorization", format!("Bearer {}", who.token))
+            .header("content-type", "application/wasm");
+        if let Some(org) = who.org_header {
+            request = request.header("x-org-id", org);
+        }
+        self.send(
+            request
+                .body(Body::from(std::fs::read(wasm).unwrap()))
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// An adapter with one version (noop), created by `who`; its id.
+    async fn adapter(&self, who: &As, name: &str, platform_level: bool) -> String {
+        let (status, adapter) = self
+            .call(
+                who,
+                Method::POST,
+                "/v1/adapters",
+                Some(json!({"name": name, "platform_level": platform_level})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{adapter}");
+        let id = adapter["id"].as_str().unwrap().to_owned();
+        let (status, version) = self.upload(who, &id, test_artifacts::NOOP).await;
+        assert_eq!(status, StatusCode::CREATED, "{version}");
+        id
+    }
+
+    /// A connection running `adapter_id`, created by `who`; its id.
+    async fn connection(&self, who: &As, adapter_id: &str, platform_level: bool) -> String {
+        let (status, connection) = self
+            .call(
+                who,
+                Method::POST,
+                "/v1/connections",
+                Some(json!({
+                    "provider": "custom", "adapter_id": adapter_id,
+                    "signature": {"scheme": "github"}, "secret": "github-signing",
+                    "platform_level": platform_level,
+                })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{connection}");
+        connection["id"].as_str().unwrap().to_owned()
+    }
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_with_the_reason() {
+    let api = start().await;
+    let cases = [
+        (json!({"exp": now() - 120}), "the token has expired"),
+        (json!({"nbf": now() + 600}), "the token is not valid yet"),
+        (
+            json!({"iss": "https://evil.example"}),
+            "the token's issuer is not accepted",
+        ),
+        (
+            json!({"aud": "someone-else"}),
+            "the token's audience is not accepted",
+        ),
+        (
+            json!({"aud": null}),
+            "the token lacks a required claim (sub, tenant_id, exp, and iss/aud when required)",
+        ),
+        (
+            json!({"tenant_id": null}),
+            "the token lacks a required claim (sub, tenant_id, exp, and iss/aud when required)",
+        ),
+        (
+            json!({"tenant_id": "a/b"}),
+            "the token's `sub` must not be empty, and `tenant_id` and `org_id` must be ids (printable ASCII, no `/`)",
+        ),
+    ];
+    for (claims, reason) in cases {
+        let who = As {
+            token: token_with(claims.clone()),
+            org_header: Some("org-a"),
+        };
+        let (status, problem) = api.call(&who, Method::GET, "/v1/connections", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{claims}");
+        assert_eq!(problem["detail"], reason, "{claims}");
+    }
+
+    let forged = encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "x", "tenant_id": "t1", "roles": ["admin"], "iss": "https://id.example",
+                "aud": "adapter-host", "exp": now() + 600}),
+        &EncodingKey::from_secret(b"another-key-another-key-another-key-0"),
+    )
+    .unwrap();
+    let unsigned = {
+        let mut parts: Vec<&str> = forged.split('.').collect();
+        parts[2] = "";
+        // alg "none" in the header.
+        let header = base64_url(br#"{"alg":"none","typ":"JWT"}"#);
+        format!("{header}.{}.", parts[1])
+    };
+    for (token, reason) in [
+        (forged, "the token's signature does not verify"),
+        (unsigned, "the token is not a well-formed JWT"),
+        ("not-a-jwt".to_owned(), "the token is not a well-formed JWT"),
+    ] {
+        let who = As {
+            token,
+            org_header: Some("org-a"),
+        };
+        let (status, problem) = api.call(&who, Method::GET, "/v1/adapters", None).await;
+        assert_eq!(
+            (status, problem["detail"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some(reason))
+        );
+    }
+
+    let request = Request::get("/v1/adapters").body(Body::empty()).unwrap();
+    let (status, problem) = api.send(request).await;
+    assert_eq!(
+        (status, problem["detail"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("a bearer token is required"))
+    );
+    // The webhook endpoint takes no token: it is verified by signature.
+    let request = Request::post("/v1/hooks/nope").body(Body::empty()).unwrap();
+    assert_eq!(api.send(request).await.0, StatusCode::NOT_FOUND);
+
+    let who = As {
+        token: token_with(json!({"roles": ["auditor"]})),
+        org_header: Some("org-a"),
+    };
+    assert_eq!(
+        api.call(&who, Method::GET, "/v1/adapters", None).await.0,
+        StatusCode::FORBIDDEN
+    );
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Every management endpoint, with ids of rows of org-a (`{adapter}`, `{connection}`).
+fn endpoints(adapter: &str, connection: &str) -> Vec<(Method, String, Option<Value>)> {
+    vec![
+        (Method::GET, "/v1/adapters".into(), None),
+        (
+            Method::POST,
+            "/v1/adapters".into(),
+            Some(json!({"name": "x"})),
+        ),
+        (Method::GET, format!("/v1/adapters/{adapter}"), None),
+        (
+            Method::GET,
+            format!("/v1/adapters/{adapter}/versions"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/v1/adapters/{adapter}/versions/1"),
+            None,
+        ),
+        (Method::GET, "/v1/connections".into(), None),
+        (
+            Method::POST,
+            "/v1/connections".into(),
+            Some(
+                json!({"provider": "custom", "adapter_id": adapter, "signature": {"scheme": "github"}}),
+            ),
+        ),
+        (Method::GET, format!("/v1/connections/{connection}"), None),
+        (
+            Method::PATCH,
+            format!("/v1/connections/{connection}"),
+            Some(json!({"enabled": false})),
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/connections/{connection}"),
+            None,
+        ),
+        (
+            Method::PUT,
+            "/v1/secrets/signing".into(),
+            Some(json!({"value": "s3cret"})),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_endpoint_needs_an_org_from_the_token_or_the_header() {
+    let api = start().await;
+    let a = org_admin("org-a");
+    let adapter = api.adapter(&a, "acme", false).await;
+    let connection = api.connection(&a, &adapter, false).await;
+    for (method, path, body) in endpoints(&adapter, &connection) {
+        let (status, problem) = api.call(&platform(None), method.clone(), &path, body).await;
+        assert_eq!(
+            (status, problem["detail"].as_str()),
+            (
+                StatusCode::BAD_REQUEST,
+                Some("the token has no org_id: send the org in the X-Org-Id header")
+            ),
+            "{method} {path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn another_org_or_tenant_finds_nothing_and_changes_nothing() {
+    let api = start().await;
+    let a = org_admin("org-a");
+    let adapter = api.adapter(&a, "acme", false).await;
+    let connection = api.connection(&a, &adapter, false).await;
+    let outsiders = [
+        ("org-b", org_admin("org-b")),
+        // X-Org-Id cannot take an org-scoped token elsewhere.
+        (
+            "org-b claiming org-a",
+            As {
+                org_header: Some("org-a"),
+                ..org_admin("org-b")
+            },
+        ),
+        ("platform caller in org-b", platform(Some("org-b"))),
+        (
+            "another tenant",
+            As {
+                token: token_with(json!({"tenant_id": "t2", "org_id": "org-a"})),
+                org_header: None,
+            },
+        ),
+    ];
+    for (who, caller) in &outsiders {
+        for (method, path, body) in endpoints(&adapter, &connection) {
+            let (status, answer) = api.call(caller, method.clone(), &path, body).await;
+            let by_id = path.contains(&adapter) || path.contains(&connection);
+            if by_id {
+                assert_eq!(
+                    status,
+                    StatusCode::NOT_FOUND,
+                    "{who}: {method} {path}: {answer}"
+                );
+                assert!(
+                    !answer.to_string().contains("org-a"),
+                    "{who}: {method} {path} leaks: {answer}"
+                );
+            } else if method == Method::GET {
+                assert_eq!(status, StatusCode::OK, "{who}: {method} {path}");
+                let listed = ids(&answer);
+                assert!(
+                    !listed.contains(&adapter) && !listed.contains(&connection),
+                    "{who}: {method} {path}: {answer}"
+                );
+            } else if path == "/v1/connections" {
+                // The body names org-a's adapter.
+                assert_eq!(
+                    status,
+                    StatusCode::NOT_FOUND,
+                    "{who}: {method} {path}: {answer}"
+                );
+            }
+        }
+    }
+    // Nothing changed for org-a.
+    let (status, still) = api
+        .call(
+            &a,
+            Method::GET,
+            &format!("/v1/connections/{connection}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, still["status"].as_str()),
+        (StatusCode::OK, Some("active"))
+    );
+}
+
+#[tokio::test]
+async fn lists_hold_the_org_and_platform_level_rows() {
+    let api = start().await;
+    let (a, b) = (org_admin("org-a"), org_admin("org-b"));
+    let platform_b = platform(Some("org-b"));
+    let shared = api.adapter(&platform_b, "shared", true).await;
+    let mine = api.adapter(&a, "mine", false).await;
+    let theirs = api.adapter(&b, "theirs", false).await;
+    let shared_connection = api.connection(&platform_b, &shared, true).await;
+    let my_connection = api.connection(&a, &shared, false).await;
+    let their_connection = api.connection(&b, &theirs, false).await;
+
+    let (_, list) = api.call(&a, Method::GET, "/v1/adapters", None).await;
+    let mut expected = vec![shared.clone(), mine.clone()];
+    expected.sort();
+    assert_eq!(ids(&list), expected);
+    let (_, list) = api.call(&a, Method::GET, "/v1/connections", None).await;
+    let mut expected = vec![shared_connection.clone(), my_connection.clone()];
+    expected.sort();
+    assert_eq!(ids(&list), expected);
+    let (_, list) = api
+        .call(&platform_b, Method::GET, "/v1/connections", None)
+        .await;
+    let mut expected = vec![shared_connection.clone(), their_connection];
+    expected.sort();
+    assert_eq!(ids(&list), expected);
+
+    // A platform-level row is readable by an org, not changeable by it.
+    let path = format!("/v1/connections/{shared_connection}");
+    assert_eq!(
+        api.call(&a, Method::GET, &path, None).await.0,
+        StatusCode::OK
+    );
+    let (status, problem) = api
+        .call(&a, Method::PATCH, &path, Some(json!({"enabled": false})))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    assert_eq!(
+        api.call(&a, Method::DELETE, &path, None).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (status, _) = api
+        .call(
+            &platform_b,
+            Method::PATCH,
+            &path,
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // Org tokens cannot create platform-level rows.
+    let (status, _) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/adapters",
+            Some(json!({"name": "p", "platform_level": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn viewers_read_and_cannot_write() {
+    let api = start().await;
+    let a = org_admin("org-a");
+    let adapter = api.adapter(&a, "acme", false).await;
+    let connection = api.connection(&a, &adapter, false).await;
+    let viewer = As {
+        token: token_with(json!({"org_id": "org-a", "roles": ["viewer"]})),
+        org_header: None,
+    };
+    for (method, path, body) in endpoints(&adapter, &connection) {
+        let (status, answer) = api.call(&viewer, method.clone(), &path, body).await;
+        if method == Method::GET {
+            assert_eq!(status, StatusCode::OK, "{method} {path}: {answer}");
+        } else {
+            assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {answer}");
+        }
+    }
+    let (status, _) = api.upload(&viewer, &adapter, test_artifacts::NOOP).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_connection_is_created_switched_rolled_back_and_deleted() {
+    let api = start().await;
+    let a = org_admin("org-a");
+    let adapter = api.adapter(&a, "acme", false).await;
+    let (status, v2) = api.upload(&a, &adapter, test_artifacts::HOSTILE).await;
+    assert_eq!(status, StatusCode::CREATED, "{v2}");
+    assert_eq!(v2["version"], 2);
+    assert_eq!(v2["created_by"], "alice@example.com");
+    assert_eq!(v2["info"]["name"], "hostile");
+    // The same component again is the same version.
+    let (status, again) = api.upload(&a, &adapter, test_artifacts::HOSTILE).await;
+    assert_eq!(
+        (status, again["version"].as_u64()),
+        (StatusCode::OK, Some(2))
+    );
+
+    let (status, created) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/connections",
+            Some(json!({
+                "provider": "custom", "adapter_id": adapter, "adapter_version": 1,
+                "signature": {"scheme": "standard_webhooks"}, "secret": "signing",
+                "settings": {"default_org_id": "org-a"},
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(created["org_id"], "org-a");
+    assert_eq!(created["allowed_org_ids"], json!(["org-a"]));
+    assert_eq!(
+        created["secret_refs"],
+        json!(["tenants/t1/orgs/org-a/signing"])
+    );
+    assert_eq!(
+        created["webhook_url"],
+        format!("https://hooks.example.test/v1/hooks/{id}")
+    );
+
+    let path = format!("/v1/connections/{id}");
+    let (status, switched) = api
+        .call(
+            &a,
+            Method::PATCH,
+            &path,
+            Some(json!({"adapter_version": 2})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{switched}");
+    assert_eq!(
+        (
+            switched["adapter_version"].as_u64(),
+            switched["version_changed_by"].as_str()
+        ),
+        (Some(2), Some("alice@example.com"))
+    );
+    let (_, rolled_back) = api
+        .call(
+            &a,
+            Method::PATCH,
+            &path,
+            Some(json!({"adapter_version": 1})),
+        )
+        .await;
+    assert_eq!(rolled_back["adapter_version"], 1);
+    let (status, problem) = api
+        .call(
+            &a,
+            Method::PATCH,
+            &path,
+            Some(json!({"adapter_version": 7})),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["detail"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some(format!("adapter `{adapter}` has no version 7").as_str())
+        )
+    );
+    let (status, _) = api
+        .call(
+            &a,
+            Method::PATCH,
+            &path,
+            Some(json!({"allowed_org_ids": ["org-b"]})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "an org's connection cannot emit for another"
+    );
+    let (status, problem) = api
+        .call(
+            &a,
+            Method::PATCH,
+            &path,
+            Some(json!({"signature": {"scheme": "nope"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+
+    assert_eq!(
+        api.call(&a, Method::DELETE, &path, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.call(&a, Method::GET, &path, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn a_component_that_is_not_an_adapter_is_refused_with_the_reason() {
+    let api = start().await;
+    let a = org_admin("org-a");
+    let (_, adapter) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/adapters",
+            Some(json!({"name": "broken"})),
+        )
+        .await;
+    let id = adapter["id"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let not_wasm = dir.path().join("x.wasm");
+    std::fs::write(&not_wasm, b"definitely not wasm").unwrap();
+    let (status, problem) = api.upload(&a, id, not_wasm.to_str().unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    let core_module = dir.path().join("core.wasm");
+    std::fs::write(&core_module, wat::parse_str("(module)").unwrap()).unwrap();
+    let (status, problem) = api.upload(&a, id, core_module.to_str().unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    let (_, versions) = api
+        .call(
+            &a,
+            Method::GET,
+            &format!("/v1/adapters/{id}/versions"),
+            None,
+        )
+        .await;
+    assert_eq!(versions["items"], json!([]), "nothing stored");
+
+    let (status, problem) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/adapters",
+            Some(json!({"name": "broken"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    let (status, _) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/adapters",
+            Some(json!({"name": "has space"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn secrets_are_write_only_and_scoped_to_the_org() {
+    let api = start().await;
+    let a = org_admin("org-a");
+    let (status, written) = api
+        .call(
+            &a,
+            Method::PUT,
+            "/v1/secrets/signing",
+            Some(json!({"value": "first"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{written}");
+    assert!(!written.to_string().contains("first"), "never returned");
+    let stored = api
+        .host
+        .secrets()
+        .get("tenants/t1/orgs/org-a/signing", SystemTime::now())
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.current.expose(), b"first");
+
+    // Rotation keeps the previous value for the grace period.
+    let (status, _) = api
+        .call(
+            &a,
+            Method::PUT,
+            "/v1/secrets/signing",
+            Some(json!({"value": "second", "grace_secs": 3600})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let values = api
+        .host
+        .secrets()
+        .get("tenants/t1/orgs/org-a/signing", SystemTime::now())
+        .unwrap()
+        .unwrap()
+        .into_values();
+    let values: Vec<&[u8]> = values.iter().map(|v| v.expose()).collect();
+    assert_eq!(values, [b"second".as_slice(), b"first".as_slice()]);
+
+    for (body, path) in [
+        (json!({"value": ""}), "/v1/secrets/signing"),
+        (
+            json!({"value": "x", "grace_secs": 999_999_999}),
+            "/v1/secrets/signing",
+        ),
+        (json!({"value": "x"}), "/v1/secrets/bad%20name"),
+    ] {
+        let (status, problem) = api.call(&a, Method::PUT, path, Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {problem}");
+    }
+    // There is no way to read a secret back.
+    let (status, _) = api.call(&a, Method::GET, "/v1/secrets/signing", None).await;
+    assert!(status == StatusCode::METHOD_NOT_ALLOWED || status == StatusCode::NOT_FOUND);
+}
