@@ -66,6 +66,20 @@ signature = {{ scheme = "github" }}
 secret = "tenant-a/hostile/signing"
 enabled = false
 
+[[adapters]]
+tenant_id = "tenant-a"
+name = "salesforce"
+wasm = "{salesforce}"
+
+[[connections]]
+id = "salesforce"
+tenant_id = "tenant-a"
+provider = "salesforce"
+adapter = "salesforce"
+signature = {{ scheme = "salesforce_outbound", organization_id = "00D5g000004XyZaEAK" }}
+allowed_orgs = ["org-456"]
+settings = {{ default_org_id = "org-456" }}
+
 [[connections]]
 id = "zoho"
 tenant_id = "tenant-a"
@@ -88,6 +102,7 @@ value = "github-secret"
 "#,
         champion = test_artifacts::CHAMPION_HEALTH,
         hostile = test_artifacts::HOSTILE,
+        salesforce = test_artifacts::component("salesforce").expect("the salesforce sample"),
     );
     let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, config).unwrap();
@@ -312,6 +327,55 @@ async fn a_token_carried_in_the_body_is_neither_stored_nor_shown_to_the_adapter(
     let (_, again) = host.send(request()).await;
     assert_eq!(again["delivery_id"], ack["delivery_id"]);
     assert_eq!(again["duplicate"], true);
+}
+
+#[tokio::test]
+async fn a_salesforce_outbound_message_is_answered_with_a_soap_ack() {
+    let host = start().await;
+    let body = std::fs::read(test_artifacts::sample_file(
+        "salesforce/fixtures/outbound-opportunity-won.xml",
+    ))
+    .unwrap();
+    let request = |body: Vec<u8>| {
+        Request::post("/v1/hooks/salesforce")
+            .header("content-type", "text/xml; charset=utf-8")
+            .header("soapaction", "\"\"")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let response = app(host.host.clone(), host.settings.clone())
+        .oneshot(request(body.clone()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/xml; charset=utf-8"
+    );
+    let delivery_id = response.headers()["x-delivery-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let ack = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let ack = String::from_utf8(ack.to_vec()).unwrap();
+    assert!(ack.contains("<Ack>true</Ack>"), "{ack}");
+    assert!(
+        ack.contains("http://soap.sforce.com/2005/09/outbound"),
+        "{ack}"
+    );
+    let outbox = host.outbox().await;
+    assert!(!outbox.is_empty());
+    assert!(outbox.iter().all(|row| row.delivery_id == delivery_id));
+    assert!(outbox.iter().any(|row| row.event_type == "opportunity.won"));
+
+    // Another org's message is refused as problem+json, as every bad signature is.
+    let forged = String::from_utf8(body)
+        .unwrap()
+        .replace("00D5g000004XyZaEAK", "00D000000000001AAA");
+    let (status, problem) = host.send(request(forged.into_bytes())).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
 }
 
 #[tokio::test]

@@ -94,6 +94,29 @@ pub struct Ack {
     pub duplicate: bool,
     /// Events appended to the outbox by this request.
     pub events: usize,
+    /// The dialect the sender expects its answer in.
+    #[serde(skip)]
+    pub reply: Reply,
+}
+
+/// How a taken webhook is answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Reply {
+    /// The [`Ack`] as JSON.
+    #[default]
+    Json,
+    /// Salesforce outbound messages: a SOAP `<Ack>true</Ack>`, without which Salesforce
+    /// resends the message for 24 hours.
+    SalesforceAck,
+}
+
+impl Reply {
+    fn of(scheme: &SchemeConfig) -> Self {
+        match scheme {
+            SchemeConfig::SalesforceOutbound { .. } => Self::SalesforceAck,
+            _ => Self::Json,
+        }
+    }
 }
 
 /// Headers never written to the inbox: they carry credentials, not signatures.
@@ -240,6 +263,7 @@ impl Host {
                 status: recorded.status,
                 duplicate: true,
                 events: 0,
+                reply: Reply::of(&scheme),
             }
         } else {
             info.id = recorded.id.clone();
@@ -257,6 +281,7 @@ impl Host {
                 status,
                 duplicate: false,
                 events,
+                reply: Reply::of(&scheme),
             }
         };
         let metrics = &self.inner.metrics;
@@ -463,6 +488,7 @@ impl Host {
             status,
             duplicate: false,
             events,
+            reply: Reply::Json,
         })
     }
 

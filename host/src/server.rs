@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use subtle::ConstantTimeEq;
 
 use crate::api::ApiError;
-use crate::pipeline::{Ack, Host, Inbound};
+use crate::pipeline::{Ack, Host, Inbound, Reply};
 use crate::store::{self, DeliveryStatus, SubscriberDeliveryFilter};
 
 /// Settings of the HTTP layer.
@@ -75,7 +75,31 @@ pub fn app(host: Host, settings: ServerSettings) -> Router {
         })
 }
 
+/// What Salesforce expects in answer to an outbound message it may stop resending.
+const SALESFORCE_ACK: &str = concat!(
+    r#"<?xml version="1.0" encoding="UTF-8"?>"#,
+    r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/">"#,
+    r#"<soapenv:Body><notificationsResponse xmlns="http://soap.sforce.com/2005/09/outbound">"#,
+    r#"<Ack>true</Ack></notificationsResponse></soapenv:Body></soapenv:Envelope>"#,
+);
+
 fn ack_response(ack: Ack) -> Response {
+    if ack.reply == Reply::SalesforceAck {
+        // Stored durably: Salesforce may stop resending, whatever the adapter made of it (a
+        // failed delivery is kept for redrive). Salesforce only takes a 200.
+        return (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "text/xml; charset=utf-8"),
+                (
+                    header::HeaderName::from_static("x-delivery-id"),
+                    ack.delivery_id.as_str(),
+                ),
+            ],
+            SALESFORCE_ACK,
+        )
+            .into_response();
+    }
     // A delivery the adapter failed on is kept for redrive: the CRM gains nothing by retrying.
     let status = match ack.status {
         DeliveryStatus::Failed | DeliveryStatus::Rejected => StatusCode::ACCEPTED,
