@@ -49,6 +49,7 @@
 // same way from inside and outside.
 extern crate self as crm_adapter_sdk;
 
+pub mod changes;
 mod decimal;
 mod error;
 mod event;

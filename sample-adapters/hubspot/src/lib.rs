@@ -13,7 +13,6 @@
 
 mod objects;
 mod poll;
-mod seen;
 mod webhook;
 
 use crm_adapter_sdk::serde_json::Value;

@@ -7,12 +7,12 @@
 //! to poll. After a list's last page the next cursor names the next list, and after the last
 //! list the first again: each poll cycle walks every list once.
 
+use crm_adapter_sdk::changes::{self, Change, ChangeTracker, FINGERPRINT_LEN};
 use crm_adapter_sdk::fields::Obj;
 use crm_adapter_sdk::serde_json::{Map, Value, json};
 use crm_adapter_sdk::{AdapterError, Context, Event, PollOutput};
 
 use crate::objects::{Object, SOURCE, VOLATILE};
-use crate::seen::{self, Change, Seen};
 use crate::{Settings, org_for};
 
 /// Flag kept with a deal's fingerprint while it is in a won stage.
@@ -88,7 +88,9 @@ pub fn output(
     // Polled records carry no portal id: the connection polls one portal.
     let org = org_for(ctx, None)?;
     let object = stage.object();
-    let mut seen = Seen::new(object.plural());
+    // One state key per bucket: `seen/<type>/<00-31>`, each a JSON object from record id to
+    // its fingerprint followed by the flags below.
+    let mut seen = ChangeTracker::new(format!("seen/{}/", object.plural()));
     let mut events = Vec::new();
     let mut unchanged = 0usize;
     for record in root.objects("results")? {
@@ -127,7 +129,7 @@ pub fn output(
         if archived {
             flags.push(ARCHIVED);
         }
-        let change = seen.observe(&id, &fingerprint, &flags)?;
+        let change = seen.observe(&id, &format!("{fingerprint}{flags}"));
         let kinds = kinds(object, &change, won, archived);
         if kinds.is_empty() {
             unchanged += 1;
@@ -173,7 +175,7 @@ fn fingerprint(payload: &Map<String, Value>) -> String {
             properties.remove(name);
         }
     }
-    seen::fingerprint(&Value::Object(stable))
+    changes::fingerprint(&Value::Object(stable))
 }
 
 /// What to emit for a record, by what changed:
@@ -190,7 +192,8 @@ fn kinds(object: Object, change: &Change, won: bool, archived: bool) -> Vec<&'st
         Change::New if archived => vec![],
         Change::New if won => vec!["created", "won"],
         Change::New => vec!["created"],
-        Change::Changed { flags } => {
+        Change::Changed { previous } => {
+            let flags = previous.get(FINGERPRINT_LEN..).unwrap_or("");
             let was_archived = flags.contains(ARCHIVED);
             let was_won = flags.contains(WON);
             match (object, archived) {

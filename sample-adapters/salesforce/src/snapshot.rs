@@ -9,22 +9,19 @@
 //! - any other record whose payload changed is `updated`;
 //! - an unchanged record emits nothing.
 //!
-//! Records are grouped in buckets, one state key each, so that a connection tracks tens of
-//! thousands of records within the host's key limit: key `sf/<Object>/<bucket 00-31>`, value
-//! a JSON object from record id to `<fingerprint>` (`ecd39353db1fd0ec`), `<fingerprint>:<stage>`
-//! (`ecd39353db1fd0ec:won`) or `deleted`. At about 45 bytes a record, the host's default
+//! The SDK's [`ChangeTracker`] groups records in 32 buckets per object, one state key each, so
+//! that a connection tracks tens of thousands of records within the host's key limit: key
+//! `sf/<Object>/<bucket 00-31>`, value a JSON object from record id to `<fingerprint>`
+//! (`ecd39353db1fd0ec`), `<fingerprint>:<stage>` (`ecd39353db1fd0ec:won`) or `deleted`. At about 45 bytes a record, the host's default
 //! limit of 1 MiB holds some 20,000 records.
 
 use std::collections::BTreeMap;
 
+use crm_adapter_sdk::AdapterError;
+use crm_adapter_sdk::changes::{ChangeTracker, fingerprint};
 use crm_adapter_sdk::serde_json::{Map, Value};
-use crm_adapter_sdk::{AdapterError, state};
 
 use crate::records::{self, Object, Stage};
-
-/// Buckets per object: 96 keys for the three objects leaves most of the host's 1,024 keys
-/// free, and keeps a bucket near 11 KiB when the state is full (a value may be 64 KiB).
-const BUCKETS: u64 = 32;
 
 /// An event to emit for a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,61 +88,37 @@ impl Seen {
     }
 }
 
-/// One bucket: record id -> what is remembered, as stored.
-#[derive(Default)]
-struct Bucket {
-    entries: BTreeMap<String, String>,
-    dirty: bool,
-}
-
-/// The records an invocation reads and changes. Buckets are read on first use and written back
-/// by [`Memory::save`]; the host keeps the writes only if the invocation succeeds.
+/// The records an invocation reads and changes, per object. The SDK's [`ChangeTracker`] reads
+/// a bucket on first use and [`Memory::save`] writes back the changed ones; the host keeps the
+/// writes only if the invocation succeeds.
 #[derive(Default)]
 pub struct Memory {
-    buckets: BTreeMap<String, Bucket>,
+    objects: BTreeMap<&'static str, ChangeTracker>,
+}
+
+/// The change tracker of an object's records, under `sf/<Object>/<00-31>`.
+fn tracker(object: Object) -> ChangeTracker {
+    ChangeTracker::new(format!("sf/{}/", object.api_name()))
 }
 
 /// The state key of the bucket holding a record.
 pub fn bucket_key(object: Object, id: &str) -> String {
-    format!(
-        "sf/{}/{:02}",
-        object.api_name(),
-        fnv1a(id.as_bytes()) % BUCKETS
-    )
+    tracker(object).bucket_key(id)
 }
 
 impl Memory {
-    fn bucket(&mut self, object: Object, id: &str) -> &mut Bucket {
-        let key = bucket_key(object, id);
-        self.buckets.entry(key).or_insert_with_key(|key| {
-            match state::get_json::<BTreeMap<String, String>>(key) {
-                Ok(entries) => Bucket {
-                    entries: entries.unwrap_or_default(),
-                    dirty: false,
-                },
-                // Written by something else: start this bucket over rather than fail forever.
-                Err(e) => {
-                    crm_adapter_sdk::warn!("state `{key}` is unreadable ({e}); starting it over");
-                    Bucket::default()
-                }
-            }
-        })
+    fn records(&mut self, object: Object) -> &mut ChangeTracker {
+        self.objects
+            .entry(object.api_name())
+            .or_insert_with(|| tracker(object))
     }
 
     fn get(&mut self, object: Object, id: &str) -> Option<Seen> {
-        self.bucket(object, id)
-            .entries
-            .get(id)
-            .and_then(|text| Seen::parse(text))
+        self.records(object).get(id).and_then(Seen::parse)
     }
 
     fn set(&mut self, object: Object, id: &str, seen: &Seen) {
-        let bucket = self.bucket(object, id);
-        let text = seen.text();
-        if bucket.entries.get(id) != Some(&text) {
-            bucket.entries.insert(id.to_owned(), text);
-            bucket.dirty = true;
-        }
+        self.records(object).remember(id, &seen.text());
     }
 
     /// Compares a whole record's payload (without volatile fields such as `occurred_at`) with
@@ -158,7 +131,7 @@ impl Memory {
         payload: &Map<String, Value>,
     ) -> (Vec<Action>, String) {
         let previous = self.get(object, id);
-        let fp = fingerprint(payload);
+        let fp = fingerprint(&Value::Object(payload.clone()));
         let stage = match object {
             Object::Opportunity => records::stage_of(payload),
             _ => None,
@@ -213,38 +186,24 @@ impl Memory {
     /// A change event deleted a record: a record the state knows is marked deleted (so that a
     /// later poll does not report it again); nothing is added for one it does not know.
     pub fn forget(&mut self, object: Object, id: &str) {
-        if self.bucket(object, id).entries.contains_key(id) {
+        if self.records(object).get(id).is_some() {
             self.set(object, id, &Seen::Deleted);
         }
     }
 
     /// Writes the buckets this invocation changed.
     pub fn save(self) -> Result<(), AdapterError> {
-        for (key, bucket) in self.buckets {
-            if bucket.dirty {
-                state::set_json(&key, &bucket.entries)?;
-            }
+        for records in self.objects.into_values() {
+            records.save()?;
         }
         Ok(())
     }
 }
 
-/// 16 hex digits identifying a payload (keys are sorted, so equal payloads print equally).
-fn fingerprint(payload: &Map<String, Value>) -> String {
-    let text = Value::Object(payload.clone()).to_string();
-    format!("{:016x}", fnv1a(text.as_bytes()))
-}
-
-/// 64-bit FNV-1a: small, deterministic, enough to notice that a record changed.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crm_adapter_sdk::state;
 
     #[test]
     fn remembered_entries_read_back_as_written() {

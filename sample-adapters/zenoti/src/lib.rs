@@ -14,8 +14,8 @@
 //! formats, settings and choices are in README.md.
 
 mod records;
-mod seen;
 
+use crm_adapter_sdk::changes::{self, Change, ChangeTracker, FINGERPRINT_LEN};
 use crm_adapter_sdk::fields::Obj;
 use crm_adapter_sdk::serde_json::{self, Value};
 use crm_adapter_sdk::{
@@ -24,7 +24,6 @@ use crm_adapter_sdk::{
 };
 
 use records::Inherited;
-use seen::{Change, Seen};
 
 /// The adapter.
 pub struct Zenoti;
@@ -42,6 +41,11 @@ const APPOINTMENT_DECIMALS: [&str; 2] = ["/price", "/final_price"];
 
 /// Flag kept with an appointment's fingerprint once it is completed.
 const COMPLETED: &str = "c";
+
+/// The flags of a remembered mark (after its fingerprint: `c` is a hex digit too).
+fn flags(mark: &str) -> &str {
+    mark.get(FINGERPRINT_LEN..).unwrap_or("")
+}
 
 impl Adapter for Zenoti {
     fn describe() -> AdapterInfo {
@@ -109,7 +113,7 @@ impl Adapter for Zenoti {
                 "`{event_type}` carries no appointment"
             )));
         }
-        let mut seen = Seen::new(kind.plural());
+        let mut seen = kind.seen();
         let mut events = Vec::with_capacity(records.len());
         for mut record in records {
             let completed = kind == Kind::Appointments
@@ -123,7 +127,7 @@ impl Adapter for Zenoti {
             };
             record.closed = completed;
             // Record what the webhook carried, so that the next poll does not repeat it.
-            seen.observe(&record.key, &record.fingerprint, record.flags())?;
+            seen.observe(&record.key, &record.mark());
             if let (Some(at), Value::Object(map)) = (&occurred_at, &mut record.payload) {
                 map.insert("occurred_at".into(), Value::String(at.clone()));
             }
@@ -172,11 +176,11 @@ impl Adapter for Zenoti {
             .iter()
             .map(|item| kind.record(item, &inherited))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut seen = Seen::new(kind.plural());
+        let mut seen = kind.seen();
         let mut events = Vec::new();
         let mut unchanged = 0usize;
         for record in records {
-            let change = seen.observe(&record.key, &record.fingerprint, record.flags())?;
+            let change = seen.observe(&record.key, &record.mark());
             let actions: &[&str] = match (change, kind) {
                 (Change::Unchanged, _) => {
                     unchanged += 1;
@@ -184,8 +188,8 @@ impl Adapter for Zenoti {
                 }
                 (Change::New, Kind::Appointments) if record.closed => &["created", "completed"],
                 (Change::New, _) => &["created"],
-                (Change::Changed { flags }, Kind::Appointments)
-                    if record.closed && !flags.contains(COMPLETED) =>
+                (Change::Changed { previous }, Kind::Appointments)
+                    if record.closed && !flags(&previous).contains(COMPLETED) =>
                 {
                     &["completed"]
                 }
@@ -232,6 +236,13 @@ enum Kind {
 
 impl Kind {
     const ALL: [Kind; 3] = [Kind::Appointments, Kind::Members, Kind::Services];
+
+    /// What the connection saw of the records of this kind, under `seen/<plural>/<00-31>`
+    /// (Zenoti ids are 36-character GUIDs: 1 MiB of state holds about 18,000 of them).
+    /// Webhooks record what they carried too, so that the next poll does not repeat it.
+    fn seen(self) -> ChangeTracker {
+        ChangeTracker::new(format!("seen/{}/", self.plural()))
+    }
 
     /// The list's key in Zenoti's responses, also used in state keys and dedupe keys.
     fn plural(self) -> &'static str {
@@ -303,7 +314,7 @@ impl Record {
         let payload = serde_json::to_value(payload)
             .map_err(|e| AdapterError::failed(format!("payload does not serialize: {e}")))?;
         Ok(Self {
-            fingerprint: seen::fingerprint(&payload),
+            fingerprint: changes::fingerprint(&payload),
             id,
             key,
             center_id,
@@ -312,8 +323,10 @@ impl Record {
         })
     }
 
-    fn flags(&self) -> &'static str {
-        if self.closed { COMPLETED } else { "" }
+    /// What the state remembers of it: the fingerprint, then `c` once it is completed.
+    fn mark(&self) -> String {
+        let flags = if self.closed { COMPLETED } else { "" };
+        format!("{}{flags}", self.fingerprint)
     }
 
     fn event(

@@ -25,7 +25,7 @@ use crm_adapter_sdk::fields::Obj;
 use crm_adapter_sdk::serde_json::Value;
 use crm_adapter_sdk::{AdapterError, Context, Event, Timestamp};
 
-use crate::memory::Memory;
+use crate::memory;
 use crate::records::{self, Module};
 
 /// The events of a notification.
@@ -62,12 +62,12 @@ pub fn events(body: &Value, ctx: &Context) -> Result<Vec<Event>, AdapterError> {
     }
     let org = crate::org_for(ctx)?;
 
-    let mut memory = Memory::default();
+    let mut seen = memory::seen(module);
     let mut events = Vec::with_capacity(ids.len());
     for id in &ids {
         let mut payload = records::ids_payload(module, id);
         if action == "deleted" {
-            memory.forget(module, id);
+            seen.forget(id);
         } else {
             let mut changed: Vec<String> = Vec::new();
             for fields in &affected_fields {
@@ -101,7 +101,7 @@ pub fn events(body: &Value, ctx: &Context) -> Result<Vec<Event>, AdapterError> {
             key,
         )?);
     }
-    memory.save()?;
+    seen.save()?;
     crm_adapter_sdk::debug!(
         "{} {operation} notification: {} events",
         module.api_name(),

@@ -19,11 +19,12 @@
 //! No cursor means "list everything". An empty body (Zoho answers `204 No Content` when
 //! nothing was modified) ends the listing with no events.
 
+use crm_adapter_sdk::changes::{Change, fingerprint};
 use crm_adapter_sdk::fields::{Obj, parse_timestamp};
 use crm_adapter_sdk::serde_json::Value;
 use crm_adapter_sdk::{AdapterError, Context, PollOutput, PollPage, Timestamp, state};
 
-use crate::memory::{Change, Memory};
+use crate::memory;
 use crate::records::{self, Module};
 
 /// The connection setting naming the module a polling connection lists.
@@ -71,7 +72,7 @@ pub fn poll(page: &PollPage, ctx: &Context) -> Result<PollOutput, AdapterError> 
     let body: Value = page.json()?;
     let root = Obj::root(&body, "the list page")?;
     let records = root.objects("data")?;
-    let mut memory = Memory::default();
+    let mut seen = memory::seen(module);
     let mut events = Vec::new();
     for record in &records {
         let id = record.id("id")?;
@@ -88,10 +89,12 @@ pub fn poll(page: &PollPage, ctx: &Context) -> Result<PollOutput, AdapterError> 
         };
         high_water = Some(high_water.map_or(modified, |hw| hw.max(modified)));
         let payload = records::payload(module, &id, record)?;
-        let (change, fp) = memory.observe(module, &id, &payload);
+        // Without volatile fields such as `occurred_at`, added by `crate::event`.
+        let fp = fingerprint(&Value::Object(payload.clone()));
+        let change = seen.observe(&id, &fp);
         let action = match change {
             Change::New => "created",
-            Change::Changed => "updated",
+            Change::Changed { .. } => "updated",
             Change::Unchanged => continue,
         };
         events.push(crate::event(
@@ -104,7 +107,7 @@ pub fn poll(page: &PollPage, ctx: &Context) -> Result<PollOutput, AdapterError> 
             format!("{}/{id}/{fp}", module.api_name()),
         )?);
     }
-    memory.save()?;
+    seen.save()?;
     crm_adapter_sdk::debug!(
         "{} {} records: {} changed",
         records.len(),

@@ -244,7 +244,7 @@ fn deletions_name_each_record_once_and_forget_it() {
     )
     .unwrap();
     let remembered = |id: &str| {
-        let key = memory::bucket_key(records::Module::Deals, id);
+        let key = memory::seen(records::Module::Deals).bucket_key(id);
         state::get_string(&key)
             .unwrap()
             .is_some_and(|bucket| bucket.contains(id))
