@@ -348,6 +348,7 @@ fn endpoints(adapter: &str, connection: &str) -> Vec<(Method, String, Option<Val
             "/v1/secrets/signing".into(),
             Some(json!({"value": "s3cret"})),
         ),
+        (Method::GET, "/v1/events".into(), None),
     ]
 }
 
@@ -749,4 +750,116 @@ async fn secrets_are_write_only_and_scoped_to_the_org() {
     // There is no way to read a secret back.
     let (status, _) = api.call(&a, Method::GET, "/v1/secrets/signing", None).await;
     assert!(status == StatusCode::METHOD_NOT_ALLOWED || status == StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn events_are_listed_and_read_within_the_org() {
+    use hmac::{Hmac, Mac};
+    let api = start().await;
+    let a = org_admin("org-a");
+    let (_, adapter) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/adapters",
+            Some(json!({"name": "champion"})),
+        )
+        .await;
+    let adapter = adapter["id"].as_str().unwrap().to_owned();
+    let (status, _) = api
+        .upload(&a, &adapter, test_artifacts::CHAMPION_HEALTH)
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    api.call(
+        &a,
+        Method::PUT,
+        "/v1/secrets/gh",
+        Some(json!({"value": "gh-secret"})),
+    )
+    .await;
+    let (_, connection) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/connections",
+            Some(json!({
+                "provider": "custom", "adapter_id": adapter, "signature": {"scheme": "github"},
+                "secret": "gh", "settings": {"default_org_id": "org-a"},
+            })),
+        )
+        .await;
+    let connection = connection["id"].as_str().unwrap();
+    let body = std::fs::read(test_artifacts::sample_file(
+        "champion-health/fixtures/enrollment-1kb.json",
+    ))
+    .unwrap();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"gh-secret").unwrap();
+    mac.update(&body);
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let (status, ack) = api
+        .send(
+            Request::post(format!("/v1/hooks/{connection}"))
+                .header("content-type", "application/json")
+                .header("x-hub-signature-256", signature)
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (status, ack["events"].as_u64()),
+        (StatusCode::OK, Some(1)),
+        "{ack}"
+    );
+
+    let (status, list) = api
+        .call(
+            &a,
+            Method::GET,
+            "/v1/events?event_type=member.enrolled",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let event = &list["items"][0];
+    assert_eq!(event["org_id"], "org-a");
+    assert_eq!(
+        event["payload"]["pepm_rate"], "12.50",
+        "decimals stay strings"
+    );
+    let event_id = event["event_id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/events/{event_id}");
+    let (status, one) = api.call(&a, Method::GET, &path, None).await;
+    assert_eq!(
+        (status, &one["event_id"]),
+        (StatusCode::OK, &json!(event_id))
+    );
+    let (status, _) = api
+        .call(&platform(Some("org-a")), Method::GET, &path, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let other_tenant = As {
+        token: token_with(json!({"tenant_id": "t2", "org_id": "org-a"})),
+        org_header: None,
+    };
+    for who in [org_admin("org-b"), platform(Some("org-b")), other_tenant] {
+        assert_eq!(
+            api.call(&who, Method::GET, &path, None).await.0,
+            StatusCode::NOT_FOUND
+        );
+        let (_, list) = api.call(&who, Method::GET, "/v1/events", None).await;
+        assert_eq!(list["items"], json!([]));
+    }
+    let (status, problem) = api
+        .call(&a, Method::GET, "/v1/events?status=lost", None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    let (status, _) = api
+        .call(&a, Method::GET, "/v1/events?cursor=garbage", None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = api
+        .call(&platform(None), Method::GET, "/v1/events", None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }

@@ -26,7 +26,7 @@ use crate::secrets::{MAX_GRACE, SecretValue};
 use crate::signatures::SchemeConfig;
 use crate::store::{
     self, Adapter, AdapterVersion, Connection, ConnectionSpec, ConnectionStatus, NewAdapter,
-    NewAdapterVersion,
+    NewAdapterVersion, OutboxFilter, OutboxRow,
 };
 
 /// What the management handlers share.
@@ -66,6 +66,8 @@ pub fn router(state: ApiState) -> Router {
                 .delete(delete_connection),
         )
         .route("/v1/secrets/{*name}", put(put_secret))
+        .route("/v1/events", get(list_events))
+        .route("/v1/events/{event_id}", get(get_event))
         .with_state(state)
 }
 
@@ -752,4 +754,130 @@ async fn put_secret(
         Json(serde_json::json!({ "name": name, "version": version, "org_id": org_id })),
     )
         .into_response())
+}
+
+// --- Events ------------------------------------------------------------------------------
+
+/// Filters of `GET /v1/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    event_type: Option<String>,
+    entity_type: Option<String>,
+    entity_id: Option<String>,
+    /// `pending`, `published` or `dead`.
+    status: Option<String>,
+    connection_id: Option<String>,
+    /// Created at or after (Unix milliseconds).
+    since: Option<store::Millis>,
+    /// Created before (Unix milliseconds).
+    until: Option<store::Millis>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// An outbox event as the API shows it: the payload and metadata as JSON, exactly as stored
+/// (decimals stay strings).
+#[derive(Debug, Serialize)]
+struct EventView {
+    seq: i64,
+    event_id: String,
+    org_id: Option<String>,
+    event_type: String,
+    entity_type: String,
+    entity_id: String,
+    payload: Box<serde_json::value::RawValue>,
+    metadata: Box<serde_json::value::RawValue>,
+    delivery_id: String,
+    connection_id: String,
+    created_at: store::Millis,
+    status: store::OutboxStatus,
+    attempts: u32,
+    published_at: Option<store::Millis>,
+    last_error: Option<String>,
+}
+
+impl EventView {
+    fn new(row: OutboxRow) -> Result<Self, ApiError> {
+        let raw = |text: String| {
+            serde_json::value::RawValue::from_string(text).map_err(ApiError::internal)
+        };
+        Ok(Self {
+            seq: row.seq,
+            event_id: row.event_id,
+            org_id: row.org_id,
+            event_type: row.event_type,
+            entity_type: row.entity_type,
+            entity_id: row.entity_id,
+            payload: raw(row.payload_json)?,
+            metadata: raw(row.metadata_json)?,
+            delivery_id: row.delivery_id,
+            connection_id: row.connection_id,
+            created_at: row.created_at,
+            status: row.status,
+            attempts: row.attempts,
+            published_at: row.published_at,
+            last_error: row.last_error,
+        })
+    }
+}
+
+async fn list_events(
+    State(state): State<ApiState>,
+    scope: Scope,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let status = query
+        .status
+        .map(|text| text.parse())
+        .transpose()
+        .map_err(|_| {
+            ApiError::BadRequest("`status` must be `pending`, `published` or `dead`".into())
+        })?;
+    let page = state
+        .host
+        .store()
+        .list_outbox(OutboxFilter {
+            tenant_id: scope.tenant_id().to_owned(),
+            org_id: Some(scope.org_id.clone()),
+            event_type: query.event_type,
+            entity_type: query.entity_type,
+            entity_id: query.entity_id,
+            status,
+            connection_id: query.connection_id,
+            since: query.since,
+            until: query.until,
+            limit: query.limit.unwrap_or_default(),
+            cursor: query.cursor,
+        })
+        .await
+        .map_err(|e| match e {
+            store::Error::Invalid(why) => ApiError::BadRequest(why),
+            other => internal(other),
+        })?;
+    let items = page
+        .items
+        .into_iter()
+        .map(EventView::new)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(
+        serde_json::json!({ "items": items, "next_cursor": page.next_cursor }),
+    ))
+}
+
+async fn get_event(
+    State(state): State<ApiState>,
+    scope: Scope,
+    Path(event_id): Path<String>,
+) -> Result<Json<EventView>, ApiError> {
+    let row = state
+        .host
+        .store()
+        .get_event(&event_id)
+        .await
+        .map_err(internal)?
+        .filter(|row| scope.sees(&row.tenant_id, row.org_id.as_deref()))
+        .ok_or_else(|| ApiError::NotFound(format!("no event `{event_id}`")))?;
+    Ok(Json(EventView::new(row)?))
 }
