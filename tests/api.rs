@@ -349,6 +349,7 @@ fn endpoints(adapter: &str, connection: &str) -> Vec<(Method, String, Option<Val
             Some(json!({"value": "s3cret"})),
         ),
         (Method::GET, "/v1/events".into(), None),
+        (Method::GET, "/v1/deliveries".into(), None),
     ]
 }
 
@@ -850,6 +851,31 @@ async fn events_are_listed_and_read_within_the_org() {
         let (_, list) = api.call(&who, Method::GET, "/v1/events", None).await;
         assert_eq!(list["items"], json!([]));
     }
+    // The delivery behind it, with its invocation record, in the same scope.
+    let delivery_id = ack["delivery_id"].as_str().unwrap();
+    let (status, deliveries) = api
+        .call(&a, Method::GET, "/v1/deliveries?status=processed", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{deliveries}");
+    assert_eq!(deliveries["items"][0]["id"], delivery_id);
+    let delivery_path = format!("/v1/deliveries/{delivery_id}");
+    let (status, delivery) = api.call(&a, Method::GET, &delivery_path, None).await;
+    assert_eq!(status, StatusCode::OK, "{delivery}");
+    assert_eq!(delivery["invocations"][0]["events"], 1);
+    assert!(delivery.get("body").is_none() && delivery["delivery"].get("body").is_none());
+    for who in [org_admin("org-b"), platform(Some("org-b"))] {
+        assert_eq!(
+            api.call(&who, Method::GET, &delivery_path, None).await.0,
+            StatusCode::NOT_FOUND
+        );
+        let (_, list) = api.call(&who, Method::GET, "/v1/deliveries", None).await;
+        assert_eq!(list["items"], json!([]));
+    }
+    let (status, _) = api
+        .call(&a, Method::GET, "/v1/deliveries?status=lost", None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
     let (status, problem) = api
         .call(&a, Method::GET, "/v1/events?status=lost", None)
         .await;

@@ -25,8 +25,8 @@ use crate::sandbox::{self, Limits};
 use crate::secrets::{MAX_GRACE, SecretValue};
 use crate::signatures::SchemeConfig;
 use crate::store::{
-    self, Adapter, AdapterVersion, Connection, ConnectionSpec, ConnectionStatus, NewAdapter,
-    NewAdapterVersion, OutboxFilter, OutboxRow,
+    self, Adapter, AdapterVersion, Connection, ConnectionSpec, ConnectionStatus, DeliveryFilter,
+    NewAdapter, NewAdapterVersion, OutboxFilter, OutboxRow,
 };
 
 /// What the management handlers share.
@@ -66,6 +66,8 @@ pub fn router(state: ApiState) -> Router {
                 .delete(delete_connection),
         )
         .route("/v1/secrets/{*name}", put(put_secret))
+        .route("/v1/deliveries", get(list_deliveries))
+        .route("/v1/deliveries/{delivery_id}", get(get_delivery))
         .route("/v1/events", get(list_events))
         .route("/v1/events/{event_id}", get(get_event))
         .with_state(state)
@@ -880,4 +882,97 @@ async fn get_event(
         .filter(|row| scope.sees(&row.tenant_id, row.org_id.as_deref()))
         .ok_or_else(|| ApiError::NotFound(format!("no event `{event_id}`")))?;
     Ok(Json(EventView::new(row)?))
+}
+
+// --- Deliveries --------------------------------------------------------------------------
+
+/// Filters of `GET /v1/deliveries`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveriesQuery {
+    connection_id: Option<String>,
+    /// `received`, `processed`, `ignored`, `failed` or `rejected`.
+    status: Option<String>,
+    /// Received at or after (Unix milliseconds).
+    since: Option<store::Millis>,
+    /// Received before (Unix milliseconds).
+    until: Option<store::Millis>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn list_deliveries(
+    State(state): State<ApiState>,
+    scope: Scope,
+    query: Result<Query<DeliveriesQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let status = query
+        .status
+        .map(|text| text.parse())
+        .transpose()
+        .map_err(|_| {
+            ApiError::BadRequest(
+                "`status` must be `received`, `processed`, `ignored`, `failed` or `rejected`"
+                    .into(),
+            )
+        })?;
+    let page = state
+        .host
+        .store()
+        .list_deliveries(DeliveryFilter {
+            tenant_id: Some(scope.tenant_id().to_owned()),
+            org_id: Some(scope.org_id.clone()),
+            connection_id: query.connection_id,
+            status,
+            since: query.since,
+            until: query.until,
+            limit: query.limit.unwrap_or_default(),
+            cursor: query.cursor,
+        })
+        .await
+        .map_err(|e| match e {
+            store::Error::Invalid(why) => ApiError::BadRequest(why),
+            other => internal(other),
+        })?;
+    Ok(Json(
+        serde_json::json!({ "items": page.items, "next_cursor": page.next_cursor }),
+    ))
+}
+
+/// `GET /v1/deliveries/{id}`: the delivery, why it failed, and every invocation run on it
+/// (usage, violations, logs). The body is not shown: it is the CRM's data, kept for redrive.
+async fn get_delivery(
+    State(state): State<ApiState>,
+    scope: Scope,
+    Path(delivery_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let store = state.host.store();
+    let not_found = || ApiError::NotFound(format!("no delivery `{delivery_id}`"));
+    let delivery = store
+        .get_delivery(&delivery_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(not_found)?;
+    let connection = store
+        .get_connection(&delivery.info.connection_id)
+        .await
+        .map_err(internal)?
+        .filter(|c| scope.sees(&c.tenant_id, c.org_id.as_deref()))
+        .ok_or_else(not_found)?;
+    let invocations = store
+        .list_invocations(&delivery.info.id)
+        .await
+        .map_err(internal)?;
+    let reason: Option<Value> = delivery
+        .info
+        .reason_json
+        .as_deref()
+        .and_then(|text| serde_json::from_str(text).ok());
+    Ok(Json(serde_json::json!({
+        "delivery": delivery.info,
+        "reason": reason,
+        "connection_org_id": connection.org_id,
+        "invocations": invocations,
+    })))
 }

@@ -469,6 +469,8 @@ impl Delivery {
 pub struct DeliveryFilter {
     /// Only this tenant's.
     pub tenant_id: Option<String>,
+    /// `Some(org)`: only deliveries of that org's connections and platform-level ones.
+    pub org_id: Option<String>,
     /// Only this connection's.
     pub connection_id: Option<String>,
     /// Only in this status.

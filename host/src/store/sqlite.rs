@@ -1602,6 +1602,10 @@ impl Store for SqliteStore {
             query.and("tenant_id = ?", text(filter.tenant_id.as_ref()));
             query.and("connection_id = ?", text(filter.connection_id.as_ref()));
             query.and(
+                "connection_id IN (SELECT id FROM connections WHERE org_id IS NULL OR org_id = ?)",
+                text(filter.org_id.as_ref()),
+            );
+            query.and(
                 "status = ?",
                 filter.status.map(|s| Value::Text(s.as_str().to_owned())),
             );

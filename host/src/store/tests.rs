@@ -1110,6 +1110,38 @@ pub(crate) async fn delivery_lists_filter_and_page(backend: &dyn Backend) {
     .await;
     assert_eq!(other.items.len(), 1);
     assert_eq!(other.items[0].connection_id, "c2");
+
+    // An org sees deliveries of its connections and of platform-level ones (c1), not another
+    // org's.
+    let (_, _) = store
+        .upsert_connection(
+            ConnectionSpec {
+                org_id: Some("org-b".to_owned()),
+                ..spec("c1-org-b", "t1", &t1.adapter.id, 1)
+            },
+            "config",
+            T0,
+        )
+        .await
+        .unwrap();
+    let org_b_delivery = store
+        .record_delivery(delivery("c1-org-b", "org b", None, T0), WINDOW)
+        .await
+        .unwrap()
+        .id;
+    let in_org = |org: &str| {
+        list(DeliveryFilter {
+            tenant_id: Some("t1".to_owned()),
+            org_id: Some(org.to_owned()),
+            limit: 100,
+            ..Default::default()
+        })
+    };
+    let seen_by_a = in_org("org-a").await;
+    assert_eq!(ids(&seen_by_a.items, |d| d.id.clone()), newest_first);
+    let seen_by_b = in_org("org-b").await;
+    assert_eq!(seen_by_b.items.len(), 8);
+    assert!(seen_by_b.items.iter().any(|d| d.id == org_b_delivery));
 }
 
 pub(crate) async fn claims_keep_each_entity_in_order(backend: &dyn Backend) {
