@@ -350,6 +350,7 @@ fn endpoints(adapter: &str, connection: &str) -> Vec<(Method, String, Option<Val
         ),
         (Method::GET, "/v1/events".into(), None),
         (Method::GET, "/v1/deliveries".into(), None),
+        (Method::GET, "/v1/subscribers".into(), None),
     ]
 }
 
@@ -753,14 +754,13 @@ async fn secrets_are_write_only_and_scoped_to_the_org() {
     assert!(status == StatusCode::METHOD_NOT_ALLOWED || status == StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
-async fn events_are_listed_and_read_within_the_org() {
+/// Sets up the champion-health adapter and a GitHub-signed connection in org-a (as `a`) and
+/// sends it one enrollment delivery, which makes one `member.enrolled` event in org-a; the ack.
+async fn one_event_in_org_a(api: &Api, a: &As) -> Value {
     use hmac::{Hmac, Mac};
-    let api = start().await;
-    let a = org_admin("org-a");
     let (_, adapter) = api
         .call(
-            &a,
+            a,
             Method::POST,
             "/v1/adapters",
             Some(json!({"name": "champion"})),
@@ -768,11 +768,11 @@ async fn events_are_listed_and_read_within_the_org() {
         .await;
     let adapter = adapter["id"].as_str().unwrap().to_owned();
     let (status, _) = api
-        .upload(&a, &adapter, test_artifacts::CHAMPION_HEALTH)
+        .upload(a, &adapter, test_artifacts::CHAMPION_HEALTH)
         .await;
     assert_eq!(status, StatusCode::CREATED);
     api.call(
-        &a,
+        a,
         Method::PUT,
         "/v1/secrets/gh",
         Some(json!({"value": "gh-secret"})),
@@ -780,7 +780,7 @@ async fn events_are_listed_and_read_within_the_org() {
     .await;
     let (_, connection) = api
         .call(
-            &a,
+            a,
             Method::POST,
             "/v1/connections",
             Some(json!({
@@ -811,6 +811,14 @@ async fn events_are_listed_and_read_within_the_org() {
         (StatusCode::OK, Some(1)),
         "{ack}"
     );
+    ack
+}
+
+#[tokio::test]
+async fn events_are_listed_and_read_within_the_org() {
+    let api = start().await;
+    let a = org_admin("org-a");
+    let ack = one_event_in_org_a(&api, &a).await;
 
     let (status, list) = api
         .call(
@@ -888,4 +896,165 @@ async fn events_are_listed_and_read_within_the_org() {
         .call(&platform(None), Method::GET, "/v1/events", None)
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn subscribers_are_managed_and_dead_deliveries_retried_within_the_org() {
+    use adapter_host::metrics::Metrics;
+    use adapter_host::relay::{Relay, RelayConfig};
+
+    let api = start().await;
+    let a = org_admin("org-a");
+    let (status, subscriber) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/subscribers",
+            Some(json!({
+                // Nothing listens on loopback's port 9: every attempt is refused.
+                "url": "http://127.0.0.1:9/hook", "event_types": ["member.*"], "secret": "sub",
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{subscriber}");
+    assert_eq!(subscriber["org_id"], "org-a");
+    assert_eq!(subscriber["secret_ref"], "tenants/t1/orgs/org-a/sub");
+    let id = subscriber["id"].as_str().unwrap().to_owned();
+    api.call(
+        &a,
+        Method::PUT,
+        "/v1/secrets/sub",
+        Some(json!({"value": "whsec_c3Vi"})),
+    )
+    .await;
+    one_event_in_org_a(&api, &a).await;
+    let relay = Relay::new(
+        api.host.store().clone(),
+        api.host.bus().clone(),
+        Metrics::new(),
+        RelayConfig {
+            subscriber_max_attempts: 1,
+            ..RelayConfig::default()
+        },
+        Arc::new(tokio::sync::Notify::new()),
+    )
+    .with_secrets(api.host.secrets().clone());
+    assert_eq!(relay.publish_once().await.unwrap(), 1);
+    assert_eq!(relay.deliver_once().await.unwrap(), 0);
+
+    let path = format!("/v1/subscribers/{id}");
+    let (status, page) = api
+        .call(
+            &a,
+            Method::GET,
+            &format!("{path}/deliveries?status=dead"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let dead = &page["items"][0];
+    assert_eq!(
+        (dead["status"].as_str(), dead["attempts"].as_u64()),
+        (Some("dead"), Some(1))
+    );
+    let seq = dead["outbox_seq"].as_i64().unwrap();
+    let retry = format!("{path}/deliveries/{seq}/retry");
+
+    // Another org finds nothing; a viewer reads but cannot retry.
+    let b = org_admin("org-b");
+    for (method, url) in [
+        (Method::GET, path.clone()),
+        (Method::GET, format!("{path}/deliveries")),
+        (Method::POST, retry.clone()),
+        (Method::PATCH, path.clone()),
+        (Method::DELETE, path.clone()),
+    ] {
+        let body = (method == Method::PATCH).then(|| json!({"enabled": false}));
+        assert_eq!(
+            api.call(&b, method.clone(), &url, body).await.0,
+            StatusCode::NOT_FOUND,
+            "{method} {url}"
+        );
+    }
+    let (_, list) = api.call(&b, Method::GET, "/v1/subscribers", None).await;
+    assert_eq!(list["items"], json!([]));
+    let viewer = As {
+        token: token_with(json!({"org_id": "org-a", "roles": ["viewer"]})),
+        org_header: None,
+    };
+    assert_eq!(
+        api.call(&viewer, Method::GET, &path, None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.call(&viewer, Method::POST, &retry, None).await.0,
+        StatusCode::FORBIDDEN
+    );
+
+    let (status, answer) = api.call(&a, Method::POST, &retry, None).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (_, page) = api
+        .call(
+            &a,
+            Method::GET,
+            &format!("{path}/deliveries?status=pending"),
+            None,
+        )
+        .await;
+    assert_eq!(page["items"][0]["attempts"], 0, "attempts start over");
+    let (status, _) = api
+        .call(
+            &a,
+            Method::POST,
+            &format!("{path}/deliveries/999999/retry"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = api
+        .call(
+            &a,
+            Method::POST,
+            &format!("{path}/deliveries/seven/retry"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (status, updated) = api
+        .call(
+            &a,
+            Method::PATCH,
+            &path,
+            Some(json!({"event_types": ["deal.won"], "enabled": false})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(
+        (updated["event_types"].clone(), updated["enabled"].clone()),
+        (json!(["deal.won"]), json!(false))
+    );
+    let (status, problem) = api
+        .call(
+            &a,
+            Method::PATCH,
+            &path,
+            Some(json!({"url": "ftp://x.example/"})),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["detail"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("`url` must be an http or https URL with a host")
+        )
+    );
+    assert_eq!(
+        api.call(&a, Method::DELETE, &path, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.call(&a, Method::GET, &path, None).await.0,
+        StatusCode::NOT_FOUND
+    );
 }

@@ -611,7 +611,7 @@ mod relay {
     use adapter_host::bus::{Bus, BusError, MemoryBus, Message};
     use adapter_host::metrics::Metrics;
     use adapter_host::relay::{Relay, RelayConfig};
-    use adapter_host::store::{NewSubscriber, OutboxStatus};
+    use adapter_host::store::OutboxStatus;
     use tokio::sync::Notify;
 
     use super::*;
@@ -767,95 +767,6 @@ mod relay {
         );
         let (status, _) = host.send(replay(created, created + 1, "wrong")).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
-    }
-
-    #[tokio::test]
-    async fn a_dead_subscriber_delivery_is_listed_and_retried_by_an_admin() {
-        let host = start().await;
-        let store = host.host.store().clone();
-        let subscriber = store
-            .create_subscriber(NewSubscriber {
-                tenant_id: "tenant-a".into(),
-                org_id: None,
-                // Nothing listens on loopback's port 9: every attempt is refused.
-                url: "http://127.0.0.1:9/hook".into(),
-                event_types: vec![],
-                secret_ref: "tenant-a/champion/signing".into(),
-                enabled: true,
-                created_at: 0,
-            })
-            .await
-            .unwrap();
-        host.send(github("hostile", "ok", "github-secret")).await;
-        let relay = Relay::new(
-            store.clone(),
-            host.host.bus().clone(),
-            Metrics::new(),
-            RelayConfig {
-                subscriber_max_attempts: 1,
-                ..RelayConfig::default()
-            },
-            Arc::new(Notify::new()),
-        )
-        .with_secrets(host.host.secrets().clone());
-        assert_eq!(relay.publish_once().await.unwrap(), 1);
-        assert_eq!(relay.deliver_once().await.unwrap(), 0);
-
-        let list = |query: &str, token: &str| {
-            Request::get(format!(
-                "/v1/subscribers/{}/deliveries{query}",
-                subscriber.id
-            ))
-            .header("authorization", format!("Bearer {token}"))
-            .body(Body::empty())
-            .unwrap()
-        };
-        let (status, page) = host.send(list("?status=dead", ADMIN)).await;
-        assert_eq!(status, StatusCode::OK, "{page}");
-        let dead = &page["items"][0];
-        assert_eq!(
-            (dead["status"].as_str(), dead["attempts"].as_u64()),
-            (Some("dead"), Some(1))
-        );
-        let seq = dead["outbox_seq"].as_i64().unwrap();
-
-        let retry = |subscriber: &str, seq: &str, token: &str| {
-            Request::post(format!(
-                "/v1/subscribers/{subscriber}/deliveries/{seq}/retry"
-            ))
-            .header("authorization", format!("Bearer {token}"))
-            .body(Body::empty())
-            .unwrap()
-        };
-        let (status, answer) = host
-            .send(retry(&subscriber.id, &seq.to_string(), ADMIN))
-            .await;
-        assert_eq!(status, StatusCode::OK, "{answer}");
-        let (_, page) = host.send(list("?status=pending", ADMIN)).await;
-        assert_eq!(page["items"][0]["attempts"], 0, "attempts start over");
-        assert_eq!(page["items"][0]["outbox_seq"], seq);
-
-        let (status, _) = host
-            .send(retry(&subscriber.id, &seq.to_string(), "wrong"))
-            .await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED);
-        let (status, problem) = host.send(retry("nope", &seq.to_string(), ADMIN)).await;
-        assert_eq!(
-            (status, problem["detail"].as_str()),
-            (StatusCode::NOT_FOUND, Some("no subscriber `nope`"))
-        );
-        let (status, _) = host.send(retry(&subscriber.id, "999999", ADMIN)).await;
-        assert_eq!(status, StatusCode::NOT_FOUND);
-        let (status, _) = host.send(retry(&subscriber.id, "seven", ADMIN)).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST);
-        let (status, problem) = host.send(list("?status=lost", ADMIN)).await;
-        assert_eq!(
-            (status, problem["detail"].as_str()),
-            (
-                StatusCode::BAD_REQUEST,
-                Some("`status` must be `pending`, `delivered` or `dead`")
-            )
-        );
     }
 
     #[test]

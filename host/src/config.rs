@@ -139,23 +139,6 @@ pub struct SubscriberEntry {
     pub enabled: bool,
 }
 
-impl SubscriberEntry {
-    fn validate(&self) -> anyhow::Result<()> {
-        let url = reqwest::Url::parse(&self.url).context("`url` is not a URL")?;
-        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            bail!("`url` must be an http or https URL with a host");
-        }
-        if let Some(bad) = self
-            .event_types
-            .iter()
-            .find(|t| t.is_empty() || t.chars().any(char::is_whitespace))
-        {
-            bail!("event type {bad:?} is not a type name, `entity.*` or `*`");
-        }
-        Ok(())
-    }
-}
-
 /// A secret value to store, from the environment, a file, or (for demos) inline.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -331,7 +314,9 @@ pub async fn provision(host: &Host, config: &Config, base: &Path) -> anyhow::Res
     for (position, entry) in config.subscribers.iter().enumerate() {
         // The URL may carry a token: messages name the subscriber by tenant and position.
         let name = format!("subscribers[{position}] (tenant {})", entry.tenant_id);
-        entry.validate().context(name.clone())?;
+        crate::relay::check_subscriber(&entry.url, &entry.event_types)
+            .map_err(anyhow::Error::msg)
+            .context(name.clone())?;
         if host.secrets().get(&entry.secret, now)?.is_none() {
             bail!("{name}: no secret named {}", entry.secret);
         }

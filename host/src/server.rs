@@ -3,7 +3,7 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -11,7 +11,7 @@ use subtle::ConstantTimeEq;
 
 use crate::api::ApiError;
 use crate::pipeline::{Ack, Host, Inbound, Reply};
-use crate::store::{self, DeliveryStatus, SubscriberDeliveryFilter};
+use crate::store::DeliveryStatus;
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -50,14 +50,6 @@ pub fn app(host: Host, settings: ServerSettings) -> Router {
         )
         .route("/v1/deliveries/{delivery_id}/redrive", post(redrive))
         .route("/v1/events/replay", post(replay))
-        .route(
-            "/v1/subscribers/{subscriber_id}/deliveries",
-            get(subscriber_deliveries),
-        )
-        .route(
-            "/v1/subscribers/{subscriber_id}/deliveries/{seq}/retry",
-            post(retry_subscriber_delivery),
-        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -267,88 +259,4 @@ async fn replay(
     }
     tracing::info!(tenant = %request.tenant_id, from = request.from_ms, to = request.to_ms, replayed, "replay");
     Ok(axum::Json(serde_json::json!({ "replayed": replayed })).into_response())
-}
-
-/// Filters of a subscriber's delivery list.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeliveriesQuery {
-    /// `pending`, `delivered` or `dead`.
-    status: Option<String>,
-    limit: Option<usize>,
-    cursor: Option<String>,
-}
-
-/// A subscriber's deliveries, newest event first (to find the dead ones to retry).
-async fn subscriber_deliveries(
-    State(state): State<AppState>,
-    Path(subscriber_id): Path<String>,
-    headers: HeaderMap,
-    query: Result<Query<DeliveriesQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let status = query
-        .status
-        .map(|text| text.parse())
-        .transpose()
-        .map_err(|_| {
-            ApiError::BadRequest("`status` must be `pending`, `delivered` or `dead`".into())
-        })?;
-    let store = state.host.store();
-    subscriber(store.as_ref(), &subscriber_id).await?;
-    let page = store
-        .list_subscriber_deliveries(SubscriberDeliveryFilter {
-            subscriber_id,
-            status,
-            limit: query.limit.unwrap_or_default(),
-            cursor: query.cursor,
-        })
-        .await
-        .map_err(|e| match e {
-            store::Error::Invalid(why) => ApiError::BadRequest(why),
-            other => ApiError::internal(other),
-        })?;
-    Ok(axum::Json(serde_json::json!({
-        "items": page.items,
-        "next_cursor": page.next_cursor,
-    }))
-    .into_response())
-}
-
-/// Makes a dead (or waiting) delivery to a subscriber due now, with its attempts reset.
-async fn retry_subscriber_delivery(
-    State(state): State<AppState>,
-    Path((subscriber_id, seq)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
-    let seq: i64 = seq
-        .parse()
-        .map_err(|_| ApiError::BadRequest(format!("`{seq}` is not an event sequence number")))?;
-    let store = state.host.store();
-    subscriber(store.as_ref(), &subscriber_id).await?;
-    store
-        .retry_subscriber_delivery(&subscriber_id, seq, store::now_millis())
-        .await
-        .map_err(|e| match e {
-            store::Error::NotFound(_) => ApiError::NotFound(format!(
-                "subscriber `{subscriber_id}` has no delivery of event {seq}"
-            )),
-            store::Error::Conflict(why) => ApiError::Conflict(why),
-            other => ApiError::internal(other),
-        })?;
-    // Wake the relay: the delivery is due now.
-    state.host.outbox_appended().notify_one();
-    tracing::info!(subscriber = %subscriber_id, seq, "subscriber delivery retried by hand");
-    Ok(axum::Json(serde_json::json!({ "retried": true, "outbox_seq": seq })).into_response())
-}
-
-/// The subscriber, or a 404 naming it.
-async fn subscriber(store: &dyn store::Store, id: &str) -> Result<store::Subscriber, ApiError> {
-    store
-        .get_subscriber(id)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::NotFound(format!("no subscriber `{id}`")))
 }

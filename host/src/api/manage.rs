@@ -26,7 +26,8 @@ use crate::secrets::{MAX_GRACE, SecretValue};
 use crate::signatures::SchemeConfig;
 use crate::store::{
     self, Adapter, AdapterVersion, Connection, ConnectionSpec, ConnectionStatus, DeliveryFilter,
-    NewAdapter, NewAdapterVersion, OutboxFilter, OutboxRow,
+    NewAdapter, NewAdapterVersion, NewSubscriber, OutboxFilter, OutboxRow, Subscriber,
+    SubscriberDeliveryFilter, SubscriberUpdate,
 };
 
 /// What the management handlers share.
@@ -66,6 +67,24 @@ pub fn router(state: ApiState) -> Router {
                 .delete(delete_connection),
         )
         .route("/v1/secrets/{*name}", put(put_secret))
+        .route(
+            "/v1/subscribers",
+            post(create_subscriber).get(list_subscribers),
+        )
+        .route(
+            "/v1/subscribers/{subscriber_id}",
+            get(get_subscriber)
+                .patch(update_subscriber)
+                .delete(delete_subscriber),
+        )
+        .route(
+            "/v1/subscribers/{subscriber_id}/deliveries",
+            get(subscriber_deliveries),
+        )
+        .route(
+            "/v1/subscribers/{subscriber_id}/deliveries/{seq}/retry",
+            post(retry_subscriber_delivery),
+        )
         .route("/v1/deliveries", get(list_deliveries))
         .route("/v1/deliveries/{delivery_id}", get(get_delivery))
         .route("/v1/events", get(list_events))
@@ -975,4 +994,237 @@ async fn get_delivery(
         "connection_org_id": connection.org_id,
         "invocations": invocations,
     })))
+}
+
+// --- Outgoing webhook subscribers --------------------------------------------------------
+
+/// `POST /v1/subscribers`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSubscriberRequest {
+    /// Where events are POSTed.
+    url: String,
+    /// Event types (`deal.won`, `deal.*`, `*`); empty: all.
+    #[serde(default)]
+    event_types: Vec<String>,
+    /// Name of its signing secret in its scope (see `PUT /v1/secrets/{name}`).
+    secret: String,
+    /// Receives every org's events (platform-level tokens only).
+    #[serde(default)]
+    platform_level: bool,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+/// `PATCH /v1/subscribers/{id}`: what is present changes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscriberPatch {
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    event_types: Option<Vec<String>>,
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+async fn create_subscriber(
+    State(state): State<ApiState>,
+    scope: Scope,
+    body: Result<Json<NewSubscriberRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    scope.require_write()?;
+    let Json(request) = body?;
+    let org_id = scope.new_row_org(request.platform_level)?;
+    crate::relay::check_subscriber(&request.url, &request.event_types)
+        .map_err(ApiError::BadRequest)?;
+    check_name("`secret`", &request.secret, true)?;
+    let subscriber = state
+        .host
+        .store()
+        .create_subscriber(NewSubscriber {
+            tenant_id: scope.tenant_id().to_owned(),
+            secret_ref: Scope::secret_ref(scope.tenant_id(), org_id.as_deref(), &request.secret),
+            org_id,
+            url: request.url,
+            event_types: request.event_types,
+            enabled: request.enabled,
+            created_at: store::now_millis(),
+        })
+        .await
+        .map_err(internal)?;
+    tracing::info!(subscriber = %subscriber.id, by = %scope.caller.subject, "subscriber created");
+    Ok((StatusCode::CREATED, Json(subscriber)).into_response())
+}
+
+async fn list_subscribers(
+    State(state): State<ApiState>,
+    scope: Scope,
+) -> Result<Json<Value>, ApiError> {
+    let items = state
+        .host
+        .store()
+        .list_subscribers(scope.tenant_id(), Some(&scope.org_id))
+        .await
+        .map_err(internal)?;
+    Ok(Json(serde_json::json!({ "items": items })))
+}
+
+/// The subscriber, when the scope sees it; 404 otherwise.
+async fn visible_subscriber(
+    state: &ApiState,
+    scope: &Scope,
+    id: &str,
+) -> Result<Subscriber, ApiError> {
+    state
+        .host
+        .store()
+        .get_subscriber(id)
+        .await
+        .map_err(internal)?
+        .filter(|s| scope.sees(&s.tenant_id, s.org_id.as_deref()))
+        .ok_or_else(|| ApiError::NotFound(format!("no subscriber `{id}`")))
+}
+
+async fn get_subscriber(
+    State(state): State<ApiState>,
+    scope: Scope,
+    Path(subscriber_id): Path<String>,
+) -> Result<Json<Subscriber>, ApiError> {
+    visible_subscriber(&state, &scope, &subscriber_id)
+        .await
+        .map(Json)
+}
+
+async fn update_subscriber(
+    State(state): State<ApiState>,
+    scope: Scope,
+    Path(subscriber_id): Path<String>,
+    body: Result<Json<SubscriberPatch>, JsonRejection>,
+) -> Result<Json<Subscriber>, ApiError> {
+    let current = visible_subscriber(&state, &scope, &subscriber_id).await?;
+    scope.check_write(&current.tenant_id, current.org_id.as_deref(), || {
+        format!("subscriber `{subscriber_id}`")
+    })?;
+    let Json(patch) = body?;
+    let secret_ref = match &patch.secret {
+        Some(name) => {
+            check_name("`secret`", name, true)?;
+            Scope::secret_ref(&current.tenant_id, current.org_id.as_deref(), name)
+        }
+        None => current.secret_ref,
+    };
+    let update = SubscriberUpdate {
+        url: patch.url.unwrap_or(current.url),
+        event_types: patch.event_types.unwrap_or(current.event_types),
+        secret_ref,
+        enabled: patch.enabled.unwrap_or(current.enabled),
+    };
+    crate::relay::check_subscriber(&update.url, &update.event_types)
+        .map_err(ApiError::BadRequest)?;
+    let updated = state
+        .host
+        .store()
+        .update_subscriber(&current.id, update)
+        .await
+        .map_err(internal)?;
+    Ok(Json(updated))
+}
+
+async fn delete_subscriber(
+    State(state): State<ApiState>,
+    scope: Scope,
+    Path(subscriber_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let current = visible_subscriber(&state, &scope, &subscriber_id).await?;
+    scope.check_write(&current.tenant_id, current.org_id.as_deref(), || {
+        format!("subscriber `{subscriber_id}`")
+    })?;
+    state
+        .host
+        .store()
+        .delete_subscriber(&current.id)
+        .await
+        .map_err(internal)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Filters of a subscriber's delivery list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscriberDeliveriesQuery {
+    /// `pending`, `delivered` or `dead`.
+    status: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// A subscriber's deliveries and their last attempt, newest event first.
+async fn subscriber_deliveries(
+    State(state): State<ApiState>,
+    scope: Scope,
+    Path(subscriber_id): Path<String>,
+    query: Result<Query<SubscriberDeliveriesQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let subscriber = visible_subscriber(&state, &scope, &subscriber_id).await?;
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let status = query
+        .status
+        .map(|text| text.parse())
+        .transpose()
+        .map_err(|_| {
+            ApiError::BadRequest("`status` must be `pending`, `delivered` or `dead`".into())
+        })?;
+    let page = state
+        .host
+        .store()
+        .list_subscriber_deliveries(SubscriberDeliveryFilter {
+            subscriber_id: subscriber.id,
+            status,
+            limit: query.limit.unwrap_or_default(),
+            cursor: query.cursor,
+        })
+        .await
+        .map_err(|e| match e {
+            store::Error::Invalid(why) => ApiError::BadRequest(why),
+            other => internal(other),
+        })?;
+    Ok(Json(
+        serde_json::json!({ "items": page.items, "next_cursor": page.next_cursor }),
+    ))
+}
+
+/// Makes a dead (or waiting) delivery to a subscriber due now, with its attempts reset.
+async fn retry_subscriber_delivery(
+    State(state): State<ApiState>,
+    scope: Scope,
+    Path((subscriber_id, seq)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let subscriber = visible_subscriber(&state, &scope, &subscriber_id).await?;
+    scope.check_write(&subscriber.tenant_id, subscriber.org_id.as_deref(), || {
+        format!("subscriber `{subscriber_id}`")
+    })?;
+    let seq: i64 = seq
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("`{seq}` is not an event sequence number")))?;
+    state
+        .host
+        .store()
+        .retry_subscriber_delivery(&subscriber.id, seq, store::now_millis())
+        .await
+        .map_err(|e| match e {
+            store::Error::NotFound(_) => ApiError::NotFound(format!(
+                "subscriber `{subscriber_id}` has no delivery of event {seq}"
+            )),
+            store::Error::Conflict(why) => ApiError::Conflict(why),
+            other => internal(other),
+        })?;
+    // The delivery is due now: wake the relay.
+    state.host.outbox_appended().notify_one();
+    tracing::info!(subscriber = %subscriber_id, seq, by = %scope.caller.subject, "subscriber delivery retried by hand");
+    Ok(Json(
+        serde_json::json!({ "retried": true, "outbox_seq": seq }),
+    ))
 }

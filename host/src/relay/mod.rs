@@ -274,6 +274,25 @@ impl Relay {
     }
 }
 
+/// Checks a subscriber's endpoint and event type filter: an `http` or `https` URL with a host,
+/// and types that are a type name, `entity.*` or `*`. The message never repeats the URL (it
+/// may carry a token).
+pub fn check_subscriber(url: &str, event_types: &[String]) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|_| "`url` is not a URL".to_owned())?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return Err("`url` must be an http or https URL with a host".into());
+    }
+    if let Some(bad) = event_types
+        .iter()
+        .find(|t| t.is_empty() || t.len() > 128 || t.chars().any(char::is_whitespace))
+    {
+        return Err(format!(
+            "event type {bad:?} is not a type name, `entity.*` or `*`"
+        ));
+    }
+    Ok(())
+}
+
 /// A 64-bit finaliser (splitmix64): spreads close keys far apart.
 fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
