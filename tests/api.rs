@@ -1058,3 +1058,97 @@ async fn subscribers_are_managed_and_dead_deliveries_retried_within_the_org() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn a_version_is_dry_run_against_a_sample_and_nothing_is_written() {
+    let api = start().await;
+    let a = org_admin("org-a");
+    let (_, adapter) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/adapters",
+            Some(json!({"name": "champion"})),
+        )
+        .await;
+    let adapter = adapter["id"].as_str().unwrap().to_owned();
+    api.upload(&a, &adapter, test_artifacts::CHAMPION_HEALTH)
+        .await;
+    let sample = std::fs::read_to_string(test_artifacts::sample_file(
+        "champion-health/fixtures/enrollment-1kb.json",
+    ))
+    .unwrap();
+    let path = format!("/v1/adapters/{adapter}/versions/1/test");
+    let request = |settings: Value| {
+        json!({
+            "kind": "webhook", "body": sample, "settings": settings,
+            "headers": {"content-type": "application/json"},
+        })
+    };
+    let (status, report) = api
+        .call(
+            &a,
+            Method::POST,
+            &path,
+            Some(request(json!({"default_org_id": "org-a"}))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["outcome"]["status"], "accepted", "{report}");
+    let event = &report["outcome"]["events"][0];
+    assert_eq!(event["org_id"], "org-a");
+    assert!(report["usage"]["fuel_consumed"].as_u64().unwrap() > 0);
+
+    // An org the connection would not allow: the contract check answers, as it would live.
+    let (status, report) = api
+        .call(
+            &a,
+            Method::POST,
+            &path,
+            Some(request(json!({"default_org_id": "org-b"}))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(report["outcome"]["status"], "accepted", "{report}");
+
+    // A viewer may dry-run; another org finds nothing.
+    let viewer = As {
+        token: token_with(json!({"org_id": "org-a", "roles": ["viewer"]})),
+        org_header: None,
+    };
+    let body = request(json!({}));
+    assert_eq!(
+        api.call(&viewer, Method::POST, &path, Some(body.clone()))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.call(&org_admin("org-b"), Method::POST, &path, Some(body.clone()))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let missing = format!("/v1/adapters/{adapter}/versions/9/test");
+    assert_eq!(
+        api.call(&a, Method::POST, &missing, Some(body)).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, _) = api
+        .call(
+            &a,
+            Method::POST,
+            &path,
+            Some(json!({"kind": "carrier-pigeon", "body": ""})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Nothing was written.
+    let (_, deliveries) = api.call(&a, Method::GET, "/v1/deliveries", None).await;
+    let (_, events) = api.call(&a, Method::GET, "/v1/events", None).await;
+    assert_eq!(
+        (deliveries["items"].clone(), events["items"].clone()),
+        (json!([]), json!([]))
+    );
+}

@@ -57,6 +57,10 @@ pub fn router(state: ApiState) -> Router {
             get(get_version),
         )
         .route(
+            "/v1/adapters/{adapter_id}/versions/{version}/test",
+            post(test_version),
+        )
+        .route(
             "/v1/connections",
             post(create_connection).get(list_connections),
         )
@@ -1227,4 +1231,123 @@ async fn retry_subscriber_delivery(
     Ok(Json(
         serde_json::json!({ "retried": true, "outbox_seq": seq }),
     ))
+}
+
+// --- Dry run -----------------------------------------------------------------------------
+
+/// `POST /v1/adapters/{id}/versions/{v}/test`: a sample input and connection context.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestRequest {
+    /// `webhook` or `poll`.
+    kind: TestKind,
+    /// The request body or poll page, as text.
+    body: String,
+    /// Webhook headers.
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    /// Webhook method (default POST).
+    #[serde(default)]
+    method: Option<String>,
+    /// The poll page's content type.
+    #[serde(default)]
+    content_type: Option<String>,
+    /// The poll cursor.
+    #[serde(default)]
+    cursor: Option<String>,
+    /// The connection's provider (default: the adapter's).
+    #[serde(default)]
+    provider: Option<String>,
+    /// The orgs the connection allows (default: the caller's org).
+    #[serde(default)]
+    allowed_org_ids: Option<Vec<String>>,
+    /// The connection's settings.
+    #[serde(default)]
+    settings: BTreeMap<String, String>,
+    /// The connection's state before the run (text values).
+    #[serde(default)]
+    state: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum TestKind {
+    Webhook,
+    Poll,
+}
+
+/// Runs a version against a sample in the sandbox and answers what it would do: events,
+/// violations, logs, usage and the state after. Writes nothing anywhere.
+async fn test_version(
+    State(state): State<ApiState>,
+    scope: Scope,
+    Path((adapter_id, version)): Path<(String, u32)>,
+    body: Result<Json<TestRequest>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let adapter = visible_adapter(&state, &scope, &adapter_id).await?;
+    let Json(request) = body?;
+    state
+        .host
+        .store()
+        .get_adapter_version(&adapter.id, version)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("adapter `{adapter_id}` has no version {version}"))
+        })?;
+    let loaded = state
+        .host
+        .adapter(&adapter.id, version)
+        .await
+        .map_err(ApiError::internal)?;
+    let allowed = request
+        .allowed_org_ids
+        .unwrap_or_else(|| vec![scope.org_id.clone()]);
+    check_allowed_orgs(Some(&scope.org_id), &allowed)?;
+    let now = SystemTime::now();
+    let input = match request.kind {
+        TestKind::Webhook => sandbox::Input::Webhook(sandbox::WebhookRequest {
+            method: request.method.unwrap_or_else(|| "POST".into()),
+            path: "/v1/hooks/dry-run".into(),
+            query: String::new(),
+            headers: request.headers.into_iter().collect(),
+            body: request.body.into_bytes(),
+            received_at: now,
+        }),
+        TestKind::Poll => sandbox::Input::Poll(sandbox::PollPage {
+            body: request.body.into_bytes(),
+            content_type: request.content_type,
+            cursor: request.cursor,
+            fetched_at: now,
+        }),
+    };
+    let context = sandbox::ConnectionContext {
+        connection_id: "dry-run".into(),
+        tenant_id: scope.tenant_id().to_owned(),
+        provider: request
+            .provider
+            .unwrap_or_else(|| loaded.info().provider.clone()),
+        allowed_org_ids: allowed,
+        settings: request.settings.into_iter().collect(),
+    };
+    let before = request
+        .state
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    let runner = loaded.clone();
+    let report = tokio::task::spawn_blocking(move || runner.invoke(&input, &context, before))
+        .await
+        .map_err(ApiError::internal)?;
+    let state_after = report.state.as_ref().map(|s| {
+        s.iter()
+            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+            .collect::<BTreeMap<_, _>>()
+    });
+    Ok(Json(serde_json::json!({
+        "outcome": report.outcome,
+        "usage": report.usage,
+        "log": report.log,
+        "state_after": state_after,
+    })))
 }
