@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -742,7 +742,6 @@ async fn put_secret(
     State(state): State<ApiState>,
     scope: Scope,
     Path(name): Path<String>,
-    _headers: HeaderMap,
     body: Result<Json<SecretRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     scope.require_write()?;
