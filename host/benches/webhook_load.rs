@@ -3,8 +3,16 @@
 //! with group commit), against a bare axum echo endpoint measured in the same run with the same
 //! client, all on loopback.
 //!
-//! `cargo bench -p adapter-host --bench webhook_load` (`LOAD_REQUESTS`, `LOAD_CONCURRENCY`
-//! override the defaults). BENCHMARKS.md records the figures.
+//! The client shares the process (and the machine's cores) with the host, so it is kept lean:
+//! one keep-alive HTTP/1.1 connection per request in flight, every request serialized before
+//! the clock starts, answers read by `Content-Length`. The CPU time each run costs the process
+//! is reported too (per request, and the store writer's share), since on a shared machine it
+//! moves less than the rates do.
+//!
+//! `cargo bench -p adapter-host --bench webhook_load` (`LOAD_REQUESTS`, `LOAD_ECHO_REQUESTS`,
+//! `LOAD_CONCURRENCY` override the defaults). The echo endpoint gets ten times the requests by
+//! default: it answers in a fraction of the time, and a run of a few milliseconds is mostly
+//! noise. BENCHMARKS.md records the figures.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,24 +24,34 @@ use adapter_host::signatures::{Secret, sign_standard_webhooks};
 use axum::Router;
 use axum::body::Bytes;
 use axum::routing::post;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const SECRET_B64: &str = "bG9hZC10ZXN0LXNpZ25pbmctc2VjcmV0LTAxMjM0NTY3";
 
-struct Request {
-    url: String,
-    headers: Vec<(&'static str, String)>,
-    body: Bytes,
-}
+/// A request as it goes on the wire (request line, headers, body).
+type Request = Vec<u8>;
 
 struct Run {
     requests: usize,
     elapsed: Duration,
     latencies: Vec<Duration>,
+    cpu: Cpu,
 }
 
 impl Run {
     fn rate(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Process CPU time per request, in microseconds.
+    fn cpu_per_request(&self) -> f64 {
+        self.cpu.process.as_secs_f64() * 1e6 / self.requests as f64
+    }
+
+    /// The store writer thread's CPU time per request, in microseconds.
+    fn writer_per_request(&self) -> f64 {
+        self.cpu.writer.as_secs_f64() * 1e6 / self.requests as f64
     }
 
     fn percentile(&self, p: f64) -> Duration {
@@ -56,30 +74,119 @@ async fn serve(router: Router) -> std::net::SocketAddr {
     addr
 }
 
-/// Sends every request with `concurrency` in flight; every answer must be a 2xx.
-async fn drive(client: &reqwest::Client, requests: Vec<Request>, concurrency: usize) -> Run {
+/// CPU time spent by the process (every thread, user and system) and by the store writer.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    process: Duration,
+    writer: Duration,
+}
+
+impl Cpu {
+    /// Now, from `/proc` (Linux; zero elsewhere).
+    fn now() -> Self {
+        Self {
+            process: process_cpu().unwrap_or_default(),
+            writer: thread_cpu("store-writer").unwrap_or_default(),
+        }
+    }
+
+    fn since(self, start: Self) -> Self {
+        Self {
+            process: self.process.saturating_sub(start.process),
+            writer: self.writer.saturating_sub(start.writer),
+        }
+    }
+}
+
+/// Time on CPU of every live thread of the process (nanoseconds, from their `schedstat`).
+/// Threads that ended are not counted: the runtime's blocking threads outlive a run.
+fn process_cpu() -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        total += task_cpu(&task.path()).unwrap_or_default();
+    }
+    Some(total)
+}
+
+/// Time on CPU of the thread named `name`.
+fn thread_cpu(name: &str) -> Option<Duration> {
+    std::fs::read_dir("/proc/self/task")
+        .ok()?
+        .flatten()
+        .find(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|comm| comm.trim_end() == name)
+        })
+        .and_then(|task| task_cpu(&task.path()))
+}
+
+fn task_cpu(task: &std::path::Path) -> Option<Duration> {
+    let schedstat = std::fs::read_to_string(task.join("schedstat")).ok()?;
+    let nanos = schedstat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(nanos))
+}
+
+/// Sends one request on a keep-alive connection and reads the answer; panics unless it is a
+/// 2xx with a `Content-Length` body.
+async fn exchange(stream: &mut TcpStream, request: &[u8], buffer: &mut Vec<u8>) {
+    stream.write_all(request).await.expect("sending a request");
+    buffer.clear();
+    let (head, length) = loop {
+        let mut chunk = [0_u8; 4096];
+        let read = stream.read(&mut chunk).await.expect("reading an answer");
+        assert!(read > 0, "the server closed the connection");
+        buffer.extend_from_slice(&chunk[..read]);
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buffer[..end]).expect("an HTTP head");
+            let status = head.split(' ').nth(1).unwrap_or_default();
+            assert!(status.starts_with('2'), "answer {head}");
+            let length = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .expect("a Content-Length");
+            break (end + 4, length);
+        }
+    };
+    while buffer.len() < head + length {
+        let mut chunk = [0_u8; 4096];
+        let read = stream.read(&mut chunk).await.expect("reading a body");
+        assert!(read > 0, "the server closed the connection");
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+}
+
+/// Sends every request with `concurrency` in flight (one connection each); every answer must
+/// be a 2xx.
+async fn drive(addr: std::net::SocketAddr, requests: Vec<Request>, concurrency: usize) -> Run {
     let count = requests.len();
     let requests = Arc::new(requests);
     let next = Arc::new(AtomicUsize::new(0));
+    let mut streams = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let stream = TcpStream::connect(addr).await.expect("connecting");
+        stream.set_nodelay(true).unwrap();
+        streams.push(stream);
+    }
+    let cpu = Cpu::now();
     let started = Instant::now();
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (client, requests, next) = (client.clone(), requests.clone(), next.clone());
+    let tasks: Vec<_> = streams
+        .into_iter()
+        .map(|mut stream| {
+            let (requests, next) = (requests.clone(), next.clone());
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
+                let mut buffer = Vec::with_capacity(4096);
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(request) = requests.get(i) else {
                         return latencies;
                     };
-                    let mut builder = client.post(&request.url).body(request.body.clone());
-                    for (name, value) in &request.headers {
-                        builder = builder.header(*name, value);
-                    }
                     let sent = Instant::now();
-                    let response = builder.send().await.expect("an answer");
-                    assert!(response.status().is_success(), "{}", response.status());
-                    response.bytes().await.expect("a body");
+                    exchange(&mut stream, request, &mut buffer).await;
                     latencies.push(sent.elapsed());
                 }
             })
@@ -90,15 +197,18 @@ async fn drive(client: &reqwest::Client, requests: Vec<Request>, concurrency: us
         latencies.extend(task.await.unwrap());
     }
     let elapsed = started.elapsed();
+    let cpu = Cpu::now().since(cpu);
     latencies.sort();
     Run {
         requests: count,
         elapsed,
         latencies,
+        cpu,
     }
 }
 
-fn signed(url: &str, id: &str, body: &Bytes) -> Request {
+/// A Standard Webhooks-signed POST of `body` to `path`, serialized.
+fn signed(addr: std::net::SocketAddr, path: &str, id: &str, body: &Bytes) -> Request {
     let timestamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -106,16 +216,15 @@ fn signed(url: &str, id: &str, body: &Bytes) -> Request {
         .to_string();
     let secret = Secret::new(format!("whsec_{SECRET_B64}"));
     let signature = sign_standard_webhooks(&secret, id, &timestamp, body).unwrap();
-    Request {
-        url: url.to_owned(),
-        headers: vec![
-            ("content-type", "application/json".to_owned()),
-            ("webhook-id", id.to_owned()),
-            ("webhook-timestamp", timestamp),
-            ("webhook-signature", signature),
-        ],
-        body: body.clone(),
-    }
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         webhook-id: {id}\r\nwebhook-timestamp: {timestamp}\r\n\
+         webhook-signature: {signature}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
 }
 
 fn main() {
@@ -124,6 +233,7 @@ fn main() {
         return;
     }
     let requests = env_usize("LOAD_REQUESTS", 5_000);
+    let echo_requests = env_usize("LOAD_ECHO_REQUESTS", 10 * requests);
     let concurrency = env_usize("LOAD_CONCURRENCY", 32);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -177,51 +287,50 @@ value = "whsec_{SECRET_B64}"
             ))
             .unwrap(),
         );
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(concurrency)
-            .build()
-            .unwrap();
-        let make = |url: &str, prefix: &str| -> Vec<Request> {
-            (0..requests)
-                .map(|i| signed(url, &format!("{prefix}-{i}"), &body))
+        let make = |addr, path: &str, prefix: &str, count: usize| -> Vec<Request> {
+            (0..count)
+                .map(|i| signed(addr, path, &format!("{prefix}-{i}"), &body))
                 .collect()
         };
-        // Warm both paths (connections, compiled adapter, page cache) before measuring.
+        let hook = "/v1/hooks/bench";
+        // Warm both paths (compiled adapter, allocator, page cache) before measuring.
         drive(
-            &client,
-            make(&format!("http://{echo_addr}/echo"), "warm"),
+            echo_addr,
+            make(echo_addr, "/echo", "warm", echo_requests),
             concurrency,
         )
         .await;
-        let host_url = format!("http://{host_addr}/v1/hooks/bench");
-        drive(
-            &client,
-            make(&host_url, "warm").into_iter().take(500).collect(),
-            concurrency,
-        )
-        .await;
+        drive(host_addr, make(host_addr, hook, "warm", 500), concurrency).await;
 
         let echo = drive(
-            &client,
-            make(&format!("http://{echo_addr}/echo"), "echo"),
+            echo_addr,
+            make(echo_addr, "/echo", "echo", echo_requests),
             concurrency,
         )
         .await;
-        let pipeline = drive(&client, make(&host_url, "load"), concurrency).await;
+        let pipeline = drive(
+            host_addr,
+            make(host_addr, hook, "load", requests),
+            concurrency,
+        )
+        .await;
 
         let stats = host.store().write_stats();
         println!(
-            "requests per run: {requests}, concurrency: {concurrency}, body: {} bytes",
+            "requests: {echo_requests} echo, {requests} pipeline; concurrency: {concurrency}; \
+             body: {} bytes",
             body.len()
         );
-        println!("| endpoint | deliveries/s | p50 | p99 |");
-        println!("|---|---|---|---|");
+        println!("| endpoint | deliveries/s | p50 | p99 | CPU/request | store writer |");
+        println!("|---|---|---|---|---|---|");
         for (name, run) in [("bare axum echo", &echo), ("full pipeline", &pipeline)] {
             println!(
-                "| {name} | {:.0} | {:.2} ms | {:.2} ms |",
+                "| {name} | {:.0} | {:.2} ms | {:.2} ms | {:.0} µs | {:.0} µs |",
                 run.rate(),
                 run.percentile(0.50).as_secs_f64() * 1e3,
                 run.percentile(0.99).as_secs_f64() * 1e3,
+                run.cpu_per_request(),
+                run.writer_per_request(),
             );
         }
         println!(
