@@ -307,6 +307,10 @@ impl SqliteStore {
         // FULL: the WAL is synced at every commit, so a committed batch survives a power cut.
         db.pragma_update(None, "synchronous", "FULL")?;
         db.pragma_update(None, "foreign_keys", "ON")?;
+        // Each command runs in a savepoint, whose journal (the pages it changes, as they were)
+        // would otherwise spill to a temporary file once past 64 KiB: open, write, close and
+        // unlink a file per command. Kept in memory, it is a copy per page and no system call.
+        db.pragma_update(None, "temp_store", "MEMORY")?;
         db.set_prepared_statement_cache_capacity(64);
         migrate(&mut db)?;
 
@@ -462,9 +466,15 @@ fn writer_loop(mut db: Db, mut receiver: mpsc::Receiver<Box<dyn Command>>, count
     }
 }
 
+/// Runs a statement without parameters or rows, prepared once per connection (the savepoint
+/// statements run for every command).
+fn execute_cached(db: &Db, sql: &str) -> rusqlite::Result<()> {
+    db.prepare_cached(sql)?.execute([]).map(drop)
+}
+
 /// Runs `batch` in one transaction, each command in a savepoint, commits once, then answers.
 fn run_batch(db: &mut Db, batch: Vec<Box<dyn Command>>, counters: &Counters) {
-    let mut tx = match db.transaction_with_behavior(TransactionBehavior::Immediate) {
+    let tx = match db.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
             let error = Error::from(e);
@@ -489,19 +499,17 @@ fn run_batch(db: &mut Db, batch: Vec<Box<dyn Command>>, counters: &Counters) {
             ran.push(command);
             continue;
         }
-        let savepoint = match tx.savepoint() {
-            Ok(savepoint) => savepoint,
-            Err(e) => {
-                broken = Some(e.into());
-                ran.push(command);
-                continue;
-            }
-        };
-        let ok = command.run(&savepoint);
+        if let Err(e) = execute_cached(&tx, "SAVEPOINT command") {
+            broken = Some(e.into());
+            ran.push(command);
+            continue;
+        }
+        let ok = command.run(&tx);
         let closed = if ok {
-            savepoint.commit()
+            execute_cached(&tx, "RELEASE command")
         } else {
-            savepoint.finish() // rolls back to the savepoint, then releases it
+            execute_cached(&tx, "ROLLBACK TO command")
+                .and_then(|()| execute_cached(&tx, "RELEASE command"))
         };
         counters.commands.fetch_add(1, Ordering::Relaxed);
         if !ok {
