@@ -1,27 +1,43 @@
 //! The webhook path: signature check -> inbox -> adapter in the sandbox -> contracts -> outbox.
 //!
-//! A delivery is recorded durably in the inbox before its adapter runs; the adapter's accepted
-//! events, the invocation record, the connection's new state and the delivery's final status are
-//! then written in one transaction. A crash in between leaves the delivery `received`, and
-//! [`Host::recover`] runs it again at start. Every event gets an id derived from the connection,
-//! the delivery (or the provider's id of it) and the adapter's dedupe key (or position), so a
-//! redrive or a recovery can never append an event twice.
+//! Nothing is acknowledged before it is durable: the answer to a delivery is sent once the
+//! transaction holding the delivery, its final status, the invocation record, the accepted
+//! events and the connection's new state is committed.
+//!
+//! When the adapter answers within [`Settings::record_after`] (the usual case: a fresh instance
+//! runs in about 0.1 ms), the delivery is recorded in the inbox together with its outcome, in
+//! that one transaction: one durable commit per delivery. A delivery still in processing after
+//! that time (a slow adapter, a busy tenant) is first recorded on its own, durably, while its
+//! adapter runs, and completed afterwards; a crash in between leaves it `received`, and
+//! [`Host::recover`] runs it again at start. Either way a crash before the answer loses nothing
+//! that was acknowledged: the CRM, which got no 2xx, sends the delivery again.
+//!
+//! A retry of a delivery already recorded (the provider's delivery id, or the same body within
+//! the dedupe window) is found before the adapter runs and answered with the original's id; two
+//! copies racing each other are told apart inside the transaction, and the loser writes
+//! nothing. Every event gets an id derived from the connection, the delivery (or the provider's
+//! id of it) and the adapter's dedupe key (or position), so a redrive or a recovery can never
+//! append an event twice.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Notify, Semaphore};
+use tracing::Instrument as _;
 
 use crate::api::ApiError;
 use crate::bus::Bus;
 use crate::metrics::Metrics;
-use crate::sandbox::{self, Adapter, ConnectionContext, Input, Limits, Outcome, Sandbox};
+use crate::sandbox::{
+    self, Adapter, ConnectionContext, Input, Limits, Outcome, Report, Sandbox, StateMap,
+    WebhookRequest,
+};
 use crate::secrets::SecretStore;
 use crate::signatures::{self, RawRequest, SchemeConfig, Secret};
 use crate::store::{
-    self, AdapterRef, BlobStore, Completion, Connection, ConnectionStatus, Delivery, DeliveryInfo,
-    DeliveryStatus, InvocationRecord, NewDelivery, NewOutboxEvent, Store,
+    self, AdapterRef, BlobStore, Completion, Connection, ConnectionStatus, Delivery,
+    DeliveryStatus, InvocationRecord, Millis, NewDelivery, NewOutboxEvent, Prepared, Store, Taken,
 };
 
 /// Settings of the webhook path.
@@ -33,6 +49,11 @@ pub struct Settings {
     pub dedupe_window: Duration,
     /// Invocations of one tenant that may run at once.
     pub tenant_concurrency: usize,
+    /// How long a delivery may be in processing (waiting for its tenant's turn, then in its
+    /// adapter) before it is recorded in the inbox on its own, ahead of its outcome. A delivery
+    /// done sooner is recorded with its outcome in one commit. `Duration::ZERO` records every
+    /// delivery before its adapter runs.
+    pub record_after: Duration,
 }
 
 impl Default for Settings {
@@ -41,6 +62,9 @@ impl Default for Settings {
             public_base_url: "http://127.0.0.1:8080".into(),
             dedupe_window: Duration::from_secs(300),
             tenant_concurrency: 4,
+            // Far above an adapter's usual run (0.1 ms to a few ms) and below the time a CRM
+            // waits for an answer: only a slow delivery pays a second commit.
+            record_after: Duration::from_millis(500),
         }
     }
 }
@@ -194,12 +218,13 @@ impl Host {
         &self.inner.settings
     }
 
-    /// Takes one webhook: checks it, records it durably, runs the adapter and stores the
-    /// outcome. Returns only after everything it acknowledges is committed.
+    /// Takes one webhook: checks it, runs the adapter, records the delivery and its outcome
+    /// durably. Returns only after everything it acknowledges is committed.
     pub async fn receive_webhook(&self, inbound: Inbound) -> Result<Ack, ApiError> {
         let started = Instant::now();
-        let store = &self.inner.store;
-        let connection = store
+        let connection = self
+            .inner
+            .store
             .get_connection(&inbound.connection_id)
             .await
             .map_err(ApiError::internal)?
@@ -213,7 +238,6 @@ impl Host {
 
         let trace_id = store::new_id();
         let span = tracing::info_span!("delivery", %trace_id, connection = %connection.id);
-        let _guard = span.enter();
         let new = NewDelivery {
             connection_id: connection.id.clone(),
             received_at: store::now_millis(),
@@ -233,56 +257,13 @@ impl Host {
             body: signatures::redact(&scheme, inbound.body),
             trace_id,
         };
-        // What processing needs is at hand: keep it, rather than read it back from the store.
-        let (headers, body) = (new.headers.clone(), new.body.clone());
-        let mut info = DeliveryInfo {
-            id: String::new(),
-            connection_id: new.connection_id.clone(),
-            tenant_id: connection.tenant_id.clone(),
-            received_at: new.received_at,
-            provider_delivery_id: new.provider_delivery_id.clone(),
-            body_sha256: sandbox::sha256_hex(&new.body),
-            body_bytes: new.body.len() as u64,
-            method: new.method.clone(),
-            path: new.path.clone(),
-            query: new.query.clone(),
-            status: DeliveryStatus::Received,
-            attempts: 0,
-            reason_json: None,
-            processed_at: None,
-            trace_id: new.trace_id.clone(),
-        };
-        let recorded = store
-            .record_delivery(new, self.inner.settings.dedupe_window)
-            .await
-            .map_err(ApiError::internal)?;
-        let ack = if recorded.duplicate {
-            tracing::info!(delivery = %recorded.id, "retry of a delivery already taken");
-            Ack {
-                delivery_id: recorded.id,
-                status: recorded.status,
-                duplicate: true,
-                events: 0,
-                reply: Reply::of(&scheme),
-            }
-        } else {
-            info.id = recorded.id.clone();
-            let delivery = Delivery {
-                info,
-                headers,
-                body,
-            };
-            let (status, events) = self
-                .process(&delivery, &connection)
+        let ack = Ack {
+            reply: Reply::of(&scheme),
+            ..self
+                .take(new, &connection)
+                .instrument(span)
                 .await
-                .map_err(ApiError::internal)?;
-            Ack {
-                delivery_id: recorded.id,
-                status,
-                duplicate: false,
-                events,
-                reply: Reply::of(&scheme),
-            }
+                .map_err(ApiError::internal)?
         };
         let metrics = &self.inner.metrics;
         metrics
@@ -301,6 +282,122 @@ impl Host {
             .with_label_values(&[ack.status.as_str()])
             .observe(started.elapsed().as_secs_f64());
         Ok(ack)
+    }
+
+    /// Runs a verified delivery through its connection's adapter and records both durably.
+    async fn take(&self, new: NewDelivery, connection: &Connection) -> anyhow::Result<Ack> {
+        let store = &self.inner.store;
+        let window = self.inner.settings.dedupe_window;
+        let state = match store.prepare_delivery(&new, window).await? {
+            Prepared::Duplicate(original) => return Ok(duplicate(original.id, original.status)),
+            Prepared::New(state) => state,
+        };
+        let adapter = self
+            .adapter(&connection.adapter_id, connection.adapter_version)
+            .await?;
+        let input = Input::Webhook(WebhookRequest {
+            method: new.method.clone(),
+            path: new.path.clone(),
+            query: new.query.clone(),
+            headers: new.headers.clone(),
+            body: new.body.clone(),
+            received_at: std::time::UNIX_EPOCH
+                + Duration::from_millis(u64::try_from(new.received_at).unwrap_or_default()),
+        });
+        let body_sha256 = sandbox::sha256_hex(&new.body);
+        let started_at = store::now_millis();
+        let mut run = std::pin::pin!(self.invoke(&adapter, connection, input, state));
+        match tokio::time::timeout(self.inner.settings.record_after, run.as_mut()).await {
+            // Done in time: the delivery and its outcome go into the inbox in one commit.
+            Ok(report) => {
+                let id = store::new_id();
+                let completion = completion(
+                    connection,
+                    &adapter,
+                    &Source::of_new(&id, &new),
+                    &body_sha256,
+                    report?,
+                    started_at,
+                )?;
+                let status = completion.status;
+                match store.record_completed(new, window, completion).await? {
+                    Taken::Duplicate(original) => {
+                        tracing::info!(delivery = %original.id, "a copy of this delivery was taken first");
+                        Ok(duplicate(original.id, original.status))
+                    }
+                    Taken::Completed(completed) => {
+                        Ok(self.completed(id, status, completed.appended.len()))
+                    }
+                }
+            }
+            // Still running: record the delivery durably now, complete it when its adapter ends.
+            Err(_) => {
+                let recorded = store.record_delivery(new.clone(), window).await?;
+                if recorded.duplicate {
+                    // The invocation ends on its own; its outcome belongs to no delivery.
+                    tracing::info!(delivery = %recorded.id, "a copy of this delivery was taken first");
+                    return Ok(duplicate(recorded.id, recorded.status));
+                }
+                let report = run.await?;
+                let completion = completion(
+                    connection,
+                    &adapter,
+                    &Source::of_new(&recorded.id, &new),
+                    &body_sha256,
+                    report,
+                    started_at,
+                )?;
+                let status = completion.status;
+                let completed = store.complete_delivery(completion).await?;
+                Ok(self.completed(recorded.id, status, completed.appended.len()))
+            }
+        }
+    }
+
+    /// The answer to a delivery whose outcome was just committed.
+    fn completed(&self, delivery_id: String, status: DeliveryStatus, appended: usize) -> Ack {
+        if appended > 0 {
+            self.inner.outbox_appended.notify_one();
+        }
+        tracing::info!(
+            delivery = %delivery_id,
+            status = status.as_str(),
+            appended,
+            "delivery processed"
+        );
+        Ack {
+            delivery_id,
+            status,
+            duplicate: false,
+            events: appended,
+            reply: Reply::Json,
+        }
+    }
+
+    /// Runs `input` through a fresh instance of `adapter`, within the tenant's and the
+    /// platform's concurrency bounds.
+    async fn invoke(
+        &self,
+        adapter: &Adapter,
+        connection: &Connection,
+        input: Input,
+        state: StateMap,
+    ) -> anyhow::Result<Report> {
+        let context = connection_context(connection)?;
+        let tenant = self
+            .tenant_permit(&connection.tenant_id)
+            .acquire_owned()
+            .await?;
+        let instance = self.inner.instances.clone().acquire_owned().await?;
+        let adapter = adapter.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            // Held until the invocation ends, even when nobody waits for it any more.
+            let _permits = (tenant, instance);
+            adapter.invoke(&input, &context, state)
+        })
+        .await?;
+        self.observe(&report);
+        Ok(report)
     }
 
     fn verify(
@@ -381,64 +478,25 @@ impl Host {
         connection: &Connection,
     ) -> anyhow::Result<(DeliveryStatus, usize)> {
         let store = &self.inner.store;
-        let delivery_id = delivery.info.id.as_str();
         let adapter = self
             .adapter(&connection.adapter_id, connection.adapter_version)
             .await?;
-        let context = connection_context(connection)?;
         let state = store.load_state(&connection.id).await?;
         let input = Input::Webhook(delivery.to_webhook_request());
-
         let started_at = store::now_millis();
-        let report = {
-            let _tenant = self
-                .tenant_permit(&connection.tenant_id)
-                .acquire_owned()
-                .await?;
-            let _instance = self.inner.instances.clone().acquire_owned().await?;
-            let adapter = adapter.clone();
-            tokio::task::spawn_blocking(move || adapter.invoke(&input, &context, state)).await?
-        };
-        self.observe(&report);
-
-        let status = DeliveryStatus::for_outcome(&report.outcome);
-        let events = outbox_events(connection, delivery, &report.outcome)?;
-        let reason_json = match &report.outcome {
-            Outcome::Accepted { .. } => None,
-            other => Some(serde_json::to_string(other)?),
-        };
-        let version = connection.adapter_version;
-        let invocation = InvocationRecord::from_report(
-            &report,
-            AdapterRef {
-                adapter_id: &connection.adapter_id,
-                version,
-                sha256: adapter.sha256(),
-            },
+        let report = self.invoke(&adapter, connection, input, state).await?;
+        let completion = completion(
+            connection,
+            &adapter,
+            &Source::of(delivery),
             &sandbox::sha256_hex(&delivery.body),
+            report,
             started_at,
-        );
-        let completed = store
-            .complete_delivery(Completion {
-                delivery_id: delivery_id.to_owned(),
-                status,
-                reason_json,
-                completed_at: store::now_millis(),
-                invocation,
-                events,
-                new_state: report.state,
-            })
-            .await?;
-        if !completed.appended.is_empty() {
-            self.inner.outbox_appended.notify_one();
-        }
-        tracing::info!(
-            delivery = delivery_id,
-            status = status.as_str(),
-            appended = completed.appended.len(),
-            "delivery processed"
-        );
-        Ok((status, completed.appended.len()))
+        )?;
+        let status = completion.status;
+        let completed = store.complete_delivery(completion).await?;
+        let ack = self.completed(delivery.info.id.clone(), status, completed.appended.len());
+        Ok((ack.status, ack.events))
     }
 
     /// Runs again every delivery that was recorded but never completed (a crash in between).
@@ -592,26 +650,96 @@ pub fn event_id(
     uuid::Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes()).to_string()
 }
 
+/// The answer to a retry of a delivery already taken.
+fn duplicate(delivery_id: String, status: DeliveryStatus) -> Ack {
+    tracing::info!(delivery = %delivery_id, "retry of a delivery already taken");
+    Ack {
+        delivery_id,
+        status,
+        duplicate: true,
+        events: 0,
+        reply: Reply::Json,
+    }
+}
+
+/// What of a delivery its events are stamped with.
+struct Source<'a> {
+    delivery_id: &'a str,
+    provider_delivery_id: Option<&'a str>,
+    received_at: Millis,
+    trace_id: &'a str,
+}
+
+impl<'a> Source<'a> {
+    fn of(delivery: &'a Delivery) -> Self {
+        Self {
+            delivery_id: &delivery.info.id,
+            provider_delivery_id: delivery.info.provider_delivery_id.as_deref(),
+            received_at: delivery.info.received_at,
+            trace_id: &delivery.info.trace_id,
+        }
+    }
+
+    fn of_new(delivery_id: &'a str, new: &'a NewDelivery) -> Self {
+        Self {
+            delivery_id,
+            provider_delivery_id: new.provider_delivery_id.as_deref(),
+            received_at: new.received_at,
+            trace_id: &new.trace_id,
+        }
+    }
+}
+
+/// The completion of `source` by the invocation that produced `report`.
+fn completion(
+    connection: &Connection,
+    adapter: &Adapter,
+    source: &Source<'_>,
+    body_sha256: &str,
+    report: Report,
+    started_at: Millis,
+) -> anyhow::Result<Completion> {
+    let reason_json = match &report.outcome {
+        Outcome::Accepted { .. } => None,
+        other => Some(serde_json::to_string(other)?),
+    };
+    let invocation = InvocationRecord::from_report(
+        &report,
+        AdapterRef {
+            adapter_id: &connection.adapter_id,
+            version: connection.adapter_version,
+            sha256: adapter.sha256(),
+        },
+        body_sha256,
+        started_at,
+    );
+    Ok(Completion {
+        delivery_id: source.delivery_id.to_owned(),
+        status: DeliveryStatus::for_outcome(&report.outcome),
+        reason_json,
+        completed_at: store::now_millis(),
+        invocation,
+        events: outbox_events(connection, source, &report.outcome),
+        new_state: report.state,
+    })
+}
+
 fn outbox_events(
     connection: &Connection,
-    delivery: &Delivery,
+    source: &Source<'_>,
     outcome: &Outcome,
-) -> anyhow::Result<Vec<NewOutboxEvent>> {
-    let source_id = delivery
-        .info
-        .provider_delivery_id
-        .as_deref()
-        .unwrap_or(&delivery.info.id);
+) -> Vec<NewOutboxEvent> {
+    let source_id = source.provider_delivery_id.unwrap_or(source.delivery_id);
     let received = std::time::UNIX_EPOCH
-        + Duration::from_millis(u64::try_from(delivery.info.received_at).unwrap_or_default());
+        + Duration::from_millis(u64::try_from(source.received_at).unwrap_or_default());
     let metadata = serde_json::json!({
-        "trace_id": delivery.info.trace_id,
+        "trace_id": source.trace_id,
         "source": format!("webhook:{}", connection.provider),
         "actor": format!("{}@{}", connection.adapter_id, connection.adapter_version),
         "timestamp": humantime::format_rfc3339_millis(received).to_string(),
     })
     .to_string();
-    Ok(outcome
+    outcome
         .events()
         .iter()
         .enumerate()
@@ -629,12 +757,213 @@ fn outbox_events(
             payload_json: event.payload.clone(),
             metadata_json: metadata.clone(),
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::event_id;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
+
+    use super::{Host, Inbound, Settings, event_id};
+    use crate::bus::MemoryBus;
+    use crate::metrics::Metrics;
+    use crate::sandbox::{PlatformLimits, Sandbox};
+    use crate::secrets::InMemorySecretStore;
+    use crate::store::{
+        DeliveryFilter, DeliveryStatus, FsBlobStore, OutboxFilter, SqliteStore, Store,
+    };
+
+    const SECRET: &str = "pipeline-test-secret";
+
+    /// A host running the hostile test guest on connection `hostile` (GitHub signatures).
+    async fn host(record_after: Duration) -> (tempfile::TempDir, SqliteStore, Host) {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let store = SqliteStore::open(&data).unwrap();
+        let blobs = cap_std::fs::Dir::open_ambient_dir(&data, cap_std::ambient_authority())
+            .map(|dir| FsBlobStore::open(&dir).unwrap())
+            .unwrap();
+        let host = Host::new(
+            Arc::new(store.clone()),
+            Arc::new(blobs),
+            Arc::new(InMemorySecretStore::new()),
+            Sandbox::new(PlatformLimits::default(), None).unwrap(),
+            Arc::new(MemoryBus::new()),
+            Metrics::new(),
+            Settings {
+                record_after,
+                ..Settings::default()
+            },
+        );
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[[adapters]]
+tenant_id = "tenant-p"
+name = "hostile"
+wasm = "{}"
+
+[[connections]]
+id = "hostile"
+tenant_id = "tenant-p"
+provider = "custom"
+adapter = "hostile"
+signature = {{ scheme = "github" }}
+secret = "tenant-p/signing"
+
+[[secrets]]
+name = "tenant-p/signing"
+value = "{SECRET}"
+"#,
+                test_artifacts::HOSTILE
+            ),
+        )
+        .unwrap();
+        let loaded = crate::config::Config::load(&config).unwrap();
+        crate::config::provision(&host, &loaded, dir.path())
+            .await
+            .unwrap();
+        (dir, store, host)
+    }
+
+    /// A signed delivery whose body is the hostile guest's command.
+    fn inbound(body: &str, provider_id: &str) -> Inbound {
+        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+        mac.update(body.as_bytes());
+        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        Inbound {
+            connection_id: "hostile".into(),
+            method: "POST".into(),
+            path: "/v1/hooks/hostile".into(),
+            query: String::new(),
+            headers: vec![
+                ("x-hub-signature-256".into(), signature),
+                ("x-github-delivery".into(), provider_id.into()),
+            ],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    async fn statuses(store: &SqliteStore) -> Vec<DeliveryStatus> {
+        let page = store
+            .list_deliveries(DeliveryFilter::default())
+            .await
+            .unwrap();
+        page.items.iter().map(|d| d.status).collect()
+    }
+
+    async fn outbox_len(store: &SqliteStore) -> usize {
+        let filter = OutboxFilter {
+            tenant_id: "tenant-p".into(),
+            ..OutboxFilter::default()
+        };
+        store.list_outbox(filter).await.unwrap().items.len()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fast_delivery_is_recorded_with_its_outcome_in_one_commit() {
+        let (_dir, store, host) = host(Duration::from_secs(5)).await;
+        let before = store.write_stats();
+        let ack = host.receive_webhook(inbound("ok", "gh-1")).await.unwrap();
+        assert_eq!(ack.status, DeliveryStatus::Processed);
+        assert_eq!(ack.events, 1);
+        let after = store.write_stats();
+        assert_eq!(after.commands - before.commands, 1, "one write");
+        assert_eq!(after.commits - before.commits, 1, "one commit");
+        let delivery = store.get_delivery(&ack.delivery_id).await.unwrap().unwrap();
+        assert_eq!(delivery.info.status, DeliveryStatus::Processed);
+        assert_eq!(delivery.info.attempts, 1);
+        assert!(delivery.info.processed_at.is_some());
+        assert_eq!(
+            store
+                .list_invocations(&ack.delivery_id)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(outbox_len(&store).await, 1);
+
+        // A retry is found before its adapter runs: no invocation, nothing written.
+        let retry = host.receive_webhook(inbound("ok", "gh-1")).await.unwrap();
+        assert!(retry.duplicate);
+        assert_eq!(retry.delivery_id, ack.delivery_id);
+        assert_eq!(retry.status, DeliveryStatus::Processed);
+        assert_eq!(store.write_stats().commands, after.commands);
+        assert_eq!(
+            store
+                .list_invocations(&ack.delivery_id)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn copies_racing_each_other_are_taken_once() {
+        let (_dir, store, host) = host(Duration::from_secs(5)).await;
+        // Both copies pass the lookup before either is written: the writer tells them apart.
+        let release = store.hold_writer().await;
+        let copies: Vec<_> = (0..2)
+            .map(|_| {
+                let host = host.clone();
+                tokio::spawn(async move { host.receive_webhook(inbound("ok", "gh-race")).await })
+            })
+            .collect();
+        while store.queued() < 2 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        drop(release);
+        let mut acks = Vec::new();
+        for copy in copies {
+            acks.push(copy.await.unwrap().unwrap());
+        }
+        assert_eq!(acks[0].delivery_id, acks[1].delivery_id);
+        assert_eq!(acks.iter().filter(|a| a.duplicate).count(), 1);
+        assert_eq!(statuses(&store).await, [DeliveryStatus::Processed]);
+        assert_eq!(outbox_len(&store).await, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_delivery_is_recorded_before_its_adapter_ends() {
+        let (_dir, store, host) = host(Duration::ZERO).await;
+        // `loop` runs until the adapter's deadline (100 ms): the delivery must be durable in
+        // the inbox meanwhile, then completed.
+        let task = {
+            let host = host.clone();
+            tokio::spawn(async move { host.receive_webhook(inbound("loop", "gh-slow")).await })
+        };
+        let mut seen = Vec::new();
+        while !task.is_finished() {
+            seen.extend(statuses(&store).await);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let ack = task.await.unwrap().unwrap();
+        assert!(
+            seen.contains(&DeliveryStatus::Received),
+            "the delivery was recorded while its adapter ran: {seen:?}"
+        );
+        assert_eq!(ack.status, DeliveryStatus::Failed);
+        let delivery = store.get_delivery(&ack.delivery_id).await.unwrap().unwrap();
+        assert_eq!(delivery.info.status, DeliveryStatus::Failed);
+        assert_eq!(delivery.info.attempts, 1);
+        assert!(store.deliveries_to_recover(10).await.unwrap().is_empty());
+
+        let ok = host
+            .receive_webhook(inbound("ok", "gh-slow-ok"))
+            .await
+            .unwrap();
+        assert_eq!(ok.status, DeliveryStatus::Processed);
+        assert_eq!(outbox_len(&store).await, 1);
+    }
 
     #[test]
     fn event_ids_are_stable_and_keyed_apart_from_positions() {

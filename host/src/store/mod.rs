@@ -438,6 +438,25 @@ pub struct DeliveryInfo {
     pub trace_id: String,
 }
 
+/// What a new delivery needs before its adapter runs ([`Store::prepare_delivery`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prepared {
+    /// A retry of a delivery already recorded: there is nothing to run.
+    Duplicate(Recorded),
+    /// A delivery not seen before, and its connection's state for the adapter.
+    New(StateMap),
+}
+
+/// What [`Store::record_completed`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// A retry of a delivery already recorded (found inside the transaction): nothing was
+    /// written.
+    Duplicate(Recorded),
+    /// The delivery was recorded with its completion.
+    Completed(Completed),
+}
+
 /// A delivery with everything needed to run it (again).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
@@ -547,16 +566,13 @@ impl InvocationRecord {
         started_at: Millis,
     ) -> Self {
         let usage = &report.usage;
-        let detail = match serde_json::to_value(&report.outcome) {
-            // The accepted events are in the outbox; the record keeps what else there is.
-            Ok(serde_json::Value::Object(mut detail)) => {
-                detail.remove("events");
-                detail.remove("status");
-                detail.retain(|_, value| !value.is_null());
-                (!detail.is_empty()).then(|| serde_json::Value::Object(detail).to_string())
-            }
-            Ok(other) => Some(other.to_string()),
-            Err(e) => Some(serde_json::json!({ "unserializable": e.to_string() }).to_string()),
+        let detail = match &report.outcome {
+            // The accepted events are in the outbox: only the cursor is left to keep. (The
+            // general case below would copy every event into a `Value` to drop them.)
+            Outcome::Accepted { next_cursor, .. } => next_cursor
+                .as_ref()
+                .map(|cursor| serde_json::json!({ "next_cursor": cursor }).to_string()),
+            other => Self::detail(other),
         };
         Self {
             adapter_id: adapter.adapter_id.to_owned(),
@@ -573,6 +589,21 @@ impl InvocationRecord {
             outcome: InvocationOutcome::from(&report.outcome),
             detail_json: detail,
             log_json: serde_json::to_string(&report.log).unwrap_or_else(|_| "null".to_owned()),
+        }
+    }
+
+    /// What the record keeps of an outcome: everything but its events, status and nulls.
+    fn detail(outcome: &Outcome) -> Option<String> {
+        match serde_json::to_value(outcome) {
+            // The accepted events are in the outbox; the record keeps what else there is.
+            Ok(serde_json::Value::Object(mut detail)) => {
+                detail.remove("events");
+                detail.remove("status");
+                detail.retain(|_, value| !value.is_null());
+                (!detail.is_empty()).then(|| serde_json::Value::Object(detail).to_string())
+            }
+            Ok(other) => Some(other.to_string()),
+            Err(e) => Some(serde_json::json!({ "unserializable": e.to_string() }).to_string()),
         }
     }
 }
@@ -954,6 +985,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// replaced (when `new_state` is set), the delivery's status, `processed_at` and attempts.
     /// Nothing of it is written if any part fails.
     async fn complete_delivery(&self, completion: Completion) -> Result<Completed>;
+    /// Whether `new` would be a duplicate for [`Store::record_delivery`] (the same rules),
+    /// writing nothing: the original when it is, else the connection's state, for the adapter.
+    async fn prepare_delivery(
+        &self,
+        new: &NewDelivery,
+        dedupe_window: Duration,
+    ) -> Result<Prepared>;
+    /// [`Store::record_delivery`] and [`Store::complete_delivery`] of a delivery the adapter
+    /// already ran on, in one transaction (one durable commit instead of two). The duplicate
+    /// check is made again inside the transaction; a duplicate writes nothing. The new
+    /// delivery gets `completion.delivery_id` as its id (a fresh [`new_id`]), its completion
+    /// counts as its first attempt. Nothing of it is written if any part fails.
+    async fn record_completed(
+        &self,
+        new: NewDelivery,
+        dedupe_window: Duration,
+        completion: Completion,
+    ) -> Result<Taken>;
     /// A delivery with its headers and body.
     async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>>;
     /// Deliveries matching `filter`, newest first.

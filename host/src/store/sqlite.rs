@@ -27,10 +27,10 @@ use super::{
     Adapter, AdapterVersion, AttemptNext, Completed, Completion, Connection, ConnectionSpec,
     ConnectionStatus, Delivery, DeliveryFilter, DeliveryInfo, DeliveryStatus, Error, Invocation,
     InvocationRecord, Millis, NewAdapter, NewAdapterVersion, NewDelivery, NewSubscriber,
-    OutboxFilter, OutboxLag, OutboxRow, OutboxStatus, Page, Recorded, Result, StateMap, Store,
-    Subscriber, SubscriberAttempt, SubscriberDelivery, SubscriberDeliveryFilter,
-    SubscriberDeliveryStatus, SubscriberJob, SubscriberUpdate, Upsert, WriteStats, bounded_error,
-    check_json, millis, new_id, page_size, sha256_hex,
+    OutboxFilter, OutboxLag, OutboxRow, OutboxStatus, Page, Prepared, Recorded, Result, StateMap,
+    Store, Subscriber, SubscriberAttempt, SubscriberDelivery, SubscriberDeliveryFilter,
+    SubscriberDeliveryStatus, SubscriberJob, SubscriberUpdate, Taken, Upsert, WriteStats,
+    bounded_error, check_json, millis, new_id, page_size, sha256_hex,
 };
 
 /// The database file inside the data directory.
@@ -993,21 +993,58 @@ struct PreparedDelivery {
     window: Millis,
 }
 
-fn record_delivery(db: &Db, p: PreparedDelivery) -> Result<Recorded> {
-    let new = &p.new;
-    let tenant_id = query_one(
+impl PreparedDelivery {
+    fn new(new: NewDelivery, dedupe_window: Duration) -> Result<Self> {
+        Ok(Self {
+            body_sha256: sha256_hex(&new.body),
+            headers_json: serde_json::to_string(&new.headers)
+                .map_err(|e| Error::Invalid(format!("headers: {e}")))?,
+            window: millis(dedupe_window),
+            new,
+        })
+    }
+}
+
+/// What finds the original of a retried delivery (see [`Store::record_delivery`]).
+struct DedupeKey<'a> {
+    connection_id: &'a str,
+    provider_delivery_id: Option<&'a str>,
+    body_sha256: &'a str,
+    received_at: Millis,
+    window: Millis,
+}
+
+impl PreparedDelivery {
+    fn key(&self) -> DedupeKey<'_> {
+        DedupeKey {
+            connection_id: &self.new.connection_id,
+            provider_delivery_id: self.new.provider_delivery_id.as_deref(),
+            body_sha256: &self.body_sha256,
+            received_at: self.new.received_at,
+            window: self.window,
+        }
+    }
+}
+
+/// The tenant of a connection; `NotFound` for an unknown one.
+fn connection_tenant(db: &Db, connection_id: &str) -> Result<String> {
+    query_one(
         db,
         "SELECT tenant_id FROM connections WHERE id = ?1",
-        [&new.connection_id],
+        [connection_id],
         |row| row.get::<_, String>(0),
     )?
-    .ok_or_else(|| Error::NotFound(format!("connection {}", new.connection_id)))?;
-    let original = match &new.provider_delivery_id {
+    .ok_or_else(|| Error::NotFound(format!("connection {connection_id}")))
+}
+
+/// The delivery that `key` is a retry of, if any.
+fn find_original(db: &Db, key: &DedupeKey<'_>) -> Result<Option<Recorded>> {
+    let original = match key.provider_delivery_id {
         Some(provider_id) => query_one(
             db,
             "SELECT id, status FROM deliveries \
              WHERE connection_id = ?1 AND provider_delivery_id = ?2",
-            params![new.connection_id, provider_id],
+            params![key.connection_id, provider_id],
             |row| Ok((row.get::<_, String>(0)?, text_enum(row, "status")?)),
         )?,
         None => query_one(
@@ -1017,27 +1054,39 @@ fn record_delivery(db: &Db, p: PreparedDelivery) -> Result<Recorded> {
                AND received_at >= ?3 AND received_at <= ?4 \
              ORDER BY received_at, id LIMIT 1",
             params![
-                new.connection_id,
-                p.body_sha256,
-                new.received_at.saturating_sub(p.window),
-                new.received_at.saturating_add(p.window),
+                key.connection_id,
+                key.body_sha256,
+                key.received_at.saturating_sub(key.window),
+                key.received_at.saturating_add(key.window),
             ],
             |row| Ok((row.get::<_, String>(0)?, text_enum(row, "status")?)),
         )?,
     };
-    if let Some((id, status)) = original {
-        return Ok(Recorded {
-            id,
-            duplicate: true,
-            status,
-        });
-    }
-    let id = new_id();
+    Ok(original.map(|(id, status)| Recorded {
+        id,
+        duplicate: true,
+        status,
+    }))
+}
+
+/// Inserts a new delivery: `received`, or already completed by `completion`.
+fn insert_delivery(
+    db: &Db,
+    id: &str,
+    tenant_id: &str,
+    p: &PreparedDelivery,
+    completion: Option<&Completion>,
+) -> Result<()> {
+    let new = &p.new;
+    let (status, reason_json, processed_at, attempts) = match completion {
+        Some(c) => (c.status, c.reason_json.as_deref(), Some(c.completed_at), 1),
+        None => (DeliveryStatus::Received, None, None, 0),
+    };
     db.prepare_cached(
         "INSERT INTO deliveries (id, connection_id, tenant_id, received_at, \
          provider_delivery_id, body_sha256, method, path, query, headers_json, body, status, \
-         attempts, trace_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'received', 0, ?12)",
+         attempts, reason_json, processed_at, trace_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?
     .execute(params![
         id,
@@ -1051,18 +1100,47 @@ fn record_delivery(db: &Db, p: PreparedDelivery) -> Result<Recorded> {
         new.query,
         p.headers_json,
         new.body,
+        status.as_str(),
+        attempts,
+        reason_json,
+        processed_at,
         new.trace_id,
     ])?;
+    // Only a later time is written: the row is left alone (no page rewritten) otherwise.
     db.prepare_cached(
-        "UPDATE connections SET last_delivery_at = max(coalesce(last_delivery_at, ?2), ?2) \
-         WHERE id = ?1",
+        "UPDATE connections SET last_delivery_at = ?2 \
+         WHERE id = ?1 AND (last_delivery_at IS NULL OR last_delivery_at < ?2)",
     )?
     .execute(params![new.connection_id, new.received_at])?;
+    Ok(())
+}
+
+fn record_delivery(db: &Db, p: PreparedDelivery) -> Result<Recorded> {
+    let tenant_id = connection_tenant(db, &p.new.connection_id)?;
+    if let Some(original) = find_original(db, &p.key())? {
+        return Ok(original);
+    }
+    let id = new_id();
+    insert_delivery(db, &id, &tenant_id, &p, None)?;
     Ok(Recorded {
         id,
         duplicate: false,
         status: DeliveryStatus::Received,
     })
+}
+
+fn record_completed(db: &Db, p: PreparedDelivery, c: Completion) -> Result<Taken> {
+    let tenant_id = connection_tenant(db, &p.new.connection_id)?;
+    if let Some(original) = find_original(db, &p.key())? {
+        return Ok(Taken::Duplicate(original));
+    }
+    insert_delivery(db, &c.delivery_id, &tenant_id, &p, Some(&c))?;
+    Ok(Taken::Completed(write_outcome(
+        db,
+        &c,
+        &p.new.connection_id,
+        &tenant_id,
+    )?))
 }
 
 fn complete_delivery(db: &Db, c: Completion) -> Result<Completed> {
@@ -1073,7 +1151,28 @@ fn complete_delivery(db: &Db, c: Completion) -> Result<Completed> {
         |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
     )?
     .ok_or_else(|| Error::NotFound(format!("delivery {}", c.delivery_id)))?;
+    let completed = write_outcome(db, &c, &connection_id, &tenant_id)?;
+    db.prepare_cached(
+        "UPDATE deliveries SET status = ?2, reason_json = ?3, processed_at = ?4, \
+         attempts = attempts + 1 WHERE id = ?1",
+    )?
+    .execute(params![
+        c.delivery_id,
+        c.status.as_str(),
+        c.reason_json,
+        c.completed_at
+    ])?;
+    Ok(completed)
+}
 
+/// What a completion writes besides the delivery's own row: the invocation record, the
+/// events, the connection's new state.
+fn write_outcome(
+    db: &Db,
+    c: &Completion,
+    connection_id: &str,
+    tenant_id: &str,
+) -> Result<Completed> {
     let invocation_id = new_id();
     let r = &c.invocation;
     db.prepare_cached(&format!(
@@ -1101,7 +1200,7 @@ fn complete_delivery(db: &Db, c: Completion) -> Result<Completed> {
 
     let mut appended = Vec::with_capacity(c.events.len());
     let mut already_present = 0;
-    {
+    if !c.events.is_empty() {
         let mut insert = db.prepare_cached(
             "INSERT INTO outbox (event_id, tenant_id, org_id, event_type, entity_type, \
              entity_id, payload_json, metadata_json, delivery_id, connection_id, created_at, \
@@ -1133,7 +1232,7 @@ fn complete_delivery(db: &Db, c: Completion) -> Result<Completed> {
 
     if let Some(state) = &c.new_state {
         db.prepare_cached("DELETE FROM connection_state WHERE connection_id = ?1")?
-            .execute([&connection_id])?;
+            .execute([connection_id])?;
         let mut insert = db.prepare_cached(
             "INSERT INTO connection_state (connection_id, key, value) VALUES (?1, ?2, ?3)",
         )?;
@@ -1141,22 +1240,37 @@ fn complete_delivery(db: &Db, c: Completion) -> Result<Completed> {
             insert.execute(params![connection_id, key, value])?;
         }
     }
-
-    db.prepare_cached(
-        "UPDATE deliveries SET status = ?2, reason_json = ?3, processed_at = ?4, \
-         attempts = attempts + 1 WHERE id = ?1",
-    )?
-    .execute(params![
-        c.delivery_id,
-        c.status.as_str(),
-        c.reason_json,
-        c.completed_at
-    ])?;
     Ok(Completed {
         invocation_id,
         appended,
         already_present,
     })
+}
+
+/// Refuses a completion that does not end its delivery, or carries text that is not JSON.
+fn check_completion(completion: &Completion) -> Result<()> {
+    if completion.status == DeliveryStatus::Received {
+        return Err(Error::Invalid(
+            "a completion must end the delivery in a final status".to_owned(),
+        ));
+    }
+    if let Some(reason) = &completion.reason_json {
+        check_json("reason_json", reason)?;
+    }
+    for event in &completion.events {
+        check_json("metadata_json", &event.metadata_json)?;
+    }
+    Ok(())
+}
+
+fn load_state(db: &Db, connection_id: &str) -> Result<StateMap> {
+    let entries = query_all(
+        db,
+        "SELECT key, value FROM connection_state WHERE connection_id = ?1",
+        [connection_id],
+        |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?)),
+    )?;
+    Ok(entries.into_iter().collect())
 }
 
 fn get_outbox_row(db: &Db, seq: i64) -> Result<Option<OutboxRow>> {
@@ -1560,29 +1674,55 @@ impl Store for SqliteStore {
 
     async fn record_delivery(&self, new: NewDelivery, dedupe_window: Duration) -> Result<Recorded> {
         // Hashing and encoding happen here, on the caller's task, not on the writer.
-        let prepared = PreparedDelivery {
-            body_sha256: sha256_hex(&new.body),
-            headers_json: serde_json::to_string(&new.headers)
-                .map_err(|e| Error::Invalid(format!("headers: {e}")))?,
-            window: millis(dedupe_window),
-            new,
-        };
+        let prepared = PreparedDelivery::new(new, dedupe_window)?;
         self.write(move |db| record_delivery(db, prepared)).await
     }
 
     async fn complete_delivery(&self, completion: Completion) -> Result<Completed> {
-        if completion.status == DeliveryStatus::Received {
-            return Err(Error::Invalid(
-                "a completion must end the delivery in a final status".to_owned(),
-            ));
-        }
-        if let Some(reason) = &completion.reason_json {
-            check_json("reason_json", reason)?;
-        }
-        for event in &completion.events {
-            check_json("metadata_json", &event.metadata_json)?;
-        }
+        check_completion(&completion)?;
         self.write(move |db| complete_delivery(db, completion))
+            .await
+    }
+
+    async fn prepare_delivery(
+        &self,
+        new: &NewDelivery,
+        dedupe_window: Duration,
+    ) -> Result<Prepared> {
+        let connection_id = new.connection_id.clone();
+        let provider_delivery_id = new.provider_delivery_id.clone();
+        // The body's hash only matters to a delivery without the provider's id.
+        let body_sha256 = match &provider_delivery_id {
+            Some(_) => String::new(),
+            None => sha256_hex(&new.body),
+        };
+        let (received_at, window) = (new.received_at, millis(dedupe_window));
+        self.read(move |db| {
+            connection_tenant(db, &connection_id)?;
+            let key = DedupeKey {
+                connection_id: &connection_id,
+                provider_delivery_id: provider_delivery_id.as_deref(),
+                body_sha256: &body_sha256,
+                received_at,
+                window,
+            };
+            Ok(match find_original(db, &key)? {
+                Some(original) => Prepared::Duplicate(original),
+                None => Prepared::New(load_state(db, &connection_id)?),
+            })
+        })
+        .await
+    }
+
+    async fn record_completed(
+        &self,
+        new: NewDelivery,
+        dedupe_window: Duration,
+        completion: Completion,
+    ) -> Result<Taken> {
+        check_completion(&completion)?;
+        let prepared = PreparedDelivery::new(new, dedupe_window)?;
+        self.write(move |db| record_completed(db, prepared, completion))
             .await
     }
 
@@ -1657,16 +1797,7 @@ impl Store for SqliteStore {
 
     async fn load_state(&self, connection_id: &str) -> Result<StateMap> {
         let connection_id = connection_id.to_owned();
-        self.read(move |db| {
-            let entries = query_all(
-                db,
-                "SELECT key, value FROM connection_state WHERE connection_id = ?1",
-                [connection_id],
-                |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?)),
-            )?;
-            Ok(entries.into_iter().collect())
-        })
-        .await
+        self.read(move |db| load_state(db, &connection_id)).await
     }
 
     async fn claim_outbox(
@@ -2064,5 +2195,215 @@ impl SqliteStore {
             .sender
             .as_ref()
             .map_or(0, |s| s.max_capacity() - s.capacity())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests of what only this backend has so far (the backend-neutral suite is in `tests.rs`)
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::InvocationOutcome;
+    use crate::store::tests::{SECOND, T0, Tenant, event, tenant};
+
+    const WINDOW: Duration = Duration::from_secs(300);
+
+    async fn open() -> (tempfile::TempDir, SqliteStore, Tenant) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let t = tenant(&store, "t1", "c1").await;
+        (dir, store, t)
+    }
+
+    fn delivery(body: &str, provider_id: Option<&str>, at: Millis) -> NewDelivery {
+        NewDelivery {
+            connection_id: "c1".to_owned(),
+            received_at: at,
+            provider_delivery_id: provider_id.map(str::to_owned),
+            method: "POST".to_owned(),
+            path: "/v1/hooks/c1".to_owned(),
+            query: String::new(),
+            headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+            body: body.as_bytes().to_vec(),
+            trace_id: "trace-1".to_owned(),
+        }
+    }
+
+    fn completion(
+        t: &Tenant,
+        events: Vec<crate::store::NewOutboxEvent>,
+        new_state: Option<StateMap>,
+        at: Millis,
+    ) -> Completion {
+        Completion {
+            delivery_id: new_id(),
+            status: DeliveryStatus::Processed,
+            reason_json: None,
+            completed_at: at,
+            invocation: InvocationRecord {
+                adapter_id: t.adapter.id.clone(),
+                adapter_version: 1,
+                adapter_sha256: "a".repeat(64),
+                input_sha256: "f".repeat(64),
+                started_at: at,
+                duration_us: 100,
+                fuel: 1_000,
+                peak_memory_bytes: 1 << 20,
+                bytes_in: 10,
+                bytes_out: 10,
+                events: events.len() as u64,
+                outcome: InvocationOutcome::Accepted,
+                detail_json: None,
+                log_json: "{}".to_owned(),
+            },
+            events,
+            new_state,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delivery_is_recorded_completed_in_one_command() {
+        let (_dir, store, t) = open().await;
+        let state: StateMap = [("cursor".to_owned(), b"42".to_vec())].into();
+        let done = completion(
+            &t,
+            vec![event("e1", "deal.won", "d1", None)],
+            Some(state.clone()),
+            T0 + SECOND,
+        );
+        let id = done.delivery_id.clone();
+        let before = store.write_stats();
+        let Taken::Completed(completed) = store
+            .record_completed(delivery("one", Some("p1"), T0), WINDOW, done)
+            .await
+            .unwrap()
+        else {
+            panic!("a new delivery was taken as a duplicate");
+        };
+        assert_eq!(store.write_stats().commands - before.commands, 1);
+        assert_eq!(completed.appended.len(), 1);
+        let stored = store.get_delivery(&id).await.unwrap().unwrap();
+        assert_eq!(stored.info.status, DeliveryStatus::Processed);
+        assert_eq!(stored.info.attempts, 1);
+        assert_eq!(stored.info.processed_at, Some(T0 + SECOND));
+        assert_eq!(stored.info.tenant_id, "t1");
+        assert_eq!(stored.body, b"one");
+        assert_eq!(store.list_invocations(&id).await.unwrap().len(), 1);
+        assert_eq!(
+            store.get_event("e1").await.unwrap().unwrap().delivery_id,
+            id
+        );
+        assert!(store.deliveries_to_recover(10).await.unwrap().is_empty());
+        let connection = store.get_connection("c1").await.unwrap().unwrap();
+        assert_eq!(connection.last_delivery_at, Some(T0));
+
+        // The same provider id again: the original, before running anything and inside the
+        // transaction; nothing is written.
+        let Prepared::Duplicate(original) = store
+            .prepare_delivery(&delivery("one again", Some("p1"), T0), WINDOW)
+            .await
+            .unwrap()
+        else {
+            panic!("a retry was not recognised");
+        };
+        assert_eq!(
+            (original.id.as_str(), original.status),
+            (id.as_str(), DeliveryStatus::Processed)
+        );
+        let again = completion(&t, vec![event("e2", "deal.won", "d2", None)], None, T0);
+        let Taken::Duplicate(original) = store
+            .record_completed(delivery("one again", Some("p1"), T0), WINDOW, again)
+            .await
+            .unwrap()
+        else {
+            panic!("a racing copy was taken twice");
+        };
+        assert_eq!(original.id, id);
+        assert!(store.get_event("e2").await.unwrap().is_none());
+
+        // A new delivery sees the state the first one left.
+        let Prepared::New(seen) = store
+            .prepare_delivery(&delivery("two", Some("p2"), T0), WINDOW)
+            .await
+            .unwrap()
+        else {
+            panic!("a new delivery was taken as a duplicate");
+        };
+        assert_eq!(seen, state);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delivery_without_a_provider_id_is_recognised_by_its_body_within_the_window() {
+        let (_dir, store, t) = open().await;
+        let first = completion(&t, Vec::new(), None, T0);
+        let id = first.delivery_id.clone();
+        store
+            .record_completed(delivery("same body", None, T0), WINDOW, first)
+            .await
+            .unwrap();
+        let within = delivery("same body", None, T0 + 299 * SECOND);
+        let after = delivery("same body", None, T0 + 301 * SECOND);
+        assert!(matches!(
+            store.prepare_delivery(&within, WINDOW).await.unwrap(),
+            Prepared::Duplicate(original) if original.id == id
+        ));
+        assert!(matches!(
+            store.prepare_delivery(&after, WINDOW).await.unwrap(),
+            Prepared::New(_)
+        ));
+        let unknown = NewDelivery {
+            connection_id: "nope".to_owned(),
+            ..delivery("x", None, T0)
+        };
+        assert!(matches!(
+            store.prepare_delivery(&unknown, WINDOW).await,
+            Err(Error::NotFound(_))
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_record_completed_leaves_no_trace() {
+        let (_dir, store, t) = open().await;
+        let mut broken = event("e1", "deal.won", "d1", None);
+        broken.entity_id = String::new(); // refused by the outbox's CHECK
+        let failing = completion(&t, vec![broken], None, T0);
+        let id = failing.delivery_id.clone();
+        assert!(
+            store
+                .record_completed(delivery("body", Some("p1"), T0), WINDOW, failing)
+                .await
+                .is_err()
+        );
+        assert!(store.get_delivery(&id).await.unwrap().is_none());
+        assert!(store.list_invocations(&id).await.unwrap().is_empty());
+        assert_eq!(
+            store
+                .get_connection("c1")
+                .await
+                .unwrap()
+                .unwrap()
+                .last_delivery_at,
+            None
+        );
+        // The CRM's retry is taken as new.
+        let fixed = completion(&t, vec![event("e1", "deal.won", "d1", None)], None, T0);
+        assert!(matches!(
+            store
+                .record_completed(delivery("body", Some("p1"), T0), WINDOW, fixed)
+                .await
+                .unwrap(),
+            Taken::Completed(_)
+        ));
+        let received = Completion {
+            status: DeliveryStatus::Received,
+            ..completion(&t, Vec::new(), None, T0)
+        };
+        assert!(matches!(
+            store
+                .record_completed(delivery("other", Some("p2"), T0), WINDOW, received)
+                .await,
+            Err(Error::Invalid(_))
+        ));
     }
 }
