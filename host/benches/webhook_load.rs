@@ -334,7 +334,7 @@ value = "whsec_{SECRET_B64}"
             );
         }
         println!(
-            "ratio (pipeline / echo, deliveries/s): {:.2}x",
+            "ratio (pipeline / echo, deliveries/s): {:.3}x",
             pipeline.rate() / echo.rate()
         );
         println!(
