@@ -8,7 +8,14 @@
 //! answers each caller. Under load, many deliveries share one sync; alone, a write costs one.
 //! Reads go to a small pool of read-only connections on blocking threads: in WAL mode they see
 //! every committed batch and never wait for the writer.
+//!
+//! Connections are read on every webhook delivery and rarely change, so the store keeps the
+//! ones it has read in memory ([`ConnectionCache`]). Every write drops them after its commit
+//! unless it is declared not to touch connections, so a read that follows a write never sees
+//! what the write replaced. The store assumes it is the only writer of its database while it
+//! is open (its single writer thread already does).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -243,6 +250,7 @@ struct Inner {
     writer: Option<std::thread::JoinHandle<()>>,
     readers: Readers,
     counters: Arc<Counters>,
+    connections: Arc<ConnectionCache>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -281,6 +289,73 @@ impl Counters {
             commits: self.commits.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Connections as last read, by id. A write that may change connections drops them all after
+/// its commit (on the writer, before it answers); one that records a delivery moves the cached
+/// `last_delivery_at`. A read fills an entry only when no write committed while it read
+/// (`generation` is unchanged), so no entry is ever older than the last commit it could miss.
+/// Unknown ids are not cached (they are whatever a caller sends).
+#[derive(Debug, Default)]
+struct ConnectionCache {
+    entries: Mutex<CachedConnections>,
+}
+
+#[derive(Debug, Default)]
+struct CachedConnections {
+    generation: u64,
+    by_id: HashMap<String, Connection>,
+}
+
+impl ConnectionCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CachedConnections> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The cached connection, or the generation a read of it starts from.
+    fn get(&self, id: &str) -> std::result::Result<Connection, u64> {
+        let entries = self.lock();
+        entries.by_id.get(id).cloned().ok_or(entries.generation)
+    }
+
+    /// Keeps what a read that started at `generation` found, unless a write committed since.
+    fn fill(&self, generation: u64, connection: &Connection) {
+        let mut entries = self.lock();
+        if entries.generation == generation {
+            entries
+                .by_id
+                .entry(connection.id.clone())
+                .or_insert_with(|| connection.clone());
+        }
+    }
+
+    /// After a commit that may have changed any connection.
+    fn clear(&self) {
+        let mut entries = self.lock();
+        entries.generation += 1;
+        entries.by_id.clear();
+    }
+
+    /// After a commit that recorded a delivery on `id` at `at` (and changed nothing else).
+    fn delivered(&self, id: &str, at: Millis) {
+        let mut entries = self.lock();
+        match entries.by_id.get_mut(id) {
+            Some(connection) => {
+                connection.last_delivery_at =
+                    Some(connection.last_delivery_at.map_or(at, |last| last.max(at)));
+            }
+            // A read in flight must not fill in the time this commit replaced.
+            None => entries.generation += 1,
+        }
+    }
+}
+
+/// For writes that cannot change a connection.
+fn keeps_connections<T>(_: &T, _: &ConnectionCache) {}
+
+/// For writes that may change any connection: the default.
+fn drops_connections<T>(_: &T, cache: &ConnectionCache) {
+    cache.clear();
 }
 
 impl SqliteStore {
@@ -334,6 +409,7 @@ impl SqliteStore {
                 sender: Some(sender),
                 writer: Some(writer),
                 counters,
+                connections: Arc::default(),
             }),
         })
     }
@@ -344,16 +420,32 @@ impl SqliteStore {
     }
 
     /// Runs `f` on the writer, in a savepoint of the next batch; answers after the commit.
+    /// Every cached connection is dropped after the commit: see [`SqliteStore::write_then`]
+    /// for writes that cannot change one.
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Db) -> Result<T> + Send + 'static,
+    {
+        self.write_then(f, drops_connections).await
+    }
+
+    /// [`SqliteStore::write`], with `after` applied to the connection cache once the command
+    /// is committed (on the writer, before the caller is answered, so even a caller that went
+    /// away cannot leave the cache behind the database).
+    async fn write_then<T, F, A>(&self, f: F, after: A) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db) -> Result<T> + Send + 'static,
+        A: FnOnce(&T, &ConnectionCache) + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let command = Box::new(Call {
             f: Some(f),
             result: None,
             reply,
+            after,
+            cache: Arc::clone(&self.inner.connections),
         });
         let sender = self.inner.sender.as_ref().ok_or(Error::Closed)?;
         sender.send(command).await.map_err(|_| Error::Closed)?;
@@ -414,16 +506,20 @@ trait Command: Send {
     fn answer(self: Box<Self>, committed: Result<()>);
 }
 
-struct Call<T, F> {
+struct Call<T, F, A> {
     f: Option<F>,
     result: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
+    /// Applied to the connection cache once the command is committed.
+    after: A,
+    cache: Arc<ConnectionCache>,
 }
 
-impl<T, F> Command for Call<T, F>
+impl<T, F, A> Command for Call<T, F, A>
 where
     T: Send,
     F: FnOnce(&Db) -> Result<T> + Send,
+    A: FnOnce(&T, &ConnectionCache) + Send,
 {
     fn run(&mut self, db: &Db) -> bool {
         let Some(f) = self.f.take() else {
@@ -442,10 +538,19 @@ where
     }
 
     fn answer(self: Box<Self>, committed: Result<()>) {
-        let Call { result, reply, .. } = *self;
+        let Call {
+            result,
+            reply,
+            after,
+            cache,
+            ..
+        } = *self;
         let result = match (result, committed) {
             (Some(Err(e)), _) => Err(e),
-            (Some(Ok(value)), Ok(())) => Ok(value),
+            (Some(Ok(value)), Ok(())) => {
+                after(&value, &cache);
+                Ok(value)
+            }
             (Some(Ok(_)) | None, Err(e)) => Err(e),
             (None, Ok(())) => Err(Error::Backend("the command did not run".to_owned())),
         };
@@ -1586,8 +1691,16 @@ impl Store for SqliteStore {
     }
 
     async fn get_connection(&self, id: &str) -> Result<Option<Connection>> {
+        let generation = match self.inner.connections.get(id) {
+            Ok(cached) => return Ok(Some(cached)),
+            Err(generation) => generation,
+        };
         let id = id.to_owned();
-        self.read(move |db| get_connection(db, &id)).await
+        let found = self.read(move |db| get_connection(db, &id)).await?;
+        if let Some(connection) = &found {
+            self.inner.connections.fill(generation, connection);
+        }
+        Ok(found)
     }
 
     async fn list_connections(
@@ -1675,13 +1788,25 @@ impl Store for SqliteStore {
     async fn record_delivery(&self, new: NewDelivery, dedupe_window: Duration) -> Result<Recorded> {
         // Hashing and encoding happen here, on the caller's task, not on the writer.
         let prepared = PreparedDelivery::new(new, dedupe_window)?;
-        self.write(move |db| record_delivery(db, prepared)).await
+        let (connection_id, at) = (prepared.new.connection_id.clone(), prepared.new.received_at);
+        self.write_then(
+            move |db| record_delivery(db, prepared),
+            move |recorded: &Recorded, cache| {
+                if !recorded.duplicate {
+                    cache.delivered(&connection_id, at);
+                }
+            },
+        )
+        .await
     }
 
     async fn complete_delivery(&self, completion: Completion) -> Result<Completed> {
         check_completion(&completion)?;
-        self.write(move |db| complete_delivery(db, completion))
-            .await
+        self.write_then(
+            move |db| complete_delivery(db, completion),
+            keeps_connections,
+        )
+        .await
     }
 
     async fn prepare_delivery(
@@ -1722,8 +1847,16 @@ impl Store for SqliteStore {
     ) -> Result<Taken> {
         check_completion(&completion)?;
         let prepared = PreparedDelivery::new(new, dedupe_window)?;
-        self.write(move |db| record_completed(db, prepared, completion))
-            .await
+        let (connection_id, at) = (prepared.new.connection_id.clone(), prepared.new.received_at);
+        self.write_then(
+            move |db| record_completed(db, prepared, completion),
+            move |taken: &Taken, cache| {
+                if let Taken::Completed(_) = taken {
+                    cache.delivered(&connection_id, at);
+                }
+            },
+        )
+        .await
     }
 
     async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>> {
@@ -1807,22 +1940,28 @@ impl Store for SqliteStore {
         lease: Duration,
     ) -> Result<Vec<OutboxRow>> {
         let lease = millis(lease);
-        self.write(move |db| claim_outbox(db, limit, now, lease))
-            .await
+        self.write_then(
+            move |db| claim_outbox(db, limit, now, lease),
+            keeps_connections,
+        )
+        .await
     }
 
     async fn mark_published(&self, seqs: &[i64], now: Millis) -> Result<()> {
         let seqs = seqs.to_vec();
-        self.write(move |db| {
-            let mut update = db.prepare_cached(
-                "UPDATE outbox SET status = 'published', published_at = ?2, last_error = NULL \
+        self.write_then(
+            move |db| {
+                let mut update = db.prepare_cached(
+                    "UPDATE outbox SET status = 'published', published_at = ?2, last_error = NULL \
                  WHERE seq = ?1 AND status <> 'published'",
-            )?;
-            for seq in seqs {
-                update.execute(params![seq, now])?;
-            }
-            Ok(())
-        })
+                )?;
+                for seq in seqs {
+                    update.execute(params![seq, now])?;
+                }
+                Ok(())
+            },
+            keeps_connections,
+        )
         .await
     }
 
@@ -1834,42 +1973,48 @@ impl Store for SqliteStore {
         dead: bool,
     ) -> Result<()> {
         let error = bounded_error(error);
-        self.write(move |db| {
-            let status = if dead {
-                OutboxStatus::Dead
-            } else {
-                OutboxStatus::Pending
-            };
-            let changed = db
-                .prepare_cached(
-                    "UPDATE outbox SET status = ?2, last_error = ?3, next_attempt_at = ?4 \
+        self.write_then(
+            move |db| {
+                let status = if dead {
+                    OutboxStatus::Dead
+                } else {
+                    OutboxStatus::Pending
+                };
+                let changed = db
+                    .prepare_cached(
+                        "UPDATE outbox SET status = ?2, last_error = ?3, next_attempt_at = ?4 \
                      WHERE seq = ?1 AND status = 'pending'",
-                )?
-                .execute(params![seq, status.as_str(), error, next_attempt_at])?;
-            if changed == 0 {
-                // Already published (or dead): a late report changes nothing.
-                require_outbox_row(db, seq)?;
-            }
-            Ok(())
-        })
+                    )?
+                    .execute(params![seq, status.as_str(), error, next_attempt_at])?;
+                if changed == 0 {
+                    // Already published (or dead): a late report changes nothing.
+                    require_outbox_row(db, seq)?;
+                }
+                Ok(())
+            },
+            keeps_connections,
+        )
         .await
     }
 
     async fn retry_outbox_event(&self, seq: i64, now: Millis) -> Result<()> {
-        self.write(move |db| {
-            let row = require_outbox_row(db, seq)?;
-            if row.status == OutboxStatus::Published {
-                return Err(Error::Conflict(format!(
-                    "outbox row {seq} is already published"
-                )));
-            }
-            db.prepare_cached(
-                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?2 \
+        self.write_then(
+            move |db| {
+                let row = require_outbox_row(db, seq)?;
+                if row.status == OutboxStatus::Published {
+                    return Err(Error::Conflict(format!(
+                        "outbox row {seq} is already published"
+                    )));
+                }
+                db.prepare_cached(
+                    "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?2 \
                  WHERE seq = ?1",
-            )?
-            .execute(params![seq, now])?;
-            Ok(())
-        })
+                )?
+                .execute(params![seq, now])?;
+                Ok(())
+            },
+            keeps_connections,
+        )
         .await
     }
 
@@ -2057,8 +2202,11 @@ impl Store for SqliteStore {
 
     async fn enqueue_subscriber_deliveries(&self, seqs: &[i64], now: Millis) -> Result<u64> {
         let seqs = seqs.to_vec();
-        self.write(move |db| enqueue_subscriber_deliveries(db, &seqs, now))
-            .await
+        self.write_then(
+            move |db| enqueue_subscriber_deliveries(db, &seqs, now),
+            keeps_connections,
+        )
+        .await
     }
 
     async fn claim_subscriber_deliveries(
@@ -2068,8 +2216,11 @@ impl Store for SqliteStore {
         lease: Duration,
     ) -> Result<Vec<SubscriberJob>> {
         let lease = millis(lease);
-        self.write(move |db| claim_subscriber_deliveries(db, limit, now, lease))
-            .await
+        self.write_then(
+            move |db| claim_subscriber_deliveries(db, limit, now, lease),
+            keeps_connections,
+        )
+        .await
     }
 
     async fn mark_subscriber_delivery(
@@ -2080,30 +2231,33 @@ impl Store for SqliteStore {
     ) -> Result<()> {
         let subscriber_id = subscriber_id.to_owned();
         let error = attempt.error.as_deref().map(bounded_error);
-        self.write(move |db| {
-            subscriber_delivery_status(db, &subscriber_id, seq)?;
-            let (status, next_attempt_at) = match attempt.next {
-                AttemptNext::Delivered => (SubscriberDeliveryStatus::Delivered, None),
-                AttemptNext::RetryAt(at) => (SubscriberDeliveryStatus::Pending, Some(at)),
-                AttemptNext::Dead => (SubscriberDeliveryStatus::Dead, None),
-            };
-            db.prepare_cached(
-                "UPDATE subscriber_deliveries SET status = ?3, \
+        self.write_then(
+            move |db| {
+                subscriber_delivery_status(db, &subscriber_id, seq)?;
+                let (status, next_attempt_at) = match attempt.next {
+                    AttemptNext::Delivered => (SubscriberDeliveryStatus::Delivered, None),
+                    AttemptNext::RetryAt(at) => (SubscriberDeliveryStatus::Pending, Some(at)),
+                    AttemptNext::Dead => (SubscriberDeliveryStatus::Dead, None),
+                };
+                db.prepare_cached(
+                    "UPDATE subscriber_deliveries SET status = ?3, \
                  next_attempt_at = coalesce(?4, next_attempt_at), last_status = ?5, \
                  last_error = ?6, updated_at = ?7 \
                  WHERE subscriber_id = ?1 AND outbox_seq = ?2",
-            )?
-            .execute(params![
-                subscriber_id,
-                seq,
-                status.as_str(),
-                next_attempt_at,
-                attempt.status_code,
-                error,
-                attempt.at,
-            ])?;
-            Ok(())
-        })
+                )?
+                .execute(params![
+                    subscriber_id,
+                    seq,
+                    status.as_str(),
+                    next_attempt_at,
+                    attempt.status_code,
+                    error,
+                    attempt.at,
+                ])?;
+                Ok(())
+            },
+            keeps_connections,
+        )
         .await
     }
 
@@ -2114,22 +2268,25 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<()> {
         let subscriber_id = subscriber_id.to_owned();
-        self.write(move |db| {
-            if subscriber_delivery_status(db, &subscriber_id, seq)?
-                == SubscriberDeliveryStatus::Delivered
-            {
-                return Err(Error::Conflict(format!(
-                    "event {seq} was already delivered to {subscriber_id}"
-                )));
-            }
-            db.prepare_cached(
-                "UPDATE subscriber_deliveries SET status = 'pending', attempts = 0, \
+        self.write_then(
+            move |db| {
+                if subscriber_delivery_status(db, &subscriber_id, seq)?
+                    == SubscriberDeliveryStatus::Delivered
+                {
+                    return Err(Error::Conflict(format!(
+                        "event {seq} was already delivered to {subscriber_id}"
+                    )));
+                }
+                db.prepare_cached(
+                    "UPDATE subscriber_deliveries SET status = 'pending', attempts = 0, \
                  next_attempt_at = ?3, updated_at = ?3 \
                  WHERE subscriber_id = ?1 AND outbox_seq = ?2",
-            )?
-            .execute(params![subscriber_id, seq, now])?;
-            Ok(())
-        })
+                )?
+                .execute(params![subscriber_id, seq, now])?;
+                Ok(())
+            },
+            keeps_connections,
+        )
         .await
     }
 
@@ -2405,5 +2562,111 @@ mod tests {
                 .await,
             Err(Error::Invalid(_))
         ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cached_connections_follow_every_write() {
+        let (_dir, store, t) = open().await;
+        let spec = |settings: &str, version: u32| ConnectionSpec {
+            id: "c1".to_owned(),
+            tenant_id: "t1".to_owned(),
+            org_id: None,
+            provider: "hubspot".to_owned(),
+            adapter_id: t.adapter.id.clone(),
+            adapter_version: version,
+            signature_json: r#"{"scheme":"hubspot-v3"}"#.to_owned(),
+            allowed_org_ids: vec!["org-a".to_owned(), "org-b".to_owned()],
+            secret_refs_json: r#"{"signing":"secrets/hubspot-signing"}"#.to_owned(),
+            settings_json: settings.to_owned(),
+            polling_json: None,
+            status: ConnectionStatus::Active,
+        };
+        let get = || async { store.get_connection("c1").await.unwrap().unwrap() };
+        assert_eq!(get().await, t.connection);
+        assert_eq!(get().await, t.connection, "served from the cache");
+
+        let disabled = store
+            .set_connection_status("c1", ConnectionStatus::Disabled, T0 + SECOND)
+            .await
+            .unwrap();
+        assert_eq!(get().await, disabled);
+        assert_eq!(disabled.status, ConnectionStatus::Disabled);
+        let (updated, _) = store
+            .upsert_connection(spec(r#"{"portal":"43"}"#, 1), "admin", T0 + 2 * SECOND)
+            .await
+            .unwrap();
+        assert_eq!(get().await, updated);
+        assert_eq!(updated.settings_json, r#"{"portal":"43"}"#);
+        let switched = store
+            .set_connection_version("c1", 2, "admin", T0 + 3 * SECOND)
+            .await
+            .unwrap();
+        assert_eq!(get().await, switched);
+        assert_eq!(switched.adapter_version, 2);
+
+        // Recording moves `last_delivery_at`, forward only, as the database does.
+        for at in [T0 + 10 * SECOND, T0 + 5 * SECOND] {
+            let done = completion(&t, Vec::new(), None, at);
+            let body = format!("at {at}");
+            store
+                .record_completed(delivery(&body, None, at), WINDOW, done)
+                .await
+                .unwrap();
+        }
+        store
+            .record_delivery(delivery("received", None, T0 + 7 * SECOND), WINDOW)
+            .await
+            .unwrap();
+        assert_eq!(get().await.last_delivery_at, Some(T0 + 10 * SECOND));
+        let reopened_view = store
+            .read(|db| get_connection(db, "c1"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            get().await,
+            reopened_view,
+            "the cache agrees with the database"
+        );
+    }
+
+    #[test]
+    fn a_read_that_raced_a_write_is_not_cached() {
+        let cache = ConnectionCache::default();
+        let connection = Connection {
+            id: "c1".to_owned(),
+            tenant_id: "t1".to_owned(),
+            org_id: None,
+            provider: "custom".to_owned(),
+            adapter_id: "a".to_owned(),
+            adapter_version: 1,
+            signature_json: "{}".to_owned(),
+            allowed_org_ids: Vec::new(),
+            secret_refs_json: "[]".to_owned(),
+            settings_json: "{}".to_owned(),
+            polling_json: None,
+            status: ConnectionStatus::Active,
+            created_at: T0,
+            updated_at: T0,
+            last_delivery_at: None,
+            version_changed_by: None,
+            version_changed_at: None,
+        };
+        // A write commits while the read is under way: what the read found may be stale.
+        let generation = cache.get("c1").unwrap_err();
+        cache.clear();
+        cache.fill(generation, &connection);
+        assert!(cache.get("c1").is_err());
+        // The same for a delivery recorded meanwhile (its time would be lost).
+        let generation = cache.get("c1").unwrap_err();
+        cache.delivered("c1", T0);
+        cache.fill(generation, &connection);
+        assert!(cache.get("c1").is_err());
+        // Undisturbed, the read is kept; a later delivery moves the cached time forward only.
+        let generation = cache.get("c1").unwrap_err();
+        cache.fill(generation, &connection);
+        cache.delivered("c1", T0 + SECOND);
+        cache.delivered("c1", T0);
+        assert_eq!(cache.get("c1").unwrap().last_delivery_at, Some(T0 + SECOND));
     }
 }
