@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use adapter_host::signatures::{self, RawRequest, SchemeConfig, Secret, sign_standard_webhooks};
 use adapter_host::store::{
-    OutboxFilter, OutboxStatus, SqliteStore, Store, SubscriberDeliveryFilter,
+    OutboxFilter, OutboxStatus, PageRequest, SqliteStore, Store, SubscriberDeliveryFilter,
     SubscriberDeliveryStatus,
 };
 use axum::http::{HeaderMap, StatusCode};
@@ -204,7 +204,11 @@ value = "{SUBSCRIBER_SECRET}"
     assert_eq!(outbox.len(), 1);
     assert_eq!(outbox[0].status, OutboxStatus::Published);
     assert_eq!(outbox[0].event_id, envelope["event_id"]);
-    let subscribers = store.list_subscribers("tenant-e2e", None).await.unwrap();
+    let subscribers = store
+        .list_subscribers("tenant-e2e", None, PageRequest::default())
+        .await
+        .unwrap()
+        .items;
     let deliveries = store
         .list_subscriber_deliveries(SubscriberDeliveryFilter {
             subscriber_id: subscribers[0].id.clone(),

@@ -7,7 +7,7 @@ use adapter_host::pipeline::Host;
 use adapter_host::serve::{ServeOptions, open_host};
 use adapter_host::server::{ServerSettings, app};
 use adapter_host::signatures::{Secret, sign_standard_webhooks};
-use adapter_host::store::{DeliveryFilter, DeliveryStatus, NewDelivery, OutboxFilter};
+use adapter_host::store::{DeliveryFilter, DeliveryStatus, NewDelivery, OutboxFilter, PageRequest};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine as _;
@@ -540,7 +540,12 @@ secret = "t/subscriber"
     let host = open_with(dir.path(), &config(r#"["deal.*"]"#, url))
         .await
         .unwrap();
-    let first = host.store().list_subscribers("t", None).await.unwrap();
+    let first = host
+        .store()
+        .list_subscribers("t", None, PageRequest::default())
+        .await
+        .unwrap()
+        .items;
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].event_types, ["deal.*"]);
     drop(host);
@@ -548,7 +553,12 @@ secret = "t/subscriber"
     let host = open_with(dir.path(), &config(r#"["deal.*", "contact.created"]"#, url))
         .await
         .unwrap();
-    let second = host.store().list_subscribers("t", None).await.unwrap();
+    let second = host
+        .store()
+        .list_subscribers("t", None, PageRequest::default())
+        .await
+        .unwrap()
+        .items;
     assert_eq!(second.len(), 1, "the same subscriber, updated");
     assert_eq!(second[0].id, first[0].id);
     assert_eq!(second[0].event_types, ["deal.*", "contact.created"]);

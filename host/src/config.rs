@@ -232,11 +232,11 @@ pub async fn provision(host: &Host, config: &Config, base: &Path) -> anyhow::Res
                     .await?
             }
         };
-        let existing = store.list_adapter_versions(&adapter.id).await?;
+        let existing = store
+            .adapter_versions_of(&adapter.id, loaded.sha256())
+            .await?;
         let version = match existing.iter().rev().find(|v| {
-            v.sha256 == loaded.sha256()
-                && serde_json::from_str::<Limits>(&v.limits_json).ok().as_ref()
-                    == Some(loaded.limits())
+            serde_json::from_str::<Limits>(&v.limits_json).ok().as_ref() == Some(loaded.limits())
         }) {
             Some(version) => version.version,
             None => {
@@ -278,11 +278,8 @@ pub async fn provision(host: &Host, config: &Config, base: &Path) -> anyhow::Res
                         format!("connection {}: no adapter {}", entry.id, entry.adapter)
                     })?;
                 let latest = store
-                    .list_adapter_versions(&adapter.id)
+                    .latest_adapter_version(&adapter.id)
                     .await?
-                    .into_iter()
-                    .map(|v| v.version)
-                    .max()
                     .with_context(|| format!("adapter {} has no version", entry.adapter))?;
                 (adapter.id, latest)
             }
@@ -327,10 +324,8 @@ pub async fn provision(host: &Host, config: &Config, base: &Path) -> anyhow::Res
             enabled: entry.enabled,
         };
         let existing = store
-            .list_subscribers(&entry.tenant_id, entry.org_id.as_deref())
-            .await?
-            .into_iter()
-            .find(|s| s.org_id == entry.org_id && s.url == entry.url);
+            .find_subscriber(&entry.tenant_id, entry.org_id.as_deref(), &entry.url)
+            .await?;
         match existing {
             None => {
                 let created = store

@@ -26,7 +26,7 @@ use crate::secrets::{MAX_GRACE, SecretValue};
 use crate::signatures::SchemeConfig;
 use crate::store::{
     self, Adapter, AdapterVersion, Connection, ConnectionSpec, ConnectionStatus, DeliveryFilter,
-    NewAdapter, NewAdapterVersion, NewSubscriber, OutboxFilter, OutboxRow, Subscriber,
+    NewAdapter, NewAdapterVersion, NewSubscriber, OutboxFilter, OutboxRow, PageRequest, Subscriber,
     SubscriberDeliveryFilter, SubscriberUpdate,
 };
 
@@ -109,6 +109,39 @@ fn internal(error: store::Error) -> ApiError {
     ApiError::internal(error)
 }
 
+/// A store error of a list: a cursor it did not make is the caller's mistake.
+fn list_error(error: store::Error) -> ApiError {
+    match error {
+        store::Error::Invalid(why) => ApiError::BadRequest(why),
+        other => internal(other),
+    }
+}
+
+/// The page parameters every list takes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Page size: 1 to 1000, default 100.
+    limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+fn list_query(query: Result<Query<ListQuery>, QueryRejection>) -> Result<PageRequest, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    Ok(PageRequest {
+        limit: query.limit.unwrap_or_default(),
+        cursor: query.cursor,
+    })
+}
+
+/// One page of a list: pass `next_cursor` as `cursor` for the next (absent on the last page).
+#[derive(Debug, Serialize)]
+struct Listed<T> {
+    items: Vec<T>,
+    next_cursor: Option<String>,
+}
+
 // --- Adapters ----------------------------------------------------------------------------
 
 /// `POST /v1/adapters`.
@@ -133,13 +166,13 @@ struct AdapterView {
 }
 
 impl AdapterView {
-    fn new(adapter: Adapter, versions: &[AdapterVersion]) -> Self {
+    fn new(adapter: Adapter, latest_version: Option<u32>) -> Self {
         Self {
             id: adapter.id,
             name: adapter.name,
             org_id: adapter.org_id,
             created_at: adapter.created_at,
-            latest_version: versions.iter().map(|v| v.version).max(),
+            latest_version,
         }
     }
 }
@@ -219,27 +252,31 @@ async fn create_adapter(
             }
             other => internal(other),
         })?;
-    Ok((StatusCode::CREATED, Json(AdapterView::new(adapter, &[]))).into_response())
+    Ok((StatusCode::CREATED, Json(AdapterView::new(adapter, None))).into_response())
 }
 
 async fn list_adapters(
     State(state): State<ApiState>,
     scope: Scope,
-) -> Result<Json<Value>, ApiError> {
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Listed<AdapterView>>, ApiError> {
     let store = state.host.store();
-    let adapters = store
-        .list_adapters(scope.tenant_id(), Some(&scope.org_id))
+    let page = store
+        .list_adapters(scope.tenant_id(), Some(&scope.org_id), list_query(query)?)
         .await
-        .map_err(internal)?;
-    let mut items = Vec::with_capacity(adapters.len());
-    for adapter in adapters {
-        let versions = store
-            .list_adapter_versions(&adapter.id)
+        .map_err(list_error)?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for adapter in page.items {
+        let latest = store
+            .latest_adapter_version(&adapter.id)
             .await
             .map_err(internal)?;
-        items.push(AdapterView::new(adapter, &versions));
+        items.push(AdapterView::new(adapter, latest));
     }
-    Ok(Json(serde_json::json!({ "items": items })))
+    Ok(Json(Listed {
+        items,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// The adapter, when the scope sees it; 404 otherwise.
@@ -260,13 +297,13 @@ async fn get_adapter(
     Path(adapter_id): Path<String>,
 ) -> Result<Json<AdapterView>, ApiError> {
     let adapter = visible_adapter(&state, &scope, &adapter_id).await?;
-    let versions = state
+    let latest = state
         .host
         .store()
-        .list_adapter_versions(&adapter.id)
+        .latest_adapter_version(&adapter.id)
         .await
         .map_err(internal)?;
-    Ok(Json(AdapterView::new(adapter, &versions)))
+    Ok(Json(AdapterView::new(adapter, latest)))
 }
 
 /// `POST /v1/adapters/{id}/versions`: the component as the body; per-version limits as query
@@ -305,14 +342,11 @@ async fn upload_version(
     let store = state.host.store();
     // The same component with the same limits is the same version: uploading twice is a no-op.
     let existing = store
-        .list_adapter_versions(&adapter.id)
+        .adapter_versions_of(&adapter.id, loaded.sha256())
         .await
         .map_err(internal)?;
     let limits_json = serde_json::to_string(loaded.limits()).map_err(ApiError::internal)?;
-    if let Some(same) = existing
-        .into_iter()
-        .find(|v| v.sha256 == loaded.sha256() && v.limits_json == limits_json)
-    {
+    if let Some(same) = existing.into_iter().find(|v| v.limits_json == limits_json) {
         return Ok((StatusCode::OK, Json(VersionView::from(same))).into_response());
     }
     state.host.blobs().put(wasm).await.map_err(internal)?;
@@ -336,16 +370,19 @@ async fn list_versions(
     State(state): State<ApiState>,
     scope: Scope,
     Path(adapter_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Listed<VersionView>>, ApiError> {
     let adapter = visible_adapter(&state, &scope, &adapter_id).await?;
-    let versions = state
+    let page = state
         .host
         .store()
-        .list_adapter_versions(&adapter.id)
+        .list_adapter_versions(&adapter.id, list_query(query)?)
         .await
-        .map_err(internal)?;
-    let items: Vec<VersionView> = versions.into_iter().map(VersionView::from).collect();
-    Ok(Json(serde_json::json!({ "items": items })))
+        .map_err(list_error)?;
+    Ok(Json(Listed {
+        items: page.items.into_iter().map(VersionView::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 async fn get_version(
@@ -492,24 +529,29 @@ async fn pick_version(
     adapter: &Adapter,
     version: Option<u32>,
 ) -> Result<u32, ApiError> {
-    let versions = state
-        .host
-        .store()
-        .list_adapter_versions(&adapter.id)
-        .await
-        .map_err(internal)?;
+    let store = state.host.store();
     match version {
-        Some(v) if versions.iter().any(|x| x.version == v) => Ok(v),
-        Some(v) => Err(ApiError::BadRequest(format!(
-            "adapter `{}` has no version {v}",
-            adapter.id
-        ))),
-        None => versions.iter().map(|v| v.version).max().ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "adapter `{}` has no version yet: upload one first",
+        Some(v) => match store
+            .get_adapter_version(&adapter.id, v)
+            .await
+            .map_err(internal)?
+        {
+            Some(found) => Ok(found.version),
+            None => Err(ApiError::BadRequest(format!(
+                "adapter `{}` has no version {v}",
                 adapter.id
-            ))
-        }),
+            ))),
+        },
+        None => store
+            .latest_adapter_version(&adapter.id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "adapter `{}` has no version yet: upload one first",
+                    adapter.id
+                ))
+            }),
     }
 }
 
@@ -587,18 +629,22 @@ async fn create_connection(
 async fn list_connections(
     State(state): State<ApiState>,
     scope: Scope,
-) -> Result<Json<Value>, ApiError> {
-    let connections = state
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Listed<ConnectionView>>, ApiError> {
+    let page = state
         .host
         .store()
-        .list_connections(scope.tenant_id(), Some(&scope.org_id))
+        .list_connections(scope.tenant_id(), Some(&scope.org_id), list_query(query)?)
         .await
-        .map_err(internal)?;
-    let items: Vec<ConnectionView> = connections
-        .into_iter()
-        .map(|c| ConnectionView::new(c, &state.host))
-        .collect();
-    Ok(Json(serde_json::json!({ "items": items })))
+        .map_err(list_error)?;
+    Ok(Json(Listed {
+        items: page
+            .items
+            .into_iter()
+            .map(|c| ConnectionView::new(c, &state.host))
+            .collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// The connection, when the scope sees it; 404 otherwise.
@@ -876,10 +922,7 @@ async fn list_events(
             cursor: query.cursor,
         })
         .await
-        .map_err(|e| match e {
-            store::Error::Invalid(why) => ApiError::BadRequest(why),
-            other => internal(other),
-        })?;
+        .map_err(list_error)?;
     let items = page
         .items
         .into_iter()
@@ -953,10 +996,7 @@ async fn list_deliveries(
             cursor: query.cursor,
         })
         .await
-        .map_err(|e| match e {
-            store::Error::Invalid(why) => ApiError::BadRequest(why),
-            other => internal(other),
-        })?;
+        .map_err(list_error)?;
     Ok(Json(
         serde_json::json!({ "items": page.items, "next_cursor": page.next_cursor }),
     ))
@@ -1065,14 +1105,18 @@ async fn create_subscriber(
 async fn list_subscribers(
     State(state): State<ApiState>,
     scope: Scope,
-) -> Result<Json<Value>, ApiError> {
-    let items = state
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Listed<Subscriber>>, ApiError> {
+    let page = state
         .host
         .store()
-        .list_subscribers(scope.tenant_id(), Some(&scope.org_id))
+        .list_subscribers(scope.tenant_id(), Some(&scope.org_id), list_query(query)?)
         .await
-        .map_err(internal)?;
-    Ok(Json(serde_json::json!({ "items": items })))
+        .map_err(list_error)?;
+    Ok(Json(Listed {
+        items: page.items,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// The subscriber, when the scope sees it; 404 otherwise.
@@ -1190,10 +1234,7 @@ async fn subscriber_deliveries(
             cursor: query.cursor,
         })
         .await
-        .map_err(|e| match e {
-            store::Error::Invalid(why) => ApiError::BadRequest(why),
-            other => internal(other),
-        })?;
+        .map_err(list_error)?;
     Ok(Json(
         serde_json::json!({ "items": page.items, "next_cursor": page.next_cursor }),
     ))

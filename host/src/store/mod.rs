@@ -504,6 +504,15 @@ pub struct DeliveryFilter {
     pub cursor: Option<String>,
 }
 
+/// Which page of a list to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageRequest {
+    /// Page size (clamped to 1..=1000; 0 means 100).
+    pub limit: usize,
+    /// The `next_cursor` of the previous page; `None` for the first.
+    pub cursor: Option<String>,
+}
+
 /// One page of a list, and where the next one starts (`None`: this was the last).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Page<T> {
@@ -921,8 +930,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn get_adapter(&self, id: &str) -> Result<Option<Adapter>>;
     /// The tenant's adapter with this name.
     async fn find_adapter(&self, tenant_id: &str, name: &str) -> Result<Option<Adapter>>;
-    /// The tenant's adapters (see the trait's note on `org_id`), by name.
-    async fn list_adapters(&self, tenant_id: &str, org_id: Option<&str>) -> Result<Vec<Adapter>>;
+    /// One page of the tenant's adapters (see the trait's note on `org_id`), by name.
+    async fn list_adapters(
+        &self,
+        tenant_id: &str,
+        org_id: Option<&str>,
+        page: PageRequest,
+    ) -> Result<Page<Adapter>>;
     /// Adds the next version (1, 2, ...) of an adapter; [`Error::NotFound`] for an unknown one.
     async fn add_adapter_version(&self, new: NewAdapterVersion) -> Result<AdapterVersion>;
     /// One version of an adapter.
@@ -931,8 +945,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         adapter_id: &str,
         version: u32,
     ) -> Result<Option<AdapterVersion>>;
-    /// An adapter's versions, oldest first.
-    async fn list_adapter_versions(&self, adapter_id: &str) -> Result<Vec<AdapterVersion>>;
+    /// One page of an adapter's versions, oldest first.
+    async fn list_adapter_versions(
+        &self,
+        adapter_id: &str,
+        page: PageRequest,
+    ) -> Result<Page<AdapterVersion>>;
+    /// An adapter's newest version number; `None` before its first upload.
+    async fn latest_adapter_version(&self, adapter_id: &str) -> Result<Option<u32>>;
+    /// The versions of an adapter made of the component `sha256`, oldest first.
+    async fn adapter_versions_of(
+        &self,
+        adapter_id: &str,
+        sha256: &str,
+    ) -> Result<Vec<AdapterVersion>>;
 
     // --- Connections
 
@@ -948,12 +974,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<(Connection, Upsert)>;
     /// The connection with this id.
     async fn get_connection(&self, id: &str) -> Result<Option<Connection>>;
-    /// The tenant's connections, by id.
+    /// One page of the tenant's connections, by id (creation order).
     async fn list_connections(
         &self,
         tenant_id: &str,
         org_id: Option<&str>,
-    ) -> Result<Vec<Connection>>;
+        page: PageRequest,
+    ) -> Result<Page<Connection>>;
     /// Enables or disables a connection.
     async fn set_connection_status(
         &self,
@@ -1061,12 +1088,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn create_subscriber(&self, new: NewSubscriber) -> Result<Subscriber>;
     /// The subscriber with this id.
     async fn get_subscriber(&self, id: &str) -> Result<Option<Subscriber>>;
-    /// The tenant's subscribers, oldest first.
+    /// One page of the tenant's subscribers, oldest first.
     async fn list_subscribers(
         &self,
         tenant_id: &str,
         org_id: Option<&str>,
-    ) -> Result<Vec<Subscriber>>;
+        page: PageRequest,
+    ) -> Result<Page<Subscriber>>;
+    /// The subscriber of `tenant_id` in exactly `org_id` (`None`: platform level) that POSTs to
+    /// `url`, if any (the config file's key for a subscriber).
+    async fn find_subscriber(
+        &self,
+        tenant_id: &str,
+        org_id: Option<&str>,
+        url: &str,
+    ) -> Result<Option<Subscriber>>;
     /// Changes a subscriber; [`Error::NotFound`] when there is none with this id.
     async fn update_subscriber(&self, id: &str, update: SubscriberUpdate) -> Result<Subscriber>;
     /// Deletes a subscriber and its delivery records.

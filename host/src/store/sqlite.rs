@@ -34,10 +34,10 @@ use super::{
     Adapter, AdapterVersion, AttemptNext, Completed, Completion, Connection, ConnectionSpec,
     ConnectionStatus, Delivery, DeliveryFilter, DeliveryInfo, DeliveryStatus, Error, Invocation,
     InvocationRecord, Millis, NewAdapter, NewAdapterVersion, NewDelivery, NewSubscriber,
-    OutboxFilter, OutboxLag, OutboxRow, OutboxStatus, Page, Prepared, Recorded, Result, StateMap,
-    Store, Subscriber, SubscriberAttempt, SubscriberDelivery, SubscriberDeliveryFilter,
-    SubscriberDeliveryStatus, SubscriberJob, SubscriberUpdate, Taken, Upsert, WriteStats,
-    bounded_error, check_json, millis, new_id, page_size, sha256_hex,
+    OutboxFilter, OutboxLag, OutboxRow, OutboxStatus, Page, PageRequest, Prepared, Recorded,
+    Result, StateMap, Store, Subscriber, SubscriberAttempt, SubscriberDelivery,
+    SubscriberDeliveryFilter, SubscriberDeliveryStatus, SubscriberJob, SubscriberUpdate, Taken,
+    Upsert, WriteStats, bounded_error, check_json, millis, new_id, page_size, sha256_hex,
 };
 
 /// The database file inside the data directory.
@@ -1581,18 +1581,21 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_adapters(&self, tenant_id: &str, org_id: Option<&str>) -> Result<Vec<Adapter>> {
+    async fn list_adapters(
+        &self,
+        tenant_id: &str,
+        org_id: Option<&str>,
+        request: PageRequest,
+    ) -> Result<Page<Adapter>> {
+        let limit = page_size(request.limit);
         let (tenant_id, org_id) = (tenant_id.to_owned(), org_id.map(str::to_owned));
         self.read(move |db| {
-            query_all(
-                db,
-                &format!(
-                    "SELECT {ADAPTER} FROM adapters WHERE tenant_id = ?1 \
-                     AND (?2 IS NULL OR org_id IS NULL OR org_id = ?2) ORDER BY name"
-                ),
-                params![tenant_id, org_id],
-                adapter_row,
-            )
+            let mut query = Filtered::new(format!("SELECT {ADAPTER} FROM adapters WHERE 1 = 1"));
+            query.and("tenant_id = ?", Some(Value::Text(tenant_id)));
+            query.and("(org_id IS NULL OR org_id = ?)", text(org_id.as_ref()));
+            query.and("name > ?", text(request.cursor.as_ref()));
+            let items = query.run(db, "ORDER BY name", limit, adapter_row)?;
+            Ok(page(items, limit, |a| a.name.clone()))
         })
         .await
     }
@@ -1656,15 +1659,54 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_adapter_versions(&self, adapter_id: &str) -> Result<Vec<AdapterVersion>> {
+    async fn list_adapter_versions(
+        &self,
+        adapter_id: &str,
+        request: PageRequest,
+    ) -> Result<Page<AdapterVersion>> {
+        let limit = page_size(request.limit);
+        let after = seq_cursor(request.cursor.as_ref())?;
         let adapter_id = adapter_id.to_owned();
+        self.read(move |db| {
+            let mut query = Filtered::new(format!(
+                "SELECT {VERSION} FROM adapter_versions WHERE 1 = 1"
+            ));
+            query.and("adapter_id = ?", Some(Value::Text(adapter_id)));
+            query.and("version > ?", integer(after));
+            let items = query.run(db, "ORDER BY version", limit, version_row)?;
+            Ok(page(items, limit, |v| v.version.to_string()))
+        })
+        .await
+    }
+
+    async fn latest_adapter_version(&self, adapter_id: &str) -> Result<Option<u32>> {
+        let adapter_id = adapter_id.to_owned();
+        self.read(move |db| {
+            Ok(query_one(
+                db,
+                "SELECT max(version) FROM adapter_versions WHERE adapter_id = ?1",
+                [adapter_id],
+                |row| row.get::<_, Option<u32>>(0),
+            )?
+            .flatten())
+        })
+        .await
+    }
+
+    async fn adapter_versions_of(
+        &self,
+        adapter_id: &str,
+        sha256: &str,
+    ) -> Result<Vec<AdapterVersion>> {
+        let (adapter_id, sha256) = (adapter_id.to_owned(), sha256.to_owned());
         self.read(move |db| {
             query_all(
                 db,
                 &format!(
-                    "SELECT {VERSION} FROM adapter_versions WHERE adapter_id = ?1 ORDER BY version"
+                    "SELECT {VERSION} FROM adapter_versions WHERE adapter_id = ?1 AND sha256 = ?2 \
+                     ORDER BY version"
                 ),
-                [adapter_id],
+                [adapter_id, sha256],
                 version_row,
             )
         })
@@ -1707,18 +1749,18 @@ impl Store for SqliteStore {
         &self,
         tenant_id: &str,
         org_id: Option<&str>,
-    ) -> Result<Vec<Connection>> {
+        request: PageRequest,
+    ) -> Result<Page<Connection>> {
+        let limit = page_size(request.limit);
         let (tenant_id, org_id) = (tenant_id.to_owned(), org_id.map(str::to_owned));
         self.read(move |db| {
-            query_all(
-                db,
-                &format!(
-                    "SELECT {CONNECTION} FROM connections WHERE tenant_id = ?1 \
-                     AND (?2 IS NULL OR org_id IS NULL OR org_id = ?2) ORDER BY id"
-                ),
-                params![tenant_id, org_id],
-                connection_row,
-            )
+            let mut query =
+                Filtered::new(format!("SELECT {CONNECTION} FROM connections WHERE 1 = 1"));
+            query.and("tenant_id = ?", Some(Value::Text(tenant_id)));
+            query.and("(org_id IS NULL OR org_id = ?)", text(org_id.as_ref()));
+            query.and("id > ?", text(request.cursor.as_ref()));
+            let items = query.run(db, "ORDER BY id", limit, connection_row)?;
+            Ok(page(items, limit, |c| c.id.clone()))
         })
         .await
     }
@@ -2145,16 +2187,41 @@ impl Store for SqliteStore {
         &self,
         tenant_id: &str,
         org_id: Option<&str>,
-    ) -> Result<Vec<Subscriber>> {
+        request: PageRequest,
+    ) -> Result<Page<Subscriber>> {
+        let limit = page_size(request.limit);
         let (tenant_id, org_id) = (tenant_id.to_owned(), org_id.map(str::to_owned));
         self.read(move |db| {
-            query_all(
+            let mut query =
+                Filtered::new(format!("SELECT {SUBSCRIBER} FROM subscribers WHERE 1 = 1"));
+            query.and("tenant_id = ?", Some(Value::Text(tenant_id)));
+            query.and("(org_id IS NULL OR org_id = ?)", text(org_id.as_ref()));
+            query.and("id > ?", text(request.cursor.as_ref()));
+            let items = query.run(db, "ORDER BY id", limit, subscriber_row)?;
+            Ok(page(items, limit, |s| s.id.clone()))
+        })
+        .await
+    }
+
+    async fn find_subscriber(
+        &self,
+        tenant_id: &str,
+        org_id: Option<&str>,
+        url: &str,
+    ) -> Result<Option<Subscriber>> {
+        let (tenant_id, org_id, url) = (
+            tenant_id.to_owned(),
+            org_id.map(str::to_owned),
+            url.to_owned(),
+        );
+        self.read(move |db| {
+            query_one(
                 db,
                 &format!(
-                    "SELECT {SUBSCRIBER} FROM subscribers WHERE tenant_id = ?1 \
-                     AND (?2 IS NULL OR org_id IS NULL OR org_id = ?2) ORDER BY created_at, id"
+                    "SELECT {SUBSCRIBER} FROM subscribers \
+                     WHERE tenant_id = ?1 AND org_id IS ?2 AND url = ?3 ORDER BY id LIMIT 1"
                 ),
-                params![tenant_id, org_id],
+                params![tenant_id, org_id, url],
                 subscriber_row,
             )
         })

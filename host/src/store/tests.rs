@@ -22,6 +22,7 @@ macro_rules! store_suite {
     ($backend:expr) => {
         $crate::store::tests::store_suite!(@cases $backend;
             adapters_and_their_versions,
+            configuration_lists_page_by_cursor,
             connection_upsert_is_idempotent,
             connection_status_and_version_switch,
             only_a_connection_without_deliveries_is_deleted,
@@ -249,6 +250,142 @@ async fn all_outbox(store: &dyn Store, tenant_id: &str) -> Vec<OutboxRow> {
 // ---------------------------------------------------------------------------------------------
 // The suite
 
+/// Walks a list page by page, `limit` at a time; every page but the last is full.
+async fn walk<T, F>(limit: usize, mut read: impl FnMut(PageRequest) -> F) -> Vec<T>
+where
+    F: std::future::Future<Output = Result<Page<T>>>,
+{
+    let (mut all, mut cursor) = (Vec::new(), None);
+    loop {
+        let page = read(PageRequest { limit, cursor }).await.unwrap();
+        let full = page.items.len() == limit;
+        all.extend(page.items);
+        match page.next_cursor {
+            Some(next) => {
+                assert!(full, "only the last page may be short");
+                cursor = Some(next);
+            }
+            None => return all,
+        }
+    }
+}
+
+pub(crate) async fn configuration_lists_page_by_cursor(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let t = tenant(store.as_ref(), "t1", "c-0").await;
+    for (i, org) in [
+        (1, Some("org-a")),
+        (2, None),
+        (3, Some("org-b")),
+        (4, Some("org-a")),
+    ] {
+        store
+            .create_adapter(NewAdapter {
+                tenant_id: "t1".to_owned(),
+                org_id: org.map(str::to_owned),
+                name: format!("adapter-{i}"),
+                created_at: T0,
+            })
+            .await
+            .unwrap();
+        let connection = ConnectionSpec {
+            org_id: org.map(str::to_owned),
+            ..spec(&format!("c-{i}"), "t1", &t.adapter.id, 1)
+        };
+        store
+            .upsert_connection(connection, "config", T0)
+            .await
+            .unwrap();
+        store
+            .create_subscriber(NewSubscriber {
+                tenant_id: "t1".to_owned(),
+                org_id: org.map(str::to_owned),
+                url: format!("https://subscriber.example/{i}"),
+                event_types: Vec::new(),
+                secret_ref: "secrets/subscriber".to_owned(),
+                enabled: true,
+                created_at: T0,
+            })
+            .await
+            .unwrap();
+    }
+    for sha in ['c', 'd', 'e'] {
+        store
+            .add_adapter_version(new_version(&t.adapter.id, sha))
+            .await
+            .unwrap();
+    }
+    let org_a = Some("org-a");
+    let adapters: Vec<String> = walk(2, |page| store.list_adapters("t1", org_a, page))
+        .await
+        .into_iter()
+        .map(|a: Adapter| a.name)
+        .collect();
+    let mut expected = vec![
+        t.adapter.name.clone(),
+        "adapter-1".into(),
+        "adapter-2".into(),
+        "adapter-4".into(),
+    ];
+    expected.sort();
+    assert_eq!(
+        adapters, expected,
+        "org-a's and platform-level adapters, by name"
+    );
+
+    let connections: Vec<String> = walk(1, |page| store.list_connections("t1", org_a, page))
+        .await
+        .into_iter()
+        .map(|c: Connection| c.id)
+        .collect();
+    assert_eq!(connections, ["c-0", "c-1", "c-2", "c-4"]);
+    let everything = walk(3, |page| store.list_connections("t1", None, page)).await;
+    assert_eq!(everything.len(), 5, "no row lost or repeated across pages");
+
+    let subscribers: Vec<String> = walk(2, |page| store.list_subscribers("t1", org_a, page))
+        .await
+        .into_iter()
+        .map(|s: Subscriber| s.url)
+        .collect();
+    assert_eq!(
+        subscribers,
+        [
+            "https://subscriber.example/1",
+            "https://subscriber.example/2",
+            "https://subscriber.example/4"
+        ],
+        "oldest first"
+    );
+    let found = store
+        .find_subscriber("t1", None, "https://subscriber.example/2")
+        .await
+        .unwrap();
+    assert_eq!(found.map(|s| s.org_id), Some(None));
+    assert_eq!(
+        store
+            .find_subscriber("t1", org_a, "https://subscriber.example/2")
+            .await
+            .unwrap(),
+        None,
+        "the key is the exact org"
+    );
+
+    let versions: Vec<u32> = walk(2, |page| store.list_adapter_versions(&t.adapter.id, page))
+        .await
+        .into_iter()
+        .map(|v: AdapterVersion| v.version)
+        .collect();
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
+    let bad = PageRequest {
+        limit: 2,
+        cursor: Some("not-a-version".into()),
+    };
+    assert!(matches!(
+        store.list_adapter_versions(&t.adapter.id, bad).await,
+        Err(Error::Invalid(_))
+    ));
+}
+
 pub(crate) async fn adapters_and_their_versions(backend: &dyn Backend) {
     let store = backend.open().await;
     let new = |tenant: &str, org: Option<&str>, name: &str| NewAdapter {
@@ -282,11 +419,23 @@ pub(crate) async fn adapters_and_their_versions(backend: &dyn Backend) {
         .unwrap();
     let names = |list: Vec<Adapter>| list.into_iter().map(|a| a.name).collect::<Vec<_>>();
     assert_eq!(
-        names(store.list_adapters("t1", None).await.unwrap()),
+        names(
+            store
+                .list_adapters("t1", None, PageRequest::default())
+                .await
+                .unwrap()
+                .items
+        ),
         ["acme", "in-a", "in-b"]
     );
     assert_eq!(
-        names(store.list_adapters("t1", Some("org-a")).await.unwrap()),
+        names(
+            store
+                .list_adapters("t1", Some("org-a"), PageRequest::default())
+                .await
+                .unwrap()
+                .items
+        ),
         ["acme", "in-a"]
     );
     assert_eq!(in_a.org_id.as_deref(), Some("org-a"));
@@ -306,8 +455,23 @@ pub(crate) async fn adapters_and_their_versions(backend: &dyn Backend) {
     );
     assert_eq!(store.get_adapter_version(&acme.id, 3).await.unwrap(), None);
     assert_eq!(
-        store.list_adapter_versions(&acme.id).await.unwrap(),
-        [v1, v2]
+        store
+            .list_adapter_versions(&acme.id, PageRequest::default())
+            .await
+            .unwrap()
+            .items,
+        [v1.clone(), v2.clone()]
+    );
+    assert_eq!(
+        store.latest_adapter_version(&acme.id).await.unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        store
+            .adapter_versions_of(&acme.id, &v2.sha256)
+            .await
+            .unwrap(),
+        [v2.clone()]
     );
     // Another adapter numbers its own versions.
     assert_eq!(
@@ -333,8 +497,19 @@ pub(crate) async fn adapters_and_their_versions(backend: &dyn Backend) {
         Err(Error::Invalid(_))
     ));
     assert_eq!(
-        store.list_adapter_versions(&acme.id).await.unwrap().len(),
-        2
+        store.latest_adapter_version(&acme.id).await.unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        store.latest_adapter_version(&in_a.id).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        store
+            .latest_adapter_version("no-such-adapter")
+            .await
+            .unwrap(),
+        None
     );
 }
 
@@ -421,19 +596,43 @@ pub(crate) async fn connection_upsert_is_idempotent(backend: &dyn Backend) {
     store.upsert_connection(org_b, "config", T0).await.unwrap();
     let listed = |list: Vec<Connection>| list.into_iter().map(|c| c.id).collect::<Vec<_>>();
     assert_eq!(
-        listed(store.list_connections("t1", None).await.unwrap()),
+        listed(
+            store
+                .list_connections("t1", None, PageRequest::default())
+                .await
+                .unwrap()
+                .items
+        ),
         ["c1", "c4"]
     );
     assert_eq!(
-        listed(store.list_connections("t1", Some("org-a")).await.unwrap()),
+        listed(
+            store
+                .list_connections("t1", Some("org-a"), PageRequest::default())
+                .await
+                .unwrap()
+                .items
+        ),
         ["c1"]
     );
     assert_eq!(
-        listed(store.list_connections("t1", Some("org-b")).await.unwrap()),
+        listed(
+            store
+                .list_connections("t1", Some("org-b"), PageRequest::default())
+                .await
+                .unwrap()
+                .items
+        ),
         ["c1", "c4"]
     );
     assert_eq!(
-        listed(store.list_connections("t2", None).await.unwrap()),
+        listed(
+            store
+                .list_connections("t2", None, PageRequest::default())
+                .await
+                .unwrap()
+                .items
+        ),
         ["c2"]
     );
 }
@@ -1642,13 +1841,32 @@ pub(crate) async fn subscribers_receive_what_they_filter_for(backend: &dyn Backe
 
     let names = |list: Vec<Subscriber>| list.into_iter().map(|s| s.id).collect::<BTreeSet<_>>();
     assert_eq!(
-        names(store.list_subscribers("t1", None).await.unwrap()).len(),
+        names(
+            store
+                .list_subscribers("t1", None, PageRequest::default())
+                .await
+                .unwrap()
+                .items
+        )
+        .len(),
         5
     );
-    let visible_to_b = names(store.list_subscribers("t1", Some("org-b")).await.unwrap());
+    let visible_to_b = names(
+        store
+            .list_subscribers("t1", Some("org-b"), PageRequest::default())
+            .await
+            .unwrap()
+            .items,
+    );
     assert!(!visible_to_b.contains(&org_a.id) && visible_to_b.contains(&all.id));
     assert_eq!(
-        names(store.list_subscribers("t2", None).await.unwrap()),
+        names(
+            store
+                .list_subscribers("t2", None, PageRequest::default())
+                .await
+                .unwrap()
+                .items
+        ),
         BTreeSet::from([other_tenant.id.clone()])
     );
 
