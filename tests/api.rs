@@ -3,9 +3,8 @@
 //! of the org plus platform-level rows, 404 across orgs and tenants, no write across orgs).
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use adapter_host::api::auth::AuthConfig;
 use adapter_host::pipeline::Host;
 use adapter_host::serve::{ServeOptions, open_host};
 use adapter_host::server::{ServerSettings, app};
@@ -15,7 +14,9 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
-const KEY: &[u8] = b"management-api-test-key-0123456789abcdef";
+#[path = "common/jwt.rs"]
+mod jwt;
+use jwt::{now, token_with};
 
 struct Api {
     host: Host,
@@ -26,12 +27,7 @@ struct Api {
 async fn start() -> Api {
     let dir = tempfile::tempdir().unwrap();
     let settings = ServerSettings {
-        auth: Arc::new(AuthConfig {
-            hs256_key: Some(zeroize::Zeroizing::new(KEY.to_vec())),
-            issuer: Some("https://id.example".into()),
-            audience: Some("adapter-host".into()),
-            ..AuthConfig::default()
-        }),
+        auth: Arc::new(jwt::auth_config()),
         ..ServerSettings::default()
     };
     let host = open_host(&ServeOptions {
@@ -49,34 +45,6 @@ async fn start() -> Api {
         settings,
         _dir: dir,
     }
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// A token with these claims on top of valid defaults (`null` removes a claim).
-fn token_with(overrides: Value) -> String {
-    let mut claims = json!({
-        "sub": "alice@example.com", "tenant_id": "t1", "roles": ["tenant_admin"],
-        "iss": "https://id.example", "aud": "adapter-host", "exp": now() + 600,
-    });
-    for (key, value) in overrides.as_object().unwrap() {
-        if value.is_null() {
-            claims.as_object_mut().unwrap().remove(key);
-        } else {
-            claims[key] = value.clone();
-        }
-    }
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(KEY),
-    )
-    .unwrap()
 }
 
 /// Who calls.
@@ -351,6 +319,17 @@ fn endpoints(adapter: &str, connection: &str) -> Vec<(Method, String, Option<Val
         (Method::GET, "/v1/events".into(), None),
         (Method::GET, "/v1/deliveries".into(), None),
         (Method::GET, "/v1/subscribers".into(), None),
+        (
+            Method::POST,
+            "/v1/deliveries/redrive".into(),
+            Some(json!({"connection_id": connection})),
+        ),
+        (Method::GET, "/v1/replays".into(), None),
+        (
+            Method::POST,
+            "/v1/replays".into(),
+            Some(json!({"from": 0, "to": 1000})),
+        ),
     ]
 }
 
@@ -504,6 +483,52 @@ async fn lists_hold_the_org_and_platform_level_rows() {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn lists_are_read_page_by_page_with_cursors() {
+    let api = start().await;
+    let a = org_admin("org-a");
+    let mut adapters = Vec::new();
+    for name in ["a-1", "a-2", "a-3", "a-4", "a-5"] {
+        adapters.push(api.adapter(&a, name, false).await);
+    }
+    let mut seen = Vec::new();
+    let mut path = "/v1/adapters?limit=2".to_owned();
+    loop {
+        let (status, page) = api.call(&a, Method::GET, &path, None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let items = ids(&page);
+        assert!(items.len() <= 2);
+        seen.extend(items);
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/adapters?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    seen.sort();
+    adapters.sort();
+    assert_eq!(seen, adapters, "every adapter once");
+
+    for bad in [
+        "/v1/adapters?limit=0",
+        "/v1/connections?limit=1001",
+        "/v1/events?limit=-1",
+        "/v1/adapters?page=2",
+        "/v1/deliveries?cursor=not-a-cursor&limit=x",
+    ] {
+        let (status, problem) = api.call(&a, Method::GET, bad, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {problem}");
+    }
+    let (status, problem) = api
+        .call(
+            &a,
+            Method::GET,
+            &format!("/v1/adapters/{}/versions?cursor=v1", adapters[0]),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
 }
 
 #[tokio::test]

@@ -18,7 +18,8 @@ use tower::ServiceExt as _;
 
 /// The demo secret of the Standard Webhooks connection (base64 of "test-signing-secret-0123456789").
 const SECRET_B64: &str = "dGVzdC1zaWduaW5nLXNlY3JldC0wMTIzNDU2Nzg5";
-const ADMIN: &str = "admin-token-for-tests";
+#[path = "common/jwt.rs"]
+mod jwt;
 
 struct TestHost {
     host: Host,
@@ -108,8 +109,7 @@ value = "github-secret"
     std::fs::write(&config_path, config).unwrap();
     let settings = ServerSettings {
         max_body_bytes: 64 * 1024,
-        admin_token: Some(ADMIN.into()),
-        ..ServerSettings::default()
+        auth: std::sync::Arc::new(jwt::auth_config()),
     };
     let options = ServeOptions {
         data_dir: dir.path().join("data"),
@@ -126,6 +126,31 @@ value = "github-secret"
         settings,
         _dir: dir,
     }
+}
+
+/// A tenant-a admin token: platform-level (the test connections are), or of `org`.
+fn admin_token(org: Option<&str>) -> String {
+    let mut claims = serde_json::json!({"tenant_id": "tenant-a"});
+    if let Some(org) = org {
+        claims["org_id"] = org.into();
+    }
+    jwt::token_with(claims)
+}
+
+/// A management API call as a platform-level tenant-a admin acting in org-456.
+fn manage(method: &str, path: &str, token: &str, body: Option<Value>) -> Request<Body> {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-org-id", "org-456");
+    match body {
+        Some(body) => request
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string())),
+        None => request.body(Body::empty()),
+    }
+    .unwrap()
 }
 
 impl TestHost {
@@ -434,17 +459,42 @@ async fn an_adapter_failure_is_kept_for_redrive_and_answered_202() {
         .unwrap();
     assert_eq!(invocations.len(), 1);
 
-    let redrive = |token: &str| {
-        Request::post(format!("/v1/deliveries/{delivery_id}/redrive"))
-            .header("authorization", format!("Bearer {token}"))
-            .body(Body::empty())
-            .unwrap()
-    };
-    let (status, _) = host.send(redrive("wrong")).await;
+    let path = format!("/v1/deliveries/{delivery_id}/redrive");
+    let (status, _) = host.send(manage("POST", &path, "wrong", None)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, ack) = host.send(redrive(ADMIN)).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{ack}");
-    assert_eq!(ack["status"], "failed");
+    // The connection is platform-level: an org's admin sees it but cannot change it.
+    let org_admin = admin_token(Some("org-456"));
+    let (status, problem) = host.send(manage("POST", &path, &org_admin, None)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    let viewer = jwt::token_with(serde_json::json!({"tenant_id": "tenant-a", "roles": ["viewer"]}));
+    let (status, _) = host.send(manage("POST", &path, &viewer, None)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let other_tenant = jwt::token_with(serde_json::json!({"tenant_id": "tenant-b"}));
+    let (status, _) = host.send(manage("POST", &path, &other_tenant, None)).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "another tenant's delivery does not exist"
+    );
+    assert_eq!(
+        host.host
+            .store()
+            .list_invocations(&delivery_id)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "nothing ran for a refused call"
+    );
+
+    let (status, redriven) = host
+        .send(manage("POST", &path, &admin_token(None), None))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{redriven}");
+    assert_eq!(
+        redriven["status"], "failed",
+        "the hostile adapter panics again"
+    );
     assert_eq!(
         host.host
             .store()
@@ -457,17 +507,85 @@ async fn an_adapter_failure_is_kept_for_redrive_and_answered_202() {
 }
 
 #[tokio::test]
+async fn failed_deliveries_are_redriven_in_batches() {
+    let host = start().await;
+    let mut failed = Vec::new();
+    for n in 0..3 {
+        let (_, ack) = host
+            .send(github("hostile", &format!("panic\n{n}"), "github-secret"))
+            .await;
+        failed.push(ack["delivery_id"].as_str().unwrap().to_owned());
+    }
+    let (_, ok) = host.send(github("hostile", "ok", "github-secret")).await;
+    let processed = ok["delivery_id"].as_str().unwrap().to_owned();
+    let admin = admin_token(None);
+
+    // By filter: the failed ones, never the processed one.
+    let (status, batch) = host
+        .send(manage(
+            "POST",
+            "/v1/deliveries/redrive",
+            &admin,
+            Some(serde_json::json!({"connection_id": "hostile", "limit": 10})),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{batch}");
+    assert_eq!(batch["redriven"], 3);
+    let mut ran: Vec<String> = batch["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["delivery_id"].as_str().unwrap().to_owned())
+        .collect();
+    ran.sort();
+    failed.sort();
+    assert_eq!(ran, failed);
+
+    // By ids: each answered on its own.
+    let (status, batch) = host
+        .send(manage(
+            "POST",
+            "/v1/deliveries/redrive",
+            &admin,
+            Some(serde_json::json!({"delivery_ids": [failed[0], processed, "no-such-delivery"]})),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{batch}");
+    assert_eq!(
+        (batch["redriven"].as_u64(), batch["refused"].as_u64()),
+        (Some(1), Some(2))
+    );
+    let results = batch["results"].as_array().unwrap();
+    assert_eq!(results[0]["status"], "failed");
+    assert_eq!(results[1]["error"]["status"], 409);
+    assert_eq!(results[2]["error"]["status"], 404);
+
+    for bad in [
+        serde_json::json!({"delivery_ids": []}),
+        serde_json::json!({"delivery_ids": [failed[0]], "connection_id": "hostile"}),
+        serde_json::json!({"status": "processed"}),
+        serde_json::json!({"limit": 101}),
+    ] {
+        let (status, problem) = host
+            .send(manage(
+                "POST",
+                "/v1/deliveries/redrive",
+                &admin,
+                Some(bad.clone()),
+            ))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {problem}");
+    }
+}
+
+#[tokio::test]
 async fn only_failed_deliveries_are_redriven() {
     let host = start().await;
     let (_, ack) = host.send(github("hostile", "ok", "github-secret")).await;
     let delivery_id = ack["delivery_id"].as_str().unwrap();
+    let path = format!("/v1/deliveries/{delivery_id}/redrive");
     let (status, problem) = host
-        .send(
-            Request::post(format!("/v1/deliveries/{delivery_id}/redrive"))
-                .header("authorization", format!("Bearer {ADMIN}"))
-                .body(Body::empty())
-                .unwrap(),
-        )
+        .send(manage("POST", &path, &admin_token(None), None))
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
     assert_eq!(host.outbox().await.len(), 1);
@@ -735,48 +853,125 @@ mod relay {
         );
     }
 
+    /// Starts a replay and waits for its end; answers its final record.
+    async fn replayed(host: &TestHost, token: &str, body: Value) -> Value {
+        let (status, started) = host
+            .send(super::manage("POST", "/v1/replays", token, Some(body)))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+        let path = format!("/v1/replays/{}", started["id"].as_str().unwrap());
+        for _ in 0..500 {
+            let (status, replay) = host.send(super::manage("GET", &path, token, None)).await;
+            assert_eq!(status, StatusCode::OK, "{replay}");
+            if replay["status"] != "running" {
+                return replay;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the replay did not end");
+    }
+
     #[tokio::test]
     async fn published_events_can_be_replayed_for_a_bounded_range() {
         let host = start().await;
         host.send(github("hostile", "ok\nreplayed-entity", "github-secret"))
             .await;
         let before_replay = host.outbox().await;
-        // Not yet published: nothing to replay.
-        let replay = |from: i64, to: i64, token: &str| {
-            Request::post("/v1/events/replay")
-                .header("authorization", format!("Bearer {token}"))
-                .header("content-type", "application/json")
-                .body(Body::from(
-                    serde_json::json!({"tenant_id": "tenant-a", "from_ms": from, "to_ms": to})
-                        .to_string(),
-                ))
-                .unwrap()
-        };
         let created = before_replay[0].created_at;
-        let (status, answer) = host.send(replay(created, created + 1, ADMIN)).await;
+        // The hostile connection is platform-level: so are its events.
+        let range = serde_json::json!({"from": created, "to": created + 1, "platform_level": true});
+        let admin = super::admin_token(None);
+
+        // Not yet published: nothing to replay.
+        let replay = replayed(&host, &admin, range.clone()).await;
         assert_eq!(
-            (status, answer["replayed"].as_u64()),
-            (StatusCode::OK, Some(0))
+            (replay["status"].as_str(), replay["replayed"].as_u64()),
+            (Some("done"), Some(0))
         );
 
         let host_bus = host.host.bus().clone();
         relay(&host, host_bus, 3).publish_once().await.unwrap();
-        let (status, answer) = host.send(replay(created, created + 1, ADMIN)).await;
-        assert_eq!(status, StatusCode::OK, "{answer}");
-        assert_eq!(answer["replayed"], 1);
+        let replay = replayed(&host, &admin, range.clone()).await;
+        assert_eq!(replay["status"], "done", "{replay}");
+        assert_eq!(replay["replayed"], 1);
+        assert_eq!(replay["requested_by"], "alice@example.com");
+        assert!(replay["requested_at"].as_i64().unwrap() > 0);
         // Replay re-publishes; it appends nothing.
         assert_eq!(host.outbox().await.len(), 1);
 
+        // An org's replay covers the org's events only.
+        let org_admin = super::admin_token(Some("org-456"));
+        let replay = replayed(
+            &host,
+            &org_admin,
+            serde_json::json!({"from": created, "to": created + 1}),
+        )
+        .await;
+        assert_eq!(replay["replayed"], 0);
+        let (status, _) = host
+            .send(super::manage(
+                "POST",
+                "/v1/replays",
+                &org_admin,
+                Some(range.clone()),
+            ))
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "an org cannot replay platform-level events"
+        );
+
         let (status, problem) = host
-            .send(replay(created, created + 8 * 24 * 3600 * 1000, ADMIN))
+            .send(super::manage(
+                "POST",
+                "/v1/replays",
+                &admin,
+                Some(serde_json::json!({"from": created, "to": created + 8 * 24 * 3600 * 1000})),
+            ))
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(
             problem["detail"],
             "a replay covers at most 7 days; split the range"
         );
-        let (status, _) = host.send(replay(created, created + 1, "wrong")).await;
+        let (status, _) = host
+            .send(super::manage(
+                "POST",
+                "/v1/replays",
+                "wrong",
+                Some(range.clone()),
+            ))
+            .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+        // Every replay is on record: who asked, when, what it did. Newest first.
+        let (status, list) = host
+            .send(super::manage("GET", "/v1/replays", &admin, None))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let replays = list["items"].as_array().unwrap();
+        assert_eq!(replays.len(), 3);
+        assert_eq!(replays[0]["org_id"], "org-456");
+        assert_eq!(replays[1]["replayed"], 1);
+    }
+
+    #[tokio::test]
+    async fn replays_are_rate_limited_per_tenant() {
+        let host = start().await;
+        let admin = super::admin_token(None);
+        let range = serde_json::json!({"from": 0, "to": 1000});
+        for _ in 0..adapter_host::api::manage::MAX_REPLAYS_PER_HOUR {
+            replayed(&host, &admin, range.clone()).await;
+        }
+        let (status, problem) = host
+            .send(super::manage("POST", "/v1/replays", &admin, Some(range)))
+            .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{problem}");
+        assert_eq!(
+            problem["type"],
+            "https://adapter-host.dev/problems/too-many-requests"
+        );
     }
 
     #[test]

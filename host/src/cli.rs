@@ -256,10 +256,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         },
         server: crate::server::ServerSettings {
             max_body_bytes: args.max_body_bytes,
-            // Only from the environment: a flag would show in the process list.
-            admin_token: std::env::var("ADAPTER_HOST_ADMIN_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty()),
             auth,
         },
     };

@@ -71,6 +71,18 @@ pub async fn open_host(options: &ServeOptions) -> anyhow::Result<Host> {
             .await
             .with_context(|| format!("applying {}", path.display()))?;
     }
+    // A replay still running was cut off by the previous stop: nothing runs it any more.
+    let interrupted = host
+        .store()
+        .interrupt_replays(crate::store::now_millis())
+        .await
+        .context("closing interrupted replays")?;
+    if interrupted > 0 {
+        tracing::warn!(
+            interrupted,
+            "replays cut off by a previous stop are marked interrupted"
+        );
+    }
     Ok(host)
 }
 

@@ -1,4 +1,5 @@
-//! The HTTP server: the hosted webhook endpoint, admin operations, health and metrics.
+//! The HTTP server: the hosted webhook endpoint, health and metrics, and the management API
+//! ([`crate::api::manage`]).
 
 use axum::Router;
 use axum::body::Bytes;
@@ -7,7 +8,6 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use subtle::ConstantTimeEq;
 
 use crate::api::ApiError;
 use crate::pipeline::{Ack, Host, Inbound, Reply};
@@ -18,8 +18,6 @@ use crate::store::DeliveryStatus;
 pub struct ServerSettings {
     /// Largest accepted webhook body, in bytes.
     pub max_body_bytes: usize,
-    /// Bearer token of the admin operations (redrive); `None` disables them.
-    pub admin_token: Option<String>,
     /// How the management API verifies its JWTs.
     pub auth: std::sync::Arc<crate::api::auth::AuthConfig>,
 }
@@ -28,7 +26,6 @@ impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
-            admin_token: None,
             auth: std::sync::Arc::default(),
         }
     }
@@ -48,8 +45,6 @@ pub fn app(host: Host, settings: ServerSettings) -> Router {
             "/v1/hooks/{connection_id}",
             post(receive_webhook).layer(DefaultBodyLimit::max(limit)),
         )
-        .route("/v1/deliveries/{delivery_id}/redrive", post(redrive))
-        .route("/v1/events/replay", post(replay))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -139,35 +134,6 @@ async fn receive_webhook(
     state.host.receive_webhook(inbound).await.map(ack_response)
 }
 
-fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = &state.settings.admin_token else {
-        return Err(ApiError::Forbidden(
-            "admin operations are disabled: set ADAPTER_HOST_ADMIN_TOKEN".into(),
-        ));
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized(
-            "a valid admin bearer token is required".into(),
-        ))
-    }
-}
-
-async fn redrive(
-    State(state): State<AppState>,
-    Path(delivery_id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
-    state.host.redrive(&delivery_id).await.map(ack_response)
-}
-
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -200,63 +166,4 @@ async fn metrics(State(state): State<AppState>) -> Response {
         host.metrics().render(),
     )
         .into_response()
-}
-
-/// The longest time range one replay call may cover.
-pub const MAX_REPLAY_WINDOW: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
-
-/// A replay request: re-publish a tenant's published events appended in `[from_ms, to_ms)`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReplayRequest {
-    tenant_id: String,
-    from_ms: i64,
-    to_ms: i64,
-}
-
-async fn replay(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<axum::Json<ReplayRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
-    let axum::Json(request) = body?;
-    let window = request.to_ms - request.from_ms;
-    if window <= 0 {
-        return Err(ApiError::BadRequest(
-            "`to_ms` must be after `from_ms`".into(),
-        ));
-    }
-    if window > crate::store::millis(MAX_REPLAY_WINDOW) {
-        return Err(ApiError::BadRequest(format!(
-            "a replay covers at most {} days; split the range",
-            MAX_REPLAY_WINDOW.as_secs() / 86_400
-        )));
-    }
-    let host = &state.host;
-    let (mut after, mut replayed) = (0_i64, 0_u64);
-    loop {
-        let rows = host
-            .store()
-            .replay_range(
-                &request.tenant_id,
-                request.from_ms,
-                request.to_ms,
-                after,
-                500,
-            )
-            .await
-            .map_err(ApiError::internal)?;
-        let Some(last) = rows.last() else { break };
-        after = last.seq;
-        for row in &rows {
-            // The same event id as the first time: consumers (and the bus) drop what they have.
-            crate::relay::publish_row(host.bus().as_ref(), row)
-                .await
-                .map_err(|e| ApiError::Unavailable(format!("replay stopped: {e}")))?;
-            replayed += 1;
-        }
-    }
-    tracing::info!(tenant = %request.tenant_id, from = request.from_ms, to = request.to_ms, replayed, "replay");
-    Ok(axum::Json(serde_json::json!({ "replayed": replayed })).into_response())
 }

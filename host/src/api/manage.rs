@@ -90,7 +90,14 @@ pub fn router(state: ApiState) -> Router {
             post(retry_subscriber_delivery),
         )
         .route("/v1/deliveries", get(list_deliveries))
+        .route("/v1/deliveries/redrive", post(redrive_deliveries))
         .route("/v1/deliveries/{delivery_id}", get(get_delivery))
+        .route(
+            "/v1/deliveries/{delivery_id}/redrive",
+            post(redrive_delivery),
+        )
+        .route("/v1/replays", post(start_replay).get(list_replays))
+        .route("/v1/replays/{replay_id}", get(get_replay))
         .route("/v1/events", get(list_events))
         .route("/v1/events/{event_id}", get(get_event))
         .with_state(state)
@@ -127,10 +134,24 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
+/// The largest page a list answers.
+pub const MAX_PAGE: usize = 1000;
+
+/// A list's page size: 1 to [`MAX_PAGE`], 100 when not given.
+fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(100),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::BadRequest(format!(
+            "`limit` must be 1 to {MAX_PAGE}"
+        ))),
+    }
+}
+
 fn list_query(query: Result<Query<ListQuery>, QueryRejection>) -> Result<PageRequest, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     Ok(PageRequest {
-        limit: query.limit.unwrap_or_default(),
+        limit: page_limit(query.limit)?,
         cursor: query.cursor,
     })
 }
@@ -918,7 +939,7 @@ async fn list_events(
             connection_id: query.connection_id,
             since: query.since,
             until: query.until,
-            limit: query.limit.unwrap_or_default(),
+            limit: page_limit(query.limit)?,
             cursor: query.cursor,
         })
         .await
@@ -992,7 +1013,7 @@ async fn list_deliveries(
             status,
             since: query.since,
             until: query.until,
-            limit: query.limit.unwrap_or_default(),
+            limit: page_limit(query.limit)?,
             cursor: query.cursor,
         })
         .await
@@ -1037,6 +1058,297 @@ async fn get_delivery(
         "connection_org_id": connection.org_id,
         "invocations": invocations,
     })))
+}
+
+// --- Redrive -----------------------------------------------------------------------------
+
+/// The most deliveries one redrive call re-runs.
+pub const MAX_REDRIVE_BATCH: usize = 100;
+
+/// A delivery run again, and where it is now.
+#[derive(Debug, Serialize)]
+struct Redriven {
+    delivery_id: String,
+    /// `processed`, `ignored`, `failed` or `rejected`.
+    status: store::DeliveryStatus,
+    /// Events appended to the outbox by this run (events of an earlier run are not repeated).
+    events: usize,
+}
+
+/// Re-runs a failed or rejected delivery the scope may change through its connection's
+/// current adapter version.
+async fn redrive_one(
+    state: &ApiState,
+    scope: &Scope,
+    delivery_id: &str,
+) -> Result<Redriven, ApiError> {
+    let store = state.host.store();
+    let not_found = || ApiError::NotFound(format!("no delivery `{delivery_id}`"));
+    let delivery = store
+        .get_delivery(delivery_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(not_found)?;
+    let connection = store
+        .get_connection(&delivery.info.connection_id)
+        .await
+        .map_err(internal)?
+        .filter(|c| scope.sees(&c.tenant_id, c.org_id.as_deref()))
+        .ok_or_else(not_found)?;
+    scope.check_write(&connection.tenant_id, connection.org_id.as_deref(), || {
+        format!("delivery `{delivery_id}`")
+    })?;
+    let ack = state.host.redrive(delivery_id).await?;
+    tracing::info!(delivery = %delivery_id, status = %ack.status, events = ack.events, by = %scope.caller.subject, "delivery redriven");
+    Ok(Redriven {
+        delivery_id: ack.delivery_id,
+        status: ack.status,
+        events: ack.events,
+    })
+}
+
+/// `POST /v1/deliveries/{id}/redrive`: 200 with the new outcome, which may be a failure
+/// again (the invocation is recorded either way); 409 when the delivery did not fail.
+async fn redrive_delivery(
+    State(state): State<ApiState>,
+    scope: Scope,
+    Path(delivery_id): Path<String>,
+) -> Result<Json<Redriven>, ApiError> {
+    redrive_one(&state, &scope, &delivery_id).await.map(Json)
+}
+
+/// `POST /v1/deliveries/redrive`: the deliveries named, or those a filter selects.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedriveRequest {
+    /// These deliveries (1 to 100); excludes the filter fields.
+    #[serde(default)]
+    delivery_ids: Option<Vec<String>>,
+    /// Filter: only this connection's.
+    #[serde(default)]
+    connection_id: Option<String>,
+    /// Filter: `failed` (default) or `rejected`.
+    #[serde(default)]
+    status: Option<String>,
+    /// Filter: received at or after (Unix milliseconds).
+    #[serde(default)]
+    since: Option<store::Millis>,
+    /// Filter: received before (Unix milliseconds).
+    #[serde(default)]
+    until: Option<store::Millis>,
+    /// Filter: at most this many, newest first (1 to 100, default 100).
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// The outcome of one delivery of a batch: where it is now, or why it was not run.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum RedriveResult {
+    Ran(Redriven),
+    Refused {
+        delivery_id: String,
+        error: super::problem::Problem,
+    },
+}
+
+async fn redrive_deliveries(
+    State(state): State<ApiState>,
+    scope: Scope,
+    body: Result<Json<RedriveRequest>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    scope.require_write()?;
+    let Json(request) = body?;
+    let filtered = request.connection_id.is_some()
+        || request.status.is_some()
+        || request.since.is_some()
+        || request.until.is_some()
+        || request.limit.is_some();
+    let ids = match request.delivery_ids {
+        Some(_) if filtered => {
+            return Err(ApiError::BadRequest(
+                "name `delivery_ids` or filter (`connection_id`, `status`, `since`, `until`, \
+                 `limit`), not both"
+                    .into(),
+            ));
+        }
+        Some(ids) if ids.is_empty() || ids.len() > MAX_REDRIVE_BATCH => {
+            return Err(ApiError::BadRequest(format!(
+                "`delivery_ids` names 1 to {MAX_REDRIVE_BATCH} deliveries"
+            )));
+        }
+        Some(ids) => ids,
+        None => {
+            let status = match request.status.as_deref() {
+                None | Some("failed") => store::DeliveryStatus::Failed,
+                Some("rejected") => store::DeliveryStatus::Rejected,
+                Some(_) => {
+                    return Err(ApiError::BadRequest(
+                        "`status` must be `failed` or `rejected`: only those are redriven".into(),
+                    ));
+                }
+            };
+            let limit = request.limit.unwrap_or(MAX_REDRIVE_BATCH);
+            if !(1..=MAX_REDRIVE_BATCH).contains(&limit) {
+                return Err(ApiError::BadRequest(format!(
+                    "`limit` must be 1 to {MAX_REDRIVE_BATCH}"
+                )));
+            }
+            state
+                .host
+                .store()
+                .list_deliveries(DeliveryFilter {
+                    tenant_id: Some(scope.tenant_id().to_owned()),
+                    org_id: Some(scope.org_id.clone()),
+                    connection_id: request.connection_id,
+                    status: Some(status),
+                    since: request.since,
+                    until: request.until,
+                    limit,
+                    cursor: None,
+                })
+                .await
+                .map_err(list_error)?
+                .items
+                .into_iter()
+                .map(|d| d.id)
+                .collect()
+        }
+    };
+    // One at a time: a batch must not take every sandbox slot from live deliveries.
+    let mut results = Vec::with_capacity(ids.len());
+    for id in ids {
+        results.push(match redrive_one(&state, &scope, &id).await {
+            Ok(ran) => RedriveResult::Ran(ran),
+            Err(e) => RedriveResult::Refused {
+                delivery_id: id,
+                error: e.problem(),
+            },
+        });
+    }
+    let redriven = results
+        .iter()
+        .filter(|r| matches!(r, RedriveResult::Ran(_)))
+        .count();
+    Ok(Json(serde_json::json!({
+        "redriven": redriven,
+        "refused": results.len() - redriven,
+        "results": results,
+    })))
+}
+
+// --- Replay ------------------------------------------------------------------------------
+
+/// The longest time range one replay covers.
+pub const MAX_REPLAY_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How many replays a tenant may start an hour (one runs at a time).
+pub const MAX_REPLAYS_PER_HOUR: u32 = 10;
+
+/// `POST /v1/replays`: re-publish the published events created in `[from, to)`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    /// Created at or after (Unix milliseconds).
+    from: store::Millis,
+    /// Created before (Unix milliseconds); at most 7 days after `from`.
+    to: store::Millis,
+    /// Only events of this type.
+    #[serde(default)]
+    event_type: Option<String>,
+    /// Replay the platform-level events (org id null) instead of the org's (platform-level
+    /// tokens only).
+    #[serde(default)]
+    platform_level: bool,
+}
+
+/// Starts a replay: 202 with its record, which `GET /v1/replays/{id}` follows to its end.
+/// 429 while another of the tenant's runs, or past the hourly allowance.
+async fn start_replay(
+    State(state): State<ApiState>,
+    scope: Scope,
+    body: Result<Json<ReplayRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    scope.require_write()?;
+    let Json(request) = body?;
+    let window = i128::from(request.to) - i128::from(request.from);
+    if window <= 0 {
+        return Err(ApiError::BadRequest("`to` must be after `from`".into()));
+    }
+    if window > i128::from(store::millis(MAX_REPLAY_WINDOW)) {
+        return Err(ApiError::BadRequest(format!(
+            "a replay covers at most {} days; split the range",
+            MAX_REPLAY_WINDOW.as_secs() / 86_400
+        )));
+    }
+    if request.event_type.as_deref().is_some_and(str::is_empty) {
+        return Err(ApiError::BadRequest(
+            "`event_type` must not be empty".into(),
+        ));
+    }
+    let org_id = scope.new_row_org(request.platform_level)?;
+    let store = state.host.store().clone();
+    let replay = store
+        .start_replay(
+            store::NewReplay {
+                tenant_id: scope.tenant_id().to_owned(),
+                org_id,
+                from: request.from,
+                to: request.to,
+                event_type: request.event_type,
+                requested_by: scope.caller.subject.clone(),
+                requested_at: store::now_millis(),
+            },
+            MAX_REPLAYS_PER_HOUR,
+        )
+        .await
+        .map_err(|e| match e {
+            store::Error::Limited(why) => ApiError::TooManyRequests(why),
+            other => internal(other),
+        })?;
+    tracing::info!(replay = %replay.id, from = replay.from, to = replay.to, by = %replay.requested_by, "replay started");
+    let bus = state.host.bus().clone();
+    let running = replay.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::relay::run_replay(store.as_ref(), bus.as_ref(), &running).await {
+            // The record stays `running` until the next start marks it interrupted.
+            tracing::error!(replay = %running.id, error = %e, "recording the end of a replay failed");
+        }
+    });
+    Ok((StatusCode::ACCEPTED, Json(replay)).into_response())
+}
+
+async fn list_replays(
+    State(state): State<ApiState>,
+    scope: Scope,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Listed<store::Replay>>, ApiError> {
+    let page = state
+        .host
+        .store()
+        .list_replays(scope.tenant_id(), Some(&scope.org_id), list_query(query)?)
+        .await
+        .map_err(list_error)?;
+    Ok(Json(Listed {
+        items: page.items,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+async fn get_replay(
+    State(state): State<ApiState>,
+    scope: Scope,
+    Path(replay_id): Path<String>,
+) -> Result<Json<store::Replay>, ApiError> {
+    state
+        .host
+        .store()
+        .get_replay(&replay_id)
+        .await
+        .map_err(internal)?
+        .filter(|r| scope.sees(&r.tenant_id, r.org_id.as_deref()))
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no replay `{replay_id}`")))
 }
 
 // --- Outgoing webhook subscribers --------------------------------------------------------
@@ -1230,7 +1542,7 @@ async fn subscriber_deliveries(
         .list_subscriber_deliveries(SubscriberDeliveryFilter {
             subscriber_id: subscriber.id,
             status,
-            limit: query.limit.unwrap_or_default(),
+            limit: page_limit(query.limit)?,
             cursor: query.cursor,
         })
         .await

@@ -81,6 +81,24 @@ impl ApiError {
         }
     }
 
+    /// The problem+json body of this error (a 500's cause is logged here, never shown).
+    pub fn problem(&self) -> Problem {
+        let status = self.status();
+        let detail = match self {
+            Self::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                "the host failed to handle this request; it has been logged".to_owned()
+            }
+            other => other.to_string(),
+        };
+        Problem {
+            kind: format!("{TYPE_BASE}{}", self.kind()),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail,
+        }
+    }
+
     /// A 500 whose cause is logged and not shown.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         Self::Internal(cause.to_string())
@@ -103,21 +121,7 @@ pub struct Problem {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let detail = match &self {
-            Self::Internal(cause) => {
-                tracing::error!(%cause, "internal error");
-                "the host failed to handle this request; it has been logged".to_owned()
-            }
-            other => other.to_string(),
-        };
-        let problem = Problem {
-            kind: format!("{TYPE_BASE}{}", self.kind()),
-            title: status.canonical_reason().unwrap_or("Error"),
-            status: status.as_u16(),
-            detail,
-        };
-        let mut response = (status, Json(problem)).into_response();
+        let mut response = (self.status(), Json(self.problem())).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),

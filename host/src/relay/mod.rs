@@ -322,3 +322,38 @@ pub async fn publish_row(bus: &dyn Bus, row: &OutboxRow) -> Result<(), String> {
     let message = message_of(row)?;
     bus.publish(&message).await.map_err(|e| e.to_string())
 }
+
+/// Runs a recorded replay to its end: re-publishes every published event it covers, in order,
+/// with the event ids of the first time (consumers and the bus drop what they already have),
+/// then records how many and, if it stopped early, why. Appends nothing to the outbox.
+pub async fn run_replay(
+    store: &dyn Store,
+    bus: &dyn Bus,
+    replay: &store::Replay,
+) -> store::Result<store::Replay> {
+    const PAGE: usize = 500;
+    let (mut after, mut replayed) = (0_i64, 0_u64);
+    let error = 'run: loop {
+        let rows = match store.replay_range(replay, after, PAGE).await {
+            Ok(rows) => rows,
+            Err(e) => break 'run Some(format!("reading the outbox: {e}")),
+        };
+        let Some(last) = rows.last() else {
+            break 'run None;
+        };
+        after = last.seq;
+        for row in &rows {
+            if let Err(e) = publish_row(bus, row).await {
+                break 'run Some(format!("publishing event {}: {e}", row.event_id));
+            }
+            replayed += 1;
+        }
+    };
+    match &error {
+        None => tracing::info!(replay = %replay.id, replayed, "replay done"),
+        Some(why) => tracing::warn!(replay = %replay.id, replayed, %why, "replay failed"),
+    }
+    store
+        .finish_replay(&replay.id, replayed, error, store::now_millis())
+        .await
+}

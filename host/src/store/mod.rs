@@ -44,6 +44,9 @@ pub enum Error {
     /// The input breaks a rule of the data model (an empty entity id, malformed JSON).
     #[error("invalid: {0}")]
     Invalid(String),
+    /// A limit on how often an operation may run was reached (says which); try again later.
+    #[error("limited: {0}")]
+    Limited(String),
     /// The database or the filesystem failed; the operation did not take effect.
     #[error("storage backend: {0}")]
     Backend(String),
@@ -112,6 +115,20 @@ macro_rules! text_enum {
             }
         }
     };
+}
+
+text_enum! {
+    /// Where a replay is.
+    ReplayStatus {
+        /// Re-publishing.
+        Running => "running",
+        /// Every event of the range was re-published.
+        Done => "done",
+        /// Stopped by an error (see the replay's `error`).
+        Failed => "failed",
+        /// The host stopped while it ran; the events re-published before are not counted.
+        Interrupted => "interrupted",
+    }
 }
 
 text_enum! {
@@ -502,6 +519,54 @@ pub struct DeliveryFilter {
     pub limit: usize,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
+}
+
+/// A replay to record: who asked to re-publish which published events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewReplay {
+    /// The tenant.
+    pub tenant_id: String,
+    /// The org whose events are re-published; `None`: the platform-level events.
+    pub org_id: Option<String>,
+    /// Events created at or after (Unix milliseconds).
+    pub from: Millis,
+    /// Events created before.
+    pub to: Millis,
+    /// Only events of this type.
+    pub event_type: Option<String>,
+    /// Who asked (the caller's subject).
+    pub requested_by: String,
+    /// When.
+    pub requested_at: Millis,
+}
+
+/// A recorded replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Replay {
+    /// Its id.
+    pub id: String,
+    /// The tenant.
+    pub tenant_id: String,
+    /// The org whose events are re-published; `None`: the platform-level events.
+    pub org_id: Option<String>,
+    /// Events created at or after (Unix milliseconds).
+    pub from: Millis,
+    /// Events created before.
+    pub to: Millis,
+    /// Only events of this type.
+    pub event_type: Option<String>,
+    /// Who asked.
+    pub requested_by: String,
+    /// When.
+    pub requested_at: Millis,
+    /// Where it is.
+    pub status: ReplayStatus,
+    /// Events re-published (known when it ends).
+    pub replayed: u64,
+    /// When it ended.
+    pub finished_at: Option<Millis>,
+    /// Why it failed.
+    pub error: Option<String>,
 }
 
 /// Which page of a list to read.
@@ -1069,16 +1134,41 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn outbox_lag(&self) -> Result<OutboxLag>;
     /// Outbox rows matching `filter`, newest first.
     async fn list_outbox(&self, filter: OutboxFilter) -> Result<Page<OutboxRow>>;
-    /// Published rows of a tenant created in `[from, to)` with `seq > after_seq`, in `seq`
-    /// order, at most `limit`: what a replay republishes. Changes nothing.
+    /// The published rows `replay` covers (its tenant and org, created in `[from, to)`, of its
+    /// event type if it names one) with `seq > after_seq`, in `seq` order, at most `limit`.
+    /// Changes nothing.
     async fn replay_range(
         &self,
-        tenant_id: &str,
-        from: Millis,
-        to: Millis,
+        replay: &Replay,
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<OutboxRow>>;
+
+    // --- Replays
+
+    /// Records a replay as running. [`Error::Limited`] when the tenant already has one running,
+    /// or has started `max_per_hour` in the hour before `new.requested_at`.
+    async fn start_replay(&self, new: NewReplay, max_per_hour: u32) -> Result<Replay>;
+    /// Records the end of a running replay: how many events it re-published, and its error if
+    /// it failed. [`Error::Conflict`] when it is not running.
+    async fn finish_replay(
+        &self,
+        id: &str,
+        replayed: u64,
+        error: Option<String>,
+        now: Millis,
+    ) -> Result<Replay>;
+    /// Marks every running replay interrupted (at start: nothing runs them any more).
+    async fn interrupt_replays(&self, now: Millis) -> Result<u64>;
+    /// The replay with this id.
+    async fn get_replay(&self, id: &str) -> Result<Option<Replay>>;
+    /// One page of the tenant's replays (see the trait's note on `org_id`), newest first.
+    async fn list_replays(
+        &self,
+        tenant_id: &str,
+        org_id: Option<&str>,
+        page: PageRequest,
+    ) -> Result<Page<Replay>>;
     /// The outbox row of an event.
     async fn get_event(&self, event_id: &str) -> Result<Option<OutboxRow>>;
 

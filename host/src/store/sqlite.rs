@@ -33,11 +33,12 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     Adapter, AdapterVersion, AttemptNext, Completed, Completion, Connection, ConnectionSpec,
     ConnectionStatus, Delivery, DeliveryFilter, DeliveryInfo, DeliveryStatus, Error, Invocation,
-    InvocationRecord, Millis, NewAdapter, NewAdapterVersion, NewDelivery, NewSubscriber,
+    InvocationRecord, Millis, NewAdapter, NewAdapterVersion, NewDelivery, NewReplay, NewSubscriber,
     OutboxFilter, OutboxLag, OutboxRow, OutboxStatus, Page, PageRequest, Prepared, Recorded,
-    Result, StateMap, Store, Subscriber, SubscriberAttempt, SubscriberDelivery,
-    SubscriberDeliveryFilter, SubscriberDeliveryStatus, SubscriberJob, SubscriberUpdate, Taken,
-    Upsert, WriteStats, bounded_error, check_json, millis, new_id, page_size, sha256_hex,
+    Replay, ReplayStatus, Result, StateMap, Store, Subscriber, SubscriberAttempt,
+    SubscriberDelivery, SubscriberDeliveryFilter, SubscriberDeliveryStatus, SubscriberJob,
+    SubscriberUpdate, Taken, Upsert, WriteStats, bounded_error, check_json, millis, new_id,
+    page_size, sha256_hex,
 };
 
 /// The database file inside the data directory.
@@ -53,7 +54,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations, applied in order at open; `PRAGMA user_version` counts those applied.
 /// Never edit a published one: append.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE adapters (
     id          TEXT PRIMARY KEY,
     tenant_id   TEXT NOT NULL,
@@ -219,7 +221,27 @@ CREATE INDEX subscriber_deliveries_pending ON subscriber_deliveries (outbox_seq)
 CREATE INDEX subscriber_deliveries_pending_by_entity
     ON subscriber_deliveries (subscriber_id, entity_type, entity_id, outbox_seq)
     WHERE status = 'pending';
-"#];
+"#,
+    r#"
+-- Who re-published which events, and when.
+CREATE TABLE replays (
+    id            TEXT PRIMARY KEY,
+    tenant_id     TEXT NOT NULL,
+    org_id        TEXT,
+    from_ms       INTEGER NOT NULL,
+    to_ms         INTEGER NOT NULL,
+    event_type    TEXT,
+    requested_by  TEXT NOT NULL,
+    requested_at  INTEGER NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed', 'interrupted')),
+    replayed      INTEGER NOT NULL DEFAULT 0,
+    finished_at   INTEGER,
+    error         TEXT
+);
+CREATE INDEX replays_by_tenant ON replays (tenant_id, requested_at);
+CREATE INDEX replays_running ON replays (tenant_id) WHERE status = 'running';
+"#,
+];
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
@@ -699,6 +721,8 @@ const DELIVERY_INFO: &str = "id, connection_id, tenant_id, received_at, provider
 const OUTBOX: &str = "seq, event_id, tenant_id, org_id, event_type, entity_type, entity_id, \
     payload_json, metadata_json, delivery_id, connection_id, created_at, status, attempts, \
     next_attempt_at, published_at, last_error";
+const REPLAY: &str = "id, tenant_id, org_id, from_ms, to_ms, event_type, requested_by, \
+    requested_at, status, replayed, finished_at, error";
 const SUBSCRIBER: &str =
     "id, tenant_id, org_id, url, event_types_json, secret_ref, enabled, created_at";
 const SUBSCRIBER_DELIVERY: &str = "subscriber_id, outbox_seq, status, attempts, \
@@ -819,6 +843,23 @@ fn delivery_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
         info: delivery_info_row(row)?,
         headers: json_column(row, "headers_json")?,
         body: row.get("body")?,
+    })
+}
+
+fn replay_row(row: &Row<'_>) -> rusqlite::Result<Replay> {
+    Ok(Replay {
+        id: row.get("id")?,
+        tenant_id: row.get("tenant_id")?,
+        org_id: row.get("org_id")?,
+        from: row.get("from_ms")?,
+        to: row.get("to_ms")?,
+        event_type: row.get("event_type")?,
+        requested_by: row.get("requested_by")?,
+        requested_at: row.get("requested_at")?,
+        status: text_enum(row, "status")?,
+        replayed: uint(row, "replayed")?,
+        finished_at: row.get("finished_at")?,
+        error: row.get("error")?,
     })
 }
 
@@ -2110,25 +2151,181 @@ impl Store for SqliteStore {
 
     async fn replay_range(
         &self,
-        tenant_id: &str,
-        from: Millis,
-        to: Millis,
+        replay: &Replay,
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<OutboxRow>> {
-        let tenant_id = tenant_id.to_owned();
+        let replay = replay.clone();
         let limit = int(page_size(limit) as u64);
         self.read(move |db| {
             query_all(
                 db,
                 &format!(
-                    "SELECT {OUTBOX} FROM outbox WHERE tenant_id = ?1 AND status = 'published' \
-                     AND created_at >= ?2 AND created_at < ?3 AND seq > ?4 \
-                     ORDER BY seq LIMIT ?5"
+                    "SELECT {OUTBOX} FROM outbox WHERE tenant_id = ?1 AND org_id IS ?2 \
+                     AND status = 'published' AND created_at >= ?3 AND created_at < ?4 \
+                     AND (?5 IS NULL OR event_type = ?5) AND seq > ?6 ORDER BY seq LIMIT ?7"
                 ),
-                params![tenant_id, from, to, after_seq, limit],
+                params![
+                    replay.tenant_id,
+                    replay.org_id,
+                    replay.from,
+                    replay.to,
+                    replay.event_type,
+                    after_seq,
+                    limit
+                ],
                 outbox_row,
             )
+        })
+        .await
+    }
+
+    async fn start_replay(&self, new: NewReplay, max_per_hour: u32) -> Result<Replay> {
+        let hour_ago = new.requested_at - millis(Duration::from_secs(3600));
+        self.write_then(
+            move |db| {
+                let running: i64 = query_one(
+                    db,
+                    "SELECT count(*) FROM replays WHERE tenant_id = ?1 AND status = 'running'",
+                    [&new.tenant_id],
+                    |row| row.get(0),
+                )?
+                .unwrap_or_default();
+                if running > 0 {
+                    return Err(Error::Limited(
+                        "a replay of this tenant is running: one at a time".into(),
+                    ));
+                }
+                let recent: i64 = query_one(
+                    db,
+                    "SELECT count(*) FROM replays WHERE tenant_id = ?1 AND requested_at > ?2",
+                    params![new.tenant_id, hour_ago],
+                    |row| row.get(0),
+                )?
+                .unwrap_or_default();
+                if recent >= i64::from(max_per_hour) {
+                    return Err(Error::Limited(format!(
+                        "a tenant may start {max_per_hour} replays an hour"
+                    )));
+                }
+                let replay = Replay {
+                    id: new_id(),
+                    tenant_id: new.tenant_id,
+                    org_id: new.org_id,
+                    from: new.from,
+                    to: new.to,
+                    event_type: new.event_type,
+                    requested_by: new.requested_by,
+                    requested_at: new.requested_at,
+                    status: ReplayStatus::Running,
+                    replayed: 0,
+                    finished_at: None,
+                    error: None,
+                };
+                db.prepare_cached(&format!(
+                    "INSERT INTO replays ({REPLAY}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, NULL, NULL)"
+                ))?
+                .execute(params![
+                    replay.id,
+                    replay.tenant_id,
+                    replay.org_id,
+                    replay.from,
+                    replay.to,
+                    replay.event_type,
+                    replay.requested_by,
+                    replay.requested_at,
+                    replay.status.as_str(),
+                ])?;
+                Ok(replay)
+            },
+            keeps_connections,
+        )
+        .await
+    }
+
+    async fn finish_replay(
+        &self,
+        id: &str,
+        replayed: u64,
+        error: Option<String>,
+        now: Millis,
+    ) -> Result<Replay> {
+        let id = id.to_owned();
+        let status = if error.is_some() {
+            ReplayStatus::Failed
+        } else {
+            ReplayStatus::Done
+        };
+        let error = error.as_deref().map(bounded_error);
+        self.write_then(
+            move |db| {
+                let changed = db
+                    .prepare_cached(
+                        "UPDATE replays SET status = ?2, replayed = ?3, finished_at = ?4, \
+                         error = ?5 WHERE id = ?1 AND status = 'running'",
+                    )?
+                    .execute(params![id, status.as_str(), int(replayed), now, error])?;
+                if changed == 0 {
+                    return Err(Error::Conflict(format!("replay {id} is not running")));
+                }
+                query_one(
+                    db,
+                    &format!("SELECT {REPLAY} FROM replays WHERE id = ?1"),
+                    [&id],
+                    replay_row,
+                )?
+                .ok_or_else(|| Error::NotFound(format!("replay {id}")))
+            },
+            keeps_connections,
+        )
+        .await
+    }
+
+    async fn interrupt_replays(&self, now: Millis) -> Result<u64> {
+        self.write_then(
+            move |db| {
+                let changed = db
+                    .prepare_cached(
+                        "UPDATE replays SET status = 'interrupted', finished_at = ?1 \
+                         WHERE status = 'running'",
+                    )?
+                    .execute([now])?;
+                Ok(changed as u64)
+            },
+            keeps_connections,
+        )
+        .await
+    }
+
+    async fn get_replay(&self, id: &str) -> Result<Option<Replay>> {
+        let id = id.to_owned();
+        self.read(move |db| {
+            query_one(
+                db,
+                &format!("SELECT {REPLAY} FROM replays WHERE id = ?1"),
+                [id],
+                replay_row,
+            )
+        })
+        .await
+    }
+
+    async fn list_replays(
+        &self,
+        tenant_id: &str,
+        org_id: Option<&str>,
+        request: PageRequest,
+    ) -> Result<Page<Replay>> {
+        let limit = page_size(request.limit);
+        let (tenant_id, org_id) = (tenant_id.to_owned(), org_id.map(str::to_owned));
+        self.read(move |db| {
+            let mut query = Filtered::new(format!("SELECT {REPLAY} FROM replays WHERE 1 = 1"));
+            query.and("tenant_id = ?", Some(Value::Text(tenant_id)));
+            query.and("(org_id IS NULL OR org_id = ?)", text(org_id.as_ref()));
+            query.and("id < ?", text(request.cursor.as_ref()));
+            let items = query.run(db, "ORDER BY id DESC", limit, replay_row)?;
+            Ok(page(items, limit, |r| r.id.clone()))
         })
         .await
     }

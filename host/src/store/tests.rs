@@ -37,6 +37,7 @@ macro_rules! store_suite {
             claims_keep_each_entity_in_order,
             failed_publication_retries_then_dies,
             replay_returns_published_rows_in_range,
+            replays_are_recorded_and_limited,
             outbox_lists_filter_and_page,
             subscribers_receive_what_they_filter_for,
             subscriber_deliveries_retry_die_and_revive,
@@ -471,7 +472,7 @@ pub(crate) async fn adapters_and_their_versions(backend: &dyn Backend) {
             .adapter_versions_of(&acme.id, &v2.sha256)
             .await
             .unwrap(),
-        [v2.clone()]
+        std::slice::from_ref(&v2)
     );
     // Another adapter numbers its own versions.
     assert_eq!(
@@ -1555,11 +1556,9 @@ pub(crate) async fn replay_returns_published_rows_in_range(backend: &dyn Backend
     let replay = |from: Millis, to: Millis, after: i64, limit: usize| {
         let store = Arc::clone(&store);
         async move {
+            let covering = replay_of("t1", None, from, to, None);
             ids(
-                &store
-                    .replay_range("t1", from, to, after, limit)
-                    .await
-                    .unwrap(),
+                &store.replay_range(&covering, after, limit).await.unwrap(),
                 |r| r.event_id.clone(),
             )
         }
@@ -1583,6 +1582,175 @@ pub(crate) async fn replay_returns_published_rows_in_range(backend: &dyn Backend
         before,
         "a replay changes nothing"
     );
+
+    // A replay covers one org (or the platform-level events) and optionally one event type.
+    let org_a = emit(
+        &*store,
+        &t1,
+        vec![
+            event("won-a", "deal.won", "D1", Some("org-a")),
+            event("lost-a", "deal.lost", "D2", Some("org-a")),
+            event("won-b", "deal.won", "D3", Some("org-b")),
+        ],
+        T0 + 4_000 * SECOND,
+    )
+    .await;
+    store
+        .mark_published(&org_a, T0 + 5_000 * SECOND)
+        .await
+        .unwrap();
+    let range = |org: Option<&str>, event_type: Option<&str>| {
+        let store = Arc::clone(&store);
+        let covering = replay_of("t1", org, T0, T0 + 5_000 * SECOND, event_type);
+        async move {
+            ids(&store.replay_range(&covering, 0, 100).await.unwrap(), |r| {
+                r.event_id.clone()
+            })
+        }
+    };
+    assert_eq!(range(Some("org-a"), None).await, ["won-a", "lost-a"]);
+    assert_eq!(range(Some("org-a"), Some("deal.lost")).await, ["lost-a"]);
+    assert_eq!(range(None, None).await, ["a", "b"], "platform-level only");
+}
+
+/// A replay record covering `[from, to)` (what `replay_range` reads).
+fn replay_of(
+    tenant_id: &str,
+    org_id: Option<&str>,
+    from: Millis,
+    to: Millis,
+    event_type: Option<&str>,
+) -> Replay {
+    Replay {
+        id: new_id(),
+        tenant_id: tenant_id.to_owned(),
+        org_id: org_id.map(str::to_owned),
+        from,
+        to,
+        event_type: event_type.map(str::to_owned),
+        requested_by: "alice".to_owned(),
+        requested_at: T0,
+        status: ReplayStatus::Running,
+        replayed: 0,
+        finished_at: None,
+        error: None,
+    }
+}
+
+pub(crate) async fn replays_are_recorded_and_limited(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let new = |tenant: &str, org: Option<&str>, at: Millis| NewReplay {
+        tenant_id: tenant.to_owned(),
+        org_id: org.map(str::to_owned),
+        from: T0,
+        to: T0 + 3_600 * SECOND,
+        event_type: Some("deal.won".to_owned()),
+        requested_by: "alice@example.com".to_owned(),
+        requested_at: at,
+    };
+    let first = store
+        .start_replay(new("t1", Some("org-a"), T0), 3)
+        .await
+        .unwrap();
+    assert_eq!(first.status, ReplayStatus::Running);
+    assert_eq!(
+        store.get_replay(&first.id).await.unwrap(),
+        Some(first.clone())
+    );
+
+    // One at a time per tenant; other tenants are not held up.
+    assert!(matches!(
+        store.start_replay(new("t1", None, T0 + SECOND), 3).await,
+        Err(Error::Limited(_))
+    ));
+    store
+        .start_replay(new("t2", None, T0 + SECOND), 3)
+        .await
+        .unwrap();
+
+    let done = store
+        .finish_replay(&first.id, 7, None, T0 + 2 * SECOND)
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.status, done.replayed, done.finished_at),
+        (ReplayStatus::Done, 7, Some(T0 + 2 * SECOND))
+    );
+    assert!(matches!(
+        store
+            .finish_replay(&first.id, 8, None, T0 + 3 * SECOND)
+            .await,
+        Err(Error::Conflict(_))
+    ));
+
+    let second = store
+        .start_replay(new("t1", None, T0 + 3 * SECOND), 3)
+        .await
+        .unwrap();
+    let failed = store
+        .finish_replay(
+            &second.id,
+            1,
+            Some("the bus is down".into()),
+            T0 + 4 * SECOND,
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.status, ReplayStatus::Failed);
+    assert_eq!(failed.error.as_deref(), Some("the bus is down"));
+
+    // At most 3 started in the hour before: the fourth waits until the first is an hour old.
+    let third = store
+        .start_replay(new("t1", None, T0 + 5 * SECOND), 3)
+        .await
+        .unwrap();
+    store
+        .finish_replay(&third.id, 0, None, T0 + 6 * SECOND)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .start_replay(new("t1", None, T0 + 3_599 * SECOND), 3)
+            .await,
+        Err(Error::Limited(_))
+    ));
+    let later = store
+        .start_replay(new("t1", None, T0 + 3_600 * SECOND), 3)
+        .await
+        .unwrap();
+
+    // What a stop leaves running is closed at the next start.
+    assert_eq!(
+        store.interrupt_replays(T0 + 3_700 * SECOND).await.unwrap(),
+        2
+    );
+    let interrupted = store.get_replay(&later.id).await.unwrap().unwrap();
+    assert_eq!(interrupted.status, ReplayStatus::Interrupted);
+
+    // Lists: newest first, the org's and platform-level ones.
+    let listed = |org: Option<&'static str>| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .list_replays("t1", org, PageRequest::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        listed(None).await,
+        [
+            later.id.clone(),
+            third.id.clone(),
+            second.id.clone(),
+            first.id.clone()
+        ]
+    );
+    assert_eq!(listed(Some("org-b")).await, [later.id, third.id, second.id]);
 }
 
 pub(crate) async fn outbox_lists_filter_and_page(backend: &dyn Backend) {
