@@ -486,6 +486,48 @@ async fn lists_hold_the_org_and_platform_level_rows() {
 }
 
 #[tokio::test]
+async fn every_answer_carries_a_request_id_and_problems_quote_it() {
+    let api = start().await;
+    let call = |request_id: Option<&str>| {
+        let mut request = Request::get("/v1/adapters");
+        if let Some(id) = request_id {
+            request = request.header("x-request-id", id);
+        }
+        let request = request.body(Body::empty()).unwrap();
+        let app = app(api.host.clone(), api.settings.clone());
+        async move {
+            let response = app.oneshot(request).await.unwrap();
+            let header = response.headers()["x-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            (header, serde_json::from_slice::<Value>(&body).unwrap())
+        }
+    };
+    // No token: a 401 problem, quoting the id it was given.
+    let (header, problem) = call(None).await;
+    assert_eq!(header.len(), 36, "a generated UUID: {header}");
+    assert_eq!(problem["request_id"], header.as_str());
+    let (header, problem) = call(Some("lb-7f3a:42")).await;
+    assert_eq!(header, "lb-7f3a:42", "a caller's sane id is kept");
+    assert_eq!(problem["request_id"], "lb-7f3a:42");
+    let (header, _) = call(Some("bad id with spaces")).await;
+    assert_ne!(header, "bad id with spaces");
+    assert_eq!(header.len(), 36);
+    // Two requests, two ids.
+    assert_ne!(call(None).await.0, call(None).await.0);
+    // The webhook endpoint too.
+    let response = app(api.host.clone(), api.settings.clone())
+        .oneshot(Request::post("/v1/hooks/nope").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert!(response.headers().contains_key("x-request-id"));
+}
+
+#[tokio::test]
 async fn lists_are_read_page_by_page_with_cursors() {
     let api = start().await;
     let a = org_admin("org-a");

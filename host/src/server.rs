@@ -60,6 +60,7 @@ pub fn app(host: Host, settings: ServerSettings) -> Router {
         .method_not_allowed_fallback(|method: Method| async move {
             ApiError::MethodNotAllowed(format!("this endpoint does not take {method}"))
         })
+        .layer(axum::middleware::from_fn(crate::api::request_id::assign))
 }
 
 /// What Salesforce expects in answer to an outbound message it may stop resending.

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod manage;
 pub mod problem;
+pub mod request_id;
 pub mod scope;
 
 pub use problem::ApiError;

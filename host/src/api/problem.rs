@@ -96,6 +96,7 @@ impl ApiError {
             title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             detail,
+            request_id: super::request_id::current(),
         }
     }
 
@@ -117,6 +118,10 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong with this request.
     pub detail: String,
+    /// The request's id (also in the `X-Request-Id` header): quote it when reporting a
+    /// problem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl IntoResponse for ApiError {
