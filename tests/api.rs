@@ -528,6 +528,28 @@ async fn every_answer_carries_a_request_id_and_problems_quote_it() {
 }
 
 #[tokio::test]
+async fn the_openapi_document_is_served_without_a_token() {
+    let api = start().await;
+    let (status, document) = api
+        .send(Request::get("/openapi.json").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        document,
+        serde_json::from_str::<Value>(&adapter_host::api::openapi::document()).unwrap()
+    );
+    assert_eq!(document["openapi"], "3.1.0");
+    for path in [
+        "/v1/adapters",
+        "/v1/replays",
+        "/v1/deliveries/redrive",
+        "/v1/hooks/{connection_id}",
+    ] {
+        assert!(document["paths"].get(path).is_some(), "{path}");
+    }
+}
+
+#[tokio::test]
 async fn lists_are_read_page_by_page_with_cursors() {
     let api = start().await;
     let a = org_admin("org-a");

@@ -52,6 +52,8 @@ enum Command {
     /// Serve the hosted webhook endpoint on the embedded default (SQLite, local secret store,
     /// in-process bus), all under one data directory.
     Serve(ServeArgs),
+    /// Print the OpenAPI 3.1 document of the HTTP API (as served at /openapi.json).
+    Openapi,
 }
 
 #[derive(Debug, Args)]
@@ -230,6 +232,10 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run(&args),
         Command::Check(args) => check(&args),
         Command::Serve(args) => serve(args),
+        Command::Openapi => {
+            print!("{}", crate::api::openapi::document());
+            Ok(EXIT_OK)
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -108,7 +108,7 @@ pub struct Inbound {
 }
 
 /// The answer to a webhook that was taken.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Ack {
     /// The delivery's id (the original's for a retry).
     pub delivery_id: String,

@@ -48,6 +48,7 @@ pub fn app(host: Host, settings: ServerSettings) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_json))
         .with_state(AppState {
             host: host.clone(),
             settings: settings.clone(),
@@ -96,6 +97,28 @@ fn ack_response(ack: Ack) -> Response {
     (status, axum::Json(ack)).into_response()
 }
 
+/// The hosted webhook endpoint a CRM is given: the raw body is verified by the connection's
+/// signature scheme, recorded, run through its adapter, and answered once the outcome and its
+/// events are durable.
+#[utoipa::path(
+    post,
+    path = "/v1/hooks/{connection_id}",
+    tag = "webhooks",
+    params(("connection_id" = String, Path, description = "The connection's id")),
+    request_body(
+        content = Vec<u8>,
+        content_type = "*/*",
+        description = "The CRM's delivery, byte for byte (signed by it)",
+    ),
+    responses(
+        (status = 200, description = "Processed or ignored, or a retry of a delivery taken \
+            before; Salesforce outbound messages get their SOAP Ack instead", body = Ack),
+        (status = 202, description = "Taken, but the adapter failed or broke a contract: kept \
+            for redrive (retrying gains nothing)", body = Ack),
+        crate::api::openapi::Problems,
+    ),
+    security(()),
+)]
 async fn receive_webhook(
     State(state): State<AppState>,
     Path(connection_id): Path<String>,
@@ -135,10 +158,19 @@ async fn receive_webhook(
     state.host.receive_webhook(inbound).await.map(ack_response)
 }
 
+/// Liveness: the process serves HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "Alive", body = String, content_type = "text/plain")))]
 async fn healthz() -> &'static str {
     "ok"
 }
 
+/// Readiness: the store answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses(
+        (status = 200, description = "Ready", body = String, content_type = "text/plain"),
+        crate::api::openapi::Problems,
+    ))]
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     state
         .host
@@ -149,6 +181,10 @@ async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError>
         .map_err(|e| ApiError::Unavailable(format!("the store is not available: {e}")))
 }
 
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "The metrics", body = String,
+        content_type = "text/plain; version=0.0.4")))]
 async fn metrics(State(state): State<AppState>) -> Response {
     let host = &state.host;
     if let Ok(lag) = host.store().outbox_lag().await {
@@ -165,6 +201,20 @@ async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         host.metrics().render(),
+    )
+        .into_response()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API",
+        body = Object, content_type = "application/json")))]
+async fn openapi_json() -> Response {
+    static DOCUMENT: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(crate::api::openapi::document);
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        DOCUMENT.as_str(),
     )
         .into_response()
 }

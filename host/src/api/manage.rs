@@ -125,7 +125,8 @@ fn list_error(error: store::Error) -> ApiError {
 }
 
 /// The page parameters every list takes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     /// Page size: 1 to 1000, default 100.
@@ -157,7 +158,7 @@ fn list_query(query: Result<Query<ListQuery>, QueryRejection>) -> Result<PageReq
 }
 
 /// One page of a list: pass `next_cursor` as `cursor` for the next (absent on the last page).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Listed<T> {
     items: Vec<T>,
     next_cursor: Option<String>,
@@ -166,7 +167,7 @@ struct Listed<T> {
 // --- Adapters ----------------------------------------------------------------------------
 
 /// `POST /v1/adapters`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewAdapterRequest {
     /// Unique within the tenant.
@@ -177,7 +178,7 @@ struct NewAdapterRequest {
 }
 
 /// An adapter as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct AdapterView {
     id: String,
     name: String,
@@ -199,7 +200,7 @@ impl AdapterView {
 }
 
 /// An adapter version as the API shows it: the declarations and limits as JSON.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct VersionView {
     adapter_id: String,
     version: u32,
@@ -246,6 +247,16 @@ fn check_name(what: &str, name: &str, slash: bool) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/adapters",
+    tag = "adapters",
+    request_body = NewAdapterRequest,
+    responses(
+        (status = 201, description = "Created", body = AdapterView),
+        super::openapi::Problems,
+    ),
+)]
 async fn create_adapter(
     State(state): State<ApiState>,
     scope: Scope,
@@ -276,6 +287,16 @@ async fn create_adapter(
     Ok((StatusCode::CREATED, Json(AdapterView::new(adapter, None))).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/adapters",
+    tag = "adapters",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page, by name", body = Listed<AdapterView>),
+        super::openapi::Problems,
+    ),
+)]
 async fn list_adapters(
     State(state): State<ApiState>,
     scope: Scope,
@@ -312,6 +333,16 @@ async fn visible_adapter(state: &ApiState, scope: &Scope, id: &str) -> Result<Ad
         .ok_or_else(|| ApiError::NotFound(format!("no adapter `{id}`")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/adapters/{adapter_id}",
+    tag = "adapters",
+    params(("adapter_id" = String, Path, description = "The adapter's id")),
+    responses(
+        (status = 200, description = "The adapter", body = AdapterView),
+        super::openapi::Problems,
+    ),
+)]
 async fn get_adapter(
     State(state): State<ApiState>,
     scope: Scope,
@@ -329,6 +360,18 @@ async fn get_adapter(
 
 /// `POST /v1/adapters/{id}/versions`: the component as the body; per-version limits as query
 /// parameters (`?deadline_ms=50&fuel=2000000`), within the platform's maximums.
+#[utoipa::path(
+    post,
+    path = "/v1/adapters/{adapter_id}/versions",
+    tag = "adapters",
+    params(("adapter_id" = String, Path, description = "The adapter's id"), sandbox::Limits),
+    request_body(content = Vec<u8>, content_type = "application/wasm"),
+    responses(
+        (status = 201, description = "A new version", body = VersionView),
+        (status = 200, description = "The same component with the same limits: the existing version", body = VersionView),
+        super::openapi::Problems,
+    ),
+)]
 async fn upload_version(
     State(state): State<ApiState>,
     scope: Scope,
@@ -387,6 +430,16 @@ async fn upload_version(
     Ok((StatusCode::CREATED, Json(VersionView::from(version))).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/adapters/{adapter_id}/versions",
+    tag = "adapters",
+    params(("adapter_id" = String, Path, description = "The adapter's id"), ListQuery),
+    responses(
+        (status = 200, description = "One page, oldest first", body = Listed<VersionView>),
+        super::openapi::Problems,
+    ),
+)]
 async fn list_versions(
     State(state): State<ApiState>,
     scope: Scope,
@@ -406,6 +459,16 @@ async fn list_versions(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/adapters/{adapter_id}/versions/{version}",
+    tag = "adapters",
+    params(("adapter_id" = String, Path, description = "The adapter's id"), ("version" = u32, Path, description = "The version number")),
+    responses(
+        (status = 200, description = "The version", body = VersionView),
+        super::openapi::Problems,
+    ),
+)]
 async fn get_version(
     State(state): State<ApiState>,
     scope: Scope,
@@ -427,7 +490,7 @@ async fn get_version(
 // --- Connections -------------------------------------------------------------------------
 
 /// `POST /v1/connections`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewConnectionRequest {
     provider: String,
@@ -459,7 +522,7 @@ fn yes() -> bool {
 }
 
 /// `PATCH /v1/connections/{id}`: what is present changes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ConnectionPatch {
     #[serde(default)]
@@ -479,7 +542,7 @@ struct ConnectionPatch {
 }
 
 /// A connection as the API shows it, with the URL to give the CRM.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ConnectionView {
     id: String,
     org_id: Option<String>,
@@ -580,6 +643,16 @@ fn json_text(value: &impl Serialize) -> Result<String, ApiError> {
     serde_json::to_string(value).map_err(ApiError::internal)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/connections",
+    tag = "connections",
+    request_body = NewConnectionRequest,
+    responses(
+        (status = 201, description = "Created, with the webhook URL to give the CRM", body = ConnectionView),
+        super::openapi::Problems,
+    ),
+)]
 async fn create_connection(
     State(state): State<ApiState>,
     scope: Scope,
@@ -647,6 +720,16 @@ async fn create_connection(
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/connections",
+    tag = "connections",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page, oldest first", body = Listed<ConnectionView>),
+        super::openapi::Problems,
+    ),
+)]
 async fn list_connections(
     State(state): State<ApiState>,
     scope: Scope,
@@ -684,6 +767,16 @@ async fn visible_connection(
         .ok_or_else(|| ApiError::NotFound(format!("no connection `{id}`")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/connections/{connection_id}",
+    tag = "connections",
+    params(("connection_id" = String, Path, description = "The connection's id")),
+    responses(
+        (status = 200, description = "The connection", body = ConnectionView),
+        super::openapi::Problems,
+    ),
+)]
 async fn get_connection(
     State(state): State<ApiState>,
     scope: Scope,
@@ -693,6 +786,17 @@ async fn get_connection(
     Ok(Json(ConnectionView::new(connection, &state.host)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/connections/{connection_id}",
+    tag = "connections",
+    params(("connection_id" = String, Path, description = "The connection's id")),
+    request_body = ConnectionPatch,
+    responses(
+        (status = 200, description = "The connection as changed", body = ConnectionView),
+        super::openapi::Problems,
+    ),
+)]
 async fn update_connection(
     State(state): State<ApiState>,
     scope: Scope,
@@ -769,6 +873,16 @@ async fn update_connection(
     Ok(Json(ConnectionView::new(connection, &state.host)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/connections/{connection_id}",
+    tag = "connections",
+    params(("connection_id" = String, Path, description = "The connection's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        super::openapi::Problems,
+    ),
+)]
 async fn delete_connection(
     State(state): State<ApiState>,
     scope: Scope,
@@ -794,7 +908,7 @@ async fn delete_connection(
 // --- Secrets -----------------------------------------------------------------------------
 
 /// `PUT /v1/secrets/{name}`: write-only.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SecretRequest {
     value: String,
@@ -805,6 +919,27 @@ struct SecretRequest {
     platform_level: bool,
 }
 
+/// A secret written: its name, scope and version (never its value).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct SecretWritten {
+    name: String,
+    /// 1, 2, ... per write.
+    version: u64,
+    /// The org whose namespace holds it; null: platform level.
+    org_id: Option<String>,
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/secrets/{name}",
+    tag = "secrets",
+    params(("name" = String, Path, description = "The secret's name (`A-Z a-z 0-9 . _ -`, inner `/`)")),
+    request_body = SecretRequest,
+    responses(
+        (status = 200, description = "Written; the value is never returned", body = SecretWritten),
+        super::openapi::Problems,
+    ),
+)]
 async fn put_secret(
     State(state): State<ApiState>,
     scope: Scope,
@@ -842,7 +977,11 @@ async fn put_secret(
     tracing::info!(secret = %name, by = %scope.caller.subject, version, "secret written");
     Ok((
         StatusCode::OK,
-        Json(serde_json::json!({ "name": name, "version": version, "org_id": org_id })),
+        Json(SecretWritten {
+            name,
+            version,
+            org_id,
+        }),
     )
         .into_response())
 }
@@ -850,7 +989,8 @@ async fn put_secret(
 // --- Events ------------------------------------------------------------------------------
 
 /// Filters of `GET /v1/events`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
     event_type: Option<String>,
@@ -869,7 +1009,7 @@ struct EventsQuery {
 
 /// An outbox event as the API shows it: the payload and metadata as JSON, exactly as stored
 /// (decimals stay strings).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct EventView {
     seq: i64,
     event_id: String,
@@ -877,7 +1017,11 @@ struct EventView {
     event_type: String,
     entity_type: String,
     entity_id: String,
+    /// The event's payload, exactly as stored (decimals are strings).
+    #[schema(value_type = Object)]
     payload: Box<serde_json::value::RawValue>,
+    /// Trace id, source, actor (adapter id@version), timestamp.
+    #[schema(value_type = Object)]
     metadata: Box<serde_json::value::RawValue>,
     delivery_id: String,
     connection_id: String,
@@ -913,11 +1057,21 @@ impl EventView {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "One page, newest first", body = Listed<EventView>),
+        super::openapi::Problems,
+    ),
+)]
 async fn list_events(
     State(state): State<ApiState>,
     scope: Scope,
     query: Result<Query<EventsQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Listed<EventView>>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let status = query
         .status
@@ -949,11 +1103,22 @@ async fn list_events(
         .into_iter()
         .map(EventView::new)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(
-        serde_json::json!({ "items": items, "next_cursor": page.next_cursor }),
-    ))
+    Ok(Json(Listed {
+        items,
+        next_cursor: page.next_cursor,
+    }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/events/{event_id}",
+    tag = "events",
+    params(("event_id" = String, Path, description = "The event's id")),
+    responses(
+        (status = 200, description = "The event", body = EventView),
+        super::openapi::Problems,
+    ),
+)]
 async fn get_event(
     State(state): State<ApiState>,
     scope: Scope,
@@ -973,7 +1138,8 @@ async fn get_event(
 // --- Deliveries --------------------------------------------------------------------------
 
 /// Filters of `GET /v1/deliveries`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct DeliveriesQuery {
     connection_id: Option<String>,
@@ -987,11 +1153,21 @@ struct DeliveriesQuery {
     cursor: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/deliveries",
+    tag = "deliveries",
+    params(DeliveriesQuery),
+    responses(
+        (status = 200, description = "One page, newest first", body = Listed<store::DeliveryInfo>),
+        super::openapi::Problems,
+    ),
+)]
 async fn list_deliveries(
     State(state): State<ApiState>,
     scope: Scope,
     query: Result<Query<DeliveriesQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Listed<store::DeliveryInfo>>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let status = query
         .status
@@ -1018,18 +1194,41 @@ async fn list_deliveries(
         })
         .await
         .map_err(list_error)?;
-    Ok(Json(
-        serde_json::json!({ "items": page.items, "next_cursor": page.next_cursor }),
-    ))
+    Ok(Json(Listed {
+        items: page.items,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// A delivery, why it failed, and every invocation run on it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct DeliveryView {
+    delivery: store::DeliveryInfo,
+    /// Why it failed or was rejected (the adapter's error or the contract violations).
+    reason: Option<Value>,
+    /// The org of the delivery's connection; null: platform level.
+    connection_org_id: Option<String>,
+    /// Oldest first: the first run, then each redrive or recovery.
+    invocations: Vec<store::Invocation>,
 }
 
 /// `GET /v1/deliveries/{id}`: the delivery, why it failed, and every invocation run on it
 /// (usage, violations, logs). The body is not shown: it is the CRM's data, kept for redrive.
+#[utoipa::path(
+    get,
+    path = "/v1/deliveries/{delivery_id}",
+    tag = "deliveries",
+    params(("delivery_id" = String, Path, description = "The delivery's id")),
+    responses(
+        (status = 200, description = "The delivery and its invocations", body = DeliveryView),
+        super::openapi::Problems,
+    ),
+)]
 async fn get_delivery(
     State(state): State<ApiState>,
     scope: Scope,
     Path(delivery_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeliveryView>, ApiError> {
     let store = state.host.store();
     let not_found = || ApiError::NotFound(format!("no delivery `{delivery_id}`"));
     let delivery = store
@@ -1052,12 +1251,12 @@ async fn get_delivery(
         .reason_json
         .as_deref()
         .and_then(|text| serde_json::from_str(text).ok());
-    Ok(Json(serde_json::json!({
-        "delivery": delivery.info,
-        "reason": reason,
-        "connection_org_id": connection.org_id,
-        "invocations": invocations,
-    })))
+    Ok(Json(DeliveryView {
+        delivery: delivery.info,
+        reason,
+        connection_org_id: connection.org_id,
+        invocations,
+    }))
 }
 
 // --- Redrive -----------------------------------------------------------------------------
@@ -1066,7 +1265,7 @@ async fn get_delivery(
 pub const MAX_REDRIVE_BATCH: usize = 100;
 
 /// A delivery run again, and where it is now.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Redriven {
     delivery_id: String,
     /// `processed`, `ignored`, `failed` or `rejected`.
@@ -1109,6 +1308,16 @@ async fn redrive_one(
 
 /// `POST /v1/deliveries/{id}/redrive`: 200 with the new outcome, which may be a failure
 /// again (the invocation is recorded either way); 409 when the delivery did not fail.
+#[utoipa::path(
+    post,
+    path = "/v1/deliveries/{delivery_id}/redrive",
+    tag = "deliveries",
+    params(("delivery_id" = String, Path, description = "The delivery's id")),
+    responses(
+        (status = 200, description = "Run again; its new outcome", body = Redriven),
+        super::openapi::Problems,
+    ),
+)]
 async fn redrive_delivery(
     State(state): State<ApiState>,
     scope: Scope,
@@ -1118,7 +1327,7 @@ async fn redrive_delivery(
 }
 
 /// `POST /v1/deliveries/redrive`: the deliveries named, or those a filter selects.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RedriveRequest {
     /// These deliveries (1 to 100); excludes the filter fields.
@@ -1142,7 +1351,7 @@ struct RedriveRequest {
 }
 
 /// The outcome of one delivery of a batch: where it is now, or why it was not run.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum RedriveResult {
     Ran(Redriven),
@@ -1152,11 +1361,32 @@ enum RedriveResult {
     },
 }
 
+/// What a batch redrive did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct RedriveBatch {
+    /// Deliveries run again.
+    redriven: usize,
+    /// Deliveries not run (each result says why).
+    refused: usize,
+    /// One per delivery, in the order asked (or listed, newest first).
+    results: Vec<RedriveResult>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/deliveries/redrive",
+    tag = "deliveries",
+    request_body = RedriveRequest,
+    responses(
+        (status = 200, description = "A result or a problem per delivery", body = RedriveBatch),
+        super::openapi::Problems,
+    ),
+)]
 async fn redrive_deliveries(
     State(state): State<ApiState>,
     scope: Scope,
     body: Result<Json<RedriveRequest>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RedriveBatch>, ApiError> {
     scope.require_write()?;
     let Json(request) = body?;
     let filtered = request.connection_id.is_some()
@@ -1230,11 +1460,11 @@ async fn redrive_deliveries(
         .iter()
         .filter(|r| matches!(r, RedriveResult::Ran(_)))
         .count();
-    Ok(Json(serde_json::json!({
-        "redriven": redriven,
-        "refused": results.len() - redriven,
-        "results": results,
-    })))
+    Ok(Json(RedriveBatch {
+        redriven,
+        refused: results.len() - redriven,
+        results,
+    }))
 }
 
 // --- Replay ------------------------------------------------------------------------------
@@ -1246,7 +1476,7 @@ pub const MAX_REPLAY_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const MAX_REPLAYS_PER_HOUR: u32 = 10;
 
 /// `POST /v1/replays`: re-publish the published events created in `[from, to)`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReplayRequest {
     /// Created at or after (Unix milliseconds).
@@ -1264,6 +1494,16 @@ struct ReplayRequest {
 
 /// Starts a replay: 202 with its record, which `GET /v1/replays/{id}` follows to its end.
 /// 429 while another of the tenant's runs, or past the hourly allowance.
+#[utoipa::path(
+    post,
+    path = "/v1/replays",
+    tag = "replays",
+    request_body = ReplayRequest,
+    responses(
+        (status = 202, description = "Recorded and running", body = store::Replay),
+        super::openapi::Problems,
+    ),
+)]
 async fn start_replay(
     State(state): State<ApiState>,
     scope: Scope,
@@ -1318,6 +1558,16 @@ async fn start_replay(
     Ok((StatusCode::ACCEPTED, Json(replay)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/replays",
+    tag = "replays",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page, newest first", body = Listed<store::Replay>),
+        super::openapi::Problems,
+    ),
+)]
 async fn list_replays(
     State(state): State<ApiState>,
     scope: Scope,
@@ -1335,6 +1585,16 @@ async fn list_replays(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/replays/{replay_id}",
+    tag = "replays",
+    params(("replay_id" = String, Path, description = "The replay's id")),
+    responses(
+        (status = 200, description = "The replay", body = store::Replay),
+        super::openapi::Problems,
+    ),
+)]
 async fn get_replay(
     State(state): State<ApiState>,
     scope: Scope,
@@ -1354,7 +1614,7 @@ async fn get_replay(
 // --- Outgoing webhook subscribers --------------------------------------------------------
 
 /// `POST /v1/subscribers`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewSubscriberRequest {
     /// Where events are POSTed.
@@ -1372,7 +1632,7 @@ struct NewSubscriberRequest {
 }
 
 /// `PATCH /v1/subscribers/{id}`: what is present changes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SubscriberPatch {
     #[serde(default)]
@@ -1385,6 +1645,16 @@ struct SubscriberPatch {
     enabled: Option<bool>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/subscribers",
+    tag = "subscribers",
+    request_body = NewSubscriberRequest,
+    responses(
+        (status = 201, description = "Created", body = store::Subscriber),
+        super::openapi::Problems,
+    ),
+)]
 async fn create_subscriber(
     State(state): State<ApiState>,
     scope: Scope,
@@ -1414,6 +1684,16 @@ async fn create_subscriber(
     Ok((StatusCode::CREATED, Json(subscriber)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/subscribers",
+    tag = "subscribers",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page, oldest first", body = Listed<store::Subscriber>),
+        super::openapi::Problems,
+    ),
+)]
 async fn list_subscribers(
     State(state): State<ApiState>,
     scope: Scope,
@@ -1447,6 +1727,16 @@ async fn visible_subscriber(
         .ok_or_else(|| ApiError::NotFound(format!("no subscriber `{id}`")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/subscribers/{subscriber_id}",
+    tag = "subscribers",
+    params(("subscriber_id" = String, Path, description = "The subscriber's id")),
+    responses(
+        (status = 200, description = "The subscriber", body = store::Subscriber),
+        super::openapi::Problems,
+    ),
+)]
 async fn get_subscriber(
     State(state): State<ApiState>,
     scope: Scope,
@@ -1457,6 +1747,17 @@ async fn get_subscriber(
         .map(Json)
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/subscribers/{subscriber_id}",
+    tag = "subscribers",
+    params(("subscriber_id" = String, Path, description = "The subscriber's id")),
+    request_body = SubscriberPatch,
+    responses(
+        (status = 200, description = "The subscriber as changed", body = store::Subscriber),
+        super::openapi::Problems,
+    ),
+)]
 async fn update_subscriber(
     State(state): State<ApiState>,
     scope: Scope,
@@ -1492,6 +1793,16 @@ async fn update_subscriber(
     Ok(Json(updated))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/subscribers/{subscriber_id}",
+    tag = "subscribers",
+    params(("subscriber_id" = String, Path, description = "The subscriber's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        super::openapi::Problems,
+    ),
+)]
 async fn delete_subscriber(
     State(state): State<ApiState>,
     scope: Scope,
@@ -1511,7 +1822,8 @@ async fn delete_subscriber(
 }
 
 /// Filters of a subscriber's delivery list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct SubscriberDeliveriesQuery {
     /// `pending`, `delivered` or `dead`.
@@ -1521,12 +1833,22 @@ struct SubscriberDeliveriesQuery {
 }
 
 /// A subscriber's deliveries and their last attempt, newest event first.
+#[utoipa::path(
+    get,
+    path = "/v1/subscribers/{subscriber_id}/deliveries",
+    tag = "subscribers",
+    params(("subscriber_id" = String, Path, description = "The subscriber's id"), SubscriberDeliveriesQuery),
+    responses(
+        (status = 200, description = "One page, newest event first", body = Listed<store::SubscriberDelivery>),
+        super::openapi::Problems,
+    ),
+)]
 async fn subscriber_deliveries(
     State(state): State<ApiState>,
     scope: Scope,
     Path(subscriber_id): Path<String>,
     query: Result<Query<SubscriberDeliveriesQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Listed<store::SubscriberDelivery>>, ApiError> {
     let subscriber = visible_subscriber(&state, &scope, &subscriber_id).await?;
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let status = query
@@ -1547,17 +1869,36 @@ async fn subscriber_deliveries(
         })
         .await
         .map_err(list_error)?;
-    Ok(Json(
-        serde_json::json!({ "items": page.items, "next_cursor": page.next_cursor }),
-    ))
+    Ok(Json(Listed {
+        items: page.items,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// A subscriber delivery made due now.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Retried {
+    retried: bool,
+    /// The event's outbox sequence number.
+    outbox_seq: i64,
 }
 
 /// Makes a dead (or waiting) delivery to a subscriber due now, with its attempts reset.
+#[utoipa::path(
+    post,
+    path = "/v1/subscribers/{subscriber_id}/deliveries/{seq}/retry",
+    tag = "subscribers",
+    params(("subscriber_id" = String, Path, description = "The subscriber's id"), ("seq" = i64, Path, description = "The event's outbox sequence number")),
+    responses(
+        (status = 200, description = "Due now", body = Retried),
+        super::openapi::Problems,
+    ),
+)]
 async fn retry_subscriber_delivery(
     State(state): State<ApiState>,
     scope: Scope,
     Path((subscriber_id, seq)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Retried>, ApiError> {
     let subscriber = visible_subscriber(&state, &scope, &subscriber_id).await?;
     scope.check_write(&subscriber.tenant_id, subscriber.org_id.as_deref(), || {
         format!("subscriber `{subscriber_id}`")
@@ -1580,15 +1921,16 @@ async fn retry_subscriber_delivery(
     // The delivery is due now: wake the relay.
     state.host.outbox_appended().notify_one();
     tracing::info!(subscriber = %subscriber_id, seq, by = %scope.caller.subject, "subscriber delivery retried by hand");
-    Ok(Json(
-        serde_json::json!({ "retried": true, "outbox_seq": seq }),
-    ))
+    Ok(Json(Retried {
+        retried: true,
+        outbox_seq: seq,
+    }))
 }
 
 // --- Dry run -----------------------------------------------------------------------------
 
 /// `POST /v1/adapters/{id}/versions/{v}/test`: a sample input and connection context.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TestRequest {
     /// `webhook` or `poll`.
@@ -1621,21 +1963,46 @@ struct TestRequest {
     state: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 enum TestKind {
     Webhook,
     Poll,
 }
 
+/// What a dry run did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct TestReport {
+    /// `accepted` with its events, `ignored`, `adapter_error`, `rejected` with its contract
+    /// violations, or `failed` (trap, deadline, limit).
+    outcome: Value,
+    /// Duration, fuel, peak memory, bytes in and out.
+    usage: Value,
+    /// The adapter's log lines (truncated past the log limit).
+    log: Value,
+    /// The connection's state after the run (text values); null when the run kept none.
+    state_after: Option<BTreeMap<String, String>>,
+}
+
 /// Runs a version against a sample in the sandbox and answers what it would do: events,
 /// violations, logs, usage and the state after. Writes nothing anywhere.
+#[utoipa::path(
+    post,
+    path = "/v1/adapters/{adapter_id}/versions/{version}/test",
+    tag = "adapters",
+    params(("adapter_id" = String, Path, description = "The adapter's id"), ("version" = u32, Path, description = "The version number")),
+    request_body = TestRequest,
+    responses(
+        (status = 200, description = "What the adapter did; nothing was written", body = TestReport),
+        super::openapi::Problems,
+    ),
+)]
 async fn test_version(
     State(state): State<ApiState>,
     scope: Scope,
     Path((adapter_id, version)): Path<(String, u32)>,
     body: Result<Json<TestRequest>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TestReport>, ApiError> {
     let adapter = visible_adapter(&state, &scope, &adapter_id).await?;
     let Json(request) = body?;
     state
@@ -1696,10 +2063,10 @@ async fn test_version(
             .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
             .collect::<BTreeMap<_, _>>()
     });
-    Ok(Json(serde_json::json!({
-        "outcome": report.outcome,
-        "usage": report.usage,
-        "log": report.log,
-        "state_after": state_after,
-    })))
+    Ok(Json(TestReport {
+        outcome: serde_json::to_value(&report.outcome).map_err(ApiError::internal)?,
+        usage: serde_json::to_value(&report.usage).map_err(ApiError::internal)?,
+        log: serde_json::to_value(&report.log).map_err(ApiError::internal)?,
+        state_after,
+    }))
 }

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod manage;
+pub mod openapi;
 pub mod problem;
 pub mod request_id;
 pub mod scope;

@@ -106,8 +106,8 @@ impl ApiError {
     }
 }
 
-/// The problem+json body.
-#[derive(Debug, Serialize)]
+/// The problem+json body (RFC 9457).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// Stable URI naming the kind of problem.
     #[serde(rename = "type")]

@@ -10,7 +10,8 @@ const MIB: u64 = 1024 * KIB;
 
 /// What one invocation of one adapter may use. Every adapter version has one; the defaults are
 /// the production defaults, and overrides must stay within [`PlatformLimits`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Wall-clock deadline, enforced by epoch interruption (milliseconds).

@@ -30,7 +30,7 @@ const MAX_NAME_LEN: usize = 64;
 ///
 /// Tolerances are optional and default to [`DEFAULT_TOLERANCE_SECS`]. Unknown fields are
 /// refused, so that a misspelt setting is not silently ignored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "scheme", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SchemeConfig {
     /// [Standard Webhooks](https://www.standardwebhooks.com/): `webhook-id`,
@@ -99,7 +99,7 @@ pub enum SchemeConfig {
 }
 
 /// The HubSpot signature version a connection checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HubSpotVersion {
     /// `sha256(client_secret + body)`, hex.
@@ -111,7 +111,7 @@ pub enum HubSpotVersion {
 }
 
 /// How a generic HMAC is written in its header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SignatureEncoding {
     /// Hexadecimal, either case.

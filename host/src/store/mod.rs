@@ -80,7 +80,9 @@ pub fn millis(duration: Duration) -> Millis {
 macro_rules! text_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema,
+        )]
         #[serde(rename_all = "snake_case")]
         pub enum $name {
             $($(#[$vmeta])* $variant),+
@@ -421,7 +423,7 @@ pub struct Recorded {
 }
 
 /// A delivery without its headers and body (for lists).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DeliveryInfo {
     /// Time-ordered id.
     pub id: String,
@@ -541,7 +543,7 @@ pub struct NewReplay {
 }
 
 /// A recorded replay.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Replay {
     /// Its id.
     pub id: String,
@@ -588,7 +590,7 @@ pub struct Page<T> {
 }
 
 /// What one invocation did, recorded with its delivery's completion.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct InvocationRecord {
     /// The adapter that ran.
     pub adapter_id: String,
@@ -683,7 +685,7 @@ impl InvocationRecord {
 }
 
 /// A stored invocation record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Invocation {
     /// Time-ordered id.
     pub id: String,
@@ -860,7 +862,7 @@ pub struct SubscriberUpdate {
 }
 
 /// An outgoing-webhook subscriber.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Subscriber {
     /// Its id (assigned by the store).
     pub id: String,
@@ -901,7 +903,7 @@ impl Subscriber {
 }
 
 /// The state of one event's delivery to one subscriber.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SubscriberDelivery {
     /// The subscriber.
     pub subscriber_id: String,
