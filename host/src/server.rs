@@ -107,7 +107,7 @@ fn ack_response(ack: Ack) -> Response {
     params(("connection_id" = String, Path, description = "The connection's id")),
     request_body(
         content = Vec<u8>,
-        content_type = "*/*",
+        content_type = "application/octet-stream",
         description = "The CRM's delivery, byte for byte (signed by it)",
     ),
     responses(

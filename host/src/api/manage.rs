@@ -365,7 +365,7 @@ async fn get_adapter(
     path = "/v1/adapters/{adapter_id}/versions",
     tag = "adapters",
     params(("adapter_id" = String, Path, description = "The adapter's id"), sandbox::Limits),
-    request_body(content = Vec<u8>, content_type = "application/wasm"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses(
         (status = 201, description = "A new version", body = VersionView),
         (status = 200, description = "The same component with the same limits: the existing version", body = VersionView),
