@@ -5,11 +5,13 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use adapter_host::api::auth::{AuthConfig, RemoteJwks};
 use adapter_host::pipeline::Host;
 use adapter_host::serve::{ServeOptions, open_host};
 use adapter_host::server::{ServerSettings, app};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
+use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
@@ -525,6 +527,165 @@ async fn every_answer_carries_a_request_id_and_problems_quote_it() {
         .await
         .unwrap();
     assert!(response.headers().contains_key("x-request-id"));
+}
+
+/// A token of tenant t1, org-a, signed with `pem` (ES256 or RS256) under key id `kid`.
+fn signed_token(alg: Algorithm, pem: &str, kid: &str) -> String {
+    let key = match alg {
+        Algorithm::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+        _ => EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+    };
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.to_owned());
+    let claims = json!({
+        "sub": "idp-user", "tenant_id": "t1", "org_id": "org-a", "roles": ["viewer"],
+        "iss": jwt::ISSUER, "aud": jwt::AUDIENCE, "exp": now() + 600,
+    });
+    encode(&header, &claims, &key).unwrap()
+}
+
+/// The public half of `pem` as a JWK with key id `kid`.
+fn public_jwk(alg: Algorithm, pem: &str, kid: &str) -> Value {
+    let key = match alg {
+        Algorithm::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+        _ => EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+    };
+    let mut jwk = serde_json::to_value(Jwk::from_encoding_key(&key, alg).unwrap()).unwrap();
+    jwk["kid"] = kid.into();
+    jwk
+}
+
+const ES256_PEM: &str = include_str!("common/keys/es256-test.pem");
+const RS256_PEM: &str = include_str!("common/keys/rs256-test.pem");
+
+#[tokio::test]
+async fn identity_provider_tokens_are_verified_with_a_jwks_url_that_follows_rotation() {
+    // The identity provider: a loopback server publishing whatever keys the test sets.
+    let published = Arc::new(std::sync::Mutex::new(json!({
+        "keys": [public_jwk(Algorithm::ES256, ES256_PEM, "k1")]
+    })));
+    let served = Arc::clone(&published);
+    let provider = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(move || {
+            let served = Arc::clone(&served);
+            async move { axum::Json(served.lock().unwrap().clone()) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, provider).await.unwrap() });
+
+    let mut api = start().await;
+    let remote = Arc::new(RemoteJwks::new(&url).unwrap());
+    let client = reqwest::Client::new();
+    assert_eq!(remote.refresh(&client).await.unwrap(), 1);
+    api.settings.auth = Arc::new(AuthConfig {
+        jwks_url: Some(Arc::clone(&remote)),
+        ..jwt::auth_config()
+    });
+    let call = |token: String| As {
+        token,
+        org_header: None,
+    };
+    let es256 = call(signed_token(Algorithm::ES256, ES256_PEM, "k1"));
+    let (status, answer) = api.call(&es256, Method::GET, "/v1/adapters", None).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+
+    // A key the provider has not published yet.
+    let rs256 = call(signed_token(Algorithm::RS256, RS256_PEM, "k2"));
+    let (status, problem) = api.call(&rs256, Method::GET, "/v1/adapters", None).await;
+    assert_eq!(
+        (status, problem["detail"].as_str()),
+        (
+            StatusCode::UNAUTHORIZED,
+            Some("the token's key is not known")
+        )
+    );
+    // The provider rotates: k2 in, k1 out. After the next fetch, k2 verifies and k1 no longer.
+    *published.lock().unwrap() = json!({"keys": [
+        public_jwk(Algorithm::RS256, RS256_PEM, "k2"),
+        // A key that cannot verify anything is left out, the others still serve.
+        {"kty": "oct", "kid": "k3", "alg": "HS256", "k": "c2VjcmV0"},
+    ]});
+    assert_eq!(remote.refresh(&client).await.unwrap(), 1);
+    assert_eq!(
+        api.call(&rs256, Method::GET, "/v1/adapters", None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.call(&es256, Method::GET, "/v1/adapters", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // A token claiming k2 but signed with another algorithm or key.
+    let mismatched = call(signed_token(Algorithm::ES256, ES256_PEM, "k2"));
+    let (status, problem) = api
+        .call(&mismatched, Method::GET, "/v1/adapters", None)
+        .await;
+    assert_eq!(
+        (status, problem["detail"].as_str()),
+        (
+            StatusCode::UNAUTHORIZED,
+            Some("the token's algorithm does not match its key")
+        )
+    );
+    // A provider that answers garbage keeps the last good keys.
+    *published.lock().unwrap() = json!({"not": "a jwks"});
+    assert!(remote.refresh(&client).await.is_err());
+    assert_eq!(
+        api.call(&rs256, Method::GET, "/v1/adapters", None).await.0,
+        StatusCode::OK
+    );
+
+    assert!(
+        RemoteJwks::new("http://idp.example/jwks.json").is_err(),
+        "https only"
+    );
+    assert!(RemoteJwks::new("https://idp.example/jwks.json").is_ok());
+}
+
+#[tokio::test]
+async fn identity_provider_tokens_are_verified_with_a_jwks_file() {
+    let mut api = start().await;
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(json!({"keys": [
+        public_jwk(Algorithm::ES256, ES256_PEM, "file-1"),
+        public_jwk(Algorithm::RS256, RS256_PEM, "file-2"),
+    ]}))
+    .unwrap();
+    let auth = AuthConfig {
+        jwks: Some(jwks),
+        ..jwt::auth_config()
+    };
+    auth.validate().unwrap();
+    api.settings.auth = Arc::new(auth);
+    for token in [
+        signed_token(Algorithm::ES256, ES256_PEM, "file-1"),
+        signed_token(Algorithm::RS256, RS256_PEM, "file-2"),
+    ] {
+        let who = As {
+            token,
+            org_header: None,
+        };
+        let (status, answer) = api.call(&who, Method::GET, "/v1/adapters", None).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    // Signed by a key the file does not hold, under one of its key ids.
+    let who = As {
+        token: signed_token(
+            Algorithm::ES256,
+            include_str!("common/keys/es256-other-test.pem"),
+            "file-1",
+        ),
+        org_header: None,
+    };
+    let (status, problem) = api.call(&who, Method::GET, "/v1/adapters", None).await;
+    assert_eq!(
+        (status, problem["detail"].as_str()),
+        (
+            StatusCode::UNAUTHORIZED,
+            Some("the token's signature does not verify")
+        )
+    );
 }
 
 #[tokio::test]

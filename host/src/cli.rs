@@ -84,6 +84,10 @@ struct ServeArgs {
     /// A JWKS file with the public keys (RS256, ES256) of the identity provider's tokens.
     #[arg(long, env = "ADAPTER_HOST_JWKS_FILE", value_name = "FILE")]
     jwks_file: Option<PathBuf>,
+    /// A JWKS URL (https) the identity provider publishes its public keys at (RS256, ES256):
+    /// fetched at start, refreshed every 5 minutes and when a token names an unknown key.
+    #[arg(long, env = "ADAPTER_HOST_JWKS_URL", value_name = "URL")]
+    jwks_url: Option<String>,
     /// The `iss` every token must carry.
     #[arg(long, env = "ADAPTER_HOST_JWT_ISSUER")]
     jwt_issuer: Option<String>,
@@ -123,9 +127,16 @@ impl ServeArgs {
             }
             None => None,
         };
+        let jwks_url = self
+            .jwks_url
+            .as_deref()
+            .map(crate::api::auth::RemoteJwks::new)
+            .transpose()?
+            .map(std::sync::Arc::new);
         let config = crate::api::auth::AuthConfig {
             hs256_key,
             jwks,
+            jwks_url,
             issuer: self.jwt_issuer.clone(),
             audience: self.jwt_audience.clone(),
         };

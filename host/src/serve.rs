@@ -105,6 +105,18 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         host.outbox_appended(),
     )
     .with_secrets(host.secrets().clone());
+    if let Some(remote) = &options.server.auth.jwks_url {
+        let client = reqwest::Client::new();
+        // Tokens cannot be checked before the keys are in; webhooks need no token, so a
+        // provider that is down at start is logged, not fatal, and fetched again later.
+        match remote.refresh(&client).await {
+            Ok(keys) => tracing::info!(keys, "JWKS fetched"),
+            Err(e) => {
+                tracing::error!(error = %e, "the JWKS could not be fetched; retrying in the background")
+            }
+        }
+        tokio::spawn(std::sync::Arc::clone(remote).run(client, relay_stopped.clone()));
+    }
     let relay = tokio::spawn(relay.run(relay_stopped));
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
