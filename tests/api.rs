@@ -274,8 +274,92 @@ fn base64_url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Every management endpoint, with ids of rows of org-a (`{adapter}`, `{connection}`).
-fn endpoints(adapter: &str, connection: &str) -> Vec<(Method, String, Option<Value>)> {
+/// One row of every kind in org-a: an adapter with a version, a connection that took a
+/// delivery which appended an event, a subscriber and a replay.
+struct OrgA {
+    adapter: String,
+    connection: String,
+    delivery: String,
+    event: String,
+    seq: i64,
+    subscriber: String,
+    replay: String,
+}
+
+impl OrgA {
+    async fn new(api: &Api, a: &As) -> Self {
+        let ack = one_event_in_org_a(api, a).await;
+        let delivery = ack["delivery_id"].as_str().unwrap().to_owned();
+        let (_, found) = api
+            .call(a, Method::GET, &format!("/v1/deliveries/{delivery}"), None)
+            .await;
+        let connection = found["delivery"]["connection_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (_, events) = api.call(a, Method::GET, "/v1/events", None).await;
+        let event = &events["items"][0];
+        let (_, connection_row) = api
+            .call(
+                a,
+                Method::GET,
+                &format!("/v1/connections/{connection}"),
+                None,
+            )
+            .await;
+        let (status, subscriber) = api
+            .call(
+                a,
+                Method::POST,
+                "/v1/subscribers",
+                Some(json!({"url": "https://subscriber.example/hook", "secret": "gh"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{subscriber}");
+        let (status, replay) = api
+            .call(
+                a,
+                Method::POST,
+                "/v1/replays",
+                Some(json!({"from": 0, "to": 1000})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{replay}");
+        Self {
+            adapter: connection_row["adapter_id"].as_str().unwrap().to_owned(),
+            connection,
+            delivery,
+            event: event["event_id"].as_str().unwrap().to_owned(),
+            seq: event["seq"].as_i64().unwrap(),
+            subscriber: subscriber["id"].as_str().unwrap().to_owned(),
+            replay: replay["id"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    fn ids(&self) -> [&str; 6] {
+        [
+            &self.adapter,
+            &self.connection,
+            &self.delivery,
+            &self.event,
+            &self.subscriber,
+            &self.replay,
+        ]
+    }
+}
+
+/// Every management endpoint (the upload is checked on its own: its body is a component),
+/// on the rows of org-a.
+fn endpoints(f: &OrgA) -> Vec<(Method, String, Option<Value>)> {
+    let OrgA {
+        adapter,
+        connection,
+        delivery,
+        event,
+        seq,
+        subscriber,
+        replay,
+    } = f;
     vec![
         (Method::GET, "/v1/adapters".into(), None),
         (
@@ -293,6 +377,11 @@ fn endpoints(adapter: &str, connection: &str) -> Vec<(Method, String, Option<Val
             Method::GET,
             format!("/v1/adapters/{adapter}/versions/1"),
             None,
+        ),
+        (
+            Method::POST,
+            format!("/v1/adapters/{adapter}/versions/1/test"),
+            Some(json!({"kind": "webhook", "body": "{}"})),
         ),
         (Method::GET, "/v1/connections".into(), None),
         (
@@ -319,8 +408,14 @@ fn endpoints(adapter: &str, connection: &str) -> Vec<(Method, String, Option<Val
             Some(json!({"value": "s3cret"})),
         ),
         (Method::GET, "/v1/events".into(), None),
+        (Method::GET, format!("/v1/events/{event}"), None),
         (Method::GET, "/v1/deliveries".into(), None),
-        (Method::GET, "/v1/subscribers".into(), None),
+        (Method::GET, format!("/v1/deliveries/{delivery}"), None),
+        (
+            Method::POST,
+            format!("/v1/deliveries/{delivery}/redrive"),
+            None,
+        ),
         (
             Method::POST,
             "/v1/deliveries/redrive".into(),
@@ -332,6 +427,34 @@ fn endpoints(adapter: &str, connection: &str) -> Vec<(Method, String, Option<Val
             "/v1/replays".into(),
             Some(json!({"from": 0, "to": 1000})),
         ),
+        (Method::GET, format!("/v1/replays/{replay}"), None),
+        (Method::GET, "/v1/subscribers".into(), None),
+        (
+            Method::POST,
+            "/v1/subscribers".into(),
+            Some(json!({"url": "https://x.example/hook", "secret": "s"})),
+        ),
+        (Method::GET, format!("/v1/subscribers/{subscriber}"), None),
+        (
+            Method::PATCH,
+            format!("/v1/subscribers/{subscriber}"),
+            Some(json!({"enabled": false})),
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/subscribers/{subscriber}"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/v1/subscribers/{subscriber}/deliveries"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v1/subscribers/{subscriber}/deliveries/{seq}/retry"),
+            None,
+        ),
     ]
 }
 
@@ -339,9 +462,8 @@ fn endpoints(adapter: &str, connection: &str) -> Vec<(Method, String, Option<Val
 async fn every_endpoint_needs_an_org_from_the_token_or_the_header() {
     let api = start().await;
     let a = org_admin("org-a");
-    let adapter = api.adapter(&a, "acme", false).await;
-    let connection = api.connection(&a, &adapter, false).await;
-    for (method, path, body) in endpoints(&adapter, &connection) {
+    let f = OrgA::new(&api, &a).await;
+    for (method, path, body) in endpoints(&f) {
         let (status, problem) = api.call(&platform(None), method.clone(), &path, body).await;
         assert_eq!(
             (status, problem["detail"].as_str()),
@@ -358,8 +480,7 @@ async fn every_endpoint_needs_an_org_from_the_token_or_the_header() {
 async fn another_org_or_tenant_finds_nothing_and_changes_nothing() {
     let api = start().await;
     let a = org_admin("org-a");
-    let adapter = api.adapter(&a, "acme", false).await;
-    let connection = api.connection(&a, &adapter, false).await;
+    let f = OrgA::new(&api, &a).await;
     let outsiders = [
         ("org-b", org_admin("org-b")),
         // X-Org-Id cannot take an org-scoped token elsewhere.
@@ -380,25 +501,24 @@ async fn another_org_or_tenant_finds_nothing_and_changes_nothing() {
         ),
     ];
     for (who, caller) in &outsiders {
-        for (method, path, body) in endpoints(&adapter, &connection) {
+        for (method, path, body) in endpoints(&f) {
             let (status, answer) = api.call(caller, method.clone(), &path, body).await;
-            let by_id = path.contains(&adapter) || path.contains(&connection);
-            if by_id {
+            let text = answer.to_string();
+            if f.ids().iter().any(|id| path.contains(id)) {
                 assert_eq!(
                     status,
                     StatusCode::NOT_FOUND,
                     "{who}: {method} {path}: {answer}"
                 );
                 assert!(
-                    !answer.to_string().contains("org-a"),
+                    !text.contains("org-a"),
                     "{who}: {method} {path} leaks: {answer}"
                 );
             } else if method == Method::GET {
                 assert_eq!(status, StatusCode::OK, "{who}: {method} {path}");
-                let listed = ids(&answer);
                 assert!(
-                    !listed.contains(&adapter) && !listed.contains(&connection),
-                    "{who}: {method} {path}: {answer}"
+                    f.ids().iter().all(|id| !text.contains(id)),
+                    "{who}: {method} {path} lists org-a's rows: {answer}"
                 );
             } else if path == "/v1/connections" {
                 // The body names org-a's adapter.
@@ -407,22 +527,49 @@ async fn another_org_or_tenant_finds_nothing_and_changes_nothing() {
                     StatusCode::NOT_FOUND,
                     "{who}: {method} {path}: {answer}"
                 );
+            } else if path == "/v1/deliveries/redrive" {
+                // The filter names org-a's connection: nothing of it is selected.
+                assert_eq!(
+                    (
+                        status,
+                        answer["redriven"].as_u64(),
+                        answer["refused"].as_u64()
+                    ),
+                    (StatusCode::OK, Some(0), Some(0)),
+                    "{who}: {answer}"
+                );
             }
         }
     }
     // Nothing changed for org-a.
-    let (status, still) = api
-        .call(
-            &a,
-            Method::GET,
-            &format!("/v1/connections/{connection}"),
-            None,
-        )
-        .await;
+    let get = |path: String| {
+        let a = a.clone();
+        let api = &api;
+        async move { api.call(&a, Method::GET, &path, None).await }
+    };
+    let (status, still) = get(format!("/v1/connections/{}", f.connection)).await;
     assert_eq!(
         (status, still["status"].as_str()),
         (StatusCode::OK, Some("active"))
     );
+    let (status, still) = get(format!("/v1/subscribers/{}", f.subscriber)).await;
+    assert_eq!(
+        (status, still["enabled"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    let (_, delivery) = get(format!("/v1/deliveries/{}", f.delivery)).await;
+    assert_eq!(
+        delivery["invocations"].as_array().unwrap().len(),
+        1,
+        "never redriven"
+    );
+    let (_, versions) = get(format!("/v1/adapters/{}/versions", f.adapter)).await;
+    assert_eq!(versions["items"].as_array().unwrap().len(), 1);
+    // Nor can an outsider upload a version of org-a's adapter.
+    let (status, _) = api
+        .upload(&org_admin("org-b"), &f.adapter, test_artifacts::NOOP)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -760,13 +907,12 @@ async fn lists_are_read_page_by_page_with_cursors() {
 async fn viewers_read_and_cannot_write() {
     let api = start().await;
     let a = org_admin("org-a");
-    let adapter = api.adapter(&a, "acme", false).await;
-    let connection = api.connection(&a, &adapter, false).await;
+    let f = OrgA::new(&api, &a).await;
     let viewer = As {
         token: token_with(json!({"org_id": "org-a", "roles": ["viewer"]})),
         org_header: None,
     };
-    for (method, path, body) in endpoints(&adapter, &connection) {
+    for (method, path, body) in endpoints(&f) {
         let (status, answer) = api.call(&viewer, method.clone(), &path, body).await;
         if method == Method::GET {
             assert_eq!(status, StatusCode::OK, "{method} {path}: {answer}");
@@ -774,7 +920,7 @@ async fn viewers_read_and_cannot_write() {
             assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {answer}");
         }
     }
-    let (status, _) = api.upload(&viewer, &adapter, test_artifacts::NOOP).await;
+    let (status, _) = api.upload(&viewer, &f.adapter, test_artifacts::NOOP).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
@@ -1361,7 +1507,7 @@ async fn a_version_is_dry_run_against_a_sample_and_nothing_is_written() {
     assert_eq!(status, StatusCode::OK);
     assert_ne!(report["outcome"]["status"], "accepted", "{report}");
 
-    // A viewer may dry-run; another org finds nothing.
+    // Dry runs are adapter development: not a viewer's; another org finds nothing.
     let viewer = As {
         token: token_with(json!({"org_id": "org-a", "roles": ["viewer"]})),
         org_header: None,
@@ -1371,7 +1517,7 @@ async fn a_version_is_dry_run_against_a_sample_and_nothing_is_written() {
         api.call(&viewer, Method::POST, &path, Some(body.clone()))
             .await
             .0,
-        StatusCode::OK
+        StatusCode::FORBIDDEN
     );
     assert_eq!(
         api.call(&org_admin("org-b"), Method::POST, &path, Some(body.clone()))

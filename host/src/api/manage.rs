@@ -2004,6 +2004,8 @@ async fn test_version(
     body: Result<Json<TestRequest>, JsonRejection>,
 ) -> Result<Json<TestReport>, ApiError> {
     let adapter = visible_adapter(&state, &scope, &adapter_id).await?;
+    // It writes nothing, but it is adapter development and takes a sandbox slot: an admin's.
+    scope.require_write()?;
     let Json(request) = body?;
     state
         .host
