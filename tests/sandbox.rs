@@ -282,6 +282,20 @@ fn probe(command: &str) -> serde_json::Value {
 }
 
 #[test]
+fn nothing_an_invocation_leaves_in_memory_reaches_the_next() {
+    // Every invocation writes a static and 64 KiB of heap; each must start from the
+    // component's initial memory however the pool recycles its slot.
+    for _ in 0..4 {
+        let report = run(hostile(), "remember");
+        let events = report.outcome.events();
+        assert_eq!(events.len(), 1, "{:?}", report.outcome);
+        let seen: serde_json::Value = serde_json::from_str(&events[0].payload).unwrap();
+        assert_eq!(seen["calls"], 1, "{seen}");
+        assert_eq!(seen["heap_bytes"], 64 * 1024, "{seen}");
+    }
+}
+
+#[test]
 fn the_file_system_is_out_of_reach() {
     let result = probe("file");
     assert_eq!(result["allowed"], false, "{result}");

@@ -110,6 +110,7 @@ fn run(command: &str, args: &[&str]) -> Result<Vec<Event>, AdapterError> {
             Ok(vec![test_ok(json!({ "value": value }))?])
         }
         "state-bomb" => state_bomb(),
+        "remember" => Ok(vec![remember()?]),
         "bad-request" => Err(AdapterError::bad_request("hostile says no")),
         "ignored" => Err(AdapterError::ignored("not interesting")),
         "fail" => Err(AdapterError::failed("hostile failed")),
@@ -141,6 +142,18 @@ fn probe(name: &str, allowed: bool, detail: Vec<String>) -> Result<Event, Adapte
         "allowed": allowed,
         "detail": detail.join("; "),
     }))?)
+}
+
+/// Counts its calls in a static and grows a heap buffer by 64 KiB, then reports both: an
+/// instance that started from anything but the component's initial memory would see more than
+/// one call and more than 64 KiB.
+fn remember() -> Result<Event, AdapterError> {
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    static HEAP: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+    let calls = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let mut heap = HEAP.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    heap.extend(std::iter::repeat_n(0xA5_u8, 64 * KIB));
+    test_ok(json!({ "calls": calls, "heap_bytes": heap.len() }))
 }
 
 /// The first `N` argument lines, or a bad request saying what the command needs.
