@@ -143,12 +143,14 @@ impl Sandbox {
             .map_err(|e| Error::World(format!("{e:#}")))?;
         let pre = bindings::CrmAdapterPre::new(pre).map_err(|e| Error::World(format!("{e:#}")))?;
         let mut adapter = Adapter {
-            pre,
-            sha256,
-            size_bytes: wasm.len() as u64,
-            limits,
-            info: AdapterInfo::default(),
-            declaration: Declaration::new(Vec::new()).expect("an empty declaration is valid"),
+            loaded: std::sync::Arc::new(Loaded {
+                pre,
+                sha256,
+                size_bytes: wasm.len() as u64,
+                limits,
+                info: AdapterInfo::default(),
+                declaration: Declaration::new(Vec::new()).expect("an empty declaration is valid"),
+            }),
         };
         adapter.describe()?;
         Ok(adapter)
@@ -156,8 +158,13 @@ impl Sandbox {
 }
 
 /// A loaded adapter version: a pre-linked instance template, its declaration and its limits.
+/// Cheap to clone (one reference count): the webhook path takes one per invocation.
 #[derive(Clone)]
 pub struct Adapter {
+    loaded: std::sync::Arc<Loaded>,
+}
+
+struct Loaded {
     pre: bindings::CrmAdapterPre<HostState>,
     sha256: String,
     size_bytes: u64,
@@ -169,9 +176,9 @@ pub struct Adapter {
 impl std::fmt::Debug for Adapter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Adapter")
-            .field("sha256", &self.sha256)
-            .field("info", &self.info)
-            .field("limits", &self.limits)
+            .field("sha256", &self.loaded.sha256)
+            .field("info", &self.loaded.info)
+            .field("limits", &self.loaded.limits)
             .finish_non_exhaustive()
     }
 }
@@ -242,45 +249,45 @@ impl Input {
 impl Adapter {
     /// The sha256 of the component's bytes.
     pub fn sha256(&self) -> &str {
-        &self.sha256
+        &self.loaded.sha256
     }
 
     /// The component's size in bytes.
     pub fn size_bytes(&self) -> u64 {
-        self.size_bytes
+        self.loaded.size_bytes
     }
 
     /// What the adapter declared about itself.
     pub fn info(&self) -> &AdapterInfo {
-        &self.info
+        &self.loaded.info
     }
 
     /// The limits every invocation runs under.
     pub fn limits(&self) -> &Limits {
-        &self.limits
+        &self.loaded.limits
     }
 
     /// The declaration built from `describe`, which the contracts check events against.
     pub fn declaration(&self) -> &Declaration {
-        &self.declaration
+        &self.loaded.declaration
     }
 
     /// Runs the adapter on `input` for `context`, with the connection's `state`, in a fresh
     /// instance. Blocks the calling thread for at most about the adapter's deadline.
     pub fn invoke(&self, input: &Input, context: &ConnectionContext, state: StateMap) -> Report {
-        let log = LogSink::new(self.limits.log_bytes);
+        let log = LogSink::new(self.loaded.limits.log_bytes);
         let bytes_in = input.len() as u64;
         let mut usage = Usage {
             bytes_in,
-            fuel_limit: self.limits.fuel,
+            fuel_limit: self.loaded.limits.fuel,
             ..Usage::default()
         };
-        if bytes_in > self.limits.input_bytes {
+        if bytes_in > self.loaded.limits.input_bytes {
             let failure = Failure::new(
                 FailureKind::InputTooLarge,
                 format!(
                     "the input is {bytes_in} bytes; this adapter accepts at most {}",
-                    self.limits.input_bytes
+                    self.loaded.limits.input_bytes
                 ),
             );
             return Report::new(Outcome::Failed { failure }, usage, log.finish(), None);
@@ -295,7 +302,7 @@ impl Adapter {
 
         let outcome = match result {
             Err(error) => Outcome::Failed {
-                failure: classify_trap(&error, &store.data().limiter, &log, &self.limits),
+                failure: classify_trap(&error, &store.data().limiter, &log, &self.loaded.limits),
             },
             Ok(Err(error)) => Outcome::from_adapter_error(error),
             Ok(Ok((events, next_cursor))) => {
@@ -319,7 +326,7 @@ impl Adapter {
     ) -> wasmtime::Result<
         std::result::Result<(Vec<EmittedEvent>, Option<String>), bindings::AdapterError>,
     > {
-        let instance = self.pre.instantiate(&mut *store)?;
+        let instance = self.loaded.pre.instantiate(&mut *store)?;
         let adapter = instance.crm_adapter_adapter();
         let context = world::to_wit_context(context);
         Ok(match input {
@@ -345,7 +352,7 @@ impl Adapter {
     }
 
     fn new_store(&self, log: &LogSink, state: StateMap) -> Store<HostState> {
-        let limits = &self.limits;
+        let limits = &self.loaded.limits;
         let mut wasi = WasiCtx::builder();
         // No preopened directories, no environment, no arguments, no network: the builder
         // grants none of these unless asked, and we ask for none. stdout and stderr go to the
@@ -364,7 +371,7 @@ impl Adapter {
             log: log.clone(),
             state: State::new(state, limits),
         };
-        let mut store = Store::new(self.pre.engine(), host);
+        let mut store = Store::new(self.loaded.pre.engine(), host);
         store.limiter(|host| &mut host.limiter);
         store
             .set_fuel(limits.fuel.unwrap_or(u64::MAX))
@@ -375,7 +382,7 @@ impl Adapter {
     }
 
     fn fuel_consumed(&self, store: &Store<HostState>) -> u64 {
-        let start = self.limits.fuel.unwrap_or(u64::MAX);
+        let start = self.loaded.limits.fuel.unwrap_or(u64::MAX);
         start.saturating_sub(store.get_fuel().unwrap_or(0))
     }
 
@@ -389,7 +396,7 @@ impl Adapter {
     ) -> Outcome {
         usage.events = events.len() as u64;
         usage.bytes_out = events.iter().map(event_bytes).sum();
-        let limits = &self.limits;
+        let limits = &self.loaded.limits;
         if events.len() as u64 > u64::from(limits.max_events) {
             let message = format!(
                 "the adapter emitted {} events; at most {} are accepted per invocation",
@@ -417,7 +424,7 @@ impl Adapter {
                 .cloned()
                 .collect::<BTreeSet<_>>(),
         };
-        let violations = contracts::check_events(&events, &self.declaration, &scope);
+        let violations = contracts::check_events(&events, &self.loaded.declaration, &scope);
         if violations.is_empty() {
             Outcome::Accepted {
                 events,
@@ -430,27 +437,31 @@ impl Adapter {
 
     /// Calls `describe` and builds the declaration the contracts check against.
     fn describe(&mut self) -> Result<()> {
-        let log = LogSink::new(self.limits.log_bytes);
+        let log = LogSink::new(self.loaded.limits.log_bytes);
         let mut store = self.new_store(&log, StateMap::new());
         let info = self
+            .loaded
             .pre
             .instantiate(&mut store)
             .and_then(|instance| instance.crm_adapter_adapter().call_describe(&mut store))
             .map_err(|e| {
-                let failure = classify_trap(&e, &store.data().limiter, &log, &self.limits);
+                let failure = classify_trap(&e, &store.data().limiter, &log, &self.loaded.limits);
                 Error::Describe(failure.message)
             })?;
         let info = world::from_wit_info(info);
         if info.name.trim().is_empty() {
             return Err(Error::Describe("the adapter's name is empty".into()));
         }
-        self.declaration = Declaration::new(
+        let declaration = Declaration::new(
             info.event_types
                 .iter()
                 .map(|t| (t.name.clone(), t.decimal_fields.clone())),
         )
         .map_err(|e| Error::Describe(e.to_string()))?;
-        self.info = info;
+        let loaded = std::sync::Arc::get_mut(&mut self.loaded)
+            .expect("an adapter is described before it is shared");
+        loaded.declaration = declaration;
+        loaded.info = info;
         Ok(())
     }
 }
@@ -463,14 +474,18 @@ pub mod bench {
 
     /// A fresh store and instance, without calling anything.
     pub fn instantiate(adapter: &Adapter) {
-        let log = LogSink::new(adapter.limits.log_bytes);
+        let log = LogSink::new(adapter.loaded.limits.log_bytes);
         let mut store = adapter.new_store(&log, StateMap::new());
-        adapter.pre.instantiate(&mut store).expect("instantiates");
+        adapter
+            .loaded
+            .pre
+            .instantiate(&mut store)
+            .expect("instantiates");
     }
 
     /// A fresh store and instance, then one call; no contract check.
     pub fn fresh_call(adapter: &Adapter, input: &Input, context: &ConnectionContext) -> usize {
-        let log = LogSink::new(adapter.limits.log_bytes);
+        let log = LogSink::new(adapter.loaded.limits.log_bytes);
         let mut store = adapter.new_store(&log, StateMap::new());
         let result = adapter.call(&mut store, input, context).expect("no trap");
         result.map_or(0, |(events, _)| events.len())
@@ -494,11 +509,15 @@ pub mod bench {
     pub fn warm(adapter: &Adapter) -> Warm {
         let log = LogSink::new(u64::MAX);
         let mut store = adapter.new_store(&log, StateMap::new());
-        let instance = adapter.pre.instantiate(&mut store).expect("instantiates");
+        let instance = adapter
+            .loaded
+            .pre
+            .instantiate(&mut store)
+            .expect("instantiates");
         Warm {
             store,
             instance,
-            deadline: engine::deadline_ticks(adapter.limits.deadline()),
+            deadline: engine::deadline_ticks(adapter.loaded.limits.deadline()),
         }
     }
 
