@@ -151,7 +151,9 @@ fn remember() -> Result<Event, AdapterError> {
     static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     static HEAP: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
     let calls = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-    let mut heap = HEAP.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut heap = HEAP
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     heap.extend(std::iter::repeat_n(0xA5_u8, 64 * KIB));
     test_ok(json!({ "calls": calls, "heap_bytes": heap.len() }))
 }
