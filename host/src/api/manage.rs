@@ -26,8 +26,8 @@ use crate::secrets::{MAX_GRACE, SecretValue};
 use crate::signatures::SchemeConfig;
 use crate::store::{
     self, Adapter, AdapterVersion, Connection, ConnectionSpec, ConnectionStatus, DeliveryFilter,
-    NewAdapter, NewAdapterVersion, NewSubscriber, OutboxFilter, OutboxRow, PageRequest, Subscriber,
-    SubscriberDeliveryFilter, SubscriberUpdate,
+    NewAdapter, NewAdapterVersion, NewSubscriber, OutboxFilter, OutboxRow, Page, PageRequest,
+    Subscriber, SubscriberDeliveryFilter, SubscriberUpdate,
 };
 
 /// What the management handlers share.
@@ -155,13 +155,6 @@ fn list_query(query: Result<Query<ListQuery>, QueryRejection>) -> Result<PageReq
         limit: page_limit(query.limit)?,
         cursor: query.cursor,
     })
-}
-
-/// One page of a list: pass `next_cursor` as `cursor` for the next (absent on the last page).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-struct Listed<T> {
-    items: Vec<T>,
-    next_cursor: Option<String>,
 }
 
 // --- Adapters ----------------------------------------------------------------------------
@@ -293,7 +286,7 @@ async fn create_adapter(
     tag = "adapters",
     params(ListQuery),
     responses(
-        (status = 200, description = "One page, by name", body = Listed<AdapterView>),
+        (status = 200, description = "One page, by name", body = Page<AdapterView>),
         super::openapi::Problems,
     ),
 )]
@@ -301,7 +294,7 @@ async fn list_adapters(
     State(state): State<ApiState>,
     scope: Scope,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Listed<AdapterView>>, ApiError> {
+) -> Result<Json<Page<AdapterView>>, ApiError> {
     let store = state.host.store();
     let page = store
         .list_adapters(scope.tenant_id(), Some(&scope.org_id), list_query(query)?)
@@ -315,7 +308,7 @@ async fn list_adapters(
             .map_err(internal)?;
         items.push(AdapterView::new(adapter, latest));
     }
-    Ok(Json(Listed {
+    Ok(Json(Page {
         items,
         next_cursor: page.next_cursor,
     }))
@@ -436,7 +429,7 @@ async fn upload_version(
     tag = "adapters",
     params(("adapter_id" = String, Path, description = "The adapter's id"), ListQuery),
     responses(
-        (status = 200, description = "One page, oldest first", body = Listed<VersionView>),
+        (status = 200, description = "One page, oldest first", body = Page<VersionView>),
         super::openapi::Problems,
     ),
 )]
@@ -445,7 +438,7 @@ async fn list_versions(
     scope: Scope,
     Path(adapter_id): Path<String>,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Listed<VersionView>>, ApiError> {
+) -> Result<Json<Page<VersionView>>, ApiError> {
     let adapter = visible_adapter(&state, &scope, &adapter_id).await?;
     let page = state
         .host
@@ -453,10 +446,7 @@ async fn list_versions(
         .list_adapter_versions(&adapter.id, list_query(query)?)
         .await
         .map_err(list_error)?;
-    Ok(Json(Listed {
-        items: page.items.into_iter().map(VersionView::from).collect(),
-        next_cursor: page.next_cursor,
-    }))
+    Ok(Json(page.map(VersionView::from)))
 }
 
 #[utoipa::path(
@@ -726,7 +716,7 @@ async fn create_connection(
     tag = "connections",
     params(ListQuery),
     responses(
-        (status = 200, description = "One page, oldest first", body = Listed<ConnectionView>),
+        (status = 200, description = "One page, oldest first", body = Page<ConnectionView>),
         super::openapi::Problems,
     ),
 )]
@@ -734,21 +724,14 @@ async fn list_connections(
     State(state): State<ApiState>,
     scope: Scope,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Listed<ConnectionView>>, ApiError> {
+) -> Result<Json<Page<ConnectionView>>, ApiError> {
     let page = state
         .host
         .store()
         .list_connections(scope.tenant_id(), Some(&scope.org_id), list_query(query)?)
         .await
         .map_err(list_error)?;
-    Ok(Json(Listed {
-        items: page
-            .items
-            .into_iter()
-            .map(|c| ConnectionView::new(c, &state.host))
-            .collect(),
-        next_cursor: page.next_cursor,
-    }))
+    Ok(Json(page.map(|c| ConnectionView::new(c, &state.host))))
 }
 
 /// The connection, when the scope sees it; 404 otherwise.
@@ -1063,7 +1046,7 @@ impl EventView {
     tag = "events",
     params(EventsQuery),
     responses(
-        (status = 200, description = "One page, newest first", body = Listed<EventView>),
+        (status = 200, description = "One page, newest first", body = Page<EventView>),
         super::openapi::Problems,
     ),
 )]
@@ -1071,7 +1054,7 @@ async fn list_events(
     State(state): State<ApiState>,
     scope: Scope,
     query: Result<Query<EventsQuery>, QueryRejection>,
-) -> Result<Json<Listed<EventView>>, ApiError> {
+) -> Result<Json<Page<EventView>>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let status = query
         .status
@@ -1103,7 +1086,7 @@ async fn list_events(
         .into_iter()
         .map(EventView::new)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(Listed {
+    Ok(Json(Page {
         items,
         next_cursor: page.next_cursor,
     }))
@@ -1159,7 +1142,7 @@ struct DeliveriesQuery {
     tag = "deliveries",
     params(DeliveriesQuery),
     responses(
-        (status = 200, description = "One page, newest first", body = Listed<store::DeliveryInfo>),
+        (status = 200, description = "One page, newest first", body = Page<store::DeliveryInfo>),
         super::openapi::Problems,
     ),
 )]
@@ -1167,7 +1150,7 @@ async fn list_deliveries(
     State(state): State<ApiState>,
     scope: Scope,
     query: Result<Query<DeliveriesQuery>, QueryRejection>,
-) -> Result<Json<Listed<store::DeliveryInfo>>, ApiError> {
+) -> Result<Json<Page<store::DeliveryInfo>>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let status = query
         .status
@@ -1194,10 +1177,7 @@ async fn list_deliveries(
         })
         .await
         .map_err(list_error)?;
-    Ok(Json(Listed {
-        items: page.items,
-        next_cursor: page.next_cursor,
-    }))
+    Ok(Json(page))
 }
 
 /// A delivery, why it failed, and every invocation run on it.
@@ -1564,7 +1544,7 @@ async fn start_replay(
     tag = "replays",
     params(ListQuery),
     responses(
-        (status = 200, description = "One page, newest first", body = Listed<store::Replay>),
+        (status = 200, description = "One page, newest first", body = Page<store::Replay>),
         super::openapi::Problems,
     ),
 )]
@@ -1572,17 +1552,14 @@ async fn list_replays(
     State(state): State<ApiState>,
     scope: Scope,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Listed<store::Replay>>, ApiError> {
+) -> Result<Json<Page<store::Replay>>, ApiError> {
     let page = state
         .host
         .store()
         .list_replays(scope.tenant_id(), Some(&scope.org_id), list_query(query)?)
         .await
         .map_err(list_error)?;
-    Ok(Json(Listed {
-        items: page.items,
-        next_cursor: page.next_cursor,
-    }))
+    Ok(Json(page))
 }
 
 #[utoipa::path(
@@ -1690,7 +1667,7 @@ async fn create_subscriber(
     tag = "subscribers",
     params(ListQuery),
     responses(
-        (status = 200, description = "One page, oldest first", body = Listed<store::Subscriber>),
+        (status = 200, description = "One page, oldest first", body = Page<store::Subscriber>),
         super::openapi::Problems,
     ),
 )]
@@ -1698,17 +1675,14 @@ async fn list_subscribers(
     State(state): State<ApiState>,
     scope: Scope,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Listed<Subscriber>>, ApiError> {
+) -> Result<Json<Page<Subscriber>>, ApiError> {
     let page = state
         .host
         .store()
         .list_subscribers(scope.tenant_id(), Some(&scope.org_id), list_query(query)?)
         .await
         .map_err(list_error)?;
-    Ok(Json(Listed {
-        items: page.items,
-        next_cursor: page.next_cursor,
-    }))
+    Ok(Json(page))
 }
 
 /// The subscriber, when the scope sees it; 404 otherwise.
@@ -1839,7 +1813,7 @@ struct SubscriberDeliveriesQuery {
     tag = "subscribers",
     params(("subscriber_id" = String, Path, description = "The subscriber's id"), SubscriberDeliveriesQuery),
     responses(
-        (status = 200, description = "One page, newest event first", body = Listed<store::SubscriberDelivery>),
+        (status = 200, description = "One page, newest event first", body = Page<store::SubscriberDelivery>),
         super::openapi::Problems,
     ),
 )]
@@ -1848,7 +1822,7 @@ async fn subscriber_deliveries(
     scope: Scope,
     Path(subscriber_id): Path<String>,
     query: Result<Query<SubscriberDeliveriesQuery>, QueryRejection>,
-) -> Result<Json<Listed<store::SubscriberDelivery>>, ApiError> {
+) -> Result<Json<Page<store::SubscriberDelivery>>, ApiError> {
     let subscriber = visible_subscriber(&state, &scope, &subscriber_id).await?;
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let status = query
@@ -1869,10 +1843,7 @@ async fn subscriber_deliveries(
         })
         .await
         .map_err(list_error)?;
-    Ok(Json(Listed {
-        items: page.items,
-        next_cursor: page.next_cursor,
-    }))
+    Ok(Json(page))
 }
 
 /// A subscriber delivery made due now.
