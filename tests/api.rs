@@ -152,8 +152,17 @@ impl Api {
         id
     }
 
-    /// A connection running `adapter_id`, created by `who`; its id.
+    /// A connection running `adapter_id`, created by `who` with its signing secret; its id.
     async fn connection(&self, who: &As, adapter_id: &str, platform_level: bool) -> String {
+        let (status, written) = self
+            .call(
+                who,
+                Method::PUT,
+                "/v1/secrets/github-signing",
+                Some(json!({"value": "github-secret", "platform_level": platform_level})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{written}");
         let (status, connection) = self
             .call(
                 who,
@@ -941,17 +950,44 @@ async fn a_connection_is_created_switched_rolled_back_and_deleted() {
         (StatusCode::OK, Some(2))
     );
 
-    let (status, created) = api
+    let new_connection = json!({
+        "provider": "custom", "adapter_id": adapter, "adapter_version": 1,
+        "signature": {"scheme": "standard_webhooks"}, "secret": "signing",
+        "settings": {"default_org_id": "org-a"},
+    });
+    // A connection its webhook could not verify with (its secret not written yet) is refused
+    // when written, rather than answered 503 at every delivery.
+    let (status, problem) = api
         .call(
             &a,
             Method::POST,
             "/v1/connections",
-            Some(json!({
-                "provider": "custom", "adapter_id": adapter, "adapter_version": 1,
-                "signature": {"scheme": "standard_webhooks"}, "secret": "signing",
-                "settings": {"default_org_id": "org-a"},
-            })),
+            Some(new_connection.clone()),
         )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("signature: "),
+        "{problem}"
+    );
+    let put_secret = |value: &'static str| {
+        let a = a.clone();
+        let api = &api;
+        async move {
+            let body = json!({ "value": value });
+            api.call(&a, Method::PUT, "/v1/secrets/signing", Some(body))
+                .await
+        }
+    };
+    assert_eq!(
+        put_secret("whsec_c2lnbmluZy1zZWNyZXQ=").await.0,
+        StatusCode::OK
+    );
+    let (status, created) = api
+        .call(&a, Method::POST, "/v1/connections", Some(new_connection))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let id = created["id"].as_str().unwrap();

@@ -446,7 +446,40 @@ impl Host {
     fn signing_secrets(&self, connection: &Connection) -> Result<Vec<Secret>, ApiError> {
         let refs: Vec<String> = serde_json::from_str(&connection.secret_refs_json)
             .map_err(|e| ApiError::internal(format!("connection {}: {e}", connection.id)))?;
-        let Some(name) = refs.first() else {
+        self.secrets_of(refs.first().map(String::as_str))
+    }
+
+    /// Whether a connection signed by `scheme` with the secret `secret_ref` could verify a
+    /// delivery now: `Err` with the reason when its configuration could not (a secret not written
+    /// yet, or one the scheme cannot use), where the webhook would answer 503 to every delivery.
+    pub fn check_signing(
+        &self,
+        scheme: &SchemeConfig,
+        secret_ref: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let secrets = if scheme.needs_secret() {
+            self.secrets_of(secret_ref)?
+        } else {
+            Vec::new()
+        };
+        let probe = RawRequest {
+            method: "POST",
+            url: "https://probe.invalid/",
+            headers: &[],
+            body: b"",
+        };
+        match signatures::verify(scheme, &secrets, &probe, SystemTime::now()) {
+            Err(error) if error.is_config_error() => Err(ApiError::BadRequest(format!(
+                "signature: {error} (write the secret with PUT /v1/secrets/{{name}} before a \
+                 connection names it)"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The active values of the secret `name` (none when it is not written).
+    fn secrets_of(&self, name: Option<&str>) -> Result<Vec<Secret>, ApiError> {
+        let Some(name) = name else {
             return Ok(Vec::new());
         };
         let active = self

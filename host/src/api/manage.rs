@@ -677,6 +677,9 @@ async fn create_connection(
         }
         None => Vec::new(),
     };
+    state
+        .host
+        .check_signing(&request.signature, secret_refs.first().map(String::as_str))?;
     let spec = ConnectionSpec {
         // Ids are the host's: a client-chosen one could collide with another tenant's.
         id: store::new_id(),
@@ -845,6 +848,15 @@ async fn update_connection(
         } else {
             ConnectionStatus::Disabled
         };
+    }
+    if patch.signature.is_some() || patch.secret.is_some() {
+        let scheme: SchemeConfig =
+            serde_json::from_str(&spec.signature_json).map_err(ApiError::internal)?;
+        let refs: Vec<String> =
+            serde_json::from_str(&spec.secret_refs_json).map_err(ApiError::internal)?;
+        state
+            .host
+            .check_signing(&scheme, refs.first().map(String::as_str))?;
     }
     let (connection, _) = state
         .host
