@@ -35,19 +35,76 @@ fn is_snake_case_word(word: &str) -> bool {
         && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_'))
 }
 
-/// Why `text` is not a valid opaque identifier (non-empty, at most `max_len` bytes, no control
-/// characters), or `None` when it is valid. Control characters are refused because these ids end
-/// up in logs, URLs and message headers, where they can forge lines or break framing.
+/// Why `text` is not a valid opaque identifier, or `None` when it is valid: non-empty and not
+/// blank (only spaces or invisible characters), at most `max_len` bytes, without control
+/// characters, line or paragraph separators (U+2028, U+2029) or bidirectional controls. These ids
+/// end up in logs, URLs, message headers and admins' screens: a control character or a line
+/// separator can forge lines or break framing, and a bidi override (U+202E) can make `evil<U+202E>gpj`
+/// read as another id.
 pub(super) fn identifier_problem(text: &str, max_len: usize) -> Option<String> {
     if text.is_empty() {
-        Some("is empty".to_owned())
-    } else if text.len() > max_len {
-        Some(format!("is {} bytes long, more than {max_len}", text.len()))
-    } else if text.chars().any(char::is_control) {
-        Some("contains a control character".to_owned())
-    } else {
-        None
+        return Some("is empty".to_owned());
     }
+    if text.len() > max_len {
+        return Some(format!("is {} bytes long, more than {max_len}", text.len()));
+    }
+    if let Some(c) = text.chars().find(|&c| char::is_control(c)) {
+        return Some(format!(
+            "contains a control character (U+{:04X})",
+            u32::from(c)
+        ));
+    }
+    if let Some(c) = text.chars().find(|&c| is_line_separator(c)) {
+        return Some(format!(
+            "contains a line separator (U+{:04X})",
+            u32::from(c)
+        ));
+    }
+    if let Some(c) = text.chars().find(|&c| is_bidi_control(c)) {
+        return Some(format!(
+            "contains a bidirectional control (U+{:04X})",
+            u32::from(c)
+        ));
+    }
+    if text.chars().all(|c| c.is_whitespace() || is_invisible(c)) {
+        return Some("is blank (only spaces or invisible characters)".to_owned());
+    }
+    None
+}
+
+fn is_line_separator(c: char) -> bool {
+    matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// The bidirectional formatting characters of Unicode (UAX #9): embeddings, overrides, isolates
+/// and the implicit marks.
+fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
+}
+
+/// Characters that render as nothing: zero-width spaces and joiners, the word joiner and
+/// invisible operators, the BOM, the soft hyphen, the Hangul and Braille blanks, variation
+/// selectors and tags.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200D}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2800}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{E0000}'..='\u{E007F}'
+    )
 }
 
 #[cfg(test)]
@@ -111,11 +168,43 @@ mod tests {
         // The limit is in bytes, not characters: 129 two-byte characters are 258 bytes.
         assert!(identifier_problem(&"é".repeat(129), 256).is_some());
         for bad in ["a\nb", "a\rb", "\0", "a\tb", "a\u{7f}b", "a\u{85}b"] {
-            assert_eq!(
-                identifier_problem(bad, 256).as_deref(),
-                Some("contains a control character"),
+            assert!(
+                identifier_problem(bad, 256)
+                    .unwrap()
+                    .starts_with("contains a control character (U+"),
                 "{bad:?}"
             );
         }
+        for bad in ["a\u{2028}b", "\u{2029}"] {
+            assert!(
+                identifier_problem(bad, 256)
+                    .unwrap()
+                    .starts_with("contains a line separator"),
+                "{bad:?}"
+            );
+        }
+        for bad in [
+            "evil\u{202E}gpj",
+            "\u{2066}x\u{2069}",
+            "a\u{200F}",
+            "\u{061C}1",
+        ] {
+            assert!(
+                identifier_problem(bad, 256)
+                    .unwrap()
+                    .starts_with("contains a bidirectional control"),
+                "{bad:?}"
+            );
+        }
+        for blank in [" ", "   ", "\u{3000}", "\u{200B}", " \u{FEFF} ", "\u{2800}"] {
+            assert_eq!(
+                identifier_problem(blank, 256).as_deref(),
+                Some("is blank (only spaces or invisible characters)"),
+                "{blank:?}"
+            );
+        }
+        // Spaces and joiners inside a real id are fine.
+        assert_eq!(identifier_problem(" id 7 ", 256), None);
+        assert_eq!(identifier_problem("👩\u{200D}💻", 256), None);
     }
 }

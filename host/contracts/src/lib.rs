@@ -12,6 +12,7 @@
 
 mod declaration;
 mod envelope;
+mod keys;
 mod numbers;
 mod payload;
 
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 pub use declaration::{
     Declaration, DeclarationError, MAX_DECIMAL_FIELD_LEN, MAX_DECIMAL_FIELDS, MAX_EVENT_TYPES,
 };
+pub use keys::{ScopeKey, scope_key};
 
 /// Longest event type, in bytes.
 pub const MAX_EVENT_TYPE_LEN: usize = 128;
@@ -30,6 +32,8 @@ pub const MAX_EVENT_TYPE_LEN: usize = 128;
 pub const MAX_ENTITY_ID_LEN: usize = 256;
 /// Longest dedupe key, in bytes.
 pub const MAX_DEDUPE_KEY_LEN: usize = 256;
+/// Longest idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
 /// Deepest container nesting in a payload; the payload object itself is level 1.
 ///
 /// serde_json refuses documents nested 128 levels or more, and a consumer may embed the payload
@@ -61,6 +65,10 @@ pub struct EmittedEvent {
     pub payload: String,
     /// Makes the event unique within its invocation; `None` means "by position".
     pub dedupe_key: Option<String>,
+    /// Names the fact the event records, stable across deliveries (0.2.0): the event's id then
+    /// derives from the connection and this key alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// Who an invocation may emit for: the connection's tenant and orgs.
@@ -70,6 +78,21 @@ pub struct Scope {
     pub tenant_id: String,
     /// The orgs an event (or a payload `org_id`) may name.
     pub allowed_org_ids: BTreeSet<String>,
+    /// Whether the connection itself is platform level (it belongs to no org). Only such a
+    /// connection may emit platform-level events (`org_id` null), which every org of the tenant
+    /// sees: an org's connection publishing at platform level would leak to the other orgs.
+    pub platform_level: bool,
+}
+
+impl Scope {
+    /// Whether an event (or a payload org key) may name `org`: one of the allowed orgs, or
+    /// `None` (platform level) from a platform-level connection.
+    pub fn allows_org(&self, org: Option<&str>) -> bool {
+        match org {
+            Some(org) => self.allowed_org_ids.contains(org),
+            None => self.platform_level,
+        }
+    }
 }
 
 /// A broken contract: which event, where in it, which rule, and what was found.
@@ -102,7 +125,8 @@ pub enum Rule {
     EntityTypeMismatch,
     /// The event type is not one the adapter declared in `describe`.
     UndeclaredEventType,
-    /// The entity id is empty, longer than 256 bytes, or has a control character.
+    /// The entity id is empty or blank, longer than 256 bytes, or has a control character, a
+    /// line or paragraph separator, or a bidirectional control.
     EntityIdInvalid,
     /// The payload is not valid JSON (including strings with lone surrogates).
     PayloadInvalidJson,
@@ -123,22 +147,28 @@ pub enum Rule {
     /// A declared decimal field's string is beyond what `rust_decimal` holds (scale above 28,
     /// magnitude beyond 2^96 - 1).
     DecimalOutOfRange,
-    /// The event's `org_id`, or an `org_id`/`orgId` in the payload, is not null or an allowed
-    /// org.
+    /// The event's `org_id`, or an org key in the payload (see [`scope_key`]), is not one of the
+    /// allowed orgs, or is null (platform level) from a connection that belongs to an org.
     OrgNotAllowed,
-    /// A `tenant_id`/`tenantId` in the payload is not the connection's tenant.
+    /// A tenant key in the payload (see [`scope_key`]) is not the connection's tenant.
     TenantMismatch,
     /// The dedupe key is empty, longer than 256 bytes, or has a control character.
     DedupeKeyInvalid,
     /// Two events of the invocation share a dedupe key, so they would get one event id.
     DuplicateDedupeKey,
+    /// The idempotency key is empty or blank, longer than 256 bytes, or has a control
+    /// character, a line separator or a bidirectional control.
+    IdempotencyKeyInvalid,
+    /// Two events of the invocation share an idempotency key: they name the same fact, so one
+    /// of them would be dropped as a repeat.
+    DuplicateIdempotencyKey,
     /// More than [`MAX_VIOLATIONS`] violations: the rest were not reported.
     TooManyViolations,
 }
 
 impl Rule {
     /// Every rule, in declaration order.
-    pub const ALL: [Rule; 18] = [
+    pub const ALL: [Rule; 20] = [
         Rule::EventTypeFormat,
         Rule::EntityTypeMismatch,
         Rule::UndeclaredEventType,
@@ -156,6 +186,8 @@ impl Rule {
         Rule::TenantMismatch,
         Rule::DedupeKeyInvalid,
         Rule::DuplicateDedupeKey,
+        Rule::IdempotencyKeyInvalid,
+        Rule::DuplicateIdempotencyKey,
         Rule::TooManyViolations,
     ];
 
@@ -179,6 +211,8 @@ impl Rule {
             Rule::TenantMismatch => "tenant_mismatch",
             Rule::DedupeKeyInvalid => "dedupe_key_invalid",
             Rule::DuplicateDedupeKey => "duplicate_dedupe_key",
+            Rule::IdempotencyKeyInvalid => "idempotency_key_invalid",
+            Rule::DuplicateIdempotencyKey => "duplicate_idempotency_key",
             Rule::TooManyViolations => "too_many_violations",
         }
     }
@@ -202,22 +236,22 @@ pub fn check_events(
     scope: &Scope,
 ) -> Vec<Violation> {
     let mut report = Report::default();
-    // First event index of each dedupe key.
-    let mut dedupe_keys: HashMap<&str, usize> = HashMap::new();
+    // First event index of each dedupe key, and of each idempotency key.
+    let mut keys = Keys::default();
     for (index, event) in events.iter().enumerate() {
         if report.is_full() {
             break;
         }
-        check_event(
-            index,
-            event,
-            declaration,
-            scope,
-            &mut dedupe_keys,
-            &mut report,
-        );
+        check_event(index, event, declaration, scope, &mut keys, &mut report);
     }
     report.violations
+}
+
+/// The keys seen so far in an invocation: each key's first event.
+#[derive(Default)]
+struct Keys<'e> {
+    dedupe: HashMap<&'e str, usize>,
+    idempotency: HashMap<&'e str, usize>,
 }
 
 fn check_event<'e>(
@@ -225,7 +259,7 @@ fn check_event<'e>(
     event: &'e EmittedEvent,
     declaration: &Declaration,
     scope: &Scope,
-    dedupe_keys: &mut HashMap<&'e str, usize>,
+    keys: &mut Keys<'e>,
     report: &mut Report,
 ) {
     // An invalid or undeclared event type has no decimal fields: the payload is still checked
@@ -280,16 +314,28 @@ fn check_event<'e>(
         );
     }
 
-    if let Some(org) = &event.org_id
-        && !scope.allowed_org_ids.contains(org)
-    {
+    if !scope.allows_org(event.org_id.as_deref()) {
+        let (message, value) = match &event.org_id {
+            Some(org) => (
+                if scope.platform_level {
+                    "org id must be absent (platform level) or one of the connection's allowed org ids"
+                } else {
+                    "org id must be one of the connection's allowed org ids"
+                },
+                quote_str(org),
+            ),
+            None => (
+                "org id is absent (platform level, seen by every org of the tenant), but this \
+                 connection belongs to an org: name one of its allowed org ids",
+                "null".to_owned(),
+            ),
+        };
         report.add(
             index,
             "/org_id",
             Rule::OrgNotAllowed,
-            "org id must be absent (platform level) or one of the connection's allowed org ids"
-                .to_owned(),
-            Some(quote_str(org)),
+            message.to_owned(),
+            Some(value),
         );
     }
 
@@ -304,7 +350,7 @@ fn check_event<'e>(
                 format!("dedupe key {why}"),
                 Some(quote_str(key)),
             );
-        } else if let Some(&first) = dedupe_keys.get(key.as_str()) {
+        } else if let Some(&first) = keys.dedupe.get(key.as_str()) {
             report.add(
                 index,
                 "/dedupe_key",
@@ -315,7 +361,31 @@ fn check_event<'e>(
                 Some(quote_str(key)),
             );
         } else {
-            dedupe_keys.insert(key, index);
+            keys.dedupe.insert(key, index);
+        }
+    }
+
+    if let Some(key) = &event.idempotency_key {
+        if let Some(why) = envelope::identifier_problem(key, MAX_IDEMPOTENCY_KEY_LEN) {
+            report.add(
+                index,
+                "/idempotency_key",
+                Rule::IdempotencyKeyInvalid,
+                format!("idempotency key {why}"),
+                Some(quote_str(key)),
+            );
+        } else if let Some(&first) = keys.idempotency.get(key.as_str()) {
+            report.add(
+                index,
+                "/idempotency_key",
+                Rule::DuplicateIdempotencyKey,
+                format!(
+                    "event {first} has the same idempotency key: both name one fact, and the second would be dropped as a repeat"
+                ),
+                Some(quote_str(key)),
+            );
+        } else {
+            keys.idempotency.insert(key, index);
         }
     }
 }
@@ -359,7 +429,7 @@ impl Report {
         }
         self.violations.push(Violation {
             event_index,
-            pointer: pointer.to_owned(),
+            pointer: shorten_pointer(pointer),
             rule,
             message,
             value,
@@ -381,6 +451,22 @@ fn push_pointer_segment(pointer: &mut String, key: &str) {
             c => pointer.push(c),
         }
     }
+}
+
+/// Longest JSON pointer kept in a violation, in bytes: a hostile payload's keys can be
+/// megabytes long.
+const MAX_POINTER_LEN: usize = 512;
+
+/// `pointer` cut after [`MAX_POINTER_LEN`] bytes (on a character boundary), marked.
+fn shorten_pointer(pointer: &str) -> String {
+    if pointer.len() <= MAX_POINTER_LEN {
+        return pointer.to_owned();
+    }
+    let mut cut = MAX_POINTER_LEN;
+    while !pointer.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…[truncated, {} bytes]", &pointer[..cut], pointer.len())
 }
 
 /// A string as JSON text (quoted, escaped), shortened like [`quote_raw`].

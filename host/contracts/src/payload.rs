@@ -20,15 +20,12 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::declaration::{Pattern, Segment};
+use super::keys::{ScopeKey, scope_key};
 use super::numbers::{self, DecimalProblem, NumberClass};
 use super::{MAX_DEPTH, Report, Rule, Scope, push_pointer_segment, quote_raw, quote_str};
 
 /// What JSON counts as whitespace (RFC 8259), which is less than `char::is_whitespace`.
 const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
-/// Object keys whose value must be the connection's tenant.
-const TENANT_KEYS: [&str; 2] = ["tenant_id", "tenantId"];
-/// Object keys whose value must be null or one of the connection's orgs.
-const ORG_KEYS: [&str; 2] = ["org_id", "orgId"];
 /// Up to this many members, duplicate keys are found by scanning the previous keys: cheaper
 /// than hashing for the small objects payloads are made of.
 const LINEAR_DUPLICATE_SCAN_MAX: usize = 16;
@@ -164,10 +161,10 @@ impl Walker<'_> {
                     Some(quote_str(key)),
                 );
             }
-            if TENANT_KEYS.contains(&key.as_ref()) {
-                self.tenant_key(key, value.get());
-            } else if ORG_KEYS.contains(&key.as_ref()) {
-                self.org_key(key, value.get());
+            match scope_key(key) {
+                Some(ScopeKey::Tenant) => self.tenant_key(key, value.get()),
+                Some(ScopeKey::Org) => self.org_key(key, value.get()),
+                None => {}
             }
             let child_alive = advance(alive, |segment| segment.matches_key(key));
             self.value(value, depth + 1, &child_alive);
@@ -257,7 +254,8 @@ impl Walker<'_> {
         }
     }
 
-    /// `tenant_id` / `tenantId` anywhere must name the connection's tenant.
+    /// A tenant key (`tenant_id`, `TenantId`, ... see [`scope_key`]) anywhere must name the
+    /// connection's tenant.
     fn tenant_key(&mut self, key: &str, text: &str) {
         let matches = if text.starts_with('"') {
             match decode_string(text) {
@@ -272,19 +270,21 @@ impl Walker<'_> {
             self.add(
                 Rule::TenantMismatch,
                 format!(
-                    "`{key}` must be the connection's tenant id (a string); an adapter cannot emit for another tenant"
+                    "{} must be the connection's tenant id (a string); an adapter cannot emit for another tenant",
+                    quote_str(key)
                 ),
                 Some(quote_raw(text)),
             );
         }
     }
 
-    /// `org_id` / `orgId` anywhere must be null or one of the connection's orgs.
+    /// An org key (`org_id`, `OrgId`, ... see [`scope_key`]) anywhere must be one of the
+    /// connection's orgs, or null from a platform-level connection.
     fn org_key(&mut self, key: &str, text: &str) {
         let allowed = match text.as_bytes()[0] {
-            b'n' => true,
+            b'n' => self.scope.allows_org(None),
             b'"' => match decode_string(text) {
-                Ok(org) => self.scope.allowed_org_ids.contains(org.as_ref()),
+                Ok(org) => self.scope.allows_org(Some(&org)),
                 // Reported as invalid JSON when the value itself is visited.
                 Err(_) => return,
             },
@@ -293,7 +293,18 @@ impl Walker<'_> {
         if !allowed {
             self.add(
                 Rule::OrgNotAllowed,
-                format!("`{key}` must be null or one of the connection's allowed org ids"),
+                if self.scope.platform_level {
+                    format!(
+                        "{} must be null or one of the connection's allowed org ids",
+                        quote_str(key)
+                    )
+                } else {
+                    format!(
+                        "{} must be one of the connection's allowed org ids (the connection \
+                         belongs to an org: null would be platform level)",
+                        quote_str(key)
+                    )
+                },
                 Some(quote_raw(text)),
             );
         }

@@ -4,10 +4,20 @@ use super::*;
 
 const TENANT: &str = "tenant-a";
 
+/// A platform-level connection's scope: platform-level events (org null) are allowed.
 fn scope() -> Scope {
     Scope {
         tenant_id: TENANT.to_owned(),
         allowed_org_ids: ["org-1", "org-2"].map(String::from).into(),
+        platform_level: true,
+    }
+}
+
+/// The scope of a connection that belongs to `org-1` (and may also emit for `org-2`).
+fn org_scope() -> Scope {
+    Scope {
+        platform_level: false,
+        ..scope()
     }
 }
 
@@ -39,6 +49,7 @@ fn event(payload: &str) -> EmittedEvent {
         org_id: None,
         payload: payload.to_owned(),
         dedupe_key: None,
+        idempotency_key: None,
     }
 }
 
@@ -252,6 +263,7 @@ fn an_empty_scope_allows_only_platform_level_events() {
     let scope = Scope {
         tenant_id: TENANT.to_owned(),
         allowed_org_ids: BTreeSet::new(),
+        platform_level: true,
     };
     assert_eq!(check_events(&[event("{}")], &declaration(), &scope), []);
     let e = EmittedEvent {
@@ -262,6 +274,35 @@ fn an_empty_scope_allows_only_platform_level_events() {
         rules(&check_events(&[e], &declaration(), &scope)),
         [Rule::OrgNotAllowed]
     );
+}
+
+#[test]
+fn idempotency_keys_are_identifiers_and_unique_within_an_invocation() {
+    let keyed = |key: &str| EmittedEvent {
+        idempotency_key: Some(key.to_owned()),
+        ..event("{}")
+    };
+    assert_eq!(
+        check(&[keyed("bookmark:company:42"), keyed("hubspot:evt:7")]),
+        []
+    );
+    for bad in ["", " ", "a\nb", "evil\u{202E}", &"k".repeat(257)] {
+        assert_eq!(
+            rules(&check(&[keyed(bad)])),
+            [Rule::IdempotencyKeyInvalid],
+            "{bad:?}"
+        );
+    }
+    let violations = check(&[keyed("fact-1"), keyed("fact-2"), keyed("fact-1")]);
+    assert_eq!(rules(&violations), [Rule::DuplicateIdempotencyKey]);
+    assert_eq!(violations[0].event_index, 2);
+    assert_eq!(violations[0].pointer, "/idempotency_key");
+    // The same key as a dedupe key and as an idempotency key is no clash: they are two rules.
+    let both = EmittedEvent {
+        dedupe_key: Some("k".to_owned()),
+        ..keyed("k")
+    };
+    assert_eq!(check(&[both]), []);
 }
 
 #[test]
@@ -746,11 +787,66 @@ fn payload_tenant_keys_must_name_the_connection_tenant() {
             r#""tenant-b""#
         )]
     );
-    // Other spellings are not scope keys.
+    // Other keys are not scope keys.
     assert_eq!(
-        payload_violations(r#"{"TenantId":"x","tenant":"x","tenant_ids":["x"]}"#),
+        payload_violations(r#"{"tenant":"x","tenant_ids":["x"],"my_tenant_id":"x"}"#),
         []
     );
+}
+
+#[test]
+fn lookalike_scope_keys_are_scope_keys() {
+    // Case, separators, fullwidth forms, invisible characters and lookalike letters of other
+    // scripts: none of them lets a foreign tenant or org through.
+    let payload = r#"{"TenantId":"t-x","TENANT_ID":"t-x","tenant-id":"t-x",
+        "ｔｅｎａｎｔ＿ｉｄ":"t-x","tenant\u200b_id":"t-x","t\u0435nant_id":"t-x",
+        "OrgId":"org-9","ORG-ID":"org-9","org\u2060id":"org-9","\u043erg_id":"org-9"}"#;
+    let found: Vec<Rule> = payload_violations(payload)
+        .into_iter()
+        .map(|(_, rule, _)| rule)
+        .collect();
+    assert_eq!(
+        found,
+        [
+            [Rule::TenantMismatch; 6].as_slice(),
+            &[Rule::OrgNotAllowed; 4]
+        ]
+        .concat(),
+        "{payload}"
+    );
+    // The right values under lookalike keys are fine.
+    assert_eq!(
+        payload_violations(r#"{"TenantId":"tenant-a","ORG_ID":"org-2","Org-Id":null}"#),
+        []
+    );
+}
+
+#[test]
+fn an_org_connection_cannot_emit_platform_level_events() {
+    let check = |events: &[EmittedEvent]| check_events(events, &declaration(), &org_scope());
+    let platform = event("{}");
+    let violations = check(std::slice::from_ref(&platform));
+    assert_eq!(rules(&violations), [Rule::OrgNotAllowed]);
+    assert_eq!(violations[0].pointer, "/org_id");
+    assert_eq!(violations[0].value.as_deref(), Some("null"));
+    assert!(
+        violations[0].message.contains("belongs to an org"),
+        "{}",
+        violations[0].message
+    );
+    let own = EmittedEvent {
+        org_id: Some("org-1".to_owned()),
+        ..event("{}")
+    };
+    assert_eq!(check(std::slice::from_ref(&own)), []);
+    // Nor smuggle a platform-level org into its payload.
+    let nested = EmittedEvent {
+        org_id: Some("org-2".to_owned()),
+        ..event(r#"{"owner":{"org_id":null},"OrgId":"org-1"}"#)
+    };
+    let violations = check(&[nested]);
+    assert_eq!(rules(&violations), [Rule::OrgNotAllowed]);
+    assert_eq!(violations[0].pointer, "/payload/owner/org_id");
 }
 
 #[test]
@@ -801,6 +897,7 @@ fn violations_come_in_event_order_then_field_order() {
             org_id: Some("org-9".to_owned()),
             payload: r#"{"b":1.5,"a":[2.5]}"#.to_owned(),
             dedupe_key: Some(String::new()),
+            idempotency_key: None,
         },
         event("[]"),
     ];
@@ -896,4 +993,31 @@ fn a_violation_serializes_to_a_stable_shape() {
             "value": "12.5",
         }])
     );
+}
+
+#[test]
+fn a_huge_key_cannot_bloat_the_report() {
+    // A lookalike tenant key padded with a megabyte of zero-width spaces, and a long key
+    // holding a float: pointers, messages and values all stay small.
+    let padded = format!("tenant{}id", "\u{200b}".repeat(350_000));
+    let long = "k".repeat(1_000_000);
+    let payload = format!(r#"{{"{padded}":"other","{long}":1.5}}"#);
+    let violations = check(&[event(&payload)]);
+    assert_eq!(
+        rules(&violations),
+        [Rule::TenantMismatch, Rule::FractionalNumber]
+    );
+    for v in &violations {
+        assert!(
+            v.pointer.len() < 1024,
+            "pointer of {} bytes",
+            v.pointer.len()
+        );
+        assert!(
+            v.message.len() < 1024,
+            "message of {} bytes",
+            v.message.len()
+        );
+        assert!(v.value.as_ref().is_none_or(|value| value.len() < 1024));
+    }
 }
