@@ -41,6 +41,7 @@ pub struct Event {
     org_id: Option<String>,
     payload: Payload,
     dedupe_key: Option<String>,
+    idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -209,6 +210,7 @@ impl Event {
             org_id: None,
             payload: Payload::Object(Map::new()),
             dedupe_key: None,
+            idempotency_key: None,
         })
     }
 
@@ -228,6 +230,7 @@ impl Event {
             org_id: None,
             payload: Payload::Raw(payload_json.into()),
             dedupe_key: None,
+            idempotency_key: None,
         }
     }
 
@@ -357,6 +360,27 @@ impl Event {
         self.dedupe_key.as_deref()
     }
 
+    /// Names the fact this event records, stable across deliveries and polls: the provider's
+    /// own event id, or an identity such as `"bookmark:company:42"`. The host derives the event
+    /// id from the connection and this key alone, so the same fact is one event forever,
+    /// whatever delivery or page carries it again (a repeat is counted, never published again).
+    ///
+    /// ```
+    /// let event = crm_adapter_sdk::Event::new("company.bookmarked", "42")
+    ///     .unwrap()
+    ///     .idempotency_key("bookmark:company:42");
+    /// assert_eq!(event.idempotency_key_str(), Some("bookmark:company:42"));
+    /// ```
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// The idempotency key, if set.
+    pub fn idempotency_key_str(&self) -> Option<&str> {
+        self.idempotency_key.as_deref()
+    }
+
     /// The payload as the JSON text the host receives. Numbers keep their exact text.
     ///
     /// ```
@@ -401,6 +425,7 @@ impl Event {
             org_id: self.org_id,
             payload,
             dedupe_key: self.dedupe_key,
+            idempotency_key: self.idempotency_key,
         }
     }
 }
@@ -413,6 +438,7 @@ pub(crate) struct EventParts {
     pub org_id: Option<String>,
     pub payload: String,
     pub dedupe_key: Option<String>,
+    pub idempotency_key: Option<String>,
 }
 
 #[cfg(test)]

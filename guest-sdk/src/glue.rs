@@ -3,8 +3,8 @@
 
 use crate::bindings::crm::adapter::types as wit;
 use crate::{
-    Adapter, AdapterError, AdapterInfo, Context, Event, Header, PollOutput, PollPage, Timestamp,
-    WebhookRequest,
+    Adapter, AdapterError, AdapterInfo, Context, Event, Header, HttpRequest, PollOutput, PollPage,
+    Timestamp, WebhookRequest,
 };
 
 /// `describe`, for the export.
@@ -24,6 +24,7 @@ pub fn describe<A: Adapter>() -> wit::AdapterInfo {
             .map(|d| wit::EventTypeDecl {
                 name: d.name,
                 decimal_fields: d.decimal_fields,
+                pii_fields: d.pii_fields,
             })
             .collect(),
     }
@@ -38,20 +39,24 @@ pub fn handle_webhook<A: Adapter>(
         method: request.method,
         path: request.path,
         query: request.query,
-        headers: request
-            .headers
-            .into_iter()
-            .map(|h| Header {
-                name: h.name,
-                value: h.value,
-            })
-            .collect(),
+        headers: request.headers.into_iter().map(header).collect(),
         body: request.body,
         received_at: timestamp(request.received_at),
     };
     let context = self::context(context);
     A::handle_webhook(&request, &context)
         .map(|events| events.into_iter().map(event).collect())
+        .map_err(error)
+}
+
+/// `poll-request`, for the export.
+pub fn poll_request<A: Adapter>(
+    cursor: Option<String>,
+    context: wit::ConnectionContext,
+) -> Result<Option<wit::HttpRequest>, wit::AdapterError> {
+    let context = self::context(context);
+    A::poll_request(cursor.as_deref(), &context)
+        .map(|request| request.map(http_request))
         .map_err(error)
 }
 
@@ -65,6 +70,9 @@ pub fn handle_poll<A: Adapter>(
         content_type: page.content_type,
         cursor: page.cursor,
         fetched_at: timestamp(page.fetched_at),
+        request: page.request.map(from_wit_request),
+        status: page.status,
+        headers: page.headers.into_iter().map(header).collect(),
     };
     let context = self::context(context);
     A::handle_poll(&page, &context)
@@ -72,12 +80,49 @@ pub fn handle_poll<A: Adapter>(
             |PollOutput {
                  events,
                  next_cursor,
+                 more,
              }| wit::PollOutput {
                 events: events.into_iter().map(event).collect(),
                 next_cursor,
+                more,
             },
         )
         .map_err(error)
+}
+
+/// A request as the WIT record (for `poll-request` and `http.fetch`).
+pub(crate) fn http_request(r: HttpRequest) -> wit::HttpRequest {
+    wit::HttpRequest {
+        method: r.method,
+        url: r.url,
+        query: r.query,
+        headers: r
+            .headers
+            .into_iter()
+            .map(|h| wit::Header {
+                name: h.name,
+                value: h.value,
+            })
+            .collect(),
+        body: r.body,
+    }
+}
+
+fn from_wit_request(r: wit::HttpRequest) -> HttpRequest {
+    HttpRequest {
+        method: r.method,
+        url: r.url,
+        query: r.query,
+        headers: r.headers.into_iter().map(header).collect(),
+        body: r.body,
+    }
+}
+
+fn header(h: wit::Header) -> Header {
+    Header {
+        name: h.name,
+        value: h.value,
+    }
 }
 
 fn timestamp(t: wit::Timestamp) -> Timestamp {
@@ -91,9 +136,11 @@ fn context(c: wit::ConnectionContext) -> Context {
     Context {
         connection_id: c.connection_id,
         tenant_id: c.tenant_id,
+        org_id: c.org_id,
         provider: c.provider,
         allowed_org_ids: c.allowed_org_ids,
         settings: c.settings,
+        api_base_url: c.api_base_url,
     }
 }
 
@@ -106,6 +153,7 @@ fn event(e: Event) -> wit::Event {
         org_id: parts.org_id,
         payload: parts.payload,
         dedupe_key: parts.dedupe_key,
+        idempotency_key: parts.idempotency_key,
     }
 }
 
@@ -151,9 +199,11 @@ mod tests {
         wit::ConnectionContext {
             connection_id: "c".into(),
             tenant_id: "t".into(),
+            org_id: None,
             provider: "custom".into(),
             allowed_org_ids: vec!["org-1".into()],
             settings: vec![("s".into(), "v".into())],
+            api_base_url: None,
         }
     }
 
@@ -215,6 +265,9 @@ mod tests {
                 seconds: 99,
                 nanoseconds: 0,
             },
+            request: None,
+            status: 200,
+            headers: Vec::new(),
         };
         let out = handle_poll::<Echo>(page, wit_context()).unwrap();
         assert_eq!(out.next_cursor.as_deref(), Some("99"));

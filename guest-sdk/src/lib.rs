@@ -55,6 +55,7 @@ mod error;
 mod event;
 pub mod fields;
 mod glue;
+pub mod http;
 pub mod log;
 pub mod state;
 pub mod testing;
@@ -63,6 +64,7 @@ mod types;
 pub use decimal::{Decimal, DecimalError};
 pub use error::AdapterError;
 pub use event::{Event, EventError};
+pub use http::{FetchError, HttpRequest, HttpResponse};
 pub use state::StateError;
 pub use types::{
     AdapterInfo, Context, EventTypeDecl, Header, PollOutput, PollPage, Timestamp, WebhookRequest,
@@ -83,8 +85,9 @@ pub use wit_bindgen;
 #[allow(missing_docs, unsafe_code)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
-        world: "crm-adapter",
+        // The file, not the folder: `wit/deps/` holds the frozen 0.1.0.
+        path: "../wit/adapter.wit",
+        world: "crm:adapter/crm-adapter@0.2.0",
         pub_export_macro: true,
         export_macro_name: "__export_raw",
         default_bindings_module: "crm_adapter_sdk::bindings",
@@ -131,7 +134,22 @@ pub trait Adapter {
     /// for redrive).
     fn handle_webhook(req: &WebhookRequest, ctx: &Context) -> Result<Vec<Event>, AdapterError>;
 
-    /// Turns one page of records into events and the cursor for the next page.
+    /// The next request of a poll run, from the cursor saved after the last page (`None`
+    /// before the first poll ever): the host performs it and hands the answer to
+    /// [`Adapter::handle_poll`]. `Ok(None)` ends the run (nothing to fetch now).
+    ///
+    /// The default answers `Ok(None)`: the adapter does not poll through the host (it can
+    /// still handle pages an external poller pushes).
+    fn poll_request(
+        cursor: Option<&str>,
+        ctx: &Context,
+    ) -> Result<Option<HttpRequest>, AdapterError> {
+        let _ = (cursor, ctx);
+        Ok(None)
+    }
+
+    /// Turns one page of records into events, the cursor for the next page, and whether more
+    /// pages follow now ([`PollOutput::more`]).
     ///
     /// The default answers [`AdapterError::Ignored`] with "polling not supported".
     fn handle_poll(page: &PollPage, ctx: &Context) -> Result<PollOutput, AdapterError> {
@@ -172,6 +190,7 @@ macro_rules! export_adapter {
             let _ = (
                 <$adapter as $crate::Adapter>::describe,
                 <$adapter as $crate::Adapter>::handle_webhook,
+                <$adapter as $crate::Adapter>::poll_request,
                 <$adapter as $crate::Adapter>::handle_poll,
             );
 
@@ -191,6 +210,16 @@ macro_rules! export_adapter {
                     $crate::__private::WitAdapterError,
                 > {
                     $crate::__private::handle_webhook::<$adapter>(request, context)
+                }
+
+                fn poll_request(
+                    cursor: ::core::option::Option<$crate::__private::String>,
+                    context: $crate::__private::WitConnectionContext,
+                ) -> ::core::result::Result<
+                    ::core::option::Option<$crate::__private::WitHttpRequest>,
+                    $crate::__private::WitAdapterError,
+                > {
+                    $crate::__private::poll_request::<$adapter>(cursor, context)
                 }
 
                 fn handle_poll(
@@ -222,10 +251,12 @@ struct ReadmeDoctests;
 pub mod __private {
     pub use crate::bindings::crm::adapter::types::{
         AdapterError as WitAdapterError, AdapterInfo as WitAdapterInfo,
-        ConnectionContext as WitConnectionContext, Event as WitEvent, PollOutput as WitPollOutput,
-        PollPage as WitPollPage, WebhookRequest as WitWebhookRequest,
+        ConnectionContext as WitConnectionContext, Event as WitEvent,
+        HttpRequest as WitHttpRequest, PollOutput as WitPollOutput, PollPage as WitPollPage,
+        WebhookRequest as WitWebhookRequest,
     };
     pub use crate::bindings::exports::crm::adapter::adapter::Guest;
-    pub use crate::glue::{describe, handle_poll, handle_webhook};
+    pub use crate::glue::{describe, handle_poll, handle_webhook, poll_request};
+    pub use std::string::String;
     pub use std::vec::Vec;
 }

@@ -35,8 +35,8 @@ use std::collections::BTreeMap;
 
 use crate::log::Level;
 use crate::{
-    Adapter, AdapterError, AdapterInfo, Context, Event, PollOutput, PollPage, Timestamp,
-    WebhookRequest,
+    Adapter, AdapterError, AdapterInfo, Context, Event, Header, HttpRequest, HttpResponse,
+    PollOutput, PollPage, Timestamp, WebhookRequest,
 };
 use adapter_contracts::{
     Declaration, DeclarationError, EmittedEvent, Scope, check_events as check,
@@ -67,8 +67,9 @@ pub fn webhook(body: impl Into<Vec<u8>>) -> WebhookRequest {
     }
 }
 
-/// A connection `conn-test` of tenant `tenant-test`, provider `custom`, with no allowed orgs and
-/// no settings. Refine it with the `with_*` methods of [`Context`].
+/// A platform-level connection `conn-test` of tenant `tenant-test`, provider `custom`, with no
+/// allowed orgs, no settings and no API access. Refine it with the `with_*` methods of
+/// [`Context`].
 ///
 /// ```
 /// let ctx = crm_adapter_sdk::testing::context().with_org("org-1");
@@ -79,14 +80,17 @@ pub fn context() -> Context {
     Context {
         connection_id: "conn-test".into(),
         tenant_id: "tenant-test".into(),
+        org_id: None,
         provider: "custom".into(),
         allowed_org_ids: Vec::new(),
         settings: Vec::new(),
+        api_base_url: None,
     }
 }
 
-/// A poll page with `body`, content type `application/json`, no cursor, fetched at
-/// [`TEST_TIME`]. Refine it with the `with_*` methods of [`PollPage`].
+/// A poll page with `body`, status 200, content type `application/json`, no cursor, no
+/// request (as an external poller pushes it), fetched at [`TEST_TIME`]. Refine it with the
+/// `with_*` methods of [`PollPage`].
 ///
 /// ```
 /// let page = crm_adapter_sdk::testing::poll_page("{}").with_cursor("c1");
@@ -99,6 +103,9 @@ pub fn poll_page(body: impl Into<Vec<u8>>) -> PollPage {
         content_type: Some("application/json".into()),
         cursor: None,
         fetched_at: TEST_TIME,
+        request: None,
+        status: 200,
+        headers: Vec::new(),
     }
 }
 
@@ -136,6 +143,51 @@ pub fn set_state(entries: BTreeMap<String, Vec<u8>>) {
 /// ```
 pub fn logs() -> Vec<LogRecord> {
     memory::with(|m| m.logs.clone())
+}
+
+/// Queues the answer the next [`crate::http::fetch`] on this thread gets (answers are handed out
+/// in the order queued; a fetch with none queued is refused as `not-allowed`, like a
+/// connection without API access).
+///
+/// ```
+/// use crm_adapter_sdk::{http, testing};
+/// testing::respond(503, Vec::new());
+/// let answer = http::fetch(&http::HttpRequest::get("/x")).unwrap();
+/// assert_eq!(answer.status, 503);
+/// assert!(http::fetch(&http::HttpRequest::get("/y")).is_err());
+/// ```
+pub fn respond(status: u16, body: impl Into<Vec<u8>>) {
+    memory::with(|m| {
+        m.responses.push_back(Ok(HttpResponse {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+        }))
+    });
+}
+
+/// Queues a JSON answer (with `content-type: application/json`); see [`respond`].
+pub fn respond_json(status: u16, body: &str) {
+    memory::with(|m| {
+        m.responses.push_back(Ok(HttpResponse {
+            status,
+            headers: vec![Header {
+                name: "content-type".into(),
+                value: "application/json".into(),
+            }],
+            body: body.as_bytes().to_vec(),
+        }))
+    });
+}
+
+/// Queues a failure for the next fetch; see [`respond`].
+pub fn respond_error(error: crate::FetchError) {
+    memory::with(|m| m.responses.push_back(Err(error)));
+}
+
+/// The requests fetched on this thread so far, oldest first.
+pub fn requests() -> Vec<HttpRequest> {
+    memory::with(|m| m.requests.clone())
 }
 
 /// Clears this thread's state and logs and restores the default [`StateLimits`].
@@ -284,6 +336,7 @@ pub fn check_events(
     let scope = Scope {
         tenant_id: ctx.tenant_id.clone(),
         allowed_org_ids: ctx.allowed_org_ids.iter().cloned().collect(),
+        platform_level: ctx.org_id.is_none(),
     };
     let emitted: Vec<EmittedEvent> = events
         .iter()
@@ -294,6 +347,7 @@ pub fn check_events(
             org_id: event.org_id().map(str::to_owned),
             payload: event.payload_json(),
             dedupe_key: event.dedupe_key_str().map(str::to_owned),
+            idempotency_key: event.idempotency_key_str().map(str::to_owned),
         })
         .collect();
     let violations: Vec<String> = check(&emitted, &declaration, &scope)
@@ -411,14 +465,27 @@ pub(crate) mod memory {
     use std::collections::BTreeMap;
 
     use super::{LogRecord, StateLimits};
-    use crate::StateError;
     use crate::log::Level;
+    use crate::{FetchError, HttpRequest, HttpResponse, StateError};
 
     #[derive(Default)]
     pub(crate) struct Memory {
         pub(crate) state: BTreeMap<String, Vec<u8>>,
         pub(crate) logs: Vec<LogRecord>,
         pub(crate) limits: StateLimits,
+        pub(crate) responses: std::collections::VecDeque<Result<HttpResponse, FetchError>>,
+        pub(crate) requests: Vec<HttpRequest>,
+    }
+
+    pub(crate) fn fetch(request: &HttpRequest) -> Result<HttpResponse, FetchError> {
+        with(|m| {
+            m.requests.push(request.clone());
+            m.responses.pop_front().unwrap_or_else(|| {
+                Err(FetchError::NotAllowed(
+                    "no answer is queued (crm_adapter_sdk::testing::respond)".into(),
+                ))
+            })
+        })
     }
 
     thread_local! {

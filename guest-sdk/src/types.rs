@@ -239,12 +239,18 @@ pub struct Context {
     pub connection_id: String,
     /// The tenant that owns the connection. Events are always emitted for this tenant.
     pub tenant_id: String,
+    /// The org the connection belongs to; `None` for a platform-level connection. Only a
+    /// platform-level connection may emit platform-level events (an event without an org).
+    pub org_id: Option<String>,
     /// The CRM provider, e.g. `"salesforce"` or `"custom"`.
     pub provider: String,
-    /// Organisations an event may be scoped to; an event's org must be absent or one of these.
+    /// Organisations an event may be scoped to.
     pub allowed_org_ids: Vec<String>,
     /// The connection's non-secret settings (key, value), as configured by the tenant.
     pub settings: Vec<(String, String)>,
+    /// The CRM API's base URL that request paths are relative to, when the connection has
+    /// API access (never holds a credential).
+    pub api_base_url: Option<String>,
 }
 
 impl Context {
@@ -335,6 +341,34 @@ impl Context {
         self
     }
 
+    /// Makes the connection belong to `org_id` (and allows it), as an org's own connection
+    /// is (for tests).
+    ///
+    /// ```
+    /// let ctx = crm_adapter_sdk::testing::context().with_connection_org("org-1");
+    /// assert_eq!(ctx.org_id.as_deref(), Some("org-1"));
+    /// assert!(ctx.allows_org("org-1"));
+    /// ```
+    pub fn with_connection_org(mut self, org_id: impl Into<String>) -> Self {
+        let org_id = org_id.into();
+        if !self.allows_org(&org_id) {
+            self.allowed_org_ids.push(org_id.clone());
+        }
+        self.org_id = Some(org_id);
+        self
+    }
+
+    /// Sets the CRM API's base URL (for tests).
+    ///
+    /// ```
+    /// let ctx = crm_adapter_sdk::testing::context().with_api_base_url("https://api.hubapi.com");
+    /// assert_eq!(ctx.api_base_url.as_deref(), Some("https://api.hubapi.com"));
+    /// ```
+    pub fn with_api_base_url(mut self, url: impl Into<String>) -> Self {
+        self.api_base_url = Some(url.into());
+        self
+    }
+
     /// Adds a setting (for tests).
     ///
     /// ```
@@ -364,13 +398,54 @@ pub struct PollPage {
     pub body: Vec<u8>,
     /// The media type of `body` when known, e.g. `application/json`.
     pub content_type: Option<String>,
-    /// The cursor the adapter returned after the previous page, if any.
+    /// The cursor saved after the previous page; `None` before the first page ever.
     pub cursor: Option<String>,
     /// When the page was fetched.
     pub fetched_at: Timestamp,
+    /// The request the host made for this page (the one [`crate::Adapter::poll_request`]
+    /// returned); `None` for a page an external poller pushed.
+    pub request: Option<crate::HttpRequest>,
+    /// The HTTP status of the answer (200 for a pushed page).
+    pub status: u16,
+    /// The answer's headers (empty for a pushed page).
+    pub headers: Vec<Header>,
 }
 
 impl PollPage {
+    /// The first value of one of the answer's headers (the name compared case-insensitively).
+    ///
+    /// ```
+    /// let page = crm_adapter_sdk::testing::poll_page("{}").with_header("Retry-After", "30");
+    /// assert_eq!(page.header("retry-after"), Some("30"));
+    /// ```
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str())
+    }
+
+    /// Adds a header to the answer, lower-cased as the host does (for tests).
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push(Header {
+            name: name.to_ascii_lowercase(),
+            value: value.into(),
+        });
+        self
+    }
+
+    /// Sets the request this page answers (for tests).
+    pub fn with_request(mut self, request: crate::HttpRequest) -> Self {
+        self.request = Some(request);
+        self
+    }
+
+    /// Sets the answer's status (for tests).
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+
     /// The body as UTF-8 text, or [`AdapterError::BadRequest`].
     ///
     /// ```
@@ -441,6 +516,9 @@ pub struct PollOutput {
     pub events: Vec<crate::Event>,
     /// The cursor for the next page; `None` keeps the previous one.
     pub next_cursor: Option<String>,
+    /// Whether another page follows now: the host commits this page's events and cursor, then
+    /// asks [`crate::Adapter::poll_request`] again. `false` ends the poll run.
+    pub more: bool,
 }
 
 impl PollOutput {
@@ -454,6 +532,7 @@ impl PollOutput {
         Self {
             events,
             next_cursor: None,
+            more: false,
         }
     }
 
@@ -465,6 +544,17 @@ impl PollOutput {
     /// ```
     pub fn next_cursor(mut self, cursor: impl Into<String>) -> Self {
         self.next_cursor = Some(cursor.into());
+        self
+    }
+
+    /// Says whether more pages follow now.
+    ///
+    /// ```
+    /// let out = crm_adapter_sdk::PollOutput::new(Vec::new()).next_cursor("c2").more(true);
+    /// assert!(out.more);
+    /// ```
+    pub fn more(mut self, more: bool) -> Self {
+        self.more = more;
         self
     }
 }
@@ -490,6 +580,9 @@ pub struct EventTypeDecl {
     pub name: String,
     /// JSON pointers of the fields that hold decimals, e.g. `/amount`.
     pub decimal_fields: Vec<String>,
+    /// JSON pointers of the fields that hold personal data (emails, phone numbers, birth
+    /// dates): the host masks them wherever it shows payloads to someone who may not see them.
+    pub pii_fields: Vec<String>,
 }
 
 impl EventTypeDecl {
@@ -502,7 +595,19 @@ impl EventTypeDecl {
         Self {
             name: name.into(),
             decimal_fields: Vec::new(),
+            pii_fields: Vec::new(),
         }
+    }
+
+    /// Declares one personal-data field (a JSON pointer relative to the payload, `*` allowed).
+    ///
+    /// ```
+    /// let decl = crm_adapter_sdk::EventTypeDecl::new("contact.created").pii_field("/email");
+    /// assert_eq!(decl.pii_fields, ["/email"]);
+    /// ```
+    pub fn pii_field(mut self, pointer: impl Into<String>) -> Self {
+        self.pii_fields.push(pointer.into());
+        self
     }
 
     /// Declares one decimal field (a JSON pointer relative to the payload).

@@ -10,10 +10,11 @@ const TARGET: &str = "wasm32-wasip2";
 /// Components the tests name by constant: (constant name, component file stem). Every other
 /// adapter (each folder of `sample-adapters/` or `sample-adapters/test-guests/` with a
 /// `Cargo.toml`) is built too and found by stem through `ALL`.
-const NAMED: [(&str, &str); 3] = [
+const NAMED: [(&str, &str); 4] = [
     ("CHAMPION_HEALTH", "champion_health"),
     ("NOOP", "noop"),
     ("HOSTILE", "hostile"),
+    ("LEGACY_V0_1", "legacy_v0_1"),
 ];
 
 fn main() {

@@ -118,6 +118,83 @@ fn run(command: &str, args: &[&str]) -> Result<Vec<Event>, AdapterError> {
             eprintln!("to stderr");
             Ok(vec![ok_event()?])
         }
+        // Blocks in WASI (a clock wait) for the given milliseconds (default 3000): no wasm
+        // runs meanwhile, so only the host's watchdog can stop it at the deadline.
+        "sleep" => {
+            let ms = args
+                .first()
+                .and_then(|a| a.trim().parse().ok())
+                .unwrap_or(3000);
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            Ok(vec![ok_event()?])
+        }
+        // Reads the counter in state, adds one, writes it back, and reports the value it
+        // wrote (entity `count-N`): N concurrent deliveries must leave exactly N.
+        "count" => {
+            let n: u64 = state::get_json("count")?.unwrap_or(0) + 1;
+            state::set_json("count", &n)?;
+            Ok(vec![
+                Event::new("test.ok", format!("count-{n}"))?.payload(json!({ "count": n }))?,
+            ])
+        }
+        // Writes the given number of bytes (default 4 MiB) of bare newlines to stdout: a
+        // flood of empty log lines.
+        "newlines" => {
+            use std::io::Write as _;
+            let n = args
+                .first()
+                .and_then(|a| a.trim().parse().ok())
+                .unwrap_or(4 * MIB);
+            let mut out = std::io::stdout();
+            let _ = out.write_all(&vec![b'\n'; n]);
+            let _ = out.flush();
+            Ok(vec![ok_event()?])
+        }
+        // An error whose message is the given number of bytes (default 15 MB).
+        "huge-error" => {
+            let n = args
+                .first()
+                .and_then(|a| a.trim().parse().ok())
+                .unwrap_or(15_000_000);
+            Err(AdapterError::failed("e".repeat(n)))
+        }
+        // `count` events whose payloads are `mib` MiB each: more than the host copies out.
+        "copy-bomb" => {
+            let [count, mib] = args_n(command, args)?;
+            let (count, mib): (usize, usize) = (
+                count.trim().parse().unwrap_or(2),
+                mib.trim().parse().unwrap_or(9),
+            );
+            let blob = "x".repeat(mib * MIB - 16);
+            (0..count)
+                .map(|i| {
+                    Ok(Event::unchecked(
+                        "test.ok",
+                        "test",
+                        i.to_string(),
+                        format!(r#"{{"b":"{blob}"}}"#),
+                    ))
+                })
+                .collect()
+        }
+        // Takes the given number of MiB (default 200) of memory, touches it, and computes
+        // until the deadline: the host's memory use jumps while it runs.
+        "hog" => {
+            let mib: usize = args
+                .first()
+                .and_then(|a| a.trim().parse().ok())
+                .unwrap_or(200);
+            let mut chunks = Vec::with_capacity(mib);
+            for _ in 0..mib {
+                let mut chunk = vec![0u8; MIB];
+                for byte in chunk.iter_mut().step_by(4 * KIB) {
+                    *byte = 1;
+                }
+                chunks.push(black_box(chunk));
+            }
+            black_box(&chunks);
+            spin_forever()
+        }
         "" => Err(AdapterError::bad_request(
             "empty body: the first line must be a command",
         )),
@@ -368,6 +445,26 @@ mod tests {
             Err(AdapterError::Failed(message)) => assert!(message.contains("state"), "{message}"),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_counter_adds_one_per_call() {
+        for n in 1..=3 {
+            let events = call("count").unwrap();
+            assert_eq!(events[0].entity_id(), format!("count-{n}"));
+        }
+        assert_eq!(testing::state()["count"], b"3");
+    }
+
+    #[test]
+    fn floods_and_bombs_produce_their_volume() {
+        match call("huge-error\n1000") {
+            Err(AdapterError::Failed(message)) => assert_eq!(message.len(), 1000),
+            other => panic!("unexpected {other:?}"),
+        }
+        let events = call("copy-bomb\n2\n1").unwrap();
+        assert_eq!(events.len(), 2);
+        assert!(events.iter().all(|e| e.payload_json().len() >= MIB - 16));
     }
 
     #[test]
