@@ -37,7 +37,7 @@ fn check_prints_what_the_adapter_declares() {
     assert!(text.contains("champion-health"), "{text}");
     assert!(text.contains("decimals: "), "{text}");
     assert!(
-        text.contains("ok: implements crm:adapter/adapter@0.1.0"),
+        text.contains("ok: implements crm:adapter/adapter@0.2.0"),
         "{text}"
     );
 
@@ -45,6 +45,16 @@ fn check_prints_what_the_adapter_declares() {
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(json["adapter"]["name"], "champion-health");
     assert_eq!(json["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(json["world"], "0.2.0");
+
+    // A component of the frozen 0.1.0 world is still an adapter, and says which world.
+    let output = adapter_host(&["check", test_artifacts::LEGACY_V0_1]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("ok: implements crm:adapter/adapter@0.1.0"),
+        "{}",
+        stdout(&output)
+    );
 }
 
 #[test]

@@ -7,8 +7,11 @@
 //! ```json
 //! { "kind": "webhook" | "poll", "body": "fixtures/x.json" (relative to the adapter folder),
 //!   "headers": {"Content-Type": "application/json"}, "orgs": ["org-1"],
-//!   "settings": {"k": "v"}, "cursor": null, "state": {"key": "value"} }
+//!   "connection_org": "org-1", "settings": {"k": "v"}, "cursor": null,
+//!   "state": {"key": "value"} }
 //! ```
+//! Without `connection_org` the connection is platform level (it may emit platform-level
+//! events); with it, it belongs to that org (which it then also allows).
 //! `expected.json`: the outcome (status and events, violations, or failure kind and message)
 //! and the state after the run.
 
@@ -19,7 +22,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use adapter_host::sandbox::{
-    Adapter, ConnectionContext, Input, Limits, Outcome, PlatformLimits, PollPage, Sandbox,
+    Adapter, ConnectionContext, Env, Input, Limits, Outcome, PlatformLimits, PollPage, Sandbox,
     WebhookRequest,
 };
 use serde::Deserialize;
@@ -34,6 +37,8 @@ struct Case {
     headers: BTreeMap<String, String>,
     #[serde(default)]
     orgs: Vec<String>,
+    #[serde(default)]
+    connection_org: Option<String>,
     #[serde(default)]
     settings: BTreeMap<String, String>,
     #[serde(default)]
@@ -66,26 +71,35 @@ fn run_case(adapter: &Adapter, adapter_dir: &Path, case: &Case) -> Value {
             body,
             received_at: fixed_time(),
         }),
-        Kind::Poll => Input::Poll(PollPage {
+        Kind::Poll => Input::Poll(PollPage::pushed(
             body,
-            content_type: Some("application/json".into()),
-            cursor: case.cursor.clone(),
-            fetched_at: fixed_time(),
-        }),
+            Some("application/json".into()),
+            case.cursor.clone(),
+            fixed_time(),
+        )),
     };
+    let mut allowed_org_ids = case.orgs.clone();
+    allowed_org_ids.extend(
+        case.connection_org
+            .iter()
+            .filter(|org| !case.orgs.contains(org))
+            .cloned(),
+    );
     let context = ConnectionContext {
         connection_id: "golden-connection".into(),
         tenant_id: "golden-tenant".into(),
+        org_id: case.connection_org.clone(),
         provider: adapter.info().provider.clone(),
-        allowed_org_ids: case.orgs.clone(),
+        allowed_org_ids,
         settings: case.settings.clone().into_iter().collect(),
+        api_base_url: None,
     };
     let state = case
         .state
         .iter()
         .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
         .collect();
-    let report = adapter.invoke(&input, &context, state);
+    let report = runtime().block_on(adapter.invoke(&input, &context, Env::with_state(state)));
     let mut outcome = serde_json::to_value(&report.outcome).unwrap();
     if let Outcome::Accepted { events, .. } = &report.outcome {
         // Payloads are compared as JSON text exactly as emitted: that is what gets stored.
@@ -154,6 +168,18 @@ fn main() -> ExitCode {
     libtest_mimic::run(&args, trials).exit_code()
 }
 
+/// The runtime invocations run on (one per process; the cases run on libtest's threads).
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
 /// Loads (once per adapter and process) the component built from `stem`.
 fn adapter(stem: &str) -> Adapter {
     static ADAPTERS: Mutex<BTreeMap<String, Adapter>> = Mutex::new(BTreeMap::new());
@@ -165,8 +191,8 @@ fn adapter(stem: &str) -> Adapter {
         .or_insert_with(|| {
             let path = test_artifacts::component(stem)
                 .unwrap_or_else(|| panic!("no component built for {stem}"));
-            sandbox
-                .load(&std::fs::read(path).unwrap(), Limits::default())
+            runtime()
+                .block_on(sandbox.load(&std::fs::read(path).unwrap(), Limits::default()))
                 .unwrap_or_else(|e| panic!("loading {stem}: {e}"))
         })
         .clone()

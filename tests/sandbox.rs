@@ -7,9 +7,25 @@ use std::time::{Duration, SystemTime};
 
 use adapter_host::contracts::Rule;
 use adapter_host::sandbox::{
-    Adapter, AdapterErrorKind, ConnectionContext, Error, FailureKind, Input, Limits, LogLevel,
-    Outcome, PlatformLimits, PollPage, Report, Sandbox, StateMap, WebhookRequest,
+    Adapter, AdapterErrorKind, ConnectionContext, Env, Error, FailureKind, Input, Limits, LogLevel,
+    Outcome, PlatformLimits, PollPage, Report, Sandbox, StateMap, WebhookRequest, WorldVersion,
 };
+
+/// The runtime the sandbox's async calls run on (one per test process).
+fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    })
+}
+
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    rt().block_on(future)
+}
 
 fn sandbox() -> &'static Sandbox {
     static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
@@ -21,7 +37,7 @@ fn sandbox() -> &'static Sandbox {
 
 fn load(path: &str, limits: Limits) -> Adapter {
     let wasm = std::fs::read(path).expect("guest built by test-artifacts");
-    sandbox().load(&wasm, limits).expect("loads")
+    block_on(sandbox().load(&wasm, limits)).expect("loads")
 }
 
 fn hostile() -> &'static Adapter {
@@ -30,12 +46,15 @@ fn hostile() -> &'static Adapter {
 }
 
 fn context() -> ConnectionContext {
+    // A platform-level connection (it may emit platform-level events) allowing two orgs.
     ConnectionContext {
         connection_id: "conn-1".into(),
         tenant_id: "tenant-a".into(),
+        org_id: None,
         provider: "custom".into(),
         allowed_org_ids: vec!["org-1".into(), "org-2".into()],
         settings: vec![("region".into(), "eu".into())],
+        api_base_url: None,
     }
 }
 
@@ -51,7 +70,11 @@ fn webhook(body: impl Into<Vec<u8>>) -> Input {
 }
 
 fn run(adapter: &Adapter, command: &str) -> Report {
-    adapter.invoke(&webhook(command), &context(), StateMap::new())
+    invoke(adapter, &webhook(command), StateMap::new())
+}
+
+fn invoke(adapter: &Adapter, input: &Input, state: StateMap) -> Report {
+    block_on(adapter.invoke(input, &context(), Env::with_state(state)))
 }
 
 /// A normal invocation right after a hostile one: the adapter, and the host, still work.
@@ -251,8 +274,12 @@ fn a_hundred_thousand_events_exceed_the_output_limit() {
     let report = run(&adapter, "many-events");
     let (kind, message) = failure(&report);
     assert_eq!(kind, FailureKind::OutputLimit);
-    assert!(message.contains("100000 events"), "{message}");
-    assert_eq!(report.usage.events, 100_000);
+    // 100,000 events are more than the host copies out for 1,000: it stops copying, and says
+    // so with the figures.
+    assert!(
+        message.contains("room for 1000 events") && message.contains("1048576 bytes"),
+        "{message}"
+    );
     assert_still_serving(hostile());
 }
 
@@ -261,7 +288,21 @@ fn a_huge_payload_exceeds_the_output_bytes_limit() {
     let report = run(hostile(), "huge-payload");
     let (kind, message) = failure(&report);
     assert_eq!(kind, FailureKind::OutputLimit);
-    assert!(message.contains("at most 1048576"), "{message}");
+    assert!(message.contains("1048576"), "{message}");
+    // Within what the host copies, but over the limit: counted and named.
+    let adapter = load(
+        test_artifacts::HOSTILE,
+        Limits {
+            output_bytes: 64 * 1024,
+            max_events: 10_000,
+            ..Limits::default()
+        },
+    );
+    let report = run(&adapter, "huge-error\n1");
+    assert!(matches!(report.outcome, Outcome::AdapterError { .. }));
+    let report = run(&adapter, "copy-bomb\n1\n1");
+    let (kind, message) = failure(&report);
+    assert_eq!(kind, FailureKind::OutputLimit, "{message}");
 }
 
 #[test]
@@ -345,14 +386,14 @@ fn state_changes_are_returned_only_when_the_invocation_succeeds() {
     assert_eq!(state.get("cursor").map(Vec::as_slice), Some(&b"42"[..]));
 
     // The next invocation sees what the previous one saved.
-    let report = hostile().invoke(&webhook("state-get\ncursor"), &context(), state.clone());
+    let report = invoke(hostile(), &webhook("state-get\ncursor"), state.clone());
     let payload: serde_json::Value =
         serde_json::from_str(&report.outcome.events()[0].payload).unwrap();
     assert_eq!(payload["value"], "42");
     assert!(report.state.is_none(), "reading does not change the state");
 
     // A failing invocation's writes are discarded.
-    let report = hostile().invoke(&webhook("state-bomb"), &context(), state);
+    let report = invoke(hostile(), &webhook("state-bomb"), state);
     let Outcome::AdapterError { message, .. } = &report.outcome else {
         panic!("{:?}", report.outcome)
     };
@@ -391,15 +432,15 @@ fn input_beyond_the_limit_is_refused_before_the_adapter_runs() {
 
 #[test]
 fn polls_return_events_and_the_next_cursor() {
-    let page = Input::Poll(PollPage {
-        body: b"[]".to_vec(),
-        content_type: Some("application/json".into()),
-        cursor: Some("abc".into()),
-        fetched_at: SystemTime::now(),
-    });
-    let report = hostile().invoke(&page, &context(), StateMap::new());
+    let page = Input::Poll(PollPage::pushed(
+        b"[]".to_vec(),
+        Some("application/json".into()),
+        Some("abc".into()),
+        SystemTime::now(),
+    ));
+    let report = invoke(hostile(), &page, StateMap::new());
     assert!(
-        matches!(&report.outcome, Outcome::Accepted { events, next_cursor } if events.len() == 1 && next_cursor.as_deref() == Some("abcx")),
+        matches!(&report.outcome, Outcome::Accepted { events, next_cursor, .. } if events.len() == 1 && next_cursor.as_deref() == Some("abcx")),
         "{:?}",
         report.outcome
     );
@@ -437,7 +478,7 @@ fn a_component_importing_an_unknown_interface_is_rejected_at_load() {
             (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#,
     )
     .unwrap();
-    let err = sandbox().load(&wasm, Limits::default()).unwrap_err();
+    let err = block_on(sandbox().load(&wasm, Limits::default())).unwrap_err();
     let message = err.to_string();
     assert!(matches!(err, Error::World(_)), "{err:?}");
     assert!(
@@ -449,7 +490,8 @@ fn a_component_importing_an_unknown_interface_is_rejected_at_load() {
         "{message}"
     );
     assert!(
-        message.contains("does not export `crm:adapter/adapter@0.1.0`"),
+        message
+            .contains("does not export `crm:adapter/adapter@0.1.0` or `crm:adapter/adapter@0.2.0`"),
         "{message}"
     );
 }
@@ -457,10 +499,11 @@ fn a_component_importing_an_unknown_interface_is_rejected_at_load() {
 #[test]
 fn a_component_without_the_adapter_export_is_rejected_at_load() {
     let wasm = wat::parse_str("(component)").unwrap();
-    let err = sandbox().load(&wasm, Limits::default()).unwrap_err();
+    let err = block_on(sandbox().load(&wasm, Limits::default())).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "the component does not implement the adapter world: does not export `crm:adapter/adapter@0.1.0`"
+        "the component does not implement the adapter world: does not export \
+         `crm:adapter/adapter@0.1.0` or `crm:adapter/adapter@0.2.0`"
     );
 }
 
@@ -470,7 +513,7 @@ fn bytes_that_are_not_a_component_are_rejected_clearly() {
         &b"not wasm at all"[..],
         &wat::parse_str("(module)").unwrap(),
     ] {
-        let err = sandbox().load(bytes, Limits::default()).unwrap_err();
+        let err = block_on(sandbox().load(bytes, Limits::default())).unwrap_err();
         assert!(matches!(err, Error::Invalid(_)), "{err:?}");
         assert!(
             err.to_string().starts_with("not a valid component"),
@@ -482,15 +525,14 @@ fn bytes_that_are_not_a_component_are_rejected_clearly() {
 #[test]
 fn limits_beyond_the_platform_are_rejected() {
     let wasm = std::fs::read(test_artifacts::NOOP).unwrap();
-    let err = sandbox()
-        .load(
-            &wasm,
-            Limits {
-                memory_bytes: 1 << 40,
-                ..Limits::default()
-            },
-        )
-        .unwrap_err();
+    let err = block_on(sandbox().load(
+        &wasm,
+        Limits {
+            memory_bytes: 1 << 40,
+            ..Limits::default()
+        },
+    ))
+    .unwrap_err();
     assert!(matches!(err, Error::Limits(_)), "{err:?}");
 }
 
@@ -499,7 +541,7 @@ fn compiled_artifacts_are_cached_by_content_hash_and_verified() {
     let dir = tempfile::tempdir().unwrap();
     let wasm = std::fs::read(test_artifacts::NOOP).unwrap();
     let sandbox = Sandbox::new(PlatformLimits::default(), Some(dir.path())).unwrap();
-    let adapter = sandbox.load(&wasm, Limits::default()).unwrap();
+    let adapter = block_on(sandbox.load(&wasm, Limits::default())).unwrap();
     let artifact = walk(dir.path())
         .into_iter()
         .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
@@ -513,7 +555,7 @@ fn compiled_artifacts_are_cached_by_content_hash_and_verified() {
     );
     // A corrupted artifact is detected and replaced, not executed.
     std::fs::write(&artifact, b"garbage").unwrap();
-    let again = sandbox.load(&wasm, Limits::default()).unwrap();
+    let again = block_on(sandbox.load(&wasm, Limits::default())).unwrap();
     assert!(run(&again, "").outcome.is_success());
     assert_ne!(std::fs::read(&artifact).unwrap(), b"garbage");
 }
@@ -529,4 +571,192 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hardening: what a careless or hostile guest can no longer do
+
+#[test]
+fn a_guest_blocked_in_a_wasi_sleep_is_stopped_at_its_deadline() {
+    // `sleep` blocks in a clock wait for 3 s: no wasm runs, so no epoch check can stop it;
+    // the watchdog must, at the 100 ms deadline.
+    let started = std::time::Instant::now();
+    let report = run(hostile(), "sleep\n3000");
+    let elapsed = started.elapsed();
+    let (kind, message) = failure(&report);
+    assert_eq!(kind, FailureKind::Deadline, "{message}");
+    assert!(message.contains("deadline of 100 ms"), "{message}");
+    assert!(message.contains("blocked"), "{message}");
+    assert!(elapsed < Duration::from_millis(1_000), "{elapsed:?}");
+    assert!(report.usage.duration < Duration::from_millis(1_000));
+    // A sleep within the deadline is fine.
+    let report = run(hostile(), "sleep\n5");
+    assert!(report.outcome.is_success(), "{:?}", report.outcome);
+    assert_still_serving(hostile());
+}
+
+#[test]
+fn concurrent_sleepers_hold_their_slots_only_until_the_deadline() {
+    let hostile = hostile().clone();
+    let started = std::time::Instant::now();
+    let reports: Vec<Report> = block_on(async {
+        let sleepers = (0..4).map(|_| {
+            let adapter = hostile.clone();
+            tokio::spawn(async move {
+                adapter
+                    .invoke(&webhook("sleep\n30000"), &context(), Env::default())
+                    .await
+            })
+        });
+        let mut reports = Vec::new();
+        for sleeper in sleepers.collect::<Vec<_>>() {
+            reports.push(sleeper.await.unwrap());
+        }
+        reports
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    for report in &reports {
+        assert_eq!(failure(report).0, FailureKind::Deadline);
+    }
+}
+
+#[test]
+fn a_flood_of_empty_lines_costs_the_log_budget() {
+    // 4 MiB of bare newlines on stdout: every line costs its framing, so the stored log stays
+    // within the 64 KiB budget, however many lines the guest writes. (A long deadline: this
+    // test host is a debug build, and the point here is the log, not the time.)
+    let adapter = load(
+        test_artifacts::HOSTILE,
+        Limits {
+            deadline_ms: 10_000,
+            ..Limits::default()
+        },
+    );
+    let report = run(&adapter, "newlines\n4194304");
+    assert!(report.outcome.is_success(), "{:?}", report.outcome);
+    let log = &report.log;
+    assert!(log.truncated);
+    assert!(
+        log.lines.len() <= 64 * 1024 / 32,
+        "{} lines",
+        log.lines.len()
+    );
+    assert!(log.dropped_lines > 4_000_000, "{}", log.dropped_lines);
+    let stored = serde_json::to_string(log).unwrap();
+    assert!(stored.len() <= 64 * 1024 + 256, "{} bytes", stored.len());
+    assert_still_serving(&adapter);
+}
+
+#[test]
+fn a_huge_adapter_error_is_cut_and_marked() {
+    // Within what the host copies out (the output limit and then some): kept cut and marked.
+    let report = run(hostile(), "huge-error\n1000000");
+    let Outcome::AdapterError { kind, message } = &report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
+    assert_eq!(*kind, AdapterErrorKind::Failed);
+    assert!(message.len() < 5_000, "{} bytes", message.len());
+    assert!(
+        message.ends_with("…[truncated, 1000000 bytes]"),
+        "{}",
+        &message[message.len() - 40..]
+    );
+    // Beyond it (15 MB against a 1 MiB output limit), the host does not even copy it.
+    let report = run(hostile(), "huge-error\n15000000");
+    let (kind, message) = failure(&report);
+    assert_eq!(kind, FailureKind::OutputLimit, "{message}");
+    assert!(message.len() < 1_000);
+    assert_still_serving(hostile());
+}
+
+#[test]
+fn output_larger_than_the_host_copies_is_an_output_limit_with_its_figures() {
+    // Two events of 9 MiB each against the 16 MiB output limit: the host stops copying at its
+    // hostcall budget (output limit plus records), before holding all of it, and says so.
+    let limits = Limits {
+        output_bytes: 16 << 20,
+        memory_bytes: 128 << 20,
+        deadline_ms: 5_000,
+        ..Limits::default()
+    };
+    let adapter = load(test_artifacts::HOSTILE, limits.clone());
+    let report = run(&adapter, "copy-bomb\n2\n9");
+    let (kind, message) = failure(&report);
+    assert_eq!(kind, FailureKind::OutputLimit, "{message}");
+    assert!(
+        message.contains(&limits.hostcall_bytes().to_string())
+            && message.contains(&(16u64 << 20).to_string()),
+        "{message}"
+    );
+    // Within the budget, the output limit's own check applies, with its figures.
+    let report = run(&adapter, "copy-bomb\n1\n9");
+    assert!(report.outcome.is_success(), "{:?}", report.outcome);
+    assert_still_serving(&adapter);
+}
+
+#[test]
+fn an_org_connection_cannot_emit_platform_level_events() {
+    let org_context = ConnectionContext {
+        org_id: Some("org-1".into()),
+        ..context()
+    };
+    // `ok` emits an event without an org: platform level, which only a platform-level
+    // connection may publish.
+    let report = block_on(hostile().invoke(&webhook("ok"), &org_context, Env::default()));
+    assert_eq!(violations(&report), [(0, "/org_id", Rule::OrgNotAllowed)]);
+    let report = block_on(hostile().invoke(&webhook("ok"), &context(), Env::default()));
+    assert!(report.outcome.is_success());
+}
+
+#[test]
+fn a_frozen_0_1_0_component_keeps_working_unchanged() {
+    let legacy = load(test_artifacts::LEGACY_V0_1, Limits::default());
+    assert_eq!(legacy.world_version(), WorldVersion::V0_1);
+    assert_eq!(legacy.info().name, "legacy");
+    assert_eq!(
+        legacy.info().event_types[0].decimal_fields,
+        ["/amount"],
+        "describe of 0.1.0"
+    );
+    // Webhooks, state, the log and the contracts, as before.
+    let mut state = StateMap::new();
+    state.insert("calls".into(), b"41".to_vec());
+    let report = invoke(&legacy, &webhook("D-1"), state);
+    let Outcome::Accepted { events, .. } = &report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
+    assert_eq!(
+        (events[0].entity_id.as_str(), events[0].payload.as_str()),
+        ("D-1", r#"{"calls":42,"amount":"12.50"}"#)
+    );
+    assert_eq!(report.state.as_ref().unwrap().get("calls").unwrap(), b"42");
+    assert!(report.log.lines[0].message.starts_with("legacy call 42"));
+    // Pushed poll pages through its 0.1.0 handle-poll.
+    let page = Input::Poll(PollPage::pushed(
+        b"{}".to_vec(),
+        None,
+        Some("c".into()),
+        SystemTime::now(),
+    ));
+    let report = invoke(&legacy, &page, StateMap::new());
+    assert!(
+        matches!(&report.outcome, Outcome::Accepted { next_cursor, more: false, .. } if next_cursor.as_deref() == Some("c+")),
+        "{:?}",
+        report.outcome
+    );
+    // What 0.1.0 cannot do is refused, not attempted.
+    let report = invoke(
+        &legacy,
+        &Input::PollRequest { cursor: None },
+        StateMap::new(),
+    );
+    let (kind, message) = failure(&report);
+    assert_eq!(kind, FailureKind::Unsupported);
+    assert!(message.contains("crm:adapter@0.1.0"), "{message}");
+    // The SDK's adapters are 0.2.0.
+    assert_eq!(hostile().world_version(), WorldVersion::V0_2);
 }

@@ -611,11 +611,13 @@ async fn a_delivery_recorded_before_a_crash_is_processed_at_recovery_once() {
                 trace_id: "trace-crash".into(),
             },
             std::time::Duration::from_secs(300),
+            // The crashed process's lease has ended.
+            adapter_host::store::now_millis() - 1,
         )
         .await
         .unwrap();
-    assert_eq!(host.host.recover().await.unwrap(), 1);
-    assert_eq!(host.host.recover().await.unwrap(), 0);
+    assert_eq!(host.host.recover_once().await.unwrap(), 1);
+    assert_eq!(host.host.recover_once().await.unwrap(), 0);
     let outbox = host.outbox().await;
     assert_eq!(outbox.len(), 1);
     assert_eq!(outbox[0].delivery_id, recorded.id);

@@ -6,6 +6,10 @@
 //! - `invoke/*`: the whole `Adapter::invoke`, including output limits and contract checks;
 //! - `contracts/champion_health`: the contract check alone on champion-health's output.
 //!
+//! Invocations are async (the sandbox runs guests on fibers so that a deadline can cut a guest
+//! blocked in a host call): each iteration is driven to completion on a current-thread runtime,
+//! the same for every benchmark, so the ratios compare like with like.
+//!
 //! `cargo bench -p adapter-host --bench sandbox`; BENCHMARKS.md records the ratios.
 
 use std::hint::black_box;
@@ -13,14 +17,13 @@ use std::time::SystemTime;
 
 use adapter_host::contracts::{Scope, check_events};
 use adapter_host::sandbox::{
-    Adapter, ConnectionContext, Input, Limits, PlatformLimits, Sandbox, StateMap, WebhookRequest,
-    bench,
+    Adapter, ConnectionContext, Env, Input, Limits, PlatformLimits, Sandbox, WebhookRequest, bench,
 };
 use criterion::{Criterion, criterion_group, criterion_main};
+use tokio::runtime::Runtime;
 
-fn load(sandbox: &Sandbox, path: &str) -> Adapter {
-    sandbox
-        .load(&std::fs::read(path).unwrap(), Limits::default())
+fn load(rt: &Runtime, sandbox: &Sandbox, path: &str) -> Adapter {
+    rt.block_on(sandbox.load(&std::fs::read(path).unwrap(), Limits::default()))
         .unwrap()
 }
 
@@ -36,9 +39,13 @@ fn webhook(body: Vec<u8>) -> Input {
 }
 
 fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let sandbox = Sandbox::new(PlatformLimits::default(), None).unwrap();
-    let noop = load(&sandbox, test_artifacts::NOOP);
-    let champion = load(&sandbox, test_artifacts::CHAMPION_HEALTH);
+    let noop = load(&rt, &sandbox, test_artifacts::NOOP);
+    let champion = load(&rt, &sandbox, test_artifacts::CHAMPION_HEALTH);
     let body = std::fs::read(test_artifacts::sample_file(
         "champion-health/fixtures/enrollment-1kb.json",
     ))
@@ -48,48 +55,49 @@ fn benches(c: &mut Criterion) {
     let context = ConnectionContext {
         connection_id: "bench".into(),
         tenant_id: "tenant-bench".into(),
+        org_id: None,
         provider: "custom".into(),
         allowed_org_ids: vec!["org-456".into()],
         settings: Vec::new(),
+        api_base_url: None,
     };
-    let report = champion.invoke(&champion_input, &context, StateMap::new());
+    let report = rt.block_on(champion.invoke(&champion_input, &context, Env::default()));
     assert!(report.outcome.is_success(), "{:?}", report.outcome);
     let events = report.outcome.events().to_vec();
     assert!(!events.is_empty());
 
     let mut floor = c.benchmark_group("floor");
     floor.bench_function("instantiate/champion_health", |b| {
-        b.iter(|| bench::instantiate(&champion))
+        b.iter(|| rt.block_on(bench::instantiate(&champion)))
     });
-    let mut warm = bench::warm(&champion);
+    let mut warm = rt.block_on(bench::warm(&champion));
     floor.bench_function("warm_call/champion_health", |b| {
-        b.iter(|| black_box(warm.call(&champion_input, &context)))
+        b.iter(|| black_box(rt.block_on(warm.call(&champion_input, &context))))
     });
-    let mut warm_noop = bench::warm(&noop);
+    let mut warm_noop = rt.block_on(bench::warm(&noop));
     floor.bench_function("warm_call/noop", |b| {
-        b.iter(|| black_box(warm_noop.call(&noop_input, &context)))
+        b.iter(|| black_box(rt.block_on(warm_noop.call(&noop_input, &context))))
     });
     floor.finish();
 
     let mut fresh = c.benchmark_group("fresh_call");
     fresh.bench_function("noop", |b| {
-        b.iter(|| black_box(bench::fresh_call(&noop, &noop_input, &context)))
+        b.iter(|| black_box(rt.block_on(bench::fresh_call(&noop, &noop_input, &context))))
     });
     fresh.bench_function("champion_health", |b| {
-        b.iter(|| black_box(bench::fresh_call(&champion, &champion_input, &context)))
+        b.iter(|| black_box(rt.block_on(bench::fresh_call(&champion, &champion_input, &context))))
     });
     fresh.finish();
 
     let mut invoke = c.benchmark_group("invoke");
     invoke.bench_function("champion_health", |b| {
-        b.iter(|| black_box(champion.invoke(&champion_input, &context, StateMap::new())))
+        b.iter(|| {
+            black_box(rt.block_on(champion.invoke(&champion_input, &context, Env::default())))
+        })
     });
     invoke.finish();
 
-    let scope = Scope {
-        tenant_id: context.tenant_id.clone(),
-        allowed_org_ids: context.allowed_org_ids.iter().cloned().collect(),
-    };
+    let scope: Scope = context.scope();
     c.bench_function("contracts/champion_health", |b| {
         b.iter(|| black_box(check_events(&events, champion.declaration(), &scope)))
     });

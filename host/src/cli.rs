@@ -193,6 +193,10 @@ struct RunArgs {
     /// An org id events may be scoped to (repeatable).
     #[arg(long = "org", value_name = "ORG_ID")]
     orgs: Vec<String>,
+    /// The org the connection belongs to (it is then allowed too). Without it the connection
+    /// is platform level, the only kind that may emit platform-level events.
+    #[arg(long, value_name = "ORG_ID")]
+    connection_org: Option<String>,
     /// A connection setting, `key=value` (repeatable).
     #[arg(long = "setting", value_name = "KEY=VALUE")]
     settings: Vec<String>,
@@ -240,8 +244,8 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Run(args) => run(&args),
-        Command::Check(args) => check(&args),
+        Command::Run(args) => block_on(run(&args)),
+        Command::Check(args) => block_on(check(&args)),
         Command::Serve(args) => serve(args),
         Command::Openapi => {
             print!("{}", crate::api::openapi::document());
@@ -287,7 +291,15 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("adapter-host"))
 }
 
-fn load(path: &Path, args: &SandboxArgs, limits: Limits) -> anyhow::Result<Adapter> {
+/// Runs a local command's future on a runtime of its own.
+fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(future)
+}
+
+async fn load(path: &Path, args: &SandboxArgs, limits: Limits) -> anyhow::Result<Adapter> {
     let wasm = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let cache = if args.no_cache {
         None
@@ -297,22 +309,24 @@ fn load(path: &Path, args: &SandboxArgs, limits: Limits) -> anyhow::Result<Adapt
     let sandbox = Sandbox::new(PlatformLimits::default(), cache.as_deref())?;
     sandbox
         .load(&wasm, limits)
+        .await
         .with_context(|| format!("loading {}", path.display()))
 }
 
-fn check(args: &CheckArgs) -> anyhow::Result<u8> {
-    let adapter = load(&args.adapter, &args.sandbox, Limits::default())?;
+async fn check(args: &CheckArgs) -> anyhow::Result<u8> {
+    let adapter = load(&args.adapter, &args.sandbox, Limits::default()).await?;
     if args.sandbox.json {
         let json = serde_json::json!({
             "sha256": adapter.sha256(),
             "size_bytes": adapter.size_bytes(),
+            "world": adapter.world_version(),
             "adapter": adapter.info(),
             "limits": adapter.limits(),
         });
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         print!("{}", describe_text(&adapter));
-        println!("ok: implements {}", crate::sandbox::WORLD_EXPORT);
+        println!("ok: implements {}", adapter.world_version().export());
     }
     Ok(EXIT_OK)
 }
@@ -347,7 +361,7 @@ fn describe_text(adapter: &Adapter) -> String {
     out
 }
 
-fn run(args: &RunArgs) -> anyhow::Result<u8> {
+async fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let limits = match &args.limits {
         Some(json) => serde_json::from_str::<Limits>(json).context("parsing --limits")?,
         None => Limits::default(),
@@ -357,22 +371,32 @@ fn run(args: &RunArgs) -> anyhow::Result<u8> {
         Some(path) => read_state(path)?,
         None => StateMap::new(),
     };
-    let adapter = load(&args.adapter, &args.sandbox, limits)?;
+    let adapter = load(&args.adapter, &args.sandbox, limits).await?;
+    let mut allowed_org_ids = args.orgs.clone();
+    if let Some(org) = &args.connection_org
+        && !allowed_org_ids.contains(org)
+    {
+        allowed_org_ids.push(org.clone());
+    }
     let context = ConnectionContext {
         connection_id: args.connection.clone(),
         tenant_id: args.tenant.clone(),
+        org_id: args.connection_org.clone(),
         provider: args
             .provider
             .clone()
             .unwrap_or_else(|| adapter.info().provider.clone()),
-        allowed_org_ids: args.orgs.clone(),
+        allowed_org_ids,
         settings: args
             .settings
             .iter()
             .map(|s| split_pair(s, '=', "--setting"))
             .collect::<anyhow::Result<_>>()?,
+        api_base_url: None,
     };
-    let report = adapter.invoke(&input, &context, state);
+    let report = adapter
+        .invoke(&input, &context, crate::sandbox::Env::with_state(state))
+        .await;
     if let (true, Some(path), Some(state)) = (args.save_state, &args.state, &report.state) {
         write_state(path, state)?;
     }
@@ -411,12 +435,12 @@ fn read_input(args: &RunArgs) -> anyhow::Result<Input> {
     let read =
         |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
     if let Some(path) = &args.poll {
-        return Ok(Input::Poll(PollPage {
-            body: read(path)?,
-            content_type: Some("application/json".into()),
-            cursor: args.cursor.clone(),
-            fetched_at: SystemTime::now(),
-        }));
+        return Ok(Input::Poll(PollPage::pushed(
+            read(path)?,
+            Some("application/json".into()),
+            args.cursor.clone(),
+            SystemTime::now(),
+        )));
     }
     let Some(path) = &args.webhook else {
         bail!("one of --webhook or --poll is required");
@@ -475,6 +499,8 @@ fn report_text(adapter: &Adapter, report: &Report) -> String {
         Outcome::Accepted {
             events,
             next_cursor,
+            more,
+            request,
         } => {
             let _ = writeln!(out, "outcome  accepted: {} event(s)", events.len());
             for (index, event) in events.iter().enumerate() {
@@ -495,6 +521,12 @@ fn report_text(adapter: &Adapter, report: &Report) -> String {
             }
             if let Some(cursor) = next_cursor {
                 let _ = writeln!(out, "\nnext cursor: {cursor}");
+            }
+            if *more {
+                let _ = writeln!(out, "more pages follow");
+            }
+            if let Some(request) = request {
+                let _ = writeln!(out, "\nrequest: {} {}", request.method, request.url);
             }
         }
         Outcome::Ignored { reason } => {

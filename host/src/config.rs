@@ -212,13 +212,11 @@ pub async fn provision(host: &Host, config: &Config, base: &Path) -> anyhow::Res
         let wasm = std::fs::read(&path)
             .with_context(|| format!("adapter {}: reading {}", entry.name, path.display()))?;
         let limits = entry.limits.clone().unwrap_or_default();
-        let sandbox = host.sandbox().clone();
-        let (loaded, wasm) = tokio::task::spawn_blocking(move || {
-            let loaded = sandbox.load(&wasm, limits);
-            (loaded, wasm)
-        })
-        .await?;
-        let loaded = loaded.with_context(|| format!("adapter {}", entry.name))?;
+        let loaded = host
+            .sandbox()
+            .load(&wasm, limits)
+            .await
+            .with_context(|| format!("adapter {}", entry.name))?;
         let adapter = match store.find_adapter(&entry.tenant_id, &entry.name).await? {
             Some(adapter) => adapter,
             None => {

@@ -30,14 +30,15 @@ use crate::api::ApiError;
 use crate::bus::Bus;
 use crate::metrics::Metrics;
 use crate::sandbox::{
-    self, Adapter, ConnectionContext, Input, Limits, Outcome, Report, Sandbox, StateMap,
+    self, Adapter, ConnectionContext, Env, Input, Limits, Outcome, Report, Sandbox, StateMap,
     WebhookRequest,
 };
 use crate::secrets::SecretStore;
 use crate::signatures::{self, RawRequest, SchemeConfig, Secret};
 use crate::store::{
     self, AdapterRef, BlobStore, Completion, Connection, ConnectionStatus, Delivery,
-    DeliveryStatus, InvocationRecord, Millis, NewDelivery, NewOutboxEvent, Prepared, Store, Taken,
+    DeliveryStatus, InvocationRecord, Millis, NewDelivery, NewOutboxEvent, Prepared, StateCommit,
+    StateSnapshot, Store, Taken,
 };
 
 /// Settings of the webhook path.
@@ -54,6 +55,15 @@ pub struct Settings {
     /// done sooner is recorded with its outcome in one commit. `Duration::ZERO` records every
     /// delivery before its adapter runs.
     pub record_after: Duration,
+    /// How long a delivery recorded ahead of its outcome (or claimed by recovery) is left to
+    /// the invocation under way before the recovery loop may take it up again: after a crash,
+    /// a delivery is run again within about this time of the restart.
+    pub recovery_lease: Duration,
+    /// How often the recovery loop looks for deliveries whose invocation was cut off.
+    pub recovery_interval: Duration,
+    /// Invocations a delivery may start before recovery gives up on it: one that brings the
+    /// host down (every run cut off by a crash) is parked as `failed` after this many.
+    pub max_delivery_attempts: u32,
 }
 
 impl Default for Settings {
@@ -65,9 +75,17 @@ impl Default for Settings {
             // Far above an adapter's usual run (0.1 ms to a few ms) and below the time a CRM
             // waits for an answer: only a slow delivery pays a second commit.
             record_after: Duration::from_millis(500),
+            recovery_lease: Duration::from_secs(15),
+            recovery_interval: Duration::from_secs(2),
+            max_delivery_attempts: 3,
         }
     }
 }
+
+/// How many times one delivery's invocation is run again because another invocation of its
+/// connection committed state first (after the first conflict they run one at a time, so more
+/// than one retry means another host node keeps winning).
+const MAX_STATE_RETRIES: u32 = 8;
 
 /// Everything a host process shares between requests and workers.
 #[derive(Debug, Clone)]
@@ -88,6 +106,9 @@ struct Inner {
     tenants: Mutex<HashMap<String, Arc<Semaphore>>>,
     instances: Arc<Semaphore>,
     outbox_appended: Arc<Notify>,
+    /// Per connection: held by an invocation that uses state from before its state is read
+    /// until its outcome is committed, so that this process runs them one at a time.
+    connection_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// A webhook request as it reached the endpoint.
@@ -174,6 +195,7 @@ impl Host {
                 tenants: Mutex::new(HashMap::new()),
                 instances,
                 outbox_appended: Arc::new(Notify::new()),
+                connection_locks: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -257,12 +279,16 @@ impl Host {
             body: signatures::redact(&scheme, inbound.body),
             trace_id,
         };
+        // On a task of its own: the CRM may hang up (hyper then drops this handler), but a
+        // delivery that is being taken is taken to its end, never left half done.
+        let host = self.clone();
+        let taking =
+            tokio::spawn(async move { host.take(new, &connection).instrument(span).await });
         let ack = Ack {
             reply: Reply::of(&scheme),
-            ..self
-                .take(new, &connection)
-                .instrument(span)
+            ..taking
                 .await
+                .map_err(ApiError::internal)?
                 .map_err(ApiError::internal)?
         };
         let metrics = &self.inner.metrics;
@@ -287,14 +313,16 @@ impl Host {
     /// Runs a verified delivery through its connection's adapter and records both durably.
     async fn take(&self, new: NewDelivery, connection: &Connection) -> anyhow::Result<Ack> {
         let store = &self.inner.store;
-        let window = self.inner.settings.dedupe_window;
-        let state = match store.prepare_delivery(&new, window).await? {
-            Prepared::Duplicate(original) => return Ok(duplicate(original.id, original.status)),
-            Prepared::New(state) => state,
-        };
+        let settings = &self.inner.settings;
+        let window = settings.dedupe_window;
         let adapter = self
             .adapter(&connection.adapter_id, connection.adapter_version)
             .await?;
+        let mut serial = self.serialize_state(&adapter, &connection.id).await;
+        let snapshot = match store.prepare_delivery(&new, window).await? {
+            Prepared::Duplicate(original) => return Ok(duplicate(original.id, original.status)),
+            Prepared::New(snapshot) => snapshot,
+        };
         let input = Input::Webhook(WebhookRequest {
             method: new.method.clone(),
             path: new.path.clone(),
@@ -306,52 +334,127 @@ impl Host {
         });
         let body_sha256 = sandbox::sha256_hex(&new.body);
         let started_at = store::now_millis();
-        let mut run = std::pin::pin!(self.invoke(&adapter, connection, input, state));
-        match tokio::time::timeout(self.inner.settings.record_after, run.as_mut()).await {
-            // Done in time: the delivery and its outcome go into the inbox in one commit.
-            Ok(report) => {
-                let id = store::new_id();
-                let completion = completion(
-                    connection,
-                    &adapter,
-                    &Source::of_new(&id, &new),
-                    &body_sha256,
-                    report?,
-                    started_at,
-                )?;
-                let status = completion.status;
-                match store.record_completed(new, window, completion).await? {
-                    Taken::Duplicate(original) => {
-                        tracing::info!(delivery = %original.id, "a copy of this delivery was taken first");
-                        Ok(duplicate(original.id, original.status))
-                    }
-                    Taken::Completed(completed) => {
-                        Ok(self.completed(id, status, completed.appended.len()))
-                    }
-                }
-            }
-            // Still running: record the delivery durably now, complete it when its adapter ends.
+        let mut run =
+            std::pin::pin!(self.invoke(&adapter, connection, input.clone(), snapshot.map.clone()));
+        // Done in time: the delivery and its outcome go into the inbox in one commit. Still
+        // running: the delivery is recorded durably now (the invocation runs on meanwhile),
+        // and completed when its adapter ends.
+        let (report, recorded) = match tokio::time::timeout(settings.record_after, run.as_mut())
+            .await
+        {
+            Ok(report) => (report?, None),
             Err(_) => {
-                let recorded = store.record_delivery(new.clone(), window).await?;
+                let lease_until = store::now_millis() + store::millis(settings.recovery_lease);
+                let (recorded, report) =
+                    tokio::join!(store.record_delivery(new.clone(), window, lease_until), run);
+                let recorded = recorded?;
                 if recorded.duplicate {
-                    // The invocation ends on its own; its outcome belongs to no delivery.
+                    // The invocation's outcome belongs to no delivery.
                     tracing::info!(delivery = %recorded.id, "a copy of this delivery was taken first");
                     return Ok(duplicate(recorded.id, recorded.status));
                 }
-                let report = run.await?;
-                let completion = completion(
-                    connection,
-                    &adapter,
-                    &Source::of_new(&recorded.id, &new),
-                    &body_sha256,
-                    report,
-                    started_at,
-                )?;
-                let status = completion.status;
-                let completed = store.complete_delivery(completion).await?;
-                Ok(self.completed(recorded.id, status, completed.appended.len()))
+                (report?, Some(recorded.id))
+            }
+        };
+        let id = recorded.clone().unwrap_or_else(store::new_id);
+        let commit = Commit {
+            connection,
+            adapter: &adapter,
+            input: &input,
+            source: Source::of_new(&id, &new),
+            body_sha256: &body_sha256,
+            started_at,
+            // Recorded on its own already: complete it; else record it with its outcome.
+            new: recorded.is_none().then_some((&new, window)),
+            attempt_counted: recorded.is_some(),
+        };
+        match self.commit(&commit, snapshot, report, &mut serial).await? {
+            (Taken::Duplicate(original), _) => {
+                tracing::info!(delivery = %original.id, "a copy of this delivery was taken first");
+                Ok(duplicate(original.id, original.status))
+            }
+            (Taken::Completed(completed), status) => {
+                Ok(self.completed(id, status, completed.appended.len()))
             }
         }
+    }
+
+    /// Commits `report`, the outcome of `commit`'s invocation on `snapshot`. When another
+    /// invocation of the connection committed state first (the store refuses the commit as
+    /// stale), the adapter runs again on the state now current, from then on one invocation of
+    /// the connection at a time, and that outcome is committed instead: no state change is lost.
+    async fn commit(
+        &self,
+        commit: &Commit<'_>,
+        snapshot: StateSnapshot,
+        report: Report,
+        serial: &mut Option<tokio::sync::OwnedMutexGuard<()>>,
+    ) -> anyhow::Result<(Taken, DeliveryStatus)> {
+        let store = &self.inner.store;
+        let (mut report, mut version) = (report, snapshot.version);
+        let mut attempt = 1;
+        loop {
+            let completion = completion(commit, report, version)?;
+            let status = completion.status;
+            let written = match commit.new {
+                Some((new, window)) => {
+                    store
+                        .record_completed(new.clone(), window, completion)
+                        .await
+                }
+                None => store
+                    .complete_delivery(completion)
+                    .await
+                    .map(Taken::Completed),
+            };
+            match written {
+                Ok(taken) => return Ok((taken, status)),
+                Err(store::Error::StaleState(why)) if attempt < MAX_STATE_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(connection = %commit.connection.id, attempt, %why, "state moved on; running again");
+                    if serial.is_none() {
+                        *serial = Some(self.connection_lock(&commit.connection.id).await);
+                    }
+                    let snapshot = store.load_state(&commit.connection.id).await?;
+                    version = snapshot.version;
+                    report = self
+                        .invoke(
+                            commit.adapter,
+                            commit.connection,
+                            commit.input.clone(),
+                            snapshot.map,
+                        )
+                        .await?;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// The connection's lock when `adapter` uses state (see [`Adapter::uses_state`]): held from
+    /// before the state is read until the outcome is committed.
+    async fn serialize_state(
+        &self,
+        adapter: &Adapter,
+        connection_id: &str,
+    ) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        if adapter.uses_state() {
+            Some(self.connection_lock(connection_id).await)
+        } else {
+            None
+        }
+    }
+
+    async fn connection_lock(&self, connection_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .inner
+            .connection_locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(connection_id.to_owned())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
     }
 
     /// The answer to a delivery whose outcome was just committed.
@@ -384,18 +487,27 @@ impl Host {
         state: StateMap,
     ) -> anyhow::Result<Report> {
         let context = connection_context(connection)?;
-        let tenant = self
-            .tenant_permit(&connection.tenant_id)
+        let report = self
+            .run_isolated(adapter, &input, &context, Env::with_state(state))
+            .await?;
+        Ok(report)
+    }
+
+    /// Runs one invocation within its tenant's and the platform's concurrency bounds (the
+    /// webhook path, and dry runs, which take a sandbox slot like any invocation).
+    pub async fn run_isolated(
+        &self,
+        adapter: &Adapter,
+        input: &Input,
+        context: &ConnectionContext,
+        env: Env,
+    ) -> anyhow::Result<Report> {
+        let _tenant = self
+            .tenant_permit(&context.tenant_id)
             .acquire_owned()
             .await?;
-        let instance = self.inner.instances.clone().acquire_owned().await?;
-        let adapter = adapter.clone();
-        let report = tokio::task::spawn_blocking(move || {
-            // Held until the invocation ends, even when nobody waits for it any more.
-            let _permits = (tenant, instance);
-            adapter.invoke(&input, &context, state)
-        })
-        .await?;
+        let _instance = self.inner.instances.clone().acquire_owned().await?;
+        let report = adapter.invoke(input, context, env).await;
         self.observe(&report);
         Ok(report)
     }
@@ -503,47 +615,119 @@ impl Host {
             })
     }
 
-    /// Runs a recorded delivery through its connection's current adapter and writes the outcome.
+    /// Runs a recorded delivery through its connection's current adapter and writes the outcome;
+    /// `attempt_counted` when the run was already counted in its attempts (a recovery claim).
     /// Returns the delivery's new status and the number of events appended.
     pub async fn process(
         &self,
         delivery: &Delivery,
         connection: &Connection,
+        attempt_counted: bool,
     ) -> anyhow::Result<(DeliveryStatus, usize)> {
         let store = &self.inner.store;
         let adapter = self
             .adapter(&connection.adapter_id, connection.adapter_version)
             .await?;
-        let state = store.load_state(&connection.id).await?;
+        let mut serial = self.serialize_state(&adapter, &connection.id).await;
+        let snapshot = store.load_state(&connection.id).await?;
         let input = Input::Webhook(delivery.to_webhook_request());
         let started_at = store::now_millis();
-        let report = self.invoke(&adapter, connection, input, state).await?;
-        let completion = completion(
+        let report = self
+            .invoke(&adapter, connection, input.clone(), snapshot.map.clone())
+            .await?;
+        let body_sha256 = sandbox::sha256_hex(&delivery.body);
+        let commit = Commit {
             connection,
-            &adapter,
-            &Source::of(delivery),
-            &sandbox::sha256_hex(&delivery.body),
-            report,
+            adapter: &adapter,
+            input: &input,
+            source: Source::of(delivery),
+            body_sha256: &body_sha256,
             started_at,
-        )?;
-        let status = completion.status;
-        let completed = store.complete_delivery(completion).await?;
+            new: None,
+            attempt_counted,
+        };
+        let (taken, status) = self.commit(&commit, snapshot, report, &mut serial).await?;
+        let Taken::Completed(completed) = taken else {
+            anyhow::bail!("completing a recorded delivery cannot find a duplicate");
+        };
         let ack = self.completed(delivery.info.id.clone(), status, completed.appended.len());
         Ok((ack.status, ack.events))
     }
 
-    /// Runs again every delivery that was recorded but never completed (a crash in between).
-    pub async fn recover(&self) -> anyhow::Result<usize> {
+    /// One pass of recovery: claims deliveries whose invocation was cut off (the host stopped
+    /// while their adapter ran) and whose lease has ended, and runs each again, or parks it as
+    /// `failed` once it has used up its attempts (a delivery that brings the host down must not
+    /// bring it down forever). Returns how many it finished.
+    pub async fn recover_once(&self) -> anyhow::Result<usize> {
+        let settings = &self.inner.settings;
+        let now = store::now_millis();
+        let claimed = self
+            .inner
+            .store
+            .claim_recovery(now, now + store::millis(settings.recovery_lease), 16)
+            .await?;
+        let mut running = tokio::task::JoinSet::new();
+        for delivery in claimed {
+            let host = self.clone();
+            running.spawn(async move {
+                let id = delivery.info.id.clone();
+                let result = host.recover_delivery(delivery).await;
+                if let Err(error) = &result {
+                    tracing::error!(delivery = %id, error = %format!("{error:#}"), "recovery failed");
+                }
+                result.is_ok()
+            });
+        }
         let mut recovered = 0;
+        while let Some(done) = running.join_next().await {
+            recovered += usize::from(done.unwrap_or(false));
+        }
+        Ok(recovered)
+    }
+
+    async fn recover_delivery(&self, delivery: Delivery) -> anyhow::Result<()> {
+        let max = self.inner.settings.max_delivery_attempts;
+        if delivery.info.attempts > max {
+            let started = delivery.info.attempts - 1;
+            let failure = sandbox::Failure::new(
+                sandbox::FailureKind::Interrupted,
+                format!(
+                    "the host stopped while this delivery's adapter ran, {started} times: it \
+                     is parked rather than run again (look for an adapter exhausting the \
+                     host's memory or CPU, fix it, then redrive the delivery)"
+                ),
+            );
+            let reason = serde_json::to_string(&Outcome::Failed { failure })?;
+            self.inner
+                .store
+                .park_delivery(&delivery.info.id, &reason, store::now_millis())
+                .await?;
+            tracing::warn!(delivery = %delivery.info.id, attempts = started, "delivery parked after repeated interruptions");
+            return Ok(());
+        }
+        let connection = self.connection_of(&delivery).await?;
+        self.process(&delivery, &connection, true).await?;
+        tracing::info!(delivery = %delivery.info.id, "delivery recovered");
+        Ok(())
+    }
+
+    /// Runs recovery passes every [`Settings::recovery_interval`] until `shutdown` turns true.
+    /// Started once the host listens: a delivery that crashes the host then never stops it
+    /// from serving.
+    pub async fn run_recovery(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         loop {
-            let pending = self.inner.store.deliveries_to_recover(64).await?;
-            if pending.is_empty() {
-                return Ok(recovered);
+            match self.recover_once().await {
+                Ok(n) if n > 0 => {
+                    tracing::warn!(recovered = n, "re-ran deliveries cut off by a stop")
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::error!(error = %format!("{error:#}"), "recovery pass failed")
+                }
             }
-            for delivery in pending {
-                let connection = self.connection_of(&delivery).await?;
-                self.process(&delivery, &connection).await?;
-                recovered += 1;
+            tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                () = tokio::time::sleep(self.inner.settings.recovery_interval) => {}
             }
         }
     }
@@ -571,7 +755,7 @@ impl Host {
             .await
             .map_err(ApiError::internal)?;
         let (status, events) = self
-            .process(&delivery, &connection)
+            .process(&delivery, &connection, false)
             .await
             .map_err(ApiError::internal)?;
         Ok(Ack {
@@ -602,8 +786,7 @@ impl Host {
             .await?
             .ok_or_else(|| anyhow::anyhow!("the component {} is missing", stored.sha256))?;
         let limits: Limits = serde_json::from_str(&stored.limits_json)?;
-        let sandbox = self.inner.sandbox.clone();
-        let adapter = tokio::task::spawn_blocking(move || sandbox.load(&wasm, limits)).await??;
+        let adapter = self.inner.sandbox.load(&wasm, limits).await?;
         self.lock_adapters().insert(key, adapter.clone());
         Ok(adapter)
     }
@@ -657,9 +840,11 @@ fn connection_context(connection: &Connection) -> anyhow::Result<ConnectionConte
     Ok(ConnectionContext {
         connection_id: connection.id.clone(),
         tenant_id: connection.tenant_id.clone(),
+        org_id: connection.org_id.clone(),
         provider: connection.provider.clone(),
         allowed_org_ids: connection.allowed_org_ids.clone(),
         settings: settings.into_iter().collect(),
+        api_base_url: None,
     })
 }
 
@@ -723,15 +908,37 @@ impl<'a> Source<'a> {
     }
 }
 
-/// The completion of `source` by the invocation that produced `report`.
-fn completion(
-    connection: &Connection,
-    adapter: &Adapter,
-    source: &Source<'_>,
-    body_sha256: &str,
-    report: Report,
+/// An invocation to commit: what it ran (to run it again on a newer state), what of its
+/// delivery its events are stamped with, and where its outcome goes.
+struct Commit<'a> {
+    connection: &'a Connection,
+    adapter: &'a Adapter,
+    input: &'a Input,
+    source: Source<'a>,
+    body_sha256: &'a str,
     started_at: Millis,
+    /// The delivery to record with its outcome; `None`: it is recorded already, complete it.
+    new: Option<(&'a NewDelivery, Duration)>,
+    /// Whether the invocation's start is counted in the delivery's attempts already.
+    attempt_counted: bool,
+}
+
+/// The completion of `commit`'s delivery by the invocation that produced `report` on the state
+/// at `state_version`.
+fn completion(
+    commit: &Commit<'_>,
+    report: Report,
+    state_version: i64,
 ) -> anyhow::Result<Completion> {
+    let Commit {
+        connection,
+        adapter,
+        ref source,
+        body_sha256,
+        started_at,
+        attempt_counted,
+        ..
+    } = *commit;
     let reason_json = match &report.outcome {
         Outcome::Accepted { .. } => None,
         other => Some(serde_json::to_string(other)?),
@@ -753,7 +960,13 @@ fn completion(
         completed_at: store::now_millis(),
         invocation,
         events: outbox_events(connection, source, &report.outcome),
-        new_state: report.state,
+        // An invocation that read or wrote the state and succeeded commits only onto the
+        // state it read; one that failed changes nothing, so it needs no check.
+        state: (report.state_used && report.outcome.is_success()).then_some(StateCommit {
+            base_version: state_version,
+            new_state: report.state,
+        }),
+        attempt_counted,
     })
 }
 
@@ -988,7 +1201,17 @@ value = "{SECRET}"
         let delivery = store.get_delivery(&ack.delivery_id).await.unwrap().unwrap();
         assert_eq!(delivery.info.status, DeliveryStatus::Failed);
         assert_eq!(delivery.info.attempts, 1);
-        assert!(store.deliveries_to_recover(10).await.unwrap().is_empty());
+        assert!(
+            store
+                .claim_recovery(
+                    crate::store::now_millis() + 3_600_000,
+                    crate::store::now_millis() + 3_700_000,
+                    10
+                )
+                .await
+                .unwrap()
+                .is_empty()
+        );
 
         let ok = host
             .receive_webhook(inbound("ok", "gh-slow-ok"))

@@ -89,13 +89,6 @@ pub async fn open_host(options: &ServeOptions) -> anyhow::Result<Host> {
 /// Runs the host until Ctrl-C or SIGTERM.
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let host = open_host(&options).await?;
-    let recovered = host.recover().await.context("recovering deliveries")?;
-    if recovered > 0 {
-        tracing::warn!(
-            recovered,
-            "re-ran deliveries interrupted by a previous stop"
-        );
-    }
     let (stop_relay, relay_stopped) = tokio::sync::watch::channel(false);
     let relay = Relay::new(
         host.store().clone(),
@@ -117,7 +110,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         }
         tokio::spawn(std::sync::Arc::clone(remote).run(client, relay_stopped.clone()));
     }
-    let relay = tokio::spawn(relay.run(relay_stopped));
+    let relay = tokio::spawn(relay.run(relay_stopped.clone()));
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("listening on {}", options.listen))?;
@@ -126,11 +119,16 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         data_dir = %options.data_dir.display(),
         "adapter host serving"
     );
+    // Deliveries a previous stop cut off are run again in the background, once the host
+    // listens: one that crashed the host cannot keep it from serving (and is parked after its
+    // attempt limit).
+    let recovery = tokio::spawn(host.clone().run_recovery(relay_stopped));
     axum::serve(listener, app(host, options.server))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     let _ = stop_relay.send(true);
     relay.await?;
+    recovery.await?;
     Ok(())
 }
 

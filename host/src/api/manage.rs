@@ -387,11 +387,8 @@ async fn upload_version(
             ApiError::BadRequest(rejection.body_text())
         }
     })?;
-    let sandbox = state.host.sandbox().clone();
     let wasm = wasm.to_vec();
-    let (loaded, wasm) = tokio::task::spawn_blocking(move || (sandbox.load(&wasm, limits), wasm))
-        .await
-        .map_err(ApiError::internal)?;
+    let loaded = state.host.sandbox().load(&wasm, limits).await;
     let loaded = loaded.map_err(|e| match e {
         sandbox::Error::Engine(_) | sandbox::Error::Cache(_) => ApiError::internal(e),
         refused => ApiError::BadRequest(refused.to_string()),
@@ -1938,6 +1935,10 @@ struct TestRequest {
     /// The orgs the connection allows (default: the caller's org).
     #[serde(default)]
     allowed_org_ids: Option<Vec<String>>,
+    /// Run as a platform-level connection, which may emit platform-level events (`org_id`
+    /// null); by default the connection belongs to the caller's org, and may not.
+    #[serde(default)]
+    platform_level: bool,
     /// The connection's settings.
     #[serde(default)]
     settings: BTreeMap<String, String>,
@@ -2018,29 +2019,32 @@ async fn test_version(
             body: request.body.into_bytes(),
             received_at: now,
         }),
-        TestKind::Poll => sandbox::Input::Poll(sandbox::PollPage {
-            body: request.body.into_bytes(),
-            content_type: request.content_type,
-            cursor: request.cursor,
-            fetched_at: now,
-        }),
+        TestKind::Poll => sandbox::Input::Poll(sandbox::PollPage::pushed(
+            request.body.into_bytes(),
+            request.content_type,
+            request.cursor,
+            now,
+        )),
     };
     let context = sandbox::ConnectionContext {
         connection_id: "dry-run".into(),
         tenant_id: scope.tenant_id().to_owned(),
+        org_id: (!request.platform_level).then(|| scope.org_id.clone()),
         provider: request
             .provider
             .unwrap_or_else(|| loaded.info().provider.clone()),
         allowed_org_ids: allowed,
         settings: request.settings.into_iter().collect(),
+        api_base_url: None,
     };
     let before = request
         .state
         .into_iter()
         .map(|(k, v)| (k, v.into_bytes()))
         .collect();
-    let runner = loaded.clone();
-    let report = tokio::task::spawn_blocking(move || runner.invoke(&input, &context, before))
+    let report = state
+        .host
+        .run_isolated(&loaded, &input, &context, sandbox::Env::with_state(before))
         .await
         .map_err(ApiError::internal)?;
     let state_after = report.state.as_ref().map(|s| {

@@ -14,6 +14,7 @@
 mod tests;
 mod webhooks;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -161,8 +162,9 @@ impl Relay {
 
     /// One pass over the outbox: claims due rows, publishes them on the bus in `seq` order,
     /// queues the published ones for subscribers and marks them published; a failure is
-    /// retried after [`Relay::backoff`], or parked as dead at the last attempt. Returns how
-    /// many were published.
+    /// retried after [`Relay::backoff`], or parked as dead at the last attempt, and the rows of
+    /// its entity claimed after it are given back unattempted (they wait behind it, so per-entity
+    /// order holds). Returns how many were published.
     pub async fn publish_once(&self) -> store::Result<usize> {
         let now = self.clock.now();
         let rows = self
@@ -170,13 +172,25 @@ impl Relay {
             .claim_outbox(self.config.batch, now, self.config.lease)
             .await?;
         let mut published = Vec::with_capacity(rows.len());
+        let mut held_back = Vec::new();
+        let mut failed_entities: HashSet<(&str, &str, &str)> = HashSet::new();
         for row in &rows {
+            let entity = (
+                row.tenant_id.as_str(),
+                row.entity_type.as_str(),
+                row.entity_id.as_str(),
+            );
+            if failed_entities.contains(&entity) {
+                held_back.push(row.seq);
+                continue;
+            }
             match publish_row(self.bus.as_ref(), row).await {
                 Ok(()) => {
                     self.count("bus", "ok");
                     published.push(row.seq);
                 }
                 Err(error) => {
+                    failed_entities.insert(entity);
                     let dead = row.attempts >= self.config.max_attempts;
                     self.count("bus", if dead { "dead" } else { "retry" });
                     let next =
@@ -187,6 +201,9 @@ impl Relay {
                         .await?;
                 }
             }
+        }
+        if !held_back.is_empty() {
+            self.store.release_outbox(&held_back, now).await?;
         }
         if !published.is_empty() {
             // Queue before marking: if marking fails the rows are published again and queued
@@ -226,6 +243,9 @@ impl Relay {
         if self.secrets.is_none() {
             tracing::warn!("no secret store: outgoing webhooks are queued but not sent");
         }
+        // The gauges cost a query: once a second is plenty, and a busy relay passes far more
+        // often than that.
+        let mut gauges_refreshed: Option<std::time::Instant> = None;
         loop {
             let published = self.publish_once().await.unwrap_or_else(|error| {
                 tracing::error!(%error, "relay pass failed");
@@ -235,7 +255,10 @@ impl Relay {
                 tracing::error!(%error, "subscriber delivery pass failed");
                 0
             });
-            self.refresh_gauges().await;
+            if gauges_refreshed.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                self.refresh_gauges().await;
+                gauges_refreshed = Some(std::time::Instant::now());
+            }
             if published + delivered > 0 {
                 // More may be due already: go again, unless asked to stop.
                 let stop = tokio::select! {

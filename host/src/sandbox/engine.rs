@@ -9,8 +9,8 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 use super::limits::PlatformLimits;
 use super::{Error, Result};
 
-/// How often the epoch advances. Deadlines are rounded up to a whole number of ticks, so this is
-/// the resolution of every wall-clock deadline.
+/// How often the epoch advances: a computing guest checks its deadline (and yields its thread)
+/// at every tick, so this is the resolution of every wall-clock deadline.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// The most of a linear memory's written pages reset in place when its slot is recycled (only
@@ -89,11 +89,4 @@ pub fn spawn_epoch_ticker(engine: &Engine) {
             }
         })
         .expect("spawning the epoch thread");
-}
-
-/// The number of epoch ticks that covers `deadline`, plus one for the tick already under way.
-pub fn deadline_ticks(deadline: Duration) -> u64 {
-    let tick = EPOCH_TICK.as_nanos();
-    let ticks = deadline.as_nanos().div_ceil(tick);
-    u64::try_from(ticks).unwrap_or(u64::MAX - 1).max(1) + 1
 }

@@ -44,6 +44,16 @@ pub struct Limits {
     pub state_value_bytes: u64,
     /// Size of a connection's whole state (keys and values), in bytes.
     pub state_total_bytes: u64,
+    /// Requests one invocation may make through the host (`http.fetch`, 0.2.0), retries of a
+    /// request by the host not counted.
+    pub http_requests: u32,
+    /// Longest the host waits for one answer (connecting, sending, reading), in milliseconds.
+    pub http_timeout_ms: u64,
+    /// Network time one invocation may spend in all its requests, in milliseconds (the
+    /// compute deadline is paused meanwhile).
+    pub http_budget_ms: u64,
+    /// Largest answer body the host accepts, in bytes.
+    pub http_response_bytes: u64,
 }
 
 impl Default for Limits {
@@ -64,6 +74,10 @@ impl Default for Limits {
             state_key_bytes: 256,
             state_value_bytes: 64 * KIB,
             state_total_bytes: MIB,
+            http_requests: 50,
+            http_timeout_ms: 10_000,
+            http_budget_ms: 60_000,
+            http_response_bytes: 8 * MIB,
         }
     }
 }
@@ -72,6 +86,22 @@ impl Limits {
     /// The deadline as a [`Duration`].
     pub fn deadline(&self) -> Duration {
         Duration::from_millis(self.deadline_ms)
+    }
+
+    /// The most the host copies out of the guest in one go: the events an invocation returns
+    /// (its output limit, plus the records and list headers of its events), one log line, one
+    /// state value or one request. wasmtime refuses a copy beyond it before allocating, so a
+    /// guest cannot make the host hold more than its limits allow.
+    pub fn hostcall_bytes(&self) -> usize {
+        const PER_EVENT: u64 = 128;
+        let output = self
+            .output_bytes
+            .saturating_add(u64::from(self.max_events).saturating_mul(PER_EVENT));
+        let largest = output
+            .max(self.state_value_bytes + u64::from(self.state_key_bytes))
+            .max(self.log_bytes)
+            .saturating_add(64 * KIB);
+        usize::try_from(largest).unwrap_or(usize::MAX)
     }
 
     /// Checks these limits against the platform's maximums; the error names every field that is
@@ -113,6 +143,26 @@ impl Limits {
             self.state_total_bytes,
             platform.max_state_bytes,
         );
+        check(
+            "http_requests",
+            self.http_requests.into(),
+            platform.max_http_requests.into(),
+        );
+        check(
+            "http_timeout_ms",
+            self.http_timeout_ms,
+            platform.max_http_timeout_ms,
+        );
+        check(
+            "http_budget_ms",
+            self.http_budget_ms,
+            platform.max_http_budget_ms,
+        );
+        check(
+            "http_response_bytes",
+            self.http_response_bytes,
+            platform.max_http_response_bytes,
+        );
         if let Some(fuel) = self.fuel {
             check("fuel", fuel, u64::MAX / 2);
         }
@@ -150,6 +200,14 @@ pub struct PlatformLimits {
     pub max_state_bytes: u64,
     /// The largest component that can be loaded, in bytes.
     pub max_component_bytes: u64,
+    /// The most requests an invocation may make through the host.
+    pub max_http_requests: u32,
+    /// The longest wait for one answer an adapter may ask for (milliseconds).
+    pub max_http_timeout_ms: u64,
+    /// The most network time per invocation an adapter may ask for (milliseconds).
+    pub max_http_budget_ms: u64,
+    /// The largest answer an adapter may ask to accept, in bytes.
+    pub max_http_response_bytes: u64,
 }
 
 impl Default for PlatformLimits {
@@ -166,6 +224,10 @@ impl Default for PlatformLimits {
             max_log_bytes: MIB,
             max_state_bytes: 16 * MIB,
             max_component_bytes: 32 * MIB,
+            max_http_requests: 1_000,
+            max_http_timeout_ms: 60_000,
+            max_http_budget_ms: 300_000,
+            max_http_response_bytes: 64 * MIB,
         }
     }
 }

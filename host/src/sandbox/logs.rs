@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use serde::Serialize;
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 /// Where a log line came from and how serious it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -53,22 +54,68 @@ pub struct LogLine {
 }
 
 /// The log of one invocation, as kept for the tenant.
+///
+/// Its size is bounded whatever the guest writes: every line costs its text, as stored (JSON
+/// escapes included), plus [`LINE_OVERHEAD`] for its framing, against the budget, and at most
+/// [`MAX_LINES`] lines are kept. An empty line is not free: a flood of newlines runs out the
+/// budget like any other text.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Log {
     /// The lines kept, in order.
     pub lines: Vec<LogLine>,
-    /// Bytes kept.
+    /// What the kept lines cost against the budget (text as stored, plus framing).
     pub bytes: u64,
     /// Whether lines were dropped (or cut) because the budget ran out.
     pub truncated: bool,
-    /// Bytes dropped because the budget ran out.
+    /// Bytes of text dropped because the budget ran out.
     pub dropped_bytes: u64,
+    /// Lines dropped whole because the budget (or the line cap) ran out.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped_lines: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What a line costs on top of its text: about its framing as stored
+/// (`{"level":"stderr","message":""},`).
+pub const LINE_OVERHEAD: u64 = 32;
+/// The most lines one invocation's log keeps.
+pub const MAX_LINES: usize = 10_000;
+/// Ends a line that was cut because the budget ran out.
+const CUT_MARK: &str = "…[truncated]";
+
+/// The length of `text` as a JSON string's content: control characters, quotes and backslashes
+/// take their escapes.
+fn json_len(text: &str) -> u64 {
+    text.chars()
+        .map(|c| match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            c if u32::from(c) < 0x20 => 6,
+            c => c.len_utf8() as u64,
+        })
+        .sum()
+}
+
+/// The longest prefix of `text` (on a character boundary) whose [`json_len`] is at most `room`.
+fn prefix_within(text: &str, room: u64) -> usize {
+    let mut used = 0;
+    for (index, c) in text.char_indices() {
+        used += json_len(c.encode_utf8(&mut [0; 4]));
+        if used > room {
+            return index;
+        }
+    }
+    text.len()
 }
 
 #[derive(Debug)]
 struct Inner {
     log: Log,
     budget: u64,
+    /// Set once a line did not fit: later lines are only counted.
+    full: bool,
     /// Unterminated text written to stdout/stderr, completed by a later write.
     partial: [Vec<u8>; 2],
 }
@@ -86,6 +133,7 @@ impl LogSink {
         Self(Arc::new(Mutex::new(Inner {
             log: Log::default(),
             budget,
+            full: false,
             partial: [Vec::new(), Vec::new()],
         })))
     }
@@ -105,6 +153,13 @@ impl LogSink {
     /// Appends raw bytes written to stdout or stderr, one log line per text line.
     fn write_stream(&self, level: LogLevel, bytes: &[u8]) {
         let mut inner = self.lock();
+        if inner.full {
+            // Nothing more is kept: count what is dropped without splitting it into lines.
+            let lines = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+            inner.log.dropped_lines += lines;
+            inner.log.dropped_bytes += bytes.len() as u64 - lines;
+            return;
+        }
         let slot = usize::from(level == LogLevel::Stderr);
         let mut partial = std::mem::take(&mut inner.partial[slot]);
         for &byte in bytes {
@@ -145,37 +200,40 @@ impl LogSink {
 
 impl Inner {
     fn push(&mut self, level: LogLevel, message: &str) {
-        let left = self.budget.saturating_sub(self.log.bytes);
         let len = message.len() as u64;
-        if len <= left {
-            self.log.bytes += len;
+        if self.full {
+            self.log.dropped_bytes += len;
+            self.log.dropped_lines += 1;
+            return;
+        }
+        let left = self.budget.saturating_sub(self.log.bytes);
+        let cost = LINE_OVERHEAD + json_len(message);
+        if cost <= left && self.log.lines.len() < MAX_LINES {
+            self.log.bytes += cost;
             self.log.lines.push(LogLine {
                 level,
                 message: message.to_owned(),
             });
             return;
         }
+        // This line does not fit: keep what of it does, marked, then nothing more.
+        self.full = true;
         self.log.truncated = true;
-        self.log.dropped_bytes += len - left;
-        if left > 0 {
-            let cut = floor_char_boundary(message, left as usize);
-            self.log.bytes += cut as u64;
-            self.log.dropped_bytes += left - cut as u64;
-            self.log.lines.push(LogLine {
-                level,
-                message: format!("{}…[truncated]", &message[..cut]),
-            });
-            // Nothing more fits: later lines are only counted.
-            self.log.bytes = self.budget;
+        let room = left.saturating_sub(LINE_OVERHEAD + json_len(CUT_MARK));
+        let cut = prefix_within(message, room);
+        if cut == 0 || self.log.lines.len() >= MAX_LINES {
+            self.log.dropped_bytes += len;
+            self.log.dropped_lines += 1;
+            return;
         }
+        let kept = &message[..cut];
+        self.log.bytes += LINE_OVERHEAD + json_len(kept) + json_len(CUT_MARK);
+        self.log.dropped_bytes += len - cut as u64;
+        self.log.lines.push(LogLine {
+            level,
+            message: format!("{kept}{CUT_MARK}"),
+        });
     }
-}
-
-fn floor_char_boundary(s: &str, index: usize) -> usize {
-    (0..=index.min(s.len()))
-        .rev()
-        .find(|&i| s.is_char_boundary(i))
-        .unwrap_or(0)
 }
 
 /// The guest's stdout or stderr: every byte is accepted (so a chatty guest never traps on a full
@@ -196,6 +254,36 @@ impl StdoutStream for GuestOutput {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
         Box::new(self.clone())
     }
+
+    /// Written straight into the log: no background writer task to hand every chunk to (a
+    /// guest writing megabytes would otherwise spend its deadline on task switches).
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+}
+
+/// How much a guest may write to stdout or stderr per write call: the log keeps what its
+/// budget allows whatever the guest writes, so this only bounds one copy.
+const WRITE_PERMIT: usize = 64 * 1024;
+
+impl OutputStream for GuestOutput {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        self.sink.write_stream(self.level, &bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(WRITE_PERMIT)
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for GuestOutput {
+    async fn ready(&mut self) {}
 }
 
 impl AsyncWrite for GuestOutput {
@@ -228,28 +316,79 @@ mod tests {
         sink.push(LogLevel::Warn, "world");
         let log = sink.finish();
         assert_eq!(log.lines.len(), 2);
-        assert_eq!(log.bytes, 10);
+        assert_eq!(log.bytes, 10 + 2 * LINE_OVERHEAD);
         assert!(!log.truncated);
     }
 
     #[test]
     fn cuts_the_line_that_crosses_the_budget_and_counts_the_rest() {
-        let sink = LogSink::new(8);
+        let mark = json_len(CUT_MARK);
+        let sink = LogSink::new(2 * LINE_OVERHEAD + 5 + mark + 3);
         sink.push(LogLevel::Info, "12345");
-        sink.push(LogLevel::Info, "abcdef");
+        sink.push(LogLevel::Info, "abcdefghijklmnopqrstuvwxyz");
         sink.push(LogLevel::Info, "dropped");
         let log = sink.finish();
         assert!(log.truncated);
         assert_eq!(log.lines.len(), 2);
         assert_eq!(log.lines[1].message, "abc…[truncated]");
-        assert_eq!(log.dropped_bytes, 3 + 7);
+        assert_eq!(log.dropped_bytes, 23 + 7);
+        assert_eq!(log.dropped_lines, 1);
+        assert!(log.bytes <= 2 * LINE_OVERHEAD + 5 + mark + 3);
     }
 
     #[test]
     fn never_cuts_inside_a_character() {
-        let sink = LogSink::new(2);
-        sink.push(LogLevel::Info, "é€");
+        let sink = LogSink::new(LINE_OVERHEAD + json_len(CUT_MARK) + 3);
+        sink.push(LogLevel::Info, "é€€€€€€€€");
         assert_eq!(sink.finish().lines[0].message, "é…[truncated]");
+    }
+
+    #[test]
+    fn empty_lines_are_not_free() {
+        // A flood of newlines: each empty line costs its framing, so the budget ends it.
+        let sink = LogSink::new(64 * 1024);
+        sink.write_stream(LogLevel::Stdout, &vec![b'\n'; 4 * 1024 * 1024]);
+        let log = sink.finish();
+        assert_eq!(log.lines.len() as u64, 64 * 1024 / LINE_OVERHEAD);
+        assert!(log.truncated);
+        assert_eq!(
+            log.dropped_lines + log.lines.len() as u64,
+            4 * 1024 * 1024,
+            "every line is counted"
+        );
+        let stored = serde_json::to_string(&log).unwrap();
+        assert!(stored.len() <= 64 * 1024 + 256, "{} bytes", stored.len());
+    }
+
+    #[test]
+    fn the_line_cap_holds_with_a_large_budget() {
+        let sink = LogSink::new(64 * 1024 * 1024);
+        for _ in 0..(MAX_LINES + 10) {
+            sink.push(LogLevel::Info, "");
+        }
+        let log = sink.finish();
+        assert_eq!(log.lines.len(), MAX_LINES);
+        assert_eq!(log.dropped_lines, 10);
+        assert!(log.truncated);
+    }
+
+    #[test]
+    fn escapes_count_against_the_budget() {
+        // Control characters are stored as \u00XX: six bytes each.
+        let budget = 16 * 1024;
+        let sink = LogSink::new(budget);
+        let controls = "\u{1}".repeat(1024);
+        for _ in 0..100 {
+            sink.push(LogLevel::Info, &controls);
+        }
+        let log = sink.finish();
+        let stored = serde_json::to_string(&log.lines).unwrap();
+        assert!(
+            stored.len() as u64 <= budget,
+            "{} bytes stored for a budget of {budget}",
+            stored.len()
+        );
+        assert!(log.truncated);
     }
 
     #[test]

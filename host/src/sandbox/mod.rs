@@ -9,7 +9,9 @@
 //! [`Report`], never a host panic.
 
 mod cache;
+mod deadline;
 mod engine;
+pub mod http;
 mod limits;
 mod logs;
 mod report;
@@ -17,25 +19,28 @@ mod state;
 mod world;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, Store, Trap, WasmBacktrace};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline, WasmBacktrace};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::contracts::{self, Declaration, EmittedEvent, Scope};
 pub use cache::{ArtifactCache, sha256_hex};
 pub use engine::EPOCH_TICK;
+pub use http::{Fetch, FetchError, HttpRequest, HttpResponse};
 pub use limits::{Limits, PlatformLimits};
 pub use logs::{Log, LogLevel, LogLine};
 pub use report::{AdapterErrorKind, Failure, FailureKind, Outcome, Report, Usage};
 pub use state::{StateError, StateMap};
-pub use world::{AdapterInfo, EventTypeInfo, WORLD_EXPORT};
+pub use world::{AdapterInfo, EventTypeInfo, WORLD_EXPORT, WorldVersion};
 
+use deadline::Deadline;
 use limits::Limiter;
 use logs::LogSink;
 use state::State;
-use world::bindings;
+use world::{v1, v2};
 
 /// Errors of loading a component or setting up the sandbox. What a guest does while it runs is
 /// never an `Error`: it is a [`Report`].
@@ -67,7 +72,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The engine, linker and artifact cache shared by every adapter of a host.
 #[derive(Clone)]
 pub struct Sandbox {
-    inner: std::sync::Arc<SandboxInner>,
+    inner: Arc<SandboxInner>,
 }
 
 struct SandboxInner {
@@ -93,9 +98,15 @@ impl Sandbox {
         let engine = engine::new_engine(&platform)?;
         engine::spawn_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| {
-                bindings::CrmAdapter::add_to_linker::<HostState, HasSelf<HostState>>(
+                v1::CrmAdapter::add_to_linker::<HostState, HasSelf<HostState>>(
+                    &mut linker,
+                    |state| state,
+                )
+            })
+            .and_then(|()| {
+                v2::CrmAdapter::add_to_linker::<HostState, HasSelf<HostState>>(
                     &mut linker,
                     |state| state,
                 )
@@ -105,7 +116,7 @@ impl Sandbox {
             .map(|path| ArtifactCache::open_path(path, &engine))
             .transpose()?;
         Ok(Self {
-            inner: std::sync::Arc::new(SandboxInner {
+            inner: Arc::new(SandboxInner {
                 engine,
                 linker,
                 cache,
@@ -120,7 +131,18 @@ impl Sandbox {
     }
 
     /// Checks, compiles (or loads from the cache) and describes a component, ready to invoke.
-    pub fn load(&self, wasm: &[u8], limits: Limits) -> Result<Adapter> {
+    /// Compiling runs on a blocking thread: it can take seconds for a large component.
+    pub async fn load(&self, wasm: &[u8], limits: Limits) -> Result<Adapter> {
+        let sandbox = self.clone();
+        let wasm = wasm.to_vec();
+        let compiled = tokio::task::spawn_blocking(move || sandbox.compile(&wasm, limits))
+            .await
+            .map_err(|e| Error::Engine(format!("the compiler thread failed: {e}")))??;
+        compiled.describe().await
+    }
+
+    /// Checks and compiles (or loads from the cache) a component: CPU-bound, blocks the thread.
+    fn compile(&self, wasm: &[u8], limits: Limits) -> Result<Adapter> {
         let inner = &self.inner;
         limits.validate(&inner.platform).map_err(Error::Limits)?;
         if wasm.len() as u64 > inner.platform.max_component_bytes {
@@ -136,24 +158,28 @@ impl Sandbox {
             None => Component::new(&inner.engine, wasm)
                 .map_err(|e| Error::Invalid(format!("not a valid component: {e:#}")))?,
         };
-        world::check_component(&inner.engine, &component)?;
+        let version = world::check_component(&inner.engine, &component)?;
         let pre = inner
             .linker
             .instantiate_pre(&component)
             .map_err(|e| Error::World(format!("{e:#}")))?;
-        let pre = bindings::CrmAdapterPre::new(pre).map_err(|e| Error::World(format!("{e:#}")))?;
-        let mut adapter = Adapter {
-            loaded: std::sync::Arc::new(Loaded {
+        let pre = match version {
+            WorldVersion::V0_1 => v1::CrmAdapterPre::new(pre).map(Pre::V1),
+            WorldVersion::V0_2 => v2::CrmAdapterPre::new(pre).map(Pre::V2),
+        }
+        .map_err(|e| Error::World(format!("{e:#}")))?;
+        Ok(Adapter {
+            loaded: Arc::new(Loaded {
                 pre,
+                version,
                 sha256,
                 size_bytes: wasm.len() as u64,
                 limits,
                 info: AdapterInfo::default(),
                 declaration: Declaration::new(Vec::new()).expect("an empty declaration is valid"),
+                uses_state: std::sync::atomic::AtomicBool::new(false),
             }),
-        };
-        adapter.describe()?;
-        Ok(adapter)
+        })
     }
 }
 
@@ -161,22 +187,33 @@ impl Sandbox {
 /// Cheap to clone (one reference count): the webhook path takes one per invocation.
 #[derive(Clone)]
 pub struct Adapter {
-    loaded: std::sync::Arc<Loaded>,
+    loaded: Arc<Loaded>,
+}
+
+/// The instance template, by world version.
+enum Pre {
+    V1(v1::CrmAdapterPre<HostState>),
+    V2(v2::CrmAdapterPre<HostState>),
 }
 
 struct Loaded {
-    pre: bindings::CrmAdapterPre<HostState>,
+    pre: Pre,
+    version: WorldVersion,
     sha256: String,
     size_bytes: u64,
     limits: Limits,
     info: AdapterInfo,
     declaration: Declaration,
+    /// Set once an invocation of this version touched the connection's state: from then on
+    /// the host runs its invocations of one connection one at a time.
+    uses_state: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Adapter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Adapter")
             .field("sha256", &self.loaded.sha256)
+            .field("version", &self.loaded.version)
             .field("info", &self.loaded.info)
             .field("limits", &self.loaded.limits)
             .finish_non_exhaustive()
@@ -190,12 +227,34 @@ pub struct ConnectionContext {
     pub connection_id: String,
     /// The tenant owning the connection.
     pub tenant_id: String,
+    /// The org owning the connection; `None` for a platform-level connection (the only kind
+    /// that may emit platform-level events).
+    #[serde(default)]
+    pub org_id: Option<String>,
     /// The CRM provider.
     pub provider: String,
     /// The org ids events may be scoped to.
     pub allowed_org_ids: Vec<String>,
     /// Non-secret settings.
     pub settings: Vec<(String, String)>,
+    /// The CRM API's base URL, when the connection has API access (0.2.0 adapters see it).
+    #[serde(default)]
+    pub api_base_url: Option<String>,
+}
+
+impl ConnectionContext {
+    /// Who events of this connection may be emitted for.
+    pub fn scope(&self) -> Scope {
+        Scope {
+            tenant_id: self.tenant_id.clone(),
+            allowed_org_ids: self
+                .allowed_org_ids
+                .iter()
+                .cloned()
+                .collect::<BTreeSet<_>>(),
+            platform_level: self.org_id.is_none(),
+        }
+    }
 }
 
 /// A webhook delivery as received.
@@ -215,7 +274,8 @@ pub struct WebhookRequest {
     pub received_at: SystemTime,
 }
 
-/// A page of records from a CRM API.
+/// A page of records from a CRM API: the answer to the adapter's poll request, or a page an
+/// external poller pushed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PollPage {
     /// The raw page.
@@ -226,6 +286,32 @@ pub struct PollPage {
     pub cursor: Option<String>,
     /// When it was fetched.
     pub fetched_at: SystemTime,
+    /// The request the host made for it; `None` for a pushed page.
+    pub request: Option<HttpRequest>,
+    /// The answer's HTTP status (200 for a pushed page).
+    pub status: u16,
+    /// The answer's headers (credentials never among them).
+    pub headers: Vec<(String, String)>,
+}
+
+impl PollPage {
+    /// A page pushed by an external poller: body and cursor, nothing about a request.
+    pub fn pushed(
+        body: Vec<u8>,
+        content_type: Option<String>,
+        cursor: Option<String>,
+        at: SystemTime,
+    ) -> Self {
+        Self {
+            body,
+            content_type,
+            cursor,
+            fetched_at: at,
+            request: None,
+            status: 200,
+            headers: Vec::new(),
+        }
+    }
 }
 
 /// What an invocation is asked to handle.
@@ -235,6 +321,11 @@ pub enum Input {
     Webhook(WebhookRequest),
     /// A poll page.
     Poll(PollPage),
+    /// The next request of a poll run, from the saved cursor (0.2.0 adapters only).
+    PollRequest {
+        /// The cursor saved after the last page; `None` before the first poll ever.
+        cursor: Option<String>,
+    },
 }
 
 impl Input {
@@ -242,8 +333,52 @@ impl Input {
         match self {
             Input::Webhook(request) => request.body.len(),
             Input::Poll(page) => page.body.len(),
+            Input::PollRequest { cursor } => cursor.as_ref().map_or(0, String::len),
         }
     }
+}
+
+/// What an invocation may reach besides its input: the connection's state, and for 0.2.0
+/// adapters the host's HTTP client bound to the connection.
+#[derive(Debug, Default)]
+pub struct Env {
+    /// The connection's state as the invocation starts.
+    pub state: StateMap,
+    /// Performs `http.fetch`; `None`: the connection has no API access (fetch is refused).
+    pub http: Option<Arc<dyn Fetch>>,
+}
+
+impl Env {
+    /// The environment of an invocation that sees `state` and no API.
+    pub fn with_state(state: StateMap) -> Self {
+        Self { state, http: None }
+    }
+}
+
+/// What an adapter returned, before limits and contracts.
+#[derive(Debug, Default)]
+struct Output {
+    events: Vec<EmittedEvent>,
+    next_cursor: Option<String>,
+    more: bool,
+    request: Option<HttpRequest>,
+}
+
+impl Output {
+    fn events(events: Vec<EmittedEvent>) -> Self {
+        Self {
+            events,
+            ..Self::default()
+        }
+    }
+}
+
+/// An adapter's own error (the WIT `adapter-error`, the same in every version).
+#[derive(Debug)]
+enum AdapterFailure {
+    BadRequest(String),
+    Ignored(String),
+    Failed(String),
 }
 
 impl Adapter {
@@ -255,6 +390,11 @@ impl Adapter {
     /// The component's size in bytes.
     pub fn size_bytes(&self) -> u64 {
         self.loaded.size_bytes
+    }
+
+    /// The world version the component implements.
+    pub fn world_version(&self) -> WorldVersion {
+        self.loaded.version
     }
 
     /// What the adapter declared about itself.
@@ -272,86 +412,160 @@ impl Adapter {
         &self.loaded.declaration
     }
 
-    /// Runs the adapter on `input` for `context`, with the connection's `state`, in a fresh
-    /// instance. Blocks the calling thread for at most about the adapter's deadline.
-    pub fn invoke(&self, input: &Input, context: &ConnectionContext, state: StateMap) -> Report {
-        let log = LogSink::new(self.loaded.limits.log_bytes);
+    /// Whether an invocation of this version has touched a connection's state (read or
+    /// written): the host then serializes its invocations per connection.
+    pub fn uses_state(&self) -> bool {
+        self.loaded
+            .uses_state
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Runs the adapter on `input` for `context`, in `env`, in a fresh instance. Returns within
+    /// about the adapter's deadline (plus the time its `http.fetch` calls wait, which the fetch's
+    /// own limits bound), whatever the guest does.
+    pub async fn invoke(&self, input: &Input, context: &ConnectionContext, env: Env) -> Report {
+        let limits = &self.loaded.limits;
+        let log = LogSink::new(limits.log_bytes);
         let bytes_in = input.len() as u64;
         let mut usage = Usage {
             bytes_in,
-            fuel_limit: self.loaded.limits.fuel,
+            fuel_limit: limits.fuel,
             ..Usage::default()
         };
-        if bytes_in > self.loaded.limits.input_bytes {
-            let failure = Failure::new(
+        let refused = if bytes_in > limits.input_bytes {
+            Some(Failure::new(
                 FailureKind::InputTooLarge,
                 format!(
                     "the input is {bytes_in} bytes; this adapter accepts at most {}",
-                    self.loaded.limits.input_bytes
+                    limits.input_bytes
                 ),
-            );
+            ))
+        } else if matches!(input, Input::PollRequest { .. })
+            && !self.loaded.version.polls_through_host()
+        {
+            Some(Failure::new(
+                FailureKind::Unsupported,
+                format!(
+                    "the adapter implements crm:adapter@{}, which cannot poll through the host \
+                     (no poll-request): rebuild it against 0.2.0, or push its pages to \
+                     POST /v1/connections/{{id}}/poll-results",
+                    self.loaded.version
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some(failure) = refused {
             return Report::new(Outcome::Failed { failure }, usage, log.finish(), None);
         }
 
-        let mut store = self.new_store(&log, state);
+        let deadline = Deadline::starting_now(limits.deadline());
+        let mut store = self.new_store(&log, env, deadline.clone());
         let started = Instant::now();
-        let result = self.call(&mut store, input, context);
+        let result = tokio::select! {
+            biased;
+            result = self.call(&mut store, input, context) => Some(result),
+            // The guest is blocked in a host call (a sleep, a poll of a clock): no epoch check
+            // can stop it there, so the call is dropped, which unwinds the guest.
+            () = deadline.passed() => None,
+        };
         usage.duration = started.elapsed();
         usage.fuel_consumed = self.fuel_consumed(&store);
         usage.peak_memory_bytes = store.data().limiter.peak_memory_bytes as u64;
 
         let outcome = match result {
-            Err(error) => Outcome::Failed {
-                failure: classify_trap(&error, &store.data().limiter, &log, &self.loaded.limits),
+            None => Outcome::Failed {
+                failure: Failure::new(
+                    FailureKind::Deadline,
+                    format!(
+                        "the adapter ran past its deadline of {} ms while blocked in a host call \
+                         (a sleep or a wait on a clock) and was stopped",
+                        limits.deadline_ms
+                    ),
+                ),
             },
-            Ok(Err(error)) => Outcome::from_adapter_error(error),
-            Ok(Ok((events, next_cursor))) => {
-                self.check_output(events, next_cursor, context, &mut usage)
-            }
+            Some(Err(error)) => Outcome::Failed {
+                failure: classify_trap(&error, &store.data().limiter, &log, limits),
+            },
+            Some(Ok(Err(error))) => Outcome::from_adapter_error(error),
+            Some(Ok(Ok(output))) => self.check_output(output, context, &mut usage),
         };
         let HostState { state, .. } = store.into_data();
+        if state.used() {
+            self.loaded
+                .uses_state
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let state_used = state.used();
         let state = outcome.is_success().then(|| state.into_changes()).flatten();
         let log = log.finish();
         usage.log_bytes = log.bytes;
-        Report::new(outcome, usage, log, state)
+        let mut report = Report::new(outcome, usage, log, state);
+        report.state_used = state_used;
+        report
     }
 
     /// Instantiates a fresh copy of the adapter and calls the export `input` asks for.
-    #[allow(clippy::type_complexity)]
-    fn call(
+    async fn call(
         &self,
         store: &mut Store<HostState>,
         input: &Input,
         context: &ConnectionContext,
-    ) -> wasmtime::Result<
-        std::result::Result<(Vec<EmittedEvent>, Option<String>), bindings::AdapterError>,
-    > {
-        let instance = self.loaded.pre.instantiate(&mut *store)?;
-        let adapter = instance.crm_adapter_adapter();
-        let context = world::to_wit_context(context);
-        Ok(match input {
-            Input::Webhook(request) => adapter
-                .call_handle_webhook(&mut *store, &world::to_wit_request(request), &context)?
-                .map(|events| {
-                    (
-                        events.into_iter().map(world::from_wit_event).collect(),
-                        None,
-                    )
-                }),
-            Input::Poll(page) => adapter
-                .call_handle_poll(&mut *store, &world::to_wit_page(page), &context)?
-                .map(|output| {
-                    let events = output
-                        .events
-                        .into_iter()
-                        .map(world::from_wit_event)
-                        .collect();
-                    (events, output.next_cursor)
-                }),
-        })
+    ) -> wasmtime::Result<std::result::Result<Output, AdapterFailure>> {
+        match &self.loaded.pre {
+            Pre::V1(pre) => {
+                use v1::crm::adapter::types::WebhookRequest as Wit;
+                let instance = pre.instantiate_async(&mut *store).await?;
+                let adapter = instance.crm_adapter_adapter();
+                let context = world::v1_context(context);
+                Ok(match input {
+                    Input::Webhook(request) => adapter
+                        .call_handle_webhook(&mut *store, &Wit::from_host(request), &context)
+                        .await?
+                        .map(|events| {
+                            Output::events(events.into_iter().map(world::v1_event).collect())
+                        })
+                        .map_err(AdapterFailure::from),
+                    Input::Poll(page) => adapter
+                        .call_handle_poll(&mut *store, &world::v1_page(page), &context)
+                        .await?
+                        .map(world::v1_poll_output)
+                        .map_err(AdapterFailure::from),
+                    Input::PollRequest { .. } => unreachable!("refused before instantiation"),
+                })
+            }
+            Pre::V2(pre) => {
+                use v2::crm::adapter::types::WebhookRequest as Wit;
+                let instance = pre.instantiate_async(&mut *store).await?;
+                let adapter = instance.crm_adapter_adapter();
+                let context = world::v2_context(context);
+                Ok(match input {
+                    Input::Webhook(request) => adapter
+                        .call_handle_webhook(&mut *store, &Wit::from_host(request), &context)
+                        .await?
+                        .map(|events| {
+                            Output::events(events.into_iter().map(world::v2_event).collect())
+                        })
+                        .map_err(AdapterFailure::from),
+                    Input::Poll(page) => adapter
+                        .call_handle_poll(&mut *store, &world::v2_page(page), &context)
+                        .await?
+                        .map(world::v2_poll_output)
+                        .map_err(AdapterFailure::from),
+                    Input::PollRequest { cursor } => adapter
+                        .call_poll_request(&mut *store, cursor.as_deref(), &context)
+                        .await?
+                        .map(|request| Output {
+                            request: request.map(world::v2_request_from_wit),
+                            ..Output::default()
+                        })
+                        .map_err(AdapterFailure::from),
+                })
+            }
+        }
     }
 
-    fn new_store(&self, log: &LogSink, state: StateMap) -> Store<HostState> {
+    fn new_store(&self, log: &LogSink, env: Env, deadline: Deadline) -> Store<HostState> {
         let limits = &self.loaded.limits;
         let mut wasi = WasiCtx::builder();
         // No preopened directories, no environment, no arguments, no network: the builder
@@ -369,15 +583,28 @@ impl Adapter {
             table,
             limiter: Limiter::new(limits),
             log: log.clone(),
-            state: State::new(state, limits),
+            state: State::new(env.state, limits),
+            http: env.http,
+            deadline,
         };
-        let mut store = Store::new(self.loaded.pre.engine(), host);
+        let mut store = Store::new(self.loaded.pre_engine(), host);
         store.limiter(|host| &mut host.limiter);
         store
             .set_fuel(limits.fuel.unwrap_or(u64::MAX))
             .expect("fuel metering is enabled on the engine");
-        store.set_epoch_deadline(engine::deadline_ticks(limits.deadline()));
-        store.epoch_deadline_trap();
+        // What the host copies out of the guest in one go (the events it returns, one log line,
+        // one state value) is bounded by the adapter's own limits, not wasmtime's 128 MiB.
+        store.set_hostcall_fuel(limits.hostcall_bytes());
+        // Checked at every epoch tick: past the deadline the guest traps (`Trap::Interrupt`);
+        // before it, the guest yields so that a long computation shares its thread.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|store| {
+            Ok(if store.data().deadline.expired() {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
         store
     }
 
@@ -389,11 +616,16 @@ impl Adapter {
     /// Applies the output limits, then the contracts, to what the adapter returned.
     fn check_output(
         &self,
-        events: Vec<EmittedEvent>,
-        next_cursor: Option<String>,
+        output: Output,
         context: &ConnectionContext,
         usage: &mut Usage,
     ) -> Outcome {
+        let Output {
+            events,
+            next_cursor,
+            more,
+            request,
+        } = output;
         usage.events = events.len() as u64;
         usage.bytes_out = events.iter().map(event_bytes).sum();
         let limits = &self.loaded.limits;
@@ -416,19 +648,14 @@ impl Adapter {
                 failure: Failure::new(FailureKind::OutputLimit, message),
             };
         }
-        let scope = Scope {
-            tenant_id: context.tenant_id.clone(),
-            allowed_org_ids: context
-                .allowed_org_ids
-                .iter()
-                .cloned()
-                .collect::<BTreeSet<_>>(),
-        };
-        let violations = contracts::check_events(&events, &self.loaded.declaration, &scope);
+        let violations =
+            contracts::check_events(&events, &self.loaded.declaration, &context.scope());
         if violations.is_empty() {
             Outcome::Accepted {
                 events,
                 next_cursor,
+                more,
+                request,
             }
         } else {
             Outcome::Rejected { violations }
@@ -436,19 +663,29 @@ impl Adapter {
     }
 
     /// Calls `describe` and builds the declaration the contracts check against.
-    fn describe(&mut self) -> Result<()> {
-        let log = LogSink::new(self.loaded.limits.log_bytes);
-        let mut store = self.new_store(&log, StateMap::new());
-        let info = self
-            .loaded
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| instance.crm_adapter_adapter().call_describe(&mut store))
-            .map_err(|e| {
-                let failure = classify_trap(&e, &store.data().limiter, &log, &self.loaded.limits);
-                Error::Describe(failure.message)
-            })?;
-        let info = world::from_wit_info(info);
+    async fn describe(mut self) -> Result<Self> {
+        let limits = self.loaded.limits.clone();
+        let log = LogSink::new(limits.log_bytes);
+        let deadline = Deadline::starting_now(limits.deadline());
+        let mut store = self.new_store(&log, Env::default(), deadline.clone());
+        let called = tokio::select! {
+            biased;
+            info = self.call_describe(&mut store) => Some(info),
+            () = deadline.passed() => None,
+        };
+        let info = match called {
+            Some(Ok(info)) => info,
+            Some(Err(e)) => {
+                let failure = classify_trap(&e, &store.data().limiter, &log, &limits);
+                return Err(Error::Describe(failure.message));
+            }
+            None => {
+                return Err(Error::Describe(format!(
+                    "describe did not return within the deadline of {} ms",
+                    limits.deadline_ms
+                )));
+            }
+        };
         if info.name.trim().is_empty() {
             return Err(Error::Describe("the adapter's name is empty".into()));
         }
@@ -458,11 +695,43 @@ impl Adapter {
                 .map(|t| (t.name.clone(), t.decimal_fields.clone())),
         )
         .map_err(|e| Error::Describe(e.to_string()))?;
-        let loaded = std::sync::Arc::get_mut(&mut self.loaded)
-            .expect("an adapter is described before it is shared");
+        let loaded =
+            Arc::get_mut(&mut self.loaded).expect("an adapter is described before it is shared");
         loaded.declaration = declaration;
         loaded.info = info;
-        Ok(())
+        Ok(self)
+    }
+
+    async fn call_describe(&self, store: &mut Store<HostState>) -> wasmtime::Result<AdapterInfo> {
+        Ok(match &self.loaded.pre {
+            Pre::V1(pre) => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                world::v1_info(
+                    instance
+                        .crm_adapter_adapter()
+                        .call_describe(&mut *store)
+                        .await?,
+                )
+            }
+            Pre::V2(pre) => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                world::v2_info(
+                    instance
+                        .crm_adapter_adapter()
+                        .call_describe(&mut *store)
+                        .await?,
+                )
+            }
+        })
+    }
+}
+
+impl Loaded {
+    fn pre_engine(&self) -> &Engine {
+        match &self.pre {
+            Pre::V1(pre) => pre.engine(),
+            Pre::V2(pre) => pre.engine(),
+        }
     }
 }
 
@@ -472,31 +741,48 @@ impl Adapter {
 pub mod bench {
     use super::*;
 
-    /// A fresh store and instance, without calling anything.
-    pub fn instantiate(adapter: &Adapter) {
+    fn store(adapter: &Adapter) -> Store<HostState> {
         let log = LogSink::new(adapter.loaded.limits.log_bytes);
-        let mut store = adapter.new_store(&log, StateMap::new());
-        adapter
-            .loaded
-            .pre
-            .instantiate(&mut store)
-            .expect("instantiates");
+        let deadline = Deadline::starting_now(adapter.loaded.limits.deadline());
+        adapter.new_store(&log, Env::default(), deadline)
+    }
+
+    /// A fresh store and instance, without calling anything.
+    pub async fn instantiate(adapter: &Adapter) {
+        let mut store = store(adapter);
+        match &adapter.loaded.pre {
+            Pre::V1(pre) => drop(
+                pre.instantiate_async(&mut store)
+                    .await
+                    .expect("instantiates"),
+            ),
+            Pre::V2(pre) => drop(
+                pre.instantiate_async(&mut store)
+                    .await
+                    .expect("instantiates"),
+            ),
+        }
     }
 
     /// A fresh store and instance, then one call; no contract check.
-    pub fn fresh_call(adapter: &Adapter, input: &Input, context: &ConnectionContext) -> usize {
-        let log = LogSink::new(adapter.loaded.limits.log_bytes);
-        let mut store = adapter.new_store(&log, StateMap::new());
-        let result = adapter.call(&mut store, input, context).expect("no trap");
-        result.map_or(0, |(events, _)| events.len())
+    pub async fn fresh_call(
+        adapter: &Adapter,
+        input: &Input,
+        context: &ConnectionContext,
+    ) -> usize {
+        let mut store = store(adapter);
+        let result = adapter
+            .call(&mut store, input, context)
+            .await
+            .expect("no trap");
+        result.map_or(0, |output| output.events.len())
     }
 
     /// One instance kept across calls: the floor of a call's cost. Never used for tenants,
     /// whose invocations must not share an instance.
     pub struct Warm {
         store: Store<HostState>,
-        instance: bindings::CrmAdapter,
-        deadline: u64,
+        instance: v2::CrmAdapter,
     }
 
     impl std::fmt::Debug for Warm {
@@ -505,37 +791,37 @@ pub mod bench {
         }
     }
 
-    /// Instantiates `adapter` once for repeated calls.
-    pub fn warm(adapter: &Adapter) -> Warm {
-        let log = LogSink::new(u64::MAX);
-        let mut store = adapter.new_store(&log, StateMap::new());
-        let instance = adapter
-            .loaded
-            .pre
-            .instantiate(&mut store)
+    /// Instantiates a 0.2.0 `adapter` once for repeated calls.
+    pub async fn warm(adapter: &Adapter) -> Warm {
+        let mut store = store(adapter);
+        // The deadline is far away: the bench measures calls, not deadlines.
+        store.data_mut().deadline = Deadline::starting_now(Duration::from_secs(3600));
+        let Pre::V2(pre) = &adapter.loaded.pre else {
+            panic!("the warm floor is measured on 0.2.0 adapters")
+        };
+        let instance = pre
+            .instantiate_async(&mut store)
+            .await
             .expect("instantiates");
-        Warm {
-            store,
-            instance,
-            deadline: engine::deadline_ticks(adapter.loaded.limits.deadline()),
-        }
+        Warm { store, instance }
     }
 
     impl Warm {
         /// Calls `handle-webhook` on the warm instance.
-        pub fn call(&mut self, input: &Input, context: &ConnectionContext) -> usize {
+        pub async fn call(&mut self, input: &Input, context: &ConnectionContext) -> usize {
+            use v2::crm::adapter::types::WebhookRequest as Wit;
             let Input::Webhook(request) = input else {
                 panic!("webhook inputs only")
             };
-            self.store.set_epoch_deadline(self.deadline);
             self.store.set_fuel(u64::MAX).expect("fuel is enabled");
             self.instance
                 .crm_adapter_adapter()
                 .call_handle_webhook(
                     &mut self.store,
-                    &world::to_wit_request(request),
-                    &world::to_wit_context(context),
+                    &Wit::from_host(request),
+                    &world::v2_context(context),
                 )
+                .await
                 .expect("no trap")
                 .map_or(0, |events| events.len())
         }
@@ -549,7 +835,8 @@ fn event_bytes(event: &EmittedEvent) -> u64 {
         + event.entity_id.len()
         + optional(&event.org_id)
         + event.payload.len()
-        + optional(&event.dedupe_key)) as u64
+        + optional(&event.dedupe_key)
+        + optional(&event.idempotency_key)) as u64
 }
 
 /// Turns a wasmtime error raised while the guest ran into a tenant-facing failure.
@@ -572,7 +859,29 @@ fn classify_trap(
         })
         .unwrap_or_default();
     let trap = error.downcast_ref::<Trap>().copied();
+    // wasmtime's own guard on what the host copies out of the guest in one go, sized from the
+    // adapter's limits (see `Limits::hostcall_bytes`); its error type is private.
+    let copied_too_much = trap.is_none()
+        && format!("{error:#}").contains("too much data is being copied between the host");
     let (kind, message) = match trap {
+        _ if copied_too_much && frames.is_empty() => (
+            FailureKind::OutputLimit,
+            format!(
+                "the adapter returned more than the host copies out of it ({} bytes: its output \
+                 limit of {} bytes plus room for {} events); nothing of it was kept",
+                limits.hostcall_bytes(),
+                limits.output_bytes,
+                limits.max_events
+            ),
+        ),
+        _ if copied_too_much => (
+            FailureKind::OutputLimit,
+            format!(
+                "the adapter passed more than {} bytes to one host call (a log line, a state \
+                 value or a request); nothing of it was kept",
+                limits.hostcall_bytes()
+            ),
+        ),
         // A Rust (or C) guest keeps its own stack in linear memory; overflowing it runs the
         // stack pointer off the bottom of memory, which wasm reports as an out-of-bounds access.
         Some(Trap::MemoryOutOfBounds) if recursing(&frames).is_some() => (
@@ -686,6 +995,24 @@ pub(crate) struct HostState {
     limiter: Limiter,
     log: LogSink,
     state: State,
+    http: Option<Arc<dyn Fetch>>,
+    deadline: Deadline,
+}
+
+impl HostState {
+    /// `http.fetch`: the connection's egress client performs the request while the
+    /// invocation's compute deadline is paused.
+    async fn perform_fetch(&mut self, request: HttpRequest) -> Result<HttpResponse, FetchError> {
+        let Some(http) = self.http.clone() else {
+            return Err(FetchError::NotAllowed(
+                "this connection has no API access (no API base URL is configured)".to_owned(),
+            ));
+        };
+        let paused_at = self.deadline.pause();
+        let response = http.fetch(request).await;
+        self.deadline.resume(paused_at);
+        response
+    }
 }
 
 impl WasiView for HostState {

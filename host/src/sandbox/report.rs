@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::bindings::AdapterError;
+use super::AdapterFailure;
+use super::http::HttpRequest;
 use super::logs::Log;
 use super::state::StateMap;
 use crate::contracts::{EmittedEvent, Violation};
@@ -22,6 +23,10 @@ pub struct Report {
     /// did not change or the invocation did not succeed (its changes are then discarded).
     #[serde(skip)]
     pub state: Option<StateMap>,
+    /// Whether the invocation read or wrote the connection's state: its outcome then depends on
+    /// the state it started from, and may only be committed onto that state.
+    #[serde(skip)]
+    pub state_used: bool,
 }
 
 impl Report {
@@ -31,8 +36,26 @@ impl Report {
             usage,
             log,
             state,
+            state_used: false,
         }
     }
+}
+
+/// Longest adapter message (an error's or an ignore's reason) kept, in bytes; past it the
+/// message is cut and marked, like a log line.
+pub const MAX_ADAPTER_MESSAGE_BYTES: usize = 4096;
+
+/// `message` within [`MAX_ADAPTER_MESSAGE_BYTES`], cut on a character boundary and marked with
+/// how long it was.
+fn bounded_message(message: String) -> String {
+    if message.len() <= MAX_ADAPTER_MESSAGE_BYTES {
+        return message;
+    }
+    let mut cut = MAX_ADAPTER_MESSAGE_BYTES;
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…[truncated, {} bytes]", &message[..cut], message.len())
 }
 
 /// How an invocation ended.
@@ -43,8 +66,14 @@ pub enum Outcome {
     Accepted {
         /// The events, as emitted.
         events: Vec<EmittedEvent>,
-        /// For a poll: the cursor for the next page (`None` keeps the previous one).
+        /// For a poll page: the cursor for the next page (`None` keeps the previous one).
         next_cursor: Option<String>,
+        /// For a poll page: whether another page follows now.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more: bool,
+        /// For a poll request: the request to make (`None`: nothing to fetch now).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<HttpRequest>,
     },
     /// The adapter chose to produce nothing for this input.
     Ignored {
@@ -71,16 +100,20 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub(super) fn from_adapter_error(error: AdapterError) -> Self {
+    /// The outcome of an adapter's own error; its message is bounded (a hostile adapter could
+    /// return megabytes).
+    pub(super) fn from_adapter_error(error: AdapterFailure) -> Self {
         match error {
-            AdapterError::Ignored(reason) => Outcome::Ignored { reason },
-            AdapterError::BadRequest(message) => Outcome::AdapterError {
-                kind: AdapterErrorKind::BadRequest,
-                message,
+            AdapterFailure::Ignored(reason) => Outcome::Ignored {
+                reason: bounded_message(reason),
             },
-            AdapterError::Failed(message) => Outcome::AdapterError {
+            AdapterFailure::BadRequest(message) => Outcome::AdapterError {
+                kind: AdapterErrorKind::BadRequest,
+                message: bounded_message(message),
+            },
+            AdapterFailure::Failed(message) => Outcome::AdapterError {
                 kind: AdapterErrorKind::Failed,
-                message,
+                message: bounded_message(message),
             },
         }
     }
@@ -122,7 +155,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    pub(super) fn new(kind: FailureKind, message: String) -> Self {
+    pub fn new(kind: FailureKind, message: String) -> Self {
         Self {
             kind,
             message,
@@ -151,6 +184,11 @@ pub enum FailureKind {
     OutputLimit,
     /// The input was larger than the adapter accepts.
     InputTooLarge,
+    /// The adapter's world version cannot do what was asked (a 0.1.0 adapter asked to poll).
+    Unsupported,
+    /// The host stopped (a crash, a kill) while this invocation ran, too many times: the
+    /// delivery is parked rather than run again.
+    Interrupted,
 }
 
 impl FailureKind {
@@ -165,6 +203,8 @@ impl FailureKind {
             Self::Trap => "trap",
             Self::OutputLimit => "output_limit",
             Self::InputTooLarge => "input_too_large",
+            Self::Unsupported => "unsupported",
+            Self::Interrupted => "interrupted",
         }
     }
 }

@@ -34,6 +34,7 @@ pub struct State {
     max_value_bytes: u64,
     max_total_bytes: u64,
     changed: bool,
+    used: bool,
 }
 
 fn entry_bytes(key: &str, value: &[u8]) -> u64 {
@@ -52,16 +53,19 @@ impl State {
             max_value_bytes: limits.state_value_bytes,
             max_total_bytes: limits.state_total_bytes,
             changed: false,
+            used: false,
         }
     }
 
     /// The value under `key`.
-    pub fn get(&self, key: &str) -> Option<&[u8]> {
+    pub fn get(&mut self, key: &str) -> Option<&[u8]> {
+        self.used = true;
         self.map.get(key).map(Vec::as_slice)
     }
 
     /// Stores `value` under `key`, within the limits.
     pub fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), StateError> {
+        self.used = true;
         if key.is_empty() || key.len() > self.max_key_bytes {
             return Err(StateError::InvalidKey(format!(
                 "keys must be 1 to {} bytes (got {})",
@@ -98,6 +102,7 @@ impl State {
 
     /// Removes `key` (nothing happens when it is absent).
     pub fn delete(&mut self, key: &str) {
+        self.used = true;
         if let Some(old) = self.map.remove(key) {
             self.total_bytes -= entry_bytes(key, &old);
             self.changed = true;
@@ -105,12 +110,18 @@ impl State {
     }
 
     /// Keys starting with `prefix`, in order.
-    pub fn keys(&self, prefix: &str) -> Vec<String> {
+    pub fn keys(&mut self, prefix: &str) -> Vec<String> {
+        self.used = true;
         self.map
             .range(prefix.to_owned()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, _)| k.clone())
             .collect()
+    }
+
+    /// Whether the invocation read or wrote the state (any call of the state import).
+    pub fn used(&self) -> bool {
+        self.used
     }
 
     /// The state after the invocation, or `None` when it did not change.
@@ -167,8 +178,10 @@ mod tests {
     fn reports_changes_only_when_something_changed() {
         let mut map = StateMap::new();
         map.insert("cursor".into(), b"1".to_vec());
-        let state = State::new(map.clone(), &Limits::default());
+        let mut state = State::new(map.clone(), &Limits::default());
+        assert!(!state.used());
         assert_eq!(state.get("cursor"), Some(&b"1"[..]));
+        assert!(state.used(), "a read is a use");
         assert_eq!(state.into_changes(), None);
 
         let mut state = State::new(map, &Limits::default());

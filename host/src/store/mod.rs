@@ -47,6 +47,10 @@ pub enum Error {
     /// A limit on how often an operation may run was reached (says which); try again later.
     #[error("limited: {0}")]
     Limited(String),
+    /// The connection's state changed since the invocation being completed read it (another
+    /// invocation committed first): run it again on the current state.
+    #[error("stale state: {0}")]
+    StaleState(String),
     /// The database or the filesystem failed; the operation did not take effect.
     #[error("storage backend: {0}")]
     Backend(String),
@@ -447,7 +451,7 @@ pub struct DeliveryInfo {
     pub query: String,
     /// Where it is.
     pub status: DeliveryStatus,
-    /// Completed invocations so far.
+    /// Invocations started on it so far (a start interrupted by a crash counts).
     pub attempts: u32,
     /// Why it failed or was ignored (JSON text).
     pub reason_json: Option<String>,
@@ -463,7 +467,30 @@ pub enum Prepared {
     /// A retry of a delivery already recorded: there is nothing to run.
     Duplicate(Recorded),
     /// A delivery not seen before, and its connection's state for the adapter.
-    New(StateMap),
+    New(StateSnapshot),
+}
+
+/// A connection's adapter state as read, with its version: a completion that used the state
+/// commits only onto the version it read ([`StateCommit`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateSnapshot {
+    /// The keys and values.
+    pub map: StateMap,
+    /// Bumped by every commit that changes the state; 0 before the first.
+    pub version: i64,
+}
+
+/// What a completion does to its connection's state, when its invocation used (read or wrote)
+/// it. The store checks, in the completion's transaction, that the state is still at
+/// `base_version`; if another invocation changed it meanwhile the whole completion is refused
+/// with [`Error::StaleState`] and nothing of it is written, so that no change is ever lost and
+/// no event is based on a state that was overwritten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateCommit {
+    /// The version the invocation read.
+    pub base_version: i64,
+    /// The whole new state, when the invocation changed it (the version is then bumped).
+    pub new_state: Option<StateMap>,
 }
 
 /// What [`Store::record_completed`] did.
@@ -742,8 +769,11 @@ pub struct Completion {
     pub invocation: InvocationRecord,
     /// The accepted events, in emission order.
     pub events: Vec<NewOutboxEvent>,
-    /// The connection's whole new state, when the invocation changed it.
-    pub new_state: Option<StateMap>,
+    /// The connection's state, checked and changed, when the invocation used it and succeeded.
+    pub state: Option<StateCommit>,
+    /// Whether this invocation's start was already counted in the delivery's `attempts` (by
+    /// [`Store::record_delivery`] or [`Store::claim_recovery`]); otherwise completing counts it.
+    pub attempt_counted: bool,
 }
 
 /// What a completion wrote.
@@ -1082,12 +1112,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Records a delivery, durably, unless it is a duplicate: same connection and provider
     /// delivery id, or (when it has none) same connection and body received within
-    /// `dedupe_window` of it. A duplicate writes nothing and returns the original's id.
-    async fn record_delivery(&self, new: NewDelivery, dedupe_window: Duration) -> Result<Recorded>;
+    /// `dedupe_window` of it. A duplicate writes nothing and returns the original's id. The
+    /// delivery's first invocation is under way: it counts as an attempt, and recovery leaves
+    /// the delivery alone until `lease_until`.
+    async fn record_delivery(
+        &self,
+        new: NewDelivery,
+        dedupe_window: Duration,
+        lease_until: Millis,
+    ) -> Result<Recorded>;
     /// Completes an invocation on a delivery in one transaction: the invocation record, the
     /// events appended to the outbox (a known `event_id` is skipped), the connection's state
-    /// replaced (when `new_state` is set), the delivery's status, `processed_at` and attempts.
-    /// Nothing of it is written if any part fails.
+    /// checked and replaced (see [`StateCommit`]), the delivery's status, `processed_at` and
+    /// attempts. Nothing of it is written if any part fails ([`Error::StaleState`] when the
+    /// state moved on).
     async fn complete_delivery(&self, completion: Completion) -> Result<Completed>;
     /// Whether `new` would be a duplicate for [`Store::record_delivery`] (the same rules),
     /// writing nothing: the original when it is, else the connection's state, for the adapter.
@@ -1111,19 +1149,34 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>>;
     /// Deliveries matching `filter`, newest first.
     async fn list_deliveries(&self, filter: DeliveryFilter) -> Result<Page<DeliveryInfo>>;
-    /// Deliveries recorded but never completed (the process stopped in between), oldest first.
-    async fn deliveries_to_recover(&self, limit: usize) -> Result<Vec<Delivery>>;
+    /// Claims up to `limit` deliveries recorded but never completed (a process stopped while
+    /// their adapter ran) whose lease has ended, oldest first: each claim counts an attempt and
+    /// holds the delivery until `lease_until`, durably, before anything runs it (so a delivery
+    /// that brings the host down is not run forever; see [`Store::park_delivery`]).
+    async fn claim_recovery(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+        limit: usize,
+    ) -> Result<Vec<Delivery>>;
+    /// Ends a delivery that is still `received` as `failed` with `reason_json`, without an
+    /// invocation (it was given up: too many attempts cut off by the host stopping).
+    /// [`Error::Conflict`] when it is no longer `received`.
+    async fn park_delivery(&self, id: &str, reason_json: &str, now: Millis) -> Result<()>;
     /// The invocations run on a delivery, oldest first.
     async fn list_invocations(&self, delivery_id: &str) -> Result<Vec<Invocation>>;
-    /// A connection's adapter state (empty when it has none).
-    async fn load_state(&self, connection_id: &str) -> Result<StateMap>;
+    /// A connection's adapter state and its version (empty, version 0, when it has none).
+    async fn load_state(&self, connection_id: &str) -> Result<StateSnapshot>;
 
     // --- The outbox
 
     /// Claims up to `limit` due pending rows in `seq` order, skipping any row whose entity
-    /// (tenant, entity type, entity id) has an earlier row still pending. A claimed row counts
-    /// an attempt and is not due again for `lease` (so a relay that dies mid-publish does not
-    /// lose it, and a second relay does not take it meanwhile).
+    /// (tenant, entity type, entity id) has an earlier pending row that is not due (claimed by
+    /// a relay, or waiting for a retry), so several rows of one entity can be claimed at once,
+    /// in order. A claimed row counts an attempt and is not due again for `lease` (so a relay
+    /// that dies mid-publish does not lose it, and a second relay does not take it meanwhile).
+    /// The caller publishes the rows in `seq` order and stops at an entity's first failure
+    /// ([`Store::release_outbox`] for the rest).
     async fn claim_outbox(
         &self,
         limit: usize,
@@ -1132,6 +1185,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<OutboxRow>>;
     /// Marks rows published.
     async fn mark_published(&self, seqs: &[i64], now: Millis) -> Result<()>;
+    /// Gives back claimed rows that were not attempted (an earlier row of their entity failed):
+    /// due at `now` again, their claim's attempt uncounted. They stay behind that earlier row.
+    async fn release_outbox(&self, seqs: &[i64], now: Millis) -> Result<()>;
     /// Records a failed publication: retried at `next_attempt_at`, or parked as dead.
     async fn mark_publish_failed(
         &self,

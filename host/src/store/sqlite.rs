@@ -35,7 +35,7 @@ use super::{
     ConnectionStatus, Delivery, DeliveryFilter, DeliveryInfo, DeliveryStatus, Error, Invocation,
     InvocationRecord, Millis, NewAdapter, NewAdapterVersion, NewDelivery, NewReplay, NewSubscriber,
     OutboxFilter, OutboxLag, OutboxRow, OutboxStatus, Page, PageRequest, Prepared, Recorded,
-    Replay, ReplayStatus, Result, StateMap, Store, Subscriber, SubscriberAttempt,
+    Replay, ReplayStatus, Result, StateSnapshot, Store, Subscriber, SubscriberAttempt,
     SubscriberDelivery, SubscriberDeliveryFilter, SubscriberDeliveryStatus, SubscriberJob,
     SubscriberUpdate, Taken, Upsert, WriteStats, bounded_error, check_json, millis, new_id,
     page_size, sha256_hex,
@@ -240,6 +240,27 @@ CREATE TABLE replays (
 );
 CREATE INDEX replays_by_tenant ON replays (tenant_id, requested_at);
 CREATE INDEX replays_running ON replays (tenant_id) WHERE status = 'running';
+"#,
+    r#"
+-- A delivery left `received` is taken up again by the recovery loop once its lease has ended
+-- (NULL: no lease, as for rows recorded before leases existed). `attempts` counts invocations
+-- started, so a delivery that brings the host down is parked after a bounded number.
+ALTER TABLE deliveries ADD COLUMN lease_until INTEGER;
+
+-- Bumped by every commit that changes a connection's state: a completion that used the state
+-- commits only onto the version it read.
+CREATE TABLE connection_state_versions (
+    connection_id  TEXT PRIMARY KEY REFERENCES connections (id),
+    version        INTEGER NOT NULL
+);
+
+-- Claims of pending rows skip an entity whose earlier row is in flight or waiting to retry:
+-- found by this index without reading the entity's other pending rows.
+CREATE INDEX outbox_pending_by_entity_due
+    ON outbox (tenant_id, entity_type, entity_id, next_attempt_at) WHERE status = 'pending';
+CREATE INDEX subscriber_deliveries_pending_by_entity_due
+    ON subscriber_deliveries (subscriber_id, entity_type, entity_id, next_attempt_at)
+    WHERE status = 'pending';
 "#,
 ];
 
@@ -1215,24 +1236,38 @@ fn find_original(db: &Db, key: &DedupeKey<'_>) -> Result<Option<Recorded>> {
     }))
 }
 
-/// Inserts a new delivery: `received`, or already completed by `completion`.
+/// How a new delivery is inserted: completed already, or `received` with its first
+/// invocation under way until the lease ends.
+enum Inserted<'c> {
+    Completed(&'c Completion),
+    Received { lease_until: Millis },
+}
+
+/// Inserts a new delivery. Its first invocation counts as an attempt either way.
 fn insert_delivery(
     db: &Db,
     id: &str,
     tenant_id: &str,
     p: &PreparedDelivery,
-    completion: Option<&Completion>,
+    inserted: Inserted<'_>,
 ) -> Result<()> {
     let new = &p.new;
-    let (status, reason_json, processed_at, attempts) = match completion {
-        Some(c) => (c.status, c.reason_json.as_deref(), Some(c.completed_at), 1),
-        None => (DeliveryStatus::Received, None, None, 0),
+    let (status, reason_json, processed_at, lease_until) = match inserted {
+        Inserted::Completed(c) => (
+            c.status,
+            c.reason_json.as_deref(),
+            Some(c.completed_at),
+            None,
+        ),
+        Inserted::Received { lease_until } => {
+            (DeliveryStatus::Received, None, None, Some(lease_until))
+        }
     };
     db.prepare_cached(
         "INSERT INTO deliveries (id, connection_id, tenant_id, received_at, \
          provider_delivery_id, body_sha256, method, path, query, headers_json, body, status, \
-         attempts, reason_json, processed_at, trace_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+         attempts, reason_json, processed_at, trace_id, lease_until) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 1, ?13, ?14, ?15, ?16)",
     )?
     .execute(params![
         id,
@@ -1247,10 +1282,10 @@ fn insert_delivery(
         p.headers_json,
         new.body,
         status.as_str(),
-        attempts,
         reason_json,
         processed_at,
         new.trace_id,
+        lease_until,
     ])?;
     // Only a later time is written: the row is left alone (no page rewritten) otherwise.
     db.prepare_cached(
@@ -1261,13 +1296,13 @@ fn insert_delivery(
     Ok(())
 }
 
-fn record_delivery(db: &Db, p: PreparedDelivery) -> Result<Recorded> {
+fn record_delivery(db: &Db, p: PreparedDelivery, lease_until: Millis) -> Result<Recorded> {
     let tenant_id = connection_tenant(db, &p.new.connection_id)?;
     if let Some(original) = find_original(db, &p.key())? {
         return Ok(original);
     }
     let id = new_id();
-    insert_delivery(db, &id, &tenant_id, &p, None)?;
+    insert_delivery(db, &id, &tenant_id, &p, Inserted::Received { lease_until })?;
     Ok(Recorded {
         id,
         duplicate: false,
@@ -1280,7 +1315,7 @@ fn record_completed(db: &Db, p: PreparedDelivery, c: Completion) -> Result<Taken
     if let Some(original) = find_original(db, &p.key())? {
         return Ok(Taken::Duplicate(original));
     }
-    insert_delivery(db, &c.delivery_id, &tenant_id, &p, Some(&c))?;
+    insert_delivery(db, &c.delivery_id, &tenant_id, &p, Inserted::Completed(&c))?;
     Ok(Taken::Completed(write_outcome(
         db,
         &c,
@@ -1300,13 +1335,14 @@ fn complete_delivery(db: &Db, c: Completion) -> Result<Completed> {
     let completed = write_outcome(db, &c, &connection_id, &tenant_id)?;
     db.prepare_cached(
         "UPDATE deliveries SET status = ?2, reason_json = ?3, processed_at = ?4, \
-         attempts = attempts + 1 WHERE id = ?1",
+         attempts = attempts + ?5, lease_until = NULL WHERE id = ?1",
     )?
     .execute(params![
         c.delivery_id,
         c.status.as_str(),
         c.reason_json,
-        c.completed_at
+        c.completed_at,
+        i64::from(!c.attempt_counted),
     ])?;
     Ok(completed)
 }
@@ -1376,14 +1412,28 @@ fn write_outcome(
         }
     }
 
-    if let Some(state) = &c.new_state {
-        db.prepare_cached("DELETE FROM connection_state WHERE connection_id = ?1")?
-            .execute([connection_id])?;
-        let mut insert = db.prepare_cached(
-            "INSERT INTO connection_state (connection_id, key, value) VALUES (?1, ?2, ?3)",
-        )?;
-        for (key, value) in state {
-            insert.execute(params![connection_id, key, value])?;
+    if let Some(commit) = &c.state {
+        let current = state_version(db, connection_id)?;
+        if current != commit.base_version {
+            return Err(Error::StaleState(format!(
+                "connection {connection_id}: the invocation read state version {}, now {current}",
+                commit.base_version
+            )));
+        }
+        if let Some(state) = &commit.new_state {
+            db.prepare_cached("DELETE FROM connection_state WHERE connection_id = ?1")?
+                .execute([connection_id])?;
+            let mut insert = db.prepare_cached(
+                "INSERT INTO connection_state (connection_id, key, value) VALUES (?1, ?2, ?3)",
+            )?;
+            for (key, value) in state {
+                insert.execute(params![connection_id, key, value])?;
+            }
+            db.prepare_cached(
+                "INSERT INTO connection_state_versions (connection_id, version) VALUES (?1, ?2) \
+                 ON CONFLICT (connection_id) DO UPDATE SET version = excluded.version",
+            )?
+            .execute(params![connection_id, current + 1])?;
         }
     }
     Ok(Completed {
@@ -1409,14 +1459,28 @@ fn check_completion(completion: &Completion) -> Result<()> {
     Ok(())
 }
 
-fn load_state(db: &Db, connection_id: &str) -> Result<StateMap> {
+fn load_state(db: &Db, connection_id: &str) -> Result<StateSnapshot> {
+    // One read transaction: the map and its version are of the same commit.
     let entries = query_all(
         db,
         "SELECT key, value FROM connection_state WHERE connection_id = ?1",
         [connection_id],
         |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?)),
     )?;
-    Ok(entries.into_iter().collect())
+    Ok(StateSnapshot {
+        map: entries.into_iter().collect(),
+        version: state_version(db, connection_id)?,
+    })
+}
+
+fn state_version(db: &Db, connection_id: &str) -> Result<i64> {
+    Ok(query_one(
+        db,
+        "SELECT version FROM connection_state_versions WHERE connection_id = ?1",
+        [connection_id],
+        |row| row.get::<_, i64>(0),
+    )?
+    .unwrap_or(0))
 }
 
 fn get_outbox_row(db: &Db, seq: i64) -> Result<Option<OutboxRow>> {
@@ -1429,26 +1493,27 @@ fn get_outbox_row(db: &Db, seq: i64) -> Result<Option<OutboxRow>> {
 }
 
 fn claim_outbox(db: &Db, limit: usize, now: Millis, lease: Millis) -> Result<Vec<OutboxRow>> {
-    let seqs = query_all(
+    // A due row is claimed unless an earlier row of its entity is pending and not due (in
+    // flight under another claim, or waiting for a retry): whole runs of one entity go in one
+    // claim, in `seq` order, and the relay publishes them in that order.
+    let mut rows = query_all(
         db,
-        "SELECT o.seq FROM outbox o \
-         WHERE o.status = 'pending' AND o.next_attempt_at <= ?1 \
-           AND NOT EXISTS (SELECT 1 FROM outbox e \
-                           WHERE e.status = 'pending' AND e.tenant_id = o.tenant_id \
-                             AND e.entity_type = o.entity_type AND e.entity_id = o.entity_id \
-                             AND e.seq < o.seq) \
-         ORDER BY o.seq LIMIT ?2",
-        params![now, int(limit as u64)],
-        |row| row.get::<_, i64>(0),
+        &format!(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?3 WHERE seq IN ( \
+               SELECT o.seq FROM outbox o \
+               WHERE o.status = 'pending' AND o.next_attempt_at <= ?1 \
+                 AND NOT EXISTS ( \
+                   SELECT 1 FROM outbox e INDEXED BY outbox_pending_by_entity_due \
+                   WHERE e.status = 'pending' AND e.tenant_id = o.tenant_id \
+                     AND e.entity_type = o.entity_type AND e.entity_id = o.entity_id \
+                     AND e.next_attempt_at > ?1 AND e.seq < o.seq) \
+               ORDER BY o.seq LIMIT ?2) \
+             RETURNING {OUTBOX}"
+        ),
+        params![now, int(limit as u64), now.saturating_add(lease)],
+        outbox_row,
     )?;
-    let mut claim = db.prepare_cached(
-        "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2 WHERE seq = ?1",
-    )?;
-    let mut rows = Vec::with_capacity(seqs.len());
-    for seq in seqs {
-        claim.execute(params![seq, now.saturating_add(lease)])?;
-        rows.extend(get_outbox_row(db, seq)?);
-    }
+    rows.sort_unstable_by_key(|row| row.seq);
     Ok(rows)
 }
 
@@ -1868,12 +1933,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_delivery(&self, new: NewDelivery, dedupe_window: Duration) -> Result<Recorded> {
+    async fn record_delivery(
+        &self,
+        new: NewDelivery,
+        dedupe_window: Duration,
+        lease_until: Millis,
+    ) -> Result<Recorded> {
         // Hashing and encoding happen here, on the caller's task, not on the writer.
         let prepared = PreparedDelivery::new(new, dedupe_window)?;
         let (connection_id, at) = (prepared.new.connection_id.clone(), prepared.new.received_at);
         self.write_then(
-            move |db| record_delivery(db, prepared),
+            move |db| record_delivery(db, prepared, lease_until),
             move |recorded: &Recorded, cache| {
                 if !recorded.duplicate {
                     cache.delivered(&connection_id, at);
@@ -1982,19 +2052,74 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn deliveries_to_recover(&self, limit: usize) -> Result<Vec<Delivery>> {
+    async fn claim_recovery(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+        limit: usize,
+    ) -> Result<Vec<Delivery>> {
         let limit = int(limit as u64);
-        self.read(move |db| {
-            query_all(
-                db,
-                &format!(
-                    "SELECT {DELIVERY_INFO}, headers_json, body FROM deliveries \
-                     WHERE status = 'received' ORDER BY id LIMIT ?1"
-                ),
-                [limit],
-                delivery_row,
-            )
-        })
+        self.write_then(
+            move |db| {
+                let ids = query_all(
+                    db,
+                    "SELECT id FROM deliveries WHERE status = 'received' \
+                       AND (lease_until IS NULL OR lease_until <= ?1) ORDER BY id LIMIT ?2",
+                    params![now, limit],
+                    |row| row.get::<_, String>(0),
+                )?;
+                let mut claim = db.prepare_cached(
+                    "UPDATE deliveries SET attempts = attempts + 1, lease_until = ?2 WHERE id = ?1",
+                )?;
+                let mut claimed = Vec::with_capacity(ids.len());
+                for id in ids {
+                    claim.execute(params![id, lease_until])?;
+                    claimed.extend(query_one(
+                        db,
+                        &format!(
+                            "SELECT {DELIVERY_INFO}, headers_json, body FROM deliveries \
+                             WHERE id = ?1"
+                        ),
+                        [&id],
+                        delivery_row,
+                    )?);
+                }
+                Ok(claimed)
+            },
+            keeps_connections,
+        )
+        .await
+    }
+
+    async fn park_delivery(&self, id: &str, reason_json: &str, now: Millis) -> Result<()> {
+        check_json("reason_json", reason_json)?;
+        let (id, reason_json) = (id.to_owned(), reason_json.to_owned());
+        self.write_then(
+            move |db| {
+                let changed = db
+                    .prepare_cached(
+                        "UPDATE deliveries SET status = 'failed', reason_json = ?2, \
+                         processed_at = ?3, lease_until = NULL \
+                         WHERE id = ?1 AND status = 'received'",
+                    )?
+                    .execute(params![id, reason_json, now])?;
+                if changed == 1 {
+                    return Ok(());
+                }
+                match query_one(
+                    db,
+                    "SELECT status FROM deliveries WHERE id = ?1",
+                    [&id],
+                    |row| row.get::<_, String>(0),
+                )? {
+                    Some(status) => Err(Error::Conflict(format!(
+                        "delivery {id} is {status}, not received"
+                    ))),
+                    None => Err(Error::NotFound(format!("delivery {id}"))),
+                }
+            },
+            keeps_connections,
+        )
         .await
     }
 
@@ -2011,7 +2136,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn load_state(&self, connection_id: &str) -> Result<StateMap> {
+    async fn load_state(&self, connection_id: &str) -> Result<StateSnapshot> {
         let connection_id = connection_id.to_owned();
         self.read(move |db| load_state(db, &connection_id)).await
     }
@@ -2040,6 +2165,24 @@ impl Store for SqliteStore {
                 )?;
                 for seq in seqs {
                     update.execute(params![seq, now])?;
+                }
+                Ok(())
+            },
+            keeps_connections,
+        )
+        .await
+    }
+
+    async fn release_outbox(&self, seqs: &[i64], now: Millis) -> Result<()> {
+        let seqs = seqs.to_vec();
+        self.write_then(
+            move |db| {
+                let mut release = db.prepare_cached(
+                    "UPDATE outbox SET attempts = max(attempts - 1, 0), next_attempt_at = ?2 \
+                     WHERE seq = ?1 AND status = 'pending'",
+                )?;
+                for seq in seqs {
+                    release.execute(params![seq, now])?;
                 }
                 Ok(())
             },
@@ -2654,7 +2797,7 @@ mod tests {
     fn completion(
         t: &Tenant,
         events: Vec<crate::store::NewOutboxEvent>,
-        new_state: Option<StateMap>,
+        new_state: Option<crate::store::StateMap>,
         at: Millis,
     ) -> Completion {
         Completion {
@@ -2679,14 +2822,18 @@ mod tests {
                 log_json: "{}".to_owned(),
             },
             events,
-            new_state,
+            state: new_state.map(|map| crate::store::StateCommit {
+                base_version: 0,
+                new_state: Some(map),
+            }),
+            attempt_counted: true,
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_delivery_is_recorded_completed_in_one_command() {
         let (_dir, store, t) = open().await;
-        let state: StateMap = [("cursor".to_owned(), b"42".to_vec())].into();
+        let state: crate::store::StateMap = [("cursor".to_owned(), b"42".to_vec())].into();
         let done = completion(
             &t,
             vec![event("e1", "deal.won", "d1", None)],
@@ -2715,7 +2862,13 @@ mod tests {
             store.get_event("e1").await.unwrap().unwrap().delivery_id,
             id
         );
-        assert!(store.deliveries_to_recover(10).await.unwrap().is_empty());
+        assert!(
+            store
+                .claim_recovery(T0 + 60 * SECOND, T0 + 61 * SECOND, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let connection = store.get_connection("c1").await.unwrap().unwrap();
         assert_eq!(connection.last_delivery_at, Some(T0));
 
@@ -2751,7 +2904,7 @@ mod tests {
         else {
             panic!("a new delivery was taken as a duplicate");
         };
-        assert_eq!(seen, state);
+        assert_eq!((seen.map, seen.version), (state, 1));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2878,7 +3031,7 @@ mod tests {
                 .unwrap();
         }
         store
-            .record_delivery(delivery("received", None, T0 + 7 * SECOND), WINDOW)
+            .record_delivery(delivery("received", None, T0 + 7 * SECOND), WINDOW, T0)
             .await
             .unwrap();
         assert_eq!(get().await.last_delivery_at, Some(T0 + 10 * SECOND));

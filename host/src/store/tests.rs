@@ -32,9 +32,11 @@ macro_rules! store_suite {
             a_failed_completion_leaves_no_trace,
             redrive_never_duplicates_events,
             state_is_replaced_as_a_whole,
+            a_completion_on_a_stale_state_is_refused,
             unfinished_deliveries_are_recovered,
             delivery_lists_filter_and_page,
             claims_keep_each_entity_in_order,
+            a_failed_row_holds_back_the_rest_of_its_entity,
             failed_publication_retries_then_dies,
             replay_returns_published_rows_in_range,
             replays_are_recorded_and_limited,
@@ -183,11 +185,13 @@ fn invocation(adapter_id: &str, outcome: InvocationOutcome) -> InvocationRecord 
     }
 }
 
+/// The completion of a recorded delivery (its attempt counted when it was recorded), writing
+/// `state` when given.
 fn completion(
     delivery_id: &str,
     adapter_id: &str,
     events: Vec<NewOutboxEvent>,
-    new_state: Option<StateMap>,
+    state: Option<StateCommit>,
     at: Millis,
 ) -> Completion {
     Completion {
@@ -200,9 +204,21 @@ fn completion(
             ..invocation(adapter_id, InvocationOutcome::Accepted)
         },
         events,
-        new_state,
+        state,
+        attempt_counted: true,
     }
 }
+
+/// A state write onto `base_version`.
+fn writes(base_version: i64, new_state: StateMap) -> Option<StateCommit> {
+    Some(StateCommit {
+        base_version,
+        new_state: Some(new_state),
+    })
+}
+
+/// A lease that has already ended: recovery may take the delivery at once.
+const LEASE_ENDED: Millis = 0;
 
 fn state(entries: &[(&str, &str)]) -> StateMap {
     entries
@@ -220,7 +236,11 @@ pub(crate) async fn emit(
 ) -> Vec<i64> {
     let body = format!("body-{}", new_id());
     let recorded = store
-        .record_delivery(delivery(&t.connection.id, &body, None, at), WINDOW)
+        .record_delivery(
+            delivery(&t.connection.id, &body, None, at),
+            WINDOW,
+            LEASE_ENDED,
+        )
         .await
         .unwrap();
     store
@@ -655,7 +675,7 @@ pub(crate) async fn only_a_connection_without_deliveries_is_deleted(backend: &dy
 
     store.delete_connection(&unused.id).await.unwrap();
     assert_eq!(store.get_connection(&unused.id).await.unwrap(), None);
-    assert!(store.load_state(&unused.id).await.unwrap().is_empty());
+    assert!(store.load_state(&unused.id).await.unwrap().map.is_empty());
     assert!(matches!(
         store.delete_connection(&unused.id).await,
         Err(Error::NotFound(_))
@@ -730,7 +750,11 @@ pub(crate) async fn recording_is_idempotent_by_provider_id(backend: &dyn Backend
     let store = backend.open().await;
     let t = tenant(&*store, "t1", "c1").await;
     let first = store
-        .record_delivery(delivery("c1", "body", Some("evt-1"), T0), WINDOW)
+        .record_delivery(
+            delivery("c1", "body", Some("evt-1"), T0),
+            WINDOW,
+            LEASE_ENDED,
+        )
         .await
         .unwrap();
     assert!(!first.duplicate);
@@ -741,6 +765,7 @@ pub(crate) async fn recording_is_idempotent_by_provider_id(backend: &dyn Backend
         .record_delivery(
             delivery("c1", "body, again", Some("evt-1"), T0 + 3_600 * SECOND),
             WINDOW,
+            LEASE_ENDED,
         )
         .await
         .unwrap();
@@ -748,7 +773,11 @@ pub(crate) async fn recording_is_idempotent_by_provider_id(backend: &dyn Backend
     assert_eq!(retry.id, first.id);
     // A different provider id is a different delivery, even with the same body.
     let second = store
-        .record_delivery(delivery("c1", "body", Some("evt-2"), T0), WINDOW)
+        .record_delivery(
+            delivery("c1", "body", Some("evt-2"), T0),
+            WINDOW,
+            LEASE_ENDED,
+        )
         .await
         .unwrap();
     assert!(!second.duplicate);
@@ -769,6 +798,7 @@ pub(crate) async fn recording_is_idempotent_by_provider_id(backend: &dyn Backend
         .record_delivery(
             delivery("c1", "body", Some("evt-1"), T0 + 2 * SECOND),
             WINDOW,
+            LEASE_ENDED,
         )
         .await
         .unwrap();
@@ -804,7 +834,11 @@ pub(crate) async fn recording_is_idempotent_by_provider_id(backend: &dyn Backend
 
     assert!(matches!(
         store
-            .record_delivery(delivery("no-such-connection", "x", None, T0), WINDOW)
+            .record_delivery(
+                delivery("no-such-connection", "x", None, T0),
+                WINDOW,
+                LEASE_ENDED
+            )
             .await,
         Err(Error::NotFound(_))
     ));
@@ -818,7 +852,7 @@ pub(crate) async fn recording_dedupes_bodies_within_the_window(backend: &dyn Bac
         let store = Arc::clone(&store);
         async move {
             store
-                .record_delivery(delivery(connection, body, None, at), WINDOW)
+                .record_delivery(delivery(connection, body, None, at), WINDOW, LEASE_ENDED)
                 .await
                 .unwrap()
         }
@@ -860,7 +894,11 @@ pub(crate) async fn completion_writes_everything(backend: &dyn Backend) {
     let store = backend.open().await;
     let t = tenant(&*store, "t1", "c1").await;
     let recorded = store
-        .record_delivery(delivery("c1", "deal won", Some("e1"), T0), WINDOW)
+        .record_delivery(
+            delivery("c1", "deal won", Some("e1"), T0),
+            WINDOW,
+            LEASE_ENDED,
+        )
         .await
         .unwrap();
     let events = vec![
@@ -871,7 +909,7 @@ pub(crate) async fn completion_writes_everything(backend: &dyn Backend) {
         &recorded.id,
         &t.adapter.id,
         events.clone(),
-        Some(state(&[("cursor", "42")])),
+        writes(0, state(&[("cursor", "42")])),
         T0 + SECOND,
     );
     done.invocation.detail_json = Some(r#"{"next_cursor":"42"}"#.to_owned());
@@ -931,11 +969,18 @@ pub(crate) async fn completion_writes_everything(backend: &dyn Backend) {
         );
         assert_eq!((row.published_at, row.last_error), (None, None));
     }
+    let snapshot = store.load_state("c1").await.unwrap();
     assert_eq!(
-        store.load_state("c1").await.unwrap(),
-        state(&[("cursor", "42")])
+        (snapshot.map, snapshot.version),
+        (state(&[("cursor", "42")]), 1)
     );
-    assert!(store.deliveries_to_recover(10).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim_recovery(T0 + 100 * SECOND, T0 + 200 * SECOND, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         store.outbox_lag().await.unwrap(),
         OutboxLag {
@@ -966,7 +1011,7 @@ pub(crate) async fn a_failed_completion_leaves_no_trace(backend: &dyn Backend) {
     let store = backend.open().await;
     let t = tenant(&*store, "t1", "c1").await;
     let first = store
-        .record_delivery(delivery("c1", "one", None, T0), WINDOW)
+        .record_delivery(delivery("c1", "one", None, T0), WINDOW, LEASE_ENDED)
         .await
         .unwrap();
     store
@@ -974,14 +1019,14 @@ pub(crate) async fn a_failed_completion_leaves_no_trace(backend: &dyn Backend) {
             &first.id,
             &t.adapter.id,
             vec![],
-            Some(state(&[("k", "v1")])),
+            writes(0, state(&[("k", "v1")])),
             T0,
         ))
         .await
         .unwrap();
 
     let second = store
-        .record_delivery(delivery("c1", "two", None, T0), WINDOW)
+        .record_delivery(delivery("c1", "two", None, T0), WINDOW, LEASE_ENDED)
         .await
         .unwrap();
     // The second event breaks a constraint of the outbox (an empty entity id) after the
@@ -994,7 +1039,7 @@ pub(crate) async fn a_failed_completion_leaves_no_trace(backend: &dyn Backend) {
         &second.id,
         &t.adapter.id,
         events,
-        Some(state(&[("k", "v2")])),
+        writes(1, state(&[("k", "v2")])),
         T0 + SECOND,
     );
     assert!(store.complete_delivery(failing).await.is_err());
@@ -1002,17 +1047,21 @@ pub(crate) async fn a_failed_completion_leaves_no_trace(backend: &dyn Backend) {
     let info = store.get_delivery(&second.id).await.unwrap().unwrap().info;
     assert_eq!(
         (info.status, info.attempts, info.processed_at),
-        (DeliveryStatus::Received, 0, None)
+        (DeliveryStatus::Received, 1, None)
     );
     assert!(store.list_invocations(&second.id).await.unwrap().is_empty());
     assert_eq!(store.get_event("ok-1").await.unwrap(), None);
     assert_eq!(store.outbox_lag().await.unwrap().pending, 0);
-    assert_eq!(store.load_state("c1").await.unwrap(), state(&[("k", "v1")]));
+    let snapshot = store.load_state("c1").await.unwrap();
+    assert_eq!((snapshot.map, snapshot.version), (state(&[("k", "v1")]), 1));
     assert_eq!(
-        ids(&store.deliveries_to_recover(10).await.unwrap(), |d| d
-            .info
-            .id
-            .clone()),
+        ids(
+            &store
+                .claim_recovery(T0 + 10 * SECOND, T0 + 20 * SECOND, 10)
+                .await
+                .unwrap(),
+            |d| d.info.id.clone()
+        ),
         [second.id.as_str()]
     );
 
@@ -1034,7 +1083,7 @@ pub(crate) async fn redrive_never_duplicates_events(backend: &dyn Backend) {
     let store = backend.open().await;
     let t = tenant(&*store, "t1", "c1").await;
     let recorded = store
-        .record_delivery(delivery("c1", "x", None, T0), WINDOW)
+        .record_delivery(delivery("c1", "x", None, T0), WINDOW, LEASE_ENDED)
         .await
         .unwrap();
     let failed = Completion {
@@ -1053,27 +1102,22 @@ pub(crate) async fn redrive_never_duplicates_events(backend: &dyn Backend) {
     assert_eq!((info.status, info.attempts), (DeliveryStatus::Failed, 1));
     assert!(info.reason_json.unwrap().contains("trapped"));
 
-    // Redriven after a fix: two events.
+    // Redriven after a fix: two events. A redrive is a new attempt.
     let e = |id: &str, entity: &str| event(id, "deal.won", entity, None);
+    let redrive = |events, at| Completion {
+        attempt_counted: false,
+        ..completion(&recorded.id, &t.adapter.id, events, None, at)
+    };
     let first = store
-        .complete_delivery(completion(
-            &recorded.id,
-            &t.adapter.id,
-            vec![e("r-1", "D1"), e("r-2", "D2")],
-            None,
-            T0 + SECOND,
-        ))
+        .complete_delivery(redrive(vec![e("r-1", "D1"), e("r-2", "D2")], T0 + SECOND))
         .await
         .unwrap();
     assert_eq!((first.appended.len(), first.already_present), (2, 0));
     // Redriven again (or the completion retried after a crash): the same events are not
     // appended twice; a new one is.
     let second = store
-        .complete_delivery(completion(
-            &recorded.id,
-            &t.adapter.id,
+        .complete_delivery(redrive(
             vec![e("r-1", "D1"), e("r-2", "D2"), e("r-3", "D3")],
-            None,
             T0 + 2 * SECOND,
         ))
         .await
@@ -1118,6 +1162,7 @@ pub(crate) async fn state_is_replaced_as_a_whole(backend: &dyn Backend) {
     let t = tenant(&*store, "t1", "c1").await;
     tenant(&*store, "t2", "c2").await;
     let mut at = T0;
+    // Completes a new delivery of c1, writing `new_state` onto the current version.
     let mut complete = |new_state: Option<StateMap>| {
         at += SECOND;
         let store = Arc::clone(&store);
@@ -1125,51 +1170,156 @@ pub(crate) async fn state_is_replaced_as_a_whole(backend: &dyn Backend) {
         async move {
             let body = format!("b{at}");
             let d = store
-                .record_delivery(delivery("c1", &body, None, at), WINDOW)
+                .record_delivery(delivery("c1", &body, None, at), WINDOW, LEASE_ENDED)
                 .await
                 .unwrap();
+            let version = store.load_state("c1").await.unwrap().version;
+            let state = new_state.and_then(|map| writes(version, map));
             store
-                .complete_delivery(completion(&d.id, &adapter_id, vec![], new_state, at))
+                .complete_delivery(completion(&d.id, &adapter_id, vec![], state, at))
                 .await
                 .unwrap();
         }
     };
-    assert!(store.load_state("c1").await.unwrap().is_empty());
+    let read = |id: &'static str| {
+        let store = Arc::clone(&store);
+        async move {
+            let snapshot = store.load_state(id).await.unwrap();
+            (snapshot.map, snapshot.version)
+        }
+    };
+    assert_eq!(read("c1").await, (StateMap::new(), 0));
     complete(Some(state(&[("a", "1"), ("b", "2")]))).await;
-    assert_eq!(
-        store.load_state("c1").await.unwrap(),
-        state(&[("a", "1"), ("b", "2")])
-    );
+    assert_eq!(read("c1").await, (state(&[("a", "1"), ("b", "2")]), 1));
     complete(Some(state(&[("b", "3"), ("c", "4")]))).await;
-    assert_eq!(
-        store.load_state("c1").await.unwrap(),
-        state(&[("b", "3"), ("c", "4")])
-    );
+    assert_eq!(read("c1").await, (state(&[("b", "3"), ("c", "4")]), 2));
+    // A completion that leaves the state alone keeps it, and its version.
     complete(None).await;
-    assert_eq!(
-        store.load_state("c1").await.unwrap(),
-        state(&[("b", "3"), ("c", "4")])
-    );
+    assert_eq!(read("c1").await, (state(&[("b", "3"), ("c", "4")]), 2));
     let binary: StateMap = [("bin".to_owned(), vec![0u8, 255, 0, 7])].into();
     complete(Some(binary.clone())).await;
-    assert_eq!(store.load_state("c1").await.unwrap(), binary);
-    assert!(
-        store.load_state("c2").await.unwrap().is_empty(),
+    assert_eq!(read("c1").await, (binary, 3));
+    assert_eq!(
+        read("c2").await,
+        (StateMap::new(), 0),
         "state is per connection"
     );
     complete(Some(StateMap::new())).await;
-    assert!(store.load_state("c1").await.unwrap().is_empty());
+    assert_eq!(read("c1").await, (StateMap::new(), 4));
+}
+
+pub(crate) async fn a_completion_on_a_stale_state_is_refused(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let t = tenant(&*store, "t1", "c1").await;
+    let record = |body: &'static str| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .record_delivery(delivery("c1", body, None, T0), WINDOW, LEASE_ENDED)
+                .await
+                .unwrap()
+                .id
+        }
+    };
+    let (a, b, c) = (record("a").await, record("b").await, record("c").await);
+    // Two invocations read version 0 and both add one to a counter: the first commits, the
+    // second is refused whole (its event and its state), so its increment is never lost to
+    // an overwrite: it runs again on version 1.
+    let counter = |n: &str| state(&[("count", n)]);
+    let first = completion(
+        &a,
+        &t.adapter.id,
+        vec![event("ev-a", "deal.won", "D1", None)],
+        writes(0, counter("1")),
+        T0,
+    );
+    store.complete_delivery(first).await.unwrap();
+    let stale = completion(
+        &b,
+        &t.adapter.id,
+        vec![event("ev-b", "deal.won", "D2", None)],
+        writes(0, counter("1")),
+        T0,
+    );
+    assert!(matches!(
+        store.complete_delivery(stale.clone()).await,
+        Err(Error::StaleState(_))
+    ));
+    assert_eq!(store.get_event("ev-b").await.unwrap(), None);
+    let info = store.get_delivery(&b).await.unwrap().unwrap().info;
+    assert_eq!(info.status, DeliveryStatus::Received);
+    assert!(store.list_invocations(&b).await.unwrap().is_empty());
+    // Run again on what is there now.
+    let snapshot = store.load_state("c1").await.unwrap();
+    assert_eq!((snapshot.map.clone(), snapshot.version), (counter("1"), 1));
+    let retried = Completion {
+        state: writes(snapshot.version, counter("2")),
+        ..stale
+    };
+    store.complete_delivery(retried).await.unwrap();
+    assert_eq!(store.load_state("c1").await.unwrap().map, counter("2"));
+    // An invocation that only read the state is checked too: what it emitted came from what
+    // it read.
+    let read_only = completion(
+        &c,
+        &t.adapter.id,
+        vec![event("ev-c", "deal.won", "D3", None)],
+        Some(StateCommit {
+            base_version: 1,
+            new_state: None,
+        }),
+        T0,
+    );
+    assert!(matches!(
+        store.complete_delivery(read_only.clone()).await,
+        Err(Error::StaleState(_))
+    ));
+    let current = Completion {
+        state: Some(StateCommit {
+            base_version: 2,
+            new_state: None,
+        }),
+        ..read_only
+    };
+    store.complete_delivery(current).await.unwrap();
+    assert_eq!(
+        store.load_state("c1").await.unwrap().version,
+        2,
+        "a read does not move the version"
+    );
+    // The same rule holds for a delivery recorded with its completion.
+    let new = delivery("c1", "d", Some("p-d"), T0);
+    let taken = store
+        .record_completed(
+            new.clone(),
+            WINDOW,
+            completion(
+                &new_id(),
+                &t.adapter.id,
+                vec![],
+                writes(1, counter("9")),
+                T0,
+            ),
+        )
+        .await;
+    assert!(matches!(taken, Err(Error::StaleState(_))));
+    assert!(matches!(
+        store.prepare_delivery(&new, WINDOW).await.unwrap(),
+        Prepared::New(snapshot) if snapshot.version == 2 && snapshot.map == counter("2")
+    ));
 }
 
 pub(crate) async fn unfinished_deliveries_are_recovered(backend: &dyn Backend) {
     let store = backend.open().await;
     let t = tenant(&*store, "t1", "c1").await;
     let mut recorded = Vec::new();
+    // Recorded ahead of their outcome, each with its invocation under way until T0 + 30 s.
+    let lease_until = T0 + 30 * SECOND;
     for (i, body) in ["one", "two", "three"].into_iter().enumerate() {
         let at = T0 + i as Millis * SECOND;
         recorded.push(
             store
-                .record_delivery(delivery("c1", body, None, at), WINDOW)
+                .record_delivery(delivery("c1", body, None, at), WINDOW, lease_until)
                 .await
                 .unwrap()
                 .id,
@@ -1178,7 +1328,11 @@ pub(crate) async fn unfinished_deliveries_are_recovered(backend: &dyn Backend) {
     // A retry of an unfinished one adds nothing to recover.
     assert!(
         store
-            .record_delivery(delivery("c1", "one", None, T0 + 5 * SECOND), WINDOW)
+            .record_delivery(
+                delivery("c1", "one", None, T0 + 5 * SECOND),
+                WINDOW,
+                lease_until
+            )
             .await
             .unwrap()
             .duplicate
@@ -1193,11 +1347,27 @@ pub(crate) async fn unfinished_deliveries_are_recovered(backend: &dyn Backend) {
         ))
         .await
         .unwrap();
-    let pending = store.deliveries_to_recover(10).await.unwrap();
+    // While their invocations may still run, nothing is handed to recovery.
+    let during = T0 + 20 * SECOND;
+    assert!(
+        store
+            .claim_recovery(during, during + 15 * SECOND, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Once the lease ends, the unfinished ones are claimed, oldest first, each claim counted as
+    // an attempt and leased anew.
+    let after = lease_until;
+    let pending = store
+        .claim_recovery(after, after + 15 * SECOND, 10)
+        .await
+        .unwrap();
     assert_eq!(
         ids(&pending, |d| d.info.id.clone()),
         [recorded[0].clone(), recorded[2].clone()]
     );
+    assert!(pending.iter().all(|d| d.info.attempts == 2));
     assert_eq!(pending[0].body, b"one");
     assert_eq!(pending[1].body, b"three");
     assert_eq!(pending[0].headers, delivery("c1", "", None, T0).headers);
@@ -1210,12 +1380,66 @@ pub(crate) async fn unfinished_deliveries_are_recovered(backend: &dyn Backend) {
         request.received_at,
         std::time::UNIX_EPOCH + Duration::from_millis(T0 as u64)
     );
+    // Claimed: not handed out again until that lease ends too; then one at a time by limit.
+    assert!(
+        store
+            .claim_recovery(after + SECOND, after + 16 * SECOND, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = store
+        .claim_recovery(after + 15 * SECOND, after + 30 * SECOND, 1)
+        .await
+        .unwrap();
+    assert_eq!(ids(&again, |d| d.info.id.clone()), [recorded[0].clone()]);
+    assert_eq!(again[0].info.attempts, 3);
+
+    // Given up: parked as failed with the reason, without an invocation, never claimed again.
+    let reason = r#"{"status":"failed","failure":{"kind":"interrupted","message":"parked"}}"#;
+    store
+        .park_delivery(&recorded[0], reason, after + 16 * SECOND)
+        .await
+        .unwrap();
+    let parked = store
+        .get_delivery(&recorded[0])
+        .await
+        .unwrap()
+        .unwrap()
+        .info;
     assert_eq!(
-        ids(&store.deliveries_to_recover(1).await.unwrap(), |d| d
-            .info
-            .id
-            .clone()),
-        [recorded[0].clone()]
+        (
+            parked.status,
+            parked.attempts,
+            parked.reason_json.as_deref()
+        ),
+        (DeliveryStatus::Failed, 3, Some(reason))
+    );
+    assert!(
+        store
+            .list_invocations(&recorded[0])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        store.park_delivery(&recorded[0], reason, after).await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        store.park_delivery("no-such-delivery", reason, after).await,
+        Err(Error::NotFound(_))
+    ));
+    let much_later = after + 3_600 * SECOND;
+    assert_eq!(
+        ids(
+            &store
+                .claim_recovery(much_later, much_later + SECOND, 10)
+                .await
+                .unwrap(),
+            |d| d.info.id.clone()
+        ),
+        [recorded[2].clone()]
     );
 }
 
@@ -1227,14 +1451,22 @@ pub(crate) async fn delivery_lists_filter_and_page(backend: &dyn Backend) {
     for i in 0..7 {
         let at = T0 + i * SECOND;
         let id = store
-            .record_delivery(delivery("c1", &format!("b{i}"), None, at), WINDOW)
+            .record_delivery(
+                delivery("c1", &format!("b{i}"), None, at),
+                WINDOW,
+                LEASE_ENDED,
+            )
             .await
             .unwrap()
             .id;
         c1_ids.push(id);
     }
     store
-        .record_delivery(delivery("c2", "other tenant", None, T0), WINDOW)
+        .record_delivery(
+            delivery("c2", "other tenant", None, T0),
+            WINDOW,
+            LEASE_ENDED,
+        )
         .await
         .unwrap();
     for id in &c1_ids[..3] {
@@ -1325,7 +1557,7 @@ pub(crate) async fn delivery_lists_filter_and_page(backend: &dyn Backend) {
         .await
         .unwrap();
     let org_b_delivery = store
-        .record_delivery(delivery("c1-org-b", "org b", None, T0), WINDOW)
+        .record_delivery(delivery("c1-org-b", "org b", None, T0), WINDOW, LEASE_ENDED)
         .await
         .unwrap()
         .id;
@@ -1363,11 +1595,13 @@ pub(crate) async fn claims_keep_each_entity_in_order(backend: &dyn Backend) {
     // Another tenant's entity with the same type and id is another entity.
     let other = emit(&*store, &t2, vec![event("t2-x", "deal.won", "X", None)], T0).await;
 
+    // Every due row goes in one claim, in seq order: a run of one entity (x1, x2) too, for the
+    // relay to publish in that order.
     let now = T0 + SECOND;
     let claimed = store.claim_outbox(10, now, LEASE).await.unwrap();
     assert_eq!(
         ids(&claimed, |r| r.event_id.clone()),
-        ["x1", "y1", "cx", "t2-x"]
+        ["x1", "x2", "y1", "cx", "t2-x"]
     );
     assert!(
         claimed
@@ -1375,25 +1609,48 @@ pub(crate) async fn claims_keep_each_entity_in_order(backend: &dyn Backend) {
             .all(|r| r.attempts == 1 && r.status == OutboxStatus::Pending)
     );
     assert_eq!(claimed[0].seq, seqs[0]);
-    assert_eq!(claimed[3].seq, other[0]);
-    // Leased rows are not handed out again, and x2 waits for x1.
+    assert_eq!(claimed[4].seq, other[0]);
+    // Leased rows are not handed out again.
     assert!(store.claim_outbox(10, now, LEASE).await.unwrap().is_empty());
 
+    // A row appended while earlier rows of its entity are in flight waits behind them; another
+    // entity's does not.
+    let later_rows = emit(
+        &*store,
+        &t1,
+        vec![
+            event("x3", "deal.updated", "X", None),
+            event("z1", "deal.won", "Z", None),
+        ],
+        now,
+    )
+    .await;
+    let next = store.claim_outbox(10, now, LEASE).await.unwrap();
+    assert_eq!(ids(&next, |r| r.event_id.clone()), ["z1"]);
     store
-        .mark_published(&[seqs[0], seqs[3]], now)
+        .mark_published(&[seqs[0], seqs[1], seqs[3]], now)
         .await
         .unwrap();
     let next = store.claim_outbox(10, now, LEASE).await.unwrap();
-    assert_eq!(ids(&next, |r| r.event_id.clone()), ["x2"]);
+    assert_eq!(ids(&next, |r| r.event_id.clone()), ["x3"]);
 
     // A relay that died mid-publish: its rows come back when the lease ends.
     let later = now + crate::store::millis(LEASE) + 1;
     let reclaimed = store.claim_outbox(10, later, LEASE).await.unwrap();
     assert_eq!(
         ids(&reclaimed, |r| r.event_id.clone()),
-        ["x2", "y1", "t2-x"]
+        ["y1", "t2-x", "x3", "z1"]
     );
-    assert_eq!(reclaimed[1].attempts, 2);
+    assert_eq!(reclaimed[0].attempts, 2);
+
+    // Rows given back unattempted are due again, their claim uncounted, in the same order.
+    store
+        .release_outbox(&[later_rows[0], later_rows[1]], later)
+        .await
+        .unwrap();
+    let released = store.claim_outbox(10, later, LEASE).await.unwrap();
+    assert_eq!(ids(&released, |r| r.event_id.clone()), ["x3", "z1"]);
+    assert!(released.iter().all(|r| r.attempts == 2));
     assert_eq!(
         store
             .claim_outbox(1, later + 2 * crate::store::millis(LEASE), LEASE)
@@ -1409,6 +1666,53 @@ pub(crate) async fn claims_keep_each_entity_in_order(backend: &dyn Backend) {
         (published.status, published.published_at),
         (OutboxStatus::Published, Some(now))
     );
+}
+
+pub(crate) async fn a_failed_row_holds_back_the_rest_of_its_entity(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let t = tenant(&*store, "t1", "c1").await;
+    let seqs = emit(
+        &*store,
+        &t,
+        vec![
+            event("a1", "deal.won", "A", None),
+            event("a2", "deal.updated", "A", None),
+            event("b1", "deal.won", "B", None),
+        ],
+        T0,
+    )
+    .await;
+    let now = T0 + SECOND;
+    let claimed = store.claim_outbox(10, now, LEASE).await.unwrap();
+    assert_eq!(ids(&claimed, |r| r.event_id.clone()), ["a1", "a2", "b1"]);
+    // a1 fails (retried in a minute): the relay gives a2 back unattempted and publishes b1.
+    let retry_at = now + 60 * SECOND;
+    store
+        .mark_publish_failed(seqs[0], "bus down", retry_at, false)
+        .await
+        .unwrap();
+    store.release_outbox(&[seqs[1]], now).await.unwrap();
+    store.mark_published(&[seqs[2]], now).await.unwrap();
+    // a2 is due, but waits behind a1 until a1 is due again.
+    assert!(store.claim_outbox(10, now, LEASE).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim_outbox(10, retry_at - 1, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = store.claim_outbox(10, retry_at, LEASE).await.unwrap();
+    assert_eq!(ids(&again, |r| r.event_id.clone()), ["a1", "a2"]);
+    assert_eq!((again[0].attempts, again[1].attempts), (2, 1));
+    // A dead row no longer holds its entity back.
+    store
+        .mark_publish_failed(seqs[0], "gave up", retry_at, true)
+        .await
+        .unwrap();
+    store.release_outbox(&[seqs[1]], retry_at).await.unwrap();
+    let after_death = store.claim_outbox(10, retry_at, LEASE).await.unwrap();
+    assert_eq!(ids(&after_death, |r| r.event_id.clone()), ["a2"]);
 }
 
 pub(crate) async fn failed_publication_retries_then_dies(backend: &dyn Backend) {
@@ -1430,12 +1734,14 @@ pub(crate) async fn failed_publication_retries_then_dies(backend: &dyn Backend) 
         ids(&store.claim_outbox(10, now, LEASE).await.unwrap(), |r| r
             .event_id
             .clone()),
-        ["e1"]
+        ["e1", "e2"]
     );
+    // e1 fails: the relay gives e2 back unattempted, behind it.
     store
         .mark_publish_failed(e1, "bus unavailable", now + 10 * SECOND, false)
         .await
         .unwrap();
+    store.release_outbox(&[e2], now).await.unwrap();
     assert!(
         store
             .claim_outbox(10, now + 5 * SECOND, LEASE)
@@ -1448,11 +1754,16 @@ pub(crate) async fn failed_publication_retries_then_dies(backend: &dyn Backend) 
         .claim_outbox(10, now + 10 * SECOND, LEASE)
         .await
         .unwrap();
-    assert_eq!(ids(&retried, |r| r.event_id.clone()), ["e1"]);
+    assert_eq!(ids(&retried, |r| r.event_id.clone()), ["e1", "e2"]);
     assert_eq!(
         (retried[0].attempts, retried[0].last_error.as_deref()),
         (2, Some("bus unavailable"))
     );
+    assert_eq!(retried[1].attempts, 1, "a release uncounts the claim");
+    store
+        .release_outbox(&[e2], now + 10 * SECOND)
+        .await
+        .unwrap();
 
     store
         .mark_publish_failed(e1, &"x".repeat(10_000), now + 20 * SECOND, true)
@@ -2254,6 +2565,7 @@ pub(crate) async fn concurrent_writers_all_land(backend: &dyn Backend) {
                     .record_delivery(
                         delivery("c1", &format!("body {i}"), Some(&format!("p{i}")), T0 + i),
                         WINDOW,
+                        LEASE_ENDED,
                     )
                     .await
             })
@@ -2291,7 +2603,7 @@ pub(crate) async fn data_survives_reopening(backend: &dyn Backend) {
         let store = backend.open().await;
         let t = tenant(&*store, "t1", "c1").await;
         let delivered = store
-            .record_delivery(delivery("c1", "done", Some("p1"), T0), WINDOW)
+            .record_delivery(delivery("c1", "done", Some("p1"), T0), WINDOW, LEASE_ENDED)
             .await
             .unwrap();
         store
@@ -2299,13 +2611,17 @@ pub(crate) async fn data_survives_reopening(backend: &dyn Backend) {
                 &delivered.id,
                 &t.adapter.id,
                 vec![event("kept", "deal.won", "D1", None)],
-                Some(state(&[("k", "v")])),
+                writes(0, state(&[("k", "v")])),
                 T0,
             ))
             .await
             .unwrap();
         let unfinished = store
-            .record_delivery(delivery("c1", "in flight", Some("p2"), T0), WINDOW)
+            .record_delivery(
+                delivery("c1", "in flight", Some("p2"), T0),
+                WINDOW,
+                LEASE_ENDED,
+            )
             .await
             .unwrap();
         let subscriber = store
@@ -2329,27 +2645,39 @@ pub(crate) async fn data_survives_reopening(backend: &dyn Backend) {
         store.get_event("kept").await.unwrap().unwrap().delivery_id,
         delivered
     );
-    assert_eq!(store.load_state("c1").await.unwrap(), state(&[("k", "v")]));
+    let snapshot = store.load_state("c1").await.unwrap();
+    assert_eq!((snapshot.map, snapshot.version), (state(&[("k", "v")]), 1));
     assert_eq!(
         store.get_subscriber(&subscriber.id).await.unwrap(),
         Some(subscriber)
     );
     assert_eq!(
-        ids(&store.deliveries_to_recover(10).await.unwrap(), |d| d
-            .info
-            .id
-            .clone()),
+        ids(
+            &store
+                .claim_recovery(T0 + SECOND, T0 + 2 * SECOND, 10)
+                .await
+                .unwrap(),
+            |d| d.info.id.clone()
+        ),
         [unfinished.as_str()]
     );
     // Dedupe still knows what was taken before the restart.
     let retry = store
-        .record_delivery(delivery("c1", "in flight", Some("p2"), T0 + SECOND), WINDOW)
+        .record_delivery(
+            delivery("c1", "in flight", Some("p2"), T0 + SECOND),
+            WINDOW,
+            LEASE_ENDED,
+        )
         .await
         .unwrap();
     assert_eq!((retry.id, retry.duplicate), (unfinished, true));
     // And new writes work.
     let fresh = store
-        .record_delivery(delivery("c1", "new", Some("p3"), T0 + SECOND), WINDOW)
+        .record_delivery(
+            delivery("c1", "new", Some("p3"), T0 + SECOND),
+            WINDOW,
+            LEASE_ENDED,
+        )
         .await
         .unwrap();
     assert!(!fresh.duplicate);
@@ -2373,6 +2701,7 @@ fn invocation_records_and_statuses_follow_the_report() {
         },
         log: Log::default(),
         state: None,
+        state_used: false,
     };
     let adapter = AdapterRef {
         adapter_id: "a1",
@@ -2405,6 +2734,8 @@ fn invocation_records_and_statuses_follow_the_report() {
     let accepted = Outcome::Accepted {
         events: vec![],
         next_cursor: None,
+        more: false,
+        request: None,
     };
     assert_eq!(
         InvocationRecord::from_report(&report(accepted.clone()), adapter, "in", T0).detail_json,
@@ -2413,6 +2744,8 @@ fn invocation_records_and_statuses_follow_the_report() {
     let with_cursor = Outcome::Accepted {
         events: vec![],
         next_cursor: Some("c2".to_owned()),
+        more: false,
+        request: None,
     };
     let record = InvocationRecord::from_report(&report(with_cursor), adapter, "in", T0);
     assert_eq!(
@@ -2517,7 +2850,7 @@ mod sqlite_specific {
                 let body = format!("{tag} {i}");
                 tokio::spawn(async move {
                     store
-                        .record_delivery(delivery("c1", &body, None, T0), WINDOW)
+                        .record_delivery(delivery("c1", &body, None, T0), WINDOW, LEASE_ENDED)
                         .await
                 })
             })
@@ -2557,7 +2890,13 @@ mod sqlite_specific {
                         for i in 0..EACH {
                             let body = format!("sustained {writers} {w} {i}");
                             let new = delivery("c1", &body, None, T0);
-                            assert!(!store.record_delivery(new, WINDOW).await.unwrap().duplicate);
+                            assert!(
+                                !store
+                                    .record_delivery(new, WINDOW, LEASE_ENDED)
+                                    .await
+                                    .unwrap()
+                                    .duplicate
+                            );
                         }
                     })
                 })
@@ -2586,7 +2925,7 @@ mod sqlite_specific {
     async fn one_failing_command_does_not_sink_its_batch() {
         let (_dir, store, t) = open().await;
         let victim = store
-            .record_delivery(delivery("c1", "victim", None, T0), WINDOW)
+            .record_delivery(delivery("c1", "victim", None, T0), WINDOW, LEASE_ENDED)
             .await
             .unwrap();
         let release = store.hold_writer().await;
@@ -2595,16 +2934,20 @@ mod sqlite_specific {
         wait_queued(&store, 5).await;
         let failing = {
             let store = store.clone();
-            let bad = completion(
-                &victim.id,
-                &t.adapter.id,
-                vec![
-                    event("fine", "deal.won", "D", None),
-                    event("bad", "deal.won", "", None),
-                ],
-                None,
-                T0,
-            );
+            // A redrive's completion (it would count an attempt) that breaks a constraint.
+            let bad = Completion {
+                attempt_counted: false,
+                ..completion(
+                    &victim.id,
+                    &t.adapter.id,
+                    vec![
+                        event("fine", "deal.won", "D", None),
+                        event("bad", "deal.won", "", None),
+                    ],
+                    None,
+                    T0,
+                )
+            };
             tokio::spawn(async move { store.complete_delivery(bad).await })
         };
         wait_queued(&store, 6).await;
@@ -2638,7 +2981,8 @@ mod sqlite_specific {
                 .unwrap()
                 .info
                 .attempts,
-            0
+            1,
+            "the failed completion's attempt was rolled back with it"
         );
     }
 
@@ -2646,7 +2990,7 @@ mod sqlite_specific {
     async fn acknowledged_writes_are_on_disk_without_a_clean_shutdown() {
         let (dir, store, t) = open().await;
         let recorded = store
-            .record_delivery(delivery("c1", "acked", Some("p1"), T0), WINDOW)
+            .record_delivery(delivery("c1", "acked", Some("p1"), T0), WINDOW, LEASE_ENDED)
             .await
             .unwrap();
         store
@@ -2660,7 +3004,11 @@ mod sqlite_specific {
             .await
             .unwrap();
         let unfinished = store
-            .record_delivery(delivery("c1", "in flight", Some("p2"), T0), WINDOW)
+            .record_delivery(
+                delivery("c1", "in flight", Some("p2"), T0),
+                WINDOW,
+                LEASE_ENDED,
+            )
             .await
             .unwrap();
         // What is on disk right now, with the store still running (nothing checkpointed, no
@@ -2688,7 +3036,10 @@ mod sqlite_specific {
             .info;
         assert_eq!(info.status, DeliveryStatus::Processed);
         assert!(recovered.get_event("acked-event").await.unwrap().is_some());
-        let pending = recovered.deliveries_to_recover(10).await.unwrap();
+        let pending = recovered
+            .claim_recovery(T0 + SECOND, T0 + 2 * SECOND, 10)
+            .await
+            .unwrap();
         assert_eq!(ids(&pending, |d| d.info.id.clone()), [unfinished.id]);
         assert_eq!(pending[0].body, b"in flight");
     }
