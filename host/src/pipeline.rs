@@ -1020,7 +1020,7 @@ mod tests {
     use crate::sandbox::{PlatformLimits, Sandbox};
     use crate::secrets::InMemorySecretStore;
     use crate::store::{
-        DeliveryFilter, DeliveryStatus, FsBlobStore, OutboxFilter, SqliteStore, Store,
+        DeliveryFilter, DeliveryStatus, FsBlobStore, NewDelivery, OutboxFilter, SqliteStore, Store,
     };
 
     const SECRET: &str = "pipeline-test-secret";
@@ -1218,6 +1218,145 @@ value = "{SECRET}"
             .await
             .unwrap();
         assert_eq!(ok.status, DeliveryStatus::Processed);
+        assert_eq!(outbox_len(&store).await, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_deliveries_that_change_state_lose_no_change() {
+        let (_dir, store, host) = host(Duration::from_secs(5)).await;
+        // 16 clients send 200 deliveries to one connection, all at once; each adds one to a
+        // counter in the connection's state. Last-writer-wins would lose most of them.
+        const TOTAL: usize = 200;
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let clients: Vec<_> = (0..16)
+            .map(|_| {
+                let (host, next) = (host.clone(), Arc::clone(&next));
+                tokio::spawn(async move {
+                    loop {
+                        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if n >= TOTAL {
+                            return;
+                        }
+                        let ack = host
+                            .receive_webhook(inbound("count", &format!("gh-count-{n}")))
+                            .await
+                            .unwrap();
+                        assert_eq!(ack.status, DeliveryStatus::Processed, "{ack:?}");
+                    }
+                })
+            })
+            .collect();
+        for client in clients {
+            client.await.unwrap();
+        }
+        let state = store.load_state("hostile").await.unwrap();
+        assert_eq!(
+            state
+                .map
+                .get("count")
+                .map(|v| String::from_utf8_lossy(v).into_owned()),
+            Some(TOTAL.to_string()),
+            "every increment is kept"
+        );
+        // Each delivery saw a distinct value: 1..=200, once each.
+        let filter = OutboxFilter {
+            tenant_id: "tenant-p".into(),
+            limit: 1000,
+            ..OutboxFilter::default()
+        };
+        let mut seen: Vec<String> = store
+            .list_outbox(filter)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|row| row.entity_id)
+            .collect();
+        seen.sort();
+        let mut expected: Vec<String> = (1..=TOTAL).map(|n| format!("count-{n}")).collect();
+        expected.sort();
+        assert_eq!(seen, expected);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delivery_is_finished_when_its_caller_goes_away() {
+        let (_dir, store, host) = host(Duration::from_millis(50)).await;
+        // The caller (hyper, when the CRM hangs up) drops the future mid-way: the delivery is
+        // finished anyway, not left `received` until a restart.
+        let taking = {
+            let host = host.clone();
+            tokio::spawn(async move { host.receive_webhook(inbound("loop", "gh-hangup")).await })
+        };
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        taking.abort();
+        let finished = async {
+            loop {
+                let statuses = statuses(&store).await;
+                if statuses == [DeliveryStatus::Failed] {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), finished)
+            .await
+            .expect("the delivery was finished without its caller");
+        // And a retry from the CRM sees it as taken, with its real outcome.
+        let retry = host
+            .receive_webhook(inbound("loop", "gh-hangup"))
+            .await
+            .unwrap();
+        assert!(retry.duplicate);
+        assert_eq!(retry.status, DeliveryStatus::Failed);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn recovery_parks_a_delivery_that_keeps_being_cut_off() {
+        let (_dir, store, host) = host(Duration::from_secs(5)).await;
+        // What three crashes in a row leave: a delivery received, its attempts used up.
+        let recorded = store
+            .record_delivery(
+                NewDelivery {
+                    connection_id: "hostile".into(),
+                    received_at: crate::store::now_millis(),
+                    provider_delivery_id: Some("gh-oom".into()),
+                    method: "POST".into(),
+                    path: "/v1/hooks/hostile".into(),
+                    query: String::new(),
+                    headers: Vec::new(),
+                    body: b"ok".to_vec(),
+                    trace_id: "t".into(),
+                },
+                Duration::from_secs(300),
+                0,
+            )
+            .await
+            .unwrap();
+        for attempt in 2..=3 {
+            let claimed = store
+                .claim_recovery(crate::store::now_millis(), 0, 10)
+                .await
+                .unwrap();
+            assert_eq!(claimed[0].info.attempts, attempt);
+        }
+        // The next pass would be its fourth start: parked, not run.
+        assert_eq!(host.recover_once().await.unwrap(), 1);
+        let delivery = store.get_delivery(&recorded.id).await.unwrap().unwrap();
+        assert_eq!(delivery.info.status, DeliveryStatus::Failed);
+        let reason = delivery.info.reason_json.unwrap();
+        assert!(reason.contains(r#""kind":"interrupted""#), "{reason}");
+        assert!(reason.contains("3 times"), "{reason}");
+        assert!(
+            store
+                .list_invocations(&recorded.id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(outbox_len(&store).await, 0);
+        // Parked deliveries are redriven like any failed one.
+        let redriven = host.redrive(&recorded.id).await.unwrap();
+        assert_eq!(redriven.status, DeliveryStatus::Processed);
         assert_eq!(outbox_len(&store).await, 1);
     }
 
