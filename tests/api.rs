@@ -39,6 +39,7 @@ async fn start() -> Api {
         public_base_url: Some("https://hooks.example.test".into()),
         relay: Default::default(),
         server: settings.clone(),
+        ..ServeOptions::default()
     })
     .await
     .unwrap();
@@ -1583,4 +1584,237 @@ async fn a_version_is_dry_run_against_a_sample_and_nothing_is_written() {
         (deliveries["items"].clone(), events["items"].clone()),
         (json!([]), json!([]))
     );
+}
+
+#[tokio::test]
+async fn secret_names_with_dot_segments_are_refused_everywhere() {
+    let api = start().await;
+    let a = org_admin("org-a");
+    let (_, adapter) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/adapters",
+            Some(json!({"name": "champion"})),
+        )
+        .await;
+    let adapter = adapter["id"].as_str().unwrap().to_owned();
+    api.upload(&a, &adapter, test_artifacts::CHAMPION_HEALTH)
+        .await;
+    api.call(
+        &a,
+        Method::PUT,
+        "/v1/secrets/gh",
+        Some(json!({"value": "gh-secret"})),
+    )
+    .await;
+    let (status, connection) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/connections",
+            Some(json!({"provider": "custom", "adapter_id": adapter,
+                        "signature": {"scheme": "github"}, "secret": "gh"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{connection}");
+    let connection = format!("/v1/connections/{}", connection["id"].as_str().unwrap());
+    for name in ["..", ".", "a/../b", "a/./b", "../gh", "gh/.."] {
+        let (status, problem) = api
+            .call(
+                &a,
+                Method::POST,
+                "/v1/connections",
+                Some(json!({"provider": "custom", "adapter_id": adapter,
+                            "signature": {"scheme": "github"}, "secret": name})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "POST {name}: {problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("`.` or `..`"),
+            "{problem}"
+        );
+        let (status, problem) = api
+            .call(
+                &a,
+                Method::PATCH,
+                &connection,
+                Some(json!({"secret": name})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "PATCH {name}: {problem}");
+        let (status, problem) = api
+            .call(
+                &a,
+                Method::POST,
+                "/v1/subscribers",
+                Some(
+                    json!({"url": "https://example.test/hook", "event_types": ["*"],
+                            "secret": name}),
+                ),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "subscriber {name}: {problem}"
+        );
+    }
+    // Names with dots that are not dot segments are fine.
+    let (status, written) = api
+        .call(
+            &a,
+            Method::PUT,
+            "/v1/secrets/crm.v2/signing..key",
+            Some(json!({"value": "x"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{written}");
+}
+
+#[tokio::test]
+async fn an_org_connection_publishes_nothing_at_platform_level() {
+    let api = start().await;
+    let a = org_admin("org-a");
+    let (_, adapter) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/adapters",
+            Some(json!({"name": "champion"})),
+        )
+        .await;
+    let adapter = adapter["id"].as_str().unwrap().to_owned();
+    api.upload(&a, &adapter, test_artifacts::CHAMPION_HEALTH)
+        .await;
+    // Without `default_org_id`, champion-health emits its events without an org: platform
+    // level, which an org-a connection may not publish.
+    api.call(
+        &a,
+        Method::PUT,
+        "/v1/secrets/gh",
+        Some(json!({"value": "gh-secret"})),
+    )
+    .await;
+    let (_, connection) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/connections",
+            Some(json!({"provider": "custom", "adapter_id": adapter,
+                        "signature": {"scheme": "github"}, "secret": "gh"})),
+        )
+        .await;
+    let connection_id = connection["id"].as_str().unwrap().to_owned();
+    let body = std::fs::read(test_artifacts::sample_file(
+        "champion-health/fixtures/enrollment-1kb.json",
+    ))
+    .unwrap();
+    let signature = {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"gh-secret").unwrap();
+        mac.update(&body);
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    };
+    let (status, ack) = api
+        .send(
+            Request::post(format!("/v1/hooks/{connection_id}"))
+                .header("content-type", "application/json")
+                .header("x-hub-signature-256", signature)
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (status, ack["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("failed")),
+        "{ack}"
+    );
+    let path = format!("/v1/deliveries/{}", ack["delivery_id"].as_str().unwrap());
+    let (_, delivery) = api.call(&a, Method::GET, &path, None).await;
+    let reason = delivery.to_string();
+    assert!(reason.contains("org_not_allowed"), "{reason}");
+
+    // A platform-level event such a connection emitted before this was refused (written here
+    // straight to the store) stays org-a's: org-b does not see it, nor its connection's id.
+    let store = api.host.store();
+    let recorded = store
+        .record_delivery(
+            adapter_host::store::NewDelivery {
+                connection_id: connection_id.clone(),
+                received_at: adapter_host::store::now_millis(),
+                provider_delivery_id: Some("legacy".into()),
+                method: "POST".into(),
+                path: "/".into(),
+                query: String::new(),
+                headers: Vec::new(),
+                body: b"{}".to_vec(),
+                trace_id: "t".into(),
+            },
+            std::time::Duration::from_secs(300),
+            0,
+        )
+        .await
+        .unwrap();
+    let version = store
+        .get_connection(&connection_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .adapter_version;
+    store
+        .complete_delivery(adapter_host::store::Completion {
+            delivery_id: recorded.id.clone(),
+            status: adapter_host::store::DeliveryStatus::Processed,
+            reason_json: None,
+            completed_at: adapter_host::store::now_millis(),
+            invocation: adapter_host::store::InvocationRecord {
+                adapter_id: adapter.clone(),
+                adapter_version: version,
+                adapter_sha256: "0".repeat(64),
+                input_sha256: "0".repeat(64),
+                started_at: 0,
+                duration_us: 1,
+                fuel: 1,
+                peak_memory_bytes: 1,
+                bytes_in: 2,
+                bytes_out: 2,
+                events: 1,
+                outcome: adapter_host::store::InvocationOutcome::Accepted,
+                detail_json: None,
+                log_json: "{}".into(),
+            },
+            events: vec![adapter_host::store::NewOutboxEvent {
+                event_id: "legacy-event".into(),
+                org_id: None,
+                event_type: "member.enrolled".into(),
+                entity_type: "member".into(),
+                entity_id: "m-1".into(),
+                payload_json: "{}".into(),
+                metadata_json: "{}".into(),
+            }],
+            state: None,
+            attempt_counted: true,
+        })
+        .await
+        .unwrap();
+    let (_, mine) = api.call(&a, Method::GET, "/v1/events", None).await;
+    assert_eq!(ids_of_events(&mine), ["legacy-event"]);
+    for who in [org_admin("org-b"), platform(Some("org-b"))] {
+        let (_, list) = api.call(&who, Method::GET, "/v1/events", None).await;
+        assert_eq!(list["items"], json!([]), "{list}");
+        let (status, _) = api
+            .call(&who, Method::GET, "/v1/events/legacy-event", None)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+}
+
+fn ids_of_events(list: &Value) -> Vec<&str> {
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect()
 }

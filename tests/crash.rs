@@ -46,6 +46,20 @@ adapter = "hostile"
 signature = {{ scheme = "github" }}
 secret = "crash/signing"
 
+[[adapters]]
+tenant_id = "tenant-crash"
+name = "hostile-big"
+wasm = "{hostile}"
+limits = {{ memory_bytes = 268435456, deadline_ms = 10000 }}
+
+[[connections]]
+id = "oom"
+tenant_id = "tenant-crash"
+provider = "custom"
+adapter = "hostile-big"
+signature = {{ scheme = "github" }}
+secret = "crash/signing"
+
 [[secrets]]
 name = "crash/signing"
 value = "{SECRET}"
@@ -58,13 +72,60 @@ value = "{SECRET}"
 }
 
 fn start(config: &Path, data: &Path, port: u16) -> Child {
-    // Rows a killed relay had claimed come back when their lease ends: keep it short here.
+    // Rows a killed relay had claimed, and deliveries a killed host was running, come back when
+    // their leases end: keep them short here.
     process::spawn_host(
         config,
         data,
         port,
-        &[("ADAPTER_HOST_RELAY_LEASE_SECS", "1")],
+        &[
+            ("ADAPTER_HOST_RELAY_LEASE_SECS", "1"),
+            ("ADAPTER_HOST_RECOVERY_LEASE_SECS", "1"),
+        ],
     )
+}
+
+/// A gauge of the host's `/metrics`.
+async fn gauge(client: &reqwest::Client, port: u16, name: &str) -> Option<u64> {
+    let metrics = client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// Waits (up to 30 s) until the gauge `name` reads 0.
+async fn wait_for_zero(client: &reqwest::Client, port: u16, name: &str) {
+    let mut value = None;
+    for _ in 0..600 {
+        value = gauge(client, port, name).await;
+        if value == Some(0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{name} is still {value:?}");
+}
+
+/// The resident memory of process `pid`, in bytes.
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 fn sign(body: &[u8]) -> String {
@@ -230,28 +291,10 @@ async fn acknowledged_deliveries_survive_sigkill() {
     for worker in workers {
         worker.await.unwrap();
     }
-    // The relay publishes everything, including what earlier runs appended but never published.
-    let mut pending = u64::MAX;
-    for _ in 0..600 {
-        let metrics = client
-            .get(format!("http://127.0.0.1:{port}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        pending = metrics
-            .lines()
-            .find_map(|line| line.strip_prefix("adapter_host_outbox_pending "))
-            .and_then(|value| value.trim().parse().ok())
-            .unwrap_or(u64::MAX);
-        if pending == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(pending, 0, "events still unpublished");
+    // Recovery (in the background, once the host listens) completes what the kills cut off,
+    // and the relay publishes everything, including what earlier runs never published.
+    wait_for_zero(&client, port, "adapter_host_deliveries_unfinished").await;
+    wait_for_zero(&client, port, "adapter_host_outbox_pending").await;
     child.kill().unwrap();
     child.wait().unwrap();
 
@@ -295,4 +338,128 @@ async fn acknowledged_deliveries_survive_sigkill() {
         "every event is eventually published"
     );
     assert_eq!(per_delivery.len(), deliveries.len());
+}
+
+/// Sends the memory hog's delivery until the host answers it with a final status: each attempt
+/// that finds the host down (killed by the watchdog below) is a CRM retry with the same
+/// delivery id, and one answered `received` (taken, still under way) is asked again.
+async fn send_hog(client: reqwest::Client, port: u16) -> serde_json::Value {
+    // 800 ms of computing first (the delivery is recorded on its own after 500 ms), then 200 MiB.
+    let body = b"hog\n200\n800".to_vec();
+    loop {
+        let answer = client
+            .post(format!("http://127.0.0.1:{port}/v1/hooks/oom"))
+            .header("x-hub-signature-256", sign(&body))
+            .header("x-github-delivery", "gh-hog")
+            .body(body.clone())
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await;
+        if let Ok(answer) = answer
+            && answer.status().is_success()
+            && let Ok(body) = answer.bytes().await
+            && let Ok(ack) = serde_json::from_slice::<serde_json::Value>(&body)
+            && ack["status"] != "received"
+        {
+            return ack;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_that_exhausts_memory_is_parked_and_the_rest_is_processed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let data = dir.path().join("data");
+    let client = reqwest::Client::new();
+    let total: u32 = 1_000;
+    let pending = Arc::new(Mutex::new((0..total).rev().collect::<Vec<_>>()));
+    let acked: Acked = Arc::default();
+    // One port for every run: the CRM keeps calling the same URL.
+    let port = free_port();
+    let hog = tokio::spawn(send_hog(client.clone(), port));
+    let mut kills = 0;
+    let started = std::time::Instant::now();
+    while !hog.is_finished() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the hog was never parked ({kills} kills)"
+        );
+        let mut child = start(&config, &data, port);
+        wait_ready(&client, port).await;
+        let baseline = resident_bytes(child.id()).unwrap();
+        let workers: Vec<_> = (0..4)
+            .map(|_| tokio::spawn(load(client.clone(), port, pending.clone(), acked.clone())))
+            .collect();
+        // The kernel's OOM killer, played by the test: the host is killed when the hog's memory
+        // shows in its resident set, the way a memory-limited container would be.
+        loop {
+            let now = resident_bytes(child.id()).unwrap_or(0);
+            if now > baseline + 150 * 1024 * 1024 {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+                break;
+            }
+            if hog.is_finished() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if hog.is_finished() {
+            // The hog is parked: the host serves the rest of the load and recovers the rest.
+            for worker in workers {
+                worker.await.unwrap();
+            }
+            wait_for_zero(&client, port, "adapter_host_deliveries_unfinished").await;
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break;
+        }
+        for worker in workers {
+            worker.await.unwrap();
+        }
+    }
+    let ack = hog.await.unwrap();
+    // The CRM's last retry finds it taken, and failed: parked, never run again.
+    assert_eq!(ack["duplicate"], true, "{ack}");
+    assert_eq!(ack["status"], "failed", "{ack}");
+    assert_eq!(kills, 3, "one kill per attempt before it was parked");
+
+    // The rest of the load, run meanwhile and after: every delivery acknowledged and processed.
+    let port = free_port();
+    let mut child = start(&config, &data, port);
+    wait_ready(&client, port).await;
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|_| tokio::spawn(load(client.clone(), port, pending.clone(), acked.clone())))
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    wait_for_zero(&client, port, "adapter_host_deliveries_unfinished").await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(acked.lock().unwrap().len(), total as usize);
+
+    let store = SqliteStore::open(&data).unwrap();
+    let deliveries = all_deliveries(&store).await;
+    let hog = deliveries
+        .iter()
+        .find(|d| d.provider_delivery_id.as_deref() == Some("gh-hog"))
+        .unwrap();
+    assert_eq!(hog.status, DeliveryStatus::Failed);
+    assert_eq!(
+        hog.attempts, 4,
+        "three runs cut off, then parked at the fourth claim"
+    );
+    let reason = hog.reason_json.as_deref().unwrap();
+    assert!(reason.contains(r#""kind":"interrupted""#), "{reason}");
+    let others: Vec<_> = deliveries
+        .iter()
+        .filter(|d| d.id != hog.id && d.status != DeliveryStatus::Processed)
+        .map(|d| (&d.id, d.status))
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
+    assert_eq!(deliveries.len(), total as usize + 1);
 }

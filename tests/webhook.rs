@@ -110,6 +110,7 @@ value = "github-secret"
     let settings = ServerSettings {
         max_body_bytes: 64 * 1024,
         auth: std::sync::Arc::new(jwt::auth_config()),
+        ..ServerSettings::default()
     };
     let options = ServeOptions {
         data_dir: dir.path().join("data"),
@@ -118,6 +119,7 @@ value = "github-secret"
         public_base_url: Some("https://hooks.example.test".into()),
         relay: Default::default(),
         server: settings.clone(),
+        ..ServeOptions::default()
     };
     // The master key comes from a generated key file inside the temporary data directory.
     let host = open_host(&options).await.unwrap();
@@ -634,6 +636,7 @@ async fn open_with(dir: &std::path::Path, config: &str) -> anyhow::Result<Host> 
         public_base_url: None,
         relay: Default::default(),
         server: ServerSettings::default(),
+        ..ServeOptions::default()
     })
     .await
 }

@@ -272,6 +272,7 @@ value = "whsec_{SECRET_B64}"
             public_base_url: None,
             relay: Default::default(),
             server: settings.clone(),
+            ..ServeOptions::default()
         };
         let host = open_host(&options).await.unwrap();
         let host_addr = serve(app(host.clone(), settings)).await;

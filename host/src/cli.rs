@@ -51,7 +51,7 @@ enum Command {
     Check(CheckArgs),
     /// Serve the hosted webhook endpoint on the embedded default (SQLite, local secret store,
     /// in-process bus), all under one data directory.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the OpenAPI 3.1 document of the HTTP API (as served at /openapi.json).
     Openapi,
 }
@@ -73,6 +73,21 @@ struct ServeArgs {
     /// Largest accepted webhook body, in bytes.
     #[arg(long, env = "ADAPTER_HOST_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     max_body_bytes: usize,
+    /// Connections served at once; past it, a new one is answered 503 and closed [default:
+    /// the file-descriptor limit less 128, at most 10000].
+    #[arg(long, env = "ADAPTER_HOST_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Seconds a client may take to send a request's headers.
+    #[arg(long, env = "ADAPTER_HOST_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Seconds a request body may take to arrive in all.
+    #[arg(long, env = "ADAPTER_HOST_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    body_timeout_secs: u64,
+    /// How long a delivery recorded ahead of its outcome is left to its invocation before the
+    /// recovery loop may run it again (after a crash, deliveries are recovered within about
+    /// this time of the restart).
+    #[arg(long, env = "ADAPTER_HOST_RECOVERY_LEASE_SECS", default_value_t = 15)]
+    recovery_lease_secs: u64,
     /// How long the relay holds an outbox row it claimed; a relay that dies mid-publish gives
     /// its rows back when this ends.
     #[arg(long, env = "ADAPTER_HOST_RELAY_LEASE_SECS", default_value_t = 10)]
@@ -246,7 +261,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => block_on(run(&args)),
         Command::Check(args) => block_on(check(&args)),
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Openapi => {
             print!("{}", crate::api::openapi::document());
             Ok(EXIT_OK)
@@ -278,7 +293,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         server: crate::server::ServerSettings {
             max_body_bytes: args.max_body_bytes,
             auth,
+            requests: crate::server::RequestLimits {
+                total_timeout: std::time::Duration::from_secs(args.body_timeout_secs.max(1)),
+                ..crate::server::RequestLimits::default()
+            },
+            connections: crate::server::ConnectionSettings {
+                max_connections: args.max_connections,
+                header_read_timeout: std::time::Duration::from_secs(
+                    args.header_timeout_secs.max(1),
+                ),
+                ..crate::server::ConnectionSettings::default()
+            },
         },
+        recovery_lease: std::time::Duration::from_secs(args.recovery_lease_secs.max(1)),
     };
     tokio::runtime::Runtime::new()?.block_on(crate::serve::serve(options))?;
     Ok(EXIT_OK)

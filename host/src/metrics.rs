@@ -25,6 +25,9 @@ pub struct Metrics {
     pub outbox_pending: IntGauge,
     /// Age of the oldest unpublished outbox row, in seconds.
     pub outbox_lag_seconds: IntGauge,
+    /// Deliveries recorded whose invocation has not completed (under way, or cut off by a stop
+    /// and waiting for recovery).
+    pub deliveries_unfinished: IntGauge,
     /// Relay publication attempts by target (`bus`, `subscriber`) and result.
     pub relay_attempts: IntCounterVec,
     /// Time from receiving a delivery to acknowledging it, in seconds.
@@ -88,6 +91,10 @@ impl Metrics {
             "adapter_host_outbox_lag_seconds",
             "Age of the oldest unpublished outbox event",
         );
+        let deliveries_unfinished = gauge(
+            "adapter_host_deliveries_unfinished",
+            "Deliveries recorded whose invocation has not completed (under way, or waiting for recovery)",
+        );
         let invocation_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "adapter_host_invocation_duration_seconds",
@@ -134,6 +141,7 @@ impl Metrics {
             violations,
             outbox_pending,
             outbox_lag_seconds,
+            deliveries_unfinished,
             relay_attempts,
             ack_latency,
         }

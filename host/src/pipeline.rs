@@ -83,9 +83,12 @@ impl Default for Settings {
 }
 
 /// How many times one delivery's invocation is run again because another invocation of its
-/// connection committed state first (after the first conflict they run one at a time, so more
-/// than one retry means another host node keeps winning).
-const MAX_STATE_RETRIES: u32 = 8;
+/// connection committed state first. After its first conflict an invocation holds the
+/// connection's lock, so it can only lose again to invocations that started before the adapter
+/// was known to use state (each of which commits or loses once, then locks too) or to another
+/// host node: every retry means another invocation's change was kept, and the bound is never
+/// reached in a process of its own.
+const MAX_STATE_RETRIES: u32 = 64;
 
 /// Everything a host process shares between requests and workers.
 #[derive(Debug, Clone)]

@@ -33,6 +33,23 @@ pub struct ServeOptions {
     pub relay: RelayConfig,
     /// HTTP settings.
     pub server: ServerSettings,
+    /// How long a delivery left `received` is leased to its invocation before recovery may
+    /// take it again.
+    pub recovery_lease: std::time::Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            config: None,
+            public_base_url: None,
+            relay: RelayConfig::default(),
+            server: ServerSettings::default(),
+            recovery_lease: Settings::default().recovery_lease,
+        }
+    }
 }
 
 /// Opens everything under `data_dir` and assembles a host (no listening yet).
@@ -53,6 +70,7 @@ pub async fn open_host(options: &ServeOptions) -> anyhow::Result<Host> {
             .unwrap_or_else(|| format!("http://{}", options.listen))
             .trim_end_matches('/')
             .to_owned(),
+        recovery_lease: options.recovery_lease,
         ..Settings::default()
     };
     let host = Host::new(
@@ -123,9 +141,15 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     // listens: one that crashed the host cannot keep it from serving (and is parked after its
     // attempt limit).
     let recovery = tokio::spawn(host.clone().run_recovery(relay_stopped));
-    axum::serve(listener, app(host, options.server))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let connections = options.server.connections.clone();
+    crate::server::listen::serve(
+        listener,
+        app(host, options.server),
+        connections,
+        shutdown_signal(),
+        std::time::Duration::from_secs(30),
+    )
+    .await?;
     let _ = stop_relay.send(true);
     relay.await?;
     recovery.await?;

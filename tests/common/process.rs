@@ -1,6 +1,8 @@
 //! Running `adapter-host serve` as a child process on a loopback port, for the tests that need
 //! the real binary (real HTTP, real signals).
 
+#![allow(dead_code)] // Each test crate uses its own part.
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -18,7 +20,31 @@ pub fn free_port() -> u16 {
 /// Starts `adapter-host serve` with `config` and `data` on `127.0.0.1:port`, logging only
 /// errors, with the extra environment `env`.
 pub fn spawn_host(config: &Path, data: &Path, port: u16, env: &[(&str, &str)]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_adapter-host"))
+    spawn_host_limited(config, data, port, env, None)
+}
+
+/// [`spawn_host`], under a file-descriptor limit of `nofile` when given (a shell's `ulimit -n`
+/// before it execs the host).
+pub fn spawn_host_limited(
+    config: &Path,
+    data: &Path,
+    port: u16,
+    env: &[(&str, &str)],
+    nofile: Option<u32>,
+) -> Child {
+    let binary = env!("CARGO_BIN_EXE_adapter-host");
+    let mut command = match nofile {
+        Some(limit) => {
+            let mut shell = Command::new("bash");
+            shell
+                .arg("-c")
+                .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                .arg(binary);
+            shell
+        }
+        None => Command::new(binary),
+    };
+    command
         .args(["serve", "--config"])
         .arg(config)
         .arg("--data-dir")

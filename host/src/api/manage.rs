@@ -220,7 +220,8 @@ impl From<AdapterVersion> for VersionView {
     }
 }
 
-/// A name of an adapter or secret: 1 to 128 of `A-Z a-z 0-9 . _ -` (and `/` in secret names).
+/// A name of an adapter or secret: 1 to 128 of `A-Z a-z 0-9 . _ -` (and `/` in secret names),
+/// no segment of which is `.` or `..` (a name is a path in the secret store's namespace).
 fn check_name(what: &str, name: &str, slash: bool) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 128
@@ -229,12 +230,16 @@ fn check_name(what: &str, name: &str, slash: bool) -> Result<(), ApiError> {
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b) || (slash && b == b'/'))
         && !name.starts_with('/')
         && !name.ends_with('/')
-        && !name.contains("//");
+        && !name.contains("//")
+        && name
+            .split('/')
+            .all(|segment| segment != "." && segment != "..");
     if ok {
         Ok(())
     } else {
         Err(ApiError::BadRequest(format!(
-            "{what} must be 1 to 128 characters of A-Z, a-z, 0-9, `.`, `_`, `-`{}",
+            "{what} must be 1 to 128 characters of A-Z, a-z, 0-9, `.`, `_`, `-`{}, and no part of \
+             it `.` or `..`",
             if slash { " and inner `/`" } else { "" }
         )))
     }
@@ -1116,14 +1121,25 @@ async fn get_event(
     scope: Scope,
     Path(event_id): Path<String>,
 ) -> Result<Json<EventView>, ApiError> {
-    let row = state
-        .host
-        .store()
+    let not_found = || ApiError::NotFound(format!("no event `{event_id}`"));
+    let store = state.host.store();
+    let row = store
         .get_event(&event_id)
         .await
         .map_err(internal)?
         .filter(|row| scope.sees(&row.tenant_id, row.org_id.as_deref()))
-        .ok_or_else(|| ApiError::NotFound(format!("no event `{event_id}`")))?;
+        .ok_or_else(not_found)?;
+    // An event without an org is platform level only when its connection is: one an org's
+    // connection emitted (before that was refused) stays that org's, like its connection.
+    if row.org_id.is_none() {
+        let connection = store
+            .get_connection(&row.connection_id)
+            .await
+            .map_err(internal)?;
+        if connection.is_some_and(|c| !scope.sees(&c.tenant_id, c.org_id.as_deref())) {
+            return Err(not_found());
+        }
+    }
     Ok(Json(EventView::new(row)?))
 }
 

@@ -31,6 +31,9 @@ pub enum ApiError {
     /// 405: the resource exists but does not take this method.
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// 408: the request (its body) did not arrive in time.
+    #[error("{0}")]
+    Timeout(String),
     /// 409: conflicts with the resource's current state.
     #[error("{0}")]
     Conflict(String),
@@ -57,6 +60,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -73,6 +77,7 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not-found",
             Self::MethodNotAllowed(_) => "method-not-allowed",
+            Self::Timeout(_) => "request-timeout",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge(_) => "payload-too-large",
             Self::TooManyRequests(_) => "too-many-requests",
@@ -104,6 +109,29 @@ impl ApiError {
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         Self::Internal(cause.to_string())
     }
+}
+
+/// A problem+json answer of any status, with `detail`: the shape every error of the host has,
+/// for answers made elsewhere than in a handler (an extractor's rejection). Its `type` ends in
+/// the status's reason in kebab case (`unsupported-media-type`), like [`ApiError::kind`].
+pub fn problem_response(status: StatusCode, detail: String) -> Response {
+    let title = status.canonical_reason().unwrap_or("Error");
+    let problem = Problem {
+        kind: format!(
+            "{TYPE_BASE}{}",
+            title.to_ascii_lowercase().replace([' ', '\''], "-")
+        ),
+        title,
+        status: status.as_u16(),
+        detail,
+        request_id: super::request_id::current(),
+    };
+    let mut response = (status, Json(problem)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
 }
 
 /// The problem+json body (RFC 9457).
@@ -141,8 +169,23 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::MissingJsonContentType(_) => {
                 Self::BadRequest("expected a JSON body (Content-Type: application/json)".into())
             }
+            JsonRejection::BytesRejection(rejection) => Self::from_body(&rejection),
             other => Self::BadRequest(other.body_text()),
         }
+    }
+}
+
+impl ApiError {
+    /// The problem for a body that could not be read: it arrived too slowly (408), was larger
+    /// than the route takes (413), or broke off (400).
+    pub fn from_body(rejection: &axum::extract::rejection::BytesRejection) -> Self {
+        if let Some(timeout) = crate::server::limits::BodyTimeout::find(rejection) {
+            return Self::Timeout(timeout.to_string());
+        }
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return Self::PayloadTooLarge(rejection.body_text());
+        }
+        Self::BadRequest(rejection.body_text())
     }
 }
 

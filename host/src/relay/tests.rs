@@ -477,3 +477,93 @@ fn new_subscriber(url: &str) -> NewSubscriber {
         created_at: T0,
     }
 }
+
+/// A bus that records what it got and fails each event named in `fail_once` the first time.
+#[derive(Debug, Default)]
+struct RecordingBus {
+    published: Mutex<Vec<String>>,
+    fail_once: Mutex<std::collections::HashSet<String>>,
+}
+
+#[async_trait::async_trait]
+impl crate::bus::Bus for RecordingBus {
+    async fn publish(&self, message: &crate::bus::Message) -> Result<(), crate::bus::BusError> {
+        if self.fail_once.lock().unwrap().remove(&message.event_id) {
+            return Err(crate::bus::BusError("down for a moment".into()));
+        }
+        self.published
+            .lock()
+            .unwrap()
+            .push(message.event_id.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn one_entity_s_backlog_is_published_in_batches_in_order() {
+    let fixture = Fixture::new(quick()).await;
+    let bus = Arc::new(RecordingBus::default());
+    let relay = Relay {
+        bus: bus.clone(),
+        ..fixture.relay.clone()
+    };
+    // 1,000 events of one entity: a pass publishes a whole batch of them (100), in order, not
+    // one event per pass.
+    let events: Vec<_> = (0..1_000)
+        .map(|i| event(&format!("x-{i:04}"), "deal.updated", "X", None))
+        .collect();
+    emit(&*fixture.store, &fixture.tenant, events, fixture.now()).await;
+    let mut passes = 0;
+    loop {
+        let published = relay.publish_once().await.unwrap();
+        if published == 0 {
+            break;
+        }
+        passes += 1;
+    }
+    assert_eq!(passes, 10);
+    let published = bus.published.lock().unwrap().clone();
+    let expected: Vec<String> = (0..1_000).map(|i| format!("x-{i:04}")).collect();
+    assert_eq!(published, expected);
+}
+
+#[tokio::test]
+async fn a_failed_event_holds_back_the_rest_of_its_entity_only() {
+    let fixture = Fixture::new(quick()).await;
+    let bus = Arc::new(RecordingBus::default());
+    bus.fail_once.lock().unwrap().insert("a-1".to_owned());
+    let relay = Relay {
+        bus: bus.clone(),
+        ..fixture.relay.clone()
+    };
+    let e = |id: &str, entity: &str| event(id, "deal.updated", entity, None);
+    emit(
+        &*fixture.store,
+        &fixture.tenant,
+        vec![
+            e("a-0", "A"),
+            e("a-1", "A"),
+            e("b-0", "B"),
+            e("a-2", "A"),
+            e("b-1", "B"),
+        ],
+        fixture.now(),
+    )
+    .await;
+    // a-1 fails: a-2 is not attempted behind it; B goes on.
+    assert_eq!(relay.publish_once().await.unwrap(), 3);
+    assert_eq!(
+        *bus.published.lock().unwrap(),
+        ["a-0", "b-0", "b-1"].map(String::from)
+    );
+    let held = fixture.store.get_event("a-2").await.unwrap().unwrap();
+    assert_eq!(held.attempts, 0, "given back unattempted");
+    // Nothing more until a-1's retry is due; then a-1 and a-2, in that order.
+    assert_eq!(relay.publish_once().await.unwrap(), 0);
+    fixture.advance(2 * SECOND);
+    assert_eq!(relay.publish_once().await.unwrap(), 2);
+    assert_eq!(
+        *bus.published.lock().unwrap(),
+        ["a-0", "b-0", "b-1", "a-1", "a-2"].map(String::from)
+    );
+}

@@ -844,7 +844,8 @@ pub struct OutboxLag {
 pub struct OutboxFilter {
     /// The tenant.
     pub tenant_id: String,
-    /// `Some(org)`: that org's rows and platform-level rows; `None`: all.
+    /// `Some(org)`: that org's rows and platform-level rows; `None`: all. A row without an org
+    /// counts as platform level only when its connection is platform level too.
     pub org_id: Option<String>,
     /// Only this event type.
     pub event_type: Option<String>,
@@ -1159,6 +1160,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         lease_until: Millis,
         limit: usize,
     ) -> Result<Vec<Delivery>>;
+    /// How many deliveries are recorded and not completed (`received`).
+    async fn unfinished_deliveries(&self) -> Result<u64>;
     /// Ends a delivery that is still `received` as `failed` with `reason_json`, without an
     /// invocation (it was given up: too many attempts cut off by the host stopping).
     /// [`Error::Conflict`] when it is no longer `received`.

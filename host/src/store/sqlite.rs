@@ -1018,6 +1018,15 @@ impl Filtered {
         }
     }
 
+    /// [`Filtered::and`] for a condition that uses the value `uses` times.
+    fn and_repeated(&mut self, condition: &str, value: Option<Value>, uses: usize) {
+        if let Some(value) = value {
+            self.sql.push_str(" AND ");
+            self.sql.push_str(condition);
+            self.args.extend(std::iter::repeat_n(value, uses));
+        }
+    }
+
     fn run<T>(
         mut self,
         db: &Db,
@@ -2091,6 +2100,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn unfinished_deliveries(&self) -> Result<u64> {
+        self.read(|db| {
+            Ok(query_one(
+                db,
+                "SELECT count(*) AS n FROM deliveries WHERE status = 'received'",
+                [],
+                |row| uint(row, "n"),
+            )?
+            .unwrap_or(0))
+        })
+        .await
+    }
+
     async fn park_delivery(&self, id: &str, reason_json: &str, now: Millis) -> Result<()> {
         check_json("reason_json", reason_json)?;
         let (id, reason_json) = (id.to_owned(), reason_json.to_owned());
@@ -2271,9 +2293,13 @@ impl Store for SqliteStore {
         self.read(move |db| {
             let mut query = Filtered::new(format!("SELECT {OUTBOX} FROM outbox WHERE 1 = 1"));
             query.and("tenant_id = ?", Some(Value::Text(filter.tenant_id.clone())));
-            query.and(
-                "(org_id IS NULL OR org_id = ?)",
+            // An event without an org is platform level only when its connection is: one an
+            // org's connection emitted (before that was refused) stays that org's.
+            query.and_repeated(
+                "coalesce(org_id, (SELECT c.org_id FROM connections c \
+                   WHERE c.id = outbox.connection_id), ?) = ?",
                 text(filter.org_id.as_ref()),
+                2,
             );
             query.and("event_type = ?", text(filter.event_type.as_ref()));
             query.and("entity_type = ?", text(filter.entity_type.as_ref()));

@@ -177,13 +177,19 @@ fn run(command: &str, args: &[&str]) -> Result<Vec<Event>, AdapterError> {
                 })
                 .collect()
         }
-        // Takes the given number of MiB (default 200) of memory, touches it, and computes
-        // until the deadline: the host's memory use jumps while it runs.
+        // Computes for the given milliseconds (second argument, default 0), then takes the
+        // given number of MiB (default 200) of memory, touches it, and computes until the
+        // deadline: the host's memory use jumps while it runs.
         "hog" => {
             let mib: usize = args
                 .first()
                 .and_then(|a| a.trim().parse().ok())
                 .unwrap_or(200);
+            let delay_ms: u64 = args.get(1).and_then(|a| a.trim().parse().ok()).unwrap_or(0);
+            let until = std::time::Instant::now() + std::time::Duration::from_millis(delay_ms);
+            while std::time::Instant::now() < until {
+                black_box(0u64);
+            }
             let mut chunks = Vec::with_capacity(mib);
             for _ in 0..mib {
                 let mut chunk = vec![0u8; MIB];

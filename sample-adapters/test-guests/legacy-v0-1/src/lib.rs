@@ -80,4 +80,3 @@ impl bindings::exports::crm::adapter::adapter::Guest for Legacy {
         })
     }
 }
-

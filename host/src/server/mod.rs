@@ -1,17 +1,23 @@
 //! The HTTP server: the hosted webhook endpoint, health and metrics, and the management API
-//! ([`crate::api::manage`]).
+//! ([`crate::api::manage`]); [`listen`] accepts connections, [`limits`] bounds request bodies.
+
+pub mod limits;
+pub mod listen;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::api::ApiError;
 use crate::pipeline::{Ack, Host, Inbound, Reply};
 use crate::store::DeliveryStatus;
+pub use limits::RequestLimits;
+pub use listen::ConnectionSettings;
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -20,6 +26,11 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// How the management API verifies its JWTs.
     pub auth: std::sync::Arc<crate::api::auth::AuthConfig>,
+    /// Request limits: the head's size, the bodies of the other routes, and how long a body may
+    /// take to arrive (the webhook limit is `max_body_bytes`).
+    pub requests: RequestLimits,
+    /// Limits of the connection layer (connections at once, header timeout and size).
+    pub connections: ConnectionSettings,
 }
 
 impl Default for ServerSettings {
@@ -27,6 +38,8 @@ impl Default for ServerSettings {
         Self {
             max_body_bytes: 1024 * 1024,
             auth: std::sync::Arc::default(),
+            requests: RequestLimits::default(),
+            connections: ConnectionSettings::default(),
         }
     }
 }
@@ -40,6 +53,13 @@ struct AppState {
 /// The application: every route, ready to serve or to test with `oneshot`.
 pub fn app(host: Host, settings: ServerSettings) -> Router {
     let limit = settings.max_body_bytes;
+    let requests = RequestLimits {
+        head_bytes: settings.connections.max_header_bytes,
+        webhook_bytes: limit,
+        upload_bytes: usize::try_from(host.sandbox().platform().max_component_bytes)
+            .unwrap_or(usize::MAX),
+        ..settings.requests.clone()
+    };
     Router::new()
         .route(
             "/v1/hooks/{connection_id}",
@@ -61,7 +81,43 @@ pub fn app(host: Host, settings: ServerSettings) -> Router {
         .method_not_allowed_fallback(|method: Method| async move {
             ApiError::MethodNotAllowed(format!("this endpoint does not take {method}"))
         })
+        .layer(axum::middleware::from_fn_with_state(
+            requests,
+            limits::bound_requests,
+        ))
+        .layer(axum::middleware::from_fn(problems_everywhere))
         .layer(axum::middleware::from_fn(crate::api::request_id::assign))
+}
+
+/// Middleware: an error answered by anything but our own handlers (an extractor's rejection, a
+/// path that is not UTF-8 once decoded) is turned into problem+json with the same status, its
+/// text as the detail. Every error the host answers has one shape.
+async fn problems_everywhere(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let detail = String::from_utf8_lossy(&text).trim().to_owned();
+    let detail = if detail.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        detail
+    };
+    let mut problem = crate::api::problem::problem_response(status, detail);
+    // Keep what the original answer said about the protocol (`Allow`, `Retry-After`, ...).
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            problem.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    problem
 }
 
 /// What Salesforce expects in answer to an outbound message it may stop resending.
@@ -127,16 +183,12 @@ async fn receive_webhook(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|rejection| match rejection {
-        BytesRejection::FailedToBufferBody(_)
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-        {
-            ApiError::PayloadTooLarge(format!(
-                "the body exceeds the limit of {} bytes",
-                state.settings.max_body_bytes
-            ))
-        }
-        other => ApiError::BadRequest(other.body_text()),
+    let body = body.map_err(|rejection| match ApiError::from_body(&rejection) {
+        ApiError::PayloadTooLarge(_) => ApiError::PayloadTooLarge(format!(
+            "the body exceeds the limit of {} bytes",
+            state.settings.max_body_bytes
+        )),
+        other => other,
     })?;
     let inbound = Inbound {
         connection_id,
@@ -197,6 +249,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
             (now - created).max(0) / 1000
         });
         metrics.outbox_lag_seconds.set(age);
+    }
+    if let Ok(unfinished) = host.store().unfinished_deliveries().await {
+        host.metrics()
+            .deliveries_unfinished
+            .set(i64::try_from(unfinished).unwrap_or(i64::MAX));
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
