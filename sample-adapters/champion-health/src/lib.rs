@@ -170,12 +170,16 @@ impl Adapter for ChampionHealth {
 }
 
 /// The org of a delivery or record: its `org_id`, else the connection's `default_org_id`
-/// setting, else none (platform level). An org the connection does not allow fails the
-/// invocation (it is kept, and can be redriven once the org is allowed).
+/// setting, else the org the connection belongs to (an org's connection may not emit
+/// platform-level events), else none (platform level). An org the connection does not allow
+/// fails the invocation (it is kept, and can be redriven once the org is allowed).
 fn org_for(obj: &Obj<'_>, ctx: &Context) -> Result<Option<String>, AdapterError> {
     let org = match obj.opt_string("org_id")? {
         Some(org) => Some(org),
-        None => ctx.setting(DEFAULT_ORG_SETTING).map(str::to_owned),
+        None => ctx
+            .setting(DEFAULT_ORG_SETTING)
+            .map(str::to_owned)
+            .or_else(|| ctx.org_id.clone()),
     };
     match org {
         Some(org) if !ctx.allows_org(&org) => Err(AdapterError::failed(format!(

@@ -355,6 +355,10 @@ fn orgs_come_from_the_delivery_or_the_default_setting_and_must_be_allowed() {
     let req = testing::webhook(ENROLLMENT_1KB);
     let events = testing::run_webhook::<ChampionHealth>(&req, &ctx).unwrap();
     assert_eq!(events[0].org_id(), Some("org-9"));
+    // Without a default, an org's own connection emits for its org (never platform level).
+    let own = testing::context().with_connection_org("org-7");
+    let events = testing::run_webhook::<ChampionHealth>(&req, &own).unwrap();
+    assert_eq!(events[0].org_id(), Some("org-7"));
 }
 
 #[test]

@@ -7,18 +7,21 @@
 //! - **Polling**: pages of HubSpot's CRM v3 list or search API become `*.created`,
 //!   `*.updated`, `contact.deleted` and `deal.won` events for the records that are new or
 //!   changed since the connection last saw them (fingerprints kept in the connection state).
+//!   The host fetches the pages itself ([`api`]: a search per type for what changed, then the
+//!   archived contacts), or an external poller pushes them.
 //!
 //! Money properties (`amount`, `hs_arr`, `annualrevenue`...) leave as exact decimal strings.
 //! The formats, settings and choices are in README.md.
 
+pub mod api;
 mod objects;
 mod poll;
 mod webhook;
 
 use crm_adapter_sdk::serde_json::Value;
 use crm_adapter_sdk::{
-    Adapter, AdapterError, AdapterInfo, Context, Event, EventTypeDecl, PollOutput, PollPage,
-    WebhookRequest,
+    Adapter, AdapterError, AdapterInfo, Context, Event, EventTypeDecl, HttpRequest, PollOutput,
+    PollPage, WebhookRequest,
 };
 
 pub use objects::Object;
@@ -71,7 +74,18 @@ impl Adapter for HubSpot {
         webhook::events(&body, ctx, &settings)
     }
 
+    fn poll_request(
+        cursor: Option<&str>,
+        ctx: &Context,
+    ) -> Result<Option<HttpRequest>, AdapterError> {
+        api::poll_request(cursor, ctx)
+    }
+
     fn handle_poll(page: &PollPage, ctx: &Context) -> Result<PollOutput, AdapterError> {
+        if page.request.is_some() {
+            // The host fetched it for `poll_request`: the cursor is the adapter's own.
+            return api::handle_page(page, ctx);
+        }
         check_json(page.content_type.as_deref())?;
         let settings = Settings::new(ctx)?;
         let stage = poll::stage_of(page.cursor.as_deref(), &settings)?;
@@ -133,6 +147,17 @@ impl Settings {
         self.won_stages.iter().any(|won| won == stage)
     }
 
+    /// The lists a poll cycle walks, in order.
+    pub fn poll_lists(&self) -> &[Stage] {
+        &self.poll_stages
+    }
+
+    /// The list a poll run walks after `stage`; `None` after the last one.
+    pub fn poll_list_after(&self, stage: Stage) -> Option<Stage> {
+        let at = self.poll_stages.iter().position(|s| *s == stage)?;
+        self.poll_stages.get(at + 1).copied()
+    }
+
     /// The list to poll after `stage`: the next one, or the first after the last (or after a
     /// list no longer polled).
     pub fn poll_after(&self, stage: Stage) -> Stage {
@@ -159,14 +184,18 @@ fn list(setting: &str) -> Vec<String> {
 }
 
 /// The org of an event from `portal` (`None` for polled records, which carry no portal id):
-/// the portal's `portal_org.<portalId>` setting, else `default_org_id`, else none (platform
-/// level). A connection that maps portals must map every portal it hears from (or set
-/// `default_org_id`): an unmapped one fails the invocation rather than publish at platform
-/// level. An org the connection does not allow fails it too. Either way the delivery is kept
-/// and can be redriven once the settings are fixed.
+/// the portal's `portal_org.<portalId>` setting, else `default_org_id`, else the org the
+/// connection belongs to (an org's connection may not emit platform-level events), else none
+/// (platform level). A platform-level connection that maps portals must map every portal it
+/// hears from (or set `default_org_id`): an unmapped one fails the invocation rather than
+/// publish at platform level. An org the connection does not allow fails it too. Either way
+/// the delivery is kept and can be redriven once the settings are fixed.
 pub fn org_for(ctx: &Context, portal: Option<&str>) -> Result<Option<String>, AdapterError> {
     let mapped = portal.and_then(|portal| ctx.setting(&format!("{PORTAL_ORG_PREFIX}{portal}")));
-    let org = match mapped.or_else(|| ctx.setting(DEFAULT_ORG_SETTING)) {
+    let org = match mapped
+        .or_else(|| ctx.setting(DEFAULT_ORG_SETTING))
+        .or(ctx.org_id.as_deref())
+    {
         Some(org) => org,
         None if ctx
             .settings

@@ -69,6 +69,14 @@ impl Object {
         }
     }
 
+    /// The property holding the time of the last change: what search filters and sorts on.
+    pub fn modified_property(self) -> &'static str {
+        match self {
+            Object::Contact => "lastmodifieddate",
+            Object::Company | Object::Deal => "hs_lastmodifieddate",
+        }
+    }
+
     /// The type named by a CRM v3 path segment.
     pub fn from_plural(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|o| o.plural() == name)

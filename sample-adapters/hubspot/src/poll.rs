@@ -8,9 +8,9 @@
 //! list the first again: each poll cycle walks every list once.
 
 use crm_adapter_sdk::changes::{self, Change, ChangeTracker, FINGERPRINT_LEN};
-use crm_adapter_sdk::fields::Obj;
+use crm_adapter_sdk::fields::{Obj, parse_timestamp};
 use crm_adapter_sdk::serde_json::{Map, Value, json};
-use crm_adapter_sdk::{AdapterError, Context, Event, PollOutput};
+use crm_adapter_sdk::{AdapterError, Context, Event, PollOutput, Timestamp};
 
 use crate::objects::{Object, SOURCE, VOLATILE};
 use crate::{Settings, org_for};
@@ -55,7 +55,8 @@ impl Stage {
         }
     }
 
-    fn object(self) -> Object {
+    /// The object type of its records.
+    pub fn object(self) -> Object {
         match self {
             Stage::Live(object) => object,
             Stage::ArchivedContacts => Object::Contact,
@@ -77,13 +78,27 @@ pub fn stage_of(cursor: Option<&str>, settings: &Settings) -> Result<Stage, Adap
     })
 }
 
-/// The events of one page and the cursor of the next.
-pub fn output(
+/// What one page holds, read and turned into events.
+pub struct Page {
+    /// The events of its new and changed records.
+    pub events: Vec<Event>,
+    /// The newest modification time of its records (`lastmodifieddate` for contacts,
+    /// `hs_lastmodifieddate` for companies and deals, else `updatedAt`), in epoch milliseconds.
+    pub newest: Option<u64>,
+    /// `paging.next.after`: the page after this one, if any.
+    pub after: Option<String>,
+}
+
+/// Reads one page of `stage`'s list, whoever fetched it. Events are keyed by the record's
+/// identity and version, `<type>/<id>@<updatedAt>/<action>`, as dedupe and idempotency keys:
+/// HubSpot moves `updatedAt` on every save, so one version of a record is one event whatever
+/// page carries it again.
+pub fn read_page(
     body: &Value,
     stage: Stage,
     ctx: &Context,
     settings: &Settings,
-) -> Result<PollOutput, AdapterError> {
+) -> Result<Page, AdapterError> {
     let root = Obj::root(body, "a HubSpot CRM page")?;
     // Polled records carry no portal id: the connection polls one portal.
     let org = org_for(ctx, None)?;
@@ -92,17 +107,29 @@ pub fn output(
     // its fingerprint followed by the flags below.
     let mut seen = ChangeTracker::new(format!("seen/{}/", object.plural()));
     let mut events = Vec::new();
+    let mut newest: Option<u64> = None;
     let mut unchanged = 0usize;
     for record in root.objects("results")? {
         let id = record.id("id")?;
-        let updated_at = record.opt_string("updatedAt")?;
+        let updated_text = record.opt_string("updatedAt")?;
+        // Times are read leniently: they only order the walk and name versions.
+        let updated_at = updated_text.as_deref().and_then(parse_timestamp);
         let archived = record
             .opt_bool("archived")?
             .unwrap_or(stage == Stage::ArchivedContacts);
         let properties = match record.opt_child("properties")? {
-            Some(properties) => object.properties(&properties)?,
+            Some(properties) => {
+                let modified = properties.opt_string(object.modified_property())?;
+                if let Some(at) = modified.as_deref().and_then(parse_timestamp) {
+                    newest = newest.max(Some(millis(at)));
+                }
+                object.properties(&properties)?
+            }
             None => Map::new(),
         };
+        if let Some(at) = updated_at {
+            newest = newest.max(Some(millis(at)));
+        }
         let won = object == Object::Deal
             && properties
                 .get("dealstage")
@@ -135,24 +162,25 @@ pub fn output(
             unchanged += 1;
             continue;
         }
-        if let Some(updated_at) = updated_at {
+        if let Some(updated_at) = updated_text {
             payload.insert("occurred_at".into(), json!(updated_at));
         }
+        let version = match updated_at {
+            Some(at) => at.to_rfc3339(),
+            // Without a time, the payload is the version.
+            None => fingerprint,
+        };
         let payload = Value::Object(payload);
         for kind in kinds {
+            let key = format!("{}/{id}@{version}/{kind}", object.plural());
             let event = Event::new(&format!("{}.{kind}", object.entity()), id.as_str())?
                 .org_opt(org.as_deref())
-                .dedupe_key(format!("{}/{id}/{fingerprint}/{kind}", object.plural()))
+                .dedupe_key(key.clone())
+                .idempotency_key(key)
                 .payload(&payload)?;
             events.push(event);
         }
     }
-    seen.save()?;
-    crm_adapter_sdk::debug!(
-        "{}: {} events, {unchanged} records without news",
-        stage.name(),
-        events.len()
-    );
     let after = match root.opt_child("paging")? {
         Some(paging) => match paging.opt_child("next")? {
             Some(next) => next.opt_string("after")?,
@@ -160,11 +188,37 @@ pub fn output(
         },
         None => None,
     };
-    let next_cursor = match after {
+    seen.save()?;
+    crm_adapter_sdk::debug!(
+        "{}: {} events, {unchanged} records without news",
+        stage.name(),
+        events.len()
+    );
+    Ok(Page {
+        events,
+        newest,
+        after,
+    })
+}
+
+/// The events of one page an external poller pushed, and the cursor of the next.
+pub fn output(
+    body: &Value,
+    stage: Stage,
+    ctx: &Context,
+    settings: &Settings,
+) -> Result<PollOutput, AdapterError> {
+    let page = read_page(body, stage, ctx, settings)?;
+    let next_cursor = match page.after {
         Some(after) => format!("{}:{after}", stage.name()),
         None => settings.poll_after(stage).name().to_owned(),
     };
-    Ok(PollOutput::new(events).next_cursor(next_cursor))
+    Ok(PollOutput::new(page.events).next_cursor(next_cursor))
+}
+
+/// A time in epoch milliseconds, as HubSpot's search filters take it.
+pub fn millis(at: Timestamp) -> u64 {
+    at.seconds * 1000 + u64::from(at.nanoseconds / 1_000_000)
 }
 
 /// The payload's fingerprint, without what HubSpot rewrites on every save.

@@ -6,12 +6,15 @@
 //! - **Change Data Capture events** ([`cdc`]), JSON POSTed by a relay that subscribes to
 //!   Salesforce's streaming channels: one platform event per record id of each change event.
 //! - **Outbound messages** ([`outbound`]), the SOAP notifications Salesforce POSTs itself.
-//! - **SOQL query pages** ([`soql`]), the polling path.
+//! - **SOQL query pages** ([`soql`]), the polling path: the host fetches them itself
+//!   ([`api`]: `queryAll` per object, then each `nextRecordsUrl`), or an external poller
+//!   pushes them.
 //!
 //! A webhook delivery is told apart by its content type: XML (`text/xml`, what Salesforce
 //! sends) is an outbound message, JSON a delivery of change events; without a content type,
 //! by its first character. The formats, settings and signature schemes are in README.md.
 
+pub mod api;
 pub mod cdc;
 pub mod outbound;
 pub mod records;
@@ -21,8 +24,8 @@ pub mod soql;
 use crm_adapter_sdk::fields::Obj;
 use crm_adapter_sdk::serde_json::{Map, Value};
 use crm_adapter_sdk::{
-    Adapter, AdapterError, AdapterInfo, Context, Event, EventTypeDecl, PollOutput, PollPage,
-    WebhookRequest,
+    Adapter, AdapterError, AdapterInfo, Context, Event, EventTypeDecl, HttpRequest, PollOutput,
+    PollPage, WebhookRequest,
 };
 
 use records::Object;
@@ -65,8 +68,19 @@ impl Adapter for Salesforce {
         }
     }
 
+    fn poll_request(
+        cursor: Option<&str>,
+        ctx: &Context,
+    ) -> Result<Option<HttpRequest>, AdapterError> {
+        api::poll_request(cursor, ctx)
+    }
+
     fn handle_poll(page: &PollPage, ctx: &Context) -> Result<PollOutput, AdapterError> {
-        soql::poll(page, ctx)
+        match page.request {
+            // The host fetched it for `poll_request`: the cursor is the adapter's own.
+            Some(_) => api::handle_page(page, ctx),
+            None => soql::poll(page, ctx),
+        }
     }
 }
 
@@ -108,8 +122,9 @@ fn delivery_kind(req: &WebhookRequest) -> Result<DeliveryKind, AdapterError> {
     }
 }
 
-/// The org of every event: the connection's `default_org_id` setting, else none (platform
-/// level). Salesforce records carry no platform org; an org the connection does not allow
+/// The org of every event: the connection's `default_org_id` setting, else the org the
+/// connection belongs to, else none (platform level: only a platform-level connection may
+/// emit those). Salesforce records carry no platform org; an org the connection does not allow
 /// fails the invocation (it is kept, and can be redriven once the org is allowed).
 fn org_for(ctx: &Context) -> Result<Option<String>, AdapterError> {
     match ctx.setting(DEFAULT_ORG_SETTING) {
@@ -117,8 +132,17 @@ fn org_for(ctx: &Context) -> Result<Option<String>, AdapterError> {
             "org `{org}` (setting `{DEFAULT_ORG_SETTING}`) is not one of this connection's \
              allowed orgs; allow it on the connection, then redrive"
         ))),
-        org => Ok(org.map(str::to_owned)),
+        Some(org) => Ok(Some(org.to_owned())),
+        None => Ok(ctx.org_id.clone()),
     }
+}
+
+/// The dedupe and idempotency key of a polled record's event: its identity and version,
+/// `Opportunity/0065g00000Qb2RsAAJ@2025-12-01T11:00:00Z/created`. Salesforce changes
+/// `SystemModstamp` on every save, so one version of a record is one event whatever page (or
+/// run) carries it again.
+fn version_key(object: Object, id: &str, version: &str, action: &str) -> String {
+    format!("{}/{id}@{version}/{action}", object.api_name())
 }
 
 /// An `<entity>.<action>` event for a record, with `occurred_at` added to its payload.

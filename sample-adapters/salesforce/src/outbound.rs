@@ -26,6 +26,11 @@
 //! A message says nothing about what changed, and Salesforce resends it until it is
 //! acknowledged, so every record goes through the change detection of [`crate::snapshot`];
 //! the dedupe key is the notification's `Id`, which Salesforce keeps across resends.
+//!
+//! A **thin** message (an `sObject` with its `Id` alone, the cheapest to configure) says only
+//! that a record changed. On a connection with API access the adapter reads the record
+//! ([`api::fetch_record`]) and emits from it as from a full message; a 404 (the record was
+//! deleted meanwhile) is `*.deleted`, once. Without API access it emits the ids alone.
 
 use crm_adapter_sdk::fields::Obj;
 use crm_adapter_sdk::serde_json::{self, Map, Value};
@@ -36,6 +41,7 @@ use quick_xml::events::Event as Xml;
 use quick_xml::name::{Namespace, ResolveResult};
 use quick_xml::reader::NsReader;
 
+use crate::api;
 use crate::records::{self, Kind, Object, Shape};
 use crate::snapshot::Memory;
 
@@ -56,6 +62,7 @@ pub fn events(body: &str, ctx: &Context) -> Result<Vec<Event>, AdapterError> {
     let org = crate::org_for(ctx)?;
     // Typed by the field tables, then read like any JSON record, with the same messages.
     let mut types = Vec::new();
+    let mut thin = Vec::new();
     let mut items = Vec::new();
     for (i, notification) in notifications.into_iter().enumerate() {
         let mut item = Map::new();
@@ -66,6 +73,12 @@ pub fn events(body: &str, ctx: &Context) -> Result<Vec<Event>, AdapterError> {
             .object_type
             .as_deref()
             .and_then(Object::from_api_name);
+        thin.push(
+            notification
+                .fields
+                .as_ref()
+                .is_some_and(|fields| fields.iter().all(|(name, _)| name == "Id")),
+        );
         if let Some(fields) = notification.fields {
             let path = format!("Notification[{i}].sObject");
             item.insert("sObject".into(), typed(object, fields, &path)?);
@@ -82,7 +95,9 @@ pub fn events(body: &str, ctx: &Context) -> Result<Vec<Event>, AdapterError> {
     let mut events = Vec::new();
     let mut skipped = Vec::new();
     let mut memory = Memory::default();
-    for (notification, object_type) in root.objects("Notification")?.iter().zip(types) {
+    for ((notification, object_type), thin) in
+        root.objects("Notification")?.iter().zip(types).zip(thin)
+    {
         let notification_id = notification.id("Id")?;
         let sobject = notification.child("sObject")?;
         let Some(type_name) = object_type else {
@@ -98,6 +113,40 @@ pub fn events(body: &str, ctx: &Context) -> Result<Vec<Event>, AdapterError> {
             continue;
         };
         let id = sobject.id("Id")?;
+        let fetched = match (thin, &ctx.api_base_url) {
+            (true, Some(_)) => Some(api::fetch_record(object, &id)?),
+            (true, None) => {
+                crm_adapter_sdk::warn!(
+                    "the {} {id} message carries only its Id, and the connection has no API \
+                     access to read the record: emitted with the ids alone",
+                    object.api_name()
+                );
+                None
+            }
+            (false, _) => None,
+        };
+        let record = match &fetched {
+            Some(Some(record)) => Some(Obj::root(record, "the record")?),
+            Some(None) => {
+                // Deleted since the message was sent: the platform learns that once.
+                if memory.observe_deleted(object, &id) {
+                    events.push(crate::event(
+                        object,
+                        "deleted",
+                        &id,
+                        records::deleted_payload(object, &id),
+                        None,
+                        org.as_deref(),
+                        notification_id.clone(),
+                    )?);
+                } else {
+                    skipped.push(format!("{} {id} is deleted", object.api_name()));
+                }
+                continue;
+            }
+            None => None,
+        };
+        let sobject = record.unwrap_or(sobject);
         let payload = records::payload(object, &id, &sobject, Shape::Flat, &[])?;
         let occurred_at = crate::modified_at(&sobject)?;
         let (actions, _) = memory.observe(object, &id, &payload);

@@ -7,9 +7,10 @@
 //! ```
 //!
 //! Records go through the change detection of [`crate::snapshot`]; a record with
-//! `IsDeleted: true` (a `queryAll` result) becomes `*.deleted`, once.
+//! `IsDeleted: true` (a `queryAll` result) becomes `*.deleted`, once. [`read_page`] reads a
+//! page whoever fetched it: the host, for [`crate::api`]'s requests, or an external poller.
 //!
-//! **Cursor.** While a query has more pages, the next cursor is its `nextRecordsUrl`; the
+//! **Cursor of pushed pages** ([`poll`]). While a query has more pages, the next cursor is its `nextRecordsUrl`; the
 //! page that ends it (`done: true`) returns the newest `SystemModstamp` (else
 //! `LastModifiedDate`) seen over all its pages, as a SOQL date-time literal truncated to the
 //! second (`2025-12-01T10:05:00Z`), for the next query's `WHERE SystemModstamp > ...`. The
@@ -29,35 +30,41 @@ use crate::snapshot::Memory;
 /// The state key of the newest modification time seen by the query being paged through.
 pub const HIGH_WATER_KEY: &str = "poll/high_water";
 
-/// The events and next cursor of one query page.
-pub fn poll(page: &PollPage, ctx: &Context) -> Result<PollOutput, AdapterError> {
-    if let Some(content_type) = &page.content_type
-        && !content_type.to_ascii_lowercase().contains("json")
-    {
-        return Err(AdapterError::bad_request(format!(
-            "content type `{content_type}` is not JSON; query results are JSON"
-        )));
-    }
-    let body: Value = page.json()?;
-    let root = Obj::root(&body, "the query result")?;
+/// What one query page holds, read and turned into events.
+pub struct Page {
+    /// The events of its new and changed records.
+    pub events: Vec<crm_adapter_sdk::Event>,
+    /// The newest modification time of its records (`SystemModstamp`, else
+    /// `LastModifiedDate`), truncated to the second; `None` for a page without records.
+    pub newest: Option<Timestamp>,
+    /// Whether the query has more pages, and the link to the next one.
+    pub next_url: Option<String>,
+}
+
+/// Reads one query result (`{"totalSize", "done", "records", "nextRecordsUrl"}`): every record
+/// goes through the change detection of [`crate::snapshot`]; `IsDeleted: true` (a `queryAll`
+/// result) is `*.deleted`, once. Events are keyed by the record's identity and version,
+/// `<Object>/<Id>@<modstamp>/<action>`, as dedupe and idempotency keys: the same version of
+/// a record is one event, whatever page carries it again.
+pub fn read_page(body: &Value, ctx: &Context) -> Result<Page, AdapterError> {
+    let root = Obj::root(body, "the query result")?;
     let records = root.objects("records")?;
     let next_url = root.opt_string("nextRecordsUrl")?;
     let more = match root.opt_bool("done")? {
         Some(done) => !done,
         None => next_url.is_some(),
     };
+    let next_url = match (more, next_url) {
+        (false, _) => None,
+        (true, Some(url)) => Some(url),
+        (true, None) => {
+            return Err(AdapterError::bad_request(
+                "`done` is false but `nextRecordsUrl` is missing",
+            ));
+        }
+    };
     let org = crate::org_for(ctx)?;
-    // The cursor never moves back: it starts from the one this page was fetched with (when it
-    // is a date-time) and from what earlier pages of the same query saw.
-    let mut high_water = [
-        page.cursor.as_deref().and_then(parse_timestamp),
-        state::get_string(HIGH_WATER_KEY)?
-            .as_deref()
-            .and_then(parse_timestamp),
-    ]
-    .into_iter()
-    .flatten()
-    .max();
+    let mut newest: Option<Timestamp> = None;
     let mut events = Vec::new();
     let mut unchanged = 0usize;
     let mut memory = Memory::default();
@@ -82,44 +89,53 @@ pub fn poll(page: &PollPage, ctx: &Context) -> Result<PollOutput, AdapterError> 
                 ))
             })?,
         };
-        let modified = Timestamp {
+        let version = modified.to_rfc3339();
+        let second = Timestamp {
             seconds: modified.seconds,
             nanoseconds: 0,
         };
-        high_water = Some(high_water.map_or(modified, |hw| hw.max(modified)));
+        newest = Some(newest.map_or(second, |n| n.max(second)));
         let occurred_at = crate::modified_at(record)?;
 
         if record.opt_bool("IsDeleted")? == Some(true) {
             if memory.observe_deleted(object, &id) {
-                events.push(crate::event(
-                    object,
-                    "deleted",
-                    &id,
-                    records::deleted_payload(object, &id),
-                    occurred_at.as_deref(),
-                    org.as_deref(),
-                    format!("{}/{id}/deleted", object.api_name()),
-                )?);
+                let key = crate::version_key(object, &id, &version, "deleted");
+                events.push(
+                    crate::event(
+                        object,
+                        "deleted",
+                        &id,
+                        records::deleted_payload(object, &id),
+                        occurred_at.as_deref(),
+                        org.as_deref(),
+                        key.clone(),
+                    )?
+                    .idempotency_key(key),
+                );
             } else {
                 unchanged += 1;
             }
             continue;
         }
         let payload = records::payload(object, &id, record, Shape::Flat, &[])?;
-        let (actions, fp) = memory.observe(object, &id, &payload);
+        let (actions, _) = memory.observe(object, &id, &payload);
         if actions.is_empty() {
             unchanged += 1;
         }
         for action in actions {
-            events.push(crate::event(
-                object,
-                action.name(),
-                &id,
-                payload.clone(),
-                occurred_at.as_deref(),
-                org.as_deref(),
-                format!("{}/{id}/{fp}/{}", object.api_name(), action.name()),
-            )?);
+            let key = crate::version_key(object, &id, &version, action.name());
+            events.push(
+                crate::event(
+                    object,
+                    action.name(),
+                    &id,
+                    payload.clone(),
+                    occurred_at.as_deref(),
+                    org.as_deref(),
+                    key.clone(),
+                )?
+                .idempotency_key(key),
+            );
         }
     }
     crm_adapter_sdk::debug!(
@@ -127,21 +143,57 @@ pub fn poll(page: &PollPage, ctx: &Context) -> Result<PollOutput, AdapterError> 
         records.len(),
         events.len()
     );
-
     memory.save()?;
-    let mut output = PollOutput::new(events);
-    if more {
-        let url = next_url.ok_or_else(|| {
-            AdapterError::bad_request("`done` is false but `nextRecordsUrl` is missing")
-        })?;
-        if let Some(hw) = high_water {
-            state::set(HIGH_WATER_KEY, hw.to_rfc3339())?;
+    Ok(Page {
+        events,
+        newest,
+        next_url,
+    })
+}
+
+/// The events and next cursor of one query page pushed by an external poller.
+pub fn poll(page: &PollPage, ctx: &Context) -> Result<PollOutput, AdapterError> {
+    check_json(page)?;
+    let body: Value = page.json()?;
+    // Read first: a malformed page leaves the state alone.
+    let read = read_page(&body, ctx)?;
+    // The cursor never moves back: it starts from the one this page was fetched with (when it
+    // is a date-time) and from what earlier pages of the same query saw.
+    let high_water = [
+        page.cursor.as_deref().and_then(parse_timestamp),
+        state::get_string(HIGH_WATER_KEY)?
+            .as_deref()
+            .and_then(parse_timestamp),
+        read.newest,
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    let mut output = PollOutput::new(read.events);
+    match read.next_url {
+        Some(url) => {
+            if let Some(hw) = high_water {
+                state::set(HIGH_WATER_KEY, hw.to_rfc3339())?;
+            }
+            output.next_cursor = Some(url);
         }
-        output.next_cursor = Some(url);
-    } else {
-        state::delete(HIGH_WATER_KEY);
-        // No record at all: keep the previous cursor.
-        output.next_cursor = high_water.map(|hw| hw.to_rfc3339());
+        None => {
+            state::delete(HIGH_WATER_KEY);
+            // No record at all: keep the previous cursor.
+            output.next_cursor = high_water.map(|hw| hw.to_rfc3339());
+        }
     }
     Ok(output)
+}
+
+/// Query results are JSON; a page declared as anything else is refused.
+pub fn check_json(page: &PollPage) -> Result<(), AdapterError> {
+    match &page.content_type {
+        Some(content_type) if !content_type.to_ascii_lowercase().contains("json") => {
+            Err(AdapterError::bad_request(format!(
+                "content type `{content_type}` is not JSON; query results are JSON"
+            )))
+        }
+        _ => Ok(()),
+    }
 }

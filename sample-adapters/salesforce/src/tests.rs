@@ -8,6 +8,8 @@ use crm_adapter_sdk::{AdapterError, Event, PollOutput, log::Level, state};
 use super::*;
 use crate::records::Object;
 
+mod polling;
+
 const CDC_ACCOUNT_CREATED: &str = include_str!("../fixtures/cdc-account-created.json");
 const CDC_ACCOUNT_UPDATED: &str = include_str!("../fixtures/cdc-account-updated.json");
 const CDC_ACCOUNT_DELETED: &str = include_str!("../fixtures/cdc-account-deleted.json");
@@ -938,17 +940,17 @@ fn query_pages_follow_next_records_url_then_resume_from_the_newest_change() {
             (
                 "opportunity.lost".into(),
                 "0065g00000Qb2RtAAJ".into(),
-                "Opportunity/0065g00000Qb2RtAAJ/5548896a1ecdb244/lost".into()
+                "Opportunity/0065g00000Qb2RtAAJ@2025-12-02T09:20:00Z/lost".into()
             ),
             (
                 "opportunity.deleted".into(),
                 "0065g00000Qb2RuAAJ".into(),
-                "Opportunity/0065g00000Qb2RuAAJ/deleted".into()
+                "Opportunity/0065g00000Qb2RuAAJ@2025-12-02T09:25:00Z/deleted".into()
             ),
             (
                 "opportunity.created".into(),
                 "0065g00000Qb2RvAAJ".into(),
-                "Opportunity/0065g00000Qb2RvAAJ/08367831d655cd74/created".into()
+                "Opportunity/0065g00000Qb2RvAAJ@2025-12-02T09:30:00Z/created".into()
             ),
         ]
     );

@@ -8,19 +8,22 @@
 //!   `service.updated`. Other resources (invoices, classes, employees...) are ignored.
 //! - **Polling**: pages of Zenoti's list APIs (a center's appointments over a date range, its
 //!   guests, its services) become the same events for the records that are new or changed since
-//!   the connection last saw them (fingerprints kept in the connection state).
+//!   the connection last saw them (fingerprints kept in the connection state). The host
+//!   fetches each center's appointments itself ([`api`], a week at a time up to today), or
+//!   an external poller pushes pages.
 //!
 //! Prices leave as exact decimal strings; each center maps to one of the tenant's orgs. The
 //! formats, settings and choices are in README.md.
 
+pub mod api;
 mod records;
 
 use crm_adapter_sdk::changes::{self, Change, ChangeTracker, FINGERPRINT_LEN};
 use crm_adapter_sdk::fields::Obj;
 use crm_adapter_sdk::serde_json::{self, Value};
 use crm_adapter_sdk::{
-    Adapter, AdapterError, AdapterInfo, Context, Event, EventTypeDecl, PollOutput, PollPage,
-    WebhookRequest,
+    Adapter, AdapterError, AdapterInfo, Context, Event, EventTypeDecl, HttpRequest, PollOutput,
+    PollPage, WebhookRequest,
 };
 
 use records::Inherited;
@@ -145,7 +148,18 @@ impl Adapter for Zenoti {
         Ok(events)
     }
 
+    fn poll_request(
+        cursor: Option<&str>,
+        ctx: &Context,
+    ) -> Result<Option<HttpRequest>, AdapterError> {
+        api::poll_request(cursor, ctx)
+    }
+
     fn handle_poll(page: &PollPage, ctx: &Context) -> Result<PollOutput, AdapterError> {
+        if page.request.is_some() {
+            // The host fetched it for `poll_request`: a center's appointments.
+            return api::handle_page(page, ctx);
+        }
         check_json(page.content_type.as_deref())?;
         let body: Value = page.json()?;
         let root = Obj::root(&body, "a Zenoti list page")?;
@@ -171,50 +185,63 @@ impl Adapter for Zenoti {
             center_id: records::opt_id(&root, "center_id")?,
             ..Inherited::default()
         };
-        let records = root
-            .objects(kind.plural())?
-            .iter()
-            .map(|item| kind.record(item, &inherited))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut seen = kind.seen();
-        let mut events = Vec::new();
-        let mut unchanged = 0usize;
-        for record in records {
-            let change = seen.observe(&record.key, &record.mark());
-            let actions: &[&str] = match (change, kind) {
-                (Change::Unchanged, _) => {
-                    unchanged += 1;
-                    continue;
-                }
-                (Change::New, Kind::Appointments) if record.closed => &["created", "completed"],
-                (Change::New, _) => &["created"],
-                (Change::Changed { previous }, Kind::Appointments)
-                    if record.closed && !flags(&previous).contains(COMPLETED) =>
-                {
-                    &["completed"]
-                }
-                (Change::Changed { .. }, _) => &["updated"],
-            };
-            for action in actions {
-                let dedupe_key = format!(
-                    "{}/{}/{}/{action}",
-                    kind.plural(),
-                    record.key,
-                    record.fingerprint
-                );
-                events.push(record.event(kind, action, dedupe_key, ctx)?);
-            }
-        }
-        seen.save()?;
-        crm_adapter_sdk::debug!(
-            "{}: {} events, {unchanged} records without news",
-            kind.plural(),
-            events.len()
-        );
+        let records = root.objects(kind.plural())?;
+        let events = poll_events(kind, &records, &inherited, ctx)?;
         // Zenoti's lists have no change cursor: the poller fetches a window (a center's
         // appointments for a few days, a page of guests), and change detection does the rest.
         Ok(PollOutput::new(events))
     }
+}
+
+/// The events of the records of one list page: those new or changed since the connection last
+/// saw them. Keyed `<list>/<key>/<fingerprint>/<action>`: Zenoti's records carry no
+/// modification time, so the payload's fingerprint is the version.
+fn poll_events(
+    kind: Kind,
+    items: &[Obj<'_>],
+    inherited: &Inherited<'_>,
+    ctx: &Context,
+) -> Result<Vec<Event>, AdapterError> {
+    let records = items
+        .iter()
+        .map(|item| kind.record(item, inherited))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut seen = kind.seen();
+    let mut events = Vec::new();
+    let mut unchanged = 0usize;
+    for record in records {
+        let change = seen.observe(&record.key, &record.mark());
+        let actions: &[&str] = match (change, kind) {
+            (Change::Unchanged, _) => {
+                unchanged += 1;
+                continue;
+            }
+            (Change::New, Kind::Appointments) if record.closed => &["created", "completed"],
+            (Change::New, _) => &["created"],
+            (Change::Changed { previous }, Kind::Appointments)
+                if record.closed && !flags(&previous).contains(COMPLETED) =>
+            {
+                &["completed"]
+            }
+            (Change::Changed { .. }, _) => &["updated"],
+        };
+        for action in actions {
+            let dedupe_key = format!(
+                "{}/{}/{}/{action}",
+                kind.plural(),
+                record.key,
+                record.fingerprint
+            );
+            events.push(record.event(kind, action, dedupe_key, ctx)?);
+        }
+    }
+    seen.save()?;
+    crm_adapter_sdk::debug!(
+        "{}: {} events, {unchanged} records without news",
+        kind.plural(),
+        events.len()
+    );
+    Ok(events)
 }
 
 fn check_json(content_type: Option<&str>) -> Result<(), AdapterError> {
@@ -347,14 +374,19 @@ impl Record {
 }
 
 /// The org of a record from its `center` (`None` for a record that names none): the center's
-/// `center_org.<center id>` setting, else `default_org_id`, else none (platform level). A
-/// connection that maps centers must map every center it hears from (or set `default_org_id`):
-/// a record of an unmapped center fails the invocation rather than publish at platform level,
-/// where every org of the tenant would see it. An org the connection does not allow fails it
-/// too. Either way the delivery is kept and can be redriven once the settings are fixed.
+/// `center_org.<center id>` setting, else `default_org_id`, else the org the connection belongs
+/// to (an org's connection may not emit platform-level events), else none (platform level). A
+/// platform-level connection that maps centers must map every center it hears from (or set
+/// `default_org_id`): a record of an unmapped center fails the invocation rather than publish
+/// at platform level, where every org of the tenant would see it. An org the connection does
+/// not allow fails it too. Either way the delivery is kept and can be redriven once the
+/// settings are fixed.
 pub fn org_for(ctx: &Context, center: Option<&str>) -> Result<Option<String>, AdapterError> {
     let mapped = center.and_then(|center| ctx.setting(&format!("{CENTER_ORG_PREFIX}{center}")));
-    let org = match mapped.or_else(|| ctx.setting(DEFAULT_ORG_SETTING)) {
+    let org = match mapped
+        .or_else(|| ctx.setting(DEFAULT_ORG_SETTING))
+        .or(ctx.org_id.as_deref())
+    {
         Some(org) => org,
         None => match center {
             Some(center)

@@ -7,6 +7,8 @@ use crm_adapter_sdk::{AdapterError, Event, PollOutput};
 
 use super::*;
 
+mod polling;
+
 const APPOINTMENT_GROUP_CREATED: &str = include_str!("../fixtures/appointment-group-created.json");
 const APPOINTMENT_STARTED: &str = include_str!("../fixtures/appointment-started.json");
 const APPOINTMENT_COMPLETED: &str = include_str!("../fixtures/appointment-completed.json");

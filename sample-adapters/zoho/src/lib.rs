@@ -5,10 +5,13 @@
 //!
 //! - **Notification callbacks** ([`notification`]), which Zoho POSTs when records of a watched
 //!   module are inserted, updated or deleted: one event per record id.
-//! - **List API pages** ([`poll`]), the polling path, with change detection in the state.
+//! - **List API pages** ([`poll`]), the polling path, with change detection in the state:
+//!   fetched by the host ([`api`]: the records modified, then those deleted, per module) or
+//!   pushed by an external poller.
 //!
 //! The formats, settings and signature scheme are in README.md.
 
+pub mod api;
 pub mod memory;
 pub mod notification;
 pub mod poll;
@@ -16,8 +19,8 @@ pub mod records;
 
 use crm_adapter_sdk::serde_json::{Map, Value};
 use crm_adapter_sdk::{
-    Adapter, AdapterError, AdapterInfo, Context, Event, EventTypeDecl, PollOutput, PollPage,
-    WebhookRequest,
+    Adapter, AdapterError, AdapterInfo, Context, Event, EventTypeDecl, HttpRequest, PollOutput,
+    PollPage, Timestamp, WebhookRequest,
 };
 
 use records::Module;
@@ -55,22 +58,45 @@ impl Adapter for Zoho {
         notification::events(&req.json()?, ctx)
     }
 
+    fn poll_request(
+        cursor: Option<&str>,
+        ctx: &Context,
+    ) -> Result<Option<HttpRequest>, AdapterError> {
+        api::poll_request(cursor, ctx)
+    }
+
     fn handle_poll(page: &PollPage, ctx: &Context) -> Result<PollOutput, AdapterError> {
-        poll::poll(page, ctx)
+        match page.request {
+            // The host fetched it for `poll_request`: the cursor is the adapter's own.
+            Some(_) => api::handle_page(page, ctx),
+            None => poll::poll(page, ctx),
+        }
     }
 }
 
-/// The org of every event: the connection's `default_org_id` setting, else none (platform
-/// level). Zoho records carry no platform org; an org the connection does not allow fails the
-/// invocation (it is kept, and can be redriven once the org is allowed).
+/// The org of every event: the connection's `default_org_id` setting, else the org the
+/// connection belongs to, else none (platform level: only a platform-level connection may
+/// emit those). Zoho records carry no platform org; an org the connection does not allow fails
+/// the invocation (it is kept, and can be redriven once the org is allowed).
 fn org_for(ctx: &Context) -> Result<Option<String>, AdapterError> {
     match ctx.setting(DEFAULT_ORG_SETTING) {
         Some(org) if !ctx.allows_org(org) => Err(AdapterError::failed(format!(
             "org `{org}` (setting `{DEFAULT_ORG_SETTING}`) is not one of this connection's \
              allowed orgs; allow it on the connection, then redrive"
         ))),
-        org => Ok(org.map(str::to_owned)),
+        Some(org) => Ok(Some(org.to_owned())),
+        None => Ok(ctx.org_id.clone()),
     }
+}
+
+/// The dedupe and idempotency key of a polled record's event: its identity and version,
+/// `Deals/5725767000001148082@2025-12-01T10:00:00Z/created` (the time in UTC).
+fn version_key(module: Module, id: &str, version: Timestamp, action: &str) -> String {
+    format!(
+        "{}/{id}@{}/{action}",
+        module.api_name(),
+        version.to_rfc3339()
+    )
 }
 
 /// An `<entity>.<action>` event for a record, with `occurred_at` added to its payload.

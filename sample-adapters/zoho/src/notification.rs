@@ -12,8 +12,10 @@
 //! ```
 //!
 //! A notification names records, not their data: each id becomes one event whose payload holds
-//! the ids, `changed_fields` (from `affected_fields`), the mapped `affected_values` when the
-//! channel returns them (`return_affected_field_values`), and `occurred_at` (`server_time`).
+//! the ids, `changed_fields` (from `affected_fields`), and `occurred_at` (`server_time`). On a
+//! connection with API access the adapter reads the records ([`api::fetch_records`]) and the
+//! payload holds every mapped field of each; without, it holds the mapped `affected_values`
+//! when the channel returns them (`return_affected_field_values`).
 //!
 //! `token` is the channel's shared secret (the host checks it with the `zoho_token` scheme and
 //! blanks it out before the adapter runs); `query_params` echoes the `notify_url`'s query,
@@ -25,8 +27,8 @@ use crm_adapter_sdk::fields::Obj;
 use crm_adapter_sdk::serde_json::Value;
 use crm_adapter_sdk::{AdapterError, Context, Event, Timestamp};
 
-use crate::memory;
 use crate::records::{self, Module};
+use crate::{api, memory};
 
 /// The events of a notification.
 pub fn events(body: &Value, ctx: &Context) -> Result<Vec<Event>, AdapterError> {
@@ -61,6 +63,17 @@ pub fn events(body: &Value, ctx: &Context) -> Result<Vec<Event>, AdapterError> {
         affected_values.insert(record_id, entry.child("values")?);
     }
     let org = crate::org_for(ctx)?;
+    // A notification names records, not their data: with API access, read them.
+    let fetched = match (action, &ctx.api_base_url) {
+        ("deleted", _) | (_, None) => Vec::new(),
+        (_, Some(_)) => api::fetch_records(module, &ids)?,
+    };
+    let mut full = BTreeMap::new();
+    for body in &fetched {
+        for record in Obj::root(body, "the records")?.objects("data")? {
+            full.insert(record.id("id")?, record);
+        }
+    }
 
     let mut seen = memory::seen(module);
     let mut events = Vec::with_capacity(ids.len());
@@ -77,8 +90,22 @@ pub fn events(body: &Value, ctx: &Context) -> Result<Vec<Event>, AdapterError> {
                     }
                 }
             }
-            if let Some(values) = affected_values.get(id) {
-                payload.extend(records::payload(module, id, values)?);
+            if let Some(record) = full.get(id) {
+                let whole = records::payload(module, id, record)?;
+                // What the next poll compares with: it will not report this version again.
+                seen.observe(id, &api::record_fingerprint(&whole));
+                payload.extend(whole);
+            } else {
+                if ctx.api_base_url.is_some() {
+                    crm_adapter_sdk::warn!(
+                        "{} {id} was not returned by Zoho (deleted since?): emitted from the \
+                         notification alone",
+                        module.api_name()
+                    );
+                }
+                if let Some(values) = affected_values.get(id) {
+                    payload.extend(records::payload(module, id, values)?);
+                }
             }
             if !changed.is_empty() {
                 payload.insert(

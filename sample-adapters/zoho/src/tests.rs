@@ -7,6 +7,8 @@ use crm_adapter_sdk::{AdapterError, Event, PollOutput, state};
 
 use super::*;
 
+mod polling;
+
 const CONTACTS_INSERTED: &str = include_str!("../fixtures/notification-contacts-inserted.json");
 const CONTACT_UPDATED: &str = include_str!("../fixtures/notification-contact-updated.json");
 const CONTACT_DELETED: &str = include_str!("../fixtures/notification-contact-deleted.json");
@@ -500,12 +502,12 @@ fn list_pages_follow_the_page_token_then_resume_from_the_newest_change() {
             (
                 "deal.updated".into(),
                 "5725767000001148082".into(),
-                "Deals/5725767000001148082/7966ef865b4afeb8".into()
+                "Deals/5725767000001148082@2025-12-22T10:00:00Z/updated".into()
             ),
             (
                 "deal.created".into(),
                 "5725767000001148085".into(),
-                "Deals/5725767000001148085/ba80cdb9c1a8f1f1".into()
+                "Deals/5725767000001148085@2025-12-22T05:15:00Z/created".into()
             ),
         ]
     );
