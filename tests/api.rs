@@ -1681,14 +1681,13 @@ async fn an_org_connection_publishes_nothing_at_platform_level() {
             &a,
             Method::POST,
             "/v1/adapters",
-            Some(json!({"name": "champion"})),
+            Some(json!({"name": "hostile"})),
         )
         .await;
     let adapter = adapter["id"].as_str().unwrap().to_owned();
-    api.upload(&a, &adapter, test_artifacts::CHAMPION_HEALTH)
-        .await;
-    // Without `default_org_id`, champion-health emits its events without an org: platform
-    // level, which an org-a connection may not publish.
+    api.upload(&a, &adapter, test_artifacts::HOSTILE).await;
+    // Told `ok`, the hostile guest emits its event without an org: platform level, which an
+    // org-a connection may not publish.
     api.call(
         &a,
         Method::PUT,
@@ -1706,10 +1705,7 @@ async fn an_org_connection_publishes_nothing_at_platform_level() {
         )
         .await;
     let connection_id = connection["id"].as_str().unwrap().to_owned();
-    let body = std::fs::read(test_artifacts::sample_file(
-        "champion-health/fixtures/enrollment-1kb.json",
-    ))
-    .unwrap();
+    let body = b"ok".to_vec();
     let signature = {
         use hmac::{Hmac, Mac};
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"gh-secret").unwrap();
@@ -1750,6 +1746,9 @@ async fn an_org_connection_publishes_nothing_at_platform_level() {
                 headers: Vec::new(),
                 body: b"{}".to_vec(),
                 trace_id: "t".into(),
+                kind: adapter_host::store::DeliveryKind::Webhook,
+                poll_run_id: None,
+                cursor: None,
             },
             std::time::Duration::from_secs(300),
             0,
@@ -1783,6 +1782,7 @@ async fn an_org_connection_publishes_nothing_at_platform_level() {
                 outcome: adapter_host::store::InvocationOutcome::Accepted,
                 detail_json: None,
                 log_json: "{}".into(),
+                export: adapter_host::store::Export::HandleWebhook,
             },
             events: vec![adapter_host::store::NewOutboxEvent {
                 event_id: "legacy-event".into(),
@@ -1795,6 +1795,9 @@ async fn an_org_connection_publishes_nothing_at_platform_level() {
             }],
             state: None,
             attempt_counted: true,
+            preceding: Vec::new(),
+            exchanges: Vec::new(),
+            poll: None,
         })
         .await
         .unwrap();

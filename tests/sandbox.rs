@@ -143,7 +143,19 @@ fn a_fuel_budget_stops_a_loop_before_the_deadline() {
 
 #[test]
 fn a_memory_bomb_hits_the_memory_cap() {
-    let report = run(hostile(), "alloc");
+    // With time to spare: on a loaded machine, touching 64 MiB can take longer than the
+    // default deadline, and memory is what must stop it here.
+    static PATIENT: OnceLock<Adapter> = OnceLock::new();
+    let patient = PATIENT.get_or_init(|| {
+        load(
+            test_artifacts::HOSTILE,
+            Limits {
+                deadline_ms: 10_000,
+                ..Limits::default()
+            },
+        )
+    });
+    let report = run(patient, "alloc");
     let (kind, message) = failure(&report);
     assert_eq!(kind, FailureKind::MemoryLimit, "{message}");
     assert!(message.contains("the limit is 67108864"), "{message}");

@@ -611,6 +611,9 @@ async fn a_delivery_recorded_before_a_crash_is_processed_at_recovery_once() {
                 headers: Vec::new(),
                 body: b"ok".to_vec(),
                 trace_id: "trace-crash".into(),
+                kind: adapter_host::store::DeliveryKind::Webhook,
+                poll_run_id: None,
+                cursor: None,
             },
             std::time::Duration::from_secs(300),
             // The crashed process's lease has ended.

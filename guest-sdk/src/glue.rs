@@ -81,10 +81,12 @@ pub fn handle_poll<A: Adapter>(
                  events,
                  next_cursor,
                  more,
+                 records,
              }| wit::PollOutput {
                 events: events.into_iter().map(event).collect(),
                 next_cursor,
                 more,
+                records,
             },
         )
         .map_err(error)

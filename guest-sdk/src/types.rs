@@ -519,6 +519,9 @@ pub struct PollOutput {
     /// Whether another page follows now: the host commits this page's events and cursor, then
     /// asks [`crate::Adapter::poll_request`] again. `false` ends the poll run.
     pub more: bool,
+    /// How many records the page held, changed or not (the host shows it with the poll run,
+    /// beside the events); `None` when not counted.
+    pub records: Option<u32>,
 }
 
 impl PollOutput {
@@ -533,6 +536,7 @@ impl PollOutput {
             events,
             next_cursor: None,
             more: false,
+            records: None,
         }
     }
 
@@ -555,6 +559,17 @@ impl PollOutput {
     /// ```
     pub fn more(mut self, more: bool) -> Self {
         self.more = more;
+        self
+    }
+
+    /// Says how many records the page held, changed or not.
+    ///
+    /// ```
+    /// let out = crm_adapter_sdk::PollOutput::new(Vec::new()).records(200);
+    /// assert_eq!(out.records, Some(200));
+    /// ```
+    pub fn records(mut self, records: usize) -> Self {
+        self.records = Some(u32::try_from(records).unwrap_or(u32::MAX));
         self
     }
 }

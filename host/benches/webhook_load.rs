@@ -10,7 +10,10 @@
 //! moves less than the rates do.
 //!
 //! `cargo bench -p adapter-host --bench webhook_load` (`LOAD_REQUESTS`, `LOAD_ECHO_REQUESTS`,
-//! `LOAD_CONCURRENCY` override the defaults). The echo endpoint gets ten times the requests by
+//! `LOAD_CONCURRENCY` override the defaults). Every delivery carries the same enrollment by
+//! default, so after the first the adapter only reads its state; `LOAD_STATE=hot` changes the
+//! member's name in each one, so that every delivery rewrites the same state key: the worst
+//! case of state contention, where invocations of the connection must commit one at a time. The echo endpoint gets ten times the requests by
 //! default: it answers in a fraction of the time, and a run of a few milliseconds is mostly
 //! noise. BENCHMARKS.md records the figures.
 
@@ -288,9 +291,19 @@ value = "whsec_{SECRET_B64}"
             ))
             .unwrap(),
         );
+        let hot = std::env::var("LOAD_STATE").is_ok_and(|mode| mode == "hot");
+        let text = String::from_utf8(body.to_vec()).unwrap();
         let make = |addr, path: &str, prefix: &str, count: usize| -> Vec<Request> {
             (0..count)
-                .map(|i| signed(addr, path, &format!("{prefix}-{i}"), &body))
+                .map(|i| {
+                    let body = if hot {
+                        let name = format!("\"first_name\": \"Alex {prefix} {i}\"");
+                        Bytes::from(text.replacen("\"first_name\": \"Alex\"", &name, 1))
+                    } else {
+                        body.clone()
+                    };
+                    signed(addr, path, &format!("{prefix}-{i}"), &body)
+                })
                 .collect()
         };
         let hook = "/v1/hooks/bench";
@@ -319,8 +332,13 @@ value = "whsec_{SECRET_B64}"
         let stats = host.store().write_stats();
         println!(
             "requests: {echo_requests} echo, {requests} pipeline; concurrency: {concurrency}; \
-             body: {} bytes",
-            body.len()
+             body: {} bytes; state: {}",
+            body.len(),
+            if hot {
+                "one key rewritten by every delivery"
+            } else {
+                "read only"
+            }
         );
         println!("| endpoint | deliveries/s | p50 | p99 | CPU/request | store writer |");
         println!("|---|---|---|---|---|---|");

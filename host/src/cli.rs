@@ -527,9 +527,13 @@ fn report_text(adapter: &Adapter, report: &Report) -> String {
             events,
             next_cursor,
             more,
+            records,
             request,
         } => {
             let _ = writeln!(out, "outcome  accepted: {} event(s)", events.len());
+            if let Some(records) = records {
+                let _ = writeln!(out, "records  {records} on the page");
+            }
             for (index, event) in events.iter().enumerate() {
                 let _ = writeln!(
                     out,

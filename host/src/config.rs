@@ -109,12 +109,18 @@ pub struct ConnectionEntry {
     /// Non-secret settings handed to the adapter.
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
+    /// How the host reaches the CRM's API (secrets named in full, as `secret` is).
+    #[serde(default)]
+    pub api: Option<crate::egress::ApiAccess>,
+    /// Polling settings.
+    #[serde(default)]
+    pub polling: Option<crate::poll::PollingConfig>,
     /// `false` makes the endpoint answer 404.
     #[serde(default = "yes")]
     pub enabled: bool,
 }
 
-fn yes() -> bool {
+pub(crate) fn yes() -> bool {
     true
 }
 
@@ -282,6 +288,15 @@ pub async fn provision(host: &Host, config: &Config, base: &Path) -> anyhow::Res
                 (adapter.id, latest)
             }
         };
+        if let Some(api) = &entry.api {
+            crate::egress::check_api(api)
+                .map_err(|e| anyhow::anyhow!("connection {}: {e}", entry.id))?;
+        }
+        if let Some(polling) = &entry.polling {
+            polling
+                .validate()
+                .map_err(|e| anyhow::anyhow!("connection {}: {e}", entry.id))?;
+        }
         let spec = ConnectionSpec {
             id: entry.id.clone(),
             tenant_id: entry.tenant_id.clone(),
@@ -293,7 +308,12 @@ pub async fn provision(host: &Host, config: &Config, base: &Path) -> anyhow::Res
             allowed_org_ids: entry.allowed_orgs.clone(),
             secret_refs_json: serde_json::to_string(&entry.secret.iter().collect::<Vec<_>>())?,
             settings_json: serde_json::to_string(&entry.settings)?,
-            polling_json: None,
+            polling_json: entry
+                .polling
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()?,
+            api_json: entry.api.as_ref().map(serde_json::to_string).transpose()?,
             status: if entry.enabled {
                 ConnectionStatus::Active
             } else {

@@ -32,6 +32,12 @@ pub struct Metrics {
     pub relay_attempts: IntCounterVec,
     /// Time from receiving a delivery to acknowledging it, in seconds.
     pub ack_latency: HistogramVec,
+    /// Adapter versions loaded into this process (compiled, or read from the compile cache),
+    /// by result.
+    pub adapter_loads: IntCounterVec,
+    /// Commits refused because another invocation of the connection wrote state this one had
+    /// read: the invocation ran again.
+    pub state_conflicts: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -82,6 +88,16 @@ impl Metrics {
             "adapter_host_relay_attempts_total",
             "Relay publication attempts by target and result",
             &["target", "result"],
+        );
+        let adapter_loads = counter(
+            "adapter_host_adapter_loads_total",
+            "Adapter versions loaded into this process, by result",
+            &["result"],
+        );
+        let state_conflicts = counter(
+            "adapter_host_state_conflicts_total",
+            "Commits refused as stale because another invocation wrote state first",
+            &[],
         );
         let outbox_pending = gauge(
             "adapter_host_outbox_pending",
@@ -144,6 +160,8 @@ impl Metrics {
             deliveries_unfinished,
             relay_attempts,
             ack_latency,
+            adapter_loads,
+            state_conflicts,
         }
     }
 

@@ -28,6 +28,10 @@ use tracing::Instrument as _;
 
 use crate::api::ApiError;
 use crate::bus::Bus;
+use crate::contracts::EmittedEvent;
+use crate::egress::{
+    ApiAccess, CredentialSource, Egress, EgressSession, Exchange, StoredCredential,
+};
 use crate::metrics::Metrics;
 use crate::sandbox::{
     self, Adapter, ConnectionContext, Env, Input, Limits, Outcome, Report, Sandbox, StateMap,
@@ -36,9 +40,9 @@ use crate::sandbox::{
 use crate::secrets::SecretStore;
 use crate::signatures::{self, RawRequest, SchemeConfig, Secret};
 use crate::store::{
-    self, AdapterRef, BlobStore, Completion, Connection, ConnectionStatus, Delivery,
-    DeliveryStatus, InvocationRecord, Millis, NewDelivery, NewOutboxEvent, Prepared, StateCommit,
-    StateSnapshot, Store, Taken,
+    self, AdapterRef, BlobStore, Completion, Connection, ConnectionStatus, Delivery, DeliveryKind,
+    DeliveryStatus, ExchangeRecord, Export, InvocationRecord, Millis, NewDelivery, NewOutboxEvent,
+    PollCheckpoint, Prepared, StateBounds, StateSnapshot, Store, Taken,
 };
 
 /// Settings of the webhook path.
@@ -64,6 +68,8 @@ pub struct Settings {
     /// Invocations a delivery may start before recovery gives up on it: one that brings the
     /// host down (every run cut off by a crash) is parked as `failed` after this many.
     pub max_delivery_attempts: u32,
+    /// How the poll scheduler paces itself.
+    pub poller: crate::poll::PollerSettings,
 }
 
 impl Default for Settings {
@@ -78,17 +84,26 @@ impl Default for Settings {
             recovery_lease: Duration::from_secs(15),
             recovery_interval: Duration::from_secs(2),
             max_delivery_attempts: 3,
+            poller: crate::poll::PollerSettings::default(),
         }
     }
 }
 
 /// How many times one delivery's invocation is run again because another invocation of its
-/// connection committed state first. After its first conflict an invocation holds the
-/// connection's lock, so it can only lose again to invocations that started before the adapter
-/// was known to use state (each of which commits or loses once, then locks too) or to another
-/// host node: every retry means another invocation's change was kept, and the bound is never
-/// reached in a process of its own.
+/// connection committed state it depended on first. After its first conflict an invocation
+/// holds the connection's lock, so it can only lose again to invocations that started before
+/// the conflict (each of which commits or loses once, then locks too) or to another host node:
+/// every retry means another invocation's change was kept, and the bound is never reached in a
+/// process of its own.
 const MAX_STATE_RETRIES: u32 = 64;
+
+/// How long after a state conflict on a connection its new invocations take the connection's
+/// lock before they read the state: while contended they run one at a time instead of running
+/// in vain; otherwise side by side, committing key by key. Short, so that a burst of conflicts
+/// (the first deliveries of a new record, all racing to write it) does not serialize the
+/// connection long after; under lasting contention each window wastes at most one round of
+/// the invocations in flight.
+const CONTENTION_MEMORY: Duration = Duration::from_millis(200);
 
 /// Everything a host process shares between requests and workers.
 #[derive(Debug, Clone)]
@@ -105,13 +120,26 @@ struct Inner {
     bus: Arc<dyn Bus>,
     metrics: Metrics,
     settings: Settings,
-    adapters: Mutex<HashMap<(String, u32), Adapter>>,
+    /// Adapter versions as loaded, by id and version: each loaded once, however many
+    /// deliveries ask for it at the same time (a compile costs CPU seconds).
+    adapters: Mutex<HashMap<(String, u32), Arc<tokio::sync::OnceCell<Adapter>>>>,
     tenants: Mutex<HashMap<String, Arc<Semaphore>>>,
     instances: Arc<Semaphore>,
     outbox_appended: Arc<Notify>,
-    /// Per connection: held by an invocation that uses state from before its state is read
-    /// until its outcome is committed, so that this process runs them one at a time.
-    connection_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per connection: the lock an invocation holds from before its state is read until its
+    /// outcome is committed once state conflicts were seen, so that this process runs them one
+    /// at a time while contended.
+    connection_locks: Mutex<HashMap<String, ConnectionLock>>,
+    egress: Egress,
+    /// This process among the host's nodes: the owner of the leases it takes.
+    node_id: String,
+}
+
+/// A connection's lock, and when its invocations last lost a state commit to each other.
+#[derive(Debug, Default)]
+struct ConnectionLock {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    contended_at: Option<Instant>,
 }
 
 /// A webhook request as it reached the endpoint.
@@ -199,6 +227,8 @@ impl Host {
                 instances,
                 outbox_appended: Arc::new(Notify::new()),
                 connection_locks: Mutex::new(HashMap::new()),
+                egress: Egress::new().expect("the TLS backend starts"),
+                node_id: format!("node-{}", store::new_id()),
             }),
         }
     }
@@ -243,6 +273,16 @@ impl Host {
         &self.inner.settings
     }
 
+    /// How the poll scheduler paces itself.
+    pub fn poller_settings(&self) -> &crate::poll::PollerSettings {
+        &self.inner.settings.poller
+    }
+
+    /// This process's id among the host's nodes (the owner of its leases).
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
     /// Takes one webhook: checks it, runs the adapter, records the delivery and its outcome
     /// durably. Returns only after everything it acknowledges is committed.
     pub async fn receive_webhook(&self, inbound: Inbound) -> Result<Ack, ApiError> {
@@ -281,18 +321,23 @@ impl Host {
             // adapter.
             body: signatures::redact(&scheme, inbound.body),
             trace_id,
+            kind: DeliveryKind::Webhook,
+            poll_run_id: None,
+            cursor: None,
         };
         // On a task of its own: the CRM may hang up (hyper then drops this handler), but a
         // delivery that is being taken is taken to its end, never left half done.
+        let ingest = Ingest::webhook(new);
         let host = self.clone();
         let taking =
-            tokio::spawn(async move { host.take(new, &connection).instrument(span).await });
+            tokio::spawn(async move { host.take(ingest, &connection).instrument(span).await });
         let ack = Ack {
             reply: Reply::of(&scheme),
             ..taking
                 .await
                 .map_err(ApiError::internal)?
                 .map_err(ApiError::internal)?
+                .ack
         };
         let metrics = &self.inner.metrics;
         metrics
@@ -313,28 +358,34 @@ impl Host {
         Ok(ack)
     }
 
-    /// Runs a verified delivery through its connection's adapter and records both durably.
-    async fn take(&self, new: NewDelivery, connection: &Connection) -> anyhow::Result<Ack> {
+    /// The ingest core: runs a delivery (a verified webhook, a poll page, a pushed page)
+    /// through its connection's adapter and records both durably, with whatever else commits
+    /// with it (a poll page's checkpoint).
+    pub(crate) async fn take(
+        &self,
+        ingest: Ingest,
+        connection: &Connection,
+    ) -> anyhow::Result<Ingested> {
         let store = &self.inner.store;
         let settings = &self.inner.settings;
         let window = settings.dedupe_window;
+        let Ingest {
+            new,
+            input,
+            preceding,
+            exchanges,
+            poll,
+        } = ingest;
         let adapter = self
             .adapter(&connection.adapter_id, connection.adapter_version)
             .await?;
-        let mut serial = self.serialize_state(&adapter, &connection.id).await;
+        let mut serial = self.serialize_state(&connection.id).await;
         let snapshot = match store.prepare_delivery(&new, window).await? {
-            Prepared::Duplicate(original) => return Ok(duplicate(original.id, original.status)),
+            Prepared::Duplicate(original) => {
+                return Ok(Ingested::from(duplicate(original.id, original.status)));
+            }
             Prepared::New(snapshot) => snapshot,
         };
-        let input = Input::Webhook(WebhookRequest {
-            method: new.method.clone(),
-            path: new.path.clone(),
-            query: new.query.clone(),
-            headers: new.headers.clone(),
-            body: new.body.clone(),
-            received_at: std::time::UNIX_EPOCH
-                + Duration::from_millis(u64::try_from(new.received_at).unwrap_or_default()),
-        });
         let body_sha256 = sandbox::sha256_hex(&new.body);
         let started_at = store::now_millis();
         let mut run =
@@ -342,21 +393,21 @@ impl Host {
         // Done in time: the delivery and its outcome go into the inbox in one commit. Still
         // running: the delivery is recorded durably now (the invocation runs on meanwhile),
         // and completed when its adapter ends.
-        let (report, recorded) = match tokio::time::timeout(settings.record_after, run.as_mut())
+        let (invoked, recorded) = match tokio::time::timeout(settings.record_after, run.as_mut())
             .await
         {
-            Ok(report) => (report?, None),
+            Ok(invoked) => (invoked?, None),
             Err(_) => {
                 let lease_until = store::now_millis() + store::millis(settings.recovery_lease);
-                let (recorded, report) =
+                let (recorded, invoked) =
                     tokio::join!(store.record_delivery(new.clone(), window, lease_until), run);
                 let recorded = recorded?;
                 if recorded.duplicate {
                     // The invocation's outcome belongs to no delivery.
                     tracing::info!(delivery = %recorded.id, "a copy of this delivery was taken first");
-                    return Ok(duplicate(recorded.id, recorded.status));
+                    return Ok(Ingested::from(duplicate(recorded.id, recorded.status)));
                 }
-                (report?, Some(recorded.id))
+                (invoked?, Some(recorded.id))
             }
         };
         let id = recorded.clone().unwrap_or_else(store::new_id);
@@ -370,34 +421,41 @@ impl Host {
             // Recorded on its own already: complete it; else record it with its outcome.
             new: recorded.is_none().then_some((&new, window)),
             attempt_counted: recorded.is_some(),
+            preceding: &preceding,
+            host_exchanges: &exchanges,
+            poll: poll.as_ref(),
         };
-        match self.commit(&commit, snapshot, report, &mut serial).await? {
-            (Taken::Duplicate(original), _) => {
+        let (taken, status, next) = self.commit(&commit, snapshot, invoked, &mut serial).await?;
+        match taken {
+            Taken::Duplicate(original) => {
                 tracing::info!(delivery = %original.id, "a copy of this delivery was taken first");
-                Ok(duplicate(original.id, original.status))
+                Ok(Ingested::from(duplicate(original.id, original.status)))
             }
-            (Taken::Completed(completed), status) => {
-                Ok(self.completed(id, status, completed.appended.len()))
-            }
+            Taken::Completed(completed) => Ok(Ingested {
+                ack: self.completed(id, status, completed.appended.len()),
+                next_cursor: next.next_cursor,
+                more: next.more,
+            }),
         }
     }
 
-    /// Commits `report`, the outcome of `commit`'s invocation on `snapshot`. When another
-    /// invocation of the connection committed state first (the store refuses the commit as
-    /// stale), the adapter runs again on the state now current, from then on one invocation of
-    /// the connection at a time, and that outcome is committed instead: no state change is lost.
+    /// Commits `invoked`, the outcome of `commit`'s invocation on `snapshot`. When another
+    /// invocation of the connection first committed state this one depended on (the store
+    /// refuses the commit as stale), the adapter runs again on the state now current, from then
+    /// on one invocation of the connection at a time, and that outcome is committed instead:
+    /// no state change is lost.
     async fn commit(
         &self,
         commit: &Commit<'_>,
         snapshot: StateSnapshot,
-        report: Report,
+        invoked: Invoked,
         serial: &mut Option<tokio::sync::OwnedMutexGuard<()>>,
-    ) -> anyhow::Result<(Taken, DeliveryStatus)> {
+    ) -> anyhow::Result<(Taken, DeliveryStatus, Continuation)> {
         let store = &self.inner.store;
-        let (mut report, mut version) = (report, snapshot.version);
+        let (mut invoked, mut snapshot) = (invoked, snapshot);
         let mut attempt = 1;
         loop {
-            let completion = completion(commit, report, version)?;
+            let (completion, next) = completion(commit, invoked, &snapshot)?;
             let status = completion.status;
             let written = match commit.new {
                 Some((new, window)) => {
@@ -411,21 +469,25 @@ impl Host {
                     .map(Taken::Completed),
             };
             match written {
-                Ok(taken) => return Ok((taken, status)),
+                Ok(taken) => return Ok((taken, status, next)),
                 Err(store::Error::StaleState(why)) if attempt < MAX_STATE_RETRIES => {
                     attempt += 1;
+                    self.inner
+                        .metrics
+                        .state_conflicts
+                        .with_label_values::<&str>(&[])
+                        .inc();
                     tracing::debug!(connection = %commit.connection.id, attempt, %why, "state moved on; running again");
                     if serial.is_none() {
-                        *serial = Some(self.connection_lock(&commit.connection.id).await);
+                        *serial = Some(self.connection_lock(&commit.connection.id, true).await);
                     }
-                    let snapshot = store.load_state(&commit.connection.id).await?;
-                    version = snapshot.version;
-                    report = self
+                    snapshot = store.load_state(&commit.connection.id).await?;
+                    invoked = self
                         .invoke(
                             commit.adapter,
                             commit.connection,
                             commit.input.clone(),
-                            snapshot.map,
+                            snapshot.map.clone(),
                         )
                         .await?;
                 }
@@ -434,30 +496,46 @@ impl Host {
         }
     }
 
-    /// The connection's lock when `adapter` uses state (see [`Adapter::uses_state`]): held from
-    /// before the state is read until the outcome is committed.
+    /// The connection's lock when its invocations lost state commits to each other lately
+    /// (within [`CONTENTION_MEMORY`]): held from before the state is read until the outcome is
+    /// committed.
     async fn serialize_state(
         &self,
-        adapter: &Adapter,
         connection_id: &str,
     ) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        if adapter.uses_state() {
-            Some(self.connection_lock(connection_id).await)
-        } else {
-            None
-        }
+        let lock = {
+            let locks = self.connection_locks();
+            let entry = locks.get(connection_id)?;
+            let contended = entry
+                .contended_at
+                .is_some_and(|at| at.elapsed() < CONTENTION_MEMORY);
+            contended.then(|| Arc::clone(&entry.lock))?
+        };
+        Some(lock.lock_owned().await)
     }
 
-    async fn connection_lock(&self, connection_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = self
-            .inner
+    /// The connection's lock; `contended` records a conflict seen just now.
+    async fn connection_lock(
+        &self,
+        connection_id: &str,
+        contended: bool,
+    ) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.connection_locks();
+            let entry = locks.entry(connection_id.to_owned()).or_default();
+            if contended {
+                entry.contended_at = Some(Instant::now());
+            }
+            Arc::clone(&entry.lock)
+        };
+        lock.lock_owned().await
+    }
+
+    fn connection_locks(&self) -> std::sync::MutexGuard<'_, HashMap<String, ConnectionLock>> {
+        self.inner
             .connection_locks
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .entry(connection_id.to_owned())
-            .or_default()
-            .clone();
-        lock.lock_owned().await
     }
 
     /// The answer to a delivery whose outcome was just committed.
@@ -481,19 +559,54 @@ impl Host {
     }
 
     /// Runs `input` through a fresh instance of `adapter`, within the tenant's and the
-    /// platform's concurrency bounds.
-    async fn invoke(
+    /// platform's concurrency bounds, with the connection's API access when it has one.
+    pub(crate) async fn invoke(
         &self,
         adapter: &Adapter,
         connection: &Connection,
         input: Input,
         state: StateMap,
-    ) -> anyhow::Result<Report> {
+    ) -> anyhow::Result<Invoked> {
         let context = connection_context(connection)?;
-        let report = self
-            .run_isolated(adapter, &input, &context, Env::with_state(state))
-            .await?;
-        Ok(report)
+        let session = self.egress_session(connection, adapter.limits())?;
+        let env = Env {
+            state,
+            http: session
+                .clone()
+                .map(|session| session as Arc<dyn sandbox::Fetch>),
+        };
+        let report = self.run_isolated(adapter, &input, &context, env).await?;
+        let exchanges = session.map(|s| s.take_exchanges()).unwrap_or_default();
+        Ok(Invoked { report, exchanges })
+    }
+
+    /// The connection's egress session under `limits`, when it has API access.
+    pub(crate) fn egress_session(
+        &self,
+        connection: &Connection,
+        limits: &Limits,
+    ) -> anyhow::Result<Option<Arc<EgressSession>>> {
+        let Some(api) = api_access(connection)? else {
+            return Ok(None);
+        };
+        let credential = self.credential_source(connection, &api);
+        let session = self
+            .inner
+            .egress
+            .session(&connection.id, &api, credential, limits)
+            .map_err(|e| anyhow::anyhow!("connection {}: {e}", connection.id))?;
+        Ok(Some(Arc::new(session)))
+    }
+
+    /// What supplies the credential of `connection`'s API access (its secret is named by its
+    /// full reference, resolved when the connection was written).
+    fn credential_source(
+        &self,
+        _connection: &Connection,
+        api: &ApiAccess,
+    ) -> Option<Arc<dyn CredentialSource>> {
+        StoredCredential::of(&api.credential, self.inner.secrets.clone(), str::to_owned)
+            .map(|c| Arc::new(c) as Arc<dyn CredentialSource>)
     }
 
     /// Runs one invocation within its tenant's and the platform's concurrency bounds (the
@@ -631,11 +744,11 @@ impl Host {
         let adapter = self
             .adapter(&connection.adapter_id, connection.adapter_version)
             .await?;
-        let mut serial = self.serialize_state(&adapter, &connection.id).await;
+        let mut serial = self.serialize_state(&connection.id).await;
         let snapshot = store.load_state(&connection.id).await?;
-        let input = Input::Webhook(delivery.to_webhook_request());
+        let input = delivery.to_input();
         let started_at = store::now_millis();
-        let report = self
+        let invoked = self
             .invoke(&adapter, connection, input.clone(), snapshot.map.clone())
             .await?;
         let body_sha256 = sandbox::sha256_hex(&delivery.body);
@@ -648,8 +761,11 @@ impl Host {
             started_at,
             new: None,
             attempt_counted,
+            preceding: &[],
+            host_exchanges: &[],
+            poll: None,
         };
-        let (taken, status) = self.commit(&commit, snapshot, report, &mut serial).await?;
+        let (taken, status, _) = self.commit(&commit, snapshot, invoked, &mut serial).await?;
         let Taken::Completed(completed) = taken else {
             anyhow::bail!("completing a recorded delivery cannot find a duplicate");
         };
@@ -772,33 +888,46 @@ impl Host {
 
     /// The loaded adapter of a version (loaded from the blob store on first use).
     pub async fn adapter(&self, adapter_id: &str, version: u32) -> anyhow::Result<Adapter> {
-        let key = (adapter_id.to_owned(), version);
-        if let Some(adapter) = self.lock_adapters().get(&key) {
-            return Ok(adapter.clone());
-        }
-        let stored = self
-            .inner
-            .store
-            .get_adapter_version(adapter_id, version)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("adapter {adapter_id} has no version {version}"))?;
-        let wasm = self
-            .inner
-            .blobs
-            .get(&stored.sha256)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the component {} is missing", stored.sha256))?;
-        let limits: Limits = serde_json::from_str(&stored.limits_json)?;
-        let adapter = self.inner.sandbox.load(&wasm, limits).await?;
-        self.lock_adapters().insert(key, adapter.clone());
-        Ok(adapter)
-    }
-
-    fn lock_adapters(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), Adapter>> {
-        self.inner
-            .adapters
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        let cell = {
+            let mut adapters = self
+                .inner
+                .adapters
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            Arc::clone(
+                adapters
+                    .entry((adapter_id.to_owned(), version))
+                    .or_default(),
+            )
+        };
+        // The first caller loads it; the others wait for that load (a failed load is tried
+        // again by the next caller).
+        let adapter = cell
+            .get_or_try_init(|| async {
+                let stored = self
+                    .inner
+                    .store
+                    .get_adapter_version(adapter_id, version)
+                    .await?
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("adapter {adapter_id} has no version {version}")
+                    })?;
+                let wasm =
+                    self.inner.blobs.get(&stored.sha256).await?.ok_or_else(|| {
+                        anyhow::anyhow!("the component {} is missing", stored.sha256)
+                    })?;
+                let limits: Limits = serde_json::from_str(&stored.limits_json)?;
+                let loaded = self.inner.sandbox.load(&wasm, limits).await;
+                let result = if loaded.is_ok() { "ok" } else { "error" };
+                self.inner
+                    .metrics
+                    .adapter_loads
+                    .with_label_values(&[result])
+                    .inc();
+                anyhow::Ok(loaded?)
+            })
+            .await?;
+        Ok(adapter.clone())
     }
 
     fn tenant_permit(&self, tenant_id: &str) -> Arc<Semaphore> {
@@ -836,6 +965,18 @@ impl Host {
     }
 }
 
+/// The connection's API access, when it has one.
+pub(crate) fn api_access(connection: &Connection) -> anyhow::Result<Option<ApiAccess>> {
+    connection
+        .api_json
+        .as_deref()
+        .map(|json| {
+            serde_json::from_str(json)
+                .map_err(|e| anyhow::anyhow!("connection {}: api settings: {e}", connection.id))
+        })
+        .transpose()
+}
+
 /// The connection as its adapter sees it.
 fn connection_context(connection: &Connection) -> anyhow::Result<ConnectionContext> {
     let settings: std::collections::BTreeMap<String, String> =
@@ -847,7 +988,7 @@ fn connection_context(connection: &Connection) -> anyhow::Result<ConnectionConte
         provider: connection.provider.clone(),
         allowed_org_ids: connection.allowed_org_ids.clone(),
         settings: settings.into_iter().collect(),
-        api_base_url: None,
+        api_base_url: api_access(connection)?.map(|api| api.base_url),
     })
 }
 
@@ -889,6 +1030,8 @@ struct Source<'a> {
     provider_delivery_id: Option<&'a str>,
     received_at: Millis,
     trace_id: &'a str,
+    kind: DeliveryKind,
+    body: &'a [u8],
 }
 
 impl<'a> Source<'a> {
@@ -898,6 +1041,8 @@ impl<'a> Source<'a> {
             provider_delivery_id: delivery.info.provider_delivery_id.as_deref(),
             received_at: delivery.info.received_at,
             trace_id: &delivery.info.trace_id,
+            kind: delivery.info.kind,
+            body: &delivery.body,
         }
     }
 
@@ -907,8 +1052,113 @@ impl<'a> Source<'a> {
             provider_delivery_id: new.provider_delivery_id.as_deref(),
             received_at: new.received_at,
             trace_id: &new.trace_id,
+            kind: new.kind,
+            body: &new.body,
         }
     }
+
+    /// The stable id of `event`, at `position` of this delivery's output (see [`event_id`]).
+    fn event_id(&self, connection_id: &str, event: &EmittedEvent, position: usize) -> String {
+        if let Some(fact) = &event.idempotency_key {
+            // The same fact is one event, whatever delivery or page carries it.
+            return event_id(connection_id, "facts", Some(fact), 0);
+        }
+        match self.kind {
+            DeliveryKind::Webhook => event_id(
+                connection_id,
+                self.provider_delivery_id.unwrap_or(self.delivery_id),
+                event.dedupe_key.as_deref(),
+                position,
+            ),
+            // A record's identity and version (its dedupe key) is the same on whatever page
+            // it comes again: its event is the same. Without a key, the same page (by its
+            // content) gives the same events.
+            DeliveryKind::Poll | DeliveryKind::Push => match &event.dedupe_key {
+                Some(key) => event_id(connection_id, "records", Some(key), 0),
+                None => event_id(
+                    connection_id,
+                    &format!("page:{}", sandbox::sha256_hex(self.body)),
+                    None,
+                    position,
+                ),
+            },
+        }
+    }
+}
+
+/// A delivery for the ingest core ([`Host::take`]).
+#[derive(Debug)]
+pub(crate) struct Ingest {
+    /// What to record in the inbox.
+    pub new: NewDelivery,
+    /// What the adapter is given.
+    pub input: Input,
+    /// Invocations that led to this one (a poll page's `poll-request`).
+    pub preceding: Vec<InvocationRecord>,
+    /// Requests the host made for it (a poll page's own fetch).
+    pub exchanges: Vec<Exchange>,
+    /// A poll page's checkpoint.
+    pub poll: Option<PollCheckpoint>,
+}
+
+impl Ingest {
+    /// A verified webhook delivery.
+    fn webhook(new: NewDelivery) -> Self {
+        let input = Input::Webhook(WebhookRequest {
+            method: new.method.clone(),
+            path: new.path.clone(),
+            query: new.query.clone(),
+            headers: new.headers.clone(),
+            body: new.body.clone(),
+            received_at: std::time::UNIX_EPOCH
+                + Duration::from_millis(u64::try_from(new.received_at).unwrap_or_default()),
+        });
+        Self {
+            new,
+            input,
+            preceding: Vec::new(),
+            exchanges: Vec::new(),
+            poll: None,
+        }
+    }
+}
+
+/// What the ingest core did with a delivery: the answer, and for a poll page where the poll
+/// goes next.
+#[derive(Debug, Clone)]
+pub(crate) struct Ingested {
+    /// The answer.
+    pub ack: Ack,
+    /// The cursor the page left (`None` keeps the previous one).
+    pub next_cursor: Option<String>,
+    /// Whether another page follows now.
+    pub more: bool,
+}
+
+impl From<Ack> for Ingested {
+    fn from(ack: Ack) -> Self {
+        Self {
+            ack,
+            next_cursor: None,
+            more: false,
+        }
+    }
+}
+
+/// An invocation's report and the requests it made.
+#[derive(Debug)]
+pub(crate) struct Invoked {
+    /// What it did.
+    pub report: Report,
+    /// What it fetched (`http.fetch`).
+    pub exchanges: Vec<Exchange>,
+}
+
+/// Where a poll goes after a page.
+#[derive(Debug, Clone, Default)]
+struct Continuation {
+    next_cursor: Option<String>,
+    more: bool,
 }
 
 /// An invocation to commit: what it ran (to run it again on a newer state), what of its
@@ -924,30 +1174,51 @@ struct Commit<'a> {
     new: Option<(&'a NewDelivery, Duration)>,
     /// Whether the invocation's start is counted in the delivery's attempts already.
     attempt_counted: bool,
+    /// Invocations recorded before this one.
+    preceding: &'a [InvocationRecord],
+    /// Requests the host made for the delivery.
+    host_exchanges: &'a [Exchange],
+    /// A poll page's checkpoint (its cursor moves only when the page succeeded).
+    poll: Option<&'a PollCheckpoint>,
 }
 
-/// The completion of `commit`'s delivery by the invocation that produced `report` on the state
-/// at `state_version`.
+/// The export `input` calls.
+fn export_of(input: &Input) -> Export {
+    match input {
+        Input::Webhook(_) => Export::HandleWebhook,
+        Input::Poll(_) => Export::HandlePoll,
+        Input::PollRequest { .. } => Export::PollRequest,
+    }
+}
+
+/// The completion of `commit`'s delivery by the invocation `invoked` on the state `snapshot`,
+/// and where a poll goes after it.
 fn completion(
     commit: &Commit<'_>,
-    report: Report,
-    state_version: i64,
-) -> anyhow::Result<Completion> {
+    invoked: Invoked,
+    snapshot: &StateSnapshot,
+) -> anyhow::Result<(Completion, Continuation)> {
     let Commit {
         connection,
         adapter,
+        input,
         ref source,
         body_sha256,
         started_at,
         attempt_counted,
+        preceding,
+        host_exchanges,
+        poll,
         ..
     } = *commit;
+    let Invoked { report, exchanges } = invoked;
     let reason_json = match &report.outcome {
         Outcome::Accepted { .. } => None,
         other => Some(serde_json::to_string(other)?),
     };
     let invocation = InvocationRecord::from_report(
         &report,
+        export_of(input),
         AdapterRef {
             adapter_id: &connection.adapter_id,
             version: connection.adapter_version,
@@ -956,21 +1227,66 @@ fn completion(
         body_sha256,
         started_at,
     );
-    Ok(Completion {
+    let (next, records) = match &report.outcome {
+        Outcome::Accepted {
+            next_cursor,
+            more,
+            records,
+            ..
+        } => (
+            Continuation {
+                next_cursor: next_cursor.clone(),
+                more: *more,
+            },
+            records.unwrap_or(0),
+        ),
+        _ => (Continuation::default(), 0),
+    };
+    let success = report.outcome.is_success();
+    let poll = poll.map(|checkpoint| PollCheckpoint {
+        // A failed page leaves the cursor where it was: the next run fetches it again.
+        advance: success.then(|| next.next_cursor.clone()),
+        requests: checkpoint.requests + exchanges.len() as u32,
+        records,
+        ..checkpoint.clone()
+    });
+    let exchanges = host_exchanges
+        .iter()
+        .map(|exchange| ExchangeRecord {
+            by_invocation: false,
+            exchange: exchange.clone(),
+        })
+        .chain(exchanges.into_iter().map(|exchange| ExchangeRecord {
+            by_invocation: true,
+            exchange,
+        }))
+        .collect();
+    let completion = Completion {
         delivery_id: source.delivery_id.to_owned(),
         status: DeliveryStatus::for_outcome(&report.outcome),
         reason_json,
         completed_at: store::now_millis(),
         invocation,
         events: outbox_events(connection, source, &report.outcome),
-        // An invocation that read or wrote the state and succeeded commits only onto the
-        // state it read; one that failed changes nothing, so it needs no check.
-        state: (report.state_used && report.outcome.is_success()).then_some(StateCommit {
-            base_version: state_version,
-            new_state: report.state,
-        }),
+        // An invocation that read or wrote the state and succeeded commits only if what it
+        // read is unchanged; one that failed changes nothing, so it needs no check.
+        state: success
+            .then(|| snapshot.commit(&report.state_access, state_bounds(adapter.limits())))
+            .flatten(),
         attempt_counted,
-    })
+        preceding: preceding.to_vec(),
+        exchanges,
+        poll,
+    };
+    Ok((completion, next))
+}
+
+/// The bounds a connection's whole state stays within under `limits`.
+fn state_bounds(limits: &Limits) -> StateBounds {
+    StateBounds {
+        keys: limits.state_keys.into(),
+        bytes: limits.state_total_bytes,
+    }
 }
 
 fn outbox_events(
@@ -978,12 +1294,11 @@ fn outbox_events(
     source: &Source<'_>,
     outcome: &Outcome,
 ) -> Vec<NewOutboxEvent> {
-    let source_id = source.provider_delivery_id.unwrap_or(source.delivery_id);
     let received = std::time::UNIX_EPOCH
         + Duration::from_millis(u64::try_from(source.received_at).unwrap_or_default());
     let metadata = serde_json::json!({
         "trace_id": source.trace_id,
-        "source": format!("webhook:{}", connection.provider),
+        "source": format!("{}:{}", source.kind.as_str(), connection.provider),
         "actor": format!("{}@{}", connection.adapter_id, connection.adapter_version),
         "timestamp": humantime::format_rfc3339_millis(received).to_string(),
     })
@@ -993,12 +1308,7 @@ fn outbox_events(
         .iter()
         .enumerate()
         .map(|(position, event)| NewOutboxEvent {
-            event_id: event_id(
-                &connection.id,
-                source_id,
-                event.dedupe_key.as_deref(),
-                position,
-            ),
+            event_id: source.event_id(&connection.id, event, position),
             org_id: event.org_id.clone(),
             event_type: event.event_type.clone(),
             entity_type: event.entity_type.clone(),
@@ -1282,6 +1592,63 @@ value = "{SECRET}"
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deliveries_that_change_different_keys_commit_side_by_side() {
+        let (_dir, store, host) = host(Duration::from_secs(5)).await;
+        // 100 deliveries at once, each adding one to a counter of its own: none depends on
+        // what another wrote, so none is refused as stale and run again (one write command
+        // each), and none waits for the connection's lock.
+        const TOTAL: usize = 100;
+        let before = store.write_stats().commands;
+        let deliveries: Vec<_> = (0..TOTAL)
+            .map(|n| {
+                let host = host.clone();
+                tokio::spawn(async move {
+                    host.receive_webhook(inbound(&format!("count-key\nk{n}"), &format!("gh-k{n}")))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for delivery in deliveries {
+            assert_eq!(delivery.await.unwrap().status, DeliveryStatus::Processed);
+        }
+        assert_eq!(store.write_stats().commands - before, TOTAL as u64);
+        let metrics = &host.inner.metrics;
+        assert_eq!(
+            metrics.state_conflicts.with_label_values::<&str>(&[]).get(),
+            0
+        );
+        assert_eq!(
+            metrics.adapter_loads.with_label_values(&["ok"]).get(),
+            1,
+            "deliveries arriving together wait for one load of their adapter"
+        );
+        let state = store.load_state("hostile").await.unwrap();
+        assert_eq!(state.map.len(), TOTAL);
+        assert!(state.map.values().all(|v| v == b"1"));
+        assert_eq!(
+            state.version, TOTAL as i64,
+            "one version per commit that wrote"
+        );
+        // The same key from many at once: every increment is kept.
+        let deliveries: Vec<_> = (0..20)
+            .map(|n| {
+                let host = host.clone();
+                tokio::spawn(async move {
+                    host.receive_webhook(inbound("count-key\nk0", &format!("gh-k0-{n}")))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for delivery in deliveries {
+            assert_eq!(delivery.await.unwrap().status, DeliveryStatus::Processed);
+        }
+        let state = store.load_state("hostile").await.unwrap();
+        assert_eq!(state.map["count/k0"], b"21");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_delivery_is_finished_when_its_caller_goes_away() {
         let (_dir, store, host) = host(Duration::from_millis(50)).await;
         // The caller (hyper, when the CRM hangs up) drops the future mid-way: the delivery is
@@ -1329,6 +1696,9 @@ value = "{SECRET}"
                     headers: Vec::new(),
                     body: b"ok".to_vec(),
                     trace_id: "t".into(),
+                    kind: crate::store::DeliveryKind::Webhook,
+                    poll_run_id: None,
+                    cursor: None,
                 },
                 Duration::from_secs(300),
                 0,

@@ -140,7 +140,9 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     // Deliveries a previous stop cut off are run again in the background, once the host
     // listens: one that crashed the host cannot keep it from serving (and is parked after its
     // attempt limit).
-    let recovery = tokio::spawn(host.clone().run_recovery(relay_stopped));
+    let recovery = tokio::spawn(host.clone().run_recovery(relay_stopped.clone()));
+    // Scheduled polls, once the host listens, like recovery.
+    let poller = tokio::spawn(host.clone().run_poller(relay_stopped));
     let connections = options.server.connections.clone();
     crate::server::listen::serve(
         listener,
@@ -153,6 +155,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let _ = stop_relay.send(true);
     relay.await?;
     recovery.await?;
+    poller.await?;
     Ok(())
 }
 

@@ -19,15 +19,15 @@ use serde_json::Value;
 
 use super::ApiError;
 use super::auth::{self, AuthConfig};
+use super::connections::check_allowed_orgs;
 use super::scope::Scope;
 use crate::pipeline::Host;
 use crate::sandbox::{self, Limits};
 use crate::secrets::{MAX_GRACE, SecretValue};
-use crate::signatures::SchemeConfig;
 use crate::store::{
-    self, Adapter, AdapterVersion, Connection, ConnectionSpec, ConnectionStatus, DeliveryFilter,
-    NewAdapter, NewAdapterVersion, NewSubscriber, OutboxFilter, OutboxRow, Page, PageRequest,
-    Subscriber, SubscriberDeliveryFilter, SubscriberUpdate,
+    self, Adapter, AdapterVersion, DeliveryFilter, NewAdapter, NewAdapterVersion, NewSubscriber,
+    OutboxFilter, OutboxRow, Page, PageRequest, Subscriber, SubscriberDeliveryFilter,
+    SubscriberUpdate,
 };
 
 /// What the management handlers share.
@@ -60,16 +60,6 @@ pub fn router(state: ApiState) -> Router {
             "/v1/adapters/{adapter_id}/versions/{version}/test",
             post(test_version),
         )
-        .route(
-            "/v1/connections",
-            post(create_connection).get(list_connections),
-        )
-        .route(
-            "/v1/connections/{connection_id}",
-            get(get_connection)
-                .patch(update_connection)
-                .delete(delete_connection),
-        )
         .route("/v1/secrets/{*name}", put(put_secret))
         .route(
             "/v1/subscribers",
@@ -100,7 +90,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/replays/{replay_id}", get(get_replay))
         .route("/v1/events", get(list_events))
         .route("/v1/events/{event_id}", get(get_event))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(super::connections::router(state))
 }
 
 impl FromRequestParts<ApiState> for Scope {
@@ -112,12 +103,12 @@ impl FromRequestParts<ApiState> for Scope {
     }
 }
 
-fn internal(error: store::Error) -> ApiError {
+pub(super) fn internal(error: store::Error) -> ApiError {
     ApiError::internal(error)
 }
 
 /// A store error of a list: a cursor it did not make is the caller's mistake.
-fn list_error(error: store::Error) -> ApiError {
+pub(super) fn list_error(error: store::Error) -> ApiError {
     match error {
         store::Error::Invalid(why) => ApiError::BadRequest(why),
         other => internal(other),
@@ -128,7 +119,7 @@ fn list_error(error: store::Error) -> ApiError {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub(super) struct ListQuery {
     /// Page size: 1 to 1000, default 100.
     limit: Option<usize>,
     /// The `next_cursor` of the previous page.
@@ -139,7 +130,7 @@ struct ListQuery {
 pub const MAX_PAGE: usize = 1000;
 
 /// A list's page size: 1 to [`MAX_PAGE`], 100 when not given.
-fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+pub(super) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     match limit {
         None => Ok(100),
         Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
@@ -149,7 +140,9 @@ fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     }
 }
 
-fn list_query(query: Result<Query<ListQuery>, QueryRejection>) -> Result<PageRequest, ApiError> {
+pub(super) fn list_query(
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<PageRequest, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     Ok(PageRequest {
         limit: page_limit(query.limit)?,
@@ -222,7 +215,7 @@ impl From<AdapterVersion> for VersionView {
 
 /// A name of an adapter or secret: 1 to 128 of `A-Z a-z 0-9 . _ -` (and `/` in secret names),
 /// no segment of which is `.` or `..` (a name is a path in the secret store's namespace).
-fn check_name(what: &str, name: &str, slash: bool) -> Result<(), ApiError> {
+pub(super) fn check_name(what: &str, name: &str, slash: bool) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && name
@@ -320,7 +313,11 @@ async fn list_adapters(
 }
 
 /// The adapter, when the scope sees it; 404 otherwise.
-async fn visible_adapter(state: &ApiState, scope: &Scope, id: &str) -> Result<Adapter, ApiError> {
+pub(super) async fn visible_adapter(
+    state: &ApiState,
+    scope: &Scope,
+    id: &str,
+) -> Result<Adapter, ApiError> {
     state
         .host
         .store()
@@ -477,429 +474,6 @@ async fn get_version(
         .ok_or_else(|| {
             ApiError::NotFound(format!("adapter `{adapter_id}` has no version {version}"))
         })
-}
-
-// --- Connections -------------------------------------------------------------------------
-
-/// `POST /v1/connections`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct NewConnectionRequest {
-    provider: String,
-    adapter_id: String,
-    /// Defaults to the adapter's latest version.
-    #[serde(default)]
-    adapter_version: Option<u32>,
-    signature: SchemeConfig,
-    /// Name of the signing secret in the connection's scope (see `PUT /v1/secrets/{name}`).
-    #[serde(default)]
-    secret: Option<String>,
-    /// Orgs its events may be scoped to. An org's connection may only name its own org
-    /// (the default); a platform-level one any of the tenant's.
-    #[serde(default)]
-    allowed_org_ids: Option<Vec<String>>,
-    #[serde(default)]
-    settings: BTreeMap<String, String>,
-    /// Polling settings, kept for the poller.
-    #[serde(default)]
-    polling: Option<Value>,
-    #[serde(default)]
-    platform_level: bool,
-    #[serde(default = "yes")]
-    enabled: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// `PATCH /v1/connections/{id}`: what is present changes.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct ConnectionPatch {
-    #[serde(default)]
-    adapter_version: Option<u32>,
-    #[serde(default)]
-    signature: Option<SchemeConfig>,
-    #[serde(default)]
-    secret: Option<String>,
-    #[serde(default)]
-    allowed_org_ids: Option<Vec<String>>,
-    #[serde(default)]
-    settings: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    polling: Option<Value>,
-    #[serde(default)]
-    enabled: Option<bool>,
-}
-
-/// A connection as the API shows it, with the URL to give the CRM.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-struct ConnectionView {
-    id: String,
-    org_id: Option<String>,
-    provider: String,
-    adapter_id: String,
-    adapter_version: u32,
-    signature: Value,
-    secret_refs: Vec<String>,
-    allowed_org_ids: Vec<String>,
-    settings: Value,
-    polling: Option<Value>,
-    status: ConnectionStatus,
-    webhook_url: String,
-    created_at: store::Millis,
-    updated_at: store::Millis,
-    last_delivery_at: Option<store::Millis>,
-    version_changed_by: Option<String>,
-    version_changed_at: Option<store::Millis>,
-}
-
-impl ConnectionView {
-    fn new(c: Connection, host: &Host) -> Self {
-        Self {
-            webhook_url: format!(
-                "{}/v1/hooks/{}",
-                host.settings().public_base_url.trim_end_matches('/'),
-                c.id
-            ),
-            id: c.id,
-            org_id: c.org_id,
-            provider: c.provider,
-            adapter_id: c.adapter_id,
-            adapter_version: c.adapter_version,
-            signature: serde_json::from_str(&c.signature_json).unwrap_or(Value::Null),
-            secret_refs: serde_json::from_str(&c.secret_refs_json).unwrap_or_default(),
-            allowed_org_ids: c.allowed_org_ids,
-            settings: serde_json::from_str(&c.settings_json).unwrap_or(Value::Null),
-            polling: c
-                .polling_json
-                .as_deref()
-                .and_then(|p| serde_json::from_str(p).ok()),
-            status: c.status,
-            created_at: c.created_at,
-            updated_at: c.updated_at,
-            last_delivery_at: c.last_delivery_at,
-            version_changed_by: c.version_changed_by,
-            version_changed_at: c.version_changed_at,
-        }
-    }
-}
-
-/// The orgs a connection in `org_id` may emit for: an org's connection only its own.
-fn check_allowed_orgs(org_id: Option<&str>, allowed: &[String]) -> Result<(), ApiError> {
-    if let Some(bad) = allowed.iter().find(|o| !super::scope::is_id(o)) {
-        return Err(ApiError::BadRequest(format!("`{bad}` is not an org id")));
-    }
-    match org_id {
-        Some(org) if allowed.iter().any(|o| o != org) => Err(ApiError::BadRequest(format!(
-            "an org's connection may only emit for its own org: allowed_org_ids must be [] or [\"{org}\"]"
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// The version of `adapter` to run: the one asked for (it must exist) or the latest.
-async fn pick_version(
-    state: &ApiState,
-    adapter: &Adapter,
-    version: Option<u32>,
-) -> Result<u32, ApiError> {
-    let store = state.host.store();
-    match version {
-        Some(v) => match store
-            .get_adapter_version(&adapter.id, v)
-            .await
-            .map_err(internal)?
-        {
-            Some(found) => Ok(found.version),
-            None => Err(ApiError::BadRequest(format!(
-                "adapter `{}` has no version {v}",
-                adapter.id
-            ))),
-        },
-        None => store
-            .latest_adapter_version(&adapter.id)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "adapter `{}` has no version yet: upload one first",
-                    adapter.id
-                ))
-            }),
-    }
-}
-
-fn json_text(value: &impl Serialize) -> Result<String, ApiError> {
-    serde_json::to_string(value).map_err(ApiError::internal)
-}
-
-#[utoipa::path(
-    post,
-    path = "/v1/connections",
-    tag = "connections",
-    request_body = NewConnectionRequest,
-    responses(
-        (status = 201, description = "Created, with the webhook URL to give the CRM", body = ConnectionView),
-        super::openapi::Problems,
-    ),
-)]
-async fn create_connection(
-    State(state): State<ApiState>,
-    scope: Scope,
-    body: Result<Json<NewConnectionRequest>, JsonRejection>,
-) -> Result<Response, ApiError> {
-    scope.require_write()?;
-    let Json(request) = body?;
-    let org_id = scope.new_row_org(request.platform_level)?;
-    request
-        .signature
-        .validate()
-        .map_err(|e| ApiError::BadRequest(format!("signature: {e}")))?;
-    if request.provider.is_empty() || request.provider.len() > 64 {
-        return Err(ApiError::BadRequest(
-            "`provider` must be 1 to 64 characters".into(),
-        ));
-    }
-    let adapter = visible_adapter(&state, &scope, &request.adapter_id).await?;
-    let adapter_version = pick_version(&state, &adapter, request.adapter_version).await?;
-    let allowed = request
-        .allowed_org_ids
-        .unwrap_or_else(|| org_id.iter().cloned().collect());
-    check_allowed_orgs(org_id.as_deref(), &allowed)?;
-    let secret_refs: Vec<String> = match &request.secret {
-        Some(name) => {
-            check_name("`secret`", name, true)?;
-            vec![Scope::secret_ref(
-                scope.tenant_id(),
-                org_id.as_deref(),
-                name,
-            )]
-        }
-        None => Vec::new(),
-    };
-    state
-        .host
-        .check_signing(&request.signature, secret_refs.first().map(String::as_str))?;
-    let spec = ConnectionSpec {
-        // Ids are the host's: a client-chosen one could collide with another tenant's.
-        id: store::new_id(),
-        tenant_id: scope.tenant_id().to_owned(),
-        org_id,
-        provider: request.provider,
-        adapter_id: adapter.id,
-        adapter_version,
-        signature_json: json_text(&request.signature)?,
-        allowed_org_ids: allowed,
-        secret_refs_json: json_text(&secret_refs)?,
-        settings_json: json_text(&request.settings)?,
-        polling_json: request.polling.as_ref().map(json_text).transpose()?,
-        status: if request.enabled {
-            ConnectionStatus::Active
-        } else {
-            ConnectionStatus::Disabled
-        },
-    };
-    let (connection, _) = state
-        .host
-        .store()
-        .upsert_connection(spec, &scope.caller.subject, store::now_millis())
-        .await
-        .map_err(internal)?;
-    tracing::info!(connection = %connection.id, by = %scope.caller.subject, "connection created");
-    Ok((
-        StatusCode::CREATED,
-        Json(ConnectionView::new(connection, &state.host)),
-    )
-        .into_response())
-}
-
-#[utoipa::path(
-    get,
-    path = "/v1/connections",
-    tag = "connections",
-    params(ListQuery),
-    responses(
-        (status = 200, description = "One page, oldest first", body = Page<ConnectionView>),
-        super::openapi::Problems,
-    ),
-)]
-async fn list_connections(
-    State(state): State<ApiState>,
-    scope: Scope,
-    query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Page<ConnectionView>>, ApiError> {
-    let page = state
-        .host
-        .store()
-        .list_connections(scope.tenant_id(), Some(&scope.org_id), list_query(query)?)
-        .await
-        .map_err(list_error)?;
-    Ok(Json(page.map(|c| ConnectionView::new(c, &state.host))))
-}
-
-/// The connection, when the scope sees it; 404 otherwise.
-async fn visible_connection(
-    state: &ApiState,
-    scope: &Scope,
-    id: &str,
-) -> Result<Connection, ApiError> {
-    state
-        .host
-        .store()
-        .get_connection(id)
-        .await
-        .map_err(internal)?
-        .filter(|c| scope.sees(&c.tenant_id, c.org_id.as_deref()))
-        .ok_or_else(|| ApiError::NotFound(format!("no connection `{id}`")))
-}
-
-#[utoipa::path(
-    get,
-    path = "/v1/connections/{connection_id}",
-    tag = "connections",
-    params(("connection_id" = String, Path, description = "The connection's id")),
-    responses(
-        (status = 200, description = "The connection", body = ConnectionView),
-        super::openapi::Problems,
-    ),
-)]
-async fn get_connection(
-    State(state): State<ApiState>,
-    scope: Scope,
-    Path(connection_id): Path<String>,
-) -> Result<Json<ConnectionView>, ApiError> {
-    let connection = visible_connection(&state, &scope, &connection_id).await?;
-    Ok(Json(ConnectionView::new(connection, &state.host)))
-}
-
-#[utoipa::path(
-    patch,
-    path = "/v1/connections/{connection_id}",
-    tag = "connections",
-    params(("connection_id" = String, Path, description = "The connection's id")),
-    request_body = ConnectionPatch,
-    responses(
-        (status = 200, description = "The connection as changed", body = ConnectionView),
-        super::openapi::Problems,
-    ),
-)]
-async fn update_connection(
-    State(state): State<ApiState>,
-    scope: Scope,
-    Path(connection_id): Path<String>,
-    body: Result<Json<ConnectionPatch>, JsonRejection>,
-) -> Result<Json<ConnectionView>, ApiError> {
-    let current = visible_connection(&state, &scope, &connection_id).await?;
-    scope.check_write(&current.tenant_id, current.org_id.as_deref(), || {
-        format!("connection `{connection_id}`")
-    })?;
-    let Json(patch) = body?;
-    let mut spec = ConnectionSpec {
-        id: current.id.clone(),
-        tenant_id: current.tenant_id.clone(),
-        org_id: current.org_id.clone(),
-        provider: current.provider.clone(),
-        adapter_id: current.adapter_id.clone(),
-        adapter_version: current.adapter_version,
-        signature_json: current.signature_json.clone(),
-        allowed_org_ids: current.allowed_org_ids.clone(),
-        secret_refs_json: current.secret_refs_json.clone(),
-        settings_json: current.settings_json.clone(),
-        polling_json: current.polling_json.clone(),
-        status: current.status,
-    };
-    if let Some(version) = patch.adapter_version {
-        let adapter = state
-            .host
-            .store()
-            .get_adapter(&current.adapter_id)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| ApiError::internal("a connection's adapter is missing"))?;
-        spec.adapter_version = pick_version(&state, &adapter, Some(version)).await?;
-    }
-    if let Some(signature) = &patch.signature {
-        signature
-            .validate()
-            .map_err(|e| ApiError::BadRequest(format!("signature: {e}")))?;
-        spec.signature_json = json_text(signature)?;
-    }
-    if let Some(name) = &patch.secret {
-        check_name("`secret`", name, true)?;
-        spec.secret_refs_json = json_text(&[Scope::secret_ref(
-            &current.tenant_id,
-            current.org_id.as_deref(),
-            name,
-        )])?;
-    }
-    if let Some(allowed) = patch.allowed_org_ids {
-        check_allowed_orgs(current.org_id.as_deref(), &allowed)?;
-        spec.allowed_org_ids = allowed;
-    }
-    if let Some(settings) = &patch.settings {
-        spec.settings_json = json_text(settings)?;
-    }
-    if let Some(polling) = &patch.polling {
-        spec.polling_json = Some(json_text(polling)?);
-    }
-    if let Some(enabled) = patch.enabled {
-        spec.status = if enabled {
-            ConnectionStatus::Active
-        } else {
-            ConnectionStatus::Disabled
-        };
-    }
-    if patch.signature.is_some() || patch.secret.is_some() {
-        let scheme: SchemeConfig =
-            serde_json::from_str(&spec.signature_json).map_err(ApiError::internal)?;
-        let refs: Vec<String> =
-            serde_json::from_str(&spec.secret_refs_json).map_err(ApiError::internal)?;
-        state
-            .host
-            .check_signing(&scheme, refs.first().map(String::as_str))?;
-    }
-    let (connection, _) = state
-        .host
-        .store()
-        .upsert_connection(spec, &scope.caller.subject, store::now_millis())
-        .await
-        .map_err(internal)?;
-    tracing::info!(connection = %connection.id, by = %scope.caller.subject, "connection updated");
-    Ok(Json(ConnectionView::new(connection, &state.host)))
-}
-
-#[utoipa::path(
-    delete,
-    path = "/v1/connections/{connection_id}",
-    tag = "connections",
-    params(("connection_id" = String, Path, description = "The connection's id")),
-    responses(
-        (status = 204, description = "Deleted"),
-        super::openapi::Problems,
-    ),
-)]
-async fn delete_connection(
-    State(state): State<ApiState>,
-    scope: Scope,
-    Path(connection_id): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    let current = visible_connection(&state, &scope, &connection_id).await?;
-    scope.check_write(&current.tenant_id, current.org_id.as_deref(), || {
-        format!("connection `{connection_id}`")
-    })?;
-    state
-        .host
-        .store()
-        .delete_connection(&current.id)
-        .await
-        .map_err(|e| match e {
-            store::Error::Conflict(why) => ApiError::Conflict(why),
-            other => internal(other),
-        })?;
-    tracing::info!(connection = %current.id, by = %scope.caller.subject, "connection deleted");
-    Ok(StatusCode::NO_CONTENT)
 }
 
 // --- Secrets -----------------------------------------------------------------------------
@@ -1215,6 +789,10 @@ struct DeliveryView {
     connection_org_id: Option<String>,
     /// Oldest first: the first run, then each redrive or recovery.
     invocations: Vec<store::Invocation>,
+    /// Every request made for it, in order: a poll page's own fetch, and the adapter's
+    /// `http.fetch` calls (credentials never recorded). Bodies are not shown.
+    #[schema(value_type = Vec<Object>)]
+    exchanges: Vec<store::StoredExchange>,
 }
 
 /// `GET /v1/deliveries/{id}`: the delivery, why it failed, and every invocation run on it
@@ -1251,6 +829,10 @@ async fn get_delivery(
         .list_invocations(&delivery.info.id)
         .await
         .map_err(internal)?;
+    let exchanges = store
+        .list_exchanges(&delivery.info.id)
+        .await
+        .map_err(internal)?;
     let reason: Option<Value> = delivery
         .info
         .reason_json
@@ -1261,6 +843,7 @@ async fn get_delivery(
         reason,
         connection_org_id: connection.org_id,
         invocations,
+        exchanges,
     }))
 }
 
@@ -1629,7 +1212,7 @@ struct NewSubscriberRequest {
     /// Receives every org's events (platform-level tokens only).
     #[serde(default)]
     platform_level: bool,
-    #[serde(default = "yes")]
+    #[serde(default = "crate::config::yes")]
     enabled: bool,
 }
 

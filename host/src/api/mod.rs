@@ -1,8 +1,10 @@
 //! The HTTP API: problem+json errors, and the management API (JWT auth, org scope).
 
 pub mod auth;
+pub mod connections;
 pub mod manage;
 pub mod openapi;
+pub mod polls;
 pub mod problem;
 pub mod request_id;
 pub mod scope;

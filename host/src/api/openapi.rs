@@ -12,8 +12,8 @@ use utoipa::openapi::{
 };
 use utoipa::{IntoResponses, Modify, OpenApi};
 
-use super::manage;
 use super::problem::Problem;
+use super::{connections, manage, polls};
 
 /// The error answers every operation may give: problem+json, with a stable `type` per kind.
 #[derive(Debug)]
@@ -131,11 +131,14 @@ impl Modify for Additions {
         manage::list_versions,
         manage::get_version,
         manage::test_version,
-        manage::create_connection,
-        manage::list_connections,
-        manage::get_connection,
-        manage::update_connection,
-        manage::delete_connection,
+        connections::create_connection,
+        connections::list_connections,
+        connections::get_connection,
+        connections::update_connection,
+        connections::delete_connection,
+        polls::poll_now,
+        polls::list_polls,
+        polls::push_page,
         manage::put_secret,
         manage::list_events,
         manage::get_event,

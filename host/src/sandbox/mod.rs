@@ -33,7 +33,7 @@ pub use http::{Fetch, FetchError, HttpRequest, HttpResponse};
 pub use limits::{Limits, PlatformLimits};
 pub use logs::{Log, LogLevel, LogLine};
 pub use report::{AdapterErrorKind, Failure, FailureKind, Outcome, Report, Usage};
-pub use state::{StateError, StateMap};
+pub use state::{StateAccess, StateError, StateMap};
 pub use world::{AdapterInfo, EventTypeInfo, WORLD_EXPORT, WorldVersion};
 
 use deadline::Deadline;
@@ -177,7 +177,6 @@ impl Sandbox {
                 limits,
                 info: AdapterInfo::default(),
                 declaration: Declaration::new(Vec::new()).expect("an empty declaration is valid"),
-                uses_state: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -204,9 +203,6 @@ struct Loaded {
     limits: Limits,
     info: AdapterInfo,
     declaration: Declaration,
-    /// Set once an invocation of this version touched the connection's state: from then on
-    /// the host runs its invocations of one connection one at a time.
-    uses_state: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Adapter {
@@ -361,6 +357,7 @@ struct Output {
     events: Vec<EmittedEvent>,
     next_cursor: Option<String>,
     more: bool,
+    records: Option<u32>,
     request: Option<HttpRequest>,
 }
 
@@ -410,14 +407,6 @@ impl Adapter {
     /// The declaration built from `describe`, which the contracts check events against.
     pub fn declaration(&self) -> &Declaration {
         &self.loaded.declaration
-    }
-
-    /// Whether an invocation of this version has touched a connection's state (read or
-    /// written): the host then serializes its invocations per connection.
-    pub fn uses_state(&self) -> bool {
-        self.loaded
-            .uses_state
-            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs the adapter on `input` for `context`, in `env`, in a fresh instance. Returns within
@@ -491,17 +480,12 @@ impl Adapter {
             Some(Ok(Ok(output))) => self.check_output(output, context, &mut usage),
         };
         let HostState { state, .. } = store.into_data();
-        if state.used() {
-            self.loaded
-                .uses_state
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        let state_used = state.used();
-        let state = outcome.is_success().then(|| state.into_changes()).flatten();
+        let (changed, access) = state.finish();
+        let changed = if outcome.is_success() { changed } else { None };
         let log = log.finish();
         usage.log_bytes = log.bytes;
-        let mut report = Report::new(outcome, usage, log, state);
-        report.state_used = state_used;
+        let mut report = Report::new(outcome, usage, log, changed);
+        report.state_access = access;
         report
     }
 
@@ -624,6 +608,7 @@ impl Adapter {
             events,
             next_cursor,
             more,
+            records,
             request,
         } = output;
         usage.events = events.len() as u64;
@@ -655,6 +640,7 @@ impl Adapter {
                 events,
                 next_cursor,
                 more,
+                records,
                 request,
             }
         } else {

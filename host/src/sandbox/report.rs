@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::AdapterFailure;
 use super::http::HttpRequest;
 use super::logs::Log;
-use super::state::StateMap;
+use super::state::{StateAccess, StateMap};
 use crate::contracts::{EmittedEvent, Violation};
 
 /// The result of one invocation.
@@ -23,10 +23,10 @@ pub struct Report {
     /// did not change or the invocation did not succeed (its changes are then discarded).
     #[serde(skip)]
     pub state: Option<StateMap>,
-    /// Whether the invocation read or wrote the connection's state: its outcome then depends on
-    /// the state it started from, and may only be committed onto that state.
+    /// What the invocation read and wrote of the connection's state: its outcome depends on
+    /// what it read, and is committed only while that is still what is stored.
     #[serde(skip)]
-    pub state_used: bool,
+    pub state_access: StateAccess,
 }
 
 impl Report {
@@ -36,7 +36,7 @@ impl Report {
             usage,
             log,
             state,
-            state_used: false,
+            state_access: StateAccess::default(),
         }
     }
 }
@@ -71,6 +71,9 @@ pub enum Outcome {
         /// For a poll page: whether another page follows now.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         more: bool,
+        /// For a poll page: how many records it held, changed or not, when the adapter said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        records: Option<u32>,
         /// For a poll request: the request to make (`None`: nothing to fetch now).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request: Option<HttpRequest>,

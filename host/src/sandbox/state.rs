@@ -1,9 +1,12 @@
 //! A connection's key-value state as an invocation sees it.
 //!
-//! The invocation works on a copy; the caller persists the copy only when the invocation
-//! succeeded, so a failed invocation never leaves half its changes behind.
+//! The invocation works on a copy; the caller persists its changes only when the invocation
+//! succeeded, so a failed invocation never leaves half its changes behind. What the invocation
+//! read (keys, and prefixes it listed) and wrote is recorded ([`StateAccess`]), so that its
+//! changes can be committed key by key, checked against what it read: invocations of one
+//! connection that touch different keys never hold each other up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::limits::Limits;
 
@@ -24,6 +27,24 @@ pub enum StateError {
     TooManyKeys(String),
 }
 
+/// What one invocation did with its connection's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateAccess {
+    /// Keys it read before writing them (what it saw of them mattered).
+    pub reads: BTreeSet<String>,
+    /// Prefixes it listed keys under.
+    pub prefixes: BTreeSet<String>,
+    /// The final value of each key it wrote (`None`: deleted).
+    pub writes: BTreeMap<String, Option<Vec<u8>>>,
+}
+
+impl StateAccess {
+    /// Whether the invocation neither read nor wrote the state.
+    pub fn is_empty(&self) -> bool {
+        self.reads.is_empty() && self.prefixes.is_empty() && self.writes.is_empty()
+    }
+}
+
 /// The state of one invocation, bounded by its [`Limits`].
 #[derive(Debug)]
 pub struct State {
@@ -33,8 +54,7 @@ pub struct State {
     max_key_bytes: usize,
     max_value_bytes: u64,
     max_total_bytes: u64,
-    changed: bool,
-    used: bool,
+    access: StateAccess,
 }
 
 fn entry_bytes(key: &str, value: &[u8]) -> u64 {
@@ -52,20 +72,21 @@ impl State {
             max_key_bytes: limits.state_key_bytes as usize,
             max_value_bytes: limits.state_value_bytes,
             max_total_bytes: limits.state_total_bytes,
-            changed: false,
-            used: false,
+            access: StateAccess::default(),
         }
     }
 
     /// The value under `key`.
     pub fn get(&mut self, key: &str) -> Option<&[u8]> {
-        self.used = true;
+        // Reading back its own write depends on nothing stored.
+        if !self.access.writes.contains_key(key) {
+            self.access.reads.insert(key.to_owned());
+        }
         self.map.get(key).map(Vec::as_slice)
     }
 
     /// Stores `value` under `key`, within the limits.
     pub fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), StateError> {
-        self.used = true;
         if key.is_empty() || key.len() > self.max_key_bytes {
             return Err(StateError::InvalidKey(format!(
                 "keys must be 1 to {} bytes (got {})",
@@ -95,23 +116,27 @@ impl State {
             )));
         }
         self.total_bytes = total;
-        self.changed = true;
+        self.access.writes.insert(key.clone(), Some(value.clone()));
         self.map.insert(key, value);
         Ok(())
     }
 
     /// Removes `key` (nothing happens when it is absent).
     pub fn delete(&mut self, key: &str) {
-        self.used = true;
         if let Some(old) = self.map.remove(key) {
             self.total_bytes -= entry_bytes(key, &old);
-            self.changed = true;
+            self.access.writes.insert(key.to_owned(), None);
+        } else if self.access.writes.contains_key(key) {
+            self.access.writes.insert(key.to_owned(), None);
+        } else {
+            // Deleting what is not there changes nothing, but depends on its absence.
+            self.access.reads.insert(key.to_owned());
         }
     }
 
     /// Keys starting with `prefix`, in order.
     pub fn keys(&mut self, prefix: &str) -> Vec<String> {
-        self.used = true;
+        self.access.prefixes.insert(prefix.to_owned());
         self.map
             .range(prefix.to_owned()..)
             .take_while(|(k, _)| k.starts_with(prefix))
@@ -119,14 +144,10 @@ impl State {
             .collect()
     }
 
-    /// Whether the invocation read or wrote the state (any call of the state import).
-    pub fn used(&self) -> bool {
-        self.used
-    }
-
-    /// The state after the invocation, or `None` when it did not change.
-    pub fn into_changes(self) -> Option<StateMap> {
-        self.changed.then_some(self.map)
+    /// The whole state after the invocation when it changed, and what it read and wrote.
+    pub fn finish(self) -> (Option<StateMap>, StateAccess) {
+        let changed = !self.access.writes.is_empty();
+        (changed.then_some(self.map), self.access)
     }
 }
 
@@ -179,15 +200,48 @@ mod tests {
         let mut map = StateMap::new();
         map.insert("cursor".into(), b"1".to_vec());
         let mut state = State::new(map.clone(), &Limits::default());
-        assert!(!state.used());
         assert_eq!(state.get("cursor"), Some(&b"1"[..]));
-        assert!(state.used(), "a read is a use");
-        assert_eq!(state.into_changes(), None);
+        let (changed, access) = state.finish();
+        assert_eq!(changed, None);
+        assert_eq!(access.reads, ["cursor".to_owned()].into());
 
         let mut state = State::new(map, &Limits::default());
         state.delete("missing");
         state.delete("cursor");
-        assert_eq!(state.into_changes(), Some(StateMap::new()));
+        let (changed, access) = state.finish();
+        assert_eq!(changed, Some(StateMap::new()));
+        assert_eq!(access.writes, [("cursor".to_owned(), None)].into());
+        assert_eq!(
+            access.reads,
+            ["missing".to_owned()].into(),
+            "deleting an absent key depends on its absence"
+        );
+    }
+
+    #[test]
+    fn records_what_was_read_before_it_was_written_and_the_final_writes() {
+        let mut state = State::new(StateMap::new(), &Limits::default());
+        assert_eq!(state.get("a"), None);
+        state.set("a".into(), b"1".to_vec()).unwrap();
+        state.set("b".into(), b"1".to_vec()).unwrap();
+        assert_eq!(state.get("b"), Some(&b"1"[..]));
+        state.set("b".into(), b"2".to_vec()).unwrap();
+        state.keys("x/");
+        let (_, access) = state.finish();
+        assert_eq!(
+            access.reads,
+            ["a".to_owned()].into(),
+            "b was read back, not read"
+        );
+        assert_eq!(access.prefixes, ["x/".to_owned()].into());
+        assert_eq!(
+            access.writes,
+            [
+                ("a".to_owned(), Some(b"1".to_vec())),
+                ("b".to_owned(), Some(b"2".to_vec()))
+            ]
+            .into()
+        );
     }
 
     #[test]

@@ -331,6 +331,7 @@ pub(super) fn v1_poll_output(output: v1::crm::adapter::types::PollOutput) -> Out
         next_cursor: output.next_cursor,
         // A 0.1.0 adapter only handles pushed pages: one page at a time.
         more: false,
+        records: None,
         request: None,
     }
 }
@@ -431,6 +432,7 @@ pub(super) fn v2_poll_output(output: t2::PollOutput) -> Output {
         events: output.events.into_iter().map(v2_event).collect(),
         next_cursor: output.next_cursor,
         more: output.more,
+        records: output.records,
         request: None,
     }
 }

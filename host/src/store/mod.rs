@@ -19,13 +19,14 @@ pub mod sqlite;
 #[cfg(test)]
 pub(crate) mod tests;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Serialize;
 
 pub use crate::sandbox::StateMap;
-use crate::sandbox::{AdapterErrorKind, Outcome, Report};
+use crate::sandbox::{AdapterErrorKind, Outcome, Report, StateAccess};
 pub use blobs::FsBlobStore;
 pub use sqlite::SqliteStore;
 
@@ -223,6 +224,55 @@ text_enum! {
 }
 
 text_enum! {
+    /// How a delivery reached the inbox.
+    DeliveryKind {
+        /// A CRM's webhook.
+        Webhook => "webhook",
+        /// A page the host fetched for a poll run.
+        Poll => "poll",
+        /// A page an external poller pushed (`POST /v1/connections/{id}/poll-results`).
+        Push => "push",
+    }
+}
+
+text_enum! {
+    /// Which export of the adapter an invocation called.
+    Export {
+        /// `handle-webhook`.
+        HandleWebhook => "handle_webhook",
+        /// `handle-poll`.
+        HandlePoll => "handle_poll",
+        /// `poll-request`.
+        PollRequest => "poll_request",
+    }
+}
+
+text_enum! {
+    /// Where a poll run is.
+    PollRunStatus {
+        /// Fetching and committing pages.
+        Running => "running",
+        /// Ended: nothing more to fetch, or the page limit of a run reached.
+        Done => "done",
+        /// Ended by a failure (see its reason); the cursor is where the last committed page
+        /// left it, and the next run starts from there.
+        Failed => "failed",
+        /// Its host stopped (or lost the lease) while it ran.
+        Interrupted => "interrupted",
+    }
+}
+
+text_enum! {
+    /// What started a poll run.
+    PollTrigger {
+        /// The connection's schedule.
+        Schedule => "schedule",
+        /// A tenant admin (`POST /v1/connections/{id}/poll`).
+        Manual => "manual",
+    }
+}
+
+text_enum! {
     /// Where one event's delivery to one subscriber is.
     SubscriberDeliveryStatus {
         /// Not yet delivered (possibly claimed, or waiting for a retry).
@@ -334,6 +384,9 @@ pub struct ConnectionSpec {
     pub settings_json: String,
     /// Polling configuration (JSON text), for polling connections.
     pub polling_json: Option<String>,
+    /// How the host reaches the CRM's API (JSON text: base URL, origins, rate limit,
+    /// credential), for connections with API access.
+    pub api_json: Option<String>,
     /// Whether it takes deliveries.
     pub status: ConnectionStatus,
 }
@@ -363,6 +416,8 @@ pub struct Connection {
     pub settings_json: String,
     /// Polling configuration (JSON text).
     pub polling_json: Option<String>,
+    /// API access (JSON text).
+    pub api_json: Option<String>,
     /// Whether it takes deliveries.
     pub status: ConnectionStatus,
     /// When it was created.
@@ -413,6 +468,12 @@ pub struct NewDelivery {
     pub body: Vec<u8>,
     /// The trace this delivery belongs to.
     pub trace_id: String,
+    /// How it reached the inbox.
+    pub kind: DeliveryKind,
+    /// For a page of a poll run: the run.
+    pub poll_run_id: Option<String>,
+    /// For a poll page: the cursor it was fetched (or pushed) with.
+    pub cursor: Option<String>,
 }
 
 /// The result of recording a delivery.
@@ -459,6 +520,12 @@ pub struct DeliveryInfo {
     pub processed_at: Option<Millis>,
     /// The trace it belongs to.
     pub trace_id: String,
+    /// How it reached the inbox.
+    pub kind: DeliveryKind,
+    /// For a page of a poll run: the run.
+    pub poll_run_id: Option<String>,
+    /// For a poll page: the cursor it was fetched (or pushed) with.
+    pub cursor: Option<String>,
 }
 
 /// What a new delivery needs before its adapter runs ([`Store::prepare_delivery`]).
@@ -470,27 +537,102 @@ pub enum Prepared {
     New(StateSnapshot),
 }
 
-/// A connection's adapter state as read, with its version: a completion that used the state
-/// commits only onto the version it read ([`StateCommit`]).
+/// A connection's adapter state as read: its keys and values, the version each key was last
+/// written at, and the connection's version (the last commit that wrote any key), all of one
+/// commit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StateSnapshot {
     /// The keys and values.
     pub map: StateMap,
-    /// Bumped by every commit that changes the state; 0 before the first.
+    /// The version each key of `map` was last written at.
+    pub versions: BTreeMap<String, i64>,
+    /// The version of the last commit that wrote the state; 0 before the first.
     pub version: i64,
 }
 
+impl StateSnapshot {
+    /// The commit of an invocation that ran on this snapshot and did `access`, under the
+    /// limits `bounds`; `None` when it neither read nor wrote the state.
+    pub fn commit(&self, access: &StateAccess, bounds: StateBounds) -> Option<StateCommit> {
+        if access.is_empty() {
+            return None;
+        }
+        Some(StateCommit {
+            base_version: self.version,
+            reads: access
+                .reads
+                .iter()
+                .map(|key| (key.clone(), self.versions.get(key).copied()))
+                .collect(),
+            prefixes: access
+                .prefixes
+                .iter()
+                .map(|prefix| {
+                    let keys = self
+                        .map
+                        .range(prefix.clone()..)
+                        .take_while(|(key, _)| key.starts_with(prefix.as_str()))
+                        .count();
+                    (prefix.clone(), keys as u64)
+                })
+                .collect(),
+            writes: access
+                .writes
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+            bounds,
+        })
+    }
+}
+
+/// The limits a connection's whole state stays within (the adapter's `state_keys` and
+/// `state_total_bytes`): checked at commit, because invocations that each stayed within them
+/// on their own snapshot may together go past them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateBounds {
+    /// Keys at most.
+    pub keys: u64,
+    /// Bytes of keys and values at most.
+    pub bytes: u64,
+}
+
 /// What a completion does to its connection's state, when its invocation used (read or wrote)
-/// it. The store checks, in the completion's transaction, that the state is still at
-/// `base_version`; if another invocation changed it meanwhile the whole completion is refused
-/// with [`Error::StaleState`] and nothing of it is written, so that no change is ever lost and
-/// no event is based on a state that was overwritten.
+/// it: checked and applied key by key, in the completion's transaction. The store refuses the
+/// whole completion with [`Error::StaleState`], writing nothing of it, when another commit
+/// since the snapshot wrote a key the invocation read, or changed which keys a prefix it listed
+/// holds, or when its writes would take the state past its bounds. So no change is ever lost
+/// and no event is based on a state that was overwritten, while invocations that touch
+/// different keys commit side by side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateCommit {
-    /// The version the invocation read.
+    /// The connection's version in the snapshot the invocation ran on.
     pub base_version: i64,
-    /// The whole new state, when the invocation changed it (the version is then bumped).
-    pub new_state: Option<StateMap>,
+    /// Keys the invocation read, with the version each had in its snapshot (`None`: absent).
+    pub reads: Vec<(String, Option<i64>)>,
+    /// Prefixes the invocation listed, with how many keys each held in its snapshot.
+    pub prefixes: Vec<(String, u64)>,
+    /// The final value of each key it wrote (`None`: deleted).
+    pub writes: Vec<(String, Option<Vec<u8>>)>,
+    /// The limits the state stays within once written.
+    pub bounds: StateBounds,
+}
+
+#[cfg(test)]
+impl StateCommit {
+    /// Writes each key of `map` onto `base_version` without reading anything (for tests).
+    pub fn blind(base_version: i64, map: StateMap) -> Self {
+        Self {
+            base_version,
+            reads: Vec::new(),
+            prefixes: Vec::new(),
+            writes: map.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+            bounds: StateBounds {
+                keys: 1_024,
+                bytes: 1 << 20,
+            },
+        }
+    }
 }
 
 /// What [`Store::record_completed`] did.
@@ -514,7 +656,64 @@ pub struct Delivery {
     pub body: Vec<u8>,
 }
 
+/// The pseudo-header a poll page's answer status is recorded in, among its headers.
+pub const STATUS_HEADER: &str = ":status";
+
 impl Delivery {
+    /// What the delivery gives its adapter: the webhook request, or the poll page.
+    pub fn to_input(&self) -> crate::sandbox::Input {
+        match self.info.kind {
+            DeliveryKind::Webhook => crate::sandbox::Input::Webhook(self.to_webhook_request()),
+            DeliveryKind::Poll | DeliveryKind::Push => {
+                crate::sandbox::Input::Poll(self.to_poll_page())
+            }
+        }
+    }
+
+    /// The delivery as the poll page the adapter is given: the request the host made (its
+    /// method, URL and query as recorded), the answer's status, headers and body.
+    pub fn to_poll_page(&self) -> crate::sandbox::PollPage {
+        let received = u64::try_from(self.info.received_at).unwrap_or_default();
+        let status = self
+            .headers
+            .iter()
+            .find(|(name, _)| name == STATUS_HEADER)
+            .and_then(|(_, value)| value.parse().ok())
+            .unwrap_or(200);
+        let headers: Vec<(String, String)> = self
+            .headers
+            .iter()
+            .filter(|(name, _)| name != STATUS_HEADER)
+            .cloned()
+            .collect();
+        let content_type = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+            .map(|(_, value)| value.clone());
+        let request = (self.info.kind == DeliveryKind::Poll).then(|| crate::sandbox::HttpRequest {
+            method: self.info.method.clone(),
+            url: self.info.path.clone(),
+            query: url::form_urlencoded::parse(self.info.query.as_bytes())
+                .into_owned()
+                .collect(),
+            headers: Vec::new(),
+            body: None,
+        });
+        crate::sandbox::PollPage {
+            body: self.body.clone(),
+            content_type,
+            cursor: self.info.cursor.clone(),
+            fetched_at: std::time::UNIX_EPOCH + Duration::from_millis(received),
+            request,
+            status,
+            headers: if self.info.kind == DeliveryKind::Poll {
+                headers
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
     /// The delivery as the webhook request the adapter is given.
     pub fn to_webhook_request(&self) -> crate::sandbox::WebhookRequest {
         let received = u64::try_from(self.info.received_at).unwrap_or_default();
@@ -629,6 +828,8 @@ impl<T> Page<T> {
 /// What one invocation did, recorded with its delivery's completion.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct InvocationRecord {
+    /// The export it called.
+    pub export: Export,
     /// The adapter that ran.
     pub adapter_id: String,
     /// Its version.
@@ -674,20 +875,45 @@ impl InvocationRecord {
     /// The record of the invocation that produced `report`.
     pub fn from_report(
         report: &Report,
+        export: Export,
         adapter: AdapterRef<'_>,
         input_sha256: &str,
         started_at: Millis,
     ) -> Self {
         let usage = &report.usage;
         let detail = match &report.outcome {
-            // The accepted events are in the outbox: only the cursor is left to keep. (The
-            // general case below would copy every event into a `Value` to drop them.)
-            Outcome::Accepted { next_cursor, .. } => next_cursor
-                .as_ref()
-                .map(|cursor| serde_json::json!({ "next_cursor": cursor }).to_string()),
+            // The accepted events are in the outbox: only the cursor, whether more pages follow
+            // and the request asked for are left to keep. (The general case below would copy
+            // every event into a `Value` to drop them.)
+            Outcome::Accepted {
+                next_cursor,
+                more,
+                records,
+                request,
+                ..
+            } => {
+                let mut detail = serde_json::Map::new();
+                if let Some(cursor) = next_cursor {
+                    detail.insert("next_cursor".into(), cursor.clone().into());
+                }
+                if *more {
+                    detail.insert("more".into(), true.into());
+                }
+                if let Some(records) = records {
+                    detail.insert("records".into(), (*records).into());
+                }
+                if let Some(request) = request {
+                    detail.insert(
+                        "request".into(),
+                        serde_json::to_value(request).unwrap_or_default(),
+                    );
+                }
+                (!detail.is_empty()).then(|| serde_json::Value::Object(detail).to_string())
+            }
             other => Self::detail(other),
         };
         Self {
+            export,
             adapter_id: adapter.adapter_id.to_owned(),
             adapter_version: adapter.version,
             adapter_sha256: adapter.sha256.to_owned(),
@@ -774,6 +1000,47 @@ pub struct Completion {
     /// Whether this invocation's start was already counted in the delivery's `attempts` (by
     /// [`Store::record_delivery`] or [`Store::claim_recovery`]); otherwise completing counts it.
     pub attempt_counted: bool,
+    /// Invocations that led to this one and belong with it (a poll page's `poll-request`),
+    /// recorded before it.
+    pub preceding: Vec<InvocationRecord>,
+    /// Requests made for the delivery: by the host (a poll page's own fetch) or by the
+    /// invocation (`http.fetch`), recorded with it.
+    pub exchanges: Vec<ExchangeRecord>,
+    /// For a page of a poll run: the run's checkpoint, committed with the page.
+    pub poll: Option<PollCheckpoint>,
+}
+
+/// A request recorded with a completion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeRecord {
+    /// Whether the invocation made it (`http.fetch`); otherwise the host did (a poll page's
+    /// own request).
+    pub by_invocation: bool,
+    /// The request and its answer.
+    pub exchange: crate::egress::Exchange,
+}
+
+/// What a poll page commits besides its events: the run's cursor moves (fenced by the run's
+/// lease and the cursor the page was fetched with), the run's counters grow, its lease is
+/// renewed. When the run lost its lease (another node took over) or the cursor moved meanwhile,
+/// the whole page is refused ([`Error::Conflict`]) and nothing of it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollCheckpoint {
+    /// The run.
+    pub run_id: String,
+    /// Who holds its lease.
+    pub owner: String,
+    /// The cursor the page was fetched with.
+    pub cursor_before: Option<String>,
+    /// The cursor after the page (`None` keeps it), when the page is to move it: a failed page
+    /// leaves the cursor where it was.
+    pub advance: Option<Option<String>>,
+    /// The lease's new end.
+    pub lease_until: Millis,
+    /// Requests the page took (its fetch and the adapter's).
+    pub requests: u32,
+    /// Records the page held, as the adapter counted them (0 when it did not).
+    pub records: u32,
 }
 
 /// What a completion wrote.
@@ -1010,6 +1277,101 @@ pub struct SubscriberDeliveryFilter {
     pub limit: usize,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Polling
+
+/// A connection's poll schedule and checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct PollState {
+    /// The connection.
+    pub connection_id: String,
+    /// The cursor the last committed page left (`None` before the first).
+    pub cursor: Option<String>,
+    /// When the next scheduled run is due.
+    pub next_run_at: Millis,
+    /// Runs that failed in a row (they back off).
+    pub failures: u32,
+    /// The run holding the lease, or the last run.
+    pub run_id: Option<String>,
+    /// Until when a run holds it.
+    pub lease_until: Option<Millis>,
+}
+
+/// One poll run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct PollRun {
+    /// Time-ordered id.
+    pub id: String,
+    /// The connection.
+    pub connection_id: String,
+    /// Its tenant.
+    pub tenant_id: String,
+    /// What started it.
+    pub trigger: PollTrigger,
+    /// When it started.
+    pub started_at: Millis,
+    /// When it ended.
+    pub finished_at: Option<Millis>,
+    /// Where it is.
+    pub status: PollRunStatus,
+    /// Pages committed.
+    pub pages: u64,
+    /// Events appended.
+    pub events: u64,
+    /// Records the pages held, changed or not, as the adapter counted them.
+    pub records: u64,
+    /// Requests made (the host's page fetches and the adapter's).
+    pub requests: u64,
+    /// The cursor it started from.
+    pub cursor_before: Option<String>,
+    /// The cursor its last committed page left.
+    pub cursor_after: Option<String>,
+    /// Why it failed.
+    pub reason: Option<String>,
+}
+
+/// A run claimed for a connection: run it, then [`Store::finish_poll`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollClaim {
+    /// The run, recorded as running.
+    pub run: PollRun,
+    /// The cursor to start from.
+    pub cursor: Option<String>,
+    /// Failed runs before this one, in a row.
+    pub failures: u32,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollEnd {
+    /// The run.
+    pub run_id: String,
+    /// Who held its lease.
+    pub owner: String,
+    /// `Done` or `Failed`.
+    pub status: PollRunStatus,
+    /// Why it failed.
+    pub reason: Option<String>,
+    /// When it ended.
+    pub at: Millis,
+    /// When the next scheduled run is due.
+    pub next_run_at: Millis,
+    /// Requests made since its last committed page (a failed fetch), recorded with the run.
+    pub exchanges: Vec<crate::egress::Exchange>,
+    /// Requests counted since its last committed page.
+    pub requests: u32,
+}
+
+/// A recorded request and its answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredExchange {
+    /// The invocation that made it; `None` when the host made it (a poll page's fetch).
+    pub invocation_id: Option<String>,
+    /// The request and its answer (the body is kept apart).
+    #[serde(flatten)]
+    pub exchange: crate::egress::Exchange,
 }
 
 /// Write counters: `commands / commits` is the group-commit batching factor.
@@ -1300,6 +1662,39 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         filter: SubscriberDeliveryFilter,
     ) -> Result<Page<SubscriberDelivery>>;
+
+    // --- Polling
+
+    /// Claims up to `limit` connections whose poll is due at `now` (an active connection with
+    /// polling settings, its next run due, no run holding its lease): for each, a run is
+    /// recorded as running, holding the lease as `owner` until `lease_until`. A run that was
+    /// still marked running (its host stopped) is marked interrupted.
+    async fn claim_polls(
+        &self,
+        now: Millis,
+        owner: &str,
+        lease_until: Millis,
+        limit: usize,
+    ) -> Result<Vec<PollClaim>>;
+    /// Claims a run of one connection now, whatever its schedule. [`Error::Conflict`] when a
+    /// run holds its lease; [`Error::Invalid`] when it does not poll or is disabled.
+    async fn claim_poll_now(
+        &self,
+        connection_id: &str,
+        now: Millis,
+        owner: &str,
+        lease_until: Millis,
+    ) -> Result<PollClaim>;
+    /// Records the end of a run and schedules the next one; releases the lease. A run whose
+    /// lease `owner` no longer holds changes only its own record.
+    async fn finish_poll(&self, end: PollEnd) -> Result<PollRun>;
+    /// A connection's poll state, if it ever polled.
+    async fn poll_state(&self, connection_id: &str) -> Result<Option<PollState>>;
+    /// One page of a connection's runs, newest first.
+    async fn list_poll_runs(&self, connection_id: &str, page: PageRequest)
+    -> Result<Page<PollRun>>;
+    /// The requests recorded with a delivery, in order.
+    async fn list_exchanges(&self, delivery_id: &str) -> Result<Vec<StoredExchange>>;
 
     // --- Operations
 

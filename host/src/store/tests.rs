@@ -31,7 +31,7 @@ macro_rules! store_suite {
             completion_writes_everything,
             a_failed_completion_leaves_no_trace,
             redrive_never_duplicates_events,
-            state_is_replaced_as_a_whole,
+            state_is_committed_key_by_key,
             a_completion_on_a_stale_state_is_refused,
             unfinished_deliveries_are_recovered,
             delivery_lists_filter_and_page,
@@ -87,6 +87,7 @@ fn spec(id: &str, tenant_id: &str, adapter_id: &str, version: u32) -> Connection
         settings_json: r#"{"portal":"42"}"#.to_owned(),
         polling_json: None,
         status: ConnectionStatus::Active,
+        api_json: None,
     }
 }
 
@@ -145,6 +146,9 @@ fn delivery(connection_id: &str, body: &str, provider_id: Option<&str>, at: Mill
         ],
         body: body.as_bytes().to_vec(),
         trace_id: "trace-1".to_owned(),
+        kind: crate::store::DeliveryKind::Webhook,
+        poll_run_id: None,
+        cursor: None,
     }
 }
 
@@ -182,6 +186,7 @@ fn invocation(adapter_id: &str, outcome: InvocationOutcome) -> InvocationRecord 
         outcome,
         detail_json: None,
         log_json: r#"{"lines":[],"bytes":0,"truncated":false,"dropped_bytes":0}"#.to_owned(),
+        export: crate::store::Export::HandleWebhook,
     }
 }
 
@@ -206,15 +211,15 @@ fn completion(
         events,
         state,
         attempt_counted: true,
+        preceding: Vec::new(),
+        exchanges: Vec::new(),
+        poll: None,
     }
 }
 
 /// A state write onto `base_version`.
 fn writes(base_version: i64, new_state: StateMap) -> Option<StateCommit> {
-    Some(StateCommit {
-        base_version,
-        new_state: Some(new_state),
-    })
+    Some(StateCommit::blind(base_version, new_state))
 }
 
 /// A lease that has already ended: recovery may take the delivery at once.
@@ -1157,14 +1162,15 @@ pub(crate) async fn redrive_never_duplicates_events(backend: &dyn Backend) {
     );
 }
 
-pub(crate) async fn state_is_replaced_as_a_whole(backend: &dyn Backend) {
+pub(crate) async fn state_is_committed_key_by_key(backend: &dyn Backend) {
     let store = backend.open().await;
     let t = tenant(&*store, "t1", "c1").await;
     tenant(&*store, "t2", "c2").await;
     let mut at = T0;
-    // Completes a new delivery of c1, writing `new_state` onto the current version.
-    let mut complete = |new_state: Option<StateMap>| {
+    // Completes a new delivery of c1 with `state` (built on the version current then).
+    let mut complete = |state: &dyn Fn(i64) -> Option<StateCommit>| {
         at += SECOND;
+        let state = state(0);
         let store = Arc::clone(&store);
         let adapter_id = t.adapter.id.clone();
         async move {
@@ -1174,38 +1180,90 @@ pub(crate) async fn state_is_replaced_as_a_whole(backend: &dyn Backend) {
                 .await
                 .unwrap();
             let version = store.load_state("c1").await.unwrap().version;
-            let state = new_state.and_then(|map| writes(version, map));
+            let state = state.map(|commit| StateCommit {
+                base_version: version,
+                ..commit
+            });
             store
                 .complete_delivery(completion(&d.id, &adapter_id, vec![], state, at))
                 .await
-                .unwrap();
         }
     };
     let read = |id: &'static str| {
         let store = Arc::clone(&store);
-        async move {
-            let snapshot = store.load_state(id).await.unwrap();
-            (snapshot.map, snapshot.version)
-        }
+        async move { store.load_state(id).await.unwrap() }
     };
-    assert_eq!(read("c1").await, (StateMap::new(), 0));
-    complete(Some(state(&[("a", "1"), ("b", "2")]))).await;
-    assert_eq!(read("c1").await, (state(&[("a", "1"), ("b", "2")]), 1));
-    complete(Some(state(&[("b", "3"), ("c", "4")]))).await;
-    assert_eq!(read("c1").await, (state(&[("b", "3"), ("c", "4")]), 2));
-    // A completion that leaves the state alone keeps it, and its version.
-    complete(None).await;
-    assert_eq!(read("c1").await, (state(&[("b", "3"), ("c", "4")]), 2));
+    assert_eq!(read("c1").await, StateSnapshot::default());
+    complete(&|_| writes(0, state(&[("a", "1"), ("b", "2")])))
+        .await
+        .unwrap();
+    let snapshot = read("c1").await;
+    assert_eq!(snapshot.map, state(&[("a", "1"), ("b", "2")]));
+    assert_eq!(snapshot.version, 1);
+    assert_eq!(snapshot.versions, [("a".into(), 1), ("b".into(), 1)].into());
+    // Keys not written stay as they were, with their versions; a deleted key is gone.
+    complete(&|_| {
+        Some(StateCommit {
+            writes: vec![("b".into(), None), ("c".into(), Some(b"4".to_vec()))],
+            ..StateCommit::blind(0, StateMap::new())
+        })
+    })
+    .await
+    .unwrap();
+    let snapshot = read("c1").await;
+    assert_eq!(snapshot.map, state(&[("a", "1"), ("c", "4")]));
+    assert_eq!(snapshot.version, 2);
+    assert_eq!(snapshot.versions, [("a".into(), 1), ("c".into(), 2)].into());
+    // A completion that leaves the state alone keeps it, and its version; so does one that
+    // only read it.
+    complete(&|_| None).await.unwrap();
+    complete(&|_| {
+        Some(StateCommit {
+            reads: vec![("a".into(), Some(1))],
+            ..StateCommit::blind(0, StateMap::new())
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(read("c1").await.version, 2);
     let binary: StateMap = [("bin".to_owned(), vec![0u8, 255, 0, 7])].into();
-    complete(Some(binary.clone())).await;
-    assert_eq!(read("c1").await, (binary, 3));
+    complete(&|_| writes(0, binary.clone())).await.unwrap();
+    assert_eq!(read("c1").await.map["bin"], vec![0u8, 255, 0, 7]);
     assert_eq!(
         read("c2").await,
-        (StateMap::new(), 0),
+        StateSnapshot::default(),
         "state is per connection"
     );
-    complete(Some(StateMap::new())).await;
-    assert_eq!(read("c1").await, (StateMap::new(), 4));
+    // The bounds hold for the whole state, whatever each invocation saw: three keys are there.
+    let bounded = |keys: u64, bytes: u64, map: StateMap| {
+        Some(StateCommit {
+            bounds: StateBounds { keys, bytes },
+            ..StateCommit::blind(0, map)
+        })
+    };
+    assert!(matches!(
+        complete(&|_| bounded(3, 1 << 20, state(&[("d", "5")]))).await,
+        Err(Error::StaleState(_))
+    ));
+    let used = 2 + 2 + 7; // "a1", "c4", "bin" and its 4 bytes
+    assert!(matches!(
+        complete(&|_| bounded(8, used + 2, state(&[("a", "1234")]))).await,
+        Err(Error::StaleState(_))
+    ));
+    // Overwriting within the bounds is fine, and so is shrinking a state already past bounds
+    // that were lowered.
+    complete(&|_| bounded(3, used, state(&[("a", "2")])))
+        .await
+        .unwrap();
+    complete(&|_| {
+        Some(StateCommit {
+            writes: vec![("bin".into(), None)],
+            ..bounded(1, 1, StateMap::new()).unwrap()
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(read("c1").await.map, state(&[("a", "2"), ("c", "4")]));
 }
 
 pub(crate) async fn a_completion_on_a_stale_state_is_refused(backend: &dyn Backend) {
@@ -1221,74 +1279,118 @@ pub(crate) async fn a_completion_on_a_stale_state_is_refused(backend: &dyn Backe
                 .id
         }
     };
-    let (a, b, c) = (record("a").await, record("b").await, record("c").await);
-    // Two invocations read version 0 and both add one to a counter: the first commits, the
-    // second is refused whole (its event and its state), so its increment is never lost to
-    // an overwrite: it runs again on version 1.
-    let counter = |n: &str| state(&[("count", n)]);
-    let first = completion(
-        &a,
-        &t.adapter.id,
-        vec![event("ev-a", "deal.won", "D1", None)],
-        writes(0, counter("1")),
-        T0,
-    );
-    store.complete_delivery(first).await.unwrap();
-    let stale = completion(
-        &b,
-        &t.adapter.id,
-        vec![event("ev-b", "deal.won", "D2", None)],
-        writes(0, counter("1")),
-        T0,
-    );
+    let complete = |id: &str, event_id: &str, state: StateCommit| {
+        completion(
+            id,
+            &t.adapter.id,
+            vec![event(event_id, "deal.won", "D1", None)],
+            Some(state),
+            T0,
+        )
+    };
+    // Reads `key` as it was at `base` (`seen`) and writes `value` to it.
+    let increment = |base: i64, key: &str, seen: Option<i64>, value: &str| StateCommit {
+        reads: vec![(key.to_owned(), seen)],
+        ..StateCommit::blind(base, state(&[(key, value)]))
+    };
+    let ids = [
+        record("a").await,
+        record("b").await,
+        record("c").await,
+        record("d").await,
+        record("e").await,
+        record("f").await,
+    ];
+    // Two invocations read the counter absent at version 0 and both set it to 1: the first
+    // commits, the second is refused whole (its event and its state), so its increment is
+    // never lost to an overwrite: it runs again on version 1.
+    store
+        .complete_delivery(complete(&ids[0], "ev-a", increment(0, "count", None, "1")))
+        .await
+        .unwrap();
+    let stale = complete(&ids[1], "ev-b", increment(0, "count", None, "1"));
     assert!(matches!(
         store.complete_delivery(stale.clone()).await,
         Err(Error::StaleState(_))
     ));
     assert_eq!(store.get_event("ev-b").await.unwrap(), None);
-    let info = store.get_delivery(&b).await.unwrap().unwrap().info;
+    let info = store.get_delivery(&ids[1]).await.unwrap().unwrap().info;
     assert_eq!(info.status, DeliveryStatus::Received);
-    assert!(store.list_invocations(&b).await.unwrap().is_empty());
+    assert!(store.list_invocations(&ids[1]).await.unwrap().is_empty());
     // Run again on what is there now.
     let snapshot = store.load_state("c1").await.unwrap();
-    assert_eq!((snapshot.map.clone(), snapshot.version), (counter("1"), 1));
+    assert_eq!(
+        (snapshot.map.clone(), snapshot.version),
+        (state(&[("count", "1")]), 1)
+    );
     let retried = Completion {
-        state: writes(snapshot.version, counter("2")),
+        state: Some(increment(
+            1,
+            "count",
+            snapshot.versions.get("count").copied(),
+            "2",
+        )),
         ..stale
     };
     store.complete_delivery(retried).await.unwrap();
-    assert_eq!(store.load_state("c1").await.unwrap().map, counter("2"));
-    // An invocation that only read the state is checked too: what it emitted came from what
-    // it read.
-    let read_only = completion(
-        &c,
-        &t.adapter.id,
-        vec![event("ev-c", "deal.won", "D3", None)],
-        Some(StateCommit {
-            base_version: 1,
-            new_state: None,
-        }),
-        T0,
+    assert_eq!(
+        store.load_state("c1").await.unwrap().map,
+        state(&[("count", "2")])
     );
+    // An invocation that ran on version 0 but touched another key commits beside them.
+    store
+        .complete_delivery(complete(&ids[2], "ev-c", increment(0, "other", None, "1")))
+        .await
+        .unwrap();
+    // One that listed a prefix is refused once a key under it appeared or went away, and
+    // not for keys elsewhere.
+    let listed = |base: i64, prefix: &str, keys: u64| StateCommit {
+        prefixes: vec![(prefix.to_owned(), keys)],
+        ..StateCommit::blind(base, StateMap::new())
+    };
     assert!(matches!(
-        store.complete_delivery(read_only.clone()).await,
+        store
+            .complete_delivery(complete(&ids[3], "ev-d", listed(1, "oth", 0)))
+            .await,
         Err(Error::StaleState(_))
     ));
-    let current = Completion {
-        state: Some(StateCommit {
-            base_version: 2,
-            new_state: None,
-        }),
-        ..read_only
+    store
+        .complete_delivery(complete(&ids[3], "ev-d", listed(1, "count-", 0)))
+        .await
+        .unwrap();
+    let delete_other = StateCommit {
+        writes: vec![("other".into(), None)],
+        ..StateCommit::blind(3, StateMap::new())
     };
-    store.complete_delivery(current).await.unwrap();
+    store
+        .complete_delivery(complete(&ids[4], "ev-e", delete_other))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .complete_delivery(complete(&ids[5], "ev-f", listed(3, "o", 1)))
+            .await,
+        Err(Error::StaleState(_))
+    ));
+    // A read of a key that was deleted since is stale as well.
+    assert!(matches!(
+        store
+            .complete_delivery(complete(
+                &ids[5],
+                "ev-f",
+                increment(3, "other", Some(3), "2")
+            ))
+            .await,
+        Err(Error::StaleState(_))
+    ));
+    let snapshot = store.load_state("c1").await.unwrap();
     assert_eq!(
-        store.load_state("c1").await.unwrap().version,
-        2,
-        "a read does not move the version"
+        snapshot.version, 4,
+        "reads and refusals do not move the version"
     );
+    assert_eq!(snapshot.map, state(&[("count", "2")]));
     // The same rule holds for a delivery recorded with its completion.
-    let new = delivery("c1", "d", Some("p-d"), T0);
+    let new = delivery("c1", "g", Some("p-g"), T0);
     let taken = store
         .record_completed(
             new.clone(),
@@ -1297,7 +1399,7 @@ pub(crate) async fn a_completion_on_a_stale_state_is_refused(backend: &dyn Backe
                 &new_id(),
                 &t.adapter.id,
                 vec![],
-                writes(1, counter("9")),
+                Some(increment(1, "count", Some(1), "9")),
                 T0,
             ),
         )
@@ -1305,7 +1407,7 @@ pub(crate) async fn a_completion_on_a_stale_state_is_refused(backend: &dyn Backe
     assert!(matches!(taken, Err(Error::StaleState(_))));
     assert!(matches!(
         store.prepare_delivery(&new, WINDOW).await.unwrap(),
-        Prepared::New(snapshot) if snapshot.version == 2 && snapshot.map == counter("2")
+        Prepared::New(snapshot) if snapshot.version == 4 && snapshot.map == state(&[("count", "2")])
     ));
 }
 
@@ -2701,7 +2803,7 @@ fn invocation_records_and_statuses_follow_the_report() {
         },
         log: Log::default(),
         state: None,
-        state_used: false,
+        state_access: Default::default(),
     };
     let adapter = AdapterRef {
         adapter_id: "a1",
@@ -2715,8 +2817,13 @@ fn invocation_records_and_statuses_follow_the_report() {
         message: "bad".to_owned(),
         value: Some("33.3".to_owned()),
     }];
-    let rejected =
-        InvocationRecord::from_report(&report(Outcome::Rejected { violations }), adapter, "in", T0);
+    let rejected = InvocationRecord::from_report(
+        &report(Outcome::Rejected { violations }),
+        Export::HandleWebhook,
+        adapter,
+        "in",
+        T0,
+    );
     assert_eq!(rejected.outcome, InvocationOutcome::Rejected);
     assert_eq!(
         (
@@ -2735,19 +2842,34 @@ fn invocation_records_and_statuses_follow_the_report() {
         events: vec![],
         next_cursor: None,
         more: false,
+        records: None,
         request: None,
     };
     assert_eq!(
-        InvocationRecord::from_report(&report(accepted.clone()), adapter, "in", T0).detail_json,
+        InvocationRecord::from_report(
+            &report(accepted.clone()),
+            Export::HandleWebhook,
+            adapter,
+            "in",
+            T0
+        )
+        .detail_json,
         None
     );
     let with_cursor = Outcome::Accepted {
         events: vec![],
         next_cursor: Some("c2".to_owned()),
         more: false,
+        records: None,
         request: None,
     };
-    let record = InvocationRecord::from_report(&report(with_cursor), adapter, "in", T0);
+    let record = InvocationRecord::from_report(
+        &report(with_cursor),
+        Export::HandleWebhook,
+        adapter,
+        "in",
+        T0,
+    );
     assert_eq!(
         record.detail_json.as_deref(),
         Some(r#"{"next_cursor":"c2"}"#)
@@ -2772,10 +2894,16 @@ fn invocation_records_and_statuses_follow_the_report() {
         reason: "ping".to_owned(),
     };
     assert!(
-        InvocationRecord::from_report(&report(failed.clone()), adapter, "in", T0)
-            .detail_json
-            .unwrap()
-            .contains("deadline")
+        InvocationRecord::from_report(
+            &report(failed.clone()),
+            Export::HandleWebhook,
+            adapter,
+            "in",
+            T0
+        )
+        .detail_json
+        .unwrap()
+        .contains("deadline")
     );
     let statuses: Vec<_> = [&accepted, &ignored, &bad_request, &adapter_failed, &failed]
         .into_iter()

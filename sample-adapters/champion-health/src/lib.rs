@@ -111,9 +111,11 @@ impl Adapter for ChampionHealth {
         }
         let body: Value = page.json()?;
         let root = Obj::root(&body, "the poll page")?;
+        let records = root.objects("records")?;
+        let seen = records.len();
         let mut events = Vec::new();
         let mut unchanged = 0usize;
-        for record in root.objects("records")? {
+        for record in records {
             let kind = record.string("type")?;
             let (change, created, updated, entity_id, payload, key) = match kind.as_str() {
                 "agent" => {
@@ -163,7 +165,8 @@ impl Adapter for ChampionHealth {
             events.push(event);
         }
         crm_adapter_sdk::debug!("{} changed records, {unchanged} unchanged", events.len());
-        let mut output = PollOutput::new(events);
+        // Every record counts as seen, unchanged and skipped ones too.
+        let mut output = PollOutput::new(events).records(seen);
         output.next_cursor = root.opt_string("next_cursor")?;
         Ok(output)
     }

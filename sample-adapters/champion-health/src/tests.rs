@@ -414,6 +414,7 @@ fn polling_emits_only_what_changed() {
         ]
     );
     assert_eq!(first.next_cursor.as_deref(), Some("cur_0002"));
+    assert_eq!(first.records, Some(3));
     assert_eq!(first.events[2].payload_value()["pepm_rate"], "12.50");
     assert_eq!(
         first.events[0].payload_value()["occurred_at"],
@@ -423,6 +424,7 @@ fn polling_emits_only_what_changed() {
     // The same page again: nothing changed, nothing emitted.
     let again = poll(POLL_PAGE_1, Some("cur_0002")).unwrap();
     assert!(again.events.is_empty(), "{:?}", again.events);
+    assert_eq!(again.records, Some(3), "unchanged records are still seen");
 
     // Page 2: agent 721995 only touched (new updated_at), 721996's email changed, 721997 is
     // new, and the enrollment's decimals now come as strings with the same values.
@@ -434,6 +436,7 @@ fn polling_emits_only_what_changed() {
             ("agent.created".into(), "721997".into()),
         ]
     );
+    assert_eq!(second.records, Some(4), "2 events from 4 records");
     assert_eq!(
         second.events[0].payload_value()["email"],
         "casey.ng@example.com"
@@ -505,6 +508,7 @@ fn unknown_poll_record_types_are_skipped_with_a_warning() {
     let page = r#"{"records": [{"type": "invoice", "invoice": {}}], "next_cursor": "c9"}"#;
     let out = poll(page, None).unwrap();
     assert!(out.events.is_empty());
+    assert_eq!(out.records, Some(1), "a skipped record was still seen");
     assert_eq!(out.next_cursor.as_deref(), Some("c9"));
     let logs = testing::logs();
     assert!(

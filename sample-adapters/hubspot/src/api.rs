@@ -253,7 +253,8 @@ pub fn handle_page(page: &PollPage, ctx: &Context) -> Result<PollOutput, Adapter
     };
     Ok(PollOutput::new(read.events)
         .next_cursor(cursor.to_json())
-        .more(more))
+        .more(more)
+        .records(read.records))
 }
 
 /// Ends a walk of `list`: the next search starts after the newest change it saw.

@@ -82,6 +82,8 @@ pub fn stage_of(cursor: Option<&str>, settings: &Settings) -> Result<Stage, Adap
 pub struct Page {
     /// The events of its new and changed records.
     pub events: Vec<Event>,
+    /// How many records it held, changed or not (archived ones included).
+    pub records: usize,
     /// The newest modification time of its records (`lastmodifieddate` for contacts,
     /// `hs_lastmodifieddate` for companies and deals, else `updatedAt`), in epoch milliseconds.
     pub newest: Option<u64>,
@@ -109,7 +111,9 @@ pub fn read_page(
     let mut events = Vec::new();
     let mut newest: Option<u64> = None;
     let mut unchanged = 0usize;
-    for record in root.objects("results")? {
+    let results = root.objects("results")?;
+    let records = results.len();
+    for record in results {
         let id = record.id("id")?;
         let updated_text = record.opt_string("updatedAt")?;
         // Times are read leniently: they only order the walk and name versions.
@@ -196,6 +200,7 @@ pub fn read_page(
     );
     Ok(Page {
         events,
+        records,
         newest,
         after,
     })
@@ -213,7 +218,9 @@ pub fn output(
         Some(after) => format!("{}:{after}", stage.name()),
         None => settings.poll_after(stage).name().to_owned(),
     };
-    Ok(PollOutput::new(page.events).next_cursor(next_cursor))
+    Ok(PollOutput::new(page.events)
+        .next_cursor(next_cursor)
+        .records(page.records))
 }
 
 /// A time in epoch milliseconds, as HubSpot's search filters take it.

@@ -471,6 +471,7 @@ fn polling_deals_emits_only_what_changed_and_walks_the_types() {
         ])
     );
     assert_eq!(first.next_cursor.as_deref(), Some("deals:7305519912"));
+    assert_eq!(first.records, Some(3), "three deals, four events");
     let payload = first.events[0].payload_value();
     assert_eq!(payload["properties"]["amount"], "18450.50");
     assert_eq!(payload["created_at"], "2025-12-01T10:10:00Z");
@@ -486,6 +487,7 @@ fn polling_deals_emits_only_what_changed_and_walks_the_types() {
     // The same page again: nothing.
     let again = poll(POLL_DEALS_1, Some("deals:7305519912")).unwrap();
     assert!(again.events.is_empty(), "{:?}", again.events);
+    assert_eq!(again.records, Some(3), "unchanged records are still seen");
 
     // The next cycle: 822 entered closedwon (won); 900 was only touched (nothing); 911 got an
     // amount (updated; its hs_arr now reads "15000" instead of "1.5E4", which is no change);
@@ -500,6 +502,7 @@ fn polling_deals_emits_only_what_changed_and_walks_the_types() {
         ])
     );
     assert_eq!(second.next_cursor.as_deref(), Some("archived-contacts"));
+    assert_eq!(second.records, Some(4), "the touched deal is seen too");
     assert_eq!(
         second.events[0].payload_value()["properties"]["dealstage"],
         "closedwon"
@@ -588,8 +591,14 @@ fn an_archived_contact_becomes_contact_deleted_once() {
         pairs(&[("contact.deleted", "90211")])
     );
     assert_eq!(archived.events[0].payload_value()["archived"], true);
+    assert_eq!(
+        archived.records,
+        Some(2),
+        "an unknown archived contact is seen too"
+    );
     let again = poll(POLL_CONTACTS_ARCHIVED, Some("archived-contacts")).unwrap();
     assert!(again.events.is_empty(), "{:?}", again.events);
+    assert_eq!(again.records, Some(2));
     assert_eq!(
         again.next_cursor.as_deref(),
         Some("contacts"),

@@ -235,9 +235,11 @@ pub fn handle_page(page: &PollPage, ctx: &Context) -> Result<PollOutput, Adapter
             );
             cursor.object = Some(object.api_name().to_owned());
             cursor.next = None;
+            // An error answer, not a listing: no record seen.
             return Ok(PollOutput::new(Vec::new())
                 .next_cursor(cursor.to_json())
-                .more(true));
+                .more(true)
+                .records(0));
         }
         status => {
             return Err(AdapterError::failed(format!(
@@ -283,7 +285,8 @@ pub fn handle_page(page: &PollPage, ctx: &Context) -> Result<PollOutput, Adapter
     };
     Ok(PollOutput::new(read.events)
         .next_cursor(cursor.to_json())
-        .more(more))
+        .more(more)
+        .records(read.records))
 }
 
 /// The whole record behind a thin outbound message, read with

@@ -34,6 +34,8 @@ pub const HIGH_WATER_KEY: &str = "poll/high_water";
 pub struct Page {
     /// The events of its new and changed records.
     pub events: Vec<crm_adapter_sdk::Event>,
+    /// How many records it held, changed or not (deleted and skipped ones included).
+    pub records: usize,
     /// The newest modification time of its records (`SystemModstamp`, else
     /// `LastModifiedDate`), truncated to the second; `None` for a page without records.
     pub newest: Option<Timestamp>,
@@ -146,6 +148,7 @@ pub fn read_page(body: &Value, ctx: &Context) -> Result<Page, AdapterError> {
     memory.save()?;
     Ok(Page {
         events,
+        records: records.len(),
         newest,
         next_url,
     })
@@ -169,7 +172,7 @@ pub fn poll(page: &PollPage, ctx: &Context) -> Result<PollOutput, AdapterError> 
     .into_iter()
     .flatten()
     .max();
-    let mut output = PollOutput::new(read.events);
+    let mut output = PollOutput::new(read.events).records(read.records);
     match read.next_url {
         Some(url) => {
             if let Some(hw) = high_water {

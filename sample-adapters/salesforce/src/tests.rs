@@ -912,6 +912,7 @@ fn query_pages_follow_next_records_url_then_resume_from_the_newest_change() {
             ("opportunity.won".into(), "0065g00000Qb2RuAAJ".into()),
         ]
     );
+    assert_eq!(first.records, Some(2), "two records, three events");
     assert_eq!(
         first.next_cursor.as_deref(),
         Some("/services/data/v62.0/query/01gRO00000BdQ3WYAV-2")
@@ -955,9 +956,15 @@ fn query_pages_follow_next_records_url_then_resume_from_the_newest_change() {
         ]
     );
     assert_eq!(next.next_cursor.as_deref(), Some("2025-12-02T09:30:00Z"));
+    assert_eq!(next.records, Some(4), "the touched record is seen too");
     // The same page again: nothing at all, and the cursor stays.
     let again = poll(SOQL_NEXT_POLL, next.next_cursor.as_deref()).unwrap();
     assert!(again.events.is_empty(), "{:?}", summary(&again.events));
+    assert_eq!(
+        again.records,
+        Some(4),
+        "unchanged and deleted records are still seen"
+    );
     assert_eq!(again.next_cursor.as_deref(), Some("2025-12-02T09:30:00Z"));
 }
 
@@ -966,6 +973,7 @@ fn the_poll_cursor_never_moves_back() {
     let empty = r#"{"totalSize": 0, "done": true, "records": []}"#;
     let out = poll(empty, Some("2025-12-05T00:00:00Z")).unwrap();
     assert_eq!(out.next_cursor.as_deref(), Some("2025-12-05T00:00:00Z"));
+    assert_eq!(out.records, Some(0));
     let out = poll(SOQL_PAGE_2, Some("2025-12-05T00:00:00Z")).unwrap();
     assert_eq!(out.next_cursor.as_deref(), Some("2025-12-05T00:00:00Z"));
     // No cursor and no record: the host keeps what it had.
@@ -1037,6 +1045,7 @@ fn records_of_other_objects_in_a_page_are_skipped_with_a_warning() {
     });
     let out = poll(&body, None).unwrap();
     assert!(out.events.is_empty());
+    assert_eq!(out.records, Some(1), "a skipped record was still seen");
     // A skipped record is not read further: it does not move the cursor.
     assert_eq!(out.next_cursor.as_deref(), None);
     let logs = testing::logs();

@@ -177,12 +177,8 @@ pub fn handle_page(page: &PollPage, ctx: &Context) -> Result<PollOutput, Adapter
         center_id: Some(center.to_owned()),
         ..Inherited::default()
     };
-    let events = poll_events(
-        Kind::Appointments,
-        &root.opt_objects("appointments")?,
-        &inherited,
-        ctx,
-    )?;
+    let appointments = root.opt_objects("appointments")?;
+    let events = poll_events(Kind::Appointments, &appointments, &inherited, ctx)?;
 
     let fetched = page.fetched_at.seconds;
     let complete = (fetched.saturating_sub(12 * 3600) / DAY).saturating_sub(1);
@@ -203,7 +199,8 @@ pub fn handle_page(page: &PollPage, ctx: &Context) -> Result<PollOutput, Adapter
     };
     Ok(PollOutput::new(events)
         .next_cursor(cursor.to_json())
-        .more(more))
+        .more(more)
+        .records(appointments.len()))
 }
 
 /// Days since 1970-01-01 of a `YYYY-MM-DD` date.

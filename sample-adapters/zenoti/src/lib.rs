@@ -189,7 +189,7 @@ impl Adapter for Zenoti {
         let events = poll_events(kind, &records, &inherited, ctx)?;
         // Zenoti's lists have no change cursor: the poller fetches a window (a center's
         // appointments for a few days, a page of guests), and change detection does the rest.
-        Ok(PollOutput::new(events))
+        Ok(PollOutput::new(events).records(records.len()))
     }
 }
 

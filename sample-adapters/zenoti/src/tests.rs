@@ -497,6 +497,7 @@ fn polling_appointments_emits_only_what_changed() {
         first.next_cursor, None,
         "Zenoti's lists have no change cursor"
     );
+    assert_eq!(first.records, Some(3), "three appointments, four events");
     // The page's center applies to its records.
     assert!(first.events.iter().all(|e| e.org_id() == Some("org-west")));
     let payload = first.events[1].payload_value();
@@ -508,8 +509,10 @@ fn polling_appointments_emits_only_what_changed() {
     assert_eq!(payload["service_name"], "Deep Tissue Massage 90 min");
     assert!(payload.get("occurred_at").is_none());
 
-    // The same window again: nothing.
-    assert!(poll(POLL_APPOINTMENTS_1).unwrap().events.is_empty());
+    // The same window again: nothing, though every record is seen.
+    let again = poll(POLL_APPOINTMENTS_1).unwrap();
+    assert!(again.events.is_empty(), "{:?}", again.events);
+    assert_eq!(again.records, Some(3));
 
     // Next poll: the first one's notes changed (not carried: nothing), the second closed
     // (completed), the third is as it was (already completed: nothing), a fourth is new.
@@ -527,6 +530,7 @@ fn polling_appointments_emits_only_what_changed() {
             ),
         ])
     );
+    assert_eq!(second.records, Some(4), "unchanged ones included");
     assert_eq!(second.events[1].payload_value()["status"], "confirmed");
     assert_eq!(second.events[1].payload_value()["final_price"], "89.55");
 
@@ -619,6 +623,7 @@ fn polling_guests_and_services() {
         ])
     );
     assert_eq!(guests.events[0].org_id(), Some("org-west"));
+    assert_eq!(guests.records, Some(2));
     let moved = POLL_GUESTS.replace("grace.okafor@example.com", "grace@okafor.example");
     assert_eq!(
         summary(&poll(&moved).unwrap().events),
@@ -627,6 +632,7 @@ fn polling_guests_and_services() {
 
     let services = poll(POLL_SERVICES).unwrap();
     assert_eq!(services.events.len(), 3);
+    assert_eq!(services.records, Some(3));
     assert!(
         services
             .events

@@ -246,7 +246,8 @@ pub fn handle_page(page: &PollPage, ctx: &Context) -> Result<PollOutput, Adapter
         page.status == 304 || success && page.body.iter().all(u8::is_ascii_whitespace);
     match page.status {
         _ if nothing_new => {
-            return Ok(end_walk(Vec::new(), cursor, list, None, &lists));
+            // Not a listing: no record seen.
+            return Ok(end_walk(Vec::new(), cursor, list, None, &lists).records(0));
         }
         200..=299 => {}
         400 if cursor.page_token.is_some() => {
@@ -260,7 +261,8 @@ pub fn handle_page(page: &PollPage, ctx: &Context) -> Result<PollOutput, Adapter
             cursor.list = Some(list.name());
             return Ok(PollOutput::new(Vec::new())
                 .next_cursor(cursor.to_json())
-                .more(true));
+                .more(true)
+                .records(0));
         }
         status => {
             return Err(AdapterError::failed(format!(
@@ -296,9 +298,10 @@ pub fn handle_page(page: &PollPage, ctx: &Context) -> Result<PollOutput, Adapter
             cursor.newest = newest.map(zoho_time);
             Ok(PollOutput::new(read.events)
                 .next_cursor(cursor.to_json())
-                .more(true))
+                .more(true)
+                .records(read.records))
         }
-        None => Ok(end_walk(read.events, cursor, list, newest, &lists)),
+        None => Ok(end_walk(read.events, cursor, list, newest, &lists).records(read.records)),
     }
 }
 
@@ -338,7 +341,9 @@ fn read_deleted(module: Module, root: &Obj<'_>, ctx: &Context) -> Result<poll::P
     let mut seen = memory::seen(module);
     let mut events = Vec::new();
     let mut newest: Option<Timestamp> = None;
-    for record in root.objects("data")? {
+    let deleted = root.objects("data")?;
+    let records = deleted.len();
+    for record in deleted {
         let id = record.id("id")?;
         let deleted_at = record.opt_timestamp("deleted_time")?;
         if let Some(at) = deleted_at {
@@ -370,7 +375,11 @@ fn read_deleted(module: Module, root: &Obj<'_>, ctx: &Context) -> Result<poll::P
         );
     }
     seen.save()?;
-    Ok(poll::Page { events, newest })
+    Ok(poll::Page {
+        events,
+        records,
+        newest,
+    })
 }
 
 /// The whole records behind a notification's ids, read with

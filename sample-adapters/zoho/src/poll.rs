@@ -44,6 +44,8 @@ pub const DELETED: &str = "deleted";
 pub struct Page {
     /// The events of its new and changed records.
     pub events: Vec<crm_adapter_sdk::Event>,
+    /// How many records it held, changed or not.
+    pub records: usize,
     /// The newest `Modified_Time` of its records, truncated to the second.
     pub newest: Option<Timestamp>,
 }
@@ -104,7 +106,11 @@ pub fn read_records(module: Module, root: &Obj<'_>, ctx: &Context) -> Result<Pag
         module.api_name(),
         events.len()
     );
-    Ok(Page { events, newest })
+    Ok(Page {
+        events,
+        records: records.len(),
+        newest,
+    })
 }
 
 /// The events and next cursor of one list page pushed by an external poller.
@@ -134,13 +140,14 @@ pub fn poll(page: &PollPage, ctx: &Context) -> Result<PollOutput, AdapterError> 
     .max();
 
     if page.body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(finish(Vec::new(), high_water));
+        // Nothing modified: no record on the page.
+        return Ok(finish(Vec::new(), high_water).records(0));
     }
     let body: Value = page.json()?;
     let root = Obj::root(&body, "the list page")?;
     let read = read_records(module, &root, ctx)?;
     high_water = high_water.max(read.newest);
-    let events = read.events;
+    let (events, records) = (read.events, read.records);
 
     match next_page(&root)? {
         Some(next) => {
@@ -151,9 +158,9 @@ pub fn poll(page: &PollPage, ctx: &Context) -> Result<PollOutput, AdapterError> 
             if let Some(hw) = high_water {
                 state::set(HIGH_WATER_KEY, hw.to_rfc3339())?;
             }
-            Ok(PollOutput::new(events).next_cursor(cursor))
+            Ok(PollOutput::new(events).next_cursor(cursor).records(records))
         }
-        None => Ok(finish(events, high_water)),
+        None => Ok(finish(events, high_water).records(records)),
     }
 }
 

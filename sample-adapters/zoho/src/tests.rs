@@ -452,6 +452,7 @@ fn list_pages_follow_the_page_token_then_resume_from_the_newest_change() {
         first.next_cursor.as_deref(),
         Some("page_token=c8582e7f6a1d3b9c0e4f5a6b7c8d9e0f1a2b3c4d5e6f70819")
     );
+    assert_eq!(first.records, Some(2));
     assert_eq!(
         first.events[0].payload_value(),
         json!({
@@ -485,6 +486,7 @@ fn list_pages_follow_the_page_token_then_resume_from_the_newest_change() {
 
     let second = poll_deals(DEALS_PAGE_2, first.next_cursor.as_deref()).unwrap();
     assert_eq!(second.events.len(), 1);
+    assert_eq!(second.records, Some(1));
     let payload = second.events[0].payload_value();
     assert_eq!(payload["exchange_rate"], "1.0825");
     assert_eq!(payload["currency"], "EUR");
@@ -511,6 +513,7 @@ fn list_pages_follow_the_page_token_then_resume_from_the_newest_change() {
             ),
         ]
     );
+    assert_eq!(next.records, Some(3), "the touched deal is seen too");
     let won = next.events[0].payload_value();
     assert_eq!(won["stage"], "Closed Won");
     assert_eq!(won["amount"], "51900.75");
@@ -521,6 +524,7 @@ fn list_pages_follow_the_page_token_then_resume_from_the_newest_change() {
     );
     let again = poll_deals(DEALS_NEXT_POLL, next.next_cursor.as_deref()).unwrap();
     assert!(again.events.is_empty());
+    assert_eq!(again.records, Some(3), "unchanged records are still seen");
     assert_eq!(again.next_cursor, next.next_cursor);
 }
 
@@ -554,6 +558,7 @@ fn an_empty_page_ends_the_listing_without_moving_the_cursor_back() {
     // Zoho answers 204 No Content when nothing was modified since the cursor.
     let out = poll_deals("", Some("modified_since=2025-12-22T10:00:00+00:00")).unwrap();
     assert!(out.events.is_empty());
+    assert_eq!(out.records, Some(0));
     assert_eq!(
         out.next_cursor.as_deref(),
         Some("modified_since=2025-12-22T10:00:00+00:00")

@@ -32,14 +32,16 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     Adapter, AdapterVersion, AttemptNext, Completed, Completion, Connection, ConnectionSpec,
-    ConnectionStatus, Delivery, DeliveryFilter, DeliveryInfo, DeliveryStatus, Error, Invocation,
-    InvocationRecord, Millis, NewAdapter, NewAdapterVersion, NewDelivery, NewReplay, NewSubscriber,
-    OutboxFilter, OutboxLag, OutboxRow, OutboxStatus, Page, PageRequest, Prepared, Recorded,
-    Replay, ReplayStatus, Result, StateSnapshot, Store, Subscriber, SubscriberAttempt,
-    SubscriberDelivery, SubscriberDeliveryFilter, SubscriberDeliveryStatus, SubscriberJob,
-    SubscriberUpdate, Taken, Upsert, WriteStats, bounded_error, check_json, millis, new_id,
-    page_size, sha256_hex,
+    ConnectionStatus, Delivery, DeliveryFilter, DeliveryInfo, DeliveryKind, DeliveryStatus, Error,
+    Invocation, InvocationRecord, Millis, NewAdapter, NewAdapterVersion, NewDelivery, NewReplay,
+    NewSubscriber, OutboxFilter, OutboxLag, OutboxRow, OutboxStatus, Page, PageRequest, PollClaim,
+    PollEnd, PollRun, PollState, Prepared, Recorded, Replay, ReplayStatus, Result, StateCommit,
+    StateSnapshot, Store, StoredExchange, Subscriber, SubscriberAttempt, SubscriberDelivery,
+    SubscriberDeliveryFilter, SubscriberDeliveryStatus, SubscriberJob, SubscriberUpdate, Taken,
+    Upsert, WriteStats, bounded_error, check_json, millis, new_id, page_size, sha256_hex,
 };
+
+mod polls;
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "host.db";
@@ -261,6 +263,86 @@ CREATE INDEX outbox_pending_by_entity_due
 CREATE INDEX subscriber_deliveries_pending_by_entity_due
     ON subscriber_deliveries (subscriber_id, entity_type, entity_id, next_attempt_at)
     WHERE status = 'pending';
+"#,
+    r#"
+-- State is committed key by key: a row keeps the connection's version of the commit that
+-- last wrote it, and the connection's row counts its keys and bytes so a commit can check the
+-- bounds without reading the whole state.
+ALTER TABLE connection_state ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE connection_state_versions ADD COLUMN keys INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE connection_state_versions ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+INSERT INTO connection_state_versions (connection_id, version, keys, bytes)
+    SELECT connection_id, 0, count(*), sum(length(CAST(key AS BLOB)) + length(value))
+    FROM connection_state GROUP BY connection_id
+    ON CONFLICT (connection_id) DO UPDATE SET keys = excluded.keys, bytes = excluded.bytes;
+
+-- How a connection reaches its CRM's API (base URL, origins, rate limit, credential).
+ALTER TABLE connections ADD COLUMN api_json TEXT;
+
+-- Poll pages are deliveries too: the same inbox, redrive and history as webhooks.
+ALTER TABLE deliveries ADD COLUMN kind TEXT NOT NULL DEFAULT 'webhook'
+    CHECK (kind IN ('webhook', 'poll', 'push'));
+ALTER TABLE deliveries ADD COLUMN poll_run_id TEXT;
+ALTER TABLE deliveries ADD COLUMN cursor TEXT;
+ALTER TABLE invocations ADD COLUMN export TEXT NOT NULL DEFAULT 'handle_webhook'
+    CHECK (export IN ('handle_webhook', 'handle_poll', 'poll_request'));
+
+-- A connection's poll schedule and checkpoint. The cursor moves only with a committed page of
+-- the run holding the lease.
+CREATE TABLE poll_state (
+    connection_id  TEXT PRIMARY KEY REFERENCES connections (id),
+    cursor         TEXT,
+    next_run_at    INTEGER NOT NULL,
+    failures       INTEGER NOT NULL DEFAULT 0,
+    run_id         TEXT,
+    lease_owner    TEXT,
+    lease_until    INTEGER
+);
+CREATE INDEX poll_state_due ON poll_state (next_run_at);
+
+CREATE TABLE poll_runs (
+    id             TEXT PRIMARY KEY,
+    connection_id  TEXT NOT NULL REFERENCES connections (id),
+    tenant_id      TEXT NOT NULL,
+    trigger        TEXT NOT NULL CHECK (trigger IN ('schedule', 'manual')),
+    owner          TEXT NOT NULL,
+    started_at     INTEGER NOT NULL,
+    finished_at    INTEGER,
+    status         TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed', 'interrupted')),
+    pages          INTEGER NOT NULL DEFAULT 0,
+    events         INTEGER NOT NULL DEFAULT 0,
+    records        INTEGER NOT NULL DEFAULT 0,
+    requests       INTEGER NOT NULL DEFAULT 0,
+    cursor_before  TEXT,
+    cursor_after   TEXT,
+    reason         TEXT
+);
+CREATE INDEX poll_runs_by_connection ON poll_runs (connection_id, id);
+
+-- Every request made for a delivery (a poll page's own fetch, the adapter's http.fetch), or
+-- for a run that failed before it had a page. Credentials never reach this table.
+CREATE TABLE http_exchanges (
+    delivery_id            TEXT,
+    invocation_id          TEXT,
+    poll_run_id            TEXT,
+    seq                    INTEGER NOT NULL,
+    started_at             INTEGER NOT NULL,
+    method                 TEXT NOT NULL,
+    url                    TEXT NOT NULL,
+    request_headers_json   TEXT NOT NULL,
+    request_bytes          INTEGER NOT NULL,
+    status                 INTEGER,
+    response_headers_json  TEXT NOT NULL,
+    response_bytes         INTEGER NOT NULL,
+    response_body          BLOB,
+    attempts               INTEGER NOT NULL,
+    duration_us            INTEGER NOT NULL,
+    error                  TEXT
+);
+CREATE INDEX http_exchanges_by_delivery ON http_exchanges (delivery_id, seq)
+    WHERE delivery_id IS NOT NULL;
+CREATE INDEX http_exchanges_by_run ON http_exchanges (poll_run_id, seq)
+    WHERE poll_run_id IS NOT NULL;
 "#,
 ];
 
@@ -735,10 +817,10 @@ const VERSION: &str =
     "adapter_id, version, sha256, size_bytes, info_json, limits_json, created_at, created_by";
 const CONNECTION: &str = "id, tenant_id, org_id, provider, adapter_id, adapter_version, \
     signature_json, allowed_org_ids_json, secret_refs_json, settings_json, polling_json, status, \
-    created_at, updated_at, last_delivery_at, version_changed_by, version_changed_at";
+    created_at, updated_at, last_delivery_at, version_changed_by, version_changed_at, api_json";
 const DELIVERY_INFO: &str = "id, connection_id, tenant_id, received_at, provider_delivery_id, \
     body_sha256, length(body) AS body_bytes, method, path, query, status, attempts, reason_json, \
-    processed_at, trace_id";
+    processed_at, trace_id, kind, poll_run_id, cursor";
 const OUTBOX: &str = "seq, event_id, tenant_id, org_id, event_type, entity_type, entity_id, \
     payload_json, metadata_json, delivery_id, connection_id, created_at, status, attempts, \
     next_attempt_at, published_at, last_error";
@@ -750,7 +832,7 @@ const SUBSCRIBER_DELIVERY: &str = "subscriber_id, outbox_seq, status, attempts, 
     next_attempt_at, last_status, last_error, updated_at";
 const INVOCATION: &str = "id, delivery_id, adapter_id, adapter_version, adapter_sha256, \
     input_sha256, started_at, duration_us, fuel, peak_memory_bytes, bytes_in, bytes_out, events, \
-    outcome, detail_json, log_json";
+    outcome, detail_json, log_json, export";
 
 fn conversion(
     column: &str,
@@ -830,6 +912,7 @@ fn connection_row(row: &Row<'_>) -> rusqlite::Result<Connection> {
         secret_refs_json: row.get("secret_refs_json")?,
         settings_json: row.get("settings_json")?,
         polling_json: row.get("polling_json")?,
+        api_json: row.get("api_json")?,
         status: text_enum(row, "status")?,
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,
@@ -856,6 +939,9 @@ fn delivery_info_row(row: &Row<'_>) -> rusqlite::Result<DeliveryInfo> {
         reason_json: row.get("reason_json")?,
         processed_at: row.get("processed_at")?,
         trace_id: row.get("trace_id")?,
+        kind: text_enum(row, "kind")?,
+        poll_run_id: row.get("poll_run_id")?,
+        cursor: row.get("cursor")?,
     })
 }
 
@@ -937,6 +1023,7 @@ fn invocation_row(row: &Row<'_>) -> rusqlite::Result<Invocation> {
         id: row.get("id")?,
         delivery_id: row.get("delivery_id")?,
         record: InvocationRecord {
+            export: text_enum(row, "export")?,
             adapter_id: row.get("adapter_id")?,
             adapter_version: row.get("adapter_version")?,
             adapter_sha256: row.get("adapter_sha256")?,
@@ -1093,7 +1180,7 @@ fn upsert_connection(
     let Some(old) = get_connection(db, &spec.id)? else {
         db.prepare_cached(&format!(
             "INSERT INTO connections ({CONNECTION}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, NULL, NULL, NULL)"
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, NULL, NULL, NULL, ?14)"
         ))?
         .execute(params![
             spec.id,
@@ -1109,6 +1196,7 @@ fn upsert_connection(
             spec.polling_json,
             spec.status.as_str(),
             now,
+            spec.api_json,
         ])?;
         return Ok((require_connection(db, &spec.id)?, Upsert::Created));
     };
@@ -1127,6 +1215,7 @@ fn upsert_connection(
         && old.secret_refs_json == spec.secret_refs_json
         && old.settings_json == spec.settings_json
         && old.polling_json == spec.polling_json
+        && old.api_json == spec.api_json
         && old.status == spec.status;
     if same {
         return Ok((old, Upsert::Unchanged));
@@ -1137,7 +1226,7 @@ fn upsert_connection(
         "UPDATE connections SET org_id = ?2, provider = ?3, adapter_id = ?4, \
          adapter_version = ?5, signature_json = ?6, allowed_org_ids_json = ?7, \
          secret_refs_json = ?8, settings_json = ?9, polling_json = ?10, status = ?11, \
-         updated_at = ?12, \
+         updated_at = ?12, api_json = ?15, \
          version_changed_by = CASE WHEN ?13 THEN ?14 ELSE version_changed_by END, \
          version_changed_at = CASE WHEN ?13 THEN ?12 ELSE version_changed_at END \
          WHERE id = ?1",
@@ -1157,6 +1246,7 @@ fn upsert_connection(
         now,
         version_changed,
         actor,
+        spec.api_json,
     ])?;
     Ok((require_connection(db, &spec.id)?, Upsert::Updated))
 }
@@ -1183,6 +1273,7 @@ impl PreparedDelivery {
 
 /// What finds the original of a retried delivery (see [`Store::record_delivery`]).
 struct DedupeKey<'a> {
+    kind: DeliveryKind,
     connection_id: &'a str,
     provider_delivery_id: Option<&'a str>,
     body_sha256: &'a str,
@@ -1193,6 +1284,7 @@ struct DedupeKey<'a> {
 impl PreparedDelivery {
     fn key(&self) -> DedupeKey<'_> {
         DedupeKey {
+            kind: self.new.kind,
             connection_id: &self.new.connection_id,
             provider_delivery_id: self.new.provider_delivery_id.as_deref(),
             body_sha256: &self.body_sha256,
@@ -1213,8 +1305,13 @@ fn connection_tenant(db: &Db, connection_id: &str) -> Result<String> {
     .ok_or_else(|| Error::NotFound(format!("connection {connection_id}")))
 }
 
-/// The delivery that `key` is a retry of, if any.
+/// The delivery that `key` is a retry of, if any. A page a poll run fetched is never one: the
+/// run fetches it again precisely because it must be processed again (its cursor did not
+/// move); its events keep their ids all the same.
 fn find_original(db: &Db, key: &DedupeKey<'_>) -> Result<Option<Recorded>> {
+    if key.kind == DeliveryKind::Poll {
+        return Ok(None);
+    }
     let original = match key.provider_delivery_id {
         Some(provider_id) => query_one(
             db,
@@ -1275,8 +1372,9 @@ fn insert_delivery(
     db.prepare_cached(
         "INSERT INTO deliveries (id, connection_id, tenant_id, received_at, \
          provider_delivery_id, body_sha256, method, path, query, headers_json, body, status, \
-         attempts, reason_json, processed_at, trace_id, lease_until) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 1, ?13, ?14, ?15, ?16)",
+         attempts, reason_json, processed_at, trace_id, lease_until, kind, poll_run_id, cursor) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 1, ?13, ?14, ?15, ?16, ?17, \
+                 ?18, ?19)",
     )?
     .execute(params![
         id,
@@ -1295,6 +1393,9 @@ fn insert_delivery(
         processed_at,
         new.trace_id,
         lease_until,
+        new.kind.as_str(),
+        new.poll_run_id,
+        new.cursor,
     ])?;
     // Only a later time is written: the row is left alone (no page rewritten) otherwise.
     db.prepare_cached(
@@ -1364,30 +1465,23 @@ fn write_outcome(
     connection_id: &str,
     tenant_id: &str,
 ) -> Result<Completed> {
+    for preceding in &c.preceding {
+        insert_invocation(db, &new_id(), &c.delivery_id, preceding)?;
+    }
     let invocation_id = new_id();
-    let r = &c.invocation;
-    db.prepare_cached(&format!(
-        "INSERT INTO invocations ({INVOCATION}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
-    ))?
-    .execute(params![
-        invocation_id,
-        c.delivery_id,
-        r.adapter_id,
-        r.adapter_version,
-        r.adapter_sha256,
-        r.input_sha256,
-        r.started_at,
-        int(r.duration_us),
-        int(r.fuel),
-        int(r.peak_memory_bytes),
-        int(r.bytes_in),
-        int(r.bytes_out),
-        int(r.events),
-        r.outcome.as_str(),
-        r.detail_json,
-        r.log_json,
-    ])?;
+    insert_invocation(db, &invocation_id, &c.delivery_id, &c.invocation)?;
+    for (seq, record) in c.exchanges.iter().enumerate() {
+        polls::insert_exchange(
+            db,
+            polls::ExchangeOwner {
+                delivery_id: Some(&c.delivery_id),
+                invocation_id: record.by_invocation.then_some(invocation_id.as_str()),
+                poll_run_id: c.poll.as_ref().map(|p| p.run_id.as_str()),
+            },
+            seq,
+            &record.exchange,
+        )?;
+    }
 
     let mut appended = Vec::with_capacity(c.events.len());
     let mut already_present = 0;
@@ -1422,34 +1516,43 @@ fn write_outcome(
     }
 
     if let Some(commit) = &c.state {
-        let current = state_version(db, connection_id)?;
-        if current != commit.base_version {
-            return Err(Error::StaleState(format!(
-                "connection {connection_id}: the invocation read state version {}, now {current}",
-                commit.base_version
-            )));
-        }
-        if let Some(state) = &commit.new_state {
-            db.prepare_cached("DELETE FROM connection_state WHERE connection_id = ?1")?
-                .execute([connection_id])?;
-            let mut insert = db.prepare_cached(
-                "INSERT INTO connection_state (connection_id, key, value) VALUES (?1, ?2, ?3)",
-            )?;
-            for (key, value) in state {
-                insert.execute(params![connection_id, key, value])?;
-            }
-            db.prepare_cached(
-                "INSERT INTO connection_state_versions (connection_id, version) VALUES (?1, ?2) \
-                 ON CONFLICT (connection_id) DO UPDATE SET version = excluded.version",
-            )?
-            .execute(params![connection_id, current + 1])?;
-        }
+        commit_state(db, connection_id, commit)?;
+    }
+    if let Some(checkpoint) = &c.poll {
+        polls::checkpoint(db, connection_id, checkpoint, appended.len())?;
     }
     Ok(Completed {
         invocation_id,
         appended,
         already_present,
     })
+}
+
+fn insert_invocation(db: &Db, id: &str, delivery_id: &str, r: &InvocationRecord) -> Result<()> {
+    db.prepare_cached(&format!(
+        "INSERT INTO invocations ({INVOCATION}) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+    ))?
+    .execute(params![
+        id,
+        delivery_id,
+        r.adapter_id,
+        r.adapter_version,
+        r.adapter_sha256,
+        r.input_sha256,
+        r.started_at,
+        int(r.duration_us),
+        int(r.fuel),
+        int(r.peak_memory_bytes),
+        int(r.bytes_in),
+        int(r.bytes_out),
+        int(r.events),
+        r.outcome.as_str(),
+        r.detail_json,
+        r.log_json,
+        r.export.as_str(),
+    ])?;
+    Ok(())
 }
 
 /// Refuses a completion that does not end its delivery, or carries text that is not JSON.
@@ -1469,27 +1572,149 @@ fn check_completion(completion: &Completion) -> Result<()> {
 }
 
 fn load_state(db: &Db, connection_id: &str) -> Result<StateSnapshot> {
-    // One read transaction: the map and its version are of the same commit.
+    // One read transaction: the map and its versions are of the same commit.
     let entries = query_all(
         db,
-        "SELECT key, value FROM connection_state WHERE connection_id = ?1",
+        "SELECT key, value, version FROM connection_state WHERE connection_id = ?1",
         [connection_id],
-        |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?)),
+        |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, Vec<u8>>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
+        },
     )?;
-    Ok(StateSnapshot {
-        map: entries.into_iter().collect(),
-        version: state_version(db, connection_id)?,
-    })
+    let mut snapshot = StateSnapshot {
+        version: state_totals(db, connection_id)?.version,
+        ..StateSnapshot::default()
+    };
+    for (key, value, version) in entries {
+        snapshot.versions.insert(key.clone(), version);
+        snapshot.map.insert(key, value);
+    }
+    Ok(snapshot)
 }
 
-fn state_version(db: &Db, connection_id: &str) -> Result<i64> {
+/// A connection's state version and size.
+#[derive(Debug, Default)]
+struct StateTotals {
+    version: i64,
+    keys: i64,
+    bytes: i64,
+}
+
+fn state_totals(db: &Db, connection_id: &str) -> Result<StateTotals> {
     Ok(query_one(
         db,
-        "SELECT version FROM connection_state_versions WHERE connection_id = ?1",
+        "SELECT version, keys, bytes FROM connection_state_versions WHERE connection_id = ?1",
         [connection_id],
-        |row| row.get::<_, i64>(0),
+        |row| {
+            Ok(StateTotals {
+                version: row.get(0)?,
+                keys: row.get(1)?,
+                bytes: row.get(2)?,
+            })
+        },
     )?
-    .unwrap_or(0))
+    .unwrap_or_default())
+}
+
+/// Checks `commit` against the state as committed and applies its writes (see
+/// [`StateCommit`]).
+fn commit_state(db: &Db, connection_id: &str, commit: &StateCommit) -> Result<()> {
+    let stale = |why: String| {
+        Err(Error::StaleState(format!(
+            "connection {connection_id}: {why}"
+        )))
+    };
+    let mut key_version = db.prepare_cached(
+        "SELECT version, length(CAST(key AS BLOB)) + length(value) FROM connection_state \
+         WHERE connection_id = ?1 AND key = ?2",
+    )?;
+    for (key, seen) in &commit.reads {
+        let now = key_version
+            .query_row(params![connection_id, key], |row| row.get::<_, i64>(0))
+            .optional()?;
+        if now != *seen {
+            return stale(format!(
+                "key {key:?} was written after the invocation read it"
+            ));
+        }
+    }
+    let mut listed = db.prepare_cached(
+        "SELECT count(*), coalesce(max(version), 0) FROM connection_state \
+         WHERE connection_id = ?1 AND key >= ?2 AND substr(key, 1, length(?2)) = ?2",
+    )?;
+    for (prefix, seen) in &commit.prefixes {
+        let (keys, newest) = listed.query_row(params![connection_id, prefix], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+        })?;
+        // A key added or rewritten since has a newer version; with none, only a removal can
+        // have changed the count.
+        if newest > commit.base_version || keys != int(*seen) {
+            return stale(format!(
+                "keys under {prefix:?} changed after the invocation listed them"
+            ));
+        }
+    }
+    if commit.writes.is_empty() {
+        return Ok(());
+    }
+    let mut totals = state_totals(db, connection_id)?;
+    let (keys_before, bytes_before) = (totals.keys, totals.bytes);
+    totals.version += 1;
+    let mut upsert = db.prepare_cached(
+        "INSERT INTO connection_state (connection_id, key, value, version) \
+         VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (connection_id, key) DO UPDATE \
+         SET value = excluded.value, version = excluded.version",
+    )?;
+    let mut delete =
+        db.prepare_cached("DELETE FROM connection_state WHERE connection_id = ?1 AND key = ?2")?;
+    for (key, value) in &commit.writes {
+        let old = key_version
+            .query_row(params![connection_id, key], |row| row.get::<_, i64>(1))
+            .optional()?;
+        if let Some(old) = old {
+            totals.keys -= 1;
+            totals.bytes -= old;
+        }
+        match value {
+            Some(value) => {
+                upsert.execute(params![connection_id, key, value, totals.version])?;
+                totals.keys += 1;
+                totals.bytes += int((key.len() + value.len()) as u64);
+            }
+            None => {
+                delete.execute(params![connection_id, key])?;
+            }
+        }
+    }
+    // A state already past lowered bounds may stay there, but may not grow.
+    let bounds = commit.bounds;
+    if (totals.keys > keys_before && totals.keys > int(bounds.keys))
+        || (totals.bytes > bytes_before && totals.bytes > int(bounds.bytes))
+    {
+        return stale(format!(
+            "with the writes of invocations that ran beside it, the state would hold {} keys \
+             and {} bytes (at most {} and {})",
+            totals.keys, totals.bytes, bounds.keys, bounds.bytes
+        ));
+    }
+    db.prepare_cached(
+        "INSERT INTO connection_state_versions (connection_id, version, keys, bytes) \
+         VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (connection_id) DO UPDATE \
+         SET version = excluded.version, keys = excluded.keys, bytes = excluded.bytes",
+    )?
+    .execute(params![
+        connection_id,
+        totals.version,
+        totals.keys,
+        totals.bytes
+    ])?;
+    Ok(())
 }
 
 fn get_outbox_row(db: &Db, seq: i64) -> Result<Option<OutboxRow>> {
@@ -1912,8 +2137,18 @@ impl Store for SqliteStore {
                     "connection {id} has deliveries, which are kept: disable it instead"
                 )));
             }
-            db.prepare_cached("DELETE FROM connection_state WHERE connection_id = ?1")?
-                .execute([&id])?;
+            // What belongs to the connection alone goes with it; poll runs that fetched no
+            // page have no deliveries to keep.
+            for sql in [
+                "DELETE FROM connection_state WHERE connection_id = ?1",
+                "DELETE FROM connection_state_versions WHERE connection_id = ?1",
+                "DELETE FROM http_exchanges WHERE poll_run_id IN \
+                 (SELECT id FROM poll_runs WHERE connection_id = ?1)",
+                "DELETE FROM poll_runs WHERE connection_id = ?1",
+                "DELETE FROM poll_state WHERE connection_id = ?1",
+            ] {
+                db.prepare_cached(sql)?.execute([&id])?;
+            }
             db.prepare_cached("DELETE FROM connections WHERE id = ?1")?
                 .execute([&id])?;
             Ok(())
@@ -1977,6 +2212,7 @@ impl Store for SqliteStore {
         dedupe_window: Duration,
     ) -> Result<Prepared> {
         let connection_id = new.connection_id.clone();
+        let kind = new.kind;
         let provider_delivery_id = new.provider_delivery_id.clone();
         // The body's hash only matters to a delivery without the provider's id.
         let body_sha256 = match &provider_delivery_id {
@@ -1987,6 +2223,7 @@ impl Store for SqliteStore {
         self.read(move |db| {
             connection_tenant(db, &connection_id)?;
             let key = DedupeKey {
+                kind,
                 connection_id: &connection_id,
                 provider_delivery_id: provider_delivery_id.as_deref(),
                 body_sha256: &body_sha256,
@@ -2750,6 +2987,73 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn claim_polls(
+        &self,
+        now: Millis,
+        owner: &str,
+        lease_until: Millis,
+        limit: usize,
+    ) -> Result<Vec<PollClaim>> {
+        let owner = owner.to_owned();
+        self.write_then(
+            move |db| polls::claim_polls(db, now, &owner, lease_until, limit),
+            keeps_connections,
+        )
+        .await
+    }
+
+    async fn claim_poll_now(
+        &self,
+        connection_id: &str,
+        now: Millis,
+        owner: &str,
+        lease_until: Millis,
+    ) -> Result<PollClaim> {
+        let (connection_id, owner) = (connection_id.to_owned(), owner.to_owned());
+        self.write_then(
+            move |db| polls::claim_poll_now(db, &connection_id, now, &owner, lease_until),
+            keeps_connections,
+        )
+        .await
+    }
+
+    async fn finish_poll(&self, end: PollEnd) -> Result<PollRun> {
+        self.write_then(move |db| polls::finish_poll(db, &end), keeps_connections)
+            .await
+    }
+
+    async fn poll_state(&self, connection_id: &str) -> Result<Option<PollState>> {
+        let connection_id = connection_id.to_owned();
+        self.read(move |db| polls::poll_state(db, &connection_id))
+            .await
+    }
+
+    async fn list_poll_runs(
+        &self,
+        connection_id: &str,
+        request: PageRequest,
+    ) -> Result<Page<PollRun>> {
+        let connection_id = connection_id.to_owned();
+        let limit = page_size(request.limit);
+        self.read(move |db| {
+            let mut query = Filtered::new(format!(
+                "SELECT {} FROM poll_runs WHERE connection_id = ?",
+                polls::POLL_RUN
+            ));
+            query.args.push(Value::Text(connection_id));
+            query.and("id < ?", text(request.cursor.as_ref()));
+            let items = query.run(db, "ORDER BY id DESC", limit, polls::poll_run_row)?;
+            Ok(page(items, limit, |run| run.id.clone()))
+        })
+        .await
+    }
+
+    async fn list_exchanges(&self, delivery_id: &str) -> Result<Vec<StoredExchange>> {
+        let delivery_id = delivery_id.to_owned();
+        self.read(move |db| polls::list_exchanges(db, &delivery_id))
+            .await
+    }
+
     fn write_stats(&self) -> WriteStats {
         self.inner.counters.snapshot()
     }
@@ -2817,6 +3121,9 @@ mod tests {
             headers: vec![("content-type".to_owned(), "application/json".to_owned())],
             body: body.as_bytes().to_vec(),
             trace_id: "trace-1".to_owned(),
+            kind: crate::store::DeliveryKind::Webhook,
+            poll_run_id: None,
+            cursor: None,
         }
     }
 
@@ -2846,13 +3153,14 @@ mod tests {
                 outcome: InvocationOutcome::Accepted,
                 detail_json: None,
                 log_json: "{}".to_owned(),
+                export: crate::store::Export::HandleWebhook,
             },
             events,
-            state: new_state.map(|map| crate::store::StateCommit {
-                base_version: 0,
-                new_state: Some(map),
-            }),
+            state: new_state.map(|map| crate::store::StateCommit::blind(0, map)),
             attempt_counted: true,
+            preceding: Vec::new(),
+            exchanges: Vec::new(),
+            poll: None,
         }
     }
 
@@ -3023,6 +3331,7 @@ mod tests {
             settings_json: settings.to_owned(),
             polling_json: None,
             status: ConnectionStatus::Active,
+            api_json: None,
         };
         let get = || async { store.get_connection("c1").await.unwrap().unwrap() };
         assert_eq!(get().await, t.connection);
@@ -3094,6 +3403,7 @@ mod tests {
             last_delivery_at: None,
             version_changed_by: None,
             version_changed_at: None,
+            api_json: None,
         };
         // A write commits while the read is under way: what the read found may be stale.
         let generation = cache.get("c1").unwrap_err();

@@ -100,6 +100,7 @@ fn a_run_searches_each_type_for_changes_then_walks_the_archived_contacts() {
         ]
     );
     assert!(first.more);
+    assert_eq!(first.records, Some(2));
     let cursor = first.next_cursor.unwrap();
     assert_eq!(
         cursor,
@@ -137,6 +138,7 @@ fn a_run_searches_each_type_for_changes_then_walks_the_archived_contacts() {
     );
     assert_eq!(search["sorts"][0]["propertyName"], "hs_lastmodifieddate");
     assert!(third.events.is_empty() && third.more);
+    assert_eq!(third.records, Some(0));
     let cursor = third.next_cursor.unwrap();
     assert_eq!(
         cursor,
@@ -183,6 +185,7 @@ fn a_run_searches_each_type_for_changes_then_walks_the_archived_contacts() {
         )]
     );
     assert!(!last.more, "the run ends after the last list");
+    assert_eq!(last.records, Some(2), "two archived contacts, one event");
     assert_eq!(
         last.next_cursor.as_deref(),
         Some(
@@ -210,6 +213,7 @@ fn the_next_run_searches_from_the_newest_change_and_unchanged_records_emit_nothi
     let (req, out) = step(Some(&cursor), CONTACTS_2, &ctx);
     assert_eq!(body(&req), contact_search(CONTACTS_2_NEWEST, None));
     assert!(out.events.is_empty(), "{:?}", keys(&out.events));
+    assert_eq!(out.records, Some(1), "unchanged records are still seen");
     assert!(
         out.next_cursor
             .unwrap()
@@ -219,6 +223,7 @@ fn the_next_run_searches_from_the_newest_change_and_unchanged_records_emit_nothi
     let at_archived = r#"{"list":"archived-contacts"}"#;
     let (_, out) = step(Some(at_archived), POLL_CONTACTS_ARCHIVED, &ctx);
     assert!(out.events.is_empty());
+    assert_eq!(out.records, Some(2));
 }
 
 #[test]

@@ -100,6 +100,7 @@ fn a_run_walks_each_object_with_query_all_and_follows_next_records_url() {
         "48000000.00"
     );
     assert!(first.more, "`done` is false");
+    assert_eq!(first.records, Some(2));
     let cursor = first.next_cursor.unwrap();
     assert_eq!(
         cursor,
@@ -125,6 +126,7 @@ fn a_run_walks_each_object_with_query_all_and_follows_next_records_url() {
                "external_source": "salesforce", "occurred_at": "2025-12-01T10:40:12Z"})
     );
     assert!(second.more, "Contact and Opportunity are still to walk");
+    assert_eq!(second.records, Some(1), "a deleted record is a record seen");
     let cursor = second.next_cursor.unwrap();
     assert_eq!(
         cursor,
@@ -135,6 +137,7 @@ fn a_run_walks_each_object_with_query_all_and_follows_next_records_url() {
     let (req, third) = step(Some(&cursor), CONTACTS_EMPTY, &ctx);
     assert!(req.query[0].1.contains(" FROM Contact ORDER BY"), "{req:?}");
     assert!(third.events.is_empty() && third.more);
+    assert_eq!(third.records, Some(0));
     let cursor = third.next_cursor.unwrap();
 
     // The last object's last page ends the run.
@@ -159,6 +162,7 @@ fn a_run_walks_each_object_with_query_all_and_follows_next_records_url() {
         ]
     );
     assert!(!last.more);
+    assert_eq!(last.records, Some(1), "one record, two events");
     assert_eq!(
         last.next_cursor.as_deref(),
         Some(
@@ -186,6 +190,7 @@ fn the_next_run_asks_for_changes_only_and_refetched_versions_emit_nothing() {
     // The same versions again (a CRM that ignores the filter, a retried page): nothing new,
     // and `since` stays where it was.
     assert!(out.events.is_empty(), "{:?}", keys(&out.events));
+    assert_eq!(out.records, Some(2), "unchanged records are still seen");
     assert!(
         out.next_cursor
             .unwrap()
@@ -193,6 +198,7 @@ fn the_next_run_asks_for_changes_only_and_refetched_versions_emit_nothing() {
     );
     let (_, out) = step(Some(&cursor), ACCOUNTS_2, &ctx);
     assert!(out.events.is_empty(), "a deletion is reported once");
+    assert_eq!(out.records, Some(1));
     // A contact never seen, after the run: the next Contact query finds it.
     let contact = patched(CONTACTS_EMPTY, |b| {
         b["records"] = json!([{
@@ -287,6 +293,7 @@ fn an_expired_query_locator_queries_the_object_again_from_since() {
     );
     let out = testing::run_poll::<Salesforce>(&page, &ctx).unwrap();
     assert!(out.events.is_empty() && out.more);
+    assert_eq!(out.records, Some(0), "an error answer holds no record");
     let cursor = out.next_cursor.unwrap();
     assert_eq!(
         cursor,

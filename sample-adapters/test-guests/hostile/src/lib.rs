@@ -137,6 +137,15 @@ fn run(command: &str, args: &[&str]) -> Result<Vec<Event>, AdapterError> {
                 Event::new("test.ok", format!("count-{n}"))?.payload(json!({ "count": n }))?,
             ])
         }
+        // Adds one to the counter under the key given (its own key per entity).
+        "count-key" => {
+            let key = format!("count/{}", args.first().map_or("", |a| a.trim()));
+            let n: u64 = state::get_json(&key)?.unwrap_or(0) + 1;
+            state::set_json(&key, &n)?;
+            Ok(vec![
+                Event::new("test.ok", format!("{key}-{n}"))?.payload(json!({ "count": n }))?,
+            ])
+        }
         // Writes the given number of bytes (default 4 MiB) of bare newlines to stdout: a
         // flood of empty log lines.
         "newlines" => {

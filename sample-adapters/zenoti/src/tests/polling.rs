@@ -126,6 +126,7 @@ fn a_run_walks_a_center_a_week_at_a_time_up_to_today() {
     assert_eq!(payload["price"], "120.00");
     assert!(first.events.iter().all(|e| e.org_id() == Some("org-west")));
     assert!(first.more, "the week ended before today");
+    assert_eq!(first.records, Some(2), "two appointments, three events");
     let cursor = first.next_cursor.unwrap();
     assert_eq!(
         cursor,
@@ -145,6 +146,7 @@ fn a_run_walks_a_center_a_week_at_a_time_up_to_today() {
     );
     assert_eq!(last.events[0].payload_value()["status"], "confirmed");
     assert!(!last.more);
+    assert_eq!(last.records, Some(1));
     let cursor = last.next_cursor.unwrap();
     assert_eq!(
         cursor,
@@ -156,6 +158,7 @@ fn a_run_walks_a_center_a_week_at_a_time_up_to_today() {
     let (req, next) = step(Some(&cursor), WEEK_2, DEC_10_AFTERNOON, &ctx);
     assert_eq!(req, appointments(WEST, "2025-12-10", "2025-12-16"));
     assert!(next.events.is_empty());
+    assert_eq!(next.records, Some(1), "unchanged records are still seen");
     assert_eq!(
         next.next_cursor.as_deref(),
         Some(cursor.as_str()),
@@ -191,6 +194,7 @@ fn a_day_is_complete_once_it_has_ended_everywhere() {
             "{seconds}"
         );
         assert_eq!(out.more, more, "{seconds}");
+        assert_eq!(out.records, Some(0), "{seconds}");
     }
 }
 

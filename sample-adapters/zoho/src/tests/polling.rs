@@ -91,6 +91,7 @@ fn a_run_lists_the_modified_records_then_the_deleted_ones() {
     );
     assert_eq!(first.events[0].payload_value()["amount"], "48250.50");
     assert!(first.more);
+    assert_eq!(first.records, Some(2));
     let cursor = first.next_cursor.unwrap();
     assert_eq!(
         cursor,
@@ -111,6 +112,7 @@ fn a_run_lists_the_modified_records_then_the_deleted_ones() {
     );
     assert_eq!(second.events[0].payload_value()["exchange_rate"], "1.0825");
     assert!(second.more, "the deletions are still to list");
+    assert_eq!(second.records, Some(1));
     let cursor = second.next_cursor.unwrap();
     assert_eq!(
         cursor,
@@ -133,6 +135,7 @@ fn a_run_lists_the_modified_records_then_the_deleted_ones() {
                "external_source": "zoho", "occurred_at": "2025-12-02T08:00:00Z"})
     );
     assert!(!last.more);
+    assert_eq!(last.records, Some(2), "two deleted records, one event");
     assert_eq!(
         last.next_cursor.as_deref(),
         Some(
@@ -156,6 +159,7 @@ fn the_next_run_asks_if_modified_since_and_304_means_nothing_new() {
     );
     assert_eq!(req.headers[0].name, "if-modified-since");
     assert!(out.events.is_empty() && out.more);
+    assert_eq!(out.records, Some(0), "304 Not Modified holds no record");
     let cursor = out.next_cursor.unwrap();
     let (req, out) = step(Some(&cursor), 304, "", &ctx);
     assert_eq!(
@@ -163,6 +167,7 @@ fn the_next_run_asks_if_modified_since_and_304_means_nothing_new() {
         deleted_deals().header("If-Modified-Since", "2025-12-02T08:00:00+00:00")
     );
     assert!(out.events.is_empty() && !out.more);
+    assert_eq!(out.records, Some(0));
     assert!(
         out.next_cursor
             .unwrap()
@@ -179,11 +184,12 @@ fn refetched_versions_emit_nothing_and_a_restored_record_is_created_again() {
     }
     // The same deletions again: told once.
     let at_deleted = r#"{"list":"Deals/deleted"}"#;
-    assert!(
-        step(Some(at_deleted), 200, DEALS_DELETED, &ctx)
-            .1
-            .events
-            .is_empty()
+    let (_, again) = step(Some(at_deleted), 200, DEALS_DELETED, &ctx);
+    assert!(again.events.is_empty());
+    assert_eq!(
+        again.records,
+        Some(2),
+        "deletions told before are still seen"
     );
     // The first page again: 148082 is unchanged; 148083 comes back from the recycle bin.
     let (_, out) = step(cursor.as_deref(), 200, DEALS_1, &ctx);
@@ -194,6 +200,7 @@ fn refetched_versions_emit_nothing_and_a_restored_record_is_created_again() {
             "Deals/5725767000001148083@2025-12-01T10:35:12Z/created"
         )]
     );
+    assert_eq!(out.records, Some(2), "the unchanged record is seen too");
 }
 
 #[test]
@@ -204,6 +211,7 @@ fn an_expired_page_token_lists_again_and_other_errors_fail() {
     );
     let (_, out) = step(Some(&cursor), 400, TOKEN_EXPIRED, &ctx);
     assert!(out.events.is_empty() && out.more);
+    assert_eq!(out.records, Some(0), "an error answer holds no record");
     let cursor = out.next_cursor.unwrap();
     assert_eq!(cursor, r#"{"list":"Deals"}"#);
     assert_eq!(request(Some(&cursor), &ctx), deals_list());
