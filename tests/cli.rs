@@ -191,3 +191,156 @@ fn bad_command_lines_exit_two_and_bad_files_exit_one() {
         stderr(&output)
     );
 }
+
+/// Salesforce's answers for a first poll of Account, Contact and Opportunity, from the
+/// adapter's fixtures, as a `--responses` file.
+fn salesforce_responses(dir: &tempfile::TempDir) -> String {
+    let fixture = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(sample_file(&format!("salesforce/fixtures/{name}"))).unwrap(),
+        )
+        .unwrap()
+    };
+    let accounts = fixture("queryall-accounts-page-1.json");
+    let next = accounts["nextRecordsUrl"].as_str().unwrap().to_owned();
+    let json = |body: serde_json::Value, path: &str| {
+        serde_json::json!({
+            "path": path,
+            "headers": [["content-type", "application/json"]],
+            "body": body,
+        })
+    };
+    let queried = "/services/data/v59.0/queryAll";
+    let responses = serde_json::json!([
+        json(accounts, queried),
+        json(fixture("queryall-accounts-page-2.json"), &next),
+        json(fixture("queryall-contacts-empty.json"), queried),
+        json(fixture("queryall-opportunities.json"), queried),
+    ]);
+    write_file(dir, "responses.json", &responses.to_string())
+}
+
+#[test]
+fn run_poll_walks_recorded_responses_page_after_page() {
+    let salesforce = test_artifacts::ALL
+        .iter()
+        .find(|(stem, _)| *stem == "salesforce")
+        .unwrap()
+        .1;
+    let dir = tempfile::tempdir().unwrap();
+    let responses = salesforce_responses(&dir);
+    let state = write_file(&dir, "state.json", "{}");
+    let args = [
+        "run",
+        salesforce,
+        "--poll",
+        "--responses",
+        &responses,
+        "--org",
+        "org-1",
+        "--setting",
+        "default_org_id=org-1",
+        "--state",
+        &state,
+        "--save-state",
+    ];
+    let output = adapter_host(&args);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}{}", stderr(&output));
+    // Every request, its answer, the events and where the cursor went.
+    assert!(text.contains("=== page 4"), "{text}");
+    assert!(
+        text.contains("request  GET /services/data/v59.0/queryAll?q=SELECT+Id"),
+        "{text}"
+    );
+    assert!(text.contains("-> 200"), "{text}");
+    assert!(text.contains("account.created"), "{text}");
+    assert!(text.contains("account.deleted"), "{text}");
+    assert!(text.contains("records  2 on the page"), "{text}");
+    assert!(text.contains("run      4 page(s)"), "{text}");
+    assert!(text.contains("usage    "), "{text}");
+    // The state after the run was saved.
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert!(saved.as_object().unwrap().len() >= 3, "{saved}");
+
+    // JSON: the same run, machine-readable.
+    let mut json_args = args[..args.len() - 3].to_vec();
+    json_args.push("--json");
+    let output = adapter_host(&json_args);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["pages"].as_array().unwrap().len(), 4);
+    assert_eq!(report["pages"][0]["requests"][0]["status"], 200);
+    assert!(report["cursor"].as_str().unwrap().contains("Opportunity"));
+}
+
+#[test]
+fn run_poll_exits_five_when_a_request_fails_and_names_it() {
+    let poller = test_artifacts::POLLER;
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing recorded for the request the adapter makes.
+    let responses = write_file(
+        &dir,
+        "responses.json",
+        r#"[{"path": "/other", "body": {}}]"#,
+    );
+    let output = adapter_host(&["run", poller, "--poll", "--responses", &responses]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(5), "{text}{}", stderr(&output));
+    assert!(
+        text.contains("no recorded response left for GET /items"),
+        "{text}"
+    );
+    // A CRM that rate limits: the run stops there.
+    let responses = write_file(
+        &dir,
+        "limited.json",
+        r#"[{"path": "/items", "status": 429, "headers": [["retry-after", "30"]]}]"#,
+    );
+    let output = adapter_host(&["run", poller, "--poll", "--responses", &responses]);
+    assert_eq!(output.status.code(), Some(5));
+    assert!(
+        stdout(&output).contains("the CRM answered 429"),
+        "{}",
+        stdout(&output)
+    );
+    // The network under the host's rules: a base URL on loopback is refused unless the
+    // connection's settings allow private hosts.
+    let output = adapter_host(&["run", poller, "--poll", "--base-url", "https://localhost:1"]);
+    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("a loopback, private or otherwise special address"),
+        "{}",
+        stdout(&output)
+    );
+    // Usage mistakes are precise.
+    let output = adapter_host(&["run", poller, "--poll"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("needs --base-url, --api or --responses"),
+        "{}",
+        stderr(&output)
+    );
+    let output = adapter_host(&["run", poller, "--poll", "--api", "{\"base\": 1}"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("parsing --api"),
+        "{}",
+        stderr(&output)
+    );
+    let output = adapter_host(&[
+        "run",
+        poller,
+        "--poll",
+        "--api",
+        r#"{"base_url": "https://crm.example", "credential": {"kind": "bearer", "secret": "t"}}"#,
+        "--secret-env",
+        "t=ADAPTER_HOST_TEST_UNSET_VARIABLE",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("$ADAPTER_HOST_TEST_UNSET_VARIABLE is not set"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -386,6 +386,9 @@ async fn a_delivery_that_exhausts_memory_is_parked_and_the_rest_is_processed() {
             started.elapsed() < Duration::from_secs(120),
             "the hog was never parked ({kills} kills)"
         );
+        // Waited for on both ways out of the loop below: killed for memory, or once the hog
+        // is parked (clippy cannot follow the second).
+        #[allow(clippy::zombie_processes)]
         let mut child = start(&config, &data, port);
         wait_ready(&client, port).await;
         let baseline = resident_bytes(child.id()).unwrap();

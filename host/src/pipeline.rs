@@ -122,7 +122,7 @@ struct Inner {
     settings: Settings,
     /// Adapter versions as loaded, by id and version: each loaded once, however many
     /// deliveries ask for it at the same time (a compile costs CPU seconds).
-    adapters: Mutex<HashMap<(String, u32), Arc<tokio::sync::OnceCell<Adapter>>>>,
+    adapters: Mutex<HashMap<(String, u32), Loading>>,
     tenants: Mutex<HashMap<String, Arc<Semaphore>>>,
     instances: Arc<Semaphore>,
     outbox_appended: Arc<Notify>,
@@ -134,6 +134,9 @@ struct Inner {
     /// This process among the host's nodes: the owner of the leases it takes.
     node_id: String,
 }
+
+/// An adapter version, loaded or being loaded.
+type Loading = Arc<tokio::sync::OnceCell<Adapter>>;
 
 /// A connection's lock, and when its invocations last lost a state commit to each other.
 #[derive(Debug, Default)]

@@ -351,26 +351,9 @@ impl Host {
 
             // 3. The page through the ingest core, committed with the checkpoint.
             let mut headers = vec![(STATUS_HEADER.to_owned(), response.status.to_string())];
-            headers.extend(
-                exchanges
-                    .last()
-                    .map(|e| e.response_headers.clone())
-                    .unwrap_or_default(),
-            );
-            let content_type = response
-                .headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-                .map(|(_, v)| v.clone());
-            let page = PollPage {
-                body: response.body.clone(),
-                content_type,
-                cursor: cursor.clone(),
-                fetched_at,
-                request: Some(request.clone()),
-                status: response.status,
-                headers: response.headers,
-            };
+            headers.extend(response.headers.iter().cloned());
+            let body = response.body.clone();
+            let page = PollPage::fetched(request.clone(), response, cursor.clone(), fetched_at);
             let new = NewDelivery {
                 connection_id: connection.id.clone(),
                 received_at: system_millis(fetched_at),
@@ -381,7 +364,7 @@ impl Host {
                     .extend_pairs(&request.query)
                     .finish(),
                 headers,
-                body: response.body,
+                body,
                 trace_id: store::new_id(),
                 kind: DeliveryKind::Poll,
                 poll_run_id: Some(run.id.clone()),

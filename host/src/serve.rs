@@ -36,6 +36,8 @@ pub struct ServeOptions {
     /// How long a delivery left `received` is leased to its invocation before recovery may
     /// take it again.
     pub recovery_lease: std::time::Duration,
+    /// How the poll scheduler paces itself.
+    pub poller: crate::poll::PollerSettings,
 }
 
 impl Default for ServeOptions {
@@ -48,6 +50,7 @@ impl Default for ServeOptions {
             relay: RelayConfig::default(),
             server: ServerSettings::default(),
             recovery_lease: Settings::default().recovery_lease,
+            poller: crate::poll::PollerSettings::default(),
         }
     }
 }
@@ -71,6 +74,7 @@ pub async fn open_host(options: &ServeOptions) -> anyhow::Result<Host> {
             .trim_end_matches('/')
             .to_owned(),
         recovery_lease: options.recovery_lease,
+        poller: options.poller.clone(),
         ..Settings::default()
     };
     let host = Host::new(

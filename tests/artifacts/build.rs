@@ -10,11 +10,12 @@ const TARGET: &str = "wasm32-wasip2";
 /// Components the tests name by constant: (constant name, component file stem). Every other
 /// adapter (each folder of `sample-adapters/` or `sample-adapters/test-guests/` with a
 /// `Cargo.toml`) is built too and found by stem through `ALL`.
-const NAMED: [(&str, &str); 4] = [
+const NAMED: [(&str, &str); 5] = [
     ("CHAMPION_HEALTH", "champion_health"),
     ("NOOP", "noop"),
     ("HOSTILE", "hostile"),
     ("LEGACY_V0_1", "legacy_v0_1"),
+    ("POLLER", "poller"),
 ];
 
 fn main() {

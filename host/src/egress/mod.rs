@@ -727,6 +727,14 @@ impl EgressSession {
             )));
         }
         exchange.url = shorten(&redact_url(&url, credential.as_ref()));
+        if let Some(Credential::Header { name, .. }) = &credential
+            && self.origins.is_base(&url)
+        {
+            // The record shows that the credential went, never what it is.
+            exchange
+                .request_headers
+                .push((name.as_str().to_owned(), "[redacted]".to_owned()));
+        }
         let (mut method, mut body) = (method, request.body);
         let mut credential = credential;
         let mut retried_unauthorized = false;

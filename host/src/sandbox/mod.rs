@@ -308,6 +308,30 @@ impl PollPage {
             headers: Vec::new(),
         }
     }
+
+    /// The answer `response` to `request`, which the host performed for the page after
+    /// `cursor` at `at`.
+    pub fn fetched(
+        request: HttpRequest,
+        response: HttpResponse,
+        cursor: Option<String>,
+        at: SystemTime,
+    ) -> Self {
+        let content_type = response
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+            .map(|(_, value)| value.clone());
+        Self {
+            body: response.body,
+            content_type,
+            cursor,
+            fetched_at: at,
+            request: Some(request),
+            status: response.status,
+            headers: response.headers,
+        }
+    }
 }
 
 /// What an invocation is asked to handle.

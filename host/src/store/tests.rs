@@ -34,6 +34,7 @@ macro_rules! store_suite {
             state_is_committed_key_by_key,
             a_completion_on_a_stale_state_is_refused,
             unfinished_deliveries_are_recovered,
+            polls_are_claimed_once_and_move_their_cursor_under_their_lease,
             delivery_lists_filter_and_page,
             claims_keep_each_entity_in_order,
             a_failed_row_holds_back_the_rest_of_its_entity,
@@ -1409,6 +1410,238 @@ pub(crate) async fn a_completion_on_a_stale_state_is_refused(backend: &dyn Backe
         store.prepare_delivery(&new, WINDOW).await.unwrap(),
         Prepared::New(snapshot) if snapshot.version == 4 && snapshot.map == state(&[("count", "2")])
     ));
+}
+
+pub(crate) async fn polls_are_claimed_once_and_move_their_cursor_under_their_lease(
+    backend: &dyn Backend,
+) {
+    let store = backend.open().await;
+    let t = tenant(&*store, "t1", "c1").await;
+    let polling = |interval: &str| Some(format!(r#"{{{interval}"max_pages":100}}"#));
+    let connect = |id: &str, polling_json: Option<String>, status: ConnectionStatus| {
+        let store = Arc::clone(&store);
+        let spec = ConnectionSpec {
+            polling_json,
+            status,
+            ..spec(id, "t1", &t.adapter.id, 1)
+        };
+        async move { store.upsert_connection(spec, "admin", T0).await.unwrap() }
+    };
+    connect(
+        "c1",
+        polling(r#""interval_secs":60,"#),
+        ConnectionStatus::Active,
+    )
+    .await;
+    // Pages pushed only (no interval), and a disabled connection: never scheduled.
+    connect("c2", polling(""), ConnectionStatus::Active).await;
+    connect(
+        "c3",
+        polling(r#""interval_secs":60,"#),
+        ConnectionStatus::Disabled,
+    )
+    .await;
+    let claims = store
+        .claim_polls(T0, "node-a", T0 + 30 * SECOND, 10)
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 1, "{claims:?}");
+    let claim = &claims[0];
+    assert_eq!(claim.run.connection_id, "c1");
+    assert_eq!((claim.cursor.clone(), claim.failures), (None, 0));
+    assert_eq!(claim.run.status, PollRunStatus::Running);
+    assert_eq!(claim.run.trigger, PollTrigger::Schedule);
+    let run_id = claim.run.id.clone();
+    // Held: neither another node nor a manual run takes it while the lease lasts.
+    assert!(
+        store
+            .claim_polls(T0 + SECOND, "node-b", T0 + 31 * SECOND, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        store
+            .claim_poll_now("c1", T0 + SECOND, "node-b", T0 + 31 * SECOND)
+            .await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        store
+            .claim_poll_now("c3", T0 + SECOND, "node-b", T0 + 31 * SECOND)
+            .await,
+        Err(Error::Invalid(_))
+    ));
+
+    // A page committed under the lease moves the cursor and renews the lease.
+    let page = |body: &str, owner: &str, before: Option<&str>, after: &str| {
+        let new = NewDelivery {
+            kind: DeliveryKind::Poll,
+            poll_run_id: Some(run_id.clone()),
+            cursor: before.map(str::to_owned),
+            ..delivery("c1", body, None, T0 + SECOND)
+        };
+        let completion = Completion {
+            poll: Some(PollCheckpoint {
+                run_id: run_id.clone(),
+                owner: owner.to_owned(),
+                cursor_before: before.map(str::to_owned),
+                advance: Some(Some(after.to_owned())),
+                lease_until: T0 + 60 * SECOND,
+                requests: 1,
+                records: 5,
+            }),
+            ..completion(
+                &new_id(),
+                &t.adapter.id,
+                vec![event(&format!("ev-{body}"), "deal.won", "D1", None)],
+                None,
+                T0 + SECOND,
+            )
+        };
+        (new, completion)
+    };
+    let (new, done) = page("page-1", "node-a", None, "c-1");
+    store.record_completed(new, WINDOW, done).await.unwrap();
+    let state = store.poll_state("c1").await.unwrap().unwrap();
+    assert_eq!(state.cursor.as_deref(), Some("c-1"));
+    assert_eq!(state.lease_until, Some(T0 + 60 * SECOND));
+    // A page fetched from a cursor that moved on, or by a node without the lease, is refused
+    // whole: no delivery, no event, no cursor move.
+    for (body, owner, before) in [
+        ("page-x", "node-a", None),
+        ("page-y", "node-b", Some("c-1")),
+    ] {
+        let (new, refused) = page(body, owner, before, "c-x");
+        assert!(matches!(
+            store.record_completed(new.clone(), WINDOW, refused).await,
+            Err(Error::Conflict(_))
+        ));
+        assert!(matches!(
+            store.prepare_delivery(&new, WINDOW).await.unwrap(),
+            Prepared::New(_)
+        ));
+        assert_eq!(store.get_event(&format!("ev-{body}")).await.unwrap(), None);
+    }
+    assert_eq!(
+        store
+            .poll_state("c1")
+            .await
+            .unwrap()
+            .unwrap()
+            .cursor
+            .as_deref(),
+        Some("c-1")
+    );
+
+    let end =
+        |run_id: &str, owner: &str, status: PollRunStatus, at: Millis, next: Millis| PollEnd {
+            run_id: run_id.to_owned(),
+            owner: owner.to_owned(),
+            status,
+            reason: (status == PollRunStatus::Failed).then(|| "the CRM answered 500".to_owned()),
+            at,
+            next_run_at: next,
+            exchanges: Vec::new(),
+            requests: 0,
+        };
+    let run = store
+        .finish_poll(end(
+            &run_id,
+            "node-a",
+            PollRunStatus::Done,
+            T0 + 2 * SECOND,
+            T0 + 62 * SECOND,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(run.status, PollRunStatus::Done);
+    assert_eq!(
+        (run.pages, run.events, run.records, run.requests),
+        (1, 1, 5, 1)
+    );
+    assert_eq!(
+        (run.cursor_before, run.cursor_after.as_deref()),
+        (None, Some("c-1"))
+    );
+    assert_eq!(run.finished_at, Some(T0 + 2 * SECOND));
+    let state = store.poll_state("c1").await.unwrap().unwrap();
+    assert_eq!((state.lease_until, state.failures), (None, 0));
+
+    // Due at its next run, not before; it starts from the committed cursor.
+    let claim = |at: Millis, owner: &'static str| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .claim_polls(at, owner, at + 30 * SECOND, 10)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(claim(T0 + 61 * SECOND, "node-a").await.is_empty());
+    let second = claim(T0 + 62 * SECOND, "node-a").await.remove(0);
+    assert_eq!(second.cursor.as_deref(), Some("c-1"));
+    store
+        .finish_poll(end(
+            &second.run.id,
+            "node-a",
+            PollRunStatus::Failed,
+            T0 + 63 * SECOND,
+            T0 + 200 * SECOND,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(store.poll_state("c1").await.unwrap().unwrap().failures, 1);
+
+    // A run whose host stopped: once its lease has lapsed another node takes over, and the
+    // stopped run is marked interrupted; its late end changes nothing but its own record.
+    let third = claim(T0 + 200 * SECOND, "node-a").await.remove(0);
+    assert_eq!(third.failures, 1);
+    let fourth = claim(T0 + 231 * SECOND, "node-b").await.remove(0);
+    store
+        .finish_poll(end(
+            &third.run.id,
+            "node-a",
+            PollRunStatus::Done,
+            T0 + 232 * SECOND,
+            T0,
+        ))
+        .await
+        .unwrap();
+    let state = store.poll_state("c1").await.unwrap().unwrap();
+    assert_eq!(state.run_id.as_deref(), Some(fourth.run.id.as_str()));
+    assert_eq!(state.lease_until, Some(T0 + 261 * SECOND));
+    let runs = store
+        .list_poll_runs("c1", PageRequest::default())
+        .await
+        .unwrap()
+        .items;
+    let statuses: Vec<_> = runs.iter().map(|run| run.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            PollRunStatus::Running,
+            PollRunStatus::Interrupted,
+            PollRunStatus::Failed,
+            PollRunStatus::Done
+        ]
+    );
+    assert_eq!(runs[2].reason.as_deref(), Some("the CRM answered 500"));
+
+    // A connection without deliveries goes with its poll history.
+    connect(
+        "c4",
+        polling(r#""interval_secs":60,"#),
+        ConnectionStatus::Active,
+    )
+    .await;
+    let c4 = store
+        .claim_poll_now("c4", T0, "node-a", T0 + SECOND)
+        .await
+        .unwrap();
+    assert_eq!(c4.run.trigger, PollTrigger::Manual);
+    store.delete_connection("c4").await.unwrap();
+    assert_eq!(store.poll_state("c4").await.unwrap(), None);
 }
 
 pub(crate) async fn unfinished_deliveries_are_recovered(backend: &dyn Backend) {

@@ -1248,6 +1248,15 @@ fn upsert_connection(
         actor,
         spec.api_json,
     ])?;
+    if old.polling_json != spec.polling_json {
+        // A shorter interval takes effect now, not after the run the old one scheduled.
+        db.prepare_cached(
+            "UPDATE poll_state SET next_run_at = \
+             min(next_run_at, ?2 + 1000 * json_extract(?3, '$.interval_secs')) \
+             WHERE connection_id = ?1 AND json_extract(?3, '$.interval_secs') IS NOT NULL",
+        )?
+        .execute(params![spec.id, now, spec.polling_json])?;
+    }
     Ok((require_connection(db, &spec.id)?, Upsert::Updated))
 }
 

@@ -222,10 +222,10 @@ fn start(
          WHERE connection_id = ?1",
     )?
     .execute(params![connection_id, run_id, owner, lease_until])?;
-    db.prepare_cached(&format!(
+    db.prepare_cached(
         "INSERT INTO poll_runs (id, connection_id, tenant_id, trigger, owner, started_at, status, \
-         cursor_before) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7)"
-    ))?
+         cursor_before) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7)",
+    )?
     .execute(params![
         run_id,
         connection_id,
@@ -259,7 +259,8 @@ pub(super) fn claim_polls(
     let due = query_all(
         db,
         "SELECT c.id FROM connections c LEFT JOIN poll_state p ON p.connection_id = c.id \
-         WHERE c.polling_json IS NOT NULL AND c.status = 'active' \
+         WHERE json_extract(c.polling_json, '$.interval_secs') IS NOT NULL \
+           AND c.status = 'active' \
            AND (p.connection_id IS NULL \
                 OR (p.next_run_at <= ?1 AND (p.lease_until IS NULL OR p.lease_until <= ?1))) \
          ORDER BY coalesce(p.next_run_at, 0), c.id LIMIT ?2",

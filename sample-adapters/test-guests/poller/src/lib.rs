@@ -1,7 +1,8 @@
 //! A polling guest for the host's tests, against the tests' fake CRM.
 //!
 //! `poll-request`: `GET /items?page=<cursor or 1>`. `handle-poll`: the page is
-//! `{"items": [{"id": "A", "version": 3}, ...], "next": 2 | null}`; each item becomes an
+//! `{"items": [{"id": "A", "version": 3}, ...], "next": 2 | null}` (an answer that is not 2xx
+//! fails the page); each item becomes an
 //! `item.changed` event with the dedupe key `<id>@<version>` (the same record version is the
 //! same event, whatever page carries it), the cursor becomes `next`, and `more` is whether there
 //! is a `next`. The state counts pages handled (`pages`).
@@ -55,11 +56,20 @@ impl Adapter for Poller {
         if let Some(mode) = ctx.setting("mode") {
             return misbehave(mode);
         }
+        if !(200..300).contains(&page.status) {
+            return Err(AdapterError::failed(format!(
+                "the CRM answered {}: {}",
+                page.status,
+                String::from_utf8_lossy(&page.body)
+            )));
+        }
         let pages: u64 = state::get_json("pages")?.unwrap_or(0) + 1;
         state::set_json("pages", &pages)?;
         let body: Value = page.json()?;
         let mut events = Vec::new();
-        for item in body["items"].as_array().cloned().unwrap_or_default() {
+        let items = body["items"].as_array().cloned().unwrap_or_default();
+        let records = items.len();
+        for item in items {
             let item = if ctx.setting("fetch").is_some() {
                 let id = item["id"].as_str().unwrap_or_default();
                 http::fetch(&HttpRequest::get(format!("/items/{id}")))?
@@ -72,7 +82,7 @@ impl Adapter for Poller {
         }
         let next = body["next"].as_u64().map(|n| n.to_string());
         let more = next.is_some();
-        let mut output = PollOutput::new(events).more(more);
+        let mut output = PollOutput::new(events).more(more).records(records);
         if let Some(next) = next {
             output = output.next_cursor(next);
         }

@@ -12,6 +12,8 @@ use std::time::SystemTime;
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 
+mod poll;
+
 use crate::sandbox::{
     Adapter, ConnectionContext, Input, Limits, Outcome, PlatformLimits, PollPage, Report, Sandbox,
     StateMap, WebhookRequest,
@@ -27,6 +29,9 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_ADAPTER_FAILED: u8 = 3;
 /// Exit status: the adapter's events broke a contract.
 pub const EXIT_CONTRACT_VIOLATION: u8 = 4;
+/// Exit status: a request of a `--poll` run failed (refused by the egress rules, no answer,
+/// or the CRM answered 429 or 5xx).
+pub const EXIT_FETCH_FAILED: u8 = 5;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,7 +50,7 @@ enum Command {
     /// and print its events, contract violations, logs and usage.
     ///
     /// Exit status: 0 accepted or ignored, 1 error, 2 usage, 3 adapter failed,
-    /// 4 contract violation.
+    /// 4 contract violation, 5 a request of a `--poll` run failed.
     Run(Box<RunArgs>),
     /// Check that a component implements the adapter world and print what it declares.
     Check(CheckArgs),
@@ -92,6 +97,17 @@ struct ServeArgs {
     /// its rows back when this ends.
     #[arg(long, env = "ADAPTER_HOST_RELAY_LEASE_SECS", default_value_t = 10)]
     relay_lease_secs: u64,
+    /// How long a poll run holds its connection; each committed page renews it. A run cut off
+    /// by a stop is taken over (from its last committed page) once this ends.
+    #[arg(long, env = "ADAPTER_HOST_POLL_LEASE_SECS", default_value_t = 120)]
+    poll_lease_secs: u64,
+    /// Poll runs at once in this process.
+    #[arg(long, env = "ADAPTER_HOST_POLL_CONCURRENCY", default_value_t = 4)]
+    poll_concurrency: usize,
+    /// Seconds before the next run after a failed one; doubled after each further failure,
+    /// up to an hour.
+    #[arg(long, env = "ADAPTER_HOST_POLL_BACKOFF_SECS", default_value_t = 60)]
+    poll_backoff_secs: u64,
     /// A file holding the management API's HS256 JWT key (at least 32 bytes). The key can
     /// also come from the environment variable ADAPTER_HOST_JWT_HS256_KEY (never a flag).
     #[arg(long, env = "ADAPTER_HOST_JWT_KEY_FILE", value_name = "FILE")]
@@ -190,12 +206,34 @@ struct RunArgs {
     /// Run `handle-webhook` with this file as the request body.
     #[arg(long, value_name = "BODY_FILE")]
     webhook: Option<PathBuf>,
-    /// Run `handle-poll` with this file as the page.
-    #[arg(long, value_name = "PAGE_FILE")]
-    poll: Option<PathBuf>,
+    /// Run `handle-poll` with this file as a pushed page. Without a file, run a poll as the
+    /// host does: `poll-request` names a request, it is performed (--base-url, --api or
+    /// --responses), `handle-poll` takes the answer, page after page while more follow.
+    #[arg(long, value_name = "PAGE_FILE", num_args = 0..=1)]
+    #[allow(clippy::option_option)] // absent, `--poll`, `--poll FILE`
+    poll: Option<Option<PathBuf>>,
     /// The cursor saved after the previous page (with --poll).
     #[arg(long, requires = "poll")]
     cursor: Option<String>,
+    /// With --poll: the CRM's API base URL; requests go out under the host's egress rules
+    /// (https, public addresses only, no redirect out of it).
+    #[arg(long, value_name = "URL", requires = "poll")]
+    base_url: Option<String>,
+    /// With --poll: the connection's whole `api` settings as JSON (base_url,
+    /// allowed_origins, allow_private, rate_limit, credential), as the API takes them.
+    #[arg(long, value_name = "JSON", requires = "poll")]
+    api: Option<String>,
+    /// A secret the --api credential names, read from an environment variable:
+    /// `NAME=ENV_VAR` (repeatable). Values never go on the command line.
+    #[arg(long = "secret-env", value_name = "NAME=ENV_VAR", requires = "api")]
+    secret_envs: Vec<String>,
+    /// With --poll: answer the requests from this JSON file of recorded responses
+    /// (`[{"method", "path", "query", "status", "headers", "body"}]`) instead of the network.
+    #[arg(long, value_name = "FILE", requires = "poll", conflicts_with_all = ["base_url", "api"])]
+    responses: Option<PathBuf>,
+    /// With --poll: the most pages to walk.
+    #[arg(long, default_value_t = 10, requires = "poll")]
+    max_pages: u32,
     /// A request header, `Name: value` (repeatable).
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
     headers: Vec<String>,
@@ -306,6 +344,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<u8> {
             },
         },
         recovery_lease: std::time::Duration::from_secs(args.recovery_lease_secs.max(1)),
+        poller: crate::poll::PollerSettings {
+            lease: std::time::Duration::from_secs(args.poll_lease_secs.max(1)),
+            concurrency: args.poll_concurrency.max(1),
+            backoff_base: std::time::Duration::from_secs(args.poll_backoff_secs.max(1)),
+            ..crate::poll::PollerSettings::default()
+        },
     };
     tokio::runtime::Runtime::new()?.block_on(crate::serve::serve(options))?;
     Ok(EXIT_OK)
@@ -393,7 +437,19 @@ async fn run(args: &RunArgs) -> anyhow::Result<u8> {
         Some(json) => serde_json::from_str::<Limits>(json).context("parsing --limits")?,
         None => Limits::default(),
     };
-    let input = read_input(args)?;
+    let driven = matches!(args.poll, Some(None));
+    let input = if driven {
+        None
+    } else {
+        Some(read_input(args)?)
+    };
+    let api = poll::api_settings(args.api.as_deref(), args.base_url.as_deref())?;
+    if driven && api.is_none() && args.responses.is_none() {
+        bail!("--poll without a page file needs --base-url, --api or --responses");
+    }
+    if !driven && (api.is_some() || args.responses.is_some()) {
+        bail!("--base-url, --api and --responses go with --poll without a page file");
+    }
     let state = match &args.state {
         Some(path) => read_state(path)?,
         None => StateMap::new(),
@@ -419,7 +475,44 @@ async fn run(args: &RunArgs) -> anyhow::Result<u8> {
             .iter()
             .map(|s| split_pair(s, '=', "--setting"))
             .collect::<anyhow::Result<_>>()?,
-        api_base_url: None,
+        api_base_url: api.as_ref().map(|api| api.base_url.clone()).or_else(|| {
+            args.responses
+                .as_ref()
+                .map(|_| "https://recorded.invalid".into())
+        }),
+    };
+    let Some(input) = input else {
+        let target = match (api, &args.responses) {
+            (Some(api), _) => poll::Target::Network {
+                api,
+                secrets: args
+                    .secret_envs
+                    .iter()
+                    .map(|pair| {
+                        let (name, var) = split_pair(pair, '=', "--secret-env")?;
+                        let value = std::env::var(&var)
+                            .with_context(|| format!("--secret-env {name}: ${var} is not set"))?;
+                        Ok((name, value))
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+            },
+            (None, Some(path)) => poll::Target::Recorded(path.clone().into_boxed_path()),
+            (None, None) => unreachable!("checked above"),
+        };
+        let (status, state) = poll::run(
+            &adapter,
+            &context,
+            target,
+            args.cursor.clone(),
+            state,
+            args.max_pages,
+            args.sandbox.json,
+        )
+        .await?;
+        if let (true, Some(path)) = (args.save_state, &args.state) {
+            write_state(path, &state)?;
+        }
+        return Ok(status);
     };
     let report = adapter
         .invoke(&input, &context, crate::sandbox::Env::with_state(state))
@@ -461,7 +554,7 @@ fn split_pair(s: &str, separator: char, flag: &str) -> anyhow::Result<(String, S
 fn read_input(args: &RunArgs) -> anyhow::Result<Input> {
     let read =
         |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
-    if let Some(path) = &args.poll {
+    if let Some(Some(path)) = &args.poll {
         return Ok(Input::Poll(PollPage::pushed(
             read(path)?,
             Some("application/json".into()),

@@ -1,0 +1,805 @@
+//! The polling path end to end, through the real binary on loopback: the host polls a CRM
+//! stand-in (this test's server) with the `poller` test guest, on its own schedule and on
+//! demand, and every page's events, cursor and state commit together. A host killed in the
+//! middle of a run resumes from its last committed page; `Retry-After` is waited out; a
+//! failing page is fetched again by the next run; a rejected credential stops the run until it
+//! is rotated. Nothing is lost or published twice.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::process::Child;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use adapter_host::store::{OutboxFilter, SqliteStore, Store};
+use axum::Json;
+use axum::extract::Query;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use process::{free_port, spawn_host, wait_ready};
+use serde_json::{Value, json};
+
+#[path = "common/jwt.rs"]
+mod jwt;
+#[path = "common/process.rs"]
+mod process;
+
+const TENANT: &str = "tenant-poll";
+const TOKEN_1: &str = "crm-token-0001-aaaaaaaaaaaa";
+const TOKEN_2: &str = "crm-token-0002-bbbbbbbbbbbb";
+
+/// One request the CRM stand-in answered.
+#[derive(Debug, Clone)]
+struct Hit {
+    at: Instant,
+    page: usize,
+    status: u16,
+}
+
+/// The CRM stand-in's data and behaviour: `pages` pages of `per_page` items at `version`.
+#[derive(Debug)]
+struct Crm {
+    pages: usize,
+    per_page: usize,
+    version: u64,
+    delay: Duration,
+    token: String,
+    /// Answers to give instead, by page: status and `Retry-After` seconds.
+    faults: HashMap<usize, VecDeque<(u16, Option<u64>)>>,
+    hits: Vec<Hit>,
+}
+
+type Shared = Arc<Mutex<Crm>>;
+
+/// Serves `GET /items?page=N` as `{"items": [...], "next": N+1 | null}`, with a bearer token.
+async fn crm(pages: usize, per_page: usize, delay: Duration) -> (Shared, u16) {
+    let crm = Arc::new(Mutex::new(Crm {
+        pages,
+        per_page,
+        version: 1,
+        delay,
+        token: TOKEN_1.into(),
+        faults: HashMap::new(),
+        hits: Vec::new(),
+    }));
+    let shared = Arc::clone(&crm);
+    let app = axum::Router::new()
+        .route(
+            "/items",
+            axum::routing::get(
+                move |Query(query): Query<BTreeMap<String, String>>, headers: HeaderMap| {
+                    let crm = Arc::clone(&shared);
+                    async move { answer(&crm, &query, &headers).await }
+                },
+            ),
+        )
+        // For hostile adapters: a way out, an endless answer, an echo of the request.
+        .route(
+            "/redirect-out",
+            axum::routing::get(|| async {
+                (
+                    StatusCode::FOUND,
+                    [("location", "https://evil.example/steal")],
+                )
+            }),
+        )
+        .route(
+            "/huge",
+            axum::routing::get(|| async { axum::body::Body::new(Endless { left: 100 }) }),
+        )
+        .route(
+            "/echo",
+            axum::routing::get(|headers: HeaderMap| async move {
+                let seen: Vec<String> = headers
+                    .iter()
+                    .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap_or("")))
+                    .collect();
+                seen.join("\n")
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (crm, port)
+}
+
+async fn answer(crm: &Shared, query: &BTreeMap<String, String>, headers: &HeaderMap) -> Response {
+    let delay = crm.lock().unwrap().delay;
+    tokio::time::sleep(delay).await;
+    let page: usize = query.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let mut crm = crm.lock().unwrap();
+    let (status, response) = if auth != format!("Bearer {}", crm.token) {
+        (
+            401,
+            (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": "invalid_token"})),
+            )
+                .into_response(),
+        )
+    } else if let Some((status, retry_after)) =
+        crm.faults.get_mut(&page).and_then(VecDeque::pop_front)
+    {
+        let mut response = StatusCode::from_u16(status).unwrap().into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert("retry-after", secs.to_string().parse().unwrap());
+        }
+        (status, response)
+    } else if page == 0 || page > crm.pages {
+        (404, StatusCode::NOT_FOUND.into_response())
+    } else {
+        let items: Vec<Value> = (0..crm.per_page)
+            .map(|i| json!({"id": format!("item-{page}-{i}"), "version": crm.version}))
+            .collect();
+        let next = (page < crm.pages).then_some(page + 1);
+        (
+            200,
+            Json(json!({"items": items, "next": next})).into_response(),
+        )
+    };
+    crm.hits.push(Hit {
+        at: Instant::now(),
+        page,
+        status,
+    });
+    response
+}
+
+/// 100 MB, made as it is read, a MiB at a time: the host stops reading at its cap.
+struct Endless {
+    left: usize,
+}
+
+impl http_body::Body for Endless {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        self.left -= 1;
+        let chunk = axum::body::Bytes::from(vec![b'x'; 1 << 20]);
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(chunk))))
+    }
+}
+
+fn hits(crm: &Shared) -> Vec<Hit> {
+    crm.lock().unwrap().hits.clone()
+}
+
+/// The host under test, its data directory and the management API.
+struct Host {
+    child: Option<Child>,
+    config: std::path::PathBuf,
+    data: std::path::PathBuf,
+    port: u16,
+    extra: Vec<(String, String)>,
+    client: reqwest::Client,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Host {
+    /// A host with one polling connection `poller` (its `polling` settings as TOML) against
+    /// the stand-in on `crm_port`.
+    async fn start(crm_port: u16, polling: &str, extra: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[[adapters]]
+tenant_id = "{TENANT}"
+name = "poller"
+wasm = "{poller}"
+
+[[connections]]
+id = "poller"
+tenant_id = "{TENANT}"
+provider = "custom"
+adapter = "poller"
+signature = {{ scheme = "github" }}
+secret = "tenants/{TENANT}/platform/signing"
+polling = {polling}
+api = {{ base_url = "http://127.0.0.1:{crm_port}", allow_private = true, credential = {{ kind = "bearer", secret = "tenants/{TENANT}/platform/crm-token" }} }}
+
+[[secrets]]
+name = "tenants/{TENANT}/platform/signing"
+value = "signing-secret"
+
+[[secrets]]
+name = "tenants/{TENANT}/platform/crm-token"
+value = "{TOKEN_1}"
+"#,
+                poller = test_artifacts::POLLER,
+            ),
+        )
+        .unwrap();
+        let mut host = Self {
+            child: None,
+            data: dir.path().join("data"),
+            config,
+            port: free_port(),
+            extra: extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            client: reqwest::Client::new(),
+            token: jwt::token_with(json!({"tenant_id": TENANT})),
+            _dir: dir,
+        };
+        host.spawn().await;
+        host
+    }
+
+    async fn spawn(&mut self) {
+        let key = String::from_utf8(jwt::KEY.to_vec()).unwrap();
+        let mut env: Vec<(&str, &str)> = vec![
+            ("ADAPTER_HOST_JWT_HS256_KEY", &key),
+            ("ADAPTER_HOST_JWT_ISSUER", jwt::ISSUER),
+            ("ADAPTER_HOST_JWT_AUDIENCE", jwt::AUDIENCE),
+        ];
+        env.extend(self.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        self.child = Some(spawn_host(&self.config, &self.data, self.port, &env));
+        wait_ready(&self.client, self.port).await;
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap(); // SIGKILL: nothing gets to finish
+            child.wait().unwrap();
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("http://127.0.0.1:{}{path}", self.port))
+            .bearer_auth(&self.token)
+            // A platform-level caller names the org it acts in.
+            .header("x-org-id", "org-1");
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn polls(&self) -> Value {
+        let (status, polls) = self
+            .call(reqwest::Method::GET, "/v1/connections/poller/polls", None)
+            .await;
+        assert_eq!(status, 200, "{polls}");
+        polls
+    }
+
+    /// Waits (bounded) until the newest run is no longer running and at least `runs` exist.
+    async fn wait_for_runs(&self, runs: usize) -> Value {
+        for _ in 0..600 {
+            let polls = self.polls().await;
+            let items = polls["items"].as_array().unwrap();
+            if items.len() >= runs && items[0]["status"] != "running" {
+                return polls;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the poll runs did not end: {}", self.polls().await);
+    }
+
+    /// Stops the host and opens its store.
+    fn stop_and_open(&mut self) -> SqliteStore {
+        self.kill();
+        SqliteStore::open(&self.data).unwrap()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Every event in the outbox: entity id to how many rows carry it.
+async fn outbox(store: &SqliteStore) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_outbox(OutboxFilter {
+                tenant_id: TENANT.into(),
+                limit: 500,
+                cursor,
+                ..OutboxFilter::default()
+            })
+            .await
+            .unwrap();
+        for row in page.items {
+            *counts.entry(row.entity_id).or_default() += 1;
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return counts,
+        }
+    }
+}
+
+fn all_items(pages: usize, per_page: usize) -> Vec<String> {
+    let mut ids: Vec<String> = (1..=pages)
+        .flat_map(|page| (0..per_page).map(move |i| format!("item-{page}-{i}")))
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_mid_way_resumes_from_its_last_page_without_loss_or_duplicates() {
+    const PAGES: usize = 50;
+    const PER_PAGE: usize = 20;
+    let (crm, crm_port) = crm(PAGES, PER_PAGE, Duration::from_millis(40)).await;
+    let mut host = Host::start(
+        crm_port,
+        "{ interval_secs = 3600, max_pages = 100 }",
+        &[("ADAPTER_HOST_POLL_LEASE_SECS", "2")],
+    )
+    .await;
+    // The first run starts on its own; it is killed a third of the way through.
+    for _ in 0..400 {
+        if hits(&crm).len() >= 17 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    host.kill();
+    let before_restart = hits(&crm).len();
+    assert!(
+        (17..PAGES).contains(&before_restart),
+        "{before_restart} pages"
+    );
+    // Restarted, the host takes the run over once its lease has lapsed, from the last page
+    // it committed.
+    host.spawn().await;
+    let polls = host.wait_for_runs(2).await;
+    let runs = polls["items"].as_array().unwrap();
+    assert_eq!(runs[0]["status"], "done", "{polls}");
+    assert_eq!(runs[1]["status"], "interrupted", "{polls}");
+    let pages_committed = runs[0]["pages"].as_u64().unwrap() + runs[1]["pages"].as_u64().unwrap();
+    assert_eq!(pages_committed, PAGES as u64, "{polls}");
+    assert_eq!(
+        runs[0]["records"].as_u64().unwrap() + runs[1]["records"].as_u64().unwrap(),
+        (PAGES * PER_PAGE) as u64
+    );
+    assert_eq!(runs[0]["cursor_before"], runs[1]["cursor_after"], "{polls}");
+    // Every page was fetched once, but the one in flight when the host died (fetched, not
+    // committed): fetched again.
+    let fetched = hits(&crm);
+    let mut per_page: BTreeMap<usize, usize> = BTreeMap::new();
+    for hit in &fetched {
+        *per_page.entry(hit.page).or_default() += 1;
+    }
+    assert_eq!(per_page.len(), PAGES, "{per_page:?}");
+    let again: Vec<_> = per_page.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        again.len() <= 1 && again.iter().all(|(_, n)| **n == 2),
+        "{again:?}"
+    );
+
+    let store = host.stop_and_open();
+    let events = outbox(&store).await;
+    assert_eq!(
+        events.keys().cloned().collect::<Vec<_>>(),
+        all_items(PAGES, PER_PAGE),
+        "no event lost"
+    );
+    assert!(events.values().all(|n| *n == 1), "none doubled");
+    // The state counted each committed page once.
+    let state = store.load_state("poller").await.unwrap();
+    assert_eq!(state.map["pages"], PAGES.to_string().into_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_waited_out_and_a_failing_page_is_fetched_again_by_the_next_run() {
+    const PAGES: usize = 6;
+    let (crm, crm_port) = crm(PAGES, 3, Duration::ZERO).await;
+    {
+        let mut crm = crm.lock().unwrap();
+        // Page 2: rate limited once, for 2 s. Page 4: fails on every attempt of the run.
+        crm.faults.insert(2, [(429, Some(2))].into());
+        crm.faults
+            .insert(4, [(500, None), (500, None), (503, None)].into());
+    }
+    let host = Host::start(
+        crm_port,
+        "{ interval_secs = 3600, max_pages = 100 }",
+        &[("ADAPTER_HOST_POLL_BACKOFF_SECS", "1")],
+    )
+    .await;
+    let polls = host.wait_for_runs(1).await;
+    let run = &polls["items"][0];
+    assert_eq!(run["status"], "failed", "{polls}");
+    let reason = run["reason"].as_str().unwrap();
+    assert!(reason.contains("503"), "{reason}");
+    assert_eq!(run["pages"], 3, "pages 1 to 3 committed: {polls}");
+    // The 429 was obeyed: page 2 was not asked again before its Retry-After.
+    let fetched = hits(&crm);
+    let page2: Vec<_> = fetched.iter().filter(|h| h.page == 2).collect();
+    assert_eq!(
+        page2.iter().map(|h| h.status).collect::<Vec<_>>(),
+        [429, 200]
+    );
+    let waited = page2[1].at - page2[0].at;
+    assert!(waited >= Duration::from_secs(2), "retried after {waited:?}");
+    // The next run (after its 1 s backoff) starts again at page 4 and finishes.
+    let polls = host.wait_for_runs(2).await;
+    let run = &polls["items"][0];
+    assert_eq!(run["status"], "done", "{polls}");
+    assert_eq!(run["pages"], 3, "{polls}");
+    assert_eq!(polls["state"]["failures"], 0);
+    let page4: Vec<u16> = hits(&crm)
+        .iter()
+        .filter(|h| h.page == 4)
+        .map(|h| h.status)
+        .collect();
+    assert_eq!(page4, [500, 500, 503, 200]);
+    let mut host = host;
+    let events = outbox(&host.stop_and_open()).await;
+    assert_eq!(
+        events.keys().cloned().collect::<Vec<_>>(),
+        all_items(PAGES, 3)
+    );
+    assert!(events.values().all(|n| *n == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_rejected_mid_run_stops_the_run_until_it_is_rotated() {
+    const PAGES: usize = 8;
+    let (crm, crm_port) = crm(PAGES, 2, Duration::from_millis(20)).await;
+    let host = Host::start(crm_port, "{ max_pages = 100 }", &[]).await;
+    // No interval: nothing runs until asked.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(hits(&crm).is_empty());
+    let (status, started) = host
+        .call(reqwest::Method::POST, "/v1/connections/poller/poll", None)
+        .await;
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(started["trigger"], "manual");
+    // The token expires after the third page.
+    for _ in 0..400 {
+        if hits(&crm).len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    crm.lock().unwrap().token = TOKEN_2.into();
+    let polls = host.wait_for_runs(1).await;
+    let run = &polls["items"][0];
+    assert_eq!(run["status"], "failed", "{polls}");
+    let reason = run["reason"].as_str().unwrap();
+    assert!(reason.contains("the adapter failed on a page"), "{reason}");
+    let cursor = polls["state"]["cursor"].clone();
+    assert!(cursor.is_string(), "{polls}");
+    // The failed page's delivery shows what was asked and answered, the credential redacted.
+    let (_, deliveries) = host
+        .call(reqwest::Method::GET, "/v1/deliveries?status=failed", None)
+        .await;
+    let failed = deliveries["items"][0]["id"].as_str().unwrap().to_owned();
+    let (_, delivery) = host
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/deliveries/{failed}"),
+            None,
+        )
+        .await;
+    let shown = delivery.to_string();
+    assert!(shown.contains("401"), "{shown}");
+    assert!(shown.contains("[redacted]"), "{shown}");
+    assert!(
+        !shown.contains(TOKEN_1) && !shown.contains(TOKEN_2),
+        "{shown}"
+    );
+
+    // Once the credential is rotated, the next run goes on from the cursor.
+    let (status, rotated) = host
+        .call(
+            reqwest::Method::PUT,
+            "/v1/secrets/crm-token",
+            Some(json!({"value": TOKEN_2, "platform_level": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let (status, _) = host
+        .call(reqwest::Method::POST, "/v1/connections/poller/poll", None)
+        .await;
+    assert_eq!(status, 202);
+    let polls = host.wait_for_runs(2).await;
+    let run = &polls["items"][0];
+    assert_eq!(run["status"], "done", "{polls}");
+    assert_eq!(run["cursor_before"], cursor);
+    let mut host = host;
+    let events = outbox(&host.stop_and_open()).await;
+    assert_eq!(
+        events.keys().cloned().collect::<Vec<_>>(),
+        all_items(PAGES, 2)
+    );
+    assert!(events.values().all(|n| *n == 1));
+    assert!(hits(&crm).iter().all(|h| h.status != 500));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polling_connection_runs_on_its_own_schedule_and_unchanged_records_emit_nothing() {
+    let (crm, crm_port) = crm(2, 5, Duration::ZERO).await;
+    let host = Host::start(crm_port, "{ interval_secs = 60 }", &[]).await;
+    // Due as soon as it exists: the first run starts within the scheduler's tick.
+    let started = Instant::now();
+    let polls = host.wait_for_runs(1).await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let run = &polls["items"][0];
+    assert_eq!(run["trigger"], "schedule");
+    assert_eq!(run["status"], "done", "{polls}");
+    assert_eq!(
+        (
+            &run["pages"],
+            &run["records"],
+            &run["events"],
+            &run["requests"]
+        ),
+        (&json!(2), &json!(10), &json!(10), &json!(2)),
+        "{polls}"
+    );
+    // The next one is due an interval later, give or take a tenth.
+    let finished = run["finished_at"].as_i64().unwrap();
+    let next = polls["state"]["next_run_at"].as_i64().unwrap();
+    assert!(
+        (54_000..=66_000).contains(&(next - finished)),
+        "next run {} ms after the last",
+        next - finished
+    );
+    // Run now: the same records are seen again, and produce nothing new.
+    let (status, _) = host
+        .call(reqwest::Method::POST, "/v1/connections/poller/poll", None)
+        .await;
+    assert_eq!(status, 202);
+    let polls = host.wait_for_runs(2).await;
+    let run = &polls["items"][0];
+    // The poller's cursor is the page it ends on: the run reads that page again.
+    assert_eq!(run["cursor_before"], "2", "{polls}");
+    assert_eq!(
+        (&run["records"], &run["events"]),
+        (&json!(5), &json!(0)),
+        "{polls}"
+    );
+    // A new version of the records is new events.
+    crm.lock().unwrap().version = 2;
+    host.call(reqwest::Method::POST, "/v1/connections/poller/poll", None)
+        .await;
+    let polls = host.wait_for_runs(3).await;
+    assert_eq!(polls["items"][0]["events"], 5, "{polls}");
+
+    // A run of its own while one holds the connection is a conflict; a disabled connection
+    // does not poll; an interval under a minute is refused with the floor named.
+    crm.lock().unwrap().delay = Duration::from_millis(500);
+    let (first, _) = host
+        .call(reqwest::Method::POST, "/v1/connections/poller/poll", None)
+        .await;
+    let (second, conflict) = host
+        .call(reqwest::Method::POST, "/v1/connections/poller/poll", None)
+        .await;
+    assert_eq!((first, second), (202, 409), "{conflict}");
+    assert!(conflict["detail"].as_str().unwrap().contains("under way"));
+    host.wait_for_runs(4).await;
+    let (status, _) = host
+        .call(
+            reqwest::Method::PATCH,
+            "/v1/connections/poller",
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, disabled) = host
+        .call(reqwest::Method::POST, "/v1/connections/poller/poll", None)
+        .await;
+    assert_eq!(status, 409, "{disabled}");
+    assert!(disabled["detail"].as_str().unwrap().contains("disabled"));
+    let (status, floor) = host
+        .call(
+            reqwest::Method::PATCH,
+            "/v1/connections/poller",
+            Some(json!({"polling": {"interval_secs": 5}})),
+        )
+        .await;
+    assert_eq!(status, 400, "{floor}");
+    assert!(
+        floor["detail"].as_str().unwrap().contains("at least 60"),
+        "{floor}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_adapters_are_refused_with_a_precise_reason_and_harm_no_one() {
+    let (crm, crm_port) = crm(2, 2, Duration::ZERO).await;
+    // One connection per misbehaviour, each of its own tenant, and one that behaves.
+    let modes = [
+        ("other-host", "evil.example"),
+        ("ip-literal", "169.254.169.254"),
+        ("userinfo", "credentials in them"),
+        ("redirect-out", "a redirect left the origins"),
+        ("huge", "too large"),
+        ("many-requests", "http_requests"),
+    ];
+    let mut config = String::new();
+    let mut connection = |id: &str, tenant: &str, settings: &str, base_url: &str| {
+        config.push_str(&format!(
+            r#"
+[[adapters]]
+tenant_id = "{tenant}"
+name = "poller"
+wasm = "{poller}"
+
+[[connections]]
+id = "{id}"
+tenant_id = "{tenant}"
+provider = "custom"
+adapter = "poller"
+signature = {{ scheme = "github" }}
+secret = "shared/signing"
+settings = {{ {settings} }}
+polling = {{ max_pages = 10 }}
+api = {{ base_url = "{base_url}", allow_private = {private}, credential = {{ kind = "bearer", secret = "shared/crm-token" }} }}
+"#,
+            poller = test_artifacts::POLLER,
+            private = base_url.starts_with("http:"),
+        ));
+    };
+    let local = format!("http://127.0.0.1:{crm_port}");
+    for (mode, _) in &modes {
+        connection(
+            mode,
+            &format!("tenant-{mode}"),
+            &format!(r#"mode = "{mode}""#),
+            &local,
+        );
+    }
+    connection("echo", "tenant-echo", r#"mode = "echo""#, &local);
+    // No private hosts for this one: its base URL's name resolves to loopback.
+    connection(
+        "loopback",
+        "tenant-loopback",
+        "",
+        &format!("https://localhost:{crm_port}"),
+    );
+    connection("healthy", "tenant-healthy", "", &local);
+    config.push_str(&format!(
+        r#"
+[[secrets]]
+name = "shared/signing"
+value = "signing-secret"
+
+[[secrets]]
+name = "shared/crm-token"
+value = "{TOKEN_1}"
+"#
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let mut child = spawn_host(&path, &data, port, &[]);
+    let client = reqwest::Client::new();
+    wait_ready(&client, port).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Runs now, in-process on the same data: each run's outcome is read back from the store.
+    let options = adapter_host::serve::ServeOptions {
+        data_dir: data.clone(),
+        ..adapter_host::serve::ServeOptions::default()
+    };
+    let host = adapter_host::serve::open_host(&options).await.unwrap();
+    for id in modes
+        .iter()
+        .map(|(mode, _)| *mode)
+        .chain(["echo", "loopback", "healthy"])
+    {
+        host.poll_now(id).await.unwrap();
+    }
+    let store = host.store().clone();
+    let finished = |id: &'static str| {
+        let store = Arc::clone(&store);
+        async move {
+            for _ in 0..400 {
+                let runs = store
+                    .list_poll_runs(id, Default::default())
+                    .await
+                    .unwrap()
+                    .items;
+                if runs[0].status != adapter_host::store::PollRunStatus::Running {
+                    return runs[0].clone();
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            panic!("the run of {id} did not end");
+        }
+    };
+    for (mode, expected) in modes {
+        let run = finished(mode).await;
+        assert_eq!(
+            run.status,
+            adapter_host::store::PollRunStatus::Failed,
+            "{mode}"
+        );
+        // The page's delivery failed with the adapter's message, which names the refusal.
+        let deliveries = store
+            .list_deliveries(adapter_host::store::DeliveryFilter {
+                tenant_id: Some(format!("tenant-{mode}")),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .items;
+        let reason = deliveries[0].reason_json.clone().unwrap_or_default();
+        assert!(reason.contains(expected), "{mode}: {reason}");
+        assert!(
+            !reason.contains("the host let it through"),
+            "{mode}: {reason}"
+        );
+    }
+    // The echo shows the adapter the credential's place, never the credential.
+    finished("echo").await;
+    let echoed = store
+        .list_outbox(OutboxFilter {
+            tenant_id: "tenant-echo".into(),
+            limit: 10,
+            ..OutboxFilter::default()
+        })
+        .await
+        .unwrap()
+        .items;
+    let payload = &echoed[0].payload_json;
+    assert!(
+        payload.contains("authorization: Bearer [redacted]"),
+        "{payload}"
+    );
+    assert!(!payload.contains(TOKEN_1), "{payload}");
+    // A name that resolves to loopback is refused for a connection that allows no private
+    // host, before anything is sent.
+    let run = finished("loopback").await;
+    let reason = run.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("127.0.0.1") || reason.contains("loopback"),
+        "{reason}"
+    );
+    // The one that behaves polled all its pages meanwhile.
+    let run = finished("healthy").await;
+    assert_eq!(
+        run.status,
+        adapter_host::store::PollRunStatus::Done,
+        "{run:?}"
+    );
+    assert_eq!((run.pages, run.events), (2, 4));
+    // And the stand-in saw no request to anything but its own paths, at most the adapter's
+    // request budget (50) from the one asking for 10,000.
+    assert!(
+        hits(&crm).len() <= 2 * modes.len() + 2 + 2 + 50 + 4,
+        "{}",
+        hits(&crm).len()
+    );
+}
