@@ -803,3 +803,403 @@ value = "{TOKEN_1}"
         hits(&crm).len()
     );
 }
+
+// --- The sample adapters against the fake CRM ---------------------------------------------
+
+#[path = "common/fake_crm.rs"]
+mod fake_crm;
+
+/// Events of `tenant` in the outbox, oldest first: (event type, entity id).
+async fn events_of(store: &Arc<dyn Store>, tenant: &str) -> Vec<(String, String)> {
+    let mut rows = store
+        .list_outbox(OutboxFilter {
+            tenant_id: tenant.into(),
+            limit: 1000,
+            ..OutboxFilter::default()
+        })
+        .await
+        .unwrap()
+        .items;
+    rows.sort_by_key(|row| row.seq);
+    rows.into_iter()
+        .map(|row| (row.event_type, row.entity_id))
+        .collect()
+}
+
+/// Runs a poll of `connection` now and waits (bounded) for it to end.
+async fn poll_to_end(
+    host: &adapter_host::pipeline::Host,
+    connection: &str,
+) -> adapter_host::store::PollRun {
+    let started = host.poll_now(connection).await.unwrap();
+    for _ in 0..600 {
+        let runs = host
+            .store()
+            .list_poll_runs(connection, Default::default())
+            .await
+            .unwrap()
+            .items;
+        let run = runs.into_iter().find(|run| run.id == started.id).unwrap();
+        if run.status != adapter_host::store::PollRunStatus::Running {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the run of {connection} did not end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sample_adapter_keeps_a_tenant_in_sync_by_polling_its_crm() {
+    let crm = fake_crm::FakeCrm::start().await;
+    let base = crm.base_url();
+    // Zenoti days count once they have ended everywhere: seed the day before yesterday.
+    let day =
+        humantime::format_rfc3339(std::time::SystemTime::now() - Duration::from_secs(2 * 86_400))
+            .to_string()[..10]
+            .to_owned();
+    let opportunities = crm.seed_opportunities(5);
+    let deals = crm.seed_hubspot_deals(3);
+    let contacts = crm.seed_hubspot_contacts(2);
+    let zoho_deals = crm.seed_zoho_deals(4);
+    let appointments = crm.seed_zenoti_appointments("center-1", &day, 3);
+    let connection =
+        |id: &str, adapter: &str, signature: &str, settings: &str, credential: &str| {
+            let wasm = test_artifacts::ALL
+                .iter()
+                .find(|(stem, _)| *stem == adapter)
+                .unwrap()
+                .1;
+            format!(
+                r#"
+[[adapters]]
+tenant_id = "tenant-{id}"
+name = "{adapter}"
+wasm = "{wasm}"
+
+[[connections]]
+id = "{id}"
+tenant_id = "tenant-{id}"
+provider = "{adapter}"
+adapter = "{adapter}"
+signature = {signature}
+secret = "tenant-{id}/signing"
+allowed_orgs = ["org-1"]
+settings = {{ default_org_id = "org-1", {settings} }}
+polling = {{ max_pages = 50 }}
+api = {{ base_url = "{base}", allow_private = true, credential = {credential} }}
+
+[[secrets]]
+name = "tenant-{id}/signing"
+value = "zc-7f3a91d2-northwind-deals"
+
+[[secrets]]
+name = "tenant-{id}/crm"
+value = "crm-key-{id}"
+"#
+            )
+        };
+    let config = [
+        connection(
+            "sf",
+            "salesforce",
+            r#"{ scheme = "salesforce_outbound", organization_id = "00D5g000004XyZaEAK" }"#,
+            r#"poll_objects = "Opportunity,Contact""#,
+            r#"{ kind = "bearer", secret = "tenant-sf/crm" }"#,
+        ),
+        connection(
+            "hs",
+            "hubspot",
+            r#"{ scheme = "hubspot", version = "v3" }"#,
+            r#"poll_objects = "deals,contacts,archived-contacts""#,
+            r#"{ kind = "bearer", secret = "tenant-hs/crm" }"#,
+        ),
+        connection(
+            "zo",
+            "zoho",
+            r#"{ scheme = "zoho_token", field = "token" }"#,
+            r#"poll_modules = "Deals""#,
+            r#"{ kind = "api_key", secret = "tenant-zo/crm", header = "Authorization", prefix = "Zoho-oauthtoken " }"#,
+        ),
+        connection(
+            "ze",
+            "zenoti",
+            r#"{ scheme = "github" }"#,
+            &format!(r#"poll_centers = "center-1", poll_start_date = "{day}""#),
+            r#"{ kind = "api_key", secret = "tenant-ze/crm", header = "Authorization", prefix = "apikey " }"#,
+        ),
+    ]
+    .concat();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let host = adapter_host::serve::open_host(&adapter_host::serve::ServeOptions {
+        data_dir: dir.path().join("data"),
+        config: Some(path),
+        ..adapter_host::serve::ServeOptions::default()
+    })
+    .await
+    .unwrap();
+    let store = host.store().clone();
+
+    // First runs: every record the CRM holds becomes its `created` event, once.
+    let created = |events: &[(String, String)], kind: &str| -> Vec<String> {
+        let mut ids: Vec<String> = events
+            .iter()
+            .filter(|(event_type, _)| event_type == &format!("{kind}.created"))
+            .map(|(_, id)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let sorted = |mut ids: Vec<String>| {
+        ids.sort();
+        ids
+    };
+    for id in ["sf", "hs", "zo", "ze"] {
+        let run = poll_to_end(&host, id).await;
+        assert_eq!(
+            run.status,
+            adapter_host::store::PollRunStatus::Done,
+            "{id}: {run:?}"
+        );
+    }
+    let sf = events_of(&store, "tenant-sf").await;
+    assert_eq!(
+        created(&sf, "opportunity"),
+        sorted(opportunities.clone()),
+        "{sf:?}"
+    );
+    let hs = events_of(&store, "tenant-hs").await;
+    assert_eq!(created(&hs, "deal"), sorted(deals.clone()), "{hs:?}");
+    assert_eq!(created(&hs, "contact"), sorted(contacts.clone()), "{hs:?}");
+    let zo = events_of(&store, "tenant-zo").await;
+    assert_eq!(created(&zo, "deal"), sorted(zoho_deals.clone()), "{zo:?}");
+    let ze = events_of(&store, "tenant-ze").await;
+    assert_eq!(
+        created(&ze, "appointment"),
+        sorted(appointments.clone()),
+        "{ze:?}"
+    );
+    // Each went with its provider's credential, added by the host.
+    let auth = |prefix: &str| -> Vec<String> {
+        crm.requests_to(prefix)
+            .iter()
+            .filter_map(|r| r.header("authorization").map(str::to_owned))
+            .collect()
+    };
+    assert!(
+        auth("/services/data")
+            .iter()
+            .all(|a| a == "Bearer crm-key-sf")
+    );
+    assert!(auth("/crm/v3").iter().all(|a| a == "Bearer crm-key-hs"));
+    assert!(
+        auth("/crm/v5")
+            .iter()
+            .all(|a| a == "Zoho-oauthtoken crm-key-zo")
+    );
+    assert!(
+        auth("/v1/appointments")
+            .iter()
+            .all(|a| a == "apikey crm-key-ze")
+    );
+    // Decimals stay exact strings.
+    let row = store
+        .list_outbox(OutboxFilter {
+            tenant_id: "tenant-sf".into(),
+            limit: 1,
+            ..OutboxFilter::default()
+        })
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let payload: Value = serde_json::from_str(&row.payload_json).unwrap();
+    assert!(payload["amount"].is_string(), "{payload}");
+
+    // Second runs: nothing changed, nothing emitted.
+    for id in ["sf", "hs", "zo", "ze"] {
+        let run = poll_to_end(&host, id).await;
+        assert_eq!(
+            (run.status, run.events),
+            (adapter_host::store::PollRunStatus::Done, 0),
+            "{id}: {run:?}"
+        );
+    }
+
+    // A change and a delete: exactly those.
+    let mut changed = |provider: &str, object: &str, id: &str, fields: Value| {
+        crm.upsert(provider, object, id, fields);
+    };
+    changed(
+        "salesforce",
+        "Opportunity",
+        &opportunities[1],
+        json!({"StageName": "Negotiation/Review", "Probability": 60.0}),
+    );
+    crm.delete("salesforce", "Opportunity", &opportunities[2]);
+    changed(
+        "hubspot",
+        "deals",
+        &deals[0],
+        json!({"dealstage": "qualifiedtobuy"}),
+    );
+    crm.delete("hubspot", "contacts", &contacts[1]);
+    changed(
+        "zoho",
+        "Deals",
+        &zoho_deals[3],
+        json!({"Stage": "Needs Analysis"}),
+    );
+    crm.delete("zoho", "Deals", &zoho_deals[0]);
+    let new_events = |before: usize, events: Vec<(String, String)>| events[before..].to_vec();
+    for (id, tenant, before) in [
+        ("sf", "tenant-sf", sf.len()),
+        ("hs", "tenant-hs", hs.len()),
+        ("zo", "tenant-zo", zo.len()),
+    ] {
+        let run = poll_to_end(&host, id).await;
+        assert_eq!(
+            run.status,
+            adapter_host::store::PollRunStatus::Done,
+            "{id}: {run:?}"
+        );
+        let new = new_events(before, events_of(&store, tenant).await);
+        let deleted: Vec<_> = new
+            .iter()
+            .filter(|(t, _)| t.ends_with(".deleted"))
+            .collect();
+        assert_eq!(deleted.len(), 1, "{id}: {new:?}");
+        assert!(new.len() >= 2, "{id}: {new:?}");
+    }
+    let sf_new = new_events(sf.len(), events_of(&store, "tenant-sf").await);
+    assert!(
+        sf_new
+            .iter()
+            .any(|(t, e)| t == "opportunity.updated" && e == &opportunities[1]),
+        "{sf_new:?}"
+    );
+    assert!(
+        sf_new.contains(&("opportunity.deleted".into(), opportunities[2].clone())),
+        "{sf_new:?}"
+    );
+    let hs_new = new_events(hs.len(), events_of(&store, "tenant-hs").await);
+    assert!(
+        hs_new.contains(&("contact.deleted".into(), contacts[1].clone())),
+        "{hs_new:?}"
+    );
+    assert!(hs_new.iter().any(|(_, e)| e == &deals[0]), "{hs_new:?}");
+    let zo_new = new_events(zo.len(), events_of(&store, "tenant-zo").await);
+    assert!(
+        zo_new.contains(&("deal.deleted".into(), zoho_deals[0].clone())),
+        "{zo_new:?}"
+    );
+    assert!(
+        zo_new.iter().any(|(_, e)| e == &zoho_deals[3]),
+        "{zo_new:?}"
+    );
+
+    // Thin webhooks: the records behind Zoho's notification ids are fetched through the host.
+    crm.upsert(
+        "zoho",
+        "Deals",
+        &zoho_deals[2],
+        json!({"Stage": "Closed Won", "Probability": 100}),
+    );
+    let before = events_of(&store, "tenant-zo").await.len();
+    let notification = json!({
+        "server_time": 1_766_397_600_000_u64,
+        "module": "Deals",
+        "ids": [zoho_deals[2]],
+        "operation": "update",
+        "channel_id": "1000000068003",
+        "token": "zc-7f3a91d2-northwind-deals",
+    });
+    let ack = host
+        .receive_webhook(adapter_host::pipeline::Inbound {
+            connection_id: "zo".into(),
+            method: "POST".into(),
+            path: "/v1/hooks/zo".into(),
+            query: String::new(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: notification.to_string().into_bytes(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        ack.status,
+        adapter_host::store::DeliveryStatus::Processed,
+        "{ack:?}"
+    );
+    let fetched = crm.requests_to("/crm/v5/Deals");
+    let last = fetched.last().unwrap();
+    assert_eq!(
+        last.query_param("ids").as_deref(),
+        Some(zoho_deals[2].as_str())
+    );
+    let mut rows = store
+        .list_outbox(OutboxFilter {
+            tenant_id: "tenant-zo".into(),
+            limit: 1000,
+            ..OutboxFilter::default()
+        })
+        .await
+        .unwrap()
+        .items;
+    rows.sort_by_key(|row| row.seq);
+    assert_eq!(rows.len(), before + 1);
+    let row = &rows[before];
+    assert_eq!(row.entity_id, zoho_deals[2]);
+    assert!(
+        row.payload_json.contains("Closed Won") || row.payload_json.contains("closed_won"),
+        "{}",
+        row.payload_json
+    );
+    // The record's fingerprint was kept: the next poll does not report it again.
+    let run = poll_to_end(&host, "zo").await;
+    assert_eq!(run.events, 0, "{run:?}");
+
+    // And behind a Salesforce outbound message that carries ids only.
+    crm.upsert(
+        "salesforce",
+        "Contact",
+        "0035g00000Jx4LpAAB",
+        json!({"FirstName": "Robin", "LastName": "Bundy", "Email": "robin@example.com"}),
+    );
+    let before = events_of(&store, "tenant-sf").await.len();
+    let thin = std::fs::read(test_artifacts::sample_file(
+        "salesforce/fixtures/outbound-thin.xml",
+    ))
+    .unwrap();
+    let ack = host
+        .receive_webhook(adapter_host::pipeline::Inbound {
+            connection_id: "sf".into(),
+            method: "POST".into(),
+            path: "/v1/hooks/sf".into(),
+            query: String::new(),
+            headers: vec![("content-type".into(), "text/xml; charset=utf-8".into())],
+            body: thin,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        ack.status,
+        adapter_host::store::DeliveryStatus::Processed,
+        "{ack:?}"
+    );
+    assert!(
+        crm.requests_to("/services/data/v59.0/sobjects/Contact/0035g00000Jx4LpAAB")
+            .len()
+            == 1
+    );
+    let sf_new = new_events(before, events_of(&store, "tenant-sf").await);
+    // The contact was fetched whole; the opportunity the fake does not hold is gone.
+    assert!(
+        sf_new.iter().any(|(_, e)| e == "0035g00000Jx4LpAAB"),
+        "{sf_new:?}"
+    );
+    assert!(
+        sf_new.contains(&("opportunity.deleted".into(), "0065g00000Qb2RwAAJ".into())),
+        "{sf_new:?}"
+    );
+}
