@@ -125,6 +125,43 @@ fn an_infinite_loop_is_stopped_at_the_deadline() {
 }
 
 #[test]
+fn polls_run_under_their_own_deadline() {
+    let adapter = load(
+        test_artifacts::HOSTILE,
+        Limits {
+            deadline_ms: 50,
+            poll_deadline_ms: 400,
+            ..Limits::default()
+        },
+    );
+    let report = run(&adapter, "loop");
+    let (_, message) = failure(&report);
+    assert!(message.contains("deadline of 50 ms"), "{message}");
+    let page = Input::Poll(PollPage::pushed(
+        b"loop".to_vec(),
+        None,
+        None,
+        SystemTime::now(),
+    ));
+    let report = invoke(&adapter, &page, StateMap::new());
+    let (kind, message) = failure(&report);
+    assert_eq!(kind, FailureKind::Deadline);
+    assert!(message.contains("deadline of 400 ms"), "{message}");
+    assert!(report.usage.duration >= Duration::from_millis(400));
+    // Beyond the platform's ceiling, refused like any limit.
+    let wasm = std::fs::read(test_artifacts::HOSTILE).unwrap();
+    let error = block_on(sandbox().load(
+        &wasm,
+        Limits {
+            poll_deadline_ms: 3_600_000,
+            ..Limits::default()
+        },
+    ))
+    .unwrap_err();
+    assert!(error.to_string().contains("poll_deadline_ms"), "{error}");
+}
+
+#[test]
 fn a_fuel_budget_stops_a_loop_before_the_deadline() {
     let adapter = load(
         test_artifacts::HOSTILE,

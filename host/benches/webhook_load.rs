@@ -30,6 +30,10 @@ use axum::routing::post;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+#[path = "common/cpu.rs"]
+mod cpu;
+use cpu::Cpu;
+
 const SECRET_B64: &str = "bG9hZC10ZXN0LXNpZ25pbmctc2VjcmV0LTAxMjM0NTY3";
 
 /// A request as it goes on the wire (request line, headers, body).
@@ -75,58 +79,6 @@ async fn serve(router: Router) -> std::net::SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     addr
-}
-
-/// CPU time spent by the process (every thread, user and system) and by the store writer.
-#[derive(Debug, Clone, Copy, Default)]
-struct Cpu {
-    process: Duration,
-    writer: Duration,
-}
-
-impl Cpu {
-    /// Now, from `/proc` (Linux; zero elsewhere).
-    fn now() -> Self {
-        Self {
-            process: process_cpu().unwrap_or_default(),
-            writer: thread_cpu("store-writer").unwrap_or_default(),
-        }
-    }
-
-    fn since(self, start: Self) -> Self {
-        Self {
-            process: self.process.saturating_sub(start.process),
-            writer: self.writer.saturating_sub(start.writer),
-        }
-    }
-}
-
-/// Time on CPU of every live thread of the process (nanoseconds, from their `schedstat`).
-/// Threads that ended are not counted: the runtime's blocking threads outlive a run.
-fn process_cpu() -> Option<Duration> {
-    let mut total = Duration::ZERO;
-    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        total += task_cpu(&task.path()).unwrap_or_default();
-    }
-    Some(total)
-}
-
-/// Time on CPU of the thread named `name`.
-fn thread_cpu(name: &str) -> Option<Duration> {
-    std::fs::read_dir("/proc/self/task")
-        .ok()?
-        .flatten()
-        .find(|task| {
-            std::fs::read_to_string(task.path().join("comm"))
-                .is_ok_and(|comm| comm.trim_end() == name)
-        })
-        .and_then(|task| task_cpu(&task.path()))
-}
-
-fn task_cpu(task: &std::path::Path) -> Option<Duration> {
-    let schedstat = std::fs::read_to_string(task.join("schedstat")).ok()?;
-    let nanos = schedstat.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_nanos(nanos))
 }
 
 /// Sends one request on a keep-alive connection and reads the answer; panics unless it is a

@@ -14,8 +14,13 @@ const MIB: u64 = 1024 * KIB;
 #[into_params(parameter_in = Query)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Wall-clock deadline, enforced by epoch interruption (milliseconds).
+    /// Wall-clock deadline of a webhook invocation, enforced by epoch interruption
+    /// (milliseconds).
     pub deadline_ms: u64,
+    /// Wall-clock deadline of a poll invocation (`poll-request`, `handle-poll`): a page holds
+    /// hundreds of records where a webhook holds a few (milliseconds). Time waiting on the
+    /// network is not counted in either.
+    pub poll_deadline_ms: u64,
     /// Fuel budget (roughly wasm instructions); `None` means only the deadline bounds CPU.
     pub fuel: Option<u64>,
     /// Linear memory cap, in bytes.
@@ -60,6 +65,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             deadline_ms: 100,
+            poll_deadline_ms: 2_000,
             fuel: None,
             memory_bytes: 64 * MIB,
             table_elements: 20_000,
@@ -88,6 +94,15 @@ impl Limits {
         Duration::from_millis(self.deadline_ms)
     }
 
+    /// These limits for an invocation on a poll page or for a poll request: the poll
+    /// deadline in place of the webhook one.
+    pub fn for_polls(&self) -> Self {
+        Self {
+            deadline_ms: self.poll_deadline_ms,
+            ..self.clone()
+        }
+    }
+
     /// The most the host copies out of the guest in one go: the events an invocation returns
     /// (its output limit, plus the records and list headers of its events), one log line, one
     /// state value or one request. wasmtime refuses a copy beyond it before allocating, so a
@@ -114,6 +129,11 @@ impl Limits {
             }
         };
         check("deadline_ms", self.deadline_ms, platform.max_deadline_ms);
+        check(
+            "poll_deadline_ms",
+            self.poll_deadline_ms,
+            platform.max_deadline_ms,
+        );
         check("memory_bytes", self.memory_bytes, platform.max_memory_bytes);
         check(
             "table_elements",

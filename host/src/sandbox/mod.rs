@@ -437,7 +437,14 @@ impl Adapter {
     /// about the adapter's deadline (plus the time its `http.fetch` calls wait, which the fetch's
     /// own limits bound), whatever the guest does.
     pub async fn invoke(&self, input: &Input, context: &ConnectionContext, env: Env) -> Report {
-        let limits = &self.loaded.limits;
+        let for_polls;
+        let limits = match input {
+            Input::Webhook(_) => &self.loaded.limits,
+            Input::Poll(_) | Input::PollRequest { .. } => {
+                for_polls = self.loaded.limits.for_polls();
+                &for_polls
+            }
+        };
         let log = LogSink::new(limits.log_bytes);
         let bytes_in = input.len() as u64;
         let mut usage = Usage {

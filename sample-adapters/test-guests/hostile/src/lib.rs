@@ -38,7 +38,17 @@ impl Adapter for Hostile {
 
     fn handle_poll(page: &PollPage, _ctx: &Context) -> Result<PollOutput, AdapterError> {
         let next = format!("{}x", page.cursor.as_deref().unwrap_or(""));
-        Ok(PollOutput::new(vec![ok_event()?]).next_cursor(next))
+        // A page whose body is a command (not JSON) runs it, as a webhook does.
+        let text = String::from_utf8_lossy(&page.body);
+        let mut lines = text.lines();
+        let command = lines.next().unwrap_or("").trim();
+        let events = if command.is_empty() || command.starts_with(['[', '{']) {
+            vec![ok_event()?]
+        } else {
+            let args: Vec<&str> = lines.collect();
+            run(command, &args)?
+        };
+        Ok(PollOutput::new(events).next_cursor(next))
     }
 }
 
