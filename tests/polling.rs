@@ -1028,7 +1028,7 @@ value = "crm-key-{id}"
     }
 
     // A change and a delete: exactly those.
-    let mut changed = |provider: &str, object: &str, id: &str, fields: Value| {
+    let changed = |provider: &str, object: &str, id: &str, fields: Value| {
         crm.upsert(provider, object, id, fields);
     };
     changed(

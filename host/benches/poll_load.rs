@@ -26,7 +26,6 @@ use adapter_host::store::{DeliveryStatus, PollRunStatus};
 #[path = "common/cpu.rs"]
 mod cpu;
 #[path = "../../tests/common/fake_crm.rs"]
-#[allow(dead_code, unused_imports)]
 mod fake_crm;
 
 use cpu::{Cpu, thread_cpu};
