@@ -1821,3 +1821,156 @@ fn ids_of_events(list: &Value) -> Vec<&str> {
         .map(|e| e["event_id"].as_str().unwrap())
         .collect()
 }
+
+#[tokio::test]
+async fn pushed_poll_pages_run_through_the_adapter_once() {
+    let api = start().await;
+    // Platform level: the hostile guest's events carry no org.
+    let a = platform(Some("org-a"));
+    let (_, adapter) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/adapters",
+            Some(json!({"name": "hostile", "platform_level": true})),
+        )
+        .await;
+    let adapter = adapter["id"].as_str().unwrap().to_owned();
+    api.upload(&a, &adapter, test_artifacts::HOSTILE).await;
+    for (name, value) in [("gh", "gh-secret"), ("pusher", "push-secret-value-0123")] {
+        api.call(
+            &a,
+            Method::PUT,
+            &format!("/v1/secrets/{name}"),
+            Some(json!({ "value": value, "platform_level": true })),
+        )
+        .await;
+    }
+    let (status, connection) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/connections",
+            Some(json!({"provider": "custom", "adapter_id": adapter,
+                        "signature": {"scheme": "github"}, "secret": "gh",
+                        "platform_level": true,
+                        "polling": {"push_secret": "pusher"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{connection}");
+    let id = connection["id"].as_str().unwrap().to_owned();
+    let push = |bearer: String, cursor: &'static str, body: &'static str| {
+        Request::post(format!("/v1/connections/{id}/poll-results"))
+            .header("authorization", format!("Bearer {bearer}"))
+            .header("x-org-id", "org-a")
+            .header("content-type", "application/json")
+            .header("poll-cursor", cursor)
+            .body(Body::from(body))
+            .unwrap()
+    };
+    // A page pushed with a tenant admin's token: the adapter's events and its next cursor.
+    let (status, taken) = api.send(push(a.token.clone(), "c1", "[]")).await;
+    assert_eq!(status, StatusCode::OK, "{taken}");
+    assert_eq!(
+        (&taken["events"], &taken["next_cursor"], &taken["duplicate"]),
+        (&json!(1), &json!("c1x"), &json!(false))
+    );
+    // The same page with the same cursor again is a repeat, whoever pushes it.
+    let (status, again) = api
+        .send(push("push-secret-value-0123".into(), "c1", "[]"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["delivery_id"], taken["delivery_id"]);
+    // The push secret alone authorises a machine client; a wrong one does not.
+    let (status, next) = api
+        .send(push("push-secret-value-0123".into(), "c1x", "[]"))
+        .await;
+    assert_eq!(
+        (status, &next["duplicate"]),
+        (StatusCode::OK, &json!(false)),
+        "{next}"
+    );
+    let (status, refused) = api.send(push("not-the-secret".into(), "c2", "[]")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{refused}");
+    assert_eq!(refused["status"], 401);
+    // A page the adapter fails on is kept for redrive: 202 with the delivery.
+    let (status, failed) = api.send(push(a.token.clone(), "c3", "panic")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{failed}");
+    assert_eq!(failed["status"], "failed");
+    // The pages are the connection's deliveries, of kind `push`.
+    let path = format!("/v1/deliveries/{}", taken["delivery_id"].as_str().unwrap());
+    let (_, delivery) = api.call(&a, Method::GET, &path, None).await;
+    assert_eq!(delivery["delivery"]["kind"], "push", "{delivery}");
+    assert_eq!(delivery["delivery"]["cursor"], "c1");
+    // An org's token may read a platform-level connection, not push to it.
+    let b = org_admin("org-b");
+    let (status, forbidden) = api.send(push(b.token.clone(), "c9", "[]")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{forbidden}");
+    // No runs yet: the polls list says so.
+    let (status, polls) = api
+        .call(
+            &a,
+            Method::GET,
+            &format!("/v1/connections/{id}/polls"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{polls}");
+    assert_eq!(
+        (&polls["state"], &polls["items"]),
+        (&Value::Null, &json!([]))
+    );
+    let (status, missing) = api
+        .call(
+            &a,
+            Method::GET,
+            &format!("/v1/connections/{id}/polls/nope"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
+    // A disabled connection takes no pages.
+    api.call(
+        &a,
+        Method::PATCH,
+        &format!("/v1/connections/{id}"),
+        Some(json!({"enabled": false})),
+    )
+    .await;
+    let (status, disabled) = api.send(push(a.token.clone(), "c4", "[]")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{disabled}");
+    // Polled on demand, an adapter that names no request (this one has no poll-request of its
+    // own) ends its run at once, having fetched nothing.
+    api.call(
+        &a,
+        Method::PATCH,
+        &format!("/v1/connections/{id}"),
+        Some(json!({"enabled": true})),
+    )
+    .await;
+    let (status, run) = api
+        .call(
+            &a,
+            Method::POST,
+            &format!("/v1/connections/{id}/poll"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{run}");
+    let path = format!("/v1/connections/{id}/polls/{}", run["id"].as_str().unwrap());
+    let mut view = Value::Null;
+    for _ in 0..200 {
+        view = api.call(&a, Method::GET, &path, None).await.1;
+        if view["run"]["status"] != "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(view["run"]["status"], "done", "{view}");
+    assert_eq!(
+        (&view["run"]["pages"], &view["run"]["requests"]),
+        (&json!(0), &json!(0))
+    );
+    assert_eq!(view["requests"], json!([]));
+}

@@ -495,6 +495,33 @@ async fn a_credential_rejected_mid_run_stops_the_run_until_it_is_rotated() {
     assert!(reason.contains("the adapter failed on a page"), "{reason}");
     let cursor = polls["state"]["cursor"].clone();
     assert!(cursor.is_string(), "{polls}");
+    // The run's requests, in order, the credential's place shown, never its value.
+    let run_id = run["id"].as_str().unwrap();
+    let (status, view) = host
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/connections/poller/polls/{run_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{view}");
+    let statuses: Vec<_> = view["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses.last(), Some(&401), "{view}");
+    assert!(
+        statuses[..statuses.len() - 1].iter().all(|s| *s == 200),
+        "{view}"
+    );
+    assert_eq!(
+        view["requests"][0]["request_headers"],
+        json!([["authorization", "[redacted]"]]),
+        "{view}"
+    );
+    assert!(!view.to_string().contains(TOKEN_1));
     // The failed page's delivery shows what was asked and answered, the credential redacted.
     let (_, deliveries) = host
         .call(reqwest::Method::GET, "/v1/deliveries?status=failed", None)

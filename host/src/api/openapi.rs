@@ -138,6 +138,7 @@ impl Modify for Additions {
         connections::delete_connection,
         polls::poll_now,
         polls::list_polls,
+        polls::get_poll,
         polls::push_page,
         manage::put_secret,
         manage::list_events,

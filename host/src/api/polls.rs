@@ -28,6 +28,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/connections/{connection_id}/poll", post(poll_now))
         .route("/v1/connections/{connection_id}/polls", get(list_polls))
         .route(
+            "/v1/connections/{connection_id}/polls/{run_id}",
+            get(get_poll),
+        )
+        .route(
             "/v1/connections/{connection_id}/poll-results",
             post(push_page),
         )
@@ -109,6 +113,51 @@ async fn list_polls(
     }))
 }
 
+/// One run and every request it made.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct PollView {
+    /// The run.
+    run: PollRun,
+    /// Its requests in order: each page's fetch and its adapter's own requests (with the
+    /// page's `delivery_id`), and any that got no page (a refused or failed fetch, a 429 or
+    /// 5xx answer that ended the run). Credentials show as `[redacted]`.
+    #[schema(value_type = Vec<Object>)]
+    requests: Vec<store::StoredExchange>,
+}
+
+/// `GET /v1/connections/{id}/polls/{run_id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/connections/{connection_id}/polls/{run_id}",
+    tag = "polling",
+    params(
+        ("connection_id" = String, Path, description = "The connection's id"),
+        ("run_id" = String, Path, description = "The run's id"),
+    ),
+    responses(
+        (status = 200, description = "The run and its requests", body = PollView),
+        super::openapi::Problems,
+    ),
+)]
+async fn get_poll(
+    State(state): State<ApiState>,
+    scope: Scope,
+    Path((connection_id, run_id)): Path<(String, String)>,
+) -> Result<Json<PollView>, ApiError> {
+    let connection = visible_connection(&state, &scope, &connection_id).await?;
+    let store = state.host.store();
+    let run = store
+        .get_poll_run(&run_id)
+        .await
+        .map_err(internal)?
+        .filter(|run| run.connection_id == connection.id)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("no poll run `{run_id}` of `{connection_id}`"))
+        })?;
+    let requests = store.list_run_exchanges(&run.id).await.map_err(internal)?;
+    Ok(Json(PollView { run, requests }))
+}
+
 /// What taking a pushed page did.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Pushed {
@@ -152,6 +201,11 @@ async fn push_page(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let connection = authorize_push(&state, &connection_id, &headers).await?;
+    if connection.status != store::ConnectionStatus::Active {
+        return Err(ApiError::Conflict(format!(
+            "connection `{connection_id}` is disabled: enable it to take pages"
+        )));
+    }
     let body = body.map_err(|rejection| ApiError::from_body(&rejection))?;
     let text_header = |name: &str| -> Result<Option<String>, ApiError> {
         headers

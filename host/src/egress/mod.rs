@@ -292,7 +292,8 @@ pub struct Exchange {
     pub method: String,
     /// The URL, a credential in its query redacted.
     pub url: String,
-    /// The headers the adapter set (the host's credential is never among them).
+    /// The headers sent: the adapter's, and the credential's header, its value shown as
+    /// `[redacted]`.
     pub request_headers: Vec<(String, String)>,
     /// Size of the request body.
     pub request_bytes: u64,

@@ -1367,6 +1367,9 @@ pub struct PollEnd {
 /// A recorded request and its answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoredExchange {
+    /// The delivery it belongs to; `None` for a poll run's request that got no page (it
+    /// failed, or the CRM answered 429 or 5xx).
+    pub delivery_id: Option<String>,
     /// The invocation that made it; `None` when the host made it (a poll page's fetch).
     pub invocation_id: Option<String>,
     /// The request and its answer (the body is kept apart).
@@ -1695,6 +1698,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     -> Result<Page<PollRun>>;
     /// The requests recorded with a delivery, in order.
     async fn list_exchanges(&self, delivery_id: &str) -> Result<Vec<StoredExchange>>;
+    /// One poll run.
+    async fn get_poll_run(&self, run_id: &str) -> Result<Option<PollRun>>;
+    /// Every request a poll run made (its pages' and those that got no page), in order.
+    async fn list_run_exchanges(&self, run_id: &str) -> Result<Vec<StoredExchange>>;
 
     // --- Operations
 

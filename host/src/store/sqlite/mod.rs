@@ -3063,6 +3063,17 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn get_poll_run(&self, run_id: &str) -> Result<Option<PollRun>> {
+        let run_id = run_id.to_owned();
+        self.read(move |db| polls::get_poll_run(db, &run_id)).await
+    }
+
+    async fn list_run_exchanges(&self, run_id: &str) -> Result<Vec<StoredExchange>> {
+        let run_id = run_id.to_owned();
+        self.read(move |db| polls::list_run_exchanges(db, &run_id))
+            .await
+    }
+
     fn write_stats(&self) -> WriteStats {
         self.inner.counters.snapshot()
     }

@@ -13,7 +13,7 @@ use crate::store::{
 pub(super) const POLL_RUN: &str = "id, connection_id, tenant_id, trigger, started_at, \
     finished_at, status, pages, events, records, requests, cursor_before, cursor_after, reason";
 const POLL_STATE: &str = "connection_id, cursor, next_run_at, failures, run_id, lease_until";
-const EXCHANGE: &str = "invocation_id, started_at, method, url, request_headers_json, \
+const EXCHANGE: &str = "delivery_id, invocation_id, started_at, method, url, request_headers_json, \
     request_bytes, status, response_headers_json, response_bytes, response_body, attempts, \
     duration_us, error";
 
@@ -53,6 +53,7 @@ fn exchange_row(row: &Row<'_>) -> rusqlite::Result<StoredExchange> {
         Ok(serde_json::from_str(&text).unwrap_or_default())
     };
     Ok(StoredExchange {
+        delivery_id: row.get("delivery_id")?,
         invocation_id: row.get("invocation_id")?,
         exchange: Exchange {
             started_at: row.get("started_at")?,
@@ -379,6 +380,27 @@ pub(super) fn poll_state(db: &Db, connection_id: &str) -> Result<Option<PollStat
         ))?
         .query_row([connection_id], poll_state_row)
         .optional()?)
+}
+
+pub(super) fn list_run_exchanges(db: &Db, run_id: &str) -> Result<Vec<StoredExchange>> {
+    query_all(
+        db,
+        &format!(
+            "SELECT {EXCHANGE} FROM http_exchanges WHERE poll_run_id = ?1 \
+             ORDER BY started_at, rowid"
+        ),
+        [run_id],
+        exchange_row,
+    )
+}
+
+pub(super) fn get_poll_run(db: &Db, run_id: &str) -> Result<Option<PollRun>> {
+    query_one(
+        db,
+        &format!("SELECT {POLL_RUN} FROM poll_runs WHERE id = ?1"),
+        [run_id],
+        poll_run_row,
+    )
 }
 
 pub(super) fn list_exchanges(db: &Db, delivery_id: &str) -> Result<Vec<StoredExchange>> {
