@@ -383,7 +383,8 @@ const HS_DEAL_PROPERTIES: [&str; 17] = [
     "hs_projected_amount_in_home_currency",
 ];
 
-/// The hubspot adapter's search body for deals (its README and `src/api.rs`).
+/// A search of deals changed after `since`, paged by offset (`after`): HubSpot's paging, which
+/// the fake serves (the adapter walks by keyset instead: [`hs_keyset_walk`]).
 fn hs_deal_search(since: u64, after: Option<&str>) -> Value {
     let mut body = json!({
         "filterGroups": [{"filters": [{
@@ -401,8 +402,8 @@ fn hs_deal_search(since: u64, after: Option<&str>) -> Value {
     body
 }
 
-/// A walk of the deals list as the adapter makes it: the same search, `after` moving, until a
-/// page has no `paging.next`. The records, the number of pages, and the list's `since` after it.
+/// A walk of the deals list by offset: the same search, `after` moving, until a page has no
+/// `paging.next`. The records, the number of pages, and the newest modification time read.
 async fn hs_walk(host: &Host, since: u64) -> (Vec<Value>, usize, u64) {
     let mut after: Option<String> = None;
     let mut records = Vec::new();
@@ -511,6 +512,196 @@ async fn hubspot_search_pages_with_after_and_filters_on_the_modification_time() 
     assert_eq!(reply.json()["status"], "error");
 }
 
+/// The hubspot adapter's search of deals from its boundary `since` (its README and
+/// `src/api.rs`): `GTE` it, by modification time; or, walking the records of that one
+/// millisecond by id, `GTE` and `LTE` it, `hs_object_id` `GT` the last id read.
+fn hs_keyset_search(since: u64, ties: Option<Option<&str>>) -> Value {
+    let time = |operator: &str| {
+        json!({"propertyName": "hs_lastmodifieddate", "operator": operator,
+               "value": since.to_string()})
+    };
+    let (filters, sort) = match ties {
+        None => (vec![time("GTE")], "hs_lastmodifieddate"),
+        Some(after) => {
+            let mut filters = vec![time("GTE"), time("LTE")];
+            if let Some(after) = after {
+                filters.push(
+                    json!({"propertyName": "hs_object_id", "operator": "GT", "value": after}),
+                );
+            }
+            (filters, "hs_object_id")
+        }
+    };
+    json!({
+        "filterGroups": [{"filters": filters}],
+        "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
+        "properties": HS_DEAL_PROPERTIES,
+        "limit": 100,
+    })
+}
+
+/// A walk of the deals as the adapter makes it (its `handle_page`): each search from the
+/// newest modification time read, skipping the records read at it; a page of records all at
+/// the boundary walks that millisecond by id, then goes on one millisecond later. `between`
+/// runs after each page (from 1). The versions read (id, modification ms), the number of
+/// searches, and the boundary after the walk.
+async fn hs_keyset_walk(
+    host: &Host,
+    since: u64,
+    mut between: impl FnMut(usize),
+) -> (Vec<(String, u64)>, usize, u64) {
+    let mut since = since;
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut ties: Option<Option<String>> = None;
+    let mut read = Vec::new();
+    for page in 1..=MAX_PAGES {
+        let body = hs_keyset_search(since, ties.as_ref().map(Option::as_deref));
+        let reply = host.post_json("/crm/v3/objects/deals/search", &body).await;
+        assert_eq!(
+            reply.status,
+            200,
+            "{:?}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        let answer = reply.json();
+        let versions: Vec<(String, u64)> = answer["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|r| {
+                let at = r["properties"]["hs_lastmodifieddate"].as_str().unwrap();
+                (
+                    r["id"].as_str().unwrap().to_owned(),
+                    parse_time_ms(at).unwrap() as u64,
+                )
+            })
+            .collect();
+        for (id, at) in &versions {
+            if !(*at == since && seen.contains(id)) {
+                read.push((id.clone(), *at));
+            }
+        }
+        let more = answer["paging"]["next"]["after"].is_string();
+        between(page);
+        let newest = versions.iter().map(|(_, at)| *at).max();
+        match (ties.take(), more) {
+            (Some(_), false) => {
+                since += 1;
+                seen.clear();
+            }
+            (Some(_), true) => {
+                let last = versions
+                    .iter()
+                    .map(|(id, _)| id.clone())
+                    .max_by_key(|id| (id.len(), id.clone()));
+                ties = Some(last);
+            }
+            (None, false) => return (read, page, newest.map_or(since, |n| n.max(since))),
+            (None, true) => match newest {
+                Some(newest) if newest > since => {
+                    since = newest;
+                    seen = versions
+                        .iter()
+                        .filter(|(_, at)| *at == newest)
+                        .map(|(id, _)| id.clone())
+                        .collect();
+                }
+                _ => {
+                    seen.extend(
+                        versions
+                            .iter()
+                            .filter(|(_, at)| *at == since)
+                            .map(|(id, _)| id.clone()),
+                    );
+                    ties = Some(None);
+                }
+            },
+        }
+    }
+    panic!("the walk did not end within {MAX_PAGES} pages");
+}
+
+#[tokio::test]
+async fn hubspot_search_walked_by_keyset_reads_every_version_once() {
+    let crm = FakeCrm::start().await;
+    crm.set_page_size("hubspot", 2);
+    let first = crm.seed_hubspot_deals(1);
+    // A bulk update: four deals saved in the same millisecond (more than a page holds).
+    crm.hold_clock(true);
+    let bulk = crm.seed_hubspot_deals(4);
+    crm.hold_clock(false);
+    let last = crm.seed_hubspot_deals(2);
+    let stamp = |id: &str| {
+        let at = crm.modified_at("hubspot", "deals", id).unwrap();
+        at.duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    assert!(bulk.iter().all(|id| stamp(id) == stamp(&bulk[0])));
+    assert_eq!(stamp(&bulk[0]), stamp(&first[0]) + 1000);
+    assert_eq!(
+        stamp(&last[0]),
+        stamp(&bulk[0]) + 1000,
+        "the clock goes on after the held second"
+    );
+    let host = Host::new(&crm, None);
+
+    let mut saved = None;
+    let (read, searches, since) = hs_keyset_walk(&host, 0, |page| {
+        if page == 4 {
+            // Saved mid-walk, one of the bulk already read: read again at its new time.
+            crm.upsert(
+                "hubspot",
+                "deals",
+                &bulk[0],
+                json!({"dealstage": "closedwon"}),
+            );
+            saved = Some(bulk[0].clone());
+        }
+    })
+    .await;
+    let saved = saved.unwrap();
+    let mut versions: Vec<(String, u64)> = first
+        .iter()
+        .chain(&bulk)
+        .chain(&last)
+        .map(|id| {
+            (
+                id.clone(),
+                if *id == saved {
+                    stamp(&bulk[1])
+                } else {
+                    stamp(id)
+                },
+            )
+        })
+        .collect();
+    versions.push((saved.clone(), stamp(&saved)));
+    let mut got = read.clone();
+    got.sort();
+    versions.sort();
+    assert_eq!(got, versions, "every version once, in order: {read:?}");
+    assert_eq!(since, stamp(&saved));
+    // The fake answered the walk by id: its filters on the modification time and the id, and
+    // its sort by `hs_object_id`.
+    let bodies: Vec<Value> = crm
+        .requests_to("/crm/v3/objects/deals/search")
+        .iter()
+        .map(|l| serde_json::from_slice(&l.body).unwrap())
+        .collect();
+    assert_eq!(bodies.len(), searches);
+    let by_id = bodies
+        .iter()
+        .filter(|b| b["sorts"][0]["propertyName"] == "hs_object_id")
+        .count();
+    assert!(by_id >= 2, "{bodies:?}");
+    assert!(bodies.iter().all(|b| b.get("after").is_none()));
+
+    // Nothing changed: the boundary's record read again, nothing else.
+    let (read, _, same) = hs_keyset_walk(&host, since, |_| {}).await;
+    assert_eq!((read, same), (vec![(saved, since)], since));
+}
+
 #[tokio::test]
 async fn hubspot_archived_contacts_list_holds_the_deleted_ones() {
     let crm = FakeCrm::start().await;
@@ -593,9 +784,10 @@ const ZOHO_DEAL_FIELDS: &str = "Deal_Name,Stage,Amount,Expected_Revenue,Probabil
                                 Closing_Date,Type,Lead_Source,Currency,Exchange_Rate,\
                                 Account_Name,Contact_Name,Owner,Modified_Time";
 
-/// A walk of one Zoho list as the adapter makes it (`GET /crm/v5/Deals?fields=&per_page=200`,
+/// A walk of one Zoho listing through its pages (`GET /crm/v5/Deals?fields=&per_page=200`,
 /// then `page_token`, else `page`; `If-Modified-Since` on every page when the list has a
-/// `since`). The records, the statuses answered, and the list's `since` after the walk.
+/// `since`), as the zoho adapter walks the deleted list (records: [`zoho_keyset_walk`]). The
+/// records, the statuses answered, and the newest time read (else `since`).
 async fn zoho_walk(
     host: &Host,
     path: &str,
@@ -743,6 +935,153 @@ async fn zoho_listing_pages_with_tokens_and_answers_304_when_nothing_changed() {
         json!({"code": "INVALID_DATA", "details": {"param_name": "page_token"},
                "message": "the page token has expired", "status": "error"})
     );
+}
+
+const DEALS_SORTED: [(&str, &str); 4] = [
+    ("fields", ZOHO_DEAL_FIELDS),
+    ("per_page", "200"),
+    ("sort_by", "Modified_Time"),
+    ("sort_order", "asc"),
+];
+
+/// A walk of the deals' records as the zoho adapter makes it (its README and `src/api.rs`):
+/// sorted by `Modified_Time` ascending, `If-Modified-Since` one second before the boundary,
+/// each listing from the newest second read, but a page of records all at or before the
+/// boundary goes on with that listing's `page_token`. `between` runs after each page (from 1).
+/// The records read, the requests' headers and tokens, and the boundary after the walk.
+async fn zoho_keyset_walk(
+    host: &Host,
+    since: Option<i64>,
+    mut between: impl FnMut(usize),
+) -> (
+    Vec<Value>,
+    Vec<(Option<String>, Option<String>)>,
+    Option<i64>,
+) {
+    let mut since = since;
+    let mut token: Option<String> = None;
+    let mut records = Vec::new();
+    let mut asked = Vec::new();
+    for page in 1..=MAX_PAGES {
+        let mut query = DEALS_SORTED.to_vec();
+        if let Some(token) = &token {
+            query.push(("page_token", token.as_str()));
+        }
+        let header = since.map(|s| format!("{}+00:00", iso_seconds(s - 1)));
+        let headers: Vec<(&str, &str)> = header
+            .iter()
+            .map(|h| ("if-modified-since", h.as_str()))
+            .collect();
+        asked.push((header.clone(), token.clone()));
+        let reply = host.get("/crm/v5/Deals", &query, &headers).await;
+        between(page);
+        if reply.status == 304 || reply.status == 204 {
+            return (records, asked, since);
+        }
+        assert_eq!(
+            reply.status,
+            200,
+            "{:?}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        let body = reply.json();
+        let data = body["data"].as_array().expect("data").clone();
+        let newest = data
+            .iter()
+            .map(|r| parse_time_ms(r["Modified_Time"].as_str().unwrap()).unwrap() / 1000)
+            .max();
+        records.extend(data);
+        let more = body["info"]["more_records"] == json!(true);
+        match newest {
+            _ if !more => return (records, asked, newest.max(since)),
+            Some(newest) if since.is_none_or(|s| newest > s) => {
+                since = Some(newest);
+                token = None;
+            }
+            _ => token = body["info"]["next_page_token"].as_str().map(str::to_owned),
+        }
+    }
+    panic!("the walk did not end within {MAX_PAGES} pages");
+}
+
+/// The ids of the sorted deals listing with `If-Modified-Since: <header>` (none on a `304`).
+async fn listed_after(host: &Host, header: &str) -> Vec<String> {
+    let reply = host
+        .get(
+            "/crm/v5/Deals",
+            &DEALS_SORTED,
+            &[("if-modified-since", header)],
+        )
+        .await;
+    if reply.status == 304 {
+        return Vec::new();
+    }
+    ids_of(reply.json()["data"].as_array().unwrap(), "id")
+}
+
+#[tokio::test]
+async fn zoho_listing_sorted_by_modification_time_walked_from_the_newest_second() {
+    let crm = FakeCrm::start().await;
+    crm.set_page_size("zoho", 2);
+    let first = crm.seed_zoho_deals(1);
+    // A mass update: three deals saved in one second (more than a page holds).
+    crm.hold_clock(true);
+    let bulk = crm.seed_zoho_deals(3);
+    crm.hold_clock(false);
+    let last = crm.seed_zoho_deals(2);
+    let host = Host::new(&crm, None);
+
+    // Sorted oldest change first (ties by id), whatever the default order.
+    let reply = host.get("/crm/v5/Deals", &DEALS_SORTED, &[]).await;
+    let body = reply.json();
+    assert_eq!(
+        ids_of(body["data"].as_array().unwrap(), "id"),
+        [first[0].clone(), bulk[0].clone()]
+    );
+    assert_eq!(body["info"]["sort_by"], "Modified_Time");
+    assert_eq!(body["info"]["sort_order"], "asc");
+    // `If-Modified-Since` is "modified after": one second before a time lists that second.
+    let second = |id: &str| {
+        crm.modified_at("zoho", "Deals", id)
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    let at = |secs: i64| format!("{}+00:00", iso_seconds(secs));
+    assert!(listed_after(&host, &at(second(&last[1]))).await.is_empty());
+    assert_eq!(
+        listed_after(&host, &at(second(&last[1]) - 1)).await,
+        [last[1].clone()]
+    );
+
+    let mut saved = None;
+    let (records, asked, since) = zoho_keyset_walk(&host, None, |page| {
+        if page == 2 {
+            // Saved mid-walk, after it was read: listed again at its new time.
+            crm.upsert("zoho", "Deals", &first[0], json!({"Stage": "Closed Won"}));
+            saved = Some(first[0].clone());
+        }
+    })
+    .await;
+    let saved = saved.unwrap();
+    let ids = ids_of(&records, "id");
+    let distinct: BTreeSet<String> = ids.iter().cloned().collect();
+    let all: BTreeSet<String> = first.iter().chain(&bulk).chain(&last).cloned().collect();
+    assert_eq!(distinct, all, "{ids:?}");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["id"] == saved.as_str() && r["Stage"] == "Closed Won")
+    );
+    assert_eq!(since, Some(second(&saved)));
+    // The walk went through the held second with the listing's page token.
+    assert!(asked.iter().any(|(_, token)| token.is_some()), "{asked:?}");
+    assert!(asked[1].0.is_some());
+
+    // Nothing changed: the boundary's second listed again, nothing else.
+    let (records, _, same) = zoho_keyset_walk(&host, since, |_| {}).await;
+    assert_eq!((ids_of(&records, "id"), same), (vec![saved], since));
 }
 
 #[tokio::test]

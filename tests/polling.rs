@@ -1230,3 +1230,138 @@ value = "crm-key-{id}"
         "{sf_new:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubspot_and_zoho_read_a_bulk_update_larger_than_a_page_once() {
+    let crm = fake_crm::FakeCrm::start().await;
+    let base = crm.base_url();
+    // Pages of two, and five deals saved in one second (one millisecond for HubSpot) between
+    // older and newer ones: the walks must page within that one time and miss nothing.
+    crm.set_page_size("hubspot", 2);
+    crm.set_page_size("zoho", 2);
+    let mut hubspot = crm.seed_hubspot_deals(1);
+    let mut zoho = crm.seed_zoho_deals(1);
+    crm.hold_clock(true);
+    hubspot.extend(crm.seed_hubspot_deals(5));
+    zoho.extend(crm.seed_zoho_deals(5));
+    crm.hold_clock(false);
+    hubspot.extend(crm.seed_hubspot_deals(2));
+    zoho.extend(crm.seed_zoho_deals(2));
+    let connection = |id: &str, adapter: &str, signature: &str, settings: &str, header: &str| {
+        let wasm = test_artifacts::ALL
+            .iter()
+            .find(|(stem, _)| *stem == adapter)
+            .unwrap()
+            .1;
+        format!(
+            r#"
+[[adapters]]
+tenant_id = "tenant-{id}"
+name = "{adapter}"
+wasm = "{wasm}"
+
+[[connections]]
+id = "{id}"
+tenant_id = "tenant-{id}"
+provider = "{adapter}"
+adapter = "{adapter}"
+signature = {signature}
+secret = "tenant-{id}/signing"
+allowed_orgs = ["org-1"]
+settings = {{ default_org_id = "org-1", {settings} }}
+polling = {{ max_pages = 50 }}
+api = {{ base_url = "{base}", allow_private = true, credential = {{ kind = "api_key", secret = "tenant-{id}/crm", header = "Authorization", prefix = "{header}" }} }}
+
+[[secrets]]
+name = "tenant-{id}/signing"
+value = "zc-7f3a91d2-northwind-deals"
+
+[[secrets]]
+name = "tenant-{id}/crm"
+value = "crm-key-{id}"
+"#
+        )
+    };
+    let config = [
+        connection(
+            "hs",
+            "hubspot",
+            r#"{ scheme = "hubspot", version = "v3" }"#,
+            r#"poll_objects = "deals""#,
+            "Bearer ",
+        ),
+        connection(
+            "zo",
+            "zoho",
+            r#"{ scheme = "zoho_token", field = "token" }"#,
+            r#"poll_modules = "Deals""#,
+            "Zoho-oauthtoken ",
+        ),
+    ]
+    .concat();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let host = adapter_host::serve::open_host(&adapter_host::serve::ServeOptions {
+        data_dir: dir.path().join("data"),
+        config: Some(path),
+        ..adapter_host::serve::ServeOptions::default()
+    })
+    .await
+    .unwrap();
+    let store = host.store().clone();
+    for (id, tenant, seeded) in [("hs", "tenant-hs", &hubspot), ("zo", "tenant-zo", &zoho)] {
+        let run = poll_to_end(&host, id).await;
+        assert_eq!(
+            run.status,
+            adapter_host::store::PollRunStatus::Done,
+            "{id}: {run:?}"
+        );
+        let mut created: Vec<String> = events_of(&store, tenant)
+            .await
+            .into_iter()
+            .map(|(event_type, entity)| {
+                assert_eq!(event_type, "deal.created", "{id}");
+                entity
+            })
+            .collect();
+        created.sort();
+        let mut expected = seeded.clone();
+        expected.sort();
+        assert_eq!(created, expected, "{id}: each deal once");
+        // More than one page per two records: the bulk's time was paged through.
+        assert!(run.pages > 4, "{id}: {run:?}");
+        let again = poll_to_end(&host, id).await;
+        assert_eq!(again.events, 0, "{id}: {again:?}");
+    }
+    // HubSpot: searches by modification time (`GTE`), never by offset, and that millisecond
+    // walked by id.
+    let searches: Vec<Value> = crm
+        .requests_to("/crm/v3/objects/deals/search")
+        .iter()
+        .map(|l| serde_json::from_slice(&l.body).unwrap())
+        .collect();
+    assert!(searches.iter().all(|b| b.get("after").is_none()));
+    assert!(
+        searches
+            .iter()
+            .any(|b| b["sorts"][0]["propertyName"] == "hs_object_id"),
+        "{searches:?}"
+    );
+    // Zoho: listings oldest change first, that second paged through with the page token.
+    let listings: Vec<_> = crm
+        .requests_to("/crm/v5/Deals")
+        .into_iter()
+        .filter(|l| l.path == "/crm/v5/Deals")
+        .collect();
+    assert!(!listings.is_empty());
+    assert!(listings.iter().all(|l| {
+        l.query_param("sort_by").as_deref() == Some("Modified_Time")
+            && l.query_param("sort_order").as_deref() == Some("asc")
+    }));
+    assert!(
+        listings
+            .iter()
+            .any(|l| l.query_param("page_token").is_some())
+    );
+}

@@ -13,7 +13,8 @@
 //!
 //! Every record has a modification time from the fake's clock, which starts at
 //! 2025-12-01T00:00:00Z and moves one second per write ([`FakeCrm::upsert`], [`FakeCrm::delete`]),
-//! so that the adapters' cursors move and "modified since" filters have something to filter.
+//! so that the adapters' cursors move and "modified since" filters have something to filter;
+//! while it is held ([`FakeCrm::hold_clock`]) writes share one time, as a bulk update's do.
 //!
 //! - **Salesforce** (`/services/data/vNN.N/...`, any version):
 //!   - `GET queryAll?q=<SOQL>` (deleted records included, `IsDeleted: true`) and `GET query?q=`
@@ -233,8 +234,8 @@ impl FakeCrm {
     /// id, `fields` its provider-shaped fields (merged into the record the fake serves: top-level
     /// fields for Salesforce, Zoho and Zenoti, the `properties` for HubSpot; a `null` stores a
     /// null). Each upsert stamps the record with the fake's clock (a modification time that
-    /// strictly increases by one second per write, starting 2025-12-01T00:00:00Z), so cursors
-    /// move. Upserting a deleted record restores it (Salesforce's undelete, HubSpot's restore).
+    /// strictly increases by one second per write, starting 2025-12-01T00:00:00Z, unless the
+    /// clock is held: [`FakeCrm::hold_clock`]), so cursors move. Upserting a deleted record restores it (Salesforce's undelete, HubSpot's restore).
     /// Panics on an unknown provider or when `fields` is not a JSON object.
     pub fn upsert(&self, provider: &str, object: &str, id: &str, fields: Value) {
         let provider = Provider::named(provider);
@@ -405,6 +406,18 @@ impl FakeCrm {
     /// Moves the fake's clock forward by `by` (whole seconds), as if time passed without writes.
     pub fn advance_clock(&self, by: Duration) {
         self.lock().clock += by.as_secs() as i64;
+    }
+
+    /// Holds the clock (`true`): the writes until it is released share one stamp, the time the
+    /// next write would have had (as the records of a bulk update share a modification time,
+    /// to the millisecond in HubSpot, to the second in Zoho). Released (`false`), the clock
+    /// goes on from the second after that stamp, if a write used it.
+    pub fn hold_clock(&self, held: bool) {
+        let mut state = self.lock();
+        if !held && state.held == Some(true) {
+            state.clock += 1;
+        }
+        state.held = held.then_some(false);
     }
 
     /// When a record was last written (upserted or deleted), if the fake holds it.
@@ -716,6 +729,8 @@ struct State {
     base_url: String,
     /// The next write's stamp, seconds since the epoch.
     clock: i64,
+    /// While the clock is held, whether a write has used its stamp.
+    held: Option<bool>,
     records: BTreeMap<(Provider, String), BTreeMap<String, Rec>>,
     page_sizes: HashMap<Provider, usize>,
     delay: Duration,
@@ -741,6 +756,7 @@ impl State {
         Self {
             base_url,
             clock: CLOCK_START,
+            held: None,
             records: BTreeMap::new(),
             page_sizes: HashMap::new(),
             delay: Duration::ZERO,
@@ -761,7 +777,10 @@ impl State {
 
     fn tick(&mut self) -> i64 {
         let stamp = self.clock;
-        self.clock += 1;
+        match self.held {
+            Some(_) => self.held = Some(true),
+            None => self.clock += 1,
+        }
         stamp
     }
 

@@ -82,11 +82,12 @@ pub fn stage_of(cursor: Option<&str>, settings: &Settings) -> Result<Stage, Adap
 pub struct Page {
     /// The events of its new and changed records.
     pub events: Vec<Event>,
-    /// How many records it held, changed or not (archived ones included).
+    /// How many records it held and read, changed or not (archived ones included; not those
+    /// skipped as already read).
     pub records: usize,
-    /// The newest modification time of its records (`lastmodifieddate` for contacts,
-    /// `hs_lastmodifieddate` for companies and deals, else `updatedAt`), in epoch milliseconds.
-    pub newest: Option<u64>,
+    /// Every record it held, skipped ones included, in its order: the id and the modification
+    /// time ([`modified_at`]).
+    pub versions: Vec<(String, Option<u64>)>,
     /// `paging.next.after`: the page after this one, if any.
     pub after: Option<String>,
 }
@@ -95,11 +96,15 @@ pub struct Page {
 /// identity and version, `<type>/<id>@<updatedAt>/<action>`, as dedupe and idempotency keys:
 /// HubSpot moves `updatedAt` on every save, so one version of a record is one event whatever
 /// page carries it again.
+///
+/// A record for which `skip(id, modified_at)` is true (a version this walk has already read)
+/// is listed in [`Page::versions`] but neither read nor counted.
 pub fn read_page(
     body: &Value,
     stage: Stage,
     ctx: &Context,
     settings: &Settings,
+    skip: impl Fn(&str, Option<u64>) -> bool,
 ) -> Result<Page, AdapterError> {
     let root = Obj::root(body, "a HubSpot CRM page")?;
     // Polled records carry no portal id: the connection polls one portal.
@@ -109,31 +114,32 @@ pub fn read_page(
     // its fingerprint followed by the flags below.
     let mut seen = ChangeTracker::new(format!("seen/{}/", object.plural()));
     let mut events = Vec::new();
-    let mut newest: Option<u64> = None;
+    let mut versions = Vec::new();
     let mut unchanged = 0usize;
-    let results = root.objects("results")?;
-    let records = results.len();
-    for record in results {
+    let mut records = 0usize;
+    for record in root.objects("results")? {
         let id = record.id("id")?;
         let updated_text = record.opt_string("updatedAt")?;
         // Times are read leniently: they only order the walk and name versions.
         let updated_at = updated_text.as_deref().and_then(parse_timestamp);
+        let properties = record.opt_child("properties")?;
+        let modified = match &properties {
+            Some(properties) => properties.opt_string(object.modified_property())?,
+            None => None,
+        };
+        let at = modified_at(modified.as_deref(), updated_at);
+        versions.push((id.clone(), at));
+        if skip(&id, at) {
+            continue;
+        }
+        records += 1;
         let archived = record
             .opt_bool("archived")?
             .unwrap_or(stage == Stage::ArchivedContacts);
-        let properties = match record.opt_child("properties")? {
-            Some(properties) => {
-                let modified = properties.opt_string(object.modified_property())?;
-                if let Some(at) = modified.as_deref().and_then(parse_timestamp) {
-                    newest = newest.max(Some(millis(at)));
-                }
-                object.properties(&properties)?
-            }
+        let properties = match properties {
+            Some(properties) => object.properties(&properties)?,
             None => Map::new(),
         };
-        if let Some(at) = updated_at {
-            newest = newest.max(Some(millis(at)));
-        }
         let won = object == Object::Deal
             && properties
                 .get("dealstage")
@@ -201,7 +207,7 @@ pub fn read_page(
     Ok(Page {
         events,
         records,
-        newest,
+        versions,
         after,
     })
 }
@@ -213,7 +219,7 @@ pub fn output(
     ctx: &Context,
     settings: &Settings,
 ) -> Result<PollOutput, AdapterError> {
-    let page = read_page(body, stage, ctx, settings)?;
+    let page = read_page(body, stage, ctx, settings, |_, _| false)?;
     let next_cursor = match page.after {
         Some(after) => format!("{}:{after}", stage.name()),
         None => settings.poll_after(stage).name().to_owned(),
@@ -226,6 +232,16 @@ pub fn output(
 /// A time in epoch milliseconds, as HubSpot's search filters take it.
 pub fn millis(at: Timestamp) -> u64 {
     at.seconds * 1000 + u64::from(at.nanoseconds / 1_000_000)
+}
+
+/// A record's modification time in epoch milliseconds, what searches filter and sort on: its
+/// modification property (`lastmodifieddate` for contacts, `hs_lastmodifieddate` for companies
+/// and deals), else `updatedAt`.
+fn modified_at(property: Option<&str>, updated_at: Option<Timestamp>) -> Option<u64> {
+    property
+        .and_then(parse_timestamp)
+        .or(updated_at)
+        .map(millis)
 }
 
 /// The payload's fingerprint, without what HubSpot rewrites on every save.

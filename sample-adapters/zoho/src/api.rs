@@ -7,20 +7,30 @@
 //! modified since the last run, then the records deleted since then.
 //!
 //! ```text
-//! GET /crm/v5/Deals?fields=Deal_Name,Stage,...,Modified_Time&per_page=200
-//!     If-Modified-Since: 2025-12-01T10:50:00+00:00
+//! GET /crm/v5/Deals?fields=Deal_Name,Stage,...,Modified_Time&per_page=200&sort_by=Modified_Time&sort_order=asc
+//!     If-Modified-Since: 2025-12-01T10:49:59+00:00
 //! GET /crm/v5/Deals/deleted?type=all&per_page=200
-//!     If-Modified-Since: 2025-12-02T08:00:00+00:00
+//!     If-Modified-Since: 2025-12-02T07:59:59+00:00
 //! ```
 //!
-//! A `304 Not Modified` (or `204 No Content`) means the list has nothing new. Pages follow
-//! `info.next_page_token` (`page_token=...`), or `info.page` + 1 (`page=...`) without one.
+//! Records are listed oldest change first, and each listing starts from the newest second the
+//! walk has read (keyset pagination): `If-Modified-Since` is that second minus one, so the
+//! records of that second are listed again whether Zoho reads the header as "after" or "at or
+//! after" (Zoho's times have one-second resolution); change detection and the events' version
+//! keys make a record read again harmless. Only a page whose records all fall at or before that
+//! second (more records modified in one second than a page holds) is followed by the next page
+//! of the same listing, `info.next_page_token` (`page_token=...`) or `info.page` + 1
+//! (`page=...`). The deleted list cannot be sorted: it is paged by number, newest deletion
+//! first, from a fixed `If-Modified-Since`.
+//!
+//! A `304 Not Modified` (or `204 No Content`) means the list has nothing new.
 //!
 //! The **cursor** is JSON: `{"since": {"Deals": "2025-12-01T10:50:00+00:00", "Deals/deleted":
-//! "..."}, "list": "Deals", "page_token": "...", "newest": "..."}`: per list the newest
-//! `Modified_Time` (or `deleted_time`) of its last complete walk, and while a run is under way
-//! the list it walks, how to ask for its next page and the newest time that walk has seen so
-//! far (which becomes `since` when the walk ends: the listing is not sorted by time).
+//! "..."}, "list": "Deals"}`: per records list its boundary (every record modified before that
+//! second has been read; it moves after every page), per deleted list the newest `deleted_time`
+//! of its last complete walk, and while a run is under way the list it walks, how to ask for
+//! its next page when that is not a new listing, and (deleted lists) the newest time that walk
+//! has seen so far.
 
 use std::collections::BTreeMap;
 
@@ -107,20 +117,24 @@ pub fn poll_lists(ctx: &Context) -> Result<Vec<List>, AdapterError> {
 /// Where a poll stands.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {
-    /// Per list (`Deals`, `Deals/deleted`), the newest `Modified_Time` or `deleted_time` of
-    /// its last complete walk, in Zoho's form (`2025-12-01T10:50:00+00:00`).
+    /// Per list, in Zoho's form (`2025-12-01T10:50:00+00:00`): for records (`Deals`), the
+    /// walk's boundary, every record modified before that second has been read (it moves
+    /// after every page); for deletions (`Deals/deleted`), the newest `deleted_time` of the
+    /// last complete walk. Each listing asks `If-Modified-Since` one second before it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub since: BTreeMap<String, String>,
     /// The list being walked by the run under way; absent between runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list: Option<String>,
-    /// `info.next_page_token` of that list's last page.
+    /// `info.next_page_token` of that list's last page, when the next page is one of the same
+    /// listing (records: only while more than a page of them were modified in one second).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page_token: Option<String>,
     /// The number of that list's next page, when Zoho gave no token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page: Option<u64>,
-    /// The newest time that walk has seen so far.
+    /// Deleted lists: the newest time that walk has seen so far. (On a records list, the mark
+    /// of a cursor of this adapter's earlier, unsorted walk.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub newest: Option<String>,
 }
@@ -181,6 +195,13 @@ impl Cursor {
             .and_then(List::parse)
             .filter(|l| lists.contains(l))
         {
+            Some(list @ List::Records(_)) if self.newest.is_some() => {
+                // Written by the adapter's earlier version, whose listings were not sorted by
+                // time: its page token cannot go on with a sorted walk. List again from the
+                // list's `since`; what is read again emits nothing.
+                self.end_walk();
+                list
+            }
             Some(list) => list,
             None => {
                 self.end_walk();
@@ -209,9 +230,12 @@ pub fn poll_request(
     let mut cursor = Cursor::parse(cursor, ctx);
     let list = cursor.position(&lists);
     let mut request = match list {
+        // Oldest change first: each listing goes on from the newest second read.
         List::Records(module) => HttpRequest::get(format!("{API}/{}", module.api_name()))
             .query("fields", fields(module))
-            .query("per_page", PER_PAGE),
+            .query("per_page", PER_PAGE)
+            .query("sort_by", "Modified_Time")
+            .query("sort_order", "asc"),
         List::Deleted(module) => HttpRequest::get(format!("{API}/{}/deleted", module.api_name()))
             .query("type", "all")
             .query("per_page", PER_PAGE),
@@ -221,10 +245,26 @@ pub fn poll_request(
     } else if let Some(page) = cursor.page {
         request = request.query("page", page.to_string());
     }
-    if let Some(since) = cursor.since.get(&list.name()) {
-        request = request.header("If-Modified-Since", since.clone());
+    if let Some(since) = cursor
+        .since
+        .get(&list.name())
+        .and_then(|s| parse_timestamp(s))
+    {
+        request = request.header("If-Modified-Since", zoho_time(second_before(since)));
     }
     Ok(Some(request))
+}
+
+/// The second before `at`'s: what `If-Modified-Since` asks for a list whose `since` is `at`,
+/// so that the records (or deletions) of `at`'s second are listed again whether Zoho reads the
+/// header as "modified after" (the records of `at`'s second and later) or "at or after" (from
+/// the second before). Either way nothing of `at`'s second is left out, by records saved in it
+/// after the page that moved `since` there included.
+fn second_before(at: Timestamp) -> Timestamp {
+    Timestamp {
+        seconds: at.seconds.saturating_sub(1),
+        nanoseconds: 0,
+    }
 }
 
 /// The `fields` of a list request: every mapped field of the module, and `Modified_Time`.
@@ -275,38 +315,80 @@ pub fn handle_page(page: &PollPage, ctx: &Context) -> Result<PollOutput, Adapter
     poll::check_json(page)?;
     let body: Value = page.json()?;
     let root = Obj::root(&body, "the list page")?;
-    let read = match list {
-        List::Records(module) => poll::read_records(module, &root, ctx)?,
-        List::Deleted(module) => read_deleted(module, &root, ctx)?,
+    let next = poll::next_page(&root)?;
+    let (read, next) = match list {
+        List::Records(module) => {
+            let read = poll::read_records(module, &root, ctx)?;
+            let next = next.map(|next| records_walked(&mut cursor, list, next, read.newest));
+            (read, next)
+        }
+        List::Deleted(module) => {
+            let read = read_deleted(module, &root, ctx)?;
+            let newest = [
+                cursor.newest.as_deref().and_then(parse_timestamp),
+                read.newest,
+            ]
+            .into_iter()
+            .flatten()
+            .max();
+            // The deleted list cannot be sorted: its pages are numbered, from the same
+            // `If-Modified-Since`, and `since` moves when the walk ends.
+            let next = next.map(|next| {
+                cursor.page_token = None;
+                cursor.page = Some(match next {
+                    NextPage::Token(_) => cursor.page.unwrap_or(1) + 1,
+                    NextPage::Number(page) => page,
+                });
+                cursor.newest = newest.map(zoho_time);
+            });
+            let read = poll::Page { newest, ..read };
+            (read, next)
+        }
     };
-    let newest = [
-        cursor.newest.as_deref().and_then(parse_timestamp),
-        read.newest,
-    ]
-    .into_iter()
-    .flatten()
-    .max();
-    match poll::next_page(&root)? {
-        Some(next) => {
+    match next {
+        Some(()) => {
             cursor.list = Some(list.name());
-            (cursor.page_token, cursor.page) = match next {
-                // `page_token` is for record listings; the deleted list numbers its pages.
-                NextPage::Token(token) if matches!(list, List::Records(_)) => (Some(token), None),
-                NextPage::Token(_) => (None, Some(cursor.page.unwrap_or(1) + 1)),
-                NextPage::Number(page) => (None, Some(page)),
-            };
-            cursor.newest = newest.map(zoho_time);
             Ok(PollOutput::new(read.events)
                 .next_cursor(cursor.to_json())
                 .more(true)
                 .records(read.records))
         }
-        None => Ok(end_walk(read.events, cursor, list, newest, &lists).records(read.records)),
+        None => Ok(end_walk(read.events, cursor, list, read.newest, &lists).records(read.records)),
     }
 }
 
-/// The output of a list's last page: `since` moves to the newest time its walk saw, and the
-/// run goes on with the next list (or ends after the last).
+/// Where a records list goes on after a page (oldest change first) that says there is more.
+///
+/// A page with a record modified after the list's `since` moves it to the page's newest second,
+/// and the next page is a new listing from there: the page held, oldest first, every record of
+/// the listing modified before that second, and a record saved since has a later time. (Zoho's
+/// page tokens and page numbers go on from a position in a listing that moves while it is read:
+/// a record saved mid-walk leaves its place for the end, and the record behind it takes the
+/// place, one a position-based next page would skip.) A page of records all modified at or
+/// before `since` (more in one second than a page holds) cannot move it: the walk follows the
+/// same listing's next page until a page goes past that second.
+fn records_walked(cursor: &mut Cursor, list: List, next: NextPage, newest: Option<Timestamp>) {
+    let since = cursor
+        .since
+        .get(&list.name())
+        .and_then(|s| parse_timestamp(s));
+    match newest {
+        Some(newest) if since.is_none_or(|since| newest > since) => {
+            cursor.since.insert(list.name(), zoho_time(newest));
+            cursor.page_token = None;
+            cursor.page = None;
+        }
+        _ => {
+            (cursor.page_token, cursor.page) = match next {
+                NextPage::Token(token) => (Some(token), None),
+                NextPage::Number(page) => (None, Some(page)),
+            };
+        }
+    }
+}
+
+/// The output of a list's last page: `since` moves to the newest time its walk saw (never
+/// back), and the run goes on with the next list (or ends after the last).
 fn end_walk(
     events: Vec<Event>,
     mut cursor: Cursor,

@@ -1,6 +1,9 @@
 //! Polling through the host (`poll_request` / `handle_poll` with the host's answers) and
 //! notifications whose records are read through `http::fetch`.
 
+use std::collections::BTreeMap;
+
+use crm_adapter_sdk::fields::parse_timestamp;
 use crm_adapter_sdk::log::Level;
 use crm_adapter_sdk::{HttpRequest, PollPage};
 
@@ -58,10 +61,13 @@ fn keys(events: &[Event]) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// A listing of the deals, oldest change first, as every one the adapter makes.
 fn deals_list() -> HttpRequest {
     HttpRequest::get("/crm/v5/Deals")
         .query("fields", DEAL_FIELDS)
         .query("per_page", "200")
+        .query("sort_by", "Modified_Time")
+        .query("sort_order", "asc")
 }
 
 fn deleted_deals() -> HttpRequest {
@@ -92,17 +98,20 @@ fn a_run_lists_the_modified_records_then_the_deleted_ones() {
     assert_eq!(first.events[0].payload_value()["amount"], "48250.50");
     assert!(first.more);
     assert_eq!(first.records, Some(2));
+    // The boundary moves to the newest second read; the page token is not used.
     let cursor = first.next_cursor.unwrap();
     assert_eq!(
         cursor,
-        format!(
-            r#"{{"list":"Deals","page_token":"{PAGE_TOKEN}","newest":"2025-12-01T10:35:12+00:00"}}"#
-        )
+        r#"{"since":{"Deals":"2025-12-01T10:35:12+00:00"},"list":"Deals"}"#
     );
 
-    // The next page of the listing.
+    // The next page is a new listing from that second (asked one second before it, so that
+    // its records are listed again however Zoho reads the header).
     let (req, second) = step(Some(&cursor), 200, DEALS_2, &ctx);
-    assert_eq!(req, deals_list().query("page_token", PAGE_TOKEN));
+    assert_eq!(
+        req,
+        deals_list().header("If-Modified-Since", "2025-12-01T10:35:11+00:00")
+    );
     assert_eq!(
         keys(&second.events),
         [(
@@ -153,9 +162,10 @@ fn the_next_run_asks_if_modified_since_and_304_means_nothing_new() {
     }
     let cursor = cursor.unwrap();
     let (req, out) = step(Some(&cursor), 304, "", &ctx);
+    // One second before the newest change of the last walk: that second is listed again.
     assert_eq!(
         req,
-        deals_list().header("If-Modified-Since", "2025-12-01T10:50:00+00:00")
+        deals_list().header("If-Modified-Since", "2025-12-01T10:49:59+00:00")
     );
     assert_eq!(req.headers[0].name, "if-modified-since");
     assert!(out.events.is_empty() && out.more);
@@ -164,7 +174,7 @@ fn the_next_run_asks_if_modified_since_and_304_means_nothing_new() {
     let (req, out) = step(Some(&cursor), 304, "", &ctx);
     assert_eq!(
         req,
-        deleted_deals().header("If-Modified-Since", "2025-12-02T08:00:00+00:00")
+        deleted_deals().header("If-Modified-Since", "2025-12-02T07:59:59+00:00")
     );
     assert!(out.events.is_empty() && !out.more);
     assert_eq!(out.records, Some(0));
@@ -206,15 +216,28 @@ fn refetched_versions_emit_nothing_and_a_restored_record_is_created_again() {
 #[test]
 fn an_expired_page_token_lists_again_and_other_errors_fail() {
     let ctx = deals_ctx();
+    // A walk through more records of one second than a page holds follows the page token.
     let cursor = format!(
-        r#"{{"list":"Deals","page_token":"{PAGE_TOKEN}","newest":"2025-12-01T10:35:12+00:00"}}"#
+        r#"{{"since":{{"Deals":"2025-12-01T10:35:12+00:00"}},"list":"Deals","page_token":"{PAGE_TOKEN}"}}"#
     );
-    let (_, out) = step(Some(&cursor), 400, TOKEN_EXPIRED, &ctx);
+    let (req, out) = step(Some(&cursor), 400, TOKEN_EXPIRED, &ctx);
+    assert_eq!(
+        req,
+        deals_list()
+            .query("page_token", PAGE_TOKEN)
+            .header("If-Modified-Since", "2025-12-01T10:35:11+00:00")
+    );
     assert!(out.events.is_empty() && out.more);
     assert_eq!(out.records, Some(0), "an error answer holds no record");
     let cursor = out.next_cursor.unwrap();
-    assert_eq!(cursor, r#"{"list":"Deals"}"#);
-    assert_eq!(request(Some(&cursor), &ctx), deals_list());
+    assert_eq!(
+        cursor,
+        r#"{"since":{"Deals":"2025-12-01T10:35:12+00:00"},"list":"Deals"}"#
+    );
+    assert_eq!(
+        request(Some(&cursor), &ctx),
+        deals_list().header("If-Modified-Since", "2025-12-01T10:35:11+00:00")
+    );
     assert!(testing::logs().iter().any(|l| l.level == Level::Warn));
 
     for (status, body, cursor) in [
@@ -257,6 +280,8 @@ fn the_modules_are_a_setting() {
         HttpRequest::get("/crm/v5/Contacts")
             .query("fields", CONTACT_FIELDS)
             .query("per_page", "200")
+            .query("sort_by", "Modified_Time")
+            .query("sort_order", "asc")
     );
     let after_contacts = r#"{"list":"Contacts/deleted"}"#;
     let out = testing::run_poll::<Zoho>(
@@ -276,7 +301,7 @@ fn the_modules_are_a_setting() {
     // A pushed page's cursor carries over.
     assert_eq!(
         request(Some("modified_since=2025-12-01T10:50:00+00:00"), &ctx),
-        deals_list().header("If-Modified-Since", "2025-12-01T10:50:00+00:00")
+        deals_list().header("If-Modified-Since", "2025-12-01T10:49:59+00:00")
     );
     for (value, expected) in [
         (
@@ -301,6 +326,404 @@ fn foreign_or_tampered_cursors_start_over() {
     assert_eq!(request(Some("page_token=abc"), &ctx), deals_list());
     let tampered = r#"{"since":{"Deals":"2025-12-01T10:50:00+00:00\r\nX-Evil: 1"},"list":"Deals"}"#;
     assert_eq!(request(Some(tampered), &ctx), deals_list());
+}
+
+// --- Walks against a listing stand-in ---------------------------------------------------
+
+/// 2025-12-01T10:00:00Z in epoch seconds: the stand-in's records are saved after it.
+const BASE: u64 = 1_764_583_200;
+
+fn at(secs: u64) -> u64 {
+    BASE + secs
+}
+
+fn utc(secs: u64) -> String {
+    poll::zoho_time(crm_adapter_sdk::Timestamp {
+        seconds: secs,
+        nanoseconds: 0,
+    })
+}
+
+/// How the stand-in reads `If-Modified-Since` (Zoho documents "modified after", which its
+/// one-second times leave open): both must list everything.
+#[derive(Debug, Clone, Copy)]
+enum Since {
+    /// Records modified after the header's second.
+    After,
+    /// Records modified in the header's second too.
+    AtOrAfter,
+}
+
+/// A stand-in for Zoho's Deals listing: deals with a modification second each, answered as
+/// Zoho answers `GET /crm/v5/Deals` (sorted by `sort_by`/`sort_order`, by id descending
+/// without; `If-Modified-Since`; `304` when nothing matches it), at most `page` records a
+/// page. Its page tokens (and page numbers) are positions into the listing as it is when they
+/// are used: a listing that moves while it is read moves under them.
+struct Listing {
+    /// Id to modification second and deal name.
+    deals: BTreeMap<String, (u64, String)>,
+    page: usize,
+    since: Since,
+}
+
+impl Listing {
+    fn new(page: usize, since: Since, deals: &[(&str, u64)]) -> Self {
+        let deals = deals
+            .iter()
+            .map(|(id, at)| ((*id).to_owned(), (*at, format!("Deal {id}"))))
+            .collect();
+        Self { deals, page, since }
+    }
+
+    /// A change to the deal, saved at `at`.
+    fn save(&mut self, id: &str, at: u64) {
+        let deal = self.deals.get_mut(id).expect("a known deal");
+        *deal = (at, format!("Deal {id}, saved at {at}"));
+    }
+
+    fn answer(&self, req: &HttpRequest) -> (u16, String) {
+        assert_eq!(
+            (req.method.as_str(), req.url.as_str()),
+            ("GET", "/crm/v5/Deals")
+        );
+        let param = |name: &str| {
+            req.query
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let since = req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("if-modified-since"))
+            .map(|h| parse_timestamp(&h.value).expect("a time").seconds);
+        let mut matches: Vec<(&str, u64, &str)> = self
+            .deals
+            .iter()
+            .map(|(id, (at, name))| (id.as_str(), *at, name.as_str()))
+            .filter(|(_, at, _)| match (since, self.since) {
+                (None, _) => true,
+                (Some(since), Since::After) => *at > since,
+                (Some(since), Since::AtOrAfter) => *at >= since,
+            })
+            .collect();
+        match (param("sort_by"), param("sort_order")) {
+            (Some("Modified_Time"), Some("asc")) => matches.sort_by_key(|(id, at, _)| (*at, *id)),
+            (None, None) => matches.sort_by(|a, b| b.0.cmp(a.0)),
+            other => panic!("the stand-in does not sort by {other:?}"),
+        }
+        let per_page = param("per_page")
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+            .min(self.page);
+        let offset = match (param("page_token"), param("page")) {
+            (Some(token), _) => token.strip_prefix("at-").unwrap().parse().unwrap(),
+            (None, Some(page)) => (page.parse::<usize>().unwrap() - 1) * per_page,
+            (None, None) => 0,
+        };
+        if offset >= matches.len() {
+            return (if since.is_some() { 304 } else { 204 }, String::new());
+        }
+        let end = (offset + per_page).min(matches.len());
+        let data: Vec<Value> = matches[offset..end]
+            .iter()
+            .map(|(id, at, name)| {
+                json!({"id": id, "Deal_Name": name, "Stage": "Qualification",
+                       "Modified_Time": utc(*at)})
+            })
+            .collect();
+        let more = end < matches.len();
+        let body = json!({"data": data, "info": {
+            "per_page": per_page, "count": end - offset, "page": offset / per_page + 1,
+            "more_records": more, "next_page_token": more.then(|| format!("at-{end}")),
+        }});
+        (200, body.to_string())
+    }
+}
+
+/// What a run over the deals' records saw.
+struct Walk {
+    /// Every request, in order.
+    requests: Vec<HttpRequest>,
+    /// The dedupe key of every event, in order.
+    keys: Vec<String>,
+    /// The cursor after the walk of the records (the deletions are next).
+    cursor: String,
+}
+
+/// A walk of the deals' records from `cursor` as the host drives it, the stand-in answering;
+/// `between(n, listing)` runs after the `n`th page (from 1).
+fn walk(
+    listing: &mut Listing,
+    cursor: Option<&str>,
+    mut between: impl FnMut(usize, &mut Listing),
+) -> Walk {
+    let ctx = deals_ctx();
+    let mut cursor = cursor.map(str::to_owned);
+    let mut walk = Walk {
+        requests: Vec::new(),
+        keys: Vec::new(),
+        cursor: String::new(),
+    };
+    for n in 1..=50 {
+        let req = request(cursor.as_deref(), &ctx);
+        let (status, body) = listing.answer(&req);
+        let (req, out) = step(cursor.as_deref(), status, &body, &ctx);
+        walk.requests.push(req);
+        walk.keys
+            .extend(keys(&out.events).into_iter().map(|(_, key)| key.to_owned()));
+        cursor = out.next_cursor;
+        between(n, listing);
+        let next = cursor.clone().unwrap();
+        if next.contains(r#""list":"Deals/deleted""#) {
+            walk.cursor = next;
+            return walk;
+        }
+    }
+    panic!("the walk did not end within 50 pages");
+}
+
+/// `Deals/<id>@<at>/<action>`.
+fn key(id: &str, at: u64, action: &str) -> String {
+    format!(
+        "Deals/{id}@{}/{action}",
+        crm_adapter_sdk::Timestamp {
+            seconds: at,
+            nanoseconds: 0
+        }
+        .to_rfc3339()
+    )
+}
+
+/// Every key once, none other.
+fn assert_once(keys: &[String], expected: &[String]) {
+    let mut sorted = keys.to_vec();
+    sorted.sort();
+    let mut want = expected.to_vec();
+    want.sort();
+    assert_eq!(sorted, want, "in order: {keys:?}");
+}
+
+fn since_header(req: &HttpRequest) -> Option<&str> {
+    req.headers
+        .iter()
+        .find(|h| h.name == "if-modified-since")
+        .map(|h| h.value.as_str())
+}
+
+const IDS: [&str; 9] = [
+    "5725767000001148001",
+    "5725767000001148002",
+    "5725767000001148003",
+    "5725767000001148004",
+    "5725767000001148005",
+    "5725767000001148006",
+    "5725767000001148007",
+    "5725767000001148008",
+    "5725767000001148009",
+];
+
+#[test]
+fn a_record_saved_mid_walk_is_listed_again_and_none_is_missed() {
+    for since in [Since::After, Since::AtOrAfter] {
+        testing::reset();
+        let deals: Vec<(&str, u64)> = IDS[..5]
+            .iter()
+            .copied()
+            .zip([1, 2, 3, 4, 5].map(at))
+            .collect();
+        let mut listing = Listing::new(3, since, &deals);
+        let walk = walk(&mut listing, None, |page, listing| {
+            if page == 1 {
+                // Saved after the first page (0001 to 0003), then 0005 after it:
+                // listed by id, unsorted, a walk that keeps its `If-Modified-Since` and takes
+                // the newest time it saw would read 0005's new time and never list 0002's.
+                // Sorted, 0002 moves to the end and the records behind it one place forward:
+                // the next page of the same listing would start at 0005, skipping 0004.
+                listing.save(IDS[1], at(10));
+                listing.save(IDS[4], at(11));
+            }
+        });
+        // 0005 was saved again before the walk read it: its first version read is at 11 s.
+        let mut expected: Vec<String> = deals[..4]
+            .iter()
+            .map(|(id, at)| key(id, *at, "created"))
+            .collect();
+        expected.push(key(IDS[1], at(10), "updated"));
+        expected.push(key(IDS[4], at(11), "created"));
+        assert_once(&walk.keys, &expected);
+        // Oldest change first, each listing from the newest second read, never a page token.
+        assert!(walk.requests.iter().all(|r| {
+            r.query
+                .iter()
+                .all(|(n, _)| n != "page_token" && n != "page")
+        }));
+        assert_eq!(since_header(&walk.requests[0]), None);
+        assert_eq!(
+            since_header(&walk.requests[1]),
+            Some(utc(at(3) - 1).as_str())
+        );
+        assert_eq!(
+            walk.cursor,
+            format!(
+                r#"{{"since":{{"Deals":"{}"}},"list":"Deals/deleted"}}"#,
+                utc(at(11))
+            )
+        );
+    }
+}
+
+#[test]
+fn records_of_one_second_across_a_page_boundary_are_all_listed() {
+    for since in [Since::After, Since::AtOrAfter] {
+        testing::reset();
+        // Four a page; the first page ends between the records of 2 s.
+        let times = [1, 1, 1, 2, 2, 3, 4, 5].map(at);
+        let deals: Vec<(&str, u64)> = IDS.iter().copied().zip(times).collect();
+        let mut listing = Listing::new(4, since, &deals);
+        let walk = walk(&mut listing, None, |_, _| {});
+        let expected: Vec<String> = deals
+            .iter()
+            .map(|(id, at)| key(id, *at, "created"))
+            .collect();
+        // Read again, a record emits nothing: each version is one event.
+        assert_once(&walk.keys, &expected);
+        assert_eq!(
+            since_header(&walk.requests[1]),
+            Some(utc(at(2) - 1).as_str())
+        );
+        assert!(walk.cursor.contains(&utc(at(5))), "{}", walk.cursor);
+    }
+}
+
+#[test]
+fn more_records_in_one_second_than_a_page_holds_are_paged_through() {
+    for since in [Since::After, Since::AtOrAfter] {
+        testing::reset();
+        // A mass update: six deals saved in the same second, pages of two.
+        let times = [1, 2, 2, 2, 2, 2, 2, 3].map(at);
+        let deals: Vec<(&str, u64)> = IDS.iter().copied().zip(times).collect();
+        let mut listing = Listing::new(2, since, &deals);
+        let walk = walk(&mut listing, None, |page, listing| {
+            if page == 3 {
+                // Saved while that second is paged through: listed after it. (One the pages
+                // have passed would move every record behind it one place forward, and a
+                // page token that is a position in the listing would then skip one: see
+                // "What stays open" in the README's "Polling".)
+                listing.save(IDS[7], at(9));
+            }
+        });
+        // 0008 was saved again before the walk read it: its first version read is at 9 s.
+        let mut expected: Vec<String> = deals[..7]
+            .iter()
+            .map(|(id, at)| key(id, *at, "created"))
+            .collect();
+        expected.push(key(IDS[7], at(9), "created"));
+        assert_once(&walk.keys, &expected);
+        // A page of records of 2 s only cannot move the boundary: the walk follows that
+        // listing's page token until a page goes past 2 s, then lists from there again.
+        let tokens = walk
+            .requests
+            .iter()
+            .filter(|r| r.query.iter().any(|(n, _)| n == "page_token"))
+            .count();
+        assert!(tokens >= 2, "{:?}", walk.requests);
+        assert!(walk.cursor.contains(&utc(at(9))), "{}", walk.cursor);
+    }
+}
+
+#[test]
+fn the_next_walk_lists_the_boundary_second_again_and_emits_only_news() {
+    for since in [Since::After, Since::AtOrAfter] {
+        testing::reset();
+        let mut listing = Listing::new(2, since, &[(IDS[0], at(1)), (IDS[1], at(2))]);
+        let first = walk(&mut listing, None, |_, _| {});
+        // Saved in the second the walk ended with, after its last page.
+        listing
+            .deals
+            .insert(IDS[2].into(), (at(2), "Deal late".into()));
+        let next = first.cursor.replace(r#","list":"Deals/deleted""#, "");
+        let second = walk(&mut listing, Some(&next), |_, _| {});
+        assert_eq!(
+            since_header(&second.requests[0]),
+            Some(utc(at(2) - 1).as_str())
+        );
+        assert_once(&second.keys, &[key(IDS[2], at(2), "created")]);
+        let next = second.cursor.replace(r#","list":"Deals/deleted""#, "");
+        assert!(walk(&mut listing, Some(&next), |_, _| {}).keys.is_empty());
+    }
+}
+
+#[test]
+fn a_page_past_the_second_paged_through_lists_from_its_newest_second_again() {
+    let ctx = deals_ctx();
+    let paging = format!(
+        r#"{{"since":{{"Deals":"2025-12-01T10:35:12+00:00"}},"list":"Deals","page_token":"{PAGE_TOKEN}"}}"#
+    );
+    // Still more, but past 10:35:12: a new listing from 10:50:00, without the token.
+    let more = patched(DEALS_2, |b| {
+        b["info"]["more_records"] = json!(true);
+        b["info"]["next_page_token"] = json!("f00d");
+    });
+    let (req, out) = step(Some(&paging), 200, &more, &ctx);
+    assert_eq!(
+        req,
+        deals_list()
+            .query("page_token", PAGE_TOKEN)
+            .header("If-Modified-Since", "2025-12-01T10:35:11+00:00")
+    );
+    assert_eq!(
+        out.next_cursor.as_deref(),
+        Some(r#"{"since":{"Deals":"2025-12-01T10:50:00+00:00"},"list":"Deals"}"#)
+    );
+    // Only records of 10:50:00 or before, and more: the same listing's next page.
+    let at_boundary = r#"{"since":{"Deals":"2025-12-01T10:50:00+00:00"},"list":"Deals"}"#;
+    let (req, out) = step(Some(at_boundary), 200, &more, &ctx);
+    assert_eq!(
+        req,
+        deals_list().header("If-Modified-Since", "2025-12-01T10:49:59+00:00")
+    );
+    assert_eq!(
+        out.next_cursor.as_deref(),
+        Some(
+            r#"{"since":{"Deals":"2025-12-01T10:50:00+00:00"},"list":"Deals","page_token":"f00d"}"#
+        )
+    );
+    // Without a token, by number.
+    let numbered = patched(&more, |b| b["info"]["next_page_token"] = Value::Null);
+    let (_, out) = step(Some(at_boundary), 200, &numbered, &ctx);
+    let cursor = out.next_cursor.unwrap();
+    assert_eq!(
+        cursor,
+        r#"{"since":{"Deals":"2025-12-01T10:50:00+00:00"},"list":"Deals","page":3}"#
+    );
+    assert_eq!(
+        request(Some(&cursor), &ctx),
+        deals_list()
+            .query("page", "3")
+            .header("If-Modified-Since", "2025-12-01T10:49:59+00:00")
+    );
+}
+
+#[test]
+fn a_cursor_of_the_unsorted_walk_lists_again_from_since() {
+    let ctx = deals_ctx();
+    // Written by the adapter's earlier version: a page token of an unsorted listing, and the
+    // newest time seen. The token cannot go on with a sorted walk; the list starts over from
+    // its `since`.
+    let old = format!(
+        r#"{{"since":{{"Deals":"2025-12-01T10:00:00+00:00"}},"list":"Deals","page_token":"{PAGE_TOKEN}","newest":"2025-12-01T10:35:12+00:00"}}"#
+    );
+    assert_eq!(
+        request(Some(&old), &ctx),
+        deals_list().header("If-Modified-Since", "2025-12-01T09:59:59+00:00")
+    );
+    let (_, out) = step(Some(&old), 200, DEALS_2, &ctx);
+    assert_eq!(
+        out.next_cursor.as_deref(),
+        Some(r#"{"since":{"Deals":"2025-12-01T10:50:00+00:00"},"list":"Deals/deleted"}"#)
+    );
 }
 
 #[test]
