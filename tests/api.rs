@@ -1974,3 +1974,191 @@ async fn pushed_poll_pages_run_through_the_adapter_once() {
     );
     assert_eq!(view["requests"], json!([]));
 }
+
+#[tokio::test]
+async fn oauth_settings_are_checked_and_the_token_namespace_is_the_hosts() {
+    let api = start().await;
+    let a = org_admin("org-a");
+    let (_, adapter) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/adapters",
+            Some(json!({"name": "poller"})),
+        )
+        .await;
+    let adapter = adapter["id"].as_str().unwrap().to_owned();
+    api.upload(&a, &adapter, test_artifacts::POLLER).await;
+    for name in ["gh", "sf-client", "token"] {
+        api.call(
+            &a,
+            Method::PUT,
+            &format!("/v1/secrets/{name}"),
+            Some(json!({"value": "s3cret-value"})),
+        )
+        .await;
+    }
+    let create = |credential: Value| {
+        json!({"provider": "custom", "adapter_id": adapter,
+               "signature": {"scheme": "github"}, "secret": "gh",
+               "api": {"credential": credential}})
+    };
+    let oauth = |extra: Value| {
+        let mut credential = json!({"kind": "oauth2", "provider": "salesforce",
+                                    "client_id": "cid", "client_secret": "sf-client"});
+        credential
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        credential
+    };
+    for (credential, expected) in [
+        (oauth(json!({"client_id": ""})), "`client_id` is empty"),
+        (
+            oauth(json!({"scopes": ["api refresh_token"]})),
+            "has spaces",
+        ),
+        (
+            oauth(json!({"provider": "custom"})),
+            "a custom provider needs `authorize_url`",
+        ),
+        (
+            oauth(json!({"token_url": "ftp://login.example/token"})),
+            "must be https",
+        ),
+        (oauth(json!({"client_secret": "../x"})), "`.` or `..`"),
+        (oauth(json!({"shape": "round"})), "unknown field `shape`"),
+    ] {
+        let (status, problem) = api
+            .call(
+                &a,
+                Method::POST,
+                "/v1/connections",
+                Some(create(credential)),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(expected),
+            "{detail:?} should say {expected:?}"
+        );
+    }
+
+    // Salesforce names the API's URL when connecting: a connection may have none until then.
+    // HubSpot's is known.
+    let (status, salesforce) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/connections",
+            Some(create(oauth(json!({})))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{salesforce}");
+    assert_eq!(salesforce["api"]["base_url"], "");
+    assert_eq!(salesforce["auth"], Value::Null);
+    assert_eq!(
+        salesforce["api"]["credential"]["client_secret"],
+        "tenants/t1/orgs/org-a/sf-client"
+    );
+    // Changed before it is connected, its stored settings still pass.
+    let (status, patched) = api
+        .call(
+            &a,
+            Method::PATCH,
+            &format!("/v1/connections/{}", salesforce["id"].as_str().unwrap()),
+            Some(json!({"polling": {"interval_secs": 900}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["api"], salesforce["api"]);
+    let (status, hubspot) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/connections",
+            Some(create(oauth(json!({"provider": "hubspot"})))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{hubspot}");
+    assert_eq!(hubspot["api"]["base_url"], "https://api.hubapi.com");
+    // Any other credential needs a base URL.
+    let (status, problem) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/connections",
+            Some(create(json!({"kind": "bearer", "secret": "token"}))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("`api.base_url` is required"),
+        "{problem}"
+    );
+
+    // A connection that does not use OAuth cannot be connected with it.
+    let (_, plain) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/connections",
+            Some(json!({"provider": "custom", "adapter_id": adapter,
+                        "signature": {"scheme": "github"}, "secret": "gh"})),
+        )
+        .await;
+    let path = format!(
+        "/v1/connections/{}/oauth/start",
+        plain["id"].as_str().unwrap()
+    );
+    let (status, problem) = api.call(&a, Method::POST, &path, None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not use OAuth")
+    );
+
+    // Tokens live under `connections/`: no tenant writes there.
+    let (status, problem) = api
+        .call(
+            &a,
+            Method::PUT,
+            &format!(
+                "/v1/secrets/connections/{}/oauth-tokens",
+                salesforce["id"].as_str().unwrap()
+            ),
+            Some(json!({"value": "{\"access_token\": \"mine\"}"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("`connections/`"),
+        "{problem}"
+    );
+
+    // A callback without a state this host issued is a clear problem, with no JWT needed.
+    let (status, problem) = api
+        .send(
+            Request::get("/v1/oauth/callback?code=abc&state=made-up")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not one this host issued"),
+        "{problem}"
+    );
+}

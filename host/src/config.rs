@@ -288,7 +288,11 @@ pub async fn provision(host: &Host, config: &Config, base: &Path) -> anyhow::Res
                 (adapter.id, latest)
             }
         };
-        if let Some(api) = &entry.api {
+        let api = entry
+            .api
+            .clone()
+            .map(crate::egress::ApiAccess::with_defaults);
+        if let Some(api) = &api {
             crate::egress::check_api(api)
                 .map_err(|e| anyhow::anyhow!("connection {}: {e}", entry.id))?;
         }
@@ -313,7 +317,7 @@ pub async fn provision(host: &Host, config: &Config, base: &Path) -> anyhow::Res
                 .as_ref()
                 .map(serde_json::to_string)
                 .transpose()?,
-            api_json: entry.api.as_ref().map(serde_json::to_string).transpose()?,
+            api_json: api.as_ref().map(serde_json::to_string).transpose()?,
             status: if entry.enabled {
                 ConnectionStatus::Active
             } else {

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod egress;
 pub mod metrics;
+pub mod oauth;
 pub mod pipeline;
 pub mod poll;
 pub mod relay;

@@ -38,6 +38,8 @@ pub struct Metrics {
     /// Commits refused because another invocation of the connection wrote state this one had
     /// read: the invocation ran again.
     pub state_conflicts: IntCounterVec,
+    /// OAuth token refreshes by result (`ok`, `refused`: the grant is gone, `failed`).
+    pub oauth_refreshes: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -98,6 +100,11 @@ impl Metrics {
             "adapter_host_state_conflicts_total",
             "Commits refused as stale because another invocation wrote state first",
             &[],
+        );
+        let oauth_refreshes = counter(
+            "adapter_host_oauth_refreshes_total",
+            "OAuth access token refreshes by result",
+            &["result"],
         );
         let outbox_pending = gauge(
             "adapter_host_outbox_pending",
@@ -162,6 +169,7 @@ impl Metrics {
             ack_latency,
             adapter_loads,
             state_conflicts,
+            oauth_refreshes,
         }
     }
 

@@ -33,6 +33,7 @@ use crate::egress::{
     ApiAccess, CredentialSource, Egress, EgressSession, Exchange, StoredCredential,
 };
 use crate::metrics::Metrics;
+use crate::oauth::OAuth;
 use crate::sandbox::{
     self, Adapter, ConnectionContext, Env, Input, Limits, Outcome, Report, Sandbox, StateMap,
     WebhookRequest,
@@ -50,6 +51,9 @@ use crate::store::{
 pub struct Settings {
     /// The URL the CRMs call, without a trailing slash (HubSpot signs the full URL).
     pub public_base_url: String,
+    /// Where the browser goes back to after connecting a CRM with OAuth (the admin page);
+    /// `None`: the callback answers a short page itself.
+    pub oauth_return_url: Option<String>,
     /// How long a retried delivery without a provider id is recognised by its body hash.
     pub dedupe_window: Duration,
     /// Invocations of one tenant that may run at once.
@@ -76,6 +80,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             public_base_url: "http://127.0.0.1:8080".into(),
+            oauth_return_url: None,
             dedupe_window: Duration::from_secs(300),
             tenant_concurrency: 4,
             // Far above an adapter's usual run (0.1 ms to a few ms) and below the time a CRM
@@ -131,6 +136,7 @@ struct Inner {
     /// at a time while contended.
     connection_locks: Mutex<HashMap<String, ConnectionLock>>,
     egress: Egress,
+    oauth: Arc<OAuth>,
     /// This process among the host's nodes: the owner of the leases it takes.
     node_id: String,
 }
@@ -216,6 +222,14 @@ impl Host {
         let instances = Arc::new(Semaphore::new(
             sandbox.platform().concurrent_instances as usize,
         ));
+        let egress = Egress::new().expect("the TLS backend starts");
+        let oauth = Arc::new(OAuth::new(
+            Arc::clone(&secrets),
+            Arc::clone(&store),
+            egress.clone(),
+            &settings.public_base_url,
+            metrics.clone(),
+        ));
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -230,7 +244,8 @@ impl Host {
                 instances,
                 outbox_appended: Arc::new(Notify::new()),
                 connection_locks: Mutex::new(HashMap::new()),
-                egress: Egress::new().expect("the TLS backend starts"),
+                egress,
+                oauth,
                 node_id: format!("node-{}", store::new_id()),
             }),
         }
@@ -249,6 +264,11 @@ impl Host {
     /// The secret store.
     pub fn secrets(&self) -> &Arc<dyn SecretStore> {
         &self.inner.secrets
+    }
+
+    /// The OAuth machinery.
+    pub fn oauth(&self) -> &Arc<OAuth> {
+        &self.inner.oauth
     }
 
     /// The sandbox.
@@ -605,9 +625,16 @@ impl Host {
     /// full reference, resolved when the connection was written).
     fn credential_source(
         &self,
-        _connection: &Connection,
+        connection: &Connection,
         api: &ApiAccess,
     ) -> Option<Arc<dyn CredentialSource>> {
+        if let crate::egress::CredentialConfig::Oauth2(config) = &api.credential {
+            return Some(
+                self.inner
+                    .oauth
+                    .credential(connection, config, api.allow_private),
+            );
+        }
         StoredCredential::of(&api.credential, self.inner.secrets.clone(), str::to_owned)
             .map(|c| Arc::new(c) as Arc<dyn CredentialSource>)
     }

@@ -38,6 +38,8 @@ pub struct ServeOptions {
     pub recovery_lease: std::time::Duration,
     /// How the poll scheduler paces itself.
     pub poller: crate::poll::PollerSettings,
+    /// Where the browser goes back to after an OAuth connection.
+    pub oauth_return_url: Option<String>,
 }
 
 impl Default for ServeOptions {
@@ -51,6 +53,7 @@ impl Default for ServeOptions {
             server: ServerSettings::default(),
             recovery_lease: Settings::default().recovery_lease,
             poller: crate::poll::PollerSettings::default(),
+            oauth_return_url: None,
         }
     }
 }
@@ -75,6 +78,7 @@ pub async fn open_host(options: &ServeOptions) -> anyhow::Result<Host> {
             .to_owned(),
         recovery_lease: options.recovery_lease,
         poller: options.poller.clone(),
+        oauth_return_url: options.oauth_return_url.clone(),
         ..Settings::default()
     };
     let host = Host::new(

@@ -58,8 +58,54 @@ pub fn spawn_host_limited(
         .expect("starting adapter-host serve")
 }
 
+/// [`spawn_host`], its log (at the level `ADAPTER_HOST_LOG` in `env` says) appended to `log`.
+pub fn spawn_host_logged(
+    config: &Path,
+    data: &Path,
+    port: u16,
+    env: &[(&str, &str)],
+    log: &Path,
+) -> Child {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("opening the log file");
+    Command::new(env!("CARGO_BIN_EXE_adapter-host"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("ADAPTER_HOST_LOG", "error")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .expect("starting adapter-host serve")
+}
+
+/// [`wait_ready`], showing the host's log (written by [`spawn_host_logged`]) if it never is.
+#[allow(dead_code)]
+pub async fn wait_ready_logged(client: &reqwest::Client, port: u16, log: &Path) {
+    if !is_ready(client, port).await {
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        panic!(
+            "the host did not become ready; its log ends:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+}
+
 /// Waits (up to 30 s) until the host on `port` answers `/readyz`.
 pub async fn wait_ready(client: &reqwest::Client, port: u16) {
+    if !is_ready(client, port).await {
+        panic!("the host did not become ready");
+    }
+}
+
+async fn is_ready(client: &reqwest::Client, port: u16) -> bool {
     for _ in 0..600 {
         if let Ok(response) = client
             .get(format!("http://127.0.0.1:{port}/readyz"))
@@ -67,9 +113,9 @@ pub async fn wait_ready(client: &reqwest::Client, port: u16) {
             .await
             && response.status().is_success()
         {
-            return;
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the host did not become ready");
+    false
 }

@@ -37,7 +37,8 @@ pub fn router(state: ApiState) -> Router {
                 .delete(delete_connection),
         )
         .with_state(state.clone())
-        .merge(super::polls::router(state))
+        .merge(super::polls::router(state.clone()))
+        .merge(super::oauth::router(state))
 }
 
 // --- Connections -------------------------------------------------------------------------
@@ -121,6 +122,9 @@ fn with_secret_refs(mut api: ApiAccess, resolve: impl Fn(&str) -> String) -> Api
         egress::CredentialConfig::None => {}
         egress::CredentialConfig::ApiKey { secret, .. }
         | egress::CredentialConfig::Bearer { secret } => *secret = resolve(secret),
+        egress::CredentialConfig::Oauth2(config) => {
+            config.client_secret = resolve(&config.client_secret);
+        }
     }
     api
 }
@@ -133,6 +137,14 @@ fn with_push_ref(mut polling: PollingConfig, resolve: impl Fn(&str) -> String) -
     polling
 }
 
+/// Which settings of a check carry secret names given by the caller (the others were stored,
+/// their names already turned into references).
+#[derive(Debug, Clone, Copy)]
+struct Given {
+    api: bool,
+    polling: bool,
+}
+
 /// Checks API access and polling settings together, for a connection running `adapter` at
 /// `version`: what is wrong, as a 400.
 async fn check_access(
@@ -141,10 +153,16 @@ async fn check_access(
     version: u32,
     api: Option<&ApiAccess>,
     polling: Option<&PollingConfig>,
+    given: Given,
 ) -> Result<(), ApiError> {
     if let Some(api) = api {
         egress::check_api(api).map_err(ApiError::BadRequest)?;
-        match &api.credential {
+        let credential = if given.api {
+            &api.credential
+        } else {
+            &egress::CredentialConfig::None
+        };
+        match credential {
             egress::CredentialConfig::None => {}
             egress::CredentialConfig::ApiKey {
                 secret,
@@ -162,11 +180,19 @@ async fn check_access(
             egress::CredentialConfig::Bearer { secret } => {
                 check_name("`api.credential.secret`", secret, true)?;
             }
+            egress::CredentialConfig::Oauth2(config) => {
+                // Its settings were checked with the rest of `api`.
+                check_name(
+                    "`api.credential.client_secret`",
+                    &config.client_secret,
+                    true,
+                )?;
+            }
         }
     }
     if let Some(polling) = polling {
         polling.validate().map_err(ApiError::BadRequest)?;
-        if let Some(name) = &polling.push_secret {
+        if let Some(name) = polling.push_secret.as_ref().filter(|_| given.polling) {
             check_name("`polling.push_secret`", name, true)?;
         }
         if polling.interval_secs.is_some() {
@@ -182,7 +208,9 @@ async fn check_access(
                 .map_err(ApiError::internal)?;
             if !adapter.world_version().polls_through_host() {
                 return Err(ApiError::BadRequest(format!(
-                    "adapter version {version} implements crm:adapter@{}, which cannot poll                      through the host: upload a 0.2.0 build, or push pages instead (leave                      `polling.interval_secs` out)",
+                    "adapter version {version} implements crm:adapter@{}, which cannot poll \
+                     through the host: upload a 0.2.0 build, or push pages instead (leave \
+                     `polling.interval_secs` out)",
                     adapter.world_version()
                 )));
             }
@@ -206,6 +234,10 @@ struct ConnectionView {
     api: Option<ApiAccess>,
     polling: Option<PollingConfig>,
     status: ConnectionStatus,
+    /// For an OAuth 2.0 connection: whether it is connected to its CRM, or in error (a
+    /// refused grant: polls pause, webhooks are still taken) and why; null before it was
+    /// ever connected.
+    auth: Option<store::ConnectionAuth>,
     webhook_url: String,
     created_at: store::Millis,
     updated_at: store::Millis,
@@ -215,8 +247,19 @@ struct ConnectionView {
 }
 
 impl ConnectionView {
-    fn new(c: Connection, host: &Host) -> Self {
+    /// The view of `c`, with where its authorization stands.
+    async fn of(c: Connection, host: &Host) -> Result<Self, ApiError> {
+        let auth = host
+            .store()
+            .connection_auth(&c.id)
+            .await
+            .map_err(internal)?;
+        Ok(Self::new(c, auth, host))
+    }
+
+    fn new(c: Connection, auth: Option<store::ConnectionAuth>, host: &Host) -> Self {
         Self {
+            auth,
             webhook_url: format!(
                 "{}/v1/hooks/{}",
                 host.settings().public_base_url.trim_end_matches('/'),
@@ -345,16 +388,21 @@ async fn create_connection(
     state
         .host
         .check_signing(&request.signature, secret_refs.first().map(String::as_str))?;
+    let api = request.api.map(ApiAccess::with_defaults);
     check_access(
         &state,
         &adapter.id,
         adapter_version,
-        request.api.as_ref(),
+        api.as_ref(),
         request.polling.as_ref(),
+        Given {
+            api: true,
+            polling: true,
+        },
     )
     .await?;
     let resolve = |name: &str| Scope::secret_ref(scope.tenant_id(), org_id.as_deref(), name);
-    let api = request.api.map(|api| with_secret_refs(api, resolve));
+    let api = api.map(|api| with_secret_refs(api, resolve));
     let polling = request.polling.map(|p| with_push_ref(p, resolve));
     let spec = ConnectionSpec {
         // Ids are the host's: a client-chosen one could collide with another tenant's.
@@ -385,7 +433,7 @@ async fn create_connection(
     tracing::info!(connection = %connection.id, by = %scope.caller.subject, "connection created");
     Ok((
         StatusCode::CREATED,
-        Json(ConnectionView::new(connection, &state.host)),
+        Json(ConnectionView::of(connection, &state.host).await?),
     )
         .into_response())
 }
@@ -411,7 +459,14 @@ async fn list_connections(
         .list_connections(scope.tenant_id(), Some(&scope.org_id), list_query(query)?)
         .await
         .map_err(list_error)?;
-    Ok(Json(page.map(|c| ConnectionView::new(c, &state.host))))
+    let mut items = Vec::with_capacity(page.items.len());
+    for connection in page.items {
+        items.push(ConnectionView::of(connection, &state.host).await?);
+    }
+    Ok(Json(Page {
+        items,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// The connection, when the scope sees it; 404 otherwise.
@@ -446,7 +501,7 @@ async fn get_connection(
     Path(connection_id): Path<String>,
 ) -> Result<Json<ConnectionView>, ApiError> {
     let connection = visible_connection(&state, &scope, &connection_id).await?;
-    Ok(Json(ConnectionView::new(connection, &state.host)))
+    Ok(Json(ConnectionView::of(connection, &state.host).await?))
 }
 
 #[utoipa::path(
@@ -470,22 +525,8 @@ async fn update_connection(
     scope.check_write(&current.tenant_id, current.org_id.as_deref(), || {
         format!("connection `{connection_id}`")
     })?;
-    let Json(patch) = body?;
-    let mut spec = ConnectionSpec {
-        id: current.id.clone(),
-        tenant_id: current.tenant_id.clone(),
-        org_id: current.org_id.clone(),
-        provider: current.provider.clone(),
-        adapter_id: current.adapter_id.clone(),
-        adapter_version: current.adapter_version,
-        signature_json: current.signature_json.clone(),
-        allowed_org_ids: current.allowed_org_ids.clone(),
-        secret_refs_json: current.secret_refs_json.clone(),
-        settings_json: current.settings_json.clone(),
-        polling_json: current.polling_json.clone(),
-        api_json: current.api_json.clone(),
-        status: current.status,
-    };
+    let Json(mut patch) = body?;
+    let mut spec = current.spec();
     if let Some(version) = patch.adapter_version {
         let adapter = state
             .host
@@ -531,31 +572,22 @@ async fn update_connection(
             .map(serde_json::from_str)
             .transpose()
             .map_err(ApiError::internal)?;
-        let api = patch.api.clone().unwrap_or(stored_api.clone());
-        let polling = patch.polling.clone().unwrap_or(stored_polling.clone());
-        let to_check_api = if patch.api.is_some() {
-            api.clone()
-        } else {
-            // Stored references are not names: check only the rest.
-            stored_api.map(|mut a| {
-                a.credential = egress::CredentialConfig::None;
-                a
-            })
-        };
-        let to_check_polling = if patch.polling.is_some() {
-            polling.clone()
-        } else {
-            stored_polling.map(|mut p| {
-                p.push_secret = None;
-                p
-            })
-        };
+        if let Some(api) = &mut patch.api {
+            *api = api.take().map(ApiAccess::with_defaults);
+        }
+        let api = patch.api.clone().unwrap_or(stored_api);
+        let polling = patch.polling.clone().unwrap_or(stored_polling);
+        // Stored references are not names: only what the patch gives is checked as names.
         check_access(
             &state,
             &spec.adapter_id,
             spec.adapter_version,
-            to_check_api.as_ref(),
-            to_check_polling.as_ref(),
+            api.as_ref(),
+            polling.as_ref(),
+            Given {
+                api: patch.api.is_some(),
+                polling: patch.polling.is_some(),
+            },
         )
         .await?;
         let resolve =
@@ -592,7 +624,7 @@ async fn update_connection(
         .await
         .map_err(internal)?;
     tracing::info!(connection = %connection.id, by = %scope.caller.subject, "connection updated");
-    Ok(Json(ConnectionView::new(connection, &state.host)))
+    Ok(Json(ConnectionView::of(connection, &state.host).await?))
 }
 
 #[utoipa::path(
@@ -623,6 +655,13 @@ async fn delete_connection(
             store::Error::Conflict(why) => ApiError::Conflict(why),
             other => internal(other),
         })?;
+    // Its OAuth tokens go with it (revoked first where the provider can).
+    if crate::oauth::oauth_settings(&current).is_some() {
+        let oauth = state.host.oauth();
+        if let Err(error) = oauth.forget(&current).await {
+            tracing::warn!(connection = %current.id, %error, "revoking a deleted connection's grant failed");
+        }
+    }
     tracing::info!(connection = %current.id, by = %scope.caller.subject, "connection deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -519,6 +519,12 @@ async fn put_secret(
 ) -> Result<Response, ApiError> {
     scope.require_write()?;
     check_name("the secret's name", &name, true)?;
+    if name.starts_with("connections/") {
+        // Where the host keeps connections' OAuth tokens.
+        return Err(ApiError::BadRequest(
+            "names starting with `connections/` are the host's (connections' OAuth tokens)".into(),
+        ));
+    }
     let Json(request) = body?;
     if request.value.is_empty() {
         return Err(ApiError::BadRequest("`value` must not be empty".into()));

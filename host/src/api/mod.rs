@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod connections;
 pub mod manage;
+pub mod oauth;
 pub mod openapi;
 pub mod polls;
 pub mod problem;

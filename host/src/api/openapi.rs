@@ -87,7 +87,7 @@ impl Modify for Additions {
         let bearer =
             utoipa::openapi::security::SecurityRequirement::new("bearer_jwt", Vec::<String>::new());
         for (path, item) in openapi.paths.paths.iter_mut() {
-            if !path.starts_with("/v1/") || path.starts_with("/v1/hooks/") {
+            if !path.starts_with("/v1/") || is_public(path) {
                 continue;
             }
             for operation in [
@@ -108,6 +108,12 @@ impl Modify for Additions {
             }
         }
     }
+}
+
+/// Paths under `/v1/` that take no management token: CRMs' webhooks, and the OAuth
+/// provider's redirect (its `state` is the proof).
+fn is_public(path: &str) -> bool {
+    path.starts_with("/v1/hooks/") || path == "/v1/oauth/callback"
 }
 
 #[derive(OpenApi)]
@@ -138,6 +144,9 @@ impl Modify for Additions {
         connections::delete_connection,
         polls::poll_now,
         polls::list_polls,
+        super::oauth::start,
+        super::oauth::disconnect,
+        super::oauth::callback,
         polls::get_poll,
         polls::push_page,
         manage::put_secret,
@@ -200,7 +209,7 @@ mod tests {
                 let secured = operation["security"][0].get("bearer_jwt").is_some();
                 assert_eq!(
                     secured,
-                    !path.starts_with("/v1/hooks/") && path.starts_with("/v1/"),
+                    !super::is_public(path) && path.starts_with("/v1/"),
                     "{method} {path}"
                 );
             }

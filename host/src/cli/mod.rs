@@ -97,6 +97,11 @@ struct ServeArgs {
     /// its rows back when this ends.
     #[arg(long, env = "ADAPTER_HOST_RELAY_LEASE_SECS", default_value_t = 10)]
     relay_lease_secs: u64,
+    /// Where the browser goes back to after connecting a CRM with OAuth, with
+    /// `?oauth=connected|error&connection=<id>[&error=<code>]` [default: the callback answers
+    /// a short page].
+    #[arg(long, env = "ADAPTER_HOST_OAUTH_RETURN_URL", value_name = "URL")]
+    oauth_return_url: Option<String>,
     /// How long a poll run holds its connection; each committed page renews it. A run cut off
     /// by a stop is taken over (from its last committed page) once this ends.
     #[arg(long, env = "ADAPTER_HOST_POLL_LEASE_SECS", default_value_t = 120)]
@@ -344,6 +349,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<u8> {
             },
         },
         recovery_lease: std::time::Duration::from_secs(args.recovery_lease_secs.max(1)),
+        oauth_return_url: args.oauth_return_url.clone(),
         poller: crate::poll::PollerSettings {
             lease: std::time::Duration::from_secs(args.poll_lease_secs.max(1)),
             concurrency: args.poll_concurrency.max(1),
@@ -484,7 +490,7 @@ async fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let Some(input) = input else {
         let target = match (api, &args.responses) {
             (Some(api), _) => poll::Target::Network {
-                api,
+                api: Box::new(api),
                 secrets: args
                     .secret_envs
                     .iter()

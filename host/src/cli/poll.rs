@@ -25,7 +25,7 @@ pub(super) enum Target {
     /// The network, under the egress rules of the connection's `api` settings, with the
     /// secrets its credential names.
     Network {
-        api: ApiAccess,
+        api: Box<ApiAccess>,
         secrets: Vec<(String, String)>,
     },
     /// Answers from a file of recorded responses.
@@ -208,6 +208,7 @@ pub(super) async fn run(
 ) -> anyhow::Result<(u8, StateMap)> {
     let client = match target {
         Target::Network { api, secrets } => {
+            let api = *api;
             let store = Arc::new(InMemorySecretStore::new());
             for (name, value) in secrets {
                 store

@@ -64,7 +64,9 @@ const FORBIDDEN_HEADERS: [&str; 8] = [
 #[serde(deny_unknown_fields)]
 pub struct ApiAccess {
     /// The URL requests are relative to: `https://acme.my.salesforce.com`. https, or http only
-    /// for a private host the connection allows.
+    /// for a private host the connection allows. Left empty for an OAuth provider that names it
+    /// when the connection is connected (Salesforce's instance, Zoho's data centre).
+    #[serde(default)]
     pub base_url: String,
     /// Other origins (`https://host[:port]`) an adapter may reach, e.g. a next-page link on
     /// another of the CRM's hosts. The credential is never sent to them.
@@ -80,6 +82,19 @@ pub struct ApiAccess {
     /// The credential the host adds to requests to the base URL.
     #[serde(default)]
     pub credential: CredentialConfig,
+}
+
+impl ApiAccess {
+    /// The settings with what a credential's preset knows filled in: HubSpot's API URL.
+    pub fn with_defaults(mut self) -> Self {
+        if let CredentialConfig::Oauth2(oauth) = &self.credential
+            && self.base_url.is_empty()
+            && let Some(base) = oauth.default_base_url()
+        {
+            self.base_url = base.to_owned();
+        }
+        self
+    }
 }
 
 /// A token bucket: `per_minute` requests a minute on average, at most `burst` at once.
@@ -128,6 +143,9 @@ pub enum CredentialConfig {
         /// The secret's name in the connection's scope.
         secret: String,
     },
+    /// OAuth 2.0: the host connects the account (`POST /v1/connections/{id}/oauth/start`),
+    /// keeps its tokens in the secret store and fresh, and adds the access token.
+    Oauth2(crate::oauth::OAuthConfig),
 }
 
 /// A credential ready to add to requests.
@@ -215,7 +233,8 @@ impl StoredCredential {
         secret_ref: impl Fn(&str) -> String,
     ) -> Option<Self> {
         let (secret, shape) = match config {
-            CredentialConfig::None => return None,
+            // OAuth tokens come from the OAuth machinery, not a stored secret.
+            CredentialConfig::None | CredentialConfig::Oauth2(_) => return None,
             CredentialConfig::ApiKey {
                 secret,
                 header,
@@ -351,6 +370,16 @@ impl Egress {
         })
     }
 
+    /// The client for requests the host makes itself (an OAuth token endpoint): resolving to
+    /// public addresses only unless `allow_private`.
+    pub fn client(&self, allow_private: bool) -> &reqwest::Client {
+        if allow_private {
+            &self.inner.any
+        } else {
+            &self.inner.public
+        }
+    }
+
     /// A session for `connection_id` reaching `api` under `limits`, with `credential`.
     /// `Err` when `api` itself is unusable (a base URL that is not an allowed kind of URL).
     pub fn session(
@@ -390,7 +419,24 @@ impl Egress {
 
 /// Checks an `api` setting as the API is given it: the message says what is wrong.
 pub fn check_api(api: &ApiAccess) -> Result<(), String> {
-    Origins::of(api).map(|_| ())?;
+    let mut named_on_connect = false;
+    if let CredentialConfig::Oauth2(oauth) = &api.credential {
+        oauth
+            .validate()
+            .map_err(|e| format!("`api.credential`: {e}"))?;
+        named_on_connect = oauth.names_base_url();
+    }
+    match (api.base_url.is_empty(), named_on_connect) {
+        (true, true) => {}
+        (true, false) => {
+            return Err(
+                "`api.base_url` is required (only Salesforce and Zoho OAuth \
+                        connections may leave it out: the provider names it when connecting)"
+                    .into(),
+            );
+        }
+        (false, _) => Origins::of(api).map(|_| ())?,
+    }
     if api.rate_limit.per_minute == 0 || api.rate_limit.burst == 0 {
         return Err("`api.rate_limit` needs `per_minute` and `burst` of at least 1".into());
     }
@@ -428,6 +474,13 @@ impl Origins {
             check_target(&url, api.allow_private).map_err(|why| format!("{what}: {why}"))?;
             Ok(url)
         };
+        if api.base_url.is_empty() {
+            return Err(
+                "the connection has no API base URL yet: connect it to its CRM \
+                        (POST /v1/connections/{id}/oauth/start) or set `api.base_url`"
+                    .into(),
+            );
+        }
         let base = parse(&api.base_url, "`api.base_url`")?;
         if base.query().is_some() || base.fragment().is_some() {
             return Err("`api.base_url` cannot have a query or a fragment".into());
@@ -516,7 +569,7 @@ fn origin_text(url: &reqwest::Url) -> String {
 
 /// Refuses a URL that is not http(s), has credentials, or names an address the connection may
 /// not reach by IP (DNS answers are checked when they come, by [`dns::Guarded`]).
-fn check_target(url: &reqwest::Url, allow_private: bool) -> Result<(), String> {
+pub(crate) fn check_target(url: &reqwest::Url, allow_private: bool) -> Result<(), String> {
     match url.scheme() {
         "https" => {}
         "http" if allow_private => {}

@@ -248,6 +248,12 @@ pub trait SecretStore: Send + Sync + fmt::Debug {
     fn list(&self, prefix: &str, now: SystemTime) -> Result<Vec<SecretMeta>>;
 }
 
+/// `N` random bytes from the OS.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    use chacha20poly1305::aead::Generate as _;
+    <[u8; N]>::try_generate().map_err(|_| Error::Random)
+}
+
 /// Checks a secret name against the naming rule (see the module docs).
 pub fn validate_name(name: &str) -> Result<()> {
     if name.is_empty() {

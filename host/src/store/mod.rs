@@ -149,6 +149,19 @@ text_enum! {
 }
 
 text_enum! {
+    /// Where a connection's authorization with its CRM stands (OAuth 2.0 connections).
+    AuthState {
+        /// Authorized: the host holds tokens and keeps them fresh.
+        Connected => "connected",
+        /// The provider refused the tokens (a revoked or invalid grant): the connection cannot
+        /// reach its CRM until it is connected again. Polls are paused meanwhile.
+        Error => "error",
+        /// Disconnected on purpose: the tokens were revoked and deleted.
+        Disconnected => "disconnected",
+    }
+}
+
+text_enum! {
     /// Where a delivery is in its life.
     DeliveryStatus {
         /// Recorded, not yet completed (in flight, or interrupted by a crash).
@@ -432,6 +445,27 @@ pub struct Connection {
     pub version_changed_at: Option<Millis>,
 }
 
+impl Connection {
+    /// Its configuration, to write back changed.
+    pub fn spec(&self) -> ConnectionSpec {
+        ConnectionSpec {
+            id: self.id.clone(),
+            tenant_id: self.tenant_id.clone(),
+            org_id: self.org_id.clone(),
+            provider: self.provider.clone(),
+            adapter_id: self.adapter_id.clone(),
+            adapter_version: self.adapter_version,
+            signature_json: self.signature_json.clone(),
+            allowed_org_ids: self.allowed_org_ids.clone(),
+            secret_refs_json: self.secret_refs_json.clone(),
+            settings_json: self.settings_json.clone(),
+            polling_json: self.polling_json.clone(),
+            api_json: self.api_json.clone(),
+            status: self.status,
+        }
+    }
+}
+
 /// What an upsert did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -633,6 +667,49 @@ impl StateCommit {
             },
         }
     }
+}
+
+/// A pending OAuth authorization: started by `created_by` for a connection, taken once by the
+/// provider's redirect before `expires_at`. The `state` itself is never stored, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthState {
+    /// SHA-256 of the `state` sent to the provider, hex.
+    pub state_hash: String,
+    /// The connection being authorized.
+    pub connection_id: String,
+    /// Its tenant.
+    pub tenant_id: String,
+    /// Its org (`None`: platform level).
+    pub org_id: Option<String>,
+    /// Who started it.
+    pub created_by: String,
+    /// When.
+    pub created_at: Millis,
+    /// When it stops being accepted.
+    pub expires_at: Millis,
+}
+
+/// Where a connection's authorization with its CRM stands. Tokens live in the secret store;
+/// this is what may be shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ConnectionAuth {
+    /// The connection.
+    #[serde(skip)]
+    pub connection_id: String,
+    /// Connected, in error, or disconnected.
+    pub state: AuthState,
+    /// Why it is in error (or how it was disconnected).
+    pub reason: Option<String>,
+    /// Who connected it last.
+    pub connected_by: Option<String>,
+    /// When.
+    pub connected_at: Option<Millis>,
+    /// When the state last changed.
+    pub changed_at: Millis,
+    /// When the current access token expires, when the provider said.
+    pub access_expires_at: Option<Millis>,
+    /// The scopes granted, as the provider answered them.
+    pub scopes: Option<String>,
 }
 
 /// What [`Store::record_completed`] did.
@@ -1702,6 +1779,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn get_poll_run(&self, run_id: &str) -> Result<Option<PollRun>>;
     /// Every request a poll run made (its pages' and those that got no page), in order.
     async fn list_run_exchanges(&self, run_id: &str) -> Result<Vec<StoredExchange>>;
+
+    // --- OAuth
+
+    /// Records a pending authorization (its `state` hashed).
+    async fn create_oauth_state(&self, state: OAuthState) -> Result<()>;
+    /// Takes a pending authorization, once, at `now` (it is used up whether or not it has
+    /// expired: the caller checks `expires_at`): [`Error::NotFound`] for an unknown state,
+    /// [`Error::Conflict`] for one already used.
+    async fn take_oauth_state(&self, state_hash: &str, now: Millis) -> Result<OAuthState>;
+    /// Records where a connection's authorization stands.
+    async fn set_connection_auth(&self, auth: ConnectionAuth) -> Result<()>;
+    /// Where a connection's authorization stands; `None` before it was ever connected.
+    async fn connection_auth(&self, connection_id: &str) -> Result<Option<ConnectionAuth>>;
 
     // --- Operations
 

@@ -31,14 +31,15 @@ use rusqlite::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Adapter, AdapterVersion, AttemptNext, Completed, Completion, Connection, ConnectionSpec,
-    ConnectionStatus, Delivery, DeliveryFilter, DeliveryInfo, DeliveryKind, DeliveryStatus, Error,
-    Invocation, InvocationRecord, Millis, NewAdapter, NewAdapterVersion, NewDelivery, NewReplay,
-    NewSubscriber, OutboxFilter, OutboxLag, OutboxRow, OutboxStatus, Page, PageRequest, PollClaim,
-    PollEnd, PollRun, PollState, Prepared, Recorded, Replay, ReplayStatus, Result, StateCommit,
-    StateSnapshot, Store, StoredExchange, Subscriber, SubscriberAttempt, SubscriberDelivery,
-    SubscriberDeliveryFilter, SubscriberDeliveryStatus, SubscriberJob, SubscriberUpdate, Taken,
-    Upsert, WriteStats, bounded_error, check_json, millis, new_id, page_size, sha256_hex,
+    Adapter, AdapterVersion, AttemptNext, Completed, Completion, Connection, ConnectionAuth,
+    ConnectionSpec, ConnectionStatus, Delivery, DeliveryFilter, DeliveryInfo, DeliveryKind,
+    DeliveryStatus, Error, Invocation, InvocationRecord, Millis, NewAdapter, NewAdapterVersion,
+    NewDelivery, NewReplay, NewSubscriber, OAuthState, OutboxFilter, OutboxLag, OutboxRow,
+    OutboxStatus, Page, PageRequest, PollClaim, PollEnd, PollRun, PollState, Prepared, Recorded,
+    Replay, ReplayStatus, Result, StateCommit, StateSnapshot, Store, StoredExchange, Subscriber,
+    SubscriberAttempt, SubscriberDelivery, SubscriberDeliveryFilter, SubscriberDeliveryStatus,
+    SubscriberJob, SubscriberUpdate, Taken, Upsert, WriteStats, bounded_error, check_json, millis,
+    new_id, page_size, sha256_hex,
 };
 
 mod polls;
@@ -343,6 +344,31 @@ CREATE INDEX http_exchanges_by_delivery ON http_exchanges (delivery_id, seq)
     WHERE delivery_id IS NOT NULL;
 CREATE INDEX http_exchanges_by_run ON http_exchanges (poll_run_id, seq)
     WHERE poll_run_id IS NOT NULL;
+"#,
+    r#"
+-- Pending OAuth authorizations: the state's hash only, used once, until it expires.
+CREATE TABLE oauth_states (
+    state_hash     TEXT PRIMARY KEY,
+    connection_id  TEXT NOT NULL REFERENCES connections (id),
+    tenant_id      TEXT NOT NULL,
+    org_id         TEXT,
+    created_by     TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    expires_at     INTEGER NOT NULL,
+    used_at        INTEGER
+);
+
+-- Where a connection's authorization stands; its tokens are in the secret store.
+CREATE TABLE connection_auth (
+    connection_id      TEXT PRIMARY KEY REFERENCES connections (id),
+    state              TEXT NOT NULL CHECK (state IN ('connected', 'error', 'disconnected')),
+    reason             TEXT,
+    connected_by       TEXT,
+    connected_at       INTEGER,
+    changed_at         INTEGER NOT NULL,
+    access_expires_at  INTEGER,
+    scopes             TEXT
+);
 "#,
 ];
 
@@ -2155,6 +2181,8 @@ impl Store for SqliteStore {
                  (SELECT id FROM poll_runs WHERE connection_id = ?1)",
                 "DELETE FROM poll_runs WHERE connection_id = ?1",
                 "DELETE FROM poll_state WHERE connection_id = ?1",
+                "DELETE FROM oauth_states WHERE connection_id = ?1",
+                "DELETE FROM connection_auth WHERE connection_id = ?1",
             ] {
                 db.prepare_cached(sql)?.execute([&id])?;
             }
@@ -3061,6 +3089,120 @@ impl Store for SqliteStore {
         let delivery_id = delivery_id.to_owned();
         self.read(move |db| polls::list_exchanges(db, &delivery_id))
             .await
+    }
+
+    async fn create_oauth_state(&self, state: OAuthState) -> Result<()> {
+        self.write(move |db| {
+            require_connection(db, &state.connection_id)?;
+            db.prepare_cached(
+                "INSERT INTO oauth_states (state_hash, connection_id, tenant_id, org_id, \
+                 created_by, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                state.state_hash,
+                state.connection_id,
+                state.tenant_id,
+                state.org_id,
+                state.created_by,
+                state.created_at,
+                state.expires_at,
+            ])?;
+            // Expired ones are of no use to anyone.
+            db.prepare_cached("DELETE FROM oauth_states WHERE expires_at < ?1 - 86400000")?
+                .execute([state.created_at])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_oauth_state(&self, state_hash: &str, now: Millis) -> Result<OAuthState> {
+        let state_hash = state_hash.to_owned();
+        self.write(move |db| {
+            let found = query_one(
+                db,
+                "SELECT connection_id, tenant_id, org_id, created_by, created_at, expires_at, \
+                 used_at FROM oauth_states WHERE state_hash = ?1",
+                [&state_hash],
+                |row| {
+                    Ok((
+                        OAuthState {
+                            state_hash: state_hash.clone(),
+                            connection_id: row.get(0)?,
+                            tenant_id: row.get(1)?,
+                            org_id: row.get(2)?,
+                            created_by: row.get(3)?,
+                            created_at: row.get(4)?,
+                            expires_at: row.get(5)?,
+                        },
+                        row.get::<_, Option<Millis>>(6)?,
+                    ))
+                },
+            )?;
+            let Some((state, used_at)) = found else {
+                return Err(Error::NotFound("no such authorization".into()));
+            };
+            if used_at.is_some() {
+                return Err(Error::Conflict(
+                    "this authorization was already used: start a new one".into(),
+                ));
+            }
+            db.prepare_cached("UPDATE oauth_states SET used_at = ?2 WHERE state_hash = ?1")?
+                .execute(params![state_hash, now])?;
+            Ok(state)
+        })
+        .await
+    }
+
+    async fn set_connection_auth(&self, auth: ConnectionAuth) -> Result<()> {
+        self.write(move |db| {
+            require_connection(db, &auth.connection_id)?;
+            db.prepare_cached(
+                "INSERT INTO connection_auth (connection_id, state, reason, connected_by, \
+                 connected_at, changed_at, access_expires_at, scopes) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                 ON CONFLICT (connection_id) DO UPDATE SET state = excluded.state, \
+                 reason = excluded.reason, connected_by = excluded.connected_by, \
+                 connected_at = excluded.connected_at, changed_at = excluded.changed_at, \
+                 access_expires_at = excluded.access_expires_at, scopes = excluded.scopes",
+            )?
+            .execute(params![
+                auth.connection_id,
+                auth.state.as_str(),
+                auth.reason,
+                auth.connected_by,
+                auth.connected_at,
+                auth.changed_at,
+                auth.access_expires_at,
+                auth.scopes,
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn connection_auth(&self, connection_id: &str) -> Result<Option<ConnectionAuth>> {
+        let connection_id = connection_id.to_owned();
+        self.read(move |db| {
+            query_one(
+                db,
+                "SELECT state, reason, connected_by, connected_at, changed_at, \
+                 access_expires_at, scopes FROM connection_auth WHERE connection_id = ?1",
+                [&connection_id],
+                |row| {
+                    Ok(ConnectionAuth {
+                        connection_id: connection_id.clone(),
+                        state: text_enum(row, "state")?,
+                        reason: row.get("reason")?,
+                        connected_by: row.get("connected_by")?,
+                        connected_at: row.get("connected_at")?,
+                        changed_at: row.get("changed_at")?,
+                        access_expires_at: row.get("access_expires_at")?,
+                        scopes: row.get("scopes")?,
+                    })
+                },
+            )
+        })
+        .await
     }
 
     async fn get_poll_run(&self, run_id: &str) -> Result<Option<PollRun>> {

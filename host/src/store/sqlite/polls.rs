@@ -262,6 +262,8 @@ pub(super) fn claim_polls(
         "SELECT c.id FROM connections c LEFT JOIN poll_state p ON p.connection_id = c.id \
          WHERE json_extract(c.polling_json, '$.interval_secs') IS NOT NULL \
            AND c.status = 'active' \
+           AND NOT EXISTS (SELECT 1 FROM connection_auth a \
+                           WHERE a.connection_id = c.id AND a.state = 'error') \
            AND (p.connection_id IS NULL \
                 OR (p.next_run_at <= ?1 AND (p.lease_until IS NULL OR p.lease_until <= ?1))) \
          ORDER BY coalesce(p.next_run_at, 0), c.id LIMIT ?2",
