@@ -40,6 +40,8 @@ pub struct ServeOptions {
     pub poller: crate::poll::PollerSettings,
     /// Where the browser goes back to after an OAuth connection.
     pub oauth_return_url: Option<String>,
+    /// The bus: NATS JetStream, or (`None`) the in-process bus.
+    pub nats: Option<crate::bus::NatsSettings>,
 }
 
 impl Default for ServeOptions {
@@ -54,6 +56,7 @@ impl Default for ServeOptions {
             recovery_lease: Settings::default().recovery_lease,
             poller: crate::poll::PollerSettings::default(),
             oauth_return_url: None,
+            nats: None,
         }
     }
 }
@@ -69,6 +72,10 @@ pub async fn open_host(options: &ServeOptions) -> anyhow::Result<Host> {
     let blobs = FsBlobStore::open(&dir).context("opening the blob store")?;
     let secrets = LocalSecretStore::open_default(&dir).context("opening the secret store")?;
     let sandbox = Sandbox::new(PlatformLimits::default(), Some(data_dir))?;
+    let bus: Arc<dyn crate::bus::Bus> = match &options.nats {
+        Some(nats) => Arc::new(crate::bus::NatsBus::connect(nats.clone()).await?),
+        None => Arc::new(MemoryBus::new()),
+    };
     let settings = Settings {
         public_base_url: options
             .public_base_url
@@ -86,7 +93,7 @@ pub async fn open_host(options: &ServeOptions) -> anyhow::Result<Host> {
         Arc::new(blobs),
         Arc::new(secrets),
         sandbox,
-        Arc::new(MemoryBus::new()),
+        bus,
         Metrics::new(),
         settings,
     );

@@ -3,9 +3,13 @@
 //! which consumers (and the bus, where it can) use to drop duplicates.
 //!
 //! Backends sit side by side: [`memory`] is the embedded default (in-process, for subscribers
-//! inside the host and for tests).
+//! inside the host and for tests); [`nats`] is NATS JetStream, which several host nodes and the
+//! platform's consumers share.
 
 pub mod memory;
+pub mod nats;
+#[cfg(test)]
+mod suite;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -14,6 +18,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 pub use memory::MemoryBus;
+pub use nats::{NatsBus, NatsSettings};
 
 /// Why a publication failed; the relay retries it with backoff.
 #[derive(Debug, Clone, thiserror::Error)]

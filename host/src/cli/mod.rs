@@ -102,6 +102,16 @@ struct ServeArgs {
     /// a short page].
     #[arg(long, env = "ADAPTER_HOST_OAUTH_RETURN_URL", value_name = "URL")]
     oauth_return_url: Option<String>,
+    /// Publish events to NATS JetStream at this URL (`nats://host:4222`) instead of the
+    /// in-process bus: what several host nodes need.
+    #[arg(long, env = "ADAPTER_HOST_NATS_URL", value_name = "URL")]
+    nats_url: Option<String>,
+    /// The JetStream stream events go to (created if missing).
+    #[arg(long, env = "ADAPTER_HOST_NATS_STREAM", default_value = crate::bus::nats::DEFAULT_STREAM)]
+    nats_stream: String,
+    /// A token put before every subject (`<prefix>.events.<tenant>.<type>`).
+    #[arg(long, env = "ADAPTER_HOST_NATS_SUBJECT_PREFIX", value_name = "TOKEN")]
+    nats_subject_prefix: Option<String>,
     /// How long a poll run holds its connection; each committed page renews it. A run cut off
     /// by a stop is taken over (from its last committed page) once this ends.
     #[arg(long, env = "ADAPTER_HOST_POLL_LEASE_SECS", default_value_t = 120)]
@@ -350,6 +360,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         },
         recovery_lease: std::time::Duration::from_secs(args.recovery_lease_secs.max(1)),
         oauth_return_url: args.oauth_return_url.clone(),
+        nats: args.nats_url.clone().map(|url| crate::bus::NatsSettings {
+            url,
+            stream: args.nats_stream.clone(),
+            subject_prefix: args.nats_subject_prefix.clone(),
+        }),
         poller: crate::poll::PollerSettings {
             lease: std::time::Duration::from_secs(args.poll_lease_secs.max(1)),
             concurrency: args.poll_concurrency.max(1),
