@@ -160,7 +160,11 @@ fn message(n: usize) -> Message {
         event_id: format!("evt-{n}"),
         subject: format!(
             "events.acme.deal.{}",
-            if n.is_multiple_of(2) { "won" } else { "updated" }
+            if n.is_multiple_of(2) {
+                "won"
+            } else {
+                "updated"
+            }
         ),
         body: format!(r#"{{"event_id":"evt-{n}","payload":{{"amount":"12.50","n":{n}}}}}"#).into(),
     }

@@ -5,8 +5,10 @@
 //!
 //! - [`SecretStore`] is the backend-neutral interface. [`LocalSecretStore`] is the embedded
 //!   default: one file, `secrets.enc`, in the data directory, sealed with XChaCha20-Poly1305
-//!   under a [`MasterKey`] taken from the environment or a key file. [`InMemorySecretStore`]
-//!   is for tests of other modules.
+//!   under a [`MasterKey`] taken from the environment or a key file. [`PostgresSecretStore`]
+//!   is the one several nodes share: a row per secret, under envelope encryption with a master
+//!   key the database never holds (a [`Keyring`], rotated without downtime).
+//!   [`InMemorySecretStore`] is for tests of other modules.
 //! - A secret is rotated by putting a new value with a grace period: until it ends, the old
 //!   value is handed out as [`ActiveSecret::previous`] so that webhooks signed with either one
 //!   verify (the signatures module takes the current one first). Only one previous value is
@@ -21,6 +23,7 @@
 
 mod local;
 mod memory;
+pub mod postgres;
 #[cfg(test)]
 mod tests;
 
@@ -35,6 +38,7 @@ pub use local::{
     LocalSecretStore, MASTER_KEY_ENV, MASTER_KEY_FILE, MASTER_KEY_LEN, MasterKey, SECRETS_FILE,
 };
 pub use memory::InMemorySecretStore;
+pub use postgres::{Keyring, PostgresSecretSettings, PostgresSecretStore};
 
 /// Longest secret name, in bytes.
 pub const MAX_NAME_LEN: usize = 256;
@@ -173,6 +177,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The shared store's database failed or refused (a write did not take effect), or a row
+    /// cannot be opened with the keys this node holds.
+    #[error("secret store database error while {action}: {message}")]
+    Database {
+        /// What the store was doing.
+        action: &'static str,
+        /// The database's message (never a value: values travel only sealed).
+        message: String,
+    },
     /// The operating system's random number generator failed.
     #[error("the operating system's random number generator failed")]
     Random,
@@ -195,6 +208,7 @@ impl Error {
             Self::Corrupted(_) => "secrets_corrupted",
             Self::UnsupportedFormat(_) => "secrets_unsupported_format",
             Self::Io { .. } => "secrets_io",
+            Self::Database { .. } => "secrets_database",
             Self::Random => "random_failed",
             Self::Internal(_) => "secrets_internal",
         }

@@ -90,7 +90,98 @@ macro_rules! backend_tests {
                 }
             )*
         }
+        mod postgres {
+            $(
+                #[test]
+                fn $test() {
+                    let db = super::Pg::new();
+                    super::$test(std::sync::Arc::new(db.open(super::KEY, &[])));
+                }
+            )*
+        }
     };
+}
+
+/// A schema of its own in the test database (`ADAPTER_HOST_TEST_POSTGRES_URL`, default
+/// `postgres://postgres@127.0.0.1:5432/test`), dropped at the end.
+struct Pg {
+    settings: PostgresSecretSettings,
+}
+
+impl Pg {
+    fn new() -> Self {
+        let url = std::env::var("ADAPTER_HOST_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let schema = format!("secrets_test_{}", hex::encode(random_bytes::<6>().unwrap()));
+        Self {
+            settings: PostgresSecretSettings { url, schema },
+        }
+    }
+
+    fn try_open(
+        &self,
+        key: [u8; MASTER_KEY_LEN],
+        previous: &[[u8; MASTER_KEY_LEN]],
+    ) -> Result<PostgresSecretStore> {
+        let ring = Keyring::new(
+            MasterKey::from_bytes(key),
+            previous.iter().map(|k| MasterKey::from_bytes(*k)).collect(),
+        );
+        PostgresSecretStore::open(&self.settings, ring)
+    }
+
+    fn open(
+        &self,
+        key: [u8; MASTER_KEY_LEN],
+        previous: &[[u8; MASTER_KEY_LEN]],
+    ) -> PostgresSecretStore {
+        self.try_open(key, previous)
+            .unwrap_or_else(|e| panic!("these tests need PostgreSQL at {}: {e}", self.settings.url))
+    }
+
+    /// Every column of every row, as psql would print it.
+    fn dump(&self) -> String {
+        let output = std::process::Command::new("psql")
+            .args([&self.settings.url, "-At", "-c"])
+            .arg(format!(
+                "SELECT name, encode(kek_id, 'hex'), encode(wrapped_dek, 'hex'), encode(sealed, 'hex'), \
+                 version, rotated_at, previous_valid_until FROM \"{}\".secrets",
+                self.settings.schema
+            ))
+            .output()
+            .expect("psql");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    fn sql(&self, sql: &str) {
+        let output = std::process::Command::new("psql")
+            .args([&self.settings.url, "-At", "-c"])
+            .arg(sql.replace("SCHEMA", &format!("\"{}\"", self.settings.schema)))
+            .output()
+            .expect("psql");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("psql")
+            .args([&self.settings.url, "-q", "-c"])
+            .arg(format!(
+                "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+                self.settings.schema
+            ))
+            .output();
+    }
 }
 
 backend_tests!(
@@ -723,4 +814,154 @@ fn renames_are_made_durable() {
     // way of syncing the directory actually works (a failure would only be logged).
     let data = DataDir::new();
     super::local::sync_dir(&data.dir).unwrap();
+}
+
+// --- The PostgreSQL store: what the database holds, master key rotation, several nodes
+
+#[test]
+fn the_database_holds_no_value_and_no_key_in_the_clear() {
+    let db = Pg::new();
+    let store = db.open(KEY, &[]);
+    store.put(NAME, value(SECRET), HOUR, t0()).unwrap();
+    store.put(NAME, value(NEW_SECRET), HOUR, t0()).unwrap();
+    let dump = db.dump();
+    assert!(dump.contains(NAME), "names are keys: {dump}");
+    // Bytes are dumped as hex: a value (or a key) in the clear would show as its hex.
+    for needle in [
+        hex::encode("SUPERSECRET"),
+        hex::encode(STANDARD.encode(SECRET)),
+        hex::encode(KEY),
+    ] {
+        assert!(!dump.contains(&needle), "{needle} in {dump}");
+    }
+    // The next put on another name gets its own data key.
+    store
+        .put("tenants/acme/other", value(SECRET), Duration::ZERO, t0())
+        .unwrap();
+    let dump = db.dump();
+    let wrapped: BTreeSet<&str> = dump.lines().map(|l| l.split('|').nth(2).unwrap()).collect();
+    assert_eq!(wrapped.len(), 2, "{dump}");
+}
+
+#[test]
+fn a_row_moved_to_another_name_does_not_open() {
+    let db = Pg::new();
+    let store = db.open(KEY, &[]);
+    store
+        .put(NAME, value(SECRET), Duration::ZERO, t0())
+        .unwrap();
+    store
+        .put("tenants/evil/signing", value("mine"), Duration::ZERO, t0())
+        .unwrap();
+    // Someone with write access to the table swaps the sealed columns of two rows.
+    db.sql(&format!(
+        "UPDATE SCHEMA.secrets SET sealed = (SELECT sealed FROM SCHEMA.secrets WHERE name = '{NAME}'), \
+         wrapped_dek = (SELECT wrapped_dek FROM SCHEMA.secrets WHERE name = '{NAME}') \
+         WHERE name = 'tenants/evil/signing'"
+    ));
+    let error = store.get("tenants/evil/signing", t0()).unwrap_err();
+    assert!(matches!(error, Error::Corrupted(_)), "{error}");
+    assert_eq!(
+        text(&store.get(NAME, t0()).unwrap().unwrap().current),
+        SECRET
+    );
+}
+
+#[test]
+fn the_master_key_rotates_without_downtime() {
+    let db = Pg::new();
+    let old = db.open(KEY, &[]);
+    old.put(NAME, value(SECRET), HOUR, t0()).unwrap();
+    old.put("tenants/acme/api-key", value("key-1"), Duration::ZERO, t0())
+        .unwrap();
+
+    // A node with only the new key cannot open the rows yet, and says which key they need.
+    let error = db
+        .try_open(OTHER_KEY, &[])
+        .unwrap()
+        .get(NAME, t0())
+        .unwrap_err();
+    assert!(error.to_string().contains("does not hold"), "{error}");
+
+    // Step 1: the nodes learn the new key, still sealing under the old one.
+    let learning = db.open(KEY, &[OTHER_KEY]);
+    learning
+        .put("tenants/acme/later", value("v"), Duration::ZERO, t0())
+        .unwrap();
+    // Step 2: a node with the new key current rewraps every data key at open, while the nodes
+    // of step 1 still open every row.
+    let new = db.open(OTHER_KEY, &[KEY]);
+    assert_eq!(new.rows_under_other_keys().unwrap(), 0);
+    assert_eq!(text(&new.get(NAME, t0()).unwrap().unwrap().current), SECRET);
+    assert_eq!(
+        text(&learning.get(NAME, t0()).unwrap().unwrap().current),
+        SECRET
+    );
+    assert_eq!(
+        text(
+            &learning
+                .get("tenants/acme/later", t0())
+                .unwrap()
+                .unwrap()
+                .current
+        ),
+        "v"
+    );
+    assert!(
+        old.get(NAME, t0()).is_err(),
+        "a node that skipped step 1 cannot"
+    );
+    assert_eq!(new.rewrap().unwrap(), 0, "rewrapping again changes nothing");
+
+    // The old key can leave the ring.
+    let only_new = db.open(OTHER_KEY, &[]);
+    assert_eq!(
+        text(
+            &only_new
+                .get("tenants/acme/api-key", t0())
+                .unwrap()
+                .unwrap()
+                .current
+        ),
+        "key-1"
+    );
+    assert_eq!(only_new.get(NAME, t0()).unwrap().unwrap().version, 1);
+}
+
+#[test]
+fn nodes_sharing_the_database_see_each_others_writes_at_once() {
+    let db = Pg::new();
+    let (a, b) = (Arc::new(db.open(KEY, &[])), Arc::new(db.open(KEY, &[])));
+    a.put(NAME, value(SECRET), Duration::ZERO, t0()).unwrap();
+    assert_eq!(text(&b.get(NAME, t0()).unwrap().unwrap().current), SECRET);
+    // Rotations on both at once: every version is given once, and the last one stands.
+    let threads: Vec<_> = (0..8)
+        .map(|n| {
+            let store = if n % 2 == 0 { a.clone() } else { b.clone() };
+            std::thread::spawn(move || {
+                store
+                    .put(NAME, value(&format!("value-{n}")), Duration::ZERO, t0())
+                    .unwrap()
+            })
+        })
+        .collect();
+    let versions: BTreeSet<u64> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(versions, (2..=9).collect());
+    assert_eq!(a.meta(NAME, t0()).unwrap().unwrap().version, 9);
+    assert!(b.delete(NAME).unwrap());
+    assert!(a.get(NAME, t0()).unwrap().is_none());
+}
+
+#[test]
+fn a_database_that_is_not_there_is_a_clear_error() {
+    let mut db = Pg::new();
+    db.settings.url = "postgres://postgres@127.0.0.1:1/test".into();
+    let error = db.try_open(KEY, &[]).unwrap_err();
+    assert!(
+        error.to_string().contains("connecting to PostgreSQL"),
+        "{error}"
+    );
+    db.settings.schema = "Bad-Name".into();
+    let error = db.try_open(KEY, &[]).unwrap_err();
+    assert!(error.to_string().contains("schema name"), "{error}");
 }
