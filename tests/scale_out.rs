@@ -6,6 +6,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use adapter_host::signatures::{Secret, sign_standard_webhooks};
+use futures::StreamExt as _;
 use process::{free_port, spawn_host_logged, wait_ready_logged};
 use serde_json::Value;
 
@@ -85,7 +86,7 @@ async fn deliver(client: &reqwest::Client, port: u16, id: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_events_are_published_to_nats_jetstream_once_each() {
     let token = token();
-    let (stream, prefix) = (format!("E2E_{token}"), format!("e{token}"));
+    let (stream_name, prefix) = (format!("E2E_{token}"), format!("e{token}"));
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path());
     let log = dir.path().join("host.log");
@@ -95,8 +96,8 @@ async fn accepted_events_are_published_to_nats_jetstream_once_each() {
         &dir.path().join("data"),
         port,
         &[
-            ("ADAPTER_HOST_NATS_URL", &nats_url()),
-            ("ADAPTER_HOST_NATS_STREAM", &stream),
+            ("ADAPTER_HOST_BUS", &nats_url()),
+            ("ADAPTER_HOST_NATS_STREAM", &stream_name),
             ("ADAPTER_HOST_NATS_SUBJECT_PREFIX", &prefix),
             ("ADAPTER_HOST_LOG", "info"),
         ],
@@ -105,6 +106,13 @@ async fn accepted_events_are_published_to_nats_jetstream_once_each() {
     let client = reqwest::Client::new();
     wait_ready_logged(&client, port, &log).await;
 
+    let ready = client
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    let ready: Value = serde_json::from_slice(&ready.bytes().await.unwrap()).unwrap();
+    assert_eq!(ready["bus"], "nats", "{ready}");
     let ack = deliver(&client, port, "msg_nats_1").await;
     assert_eq!(ack["status"], "processed", "{ack}");
     assert_eq!(ack["events"], 1, "{ack}");
@@ -112,20 +120,28 @@ async fn accepted_events_are_published_to_nats_jetstream_once_each() {
     let again = deliver(&client, port, "msg_nats_1").await;
     assert_eq!(again["duplicate"], true, "{again}");
 
+    // A consumer, as the commission calculator would read the stream (README, "Scale-out"):
+    // a durable pull consumer, acknowledging what it processed.
     let nats = async_nats::connect(nats_url()).await.unwrap();
     let jetstream = async_nats::jetstream::new(nats);
-    let mut found = None;
-    for _ in 0..200 {
-        if let Ok(mut s) = jetstream.get_stream(&stream).await
-            && s.info().await.unwrap().state.messages >= 1
-        {
-            found = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let mut s = found.expect("the event reached the stream within 5 s");
-    let message = s.get_raw_message(1).await.unwrap();
+    let stream = jetstream.get_stream(&stream_name).await.unwrap();
+    let consumer = stream
+        .get_or_create_consumer(
+            "calculator",
+            async_nats::jetstream::consumer::pull::Config {
+                durable_name: Some("calculator".into()),
+                filter_subject: format!("{prefix}.events.tenant-nats.>"),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        .await
+        .expect("the event reached the stream within 10 s")
+        .unwrap()
+        .unwrap();
     let envelope: Value = serde_json::from_slice(&message.payload).unwrap();
     let event_id = envelope["event_id"].as_str().unwrap().to_owned();
     assert_eq!(
@@ -133,15 +149,21 @@ async fn accepted_events_are_published_to_nats_jetstream_once_each() {
         format!("{prefix}.events.tenant-nats.member.enrolled")
     );
     assert_eq!(
-        message.headers.get("Nats-Msg-Id").map(|v| v.to_string()),
+        message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Msg-Id"))
+            .map(|v| v.to_string()),
         Some(event_id.clone())
     );
     assert_eq!(envelope["tenant_id"], "tenant-nats");
     assert!(envelope["payload"].is_object(), "{envelope}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(s.info().await.unwrap().state.messages, 1);
+    message.ack().await.unwrap();
+    // Nothing else comes: the CRM's retry published nothing again.
+    let next = tokio::time::timeout(Duration::from_millis(500), messages.next()).await;
+    assert!(next.is_err(), "one event, once: {next:?}");
 
     let _ = host.kill();
     let _ = host.wait();
-    let _ = jetstream.delete_stream(&stream).await;
+    let _ = jetstream.delete_stream(&stream_name).await;
 }

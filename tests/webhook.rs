@@ -716,7 +716,13 @@ secret = "t/subscriber"
 #[tokio::test]
 async fn health_readiness_and_metrics_answer() {
     let host = start().await;
-    for (path, expected) in [("/healthz", "ok"), ("/readyz", "ready")] {
+    for (path, expected) in [
+        ("/healthz", serde_json::json!("ok")),
+        (
+            "/readyz",
+            serde_json::json!({"status": "ready", "store": "sqlite", "bus": "memory"}),
+        ),
+    ] {
         let (status, body) = host
             .send(Request::get(path).body(Body::empty()).unwrap())
             .await;

@@ -41,6 +41,16 @@ pub struct Message {
 pub trait Bus: Send + Sync + Debug {
     /// Publishes one message; returns once the bus has it.
     async fn publish(&self, message: &Message) -> Result<(), BusError>;
+
+    /// The backend's name, for readiness and logs.
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    /// Whether the bus can take publications now (readiness); the in-process one always can.
+    async fn check(&self) -> Result<(), BusError> {
+        Ok(())
+    }
 }
 
 /// The fields of a stored event that make up its envelope.

@@ -29,6 +29,9 @@ pub struct NatsSettings {
     pub url: String,
     /// The JetStream stream events are stored in.
     pub stream: String,
+    /// How long the stream keeps events (zero: until the stream's other limits drop them). Only
+    /// used when the host creates the stream.
+    pub max_age: Duration,
     /// A token put before every subject (`acme` → `acme.events.<tenant>.<type>`), so that
     /// several hosts (or test runs) can share one NATS server with streams of their own.
     pub subject_prefix: Option<String>,
@@ -40,6 +43,7 @@ impl NatsSettings {
         Self {
             url: url.into(),
             stream: DEFAULT_STREAM.to_owned(),
+            max_age: Duration::ZERO,
             subject_prefix: None,
         }
     }
@@ -65,6 +69,7 @@ impl NatsSettings {
 #[derive(Debug, Clone)]
 pub struct NatsBus {
     settings: NatsSettings,
+    client: async_nats::Client,
     jetstream: jetstream::Context,
 }
 
@@ -97,13 +102,14 @@ impl NatsBus {
             .connect(settings.url.as_str())
             .await
             .map_err(|e| BusError(format!("connecting to NATS at {}: {e}", settings.url)))?;
-        let jetstream = jetstream::new(client);
+        let jetstream = jetstream::new(client.clone());
         jetstream
             .get_or_create_stream(stream::Config {
                 name: settings.stream.clone(),
                 subjects: vec![settings.stream_subjects()],
                 storage: stream::StorageType::File,
                 duplicate_window: DUPLICATE_WINDOW,
+                max_age: settings.max_age,
                 ..Default::default()
             })
             .await
@@ -116,6 +122,7 @@ impl NatsBus {
         tracing::info!(url = %settings.url, stream = %settings.stream, "publishing events to NATS JetStream");
         Ok(Self {
             settings,
+            client,
             jetstream,
         })
     }
@@ -133,6 +140,20 @@ impl NatsBus {
 
 #[async_trait::async_trait]
 impl Bus for NatsBus {
+    fn backend(&self) -> &'static str {
+        "nats"
+    }
+
+    async fn check(&self) -> Result<(), BusError> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(BusError(format!(
+                "NATS at {} is {state}",
+                self.settings.url
+            ))),
+        }
+    }
+
     async fn publish(&self, message: &Message) -> Result<(), BusError> {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", message.event_id.as_str());

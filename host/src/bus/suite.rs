@@ -58,6 +58,7 @@ pub(crate) fn test_settings() -> NatsSettings {
     NatsSettings {
         url: nats_url(),
         stream: format!("TEST_{token}"),
+        max_age: Duration::from_secs(3600),
         subject_prefix: Some(format!("t{token}")),
     }
 }
@@ -237,6 +238,7 @@ async fn nats_names_that_cannot_work_are_refused() {
         let settings = NatsSettings {
             url: nats_url(),
             stream: stream.into(),
+            max_age: Duration::ZERO,
             subject_prefix: prefix.map(Into::into),
         };
         let error = NatsBus::connect(settings).await.unwrap_err();

@@ -102,13 +102,21 @@ struct ServeArgs {
     /// a short page].
     #[arg(long, env = "ADAPTER_HOST_OAUTH_RETURN_URL", value_name = "URL")]
     oauth_return_url: Option<String>,
-    /// Publish events to NATS JetStream at this URL (`nats://host:4222`) instead of the
-    /// in-process bus: what several host nodes need.
-    #[arg(long, env = "ADAPTER_HOST_NATS_URL", value_name = "URL")]
-    nats_url: Option<String>,
+    /// The bus events are published to: `memory` (in-process, the default) or NATS JetStream
+    /// at `nats://host:4222` (what several host nodes and outside consumers share).
+    #[arg(
+        long,
+        env = "ADAPTER_HOST_BUS",
+        default_value = "memory",
+        value_name = "memory|nats://…"
+    )]
+    bus: String,
     /// The JetStream stream events go to (created if missing).
     #[arg(long, env = "ADAPTER_HOST_NATS_STREAM", default_value = crate::bus::nats::DEFAULT_STREAM)]
     nats_stream: String,
+    /// How long a stream the host creates keeps events, in seconds (0: no age limit).
+    #[arg(long, env = "ADAPTER_HOST_NATS_MAX_AGE_SECS", default_value_t = 7 * 24 * 3600)]
+    nats_max_age_secs: u64,
     /// A token put before every subject (`<prefix>.events.<tenant>.<type>`).
     #[arg(long, env = "ADAPTER_HOST_NATS_SUBJECT_PREFIX", value_name = "TOKEN")]
     nats_subject_prefix: Option<String>,
@@ -360,11 +368,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         },
         recovery_lease: std::time::Duration::from_secs(args.recovery_lease_secs.max(1)),
         oauth_return_url: args.oauth_return_url.clone(),
-        nats: args.nats_url.clone().map(|url| crate::bus::NatsSettings {
-            url,
-            stream: args.nats_stream.clone(),
-            subject_prefix: args.nats_subject_prefix.clone(),
-        }),
+        nats: match args.bus.as_str() {
+            "memory" => None,
+            url if url.starts_with("nats://") || url.starts_with("tls://") => {
+                Some(crate::bus::NatsSettings {
+                    url: url.to_owned(),
+                    stream: args.nats_stream.clone(),
+                    max_age: std::time::Duration::from_secs(args.nats_max_age_secs),
+                    subject_prefix: args.nats_subject_prefix.clone(),
+                })
+            }
+            other => {
+                anyhow::bail!("--bus {other:?}: give `memory` or a NATS URL (nats://host:4222)")
+            }
+        },
         poller: crate::poll::PollerSettings {
             lease: std::time::Duration::from_secs(args.poll_lease_secs.max(1)),
             concurrency: args.poll_concurrency.max(1),

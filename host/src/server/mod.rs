@@ -217,20 +217,40 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Readiness: the store answers.
+/// Where each backend stands, as `/readyz` answers it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ready`.
+    status: &'static str,
+    /// The store's backend (`sqlite`, `postgres`).
+    store: &'static str,
+    /// The bus's backend (`memory`, `nats`).
+    bus: &'static str,
+}
+
+/// Readiness: the store and the bus answer. Not ready (503): the problem names the backend.
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
     responses(
-        (status = 200, description = "Ready", body = String, content_type = "text/plain"),
+        (status = 200, description = "Ready", body = Readiness),
         crate::api::openapi::Problems,
     ))]
-async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    state
-        .host
-        .store()
-        .outbox_lag()
-        .await
-        .map(|_| "ready")
-        .map_err(|e| ApiError::Unavailable(format!("the store is not available: {e}")))
+async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Readiness>, ApiError> {
+    let host = &state.host;
+    let (store, bus) = (host.store(), host.bus());
+    store.outbox_lag().await.map_err(|e| {
+        ApiError::Unavailable(format!(
+            "the store ({}) is not available: {e}",
+            store.backend()
+        ))
+    })?;
+    bus.check().await.map_err(|e| {
+        ApiError::Unavailable(format!("the bus ({}) is not available: {e}", bus.backend()))
+    })?;
+    Ok(axum::Json(Readiness {
+        status: "ready",
+        store: store.backend(),
+        bus: bus.backend(),
+    }))
 }
 
 /// Prometheus metrics (text exposition format).

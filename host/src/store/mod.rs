@@ -1645,6 +1645,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn retry_outbox_event(&self, seq: i64, now: Millis) -> Result<()>;
     /// How far publication is behind.
     async fn outbox_lag(&self) -> Result<OutboxLag>;
+
+    /// The backend's name, for readiness and logs.
+    fn backend(&self) -> &'static str {
+        "unnamed"
+    }
     /// Outbox rows matching `filter`, newest first.
     async fn list_outbox(&self, filter: OutboxFilter) -> Result<Page<OutboxRow>>;
     /// The published rows `replay` covers (its tenant and org, created in `[from, to)`, of its

@@ -1899,6 +1899,10 @@ fn subscriber_delivery_status(
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
     async fn create_adapter(&self, new: NewAdapter) -> Result<Adapter> {
         self.write(move |db| {
             let adapter = Adapter {
