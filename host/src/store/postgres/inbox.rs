@@ -394,10 +394,9 @@ async fn write_outcome(
             .events
             .iter()
             .map(|e| {
-                format!(
-                    "adapter-host {schema} entity {tenant_id}\u{0}{}\u{0}{}",
-                    e.entity_type, e.entity_id
-                )
+                // A JSON array: unambiguous whatever the parts hold (text cannot hold NUL).
+                let entity = serde_json::json!([tenant_id, e.entity_type, e.entity_id]);
+                format!("adapter-host {schema} entity {entity}")
             })
             .collect();
         entities.sort_unstable();

@@ -59,7 +59,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 impl From<tokio_postgres::Error> for Error {
     fn from(e: tokio_postgres::Error) -> Self {
         let Some(db) = e.as_db_error() else {
-            return Error::Backend(format!("PostgreSQL: {e}"));
+            // The cause (a refused connection, a value of the wrong type) is in the source.
+            return match std::error::Error::source(&e) {
+                Some(cause) => Error::Backend(format!("PostgreSQL: {e}: {cause}")),
+                None => Error::Backend(format!("PostgreSQL: {e}")),
+            };
         };
         let text = match db.detail() {
             Some(detail) => format!("{} ({detail})", db.message()),
@@ -647,7 +651,7 @@ async fn upsert_connection(
         execute(
             db,
             "UPDATE poll_state SET next_run_at = \
-             LEAST(next_run_at, $2 + 1000 * ($3::text::jsonb ->> 'interval_secs')::numeric) \
+             LEAST(next_run_at, $2::bigint + 1000 * ($3::text::jsonb ->> 'interval_secs')::numeric) \
              WHERE connection_id = $1 AND ($3::text::jsonb ->> 'interval_secs') IS NOT NULL",
             &[&spec.id, &now, &spec.polling_json],
         )
