@@ -26,7 +26,7 @@ fn io_error(what: &str, e: std::io::Error) -> Error {
 }
 
 /// Refuses anything but 64 lower-case hex digits: the name becomes a file name.
-fn check_hash(sha256: &str) -> Result<()> {
+pub(super) fn check_hash(sha256: &str) -> Result<()> {
     let ok = sha256.len() == 64
         && sha256
             .bytes()

@@ -2,9 +2,11 @@
 //! append-only outbox of integration events, adapters' state and outgoing-webhook subscribers.
 //!
 //! [`Store`] is the backend-neutral interface; [`sqlite::SqliteStore`] is the embedded default
-//! (one file under the data directory, a single writer with durable group commit). Adapter
-//! components are not in the database: they live in a [`BlobStore`], content-addressed
-//! ([`FsBlobStore`] under the data directory).
+//! (one file under the data directory, a single writer with durable group commit), and
+//! [`postgres::PostgresStore`] the shared one (several hosts on one PostgreSQL database).
+//! Adapter components are not in the database: they live in a [`BlobStore`], content-addressed
+//! ([`FsBlobStore`] under the data directory; with PostgreSQL, [`postgres::PgBlobStore`] in the
+//! database, so that every host has them).
 //!
 //! Every method that writes is durable when it returns `Ok`: the caller may acknowledge what
 //! it wrote (answer a CRM 2xx, tell an admin "saved"). Times are Unix milliseconds
@@ -15,6 +17,7 @@
 //! strip credential-bearing headers (an `Authorization` token, say) before recording a delivery.
 
 mod blobs;
+pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
 pub(crate) mod tests;
