@@ -1,4 +1,6 @@
-//! `adapter-host serve`: the embedded default, from one data directory and no other server.
+//! `adapter-host serve`: the embedded default, from one data directory and no other server; or
+//! one of several nodes sharing PostgreSQL (store, blobs, secrets) and NATS JetStream (bus),
+//! each keeping only its compiled-artifact cache in its data directory.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,9 +16,12 @@ use crate::metrics::Metrics;
 use crate::pipeline::{Host, Settings};
 use crate::relay::{Relay, RelayConfig};
 use crate::sandbox::{PlatformLimits, Sandbox};
-use crate::secrets::LocalSecretStore;
+use crate::secrets::{
+    Keyring, LocalSecretStore, PostgresSecretSettings, PostgresSecretStore, SecretStore,
+};
 use crate::server::{ServerSettings, app};
-use crate::store::{FsBlobStore, SqliteStore};
+use crate::store::postgres::PostgresStore;
+use crate::store::{BlobStore, FsBlobStore, SqliteStore, Store};
 
 /// What `serve` needs to start.
 #[derive(Debug, Clone)]
@@ -42,6 +47,18 @@ pub struct ServeOptions {
     pub oauth_return_url: Option<String>,
     /// The bus: NATS JetStream, or (`None`) the in-process bus.
     pub nats: Option<crate::bus::NatsSettings>,
+    /// The store, blobs and secrets: PostgreSQL, or (`None`) SQLite, files and the sealed
+    /// secrets file in the data directory.
+    pub postgres: Option<PostgresOptions>,
+}
+
+/// Where the shared store is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresOptions {
+    /// `postgres://user@host:5432/db`.
+    pub url: String,
+    /// The schema of this deployment's tables (several deployments can share a database).
+    pub schema: String,
 }
 
 impl Default for ServeOptions {
@@ -57,6 +74,7 @@ impl Default for ServeOptions {
             poller: crate::poll::PollerSettings::default(),
             oauth_return_url: None,
             nats: None,
+            postgres: None,
         }
     }
 }
@@ -68,9 +86,28 @@ pub async fn open_host(options: &ServeOptions) -> anyhow::Result<Host> {
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
     let dir = Dir::open_ambient_dir(data_dir, ambient_authority())
         .with_context(|| format!("opening {}", data_dir.display()))?;
-    let store = SqliteStore::open(data_dir).context("opening the database")?;
-    let blobs = FsBlobStore::open(&dir).context("opening the blob store")?;
-    let secrets = LocalSecretStore::open_default(&dir).context("opening the secret store")?;
+    let (store, blobs, secrets): (Arc<dyn Store>, Arc<dyn BlobStore>, Arc<dyn SecretStore>) =
+        match &options.postgres {
+            None => (
+                Arc::new(SqliteStore::open(data_dir).context("opening the database")?),
+                Arc::new(FsBlobStore::open(&dir).context("opening the blob store")?),
+                Arc::new(LocalSecretStore::open_default(&dir).context("opening the secret store")?),
+            ),
+            Some(pg) => {
+                let store = PostgresStore::connect(&pg.url, &pg.schema)
+                    .await
+                    .context("opening the PostgreSQL store")?;
+                let keys = Keyring::from_env().context("the secret store's master key")?;
+                let settings = PostgresSecretSettings {
+                    url: pg.url.clone(),
+                    schema: pg.schema.clone(),
+                };
+                let secrets = PostgresSecretStore::open(&settings, keys)
+                    .context("opening the PostgreSQL secret store")?;
+                let blobs = store.blobs();
+                (Arc::new(store), Arc::new(blobs), Arc::new(secrets))
+            }
+        };
     let sandbox = Sandbox::new(PlatformLimits::default(), Some(data_dir))?;
     let bus: Arc<dyn crate::bus::Bus> = match &options.nats {
         Some(nats) => Arc::new(crate::bus::NatsBus::connect(nats.clone()).await?),
@@ -89,9 +126,9 @@ pub async fn open_host(options: &ServeOptions) -> anyhow::Result<Host> {
         ..Settings::default()
     };
     let host = Host::new(
-        Arc::new(store),
-        Arc::new(blobs),
-        Arc::new(secrets),
+        store,
+        blobs,
+        secrets,
         sandbox,
         bus,
         Metrics::new(),

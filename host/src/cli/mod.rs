@@ -102,6 +102,23 @@ struct ServeArgs {
     /// a short page].
     #[arg(long, env = "ADAPTER_HOST_OAUTH_RETURN_URL", value_name = "URL")]
     oauth_return_url: Option<String>,
+    /// The store: `sqlite` (in the data directory, the default) or PostgreSQL at
+    /// `postgres://user@host:5432/db`, which several host nodes share (with the adapters'
+    /// components and the secrets: set ADAPTER_HOST_MASTER_KEY on every node).
+    #[arg(
+        long,
+        env = "ADAPTER_HOST_STORE",
+        default_value = "sqlite",
+        value_name = "sqlite|postgres://…"
+    )]
+    store: String,
+    /// The PostgreSQL schema of this deployment's tables (created if missing).
+    #[arg(
+        long,
+        env = "ADAPTER_HOST_STORE_SCHEMA",
+        default_value = "adapter_host"
+    )]
+    store_schema: String,
     /// The bus events are published to: `memory` (in-process, the default) or NATS JetStream
     /// at `nats://host:4222` (what several host nodes and outside consumers share).
     #[arg(
@@ -368,6 +385,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         },
         recovery_lease: std::time::Duration::from_secs(args.recovery_lease_secs.max(1)),
         oauth_return_url: args.oauth_return_url.clone(),
+        postgres: match args.store.as_str() {
+            "sqlite" => None,
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Some(crate::serve::PostgresOptions {
+                    url: url.to_owned(),
+                    schema: args.store_schema.clone(),
+                })
+            }
+            other => anyhow::bail!(
+                "--store {other:?}: give `sqlite` or a PostgreSQL URL (postgres://user@host/db)"
+            ),
+        },
         nats: match args.bus.as_str() {
             "memory" => None,
             url if url.starts_with("nats://") || url.starts_with("tls://") => {

@@ -333,29 +333,6 @@ impl PostgresSecretStore {
             keys,
             client: None,
         };
-        let schema = settings.schema.clone();
-        worker.with(async |client, table, _| {
-            let sql = format!(
-                "CREATE SCHEMA IF NOT EXISTS \"{schema}\"; \
-                 CREATE TABLE IF NOT EXISTS {table} ( \
-                   name TEXT PRIMARY KEY, \
-                   kek_id BYTEA NOT NULL, \
-                   wrapped_dek BYTEA NOT NULL, \
-                   sealed BYTEA NOT NULL, \
-                   version BIGINT NOT NULL, \
-                   rotated_at BIGINT NOT NULL, \
-                   previous_valid_until BIGINT, \
-                   updated_at BIGINT NOT NULL)"
-            );
-            match client.batch_execute(&sql).await {
-                Ok(()) => Ok(()),
-                // Two nodes creating it at once: the loser's race is harmless.
-                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                    Ok(())
-                }
-                Err(e) => Err(db_error("creating the secrets table")(e)),
-            }
-        })?;
         let (jobs, received) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("secrets-postgres".into())
@@ -369,6 +346,33 @@ impl PostgresSecretStore {
             jobs: Arc::new(Mutex::new(jobs)),
             schema: settings.schema.clone().into(),
         };
+        let schema = settings.schema.clone();
+        store.call(move |worker| {
+            worker.with(async |client, table, _| {
+                let sql = format!(
+                    "CREATE SCHEMA IF NOT EXISTS \"{schema}\"; \
+                 CREATE TABLE IF NOT EXISTS {table} ( \
+                   name TEXT PRIMARY KEY, \
+                   kek_id BYTEA NOT NULL, \
+                   wrapped_dek BYTEA NOT NULL, \
+                   sealed BYTEA NOT NULL, \
+                   version BIGINT NOT NULL, \
+                   rotated_at BIGINT NOT NULL, \
+                   previous_valid_until BIGINT, \
+                   updated_at BIGINT NOT NULL)"
+                );
+                match client.batch_execute(&sql).await {
+                    Ok(()) => Ok(()),
+                    // Two nodes creating it at once: the loser's race is harmless.
+                    Err(e)
+                        if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+                    {
+                        Ok(())
+                    }
+                    Err(e) => Err(db_error("creating the secrets table")(e)),
+                }
+            })
+        })?;
         let rewrapped = store.rewrap()?;
         if rewrapped > 0 {
             tracing::info!(
