@@ -1,14 +1,35 @@
 #!/usr/bin/env bash
 # Runs every test of the project: the host (unit and integration tests, with the guests built
-# from source for wasm32-wasip2), then the guest SDK and the sample adapters natively.
+# from source for wasm32-wasip2), the pipeline and API tests a second time on PostgreSQL, then
+# the guest SDK and the sample adapters natively.
+#
+# The scale-out tests use the local PostgreSQL (ADAPTER_HOST_TEST_POSTGRES_URL, default
+# postgres://postgres@127.0.0.1:5432/test) and NATS with JetStream (ADAPTER_HOST_TEST_NATS_URL,
+# default nats://127.0.0.1:4222); each test makes its own schema and stream and drops them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
 
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --no-fail-fast
+    run=(cargo nextest run --no-fail-fast)
 else
-    cargo test --workspace --no-fail-fast
+    run=(cargo test --no-fail-fast)
 fi
-(cd sample-adapters && cargo test --workspace --no-fail-fast)
+status=0
+"${run[@]}" --workspace || status=$?
+
+# The pipeline and API suites again, on the PostgreSQL store (one schema per data directory).
+export ADAPTER_HOST_TEST_RUN="r$$"
+postgres_url=${ADAPTER_HOST_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
+ADAPTER_HOST_TEST_BACKEND=postgres \
+    ADAPTER_HOST_MASTER_KEY="$(head -c 32 /dev/urandom | base64)" \
+    "${run[@]}" -p adapter-host --test webhook --test api || status=$?
+# What a test that failed half-way left behind.
+if command -v psql >/dev/null 2>&1; then
+    psql "$postgres_url" -qAt -c "SELECT 'DROP SCHEMA \"' || nspname || '\" CASCADE;' FROM pg_namespace WHERE nspname LIKE 't\_${ADAPTER_HOST_TEST_RUN}\_%'" \
+        | psql "$postgres_url" -q >/dev/null 2>&1 || true
+fi
+
+(cd sample-adapters && cargo test --workspace --no-fail-fast) || status=$?
+exit "$status"

@@ -16,6 +16,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
+#[path = "common/backend.rs"]
+mod backend;
 #[path = "common/jwt.rs"]
 mod jwt;
 use jwt::{now, token_with};
@@ -23,6 +25,7 @@ use jwt::{now, token_with};
 struct Api {
     host: Host,
     settings: ServerSettings,
+    _schema: backend::Schema,
     _dir: tempfile::TempDir,
 }
 
@@ -32,7 +35,7 @@ async fn start() -> Api {
         auth: Arc::new(jwt::auth_config()),
         ..ServerSettings::default()
     };
-    let host = open_host(&ServeOptions {
+    let host = open_host(&backend::on_backend(ServeOptions {
         data_dir: dir.path().join("data"),
         listen: "127.0.0.1:0".parse().unwrap(),
         config: None,
@@ -40,12 +43,13 @@ async fn start() -> Api {
         relay: Default::default(),
         server: settings.clone(),
         ..ServeOptions::default()
-    })
+    }))
     .await
     .unwrap();
     Api {
         host,
         settings,
+        _schema: backend::guard(&dir.path().join("data")),
         _dir: dir,
     }
 }

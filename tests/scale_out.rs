@@ -95,6 +95,10 @@ async fn deliver(client: &reqwest::Client, port: u16, id: &str) -> Value {
 async fn accepted_events_are_published_to_nats_jetstream_once_each() {
     let token = token();
     let (stream_name, prefix) = (format!("E2E_{token}"), format!("e{token}"));
+    let _cleanup = Cleanup {
+        schema: None,
+        stream: stream_name.clone(),
+    };
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path());
     let log = dir.path().join("host.log");
@@ -173,7 +177,38 @@ async fn accepted_events_are_published_to_nats_jetstream_once_each() {
 
     let _ = host.kill();
     let _ = host.wait();
-    let _ = jetstream.delete_stream(&stream_name).await;
+}
+
+/// Drops a test's schema and stream, however the test ends.
+struct Cleanup {
+    schema: Option<String>,
+    stream: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(schema) = &self.schema {
+            let _ = std::process::Command::new("psql")
+                .args([postgres_url().as_str(), "-q", "-c"])
+                .arg(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                .output();
+        }
+        let stream = self.stream.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(nats) = async_nats::connect(nats_url()).await {
+                    let _ = async_nats::jetstream::new(nats)
+                        .delete_stream(&stream)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 fn postgres_url() -> String {
@@ -313,6 +348,10 @@ async fn two_nodes_on_postgres_and_nats_lose_nothing_and_double_nothing_while_on
         format!("n{token}"),
         format!("nodes_{token}"),
     );
+    let _cleanup = Cleanup {
+        schema: Some(schema.clone()),
+        stream: stream_name.clone(),
+    };
     let dir = tempfile::tempdir().unwrap();
     // A CRM that takes requests and never answers: a poll run stays under way.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -554,9 +593,4 @@ api = {{ base_url = "http://127.0.0.1:{silent_port}", allow_private = true }}
 
     drop(a);
     drop(b);
-    let _ = jetstream.delete_stream(&stream_name).await;
-    let _ = std::process::Command::new("psql")
-        .args([postgres_url().as_str(), "-q", "-c"])
-        .arg(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .output();
 }

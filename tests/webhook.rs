@@ -18,12 +18,15 @@ use tower::ServiceExt as _;
 
 /// The demo secret of the Standard Webhooks connection (base64 of "test-signing-secret-0123456789").
 const SECRET_B64: &str = "dGVzdC1zaWduaW5nLXNlY3JldC0wMTIzNDU2Nzg5";
+#[path = "common/backend.rs"]
+mod backend;
 #[path = "common/jwt.rs"]
 mod jwt;
 
 struct TestHost {
     host: Host,
     settings: ServerSettings,
+    _schema: backend::Schema,
     _dir: tempfile::TempDir,
 }
 
@@ -122,10 +125,11 @@ value = "github-secret"
         ..ServeOptions::default()
     };
     // The master key comes from a generated key file inside the temporary data directory.
-    let host = open_host(&options).await.unwrap();
+    let host = open_host(&backend::on_backend(options)).await.unwrap();
     TestHost {
         host,
         settings,
+        _schema: backend::guard(&dir.path().join("data")),
         _dir: dir,
     }
 }
@@ -632,7 +636,7 @@ async fn a_delivery_recorded_before_a_crash_is_processed_at_recovery_once() {
 async fn open_with(dir: &std::path::Path, config: &str) -> anyhow::Result<Host> {
     let path = dir.join("config.toml");
     std::fs::write(&path, config).unwrap();
-    open_host(&ServeOptions {
+    open_host(&backend::on_backend(ServeOptions {
         data_dir: dir.join("data"),
         listen: "127.0.0.1:0".parse().unwrap(),
         config: Some(path),
@@ -640,7 +644,7 @@ async fn open_with(dir: &std::path::Path, config: &str) -> anyhow::Result<Host> 
         relay: Default::default(),
         server: ServerSettings::default(),
         ..ServeOptions::default()
-    })
+    }))
     .await
 }
 
@@ -720,7 +724,11 @@ async fn health_readiness_and_metrics_answer() {
         ("/healthz", serde_json::json!("ok")),
         (
             "/readyz",
-            serde_json::json!({"status": "ready", "store": "sqlite", "bus": "memory"}),
+            serde_json::json!({
+                "status": "ready",
+                "store": if backend::postgres() { "postgres" } else { "sqlite" },
+                "bus": "memory",
+            }),
         ),
     ] {
         let (status, body) = host
