@@ -312,3 +312,141 @@ async fn recovery_and_polls_are_claimed_by_one_host() {
     all.dedup();
     assert_eq!((claimed, all.len()), (12, 12), "a poll was claimed twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_schema_is_refused_and_the_outbox_is_append_only() {
+    use crate::store::tests::{T0, emit, event, tenant};
+    let backend = PostgresBackend::new();
+    let store = backend.connect().await;
+    let t = tenant(&store, "t1", "c1").await;
+    emit(&store, &t, vec![event("e", "deal.won", "D", None)], T0).await;
+    let db = store.db().await.unwrap();
+    let delete = db.execute("DELETE FROM outbox", &[]).await;
+    assert!(
+        delete
+            .unwrap_err()
+            .as_db_error()
+            .unwrap()
+            .message()
+            .contains("append-only"),
+        "a delete went through"
+    );
+    let rewrite = db
+        .execute("UPDATE outbox SET payload_json = '{}'", &[])
+        .await;
+    assert!(
+        rewrite
+            .unwrap_err()
+            .as_db_error()
+            .unwrap()
+            .message()
+            .contains("immutable"),
+        "an event was rewritten"
+    );
+    db.execute("UPDATE outbox SET status = 'published'", &[])
+        .await
+        .unwrap();
+
+    db.execute(
+        "INSERT INTO schema_migrations (version, applied_at) VALUES (999, 0)",
+        &[],
+    )
+    .await
+    .unwrap();
+    drop((db, store));
+    match PostgresStore::connect(&backend.url, &backend.schema).await {
+        Err(crate::store::Error::Backend(message)) => {
+            assert!(message.contains("upgrade the host"), "{message}")
+        }
+        other => panic!("a newer schema must be refused, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_is_recorded_completed_in_one_transaction_or_not_at_all() {
+    use crate::store::tests::{SECOND, T0, WINDOW, completion, delivery, event, tenant};
+    use crate::store::{DeliveryStatus, Prepared, StateCommit, Taken};
+    let backend = PostgresBackend::new();
+    let store = backend.connect().await;
+    let t = tenant(&store, "t1", "c1").await;
+
+    // An event the outbox refuses (no entity id): nothing of the delivery is kept.
+    let mut broken = event("e1", "deal.won", "d1", None);
+    broken.entity_id = String::new();
+    let failing = completion(
+        &crate::store::new_id(),
+        &t.adapter.id,
+        vec![broken],
+        None,
+        T0,
+    );
+    let failed_id = failing.delivery_id.clone();
+    assert!(
+        store
+            .record_completed(delivery("c1", "one", Some("p1"), T0), WINDOW, failing)
+            .await
+            .is_err()
+    );
+    assert!(store.get_delivery(&failed_id).await.unwrap().is_none());
+    assert!(store.list_invocations(&failed_id).await.unwrap().is_empty());
+    let connection = store.get_connection("c1").await.unwrap().unwrap();
+    assert_eq!(connection.last_delivery_at, None);
+
+    // The CRM's retry is taken as new, with its events and state.
+    let state: crate::store::StateMap = [("cursor".to_owned(), b"42".to_vec())].into();
+    let done = completion(
+        &crate::store::new_id(),
+        &t.adapter.id,
+        vec![event("e1", "deal.won", "d1", None)],
+        Some(StateCommit::blind(0, state.clone())),
+        T0 + SECOND,
+    );
+    let id = done.delivery_id.clone();
+    let Taken::Completed(completed) = store
+        .record_completed(delivery("c1", "one", Some("p1"), T0), WINDOW, done)
+        .await
+        .unwrap()
+    else {
+        panic!("a new delivery was taken as a duplicate");
+    };
+    assert_eq!(completed.appended.len(), 1);
+    let stored = store.get_delivery(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stored.info.status,
+            stored.info.attempts,
+            stored.info.processed_at
+        ),
+        (DeliveryStatus::Processed, 1, Some(T0 + SECOND))
+    );
+    assert_eq!(
+        store.get_event("e1").await.unwrap().unwrap().delivery_id,
+        id
+    );
+
+    // Its retry is the original, and writes nothing.
+    let again = completion(
+        &crate::store::new_id(),
+        &t.adapter.id,
+        vec![event("e2", "deal.won", "d2", None)],
+        None,
+        T0,
+    );
+    let Taken::Duplicate(original) = store
+        .record_completed(delivery("c1", "one again", Some("p1"), T0), WINDOW, again)
+        .await
+        .unwrap()
+    else {
+        panic!("a retry was taken twice");
+    };
+    assert_eq!(original.id, id);
+    assert!(store.get_event("e2").await.unwrap().is_none());
+    let Prepared::New(seen) = store
+        .prepare_delivery(&delivery("c1", "two", Some("p2"), T0), WINDOW)
+        .await
+        .unwrap()
+    else {
+        panic!("a new delivery was taken as a duplicate");
+    };
+    assert_eq!((seen.map, seen.version), (state, 1));
+}
