@@ -65,7 +65,7 @@ pub(crate) use store_suite;
 
 pub(crate) const T0: Millis = 1_700_000_000_000;
 pub(crate) const SECOND: Millis = 1_000;
-const WINDOW: Duration = Duration::from_secs(300);
+pub(crate) const WINDOW: Duration = Duration::from_secs(300);
 const LEASE: Duration = Duration::from_secs(30);
 
 /// A tenant with an adapter (two versions) and a connection.
@@ -130,7 +130,12 @@ pub(crate) async fn tenant(store: &dyn Store, tenant_id: &str, connection_id: &s
     }
 }
 
-fn delivery(connection_id: &str, body: &str, provider_id: Option<&str>, at: Millis) -> NewDelivery {
+pub(crate) fn delivery(
+    connection_id: &str,
+    body: &str,
+    provider_id: Option<&str>,
+    at: Millis,
+) -> NewDelivery {
     NewDelivery {
         connection_id: connection_id.to_owned(),
         received_at: at,
@@ -193,7 +198,7 @@ fn invocation(adapter_id: &str, outcome: InvocationOutcome) -> InvocationRecord 
 
 /// The completion of a recorded delivery (its attempt counted when it was recorded), writing
 /// `state` when given.
-fn completion(
+pub(crate) fn completion(
     delivery_id: &str,
     adapter_id: &str,
     events: Vec<NewOutboxEvent>,
@@ -224,7 +229,7 @@ fn writes(base_version: i64, new_state: StateMap) -> Option<StateCommit> {
 }
 
 /// A lease that has already ended: recovery may take the delivery at once.
-const LEASE_ENDED: Millis = 0;
+pub(crate) const LEASE_ENDED: Millis = 0;
 
 fn state(entries: &[(&str, &str)]) -> StateMap {
     entries

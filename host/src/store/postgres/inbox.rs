@@ -706,14 +706,17 @@ pub(super) async fn claim_recovery(
     limit: usize,
 ) -> Result<Vec<Delivery>> {
     // Rows another host is claiming are skipped, not waited for; one it claimed and committed
-    // meanwhile is checked again on its new lease.
+    // meanwhile is checked again on its new lease. Picked once, in a materialized CTE: a
+    // subquery with LIMIT and SKIP LOCKED may be run again by the plan, and pick other rows.
     let mut claimed = query_all(
         db,
         &format!(
-            "UPDATE deliveries SET attempts = attempts + 1, lease_until = $2 WHERE id IN ( \
-               SELECT id FROM deliveries WHERE status = 'received' \
+            "WITH picked AS MATERIALIZED ( \
+               SELECT id AS picked_id FROM deliveries WHERE status = 'received' \
                  AND (lease_until IS NULL OR lease_until <= $1) \
                ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             UPDATE deliveries SET attempts = attempts + 1, lease_until = $2 FROM picked \
+             WHERE id = picked_id AND status = 'received' \
              RETURNING {DELIVERY_INFO}, headers_json, body"
         ),
         &[&now, &lease_until, &int(limit as u64)],

@@ -23,15 +23,13 @@
 //! Connections are not cached in memory (unlike the embedded store): another host may change
 //! them at any time.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
-use tokio_postgres::types::{FromSql, ToSql};
-use tokio_postgres::{IsolationLevel, NoTls, Row};
+use tokio_postgres::{IsolationLevel, NoTls};
 
 use super::{
     Adapter, AdapterVersion, Completed, Completion, Connection, ConnectionAuth, ConnectionSpec,
@@ -44,12 +42,22 @@ use super::{
 };
 
 mod blobs;
+mod connections;
 mod inbox;
 mod outbox;
 mod polls;
 mod schema;
+mod sql;
 
 pub use blobs::PgBlobStore;
+use connections::{
+    ADAPTER, CONNECTION, VERSION, adapter_row, connection_row, delete_connection, get_connection,
+    require_connection, require_version, upsert_connection, version_row,
+};
+use sql::{
+    Filtered, execute, get, int, json_column, lock, page, query_all, query_opt, seq_cursor, small,
+    text_enum, uint,
+};
 
 /// Connections the pool keeps at most; callers beyond wait for one.
 const POOL_SIZE: usize = 16;
@@ -317,387 +325,6 @@ macro_rules! in_tx {
         let result = async { $body }.await;
         $store.settle($tx, result).await
     }};
-}
-
-// ---------------------------------------------------------------------------------------------
-// Queries and rows
-
-/// A query's parameters.
-type Params<'a> = [&'a (dyn ToSql + Sync)];
-
-async fn query_all<T>(
-    db: &impl GenericClient,
-    sql: &str,
-    params: &Params<'_>,
-    map: impl FnMut(&Row) -> Result<T>,
-) -> Result<Vec<T>> {
-    let statement = db.prepare_cached(sql).await?;
-    db.query(&statement, params)
-        .await?
-        .iter()
-        .map(map)
-        .collect()
-}
-
-async fn query_opt<T>(
-    db: &impl GenericClient,
-    sql: &str,
-    params: &Params<'_>,
-    map: impl FnOnce(&Row) -> Result<T>,
-) -> Result<Option<T>> {
-    let statement = db.prepare_cached(sql).await?;
-    db.query_opt(&statement, params)
-        .await?
-        .as_ref()
-        .map(map)
-        .transpose()
-}
-
-async fn execute(db: &impl GenericClient, sql: &str, params: &Params<'_>) -> Result<u64> {
-    let statement = db.prepare_cached(sql).await?;
-    Ok(db.execute(&statement, params).await?)
-}
-
-/// Takes the advisory lock `key` until the end of the transaction.
-async fn lock(db: &impl GenericClient, key: &str) -> Result<()> {
-    execute(
-        db,
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-        &[&key],
-    )
-    .await
-    .map(drop)
-}
-
-fn get<'a, T: FromSql<'a>>(row: &'a Row, column: &str) -> Result<T> {
-    row.try_get(column)
-        .map_err(|e| Error::Backend(format!("column {column}: {e}")))
-}
-
-/// A non-negative integer column.
-fn uint(row: &Row, column: &str) -> Result<u64> {
-    let value: i64 = get(row, column)?;
-    u64::try_from(value).map_err(|e| Error::Backend(format!("column {column}: {e}")))
-}
-
-/// A column holding a `u32`.
-fn small(row: &Row, column: &str) -> Result<u32> {
-    let value: i64 = get(row, column)?;
-    u32::try_from(value).map_err(|e| Error::Backend(format!("column {column}: {e}")))
-}
-
-fn text_enum<T: FromStr<Err = Error>>(row: &Row, column: &str) -> Result<T> {
-    get::<&str>(row, column)?.parse()
-}
-
-fn json_column<T: serde::de::DeserializeOwned>(row: &Row, column: &str) -> Result<T> {
-    serde_json::from_str(get(row, column)?)
-        .map_err(|e| Error::Backend(format!("column {column}: {e}")))
-}
-
-/// `value` as an SQL integer (values beyond `i64::MAX` saturate: none occur in practice).
-fn int(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-const ADAPTER: &str = "id, tenant_id, org_id, name, created_at";
-const VERSION: &str =
-    "adapter_id, version, sha256, size_bytes, info_json, limits_json, created_at, created_by";
-const CONNECTION: &str = "id, tenant_id, org_id, provider, adapter_id, adapter_version, \
-    signature_json, allowed_org_ids_json, secret_refs_json, settings_json, polling_json, status, \
-    created_at, updated_at, last_delivery_at, version_changed_by, version_changed_at, api_json";
-
-fn adapter_row(row: &Row) -> Result<Adapter> {
-    Ok(Adapter {
-        id: get(row, "id")?,
-        tenant_id: get(row, "tenant_id")?,
-        org_id: get(row, "org_id")?,
-        name: get(row, "name")?,
-        created_at: get(row, "created_at")?,
-    })
-}
-
-fn version_row(row: &Row) -> Result<AdapterVersion> {
-    Ok(AdapterVersion {
-        adapter_id: get(row, "adapter_id")?,
-        version: small(row, "version")?,
-        sha256: get(row, "sha256")?,
-        size_bytes: uint(row, "size_bytes")?,
-        info_json: get(row, "info_json")?,
-        limits_json: get(row, "limits_json")?,
-        created_at: get(row, "created_at")?,
-        created_by: get(row, "created_by")?,
-    })
-}
-
-fn connection_row(row: &Row) -> Result<Connection> {
-    Ok(Connection {
-        id: get(row, "id")?,
-        tenant_id: get(row, "tenant_id")?,
-        org_id: get(row, "org_id")?,
-        provider: get(row, "provider")?,
-        adapter_id: get(row, "adapter_id")?,
-        adapter_version: small(row, "adapter_version")?,
-        signature_json: get(row, "signature_json")?,
-        allowed_org_ids: json_column(row, "allowed_org_ids_json")?,
-        secret_refs_json: get(row, "secret_refs_json")?,
-        settings_json: get(row, "settings_json")?,
-        polling_json: get(row, "polling_json")?,
-        api_json: get(row, "api_json")?,
-        status: text_enum(row, "status")?,
-        created_at: get(row, "created_at")?,
-        updated_at: get(row, "updated_at")?,
-        last_delivery_at: get(row, "last_delivery_at")?,
-        version_changed_by: get(row, "version_changed_by")?,
-        version_changed_at: get(row, "version_changed_at")?,
-    })
-}
-
-/// Cuts the one extra row fetched to learn whether another page follows.
-fn page<T>(mut items: Vec<T>, limit: usize, cursor: impl Fn(&T) -> String) -> Page<T> {
-    let next_cursor = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(cursor)
-    } else {
-        None
-    };
-    Page { items, next_cursor }
-}
-
-fn seq_cursor(cursor: Option<&String>) -> Result<Option<i64>> {
-    cursor
-        .map(|text| {
-            text.parse::<i64>()
-                .map_err(|_| Error::Invalid(format!("not a cursor of this list: {text:?}")))
-        })
-        .transpose()
-}
-
-/// An SQL statement assembled from optional filters. Each `?` of a condition becomes the
-/// placeholder of that condition's value (so a condition may use it more than once).
-struct Filtered {
-    sql: String,
-    args: Vec<Box<dyn ToSql + Sync + Send>>,
-}
-
-impl Filtered {
-    fn new(select: String) -> Self {
-        Self {
-            sql: select,
-            args: Vec::new(),
-        }
-    }
-
-    fn and<V: ToSql + Sync + Send + 'static>(&mut self, condition: &str, value: Option<V>) {
-        if let Some(value) = value {
-            self.args.push(Box::new(value));
-            let placeholder = format!("${}", self.args.len());
-            self.sql.push_str(" AND ");
-            self.sql.push_str(&condition.replace('?', &placeholder));
-        }
-    }
-
-    async fn run<T>(
-        mut self,
-        db: &impl GenericClient,
-        tail: &str,
-        limit: usize,
-        map: impl FnMut(&Row) -> Result<T>,
-    ) -> Result<Vec<T>> {
-        self.args.push(Box::new(int(limit as u64 + 1)));
-        let sql = format!("{} {tail} LIMIT ${}", self.sql, self.args.len());
-        let params: Vec<&(dyn ToSql + Sync)> = self
-            .args
-            .iter()
-            .map(|arg| &**arg as &(dyn ToSql + Sync))
-            .collect();
-        query_all(db, &sql, &params, map).await
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Adapters and connections
-
-async fn get_connection(db: &impl GenericClient, id: &str) -> Result<Option<Connection>> {
-    query_opt(
-        db,
-        &format!("SELECT {CONNECTION} FROM connections WHERE id = $1"),
-        &[&id],
-        connection_row,
-    )
-    .await
-}
-
-async fn require_connection(db: &impl GenericClient, id: &str) -> Result<Connection> {
-    get_connection(db, id)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("connection {id}")))
-}
-
-/// The adapter version, which must belong to an adapter of `tenant_id`.
-async fn require_version(
-    db: &impl GenericClient,
-    tenant_id: &str,
-    adapter_id: &str,
-    version: u32,
-) -> Result<()> {
-    let found = query_opt(
-        db,
-        "SELECT 1 FROM adapter_versions v JOIN adapters a ON a.id = v.adapter_id \
-         WHERE v.adapter_id = $1 AND v.version = $2 AND a.tenant_id = $3",
-        &[&adapter_id, &i64::from(version), &tenant_id],
-        |_| Ok(()),
-    )
-    .await?;
-    found.ok_or_else(|| {
-        Error::NotFound(format!(
-            "version {version} of adapter {adapter_id} of this tenant"
-        ))
-    })
-}
-
-async fn upsert_connection(
-    db: &impl GenericClient,
-    spec: &ConnectionSpec,
-    allowed_org_ids_json: &str,
-    actor: &str,
-    now: Millis,
-) -> Result<(Connection, Upsert)> {
-    require_version(db, &spec.tenant_id, &spec.adapter_id, spec.adapter_version).await?;
-    let version = i64::from(spec.adapter_version);
-    // Locked: two hosts applying the same configuration at once do not both update it.
-    let old = query_opt(
-        db,
-        &format!("SELECT {CONNECTION} FROM connections WHERE id = $1 FOR UPDATE"),
-        &[&spec.id],
-        connection_row,
-    )
-    .await?;
-    let Some(old) = old else {
-        let inserted = execute(
-            db,
-            &format!(
-                "INSERT INTO connections ({CONNECTION}) VALUES \
-                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, NULL, NULL, NULL, \
-                  $14) ON CONFLICT (id) DO NOTHING"
-            ),
-            &[
-                &spec.id,
-                &spec.tenant_id,
-                &spec.org_id,
-                &spec.provider,
-                &spec.adapter_id,
-                &version,
-                &spec.signature_json,
-                &allowed_org_ids_json,
-                &spec.secret_refs_json,
-                &spec.settings_json,
-                &spec.polling_json,
-                &spec.status.as_str(),
-                &now,
-                &spec.api_json,
-            ],
-        )
-        .await?;
-        if inserted == 0 {
-            return Err(Error::Conflict(format!(
-                "connection {} was created meanwhile: try again",
-                spec.id
-            )));
-        }
-        return Ok((require_connection(db, &spec.id).await?, Upsert::Created));
-    };
-    if old.tenant_id != spec.tenant_id {
-        return Err(Error::Conflict(format!(
-            "connection {} belongs to another tenant",
-            spec.id
-        )));
-    }
-    if old.spec() == *spec {
-        return Ok((old, Upsert::Unchanged));
-    }
-    let version_changed =
-        old.adapter_id != spec.adapter_id || old.adapter_version != spec.adapter_version;
-    execute(
-        db,
-        "UPDATE connections SET org_id = $2, provider = $3, adapter_id = $4, \
-         adapter_version = $5, signature_json = $6, allowed_org_ids_json = $7, \
-         secret_refs_json = $8, settings_json = $9, polling_json = $10, status = $11, \
-         updated_at = $12, api_json = $15, \
-         version_changed_by = CASE WHEN $13::boolean THEN $14::text ELSE version_changed_by END, \
-         version_changed_at = CASE WHEN $13::boolean THEN $12 ELSE version_changed_at END \
-         WHERE id = $1",
-        &[
-            &spec.id,
-            &spec.org_id,
-            &spec.provider,
-            &spec.adapter_id,
-            &version,
-            &spec.signature_json,
-            &allowed_org_ids_json,
-            &spec.secret_refs_json,
-            &spec.settings_json,
-            &spec.polling_json,
-            &spec.status.as_str(),
-            &now,
-            &version_changed,
-            &actor,
-            &spec.api_json,
-        ],
-    )
-    .await?;
-    if old.polling_json != spec.polling_json {
-        // A shorter interval takes effect now, not after the run the old one scheduled.
-        execute(
-            db,
-            "UPDATE poll_state SET next_run_at = \
-             LEAST(next_run_at, $2::bigint + 1000 * ($3::text::jsonb ->> 'interval_secs')::numeric) \
-             WHERE connection_id = $1 AND ($3::text::jsonb ->> 'interval_secs') IS NOT NULL",
-            &[&spec.id, &now, &spec.polling_json],
-        )
-        .await?;
-    }
-    Ok((require_connection(db, &spec.id).await?, Upsert::Updated))
-}
-
-async fn delete_connection(db: &impl GenericClient, id: &str) -> Result<()> {
-    query_opt(
-        db,
-        "SELECT 1 FROM connections WHERE id = $1 FOR UPDATE",
-        &[&id],
-        |_| Ok(()),
-    )
-    .await?
-    .ok_or_else(|| Error::NotFound(format!("connection {id}")))?;
-    let has_deliveries = query_opt(
-        db,
-        "SELECT 1 FROM deliveries WHERE connection_id = $1 LIMIT 1",
-        &[&id],
-        |_| Ok(()),
-    )
-    .await?
-    .is_some();
-    if has_deliveries {
-        return Err(Error::Conflict(format!(
-            "connection {id} has deliveries, which are kept: disable it instead"
-        )));
-    }
-    // What belongs to the connection alone goes with it; poll runs that fetched no page have
-    // no deliveries to keep.
-    for sql in [
-        "DELETE FROM connection_state WHERE connection_id = $1",
-        "DELETE FROM connection_state_versions WHERE connection_id = $1",
-        "DELETE FROM http_exchanges WHERE poll_run_id IN \
-         (SELECT id FROM poll_runs WHERE connection_id = $1)",
-        "DELETE FROM poll_runs WHERE connection_id = $1",
-        "DELETE FROM poll_state WHERE connection_id = $1",
-        "DELETE FROM oauth_states WHERE connection_id = $1",
-        "DELETE FROM connection_auth WHERE connection_id = $1",
-        "DELETE FROM connections WHERE id = $1",
-    ] {
-        execute(db, sql, &[&id]).await?;
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -126,12 +126,13 @@ pub(super) async fn claim_outbox(
     // due any more) and so skips their entities, which keeps each entity in one relay's hands.
     lock(db, lock_key).await?;
     // A due row is claimed unless an earlier row of its entity is pending and not due (in
-    // flight under another claim, or waiting for a retry).
+    // flight under another claim, or waiting for a retry). The outer conditions are checked
+    // again on a row changed since the statement began (published, say): it is left alone.
     let mut rows = query_all(
         db,
         &format!(
-            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $3 WHERE seq IN ( \
-               SELECT o.seq FROM outbox o \
+            "WITH picked AS MATERIALIZED ( \
+               SELECT o.seq AS picked_seq FROM outbox o \
                WHERE o.status = 'pending' AND o.next_attempt_at <= $1 \
                  AND NOT EXISTS ( \
                    SELECT 1 FROM outbox e \
@@ -139,6 +140,8 @@ pub(super) async fn claim_outbox(
                      AND e.entity_type = o.entity_type AND e.entity_id = o.entity_id \
                      AND e.next_attempt_at > $1 AND e.seq < o.seq) \
                ORDER BY o.seq LIMIT $2) \
+             UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $3 FROM picked \
+             WHERE seq = picked_seq AND status = 'pending' AND next_attempt_at <= $1 \
              RETURNING {OUTBOX}"
         ),
         &[&now, &int(limit as u64), &now.saturating_add(lease)],
@@ -620,15 +623,19 @@ pub(super) async fn claim_subscriber_deliveries(
     let mut subscribers: HashMap<String, Subscriber> = HashMap::new();
     let mut jobs = Vec::with_capacity(due.len());
     for (subscriber_id, seq) in due {
+        // Still pending and due: one marked (or retried by hand) since it was picked is left.
         let attempts = query_opt(
             db,
             "UPDATE subscriber_deliveries SET attempts = attempts + 1, next_attempt_at = $3, \
-             updated_at = $4 WHERE subscriber_id = $1 AND outbox_seq = $2 RETURNING attempts",
+             updated_at = $4 WHERE subscriber_id = $1 AND outbox_seq = $2 \
+               AND status = 'pending' AND next_attempt_at <= $4 RETURNING attempts",
             &[&subscriber_id, &seq, &now.saturating_add(lease), &now],
             |row| small(row, "attempts"),
         )
-        .await?
-        .ok_or_else(|| Error::Backend("a claimed subscriber delivery is missing".into()))?;
+        .await?;
+        let Some(attempts) = attempts else {
+            continue;
+        };
         if !subscribers.contains_key(&subscriber_id) {
             let subscriber = get_subscriber(db, &subscriber_id)
                 .await?

@@ -171,3 +171,282 @@ async fn two_hosts_never_claim_the_same_rows() {
     }
     assert!(!all.is_empty());
 }
+
+/// Two hosts (two stores on one schema) with a tenant and its connection `c1`.
+async fn two_hosts() -> (
+    PostgresBackend,
+    PostgresStore,
+    PostgresStore,
+    crate::store::tests::Tenant,
+) {
+    let backend = PostgresBackend::new();
+    let (a, b) = (backend.connect().await, backend.connect().await);
+    let t = crate::store::tests::tenant(&a, "t1", "c1").await;
+    (backend, a, b, t)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_reaching_two_hosts_at_once_is_recorded_once() {
+    use crate::store::tests::{LEASE_ENDED, T0, WINDOW, delivery};
+    let (_backend, a, b, _) = two_hosts().await;
+    for i in 0..20 {
+        // By the provider's id, then by the body within the window.
+        let provider_id = (i % 2 == 0).then(|| format!("p{i}"));
+        let new = delivery("c1", &format!("body {i}"), provider_id.as_deref(), T0 + i);
+        let (one, two) = tokio::join!(
+            a.record_delivery(new.clone(), WINDOW, LEASE_ENDED),
+            b.record_delivery(new, WINDOW, LEASE_ENDED)
+        );
+        let (one, two) = (one.unwrap(), two.unwrap());
+        assert_eq!(one.id, two.id, "round {i}");
+        assert!(one.duplicate != two.duplicate, "round {i}: {one:?} {two:?}");
+    }
+    assert_eq!(a.unfinished_deliveries().await.unwrap(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_commits_of_two_hosts_never_lose_a_write() {
+    use crate::store::tests::{LEASE_ENDED, T0, WINDOW, completion, delivery};
+    use crate::store::{Error, StateBounds, StateCommit};
+    let (_backend, a, b, t) = two_hosts().await;
+    for round in 0..15 {
+        let snapshot = a.load_state("c1").await.unwrap();
+        let commit = |host: &str| StateCommit {
+            base_version: snapshot.version,
+            reads: vec![("n".to_owned(), snapshot.versions.get("n").copied())],
+            prefixes: Vec::new(),
+            writes: vec![("n".to_owned(), Some(format!("{round} {host}").into_bytes()))],
+            bounds: StateBounds {
+                keys: 10,
+                bytes: 1_000,
+            },
+        };
+        let mut completions = Vec::new();
+        for host in ["a", "b"] {
+            let recorded = a
+                .record_delivery(
+                    delivery("c1", &format!("{round} {host}"), None, T0),
+                    WINDOW,
+                    LEASE_ENDED,
+                )
+                .await
+                .unwrap();
+            completions.push(completion(
+                &recorded.id,
+                &t.adapter.id,
+                Vec::new(),
+                Some(commit(host)),
+                T0,
+            ));
+        }
+        let (second, first) = (completions.pop().unwrap(), completions.pop().unwrap());
+        let (one, two) = tokio::join!(a.complete_delivery(first), b.complete_delivery(second));
+        let stale = [&one, &two]
+            .iter()
+            .filter(|r| matches!(r, Err(Error::StaleState(_))))
+            .count();
+        assert_eq!(stale, 1, "round {round}: {one:?} {two:?}");
+        assert!(one.is_ok() || two.is_ok());
+        let after = b.load_state("c1").await.unwrap();
+        assert_eq!(after.version, snapshot.version + 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_and_polls_are_claimed_by_one_host() {
+    use crate::store::tests::{LEASE_ENDED, SECOND, T0, WINDOW, delivery};
+    let (_backend, a, b, t) = two_hosts().await;
+    for i in 0..40 {
+        a.record_delivery(
+            delivery("c1", &format!("stuck {i}"), None, T0),
+            WINDOW,
+            LEASE_ENDED,
+        )
+        .await
+        .unwrap();
+    }
+    let recover = |store: PostgresStore| async move {
+        let mut ids = Vec::new();
+        loop {
+            let claimed = store.claim_recovery(T0, T0 + 30 * SECOND, 3).await.unwrap();
+            if claimed.is_empty() {
+                return ids;
+            }
+            ids.extend(claimed.into_iter().map(|d| d.info.id));
+        }
+    };
+    let (from_a, from_b) = tokio::join!(recover(a.clone()), recover(b.clone()));
+    let mut all: Vec<String> = from_a.into_iter().chain(from_b).collect();
+    all.sort_unstable();
+    let claimed = all.len();
+    all.dedup();
+    assert_eq!(
+        (claimed, all.len()),
+        (40, 40),
+        "a delivery was recovered twice"
+    );
+
+    for i in 0..12 {
+        let spec = crate::store::ConnectionSpec {
+            id: format!("poll-{i}"),
+            polling_json: Some(r#"{"interval_secs":60}"#.to_owned()),
+            ..t.connection.spec()
+        };
+        a.upsert_connection(spec, "admin", T0).await.unwrap();
+    }
+    let poll = |store: PostgresStore, owner: &'static str| async move {
+        let mut connections = Vec::new();
+        for _ in 0..10 {
+            let claims = store
+                .claim_polls(T0, owner, T0 + 30 * SECOND, 2)
+                .await
+                .unwrap();
+            connections.extend(claims.into_iter().map(|c| c.run.connection_id));
+        }
+        connections
+    };
+    let (from_a, from_b) = tokio::join!(poll(a.clone(), "node-a"), poll(b.clone(), "node-b"));
+    let mut all: Vec<String> = from_a.into_iter().chain(from_b).collect();
+    all.sort_unstable();
+    let claimed = all.len();
+    all.dedup();
+    assert_eq!((claimed, all.len()), (12, 12), "a poll was claimed twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_schema_is_refused_and_the_outbox_is_append_only() {
+    use crate::store::tests::{T0, emit, event, tenant};
+    let backend = PostgresBackend::new();
+    let store = backend.connect().await;
+    let t = tenant(&store, "t1", "c1").await;
+    emit(&store, &t, vec![event("e", "deal.won", "D", None)], T0).await;
+    let db = store.db().await.unwrap();
+    let delete = db.execute("DELETE FROM outbox", &[]).await;
+    assert!(
+        delete
+            .unwrap_err()
+            .as_db_error()
+            .unwrap()
+            .message()
+            .contains("append-only"),
+        "a delete went through"
+    );
+    let rewrite = db
+        .execute("UPDATE outbox SET payload_json = '{}'", &[])
+        .await;
+    assert!(
+        rewrite
+            .unwrap_err()
+            .as_db_error()
+            .unwrap()
+            .message()
+            .contains("immutable"),
+        "an event was rewritten"
+    );
+    db.execute("UPDATE outbox SET status = 'published'", &[])
+        .await
+        .unwrap();
+
+    db.execute(
+        "INSERT INTO schema_migrations (version, applied_at) VALUES (999, 0)",
+        &[],
+    )
+    .await
+    .unwrap();
+    drop((db, store));
+    match PostgresStore::connect(&backend.url, &backend.schema).await {
+        Err(crate::store::Error::Backend(message)) => {
+            assert!(message.contains("upgrade the host"), "{message}")
+        }
+        other => panic!("a newer schema must be refused, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_is_recorded_completed_in_one_transaction_or_not_at_all() {
+    use crate::store::tests::{SECOND, T0, WINDOW, completion, delivery, event, tenant};
+    use crate::store::{DeliveryStatus, Prepared, StateCommit, Taken};
+    let backend = PostgresBackend::new();
+    let store = backend.connect().await;
+    let t = tenant(&store, "t1", "c1").await;
+
+    // An event the outbox refuses (no entity id): nothing of the delivery is kept.
+    let mut broken = event("e1", "deal.won", "d1", None);
+    broken.entity_id = String::new();
+    let failing = completion(
+        &crate::store::new_id(),
+        &t.adapter.id,
+        vec![broken],
+        None,
+        T0,
+    );
+    let failed_id = failing.delivery_id.clone();
+    assert!(
+        store
+            .record_completed(delivery("c1", "one", Some("p1"), T0), WINDOW, failing)
+            .await
+            .is_err()
+    );
+    assert!(store.get_delivery(&failed_id).await.unwrap().is_none());
+    assert!(store.list_invocations(&failed_id).await.unwrap().is_empty());
+    let connection = store.get_connection("c1").await.unwrap().unwrap();
+    assert_eq!(connection.last_delivery_at, None);
+
+    // The CRM's retry is taken as new, with its events and state.
+    let state: crate::store::StateMap = [("cursor".to_owned(), b"42".to_vec())].into();
+    let done = completion(
+        &crate::store::new_id(),
+        &t.adapter.id,
+        vec![event("e1", "deal.won", "d1", None)],
+        Some(StateCommit::blind(0, state.clone())),
+        T0 + SECOND,
+    );
+    let id = done.delivery_id.clone();
+    let Taken::Completed(completed) = store
+        .record_completed(delivery("c1", "one", Some("p1"), T0), WINDOW, done)
+        .await
+        .unwrap()
+    else {
+        panic!("a new delivery was taken as a duplicate");
+    };
+    assert_eq!(completed.appended.len(), 1);
+    let stored = store.get_delivery(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stored.info.status,
+            stored.info.attempts,
+            stored.info.processed_at
+        ),
+        (DeliveryStatus::Processed, 1, Some(T0 + SECOND))
+    );
+    assert_eq!(
+        store.get_event("e1").await.unwrap().unwrap().delivery_id,
+        id
+    );
+
+    // Its retry is the original, and writes nothing.
+    let again = completion(
+        &crate::store::new_id(),
+        &t.adapter.id,
+        vec![event("e2", "deal.won", "d2", None)],
+        None,
+        T0,
+    );
+    let Taken::Duplicate(original) = store
+        .record_completed(delivery("c1", "one again", Some("p1"), T0), WINDOW, again)
+        .await
+        .unwrap()
+    else {
+        panic!("a retry was taken twice");
+    };
+    assert_eq!(original.id, id);
+    assert!(store.get_event("e2").await.unwrap().is_none());
+    let Prepared::New(seen) = store
+        .prepare_delivery(&delivery("c1", "two", Some("p2"), T0), WINDOW)
+        .await
+        .unwrap()
+    else {
+        panic!("a new delivery was taken as a duplicate");
+    };
+    assert_eq!((seen.map, seen.version), (state, 1));
+}
