@@ -332,6 +332,10 @@ macro_rules! in_tx {
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
     async fn create_adapter(&self, new: NewAdapter) -> Result<Adapter> {
         let adapter = Adapter {
             id: new_id(),
