@@ -17,10 +17,10 @@ use crate::bus::MemoryBus;
 use crate::metrics::Metrics;
 use crate::secrets::{InMemorySecretStore, SecretStore, SecretValue};
 use crate::signatures::{self, RawRequest, SchemeConfig, Secret};
-use crate::store::tests::{SECOND, T0, emit, event, tenant};
+use crate::store::tests::{Backend, SECOND, T0, emit, event, tenant};
 use crate::store::{
-    Millis, NewSubscriber, SqliteStore, Store, Subscriber, SubscriberDelivery,
-    SubscriberDeliveryFilter, SubscriberDeliveryStatus,
+    Millis, NewSubscriber, Store, Subscriber, SubscriberDelivery, SubscriberDeliveryFilter,
+    SubscriberDeliveryStatus,
 };
 
 const SIGNING: &str = "whsec_c3Vic2NyaWJlci1zaWduaW5nLXNlY3JldC0wMDAx";
@@ -104,6 +104,41 @@ impl Endpoint {
     }
 }
 
+/// Every relay test runs on each store backend: `sqlite::<test>`, `postgres::<test>`.
+macro_rules! relay_suite {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(&crate::store::tests::SqliteBackend::new()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(&crate::store::postgres::tests::PostgresBackend::new()).await;
+                }
+            )*
+        }
+    };
+}
+
+relay_suite!(
+    an_event_reaches_its_subscriber_signed_as_standard_webhooks,
+    a_failed_delivery_is_retried_on_schedule_then_parked_and_manually_retried,
+    a_later_event_of_the_same_entity_waits_for_the_earlier_one,
+    a_redirect_is_a_failed_answer_not_a_hop,
+    a_subscriber_that_does_not_answer_in_time_is_a_failed_attempt,
+    during_a_rotation_both_secrets_sign,
+    failures_record_no_secret_and_no_url,
+    without_a_secret_store_nothing_is_sent,
+    one_entity_s_backlog_is_published_in_batches_in_order,
+    a_failed_event_holds_back_the_rest_of_its_entity_only,
+);
+
 /// A store with one tenant, a secret store with the subscriber's secret, and a relay whose
 /// clock the test moves.
 struct Fixture {
@@ -112,13 +147,11 @@ struct Fixture {
     relay: Relay,
     now: Arc<AtomicI64>,
     tenant: crate::store::tests::Tenant,
-    _dir: tempfile::TempDir,
 }
 
 impl Fixture {
-    async fn new(config: RelayConfig) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    async fn new(backend: &dyn Backend, config: RelayConfig) -> Self {
+        let store = backend.open().await;
         let tenant = tenant(&*store, "t1", "c1").await;
         let secrets = Arc::new(InMemorySecretStore::new());
         secrets
@@ -146,7 +179,6 @@ impl Fixture {
             relay,
             now,
             tenant,
-            _dir: dir,
         }
     }
 
@@ -228,9 +260,8 @@ fn verify(received: &Received, secret: &str, now: Millis) -> Result<(), String> 
     .map_err(|e| e.to_string())
 }
 
-#[tokio::test]
-async fn an_event_reaches_its_subscriber_signed_as_standard_webhooks() {
-    let fixture = Fixture::new(quick()).await;
+async fn an_event_reaches_its_subscriber_signed_as_standard_webhooks(backend: &dyn Backend) {
+    let fixture = Fixture::new(backend, quick()).await;
     let (endpoint, address) = Endpoint::start([]).await;
     let subscriber = fixture.subscribe(format!("http://{address}/hook")).await;
     fixture.publish(&["D1"]).await;
@@ -264,9 +295,10 @@ async fn an_event_reaches_its_subscriber_signed_as_standard_webhooks() {
     assert_eq!(fixture.relay.deliver_once().await.unwrap(), 0, "sent once");
 }
 
-#[tokio::test]
-async fn a_failed_delivery_is_retried_on_schedule_then_parked_and_manually_retried() {
-    let fixture = Fixture::new(quick()).await;
+async fn a_failed_delivery_is_retried_on_schedule_then_parked_and_manually_retried(
+    backend: &dyn Backend,
+) {
+    let fixture = Fixture::new(backend, quick()).await;
     let (endpoint, address) = Endpoint::start([
         Answer::Status(503),
         Answer::Status(500),
@@ -330,9 +362,8 @@ async fn a_failed_delivery_is_retried_on_schedule_then_parked_and_manually_retri
     verify(&endpoint.received()[3], SIGNING, fixture.now()).unwrap();
 }
 
-#[tokio::test]
-async fn a_later_event_of_the_same_entity_waits_for_the_earlier_one() {
-    let fixture = Fixture::new(quick()).await;
+async fn a_later_event_of_the_same_entity_waits_for_the_earlier_one(backend: &dyn Backend) {
+    let fixture = Fixture::new(backend, quick()).await;
     let (endpoint, address) = Endpoint::start([Answer::Status(502)]).await;
     fixture.subscribe(format!("http://{address}/hook")).await;
     fixture.publish(&["D1", "D1", "D2"]).await;
@@ -360,9 +391,8 @@ async fn a_later_event_of_the_same_entity_waits_for_the_earlier_one() {
     assert_eq!(order, ["evt-D1-0", "evt-D1-0", "evt-D1-1"]);
 }
 
-#[tokio::test]
-async fn a_redirect_is_a_failed_answer_not_a_hop() {
-    let fixture = Fixture::new(quick()).await;
+async fn a_redirect_is_a_failed_answer_not_a_hop(backend: &dyn Backend) {
+    let fixture = Fixture::new(backend, quick()).await;
     let (endpoint, address) = Endpoint::start([Answer::Redirect]).await;
     let subscriber = fixture.subscribe(format!("http://{address}/hook")).await;
     fixture.publish(&["D1"]).await;
@@ -374,12 +404,14 @@ async fn a_redirect_is_a_failed_answer_not_a_hop() {
     assert_eq!(endpoint.received().len(), 1);
 }
 
-#[tokio::test]
-async fn a_subscriber_that_does_not_answer_in_time_is_a_failed_attempt() {
-    let fixture = Fixture::new(RelayConfig {
-        http_timeout: Duration::from_millis(200),
-        ..quick()
-    })
+async fn a_subscriber_that_does_not_answer_in_time_is_a_failed_attempt(backend: &dyn Backend) {
+    let fixture = Fixture::new(
+        backend,
+        RelayConfig {
+            http_timeout: Duration::from_millis(200),
+            ..quick()
+        },
+    )
     .await;
     let (_endpoint, address) = Endpoint::start([Answer::Slow(Duration::from_secs(5))]).await;
     let subscriber = fixture.subscribe(format!("http://{address}/hook")).await;
@@ -394,9 +426,8 @@ async fn a_subscriber_that_does_not_answer_in_time_is_a_failed_attempt() {
     );
 }
 
-#[tokio::test]
-async fn during_a_rotation_both_secrets_sign() {
-    let fixture = Fixture::new(quick()).await;
+async fn during_a_rotation_both_secrets_sign(backend: &dyn Backend) {
+    let fixture = Fixture::new(backend, quick()).await;
     fixture
         .secrets
         .put(
@@ -417,9 +448,8 @@ async fn during_a_rotation_both_secrets_sign() {
     verify(request, SIGNING, fixture.now()).unwrap();
 }
 
-#[tokio::test]
-async fn failures_record_no_secret_and_no_url() {
-    let fixture = Fixture::new(quick()).await;
+async fn failures_record_no_secret_and_no_url(backend: &dyn Backend) {
+    let fixture = Fixture::new(backend, quick()).await;
     // Nothing listens on port 9 of loopback (discard): the connection is refused.
     let refused = fixture
         .subscribe("http://127.0.0.1:9/hook?token=url-token-do-not-log".into())
@@ -448,9 +478,8 @@ async fn failures_record_no_secret_and_no_url() {
     assert_eq!(unsigned.status, SubscriberDeliveryStatus::Pending);
 }
 
-#[tokio::test]
-async fn without_a_secret_store_nothing_is_sent() {
-    let fixture = Fixture::new(quick()).await;
+async fn without_a_secret_store_nothing_is_sent(backend: &dyn Backend) {
+    let fixture = Fixture::new(backend, quick()).await;
     let (endpoint, address) = Endpoint::start([]).await;
     let subscriber = fixture.subscribe(format!("http://{address}/hook")).await;
     fixture.publish(&["D1"]).await;
@@ -499,9 +528,8 @@ impl crate::bus::Bus for RecordingBus {
     }
 }
 
-#[tokio::test]
-async fn one_entity_s_backlog_is_published_in_batches_in_order() {
-    let fixture = Fixture::new(quick()).await;
+async fn one_entity_s_backlog_is_published_in_batches_in_order(backend: &dyn Backend) {
+    let fixture = Fixture::new(backend, quick()).await;
     let bus = Arc::new(RecordingBus::default());
     let relay = Relay {
         bus: bus.clone(),
@@ -527,9 +555,8 @@ async fn one_entity_s_backlog_is_published_in_batches_in_order() {
     assert_eq!(published, expected);
 }
 
-#[tokio::test]
-async fn a_failed_event_holds_back_the_rest_of_its_entity_only() {
-    let fixture = Fixture::new(quick()).await;
+async fn a_failed_event_holds_back_the_rest_of_its_entity_only(backend: &dyn Backend) {
+    let fixture = Fixture::new(backend, quick()).await;
     let bus = Arc::new(RecordingBus::default());
     bus.fail_once.lock().unwrap().insert("a-1".to_owned());
     let relay = Relay {

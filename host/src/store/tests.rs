@@ -3159,12 +3159,12 @@ fn invocation_records_and_statuses_follow_the_report() {
 // ---------------------------------------------------------------------------------------------
 // SQLite
 
-struct SqliteBackend {
+pub(crate) struct SqliteBackend {
     dir: tempfile::TempDir,
 }
 
 impl SqliteBackend {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             dir: tempfile::tempdir().expect("a temporary directory"),
         }

@@ -251,11 +251,13 @@ async fn insert_delivery(
         ],
     )
     .await?;
-    // Only a later time is written: the row is left alone (and unlocked) otherwise.
+    // Only a time at least a second later is written: the row is left alone (and unlocked)
+    // otherwise. Writing every delivery's time would lock the connection's row until commit
+    // and queue every delivery of the connection behind the one before, on every node.
     execute(
         db,
         "UPDATE connections SET last_delivery_at = $2 \
-         WHERE id = $1 AND (last_delivery_at IS NULL OR last_delivery_at < $2)",
+         WHERE id = $1 AND (last_delivery_at IS NULL OR last_delivery_at <= $2::bigint - 1000)",
         &[&new.connection_id, &new.received_at],
     )
     .await?;
@@ -558,10 +560,20 @@ async fn commit_state(
         &[&connection_id],
     )
     .await?;
+    // A commit that writes nothing only checks its reads: a shared lock, which commits of
+    // other readers share and a writer's commit waits for (and they for it), so the deliveries
+    // of a connection that only read its state commit side by side.
+    let lock = if commit.writes.is_empty() {
+        "FOR SHARE"
+    } else {
+        "FOR UPDATE"
+    };
     let (mut version, mut keys, mut bytes) = query_opt(
         db,
-        "SELECT version, keys, bytes FROM connection_state_versions \
-         WHERE connection_id = $1 FOR UPDATE",
+        &format!(
+            "SELECT version, keys, bytes FROM connection_state_versions \
+             WHERE connection_id = $1 {lock}"
+        ),
         &[&connection_id],
         |row| {
             Ok((

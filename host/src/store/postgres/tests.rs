@@ -20,13 +20,13 @@ fn url() -> String {
 }
 
 /// A fresh schema, dropped (best effort) when the backend is.
-struct PostgresBackend {
+pub(crate) struct PostgresBackend {
     url: String,
     schema: String,
 }
 
 impl PostgresBackend {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             url: url(),
             schema: format!("test_{}", uuid::Uuid::now_v7().simple()),
