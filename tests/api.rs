@@ -83,12 +83,27 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        self.call_with(who, &[], method, path, body).await
+    }
+
+    /// [`Api::call`] with more headers (`x-request-id`, `x-support-tenant`).
+    async fn call_with(
+        &self,
+        who: &As,
+        headers: &[(&str, &str)],
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut request = Request::builder()
             .method(method)
             .uri(path)
             .header("authorization", format!("Bearer {}", who.token));
         if let Some(org) = who.org_header {
             request = request.header("x-org-id", org);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let request = match body {
             Some(body) => request
@@ -376,6 +391,7 @@ fn endpoints(f: &OrgA) -> Vec<(Method, String, Option<Value>)> {
     } = f;
     vec![
         (Method::GET, "/v1/adapters".into(), None),
+        (Method::GET, "/v1/audit".into(), None),
         (
             Method::POST,
             "/v1/adapters".into(),
@@ -2165,4 +2181,453 @@ async fn oauth_settings_are_checked_and_the_token_namespace_is_the_hosts() {
             .contains("not one this host issued"),
         "{problem}"
     );
+}
+
+/// The audit log as `who` reads it, every page, newest first.
+async fn audit_log(api: &Api, who: &As, query: &str) -> Vec<Value> {
+    let mut entries = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(cursor) => format!("/v1/audit?limit=5&cursor={cursor}{query}"),
+            None => format!("/v1/audit?limit=5{query}"),
+        };
+        let (status, page) = api.call(who, Method::GET, &path, None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        entries.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return entries,
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_write_is_audited_with_who_and_the_request_and_no_secret_value() {
+    let api = start().await;
+    let a = org_admin("org-a");
+    // Each write with its own request id: (request id, method, path, body, answer).
+    let mut step = 0;
+    let mut write =
+        async |method: Method, path: &str, body: Option<Value>, expected: StatusCode| {
+            step += 1;
+            let id = format!("audit-step-{step}");
+            let (status, answer) = api
+                .call_with(&a, &[("x-request-id", &id)], method, path, body)
+                .await;
+            assert_eq!(status, expected, "{path}: {answer}");
+            (id, answer)
+        };
+    let (r_adapter, adapter) = write(
+        Method::POST,
+        "/v1/adapters",
+        Some(json!({"name": "hostile"})),
+        StatusCode::CREATED,
+    )
+    .await;
+    let adapter = adapter["id"].as_str().unwrap().to_owned();
+    // The upload goes its own way (a component body); its entry is checked without an id.
+    let (status, _) = api.upload(&a, &adapter, test_artifacts::HOSTILE).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let secret_values = [
+        "gh-secret-value-7f3a",
+        "push-secret-value-9c1e",
+        "url-token-5d2b",
+    ];
+    let (r_secret, _) = write(
+        Method::PUT,
+        "/v1/secrets/gh",
+        Some(json!({"value": secret_values[0]})),
+        StatusCode::OK,
+    )
+    .await;
+    write(
+        Method::PUT,
+        "/v1/secrets/pusher",
+        Some(json!({"value": secret_values[1]})),
+        StatusCode::OK,
+    )
+    .await;
+    let (r_connection, connection) = write(
+        Method::POST,
+        "/v1/connections",
+        Some(json!({"provider": "custom", "adapter_id": adapter,
+                    "signature": {"scheme": "github"}, "secret": "gh",
+                    "polling": {"push_secret": "pusher"}})),
+        StatusCode::CREATED,
+    )
+    .await;
+    let connection = connection["id"].as_str().unwrap().to_owned();
+    let (r_update, _) = write(
+        Method::PATCH,
+        &format!("/v1/connections/{connection}"),
+        Some(json!({"settings": {"region": "eu"}, "enabled": true})),
+        StatusCode::OK,
+    )
+    .await;
+    // A page the adapter fails on (data, not a management write: no entry), then redriven.
+    let (status, failed) = api
+        .send(
+            Request::post(format!("/v1/connections/{connection}/poll-results"))
+                .header("authorization", format!("Bearer {}", a.token))
+                .header("content-type", "application/json")
+                .header("poll-cursor", "c1")
+                .body(Body::from("panic"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{failed}");
+    let delivery = failed["delivery_id"].as_str().unwrap().to_owned();
+    let (r_redrive, _) = write(
+        Method::POST,
+        &format!("/v1/deliveries/{delivery}/redrive"),
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    let (r_bulk, bulk) = write(
+        Method::POST,
+        "/v1/deliveries/redrive",
+        Some(json!({"connection_id": connection})),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(bulk["redriven"], 1, "{bulk}");
+    let (r_poll, run) = write(
+        Method::POST,
+        &format!("/v1/connections/{connection}/poll"),
+        None,
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    let (r_subscriber, subscriber) = write(
+        Method::POST,
+        "/v1/subscribers",
+        Some(
+            json!({"url": format!("https://subscriber.example/hook?token={}", secret_values[2]),
+                    "secret": "gh"}),
+        ),
+        StatusCode::CREATED,
+    )
+    .await;
+    let subscriber = subscriber["id"].as_str().unwrap().to_owned();
+    let (r_subscriber_update, _) = write(
+        Method::PATCH,
+        &format!("/v1/subscribers/{subscriber}"),
+        Some(json!({"enabled": false})),
+        StatusCode::OK,
+    )
+    .await;
+    let (r_subscriber_delete, _) = write(
+        Method::DELETE,
+        &format!("/v1/subscribers/{subscriber}"),
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    let (r_replay, replay) = write(
+        Method::POST,
+        "/v1/replays",
+        Some(json!({"from": 0, "to": 1000})),
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    let (_, spare) = write(
+        Method::POST,
+        "/v1/connections",
+        Some(json!({"provider": "custom", "adapter_id": adapter,
+                    "signature": {"scheme": "github"}, "secret": "gh"})),
+        StatusCode::CREATED,
+    )
+    .await;
+    let spare = spare["id"].as_str().unwrap().to_owned();
+    let (r_delete, _) = write(
+        Method::DELETE,
+        &format!("/v1/connections/{spare}"),
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    // What was refused changed nothing and is not recorded.
+    write(
+        Method::DELETE,
+        &format!("/v1/connections/{connection}"),
+        None,
+        StatusCode::CONFLICT,
+    )
+    .await;
+
+    let log = audit_log(&api, &a, "").await;
+    let got: Vec<(&str, &str, &str)> = log
+        .iter()
+        .rev()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["resource_id"].as_str().unwrap(),
+                e["request_id"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    let upload_request = got[1].2;
+    assert_eq!(
+        got,
+        [
+            ("adapter.create", adapter.as_str(), r_adapter.as_str()),
+            ("adapter_version.upload", adapter.as_str(), upload_request),
+            ("secret.put", "gh", r_secret.as_str()),
+            ("secret.put", "pusher", "audit-step-3"),
+            (
+                "connection.create",
+                connection.as_str(),
+                r_connection.as_str()
+            ),
+            ("connection.update", connection.as_str(), r_update.as_str()),
+            ("delivery.redrive", delivery.as_str(), r_redrive.as_str()),
+            ("delivery.redrive", delivery.as_str(), r_bulk.as_str()),
+            ("poll.start", connection.as_str(), r_poll.as_str()),
+            (
+                "subscriber.create",
+                subscriber.as_str(),
+                r_subscriber.as_str()
+            ),
+            (
+                "subscriber.update",
+                subscriber.as_str(),
+                r_subscriber_update.as_str()
+            ),
+            (
+                "subscriber.delete",
+                subscriber.as_str(),
+                r_subscriber_delete.as_str()
+            ),
+            (
+                "replay.create",
+                replay["id"].as_str().unwrap(),
+                r_replay.as_str()
+            ),
+            ("connection.create", spare.as_str(), "audit-step-13"),
+            ("connection.delete", spare.as_str(), r_delete.as_str()),
+        ]
+    );
+    // A request id the host made up is still recorded (the upload sent none).
+    assert!(!upload_request.is_empty());
+    for entry in &log {
+        assert_eq!(
+            (
+                &entry["actor"],
+                &entry["tenant_id"],
+                &entry["org_id"],
+                &entry["roles"],
+                &entry["support"],
+            ),
+            (
+                &json!("alice@example.com"),
+                &json!("t1"),
+                &json!("org-a"),
+                &json!(["tenant_admin"]),
+                &json!(false),
+            ),
+            "{entry}"
+        );
+    }
+    let by_action = |action: &str| -> Vec<&Value> {
+        log.iter().rev().filter(|e| e["action"] == action).collect()
+    };
+    let update = by_action("connection.update")[0];
+    assert_eq!(update["detail"]["fields"], json!(["settings", "enabled"]));
+    assert_eq!(update["status"], 200);
+    let redriven = by_action("delivery.redrive");
+    assert_eq!(
+        (
+            &redriven[0]["detail"]["batch"],
+            &redriven[1]["detail"]["batch"]
+        ),
+        (&json!(false), &json!(true))
+    );
+    assert_eq!(by_action("poll.start")[0]["detail"]["run_id"], run["id"]);
+    assert_eq!(by_action("poll.start")[0]["status"], 202);
+    assert_eq!(by_action("subscriber.delete")[0]["status"], 204);
+    assert_eq!(by_action("secret.put")[0]["detail"]["version"], 1);
+    // No secret value anywhere in what the log answers.
+    let text = serde_json::to_string(&log).unwrap();
+    for value in secret_values {
+        assert!(
+            !text.contains(value),
+            "the audit log shows a secret: {text}"
+        );
+    }
+
+    // Filters narrow the log; a viewer of the org reads it too.
+    let viewer = As {
+        token: token_with(json!({"org_id": "org-a", "roles": ["viewer"]})),
+        org_header: None,
+    };
+    let secrets = audit_log(&api, &viewer, "&action=secret.put").await;
+    assert_eq!(secrets.len(), 2);
+    let on_spare = audit_log(
+        &api,
+        &a,
+        &format!("&resource_type=connection&resource_id={spare}"),
+    )
+    .await;
+    assert_eq!(on_spare.len(), 2);
+    assert!(
+        audit_log(&api, &a, "&actor=bob@example.com")
+            .await
+            .is_empty()
+    );
+    let (status, problem) = api.call(&a, Method::GET, "/v1/audit?limit=0", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    let (status, problem) = api.call(&a, Method::GET, "/v1/audit?who=alice", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+}
+
+#[tokio::test]
+async fn an_org_reads_its_own_and_the_platform_level_audit_entries_only() {
+    let api = start().await;
+    let a = org_admin("org-a");
+    let b = org_admin("org-b");
+    let platform_a = platform(Some("org-a"));
+    for (who, name, platform_level) in [
+        (&a, "of-a", false),
+        (&b, "of-b", false),
+        (&platform_a, "of-all", true),
+    ] {
+        let (status, answer) = api
+            .call(
+                who,
+                Method::POST,
+                "/v1/adapters",
+                Some(json!({"name": name, "platform_level": platform_level})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+    }
+    let names = |log: Vec<Value>| -> Vec<String> {
+        let mut names: Vec<String> = log
+            .iter()
+            .map(|e| e["detail"]["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(audit_log(&api, &a, "").await), ["of-a", "of-all"]);
+    assert_eq!(names(audit_log(&api, &b, "").await), ["of-all", "of-b"]);
+    let platform_entry = audit_log(&api, &b, "&action=adapter.create")
+        .await
+        .into_iter()
+        .find(|e| e["detail"]["name"] == "of-all")
+        .unwrap();
+    assert_eq!(platform_entry["org_id"], Value::Null);
+    // Another tenant sees none of it.
+    let other = As {
+        token: token_with(json!({"tenant_id": "t2", "org_id": "org-a"})),
+        org_header: None,
+    };
+    assert!(audit_log(&api, &other, "").await.is_empty());
+}
+
+#[tokio::test]
+async fn support_mode_needs_the_header_and_an_admin_and_is_marked() {
+    let api = start().await;
+    let a = org_admin("org-a");
+    // The platform's operator: an admin of its own tenant, without an org.
+    let operator = As {
+        token: token_with(json!({"sub": "ops@platform.example", "tenant_id": "ops",
+                                 "roles": ["admin", "viewer"]})),
+        org_header: Some("org-a"),
+    };
+    let support = [("x-support-tenant", "t1")];
+    let (status, adapter) = api
+        .call_with(
+            &operator,
+            &support,
+            Method::POST,
+            "/v1/adapters",
+            Some(json!({"name": "fixed-by-support"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{adapter}");
+    let adapter_id = adapter["id"].as_str().unwrap();
+    // It is t1's: org-a sees it, and the entry says support did it.
+    let (_, listed) = api.call(&a, Method::GET, "/v1/adapters", None).await;
+    assert_eq!(ids(&listed), [adapter_id]);
+    let log = audit_log(&api, &a, "").await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(
+        (
+            &log[0]["actor"],
+            &log[0]["tenant_id"],
+            &log[0]["org_id"],
+            &log[0]["roles"],
+            &log[0]["support"],
+        ),
+        (
+            &json!("ops@platform.example"),
+            &json!("t1"),
+            &json!("org-a"),
+            &json!(["viewer", "admin"]),
+            &json!(true),
+        )
+    );
+    // The operator reads t1's log in support mode too.
+    let (status, read) = api
+        .call_with(&operator, &support, Method::GET, "/v1/audit", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    assert_eq!(read["items"].as_array().unwrap().len(), 1);
+
+    // Without the header an admin token acts in its own tenant only, unmarked.
+    let (_, own) = api.call(&operator, Method::GET, "/v1/adapters", None).await;
+    assert_eq!(ids(&own), Vec::<String>::new());
+    let t1_admin = As {
+        token: token_with(json!({"sub": "root@t1.example", "roles": ["admin"]})),
+        org_header: Some("org-a"),
+    };
+    let (status, _) = api
+        .call(
+            &t1_admin,
+            Method::POST,
+            "/v1/adapters",
+            Some(json!({"name": "by-own-admin"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let log = audit_log(&api, &a, "&actor=root@t1.example").await;
+    assert_eq!((log.len(), &log[0]["support"]), (1, &json!(false)));
+
+    // The header gives nobody else anything: a tenant admin, a viewer, an org-scoped admin.
+    let refused = [
+        token_with(json!({"tenant_id": "t2"})),
+        token_with(json!({"tenant_id": "t2", "roles": ["viewer"]})),
+        token_with(json!({"tenant_id": "ops", "org_id": "org-a", "roles": ["admin"]})),
+    ];
+    for token in refused {
+        let who = As {
+            token,
+            org_header: Some("org-a"),
+        };
+        for (method, body) in [
+            (Method::GET, None),
+            (Method::POST, Some(json!({"name": "intruder"}))),
+        ] {
+            let (status, problem) = api
+                .call_with(&who, &support, method, "/v1/adapters", body)
+                .await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+        }
+    }
+    let (status, problem) = api
+        .call_with(
+            &operator,
+            &[("x-support-tenant", "a/b")],
+            Method::GET,
+            "/v1/adapters",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    // Nothing more was written to t1.
+    assert_eq!(audit_log(&api, &a, "").await.len(), 2);
 }

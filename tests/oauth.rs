@@ -443,6 +443,35 @@ async fn a_connection_is_connected_kept_fresh_and_recovers_from_a_revoked_grant(
     let view = host.poll().await;
     assert_eq!(view["run"]["status"], "failed", "{view}");
 
+    // The audit log holds each authorization step, by the admin who took it (the callback's
+    // by the admin who started it), and its answer is checked for secrets below like the rest.
+    let (status, audit) = host
+        .call(reqwest::Method::GET, "/v1/audit?resource_id=crm")
+        .await;
+    assert_eq!(status, 200, "{audit}");
+    let mut steps: Vec<(&str, &str)> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"].as_str().unwrap().starts_with("oauth."))
+        .map(|e| (e["action"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+        .collect();
+    steps.reverse();
+    let alice = "alice@example.com";
+    assert_eq!(
+        steps,
+        [
+            ("oauth.start", alice),
+            ("oauth.connected", alice),
+            // Denied at the provider: started, never connected.
+            ("oauth.start", alice),
+            ("oauth.start", alice),
+            ("oauth.connected", alice),
+            ("oauth.disconnect", alice),
+        ],
+        "{audit}"
+    );
+
     // No token, nor the client secret, in anything the host wrote or answered.
     let mut host = host;
     let _ = host.child.kill();

@@ -245,6 +245,17 @@ pub enum Role {
     Admin,
 }
 
+impl Role {
+    /// The role's name in a token's `roles`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::TenantAdmin => "tenant_admin",
+            Self::Admin => "admin",
+        }
+    }
+}
+
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -256,6 +267,8 @@ pub struct Caller {
     pub org_id: Option<String>,
     /// The highest role the token grants.
     pub role: Role,
+    /// Every role of this API the token grants, by name (recorded with the changes it makes).
+    pub roles: Vec<String>,
 }
 
 impl Caller {
@@ -377,7 +390,7 @@ pub fn authenticate(config: &AuthConfig, headers: &HeaderMap) -> Result<Caller, 
                 .into(),
         ));
     }
-    let role = claims
+    let mut granted: Vec<Role> = claims
         .roles
         .iter()
         .filter_map(|role| match role.as_str() {
@@ -386,16 +399,17 @@ pub fn authenticate(config: &AuthConfig, headers: &HeaderMap) -> Result<Caller, 
             "viewer" => Some(Role::Viewer),
             _ => None,
         })
-        .max()
-        .ok_or_else(|| {
-            ApiError::Forbidden(
-                "the token grants no role of this API (tenant_admin, viewer)".into(),
-            )
-        })?;
+        .collect();
+    granted.sort_unstable();
+    granted.dedup();
+    let role = granted.last().copied().ok_or_else(|| {
+        ApiError::Forbidden("the token grants no role of this API (tenant_admin, viewer)".into())
+    })?;
     Ok(Caller {
         subject: claims.sub,
         tenant_id: claims.tenant_id,
         org_id: claims.org_id,
         role,
+        roles: granted.iter().map(|r| r.as_str().to_owned()).collect(),
     })
 }

@@ -10,9 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::ApiError;
+use super::audit::{Target, changed_fields};
 use super::manage::{
     ApiState, ListQuery, check_name, internal, list_error, list_query, visible_adapter,
 };
@@ -431,6 +432,20 @@ async fn create_connection(
         .await
         .map_err(internal)?;
     tracing::info!(connection = %connection.id, by = %scope.caller.subject, "connection created");
+    scope
+        .audit(
+            &state,
+            StatusCode::CREATED,
+            "connection.create",
+            Target::new("connection", &connection.id, connection.org_id.as_deref()),
+            json!({
+                "provider": connection.provider,
+                "adapter_id": connection.adapter_id,
+                "adapter_version": connection.adapter_version,
+                "status": connection.status,
+            }),
+        )
+        .await;
     Ok((
         StatusCode::CREATED,
         Json(ConnectionView::of(connection, &state.host).await?),
@@ -526,6 +541,16 @@ async fn update_connection(
         format!("connection `{connection_id}`")
     })?;
     let Json(mut patch) = body?;
+    let mut detail = changed_fields(&[
+        ("adapter_version", patch.adapter_version.is_some()),
+        ("signature", patch.signature.is_some()),
+        ("secret", patch.secret.is_some()),
+        ("allowed_org_ids", patch.allowed_org_ids.is_some()),
+        ("settings", patch.settings.is_some()),
+        ("api", patch.api.is_some()),
+        ("polling", patch.polling.is_some()),
+        ("enabled", patch.enabled.is_some()),
+    ]);
     let mut spec = current.spec();
     if let Some(version) = patch.adapter_version {
         let adapter = state
@@ -624,6 +649,19 @@ async fn update_connection(
         .await
         .map_err(internal)?;
     tracing::info!(connection = %connection.id, by = %scope.caller.subject, "connection updated");
+    if connection.adapter_version != current.adapter_version {
+        detail["adapter_version"] =
+            json!({"from": current.adapter_version, "to": connection.adapter_version});
+    }
+    scope
+        .audit(
+            &state,
+            StatusCode::OK,
+            "connection.update",
+            Target::new("connection", &connection.id, connection.org_id.as_deref()),
+            detail,
+        )
+        .await;
     Ok(Json(ConnectionView::of(connection, &state.host).await?))
 }
 
@@ -663,5 +701,14 @@ async fn delete_connection(
         }
     }
     tracing::info!(connection = %current.id, by = %scope.caller.subject, "connection deleted");
+    scope
+        .audit(
+            &state,
+            StatusCode::NO_CONTENT,
+            "connection.delete",
+            Target::new("connection", &current.id, current.org_id.as_deref()),
+            json!({}),
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }

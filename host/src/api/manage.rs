@@ -15,9 +15,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::ApiError;
+use super::audit::{Target, changed_fields};
 use super::auth::{self, AuthConfig};
 use super::connections::check_allowed_orgs;
 use super::scope::Scope;
@@ -91,7 +92,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/events", get(list_events))
         .route("/v1/events/{event_id}", get(get_event))
         .with_state(state.clone())
-        .merge(super::connections::router(state))
+        .merge(super::connections::router(state.clone()))
+        .merge(super::audit::router(state))
 }
 
 impl FromRequestParts<ApiState> for Scope {
@@ -275,6 +277,15 @@ async fn create_adapter(
             }
             other => internal(other),
         })?;
+    scope
+        .audit(
+            &state,
+            StatusCode::CREATED,
+            "adapter.create",
+            Target::new("adapter", &adapter.id, adapter.org_id.as_deref()),
+            json!({"name": adapter.name}),
+        )
+        .await;
     Ok((StatusCode::CREATED, Json(AdapterView::new(adapter, None))).into_response())
 }
 
@@ -419,6 +430,19 @@ async fn upload_version(
         .await
         .map_err(internal)?;
     tracing::info!(adapter = %adapter.id, version = version.version, by = %scope.caller.subject, "adapter version uploaded");
+    scope
+        .audit(
+            &state,
+            StatusCode::CREATED,
+            "adapter_version.upload",
+            Target::new("adapter", &adapter.id, adapter.org_id.as_deref()),
+            json!({
+                "version": version.version,
+                "sha256": version.sha256,
+                "size_bytes": version.size_bytes,
+            }),
+        )
+        .await;
     Ok((StatusCode::CREATED, Json(VersionView::from(version))).into_response())
 }
 
@@ -552,6 +576,16 @@ async fn put_secret(
         other => ApiError::internal(other),
     })?;
     tracing::info!(secret = %name, by = %scope.caller.subject, version, "secret written");
+    // The name and version only: the value never leaves the secret store.
+    scope
+        .audit(
+            &state,
+            StatusCode::OK,
+            "secret.put",
+            Target::new("secret", &name, org_id.as_deref()),
+            json!({"version": version, "grace_secs": request.grace_secs}),
+        )
+        .await;
     Ok((
         StatusCode::OK,
         Json(SecretWritten {
@@ -874,6 +908,7 @@ async fn redrive_one(
     state: &ApiState,
     scope: &Scope,
     delivery_id: &str,
+    batch: bool,
 ) -> Result<Redriven, ApiError> {
     let store = state.host.store();
     let not_found = || ApiError::NotFound(format!("no delivery `{delivery_id}`"));
@@ -893,6 +928,20 @@ async fn redrive_one(
     })?;
     let ack = state.host.redrive(delivery_id).await?;
     tracing::info!(delivery = %delivery_id, status = %ack.status, events = ack.events, by = %scope.caller.subject, "delivery redriven");
+    scope
+        .audit(
+            state,
+            StatusCode::OK,
+            "delivery.redrive",
+            Target::new("delivery", delivery_id, connection.org_id.as_deref()),
+            json!({
+                "connection_id": connection.id,
+                "status": ack.status,
+                "events": ack.events,
+                "batch": batch,
+            }),
+        )
+        .await;
     Ok(Redriven {
         delivery_id: ack.delivery_id,
         status: ack.status,
@@ -917,7 +966,9 @@ async fn redrive_delivery(
     scope: Scope,
     Path(delivery_id): Path<String>,
 ) -> Result<Json<Redriven>, ApiError> {
-    redrive_one(&state, &scope, &delivery_id).await.map(Json)
+    redrive_one(&state, &scope, &delivery_id, false)
+        .await
+        .map(Json)
 }
 
 /// `POST /v1/deliveries/redrive`: the deliveries named, or those a filter selects.
@@ -1042,7 +1093,7 @@ async fn redrive_deliveries(
     // One at a time: a batch must not take every sandbox slot from live deliveries.
     let mut results = Vec::with_capacity(ids.len());
     for id in ids {
-        results.push(match redrive_one(&state, &scope, &id).await {
+        results.push(match redrive_one(&state, &scope, &id, true).await {
             Ok(ran) => RedriveResult::Ran(ran),
             Err(e) => RedriveResult::Refused {
                 delivery_id: id,
@@ -1141,6 +1192,15 @@ async fn start_replay(
             other => internal(other),
         })?;
     tracing::info!(replay = %replay.id, from = replay.from, to = replay.to, by = %replay.requested_by, "replay started");
+    scope
+        .audit(
+            &state,
+            StatusCode::ACCEPTED,
+            "replay.create",
+            Target::new("replay", &replay.id, replay.org_id.as_deref()),
+            json!({"from": replay.from, "to": replay.to, "event_type": replay.event_type}),
+        )
+        .await;
     let bus = state.host.bus().clone();
     let running = replay.clone();
     tokio::spawn(async move {
@@ -1257,6 +1317,7 @@ async fn create_subscriber(
     crate::relay::check_subscriber(&request.url, &request.event_types)
         .map_err(ApiError::BadRequest)?;
     check_name("`secret`", &request.secret, true)?;
+    let secret_name = request.secret.clone();
     let subscriber = state
         .host
         .store()
@@ -1272,6 +1333,20 @@ async fn create_subscriber(
         .await
         .map_err(internal)?;
     tracing::info!(subscriber = %subscriber.id, by = %scope.caller.subject, "subscriber created");
+    // Not the URL: a receiver's URL may carry a token of its own.
+    scope
+        .audit(
+            &state,
+            StatusCode::CREATED,
+            "subscriber.create",
+            Target::new("subscriber", &subscriber.id, subscriber.org_id.as_deref()),
+            json!({
+                "event_types": subscriber.event_types,
+                "secret": secret_name,
+                "enabled": subscriber.enabled,
+            }),
+        )
+        .await;
     Ok((StatusCode::CREATED, Json(subscriber)).into_response())
 }
 
@@ -1357,6 +1432,12 @@ async fn update_subscriber(
         format!("subscriber `{subscriber_id}`")
     })?;
     let Json(patch) = body?;
+    let detail = changed_fields(&[
+        ("url", patch.url.is_some()),
+        ("event_types", patch.event_types.is_some()),
+        ("secret", patch.secret.is_some()),
+        ("enabled", patch.enabled.is_some()),
+    ]);
     let secret_ref = match &patch.secret {
         Some(name) => {
             check_name("`secret`", name, true)?;
@@ -1378,6 +1459,15 @@ async fn update_subscriber(
         .update_subscriber(&current.id, update)
         .await
         .map_err(internal)?;
+    scope
+        .audit(
+            &state,
+            StatusCode::OK,
+            "subscriber.update",
+            Target::new("subscriber", &updated.id, updated.org_id.as_deref()),
+            detail,
+        )
+        .await;
     Ok(Json(updated))
 }
 
@@ -1406,6 +1496,15 @@ async fn delete_subscriber(
         .delete_subscriber(&current.id)
         .await
         .map_err(internal)?;
+    scope
+        .audit(
+            &state,
+            StatusCode::NO_CONTENT,
+            "subscriber.delete",
+            Target::new("subscriber", &current.id, current.org_id.as_deref()),
+            json!({}),
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1506,6 +1605,15 @@ async fn retry_subscriber_delivery(
     // The delivery is due now: wake the relay.
     state.host.outbox_appended().notify_one();
     tracing::info!(subscriber = %subscriber_id, seq, by = %scope.caller.subject, "subscriber delivery retried by hand");
+    scope
+        .audit(
+            &state,
+            StatusCode::OK,
+            "subscriber_delivery.retry",
+            Target::new("subscriber", &subscriber.id, subscriber.org_id.as_deref()),
+            json!({"outbox_seq": seq}),
+        )
+        .await;
     Ok(Json(Retried {
         retried: true,
         outbox_seq: seq,

@@ -1,5 +1,6 @@
 //! The HTTP API: problem+json errors, and the management API (JWT auth, org scope).
 
+pub mod audit;
 pub mod auth;
 pub mod connections;
 pub mod manage;

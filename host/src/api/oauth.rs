@@ -10,6 +10,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 
 use super::ApiError;
+use super::audit::Target;
 use super::connections::visible_connection;
 use super::manage::ApiState;
 use super::scope::Scope;
@@ -64,6 +65,15 @@ async fn start(
         .await
         .map_err(token_error)?;
     tracing::info!(connection = %connection.id, by = %scope.caller.subject, "authorization started");
+    scope
+        .audit(
+            &state,
+            StatusCode::OK,
+            "oauth.start",
+            Target::new("connection", &connection.id, connection.org_id.as_deref()),
+            serde_json::json!({"expires_at": started.expires_at}),
+        )
+        .await;
     Ok(Json(started))
 }
 
@@ -88,13 +98,22 @@ async fn disconnect(
     scope.check_write(&connection.tenant_id, connection.org_id.as_deref(), || {
         format!("connection `{connection_id}`")
     })?;
-    state
+    let disconnected = state
         .host
         .oauth()
         .disconnect(&connection, &scope.caller.subject)
         .await
-        .map(Json)
-        .map_err(token_error)
+        .map_err(token_error)?;
+    scope
+        .audit(
+            &state,
+            StatusCode::OK,
+            "oauth.disconnect",
+            Target::new("connection", &connection.id, connection.org_id.as_deref()),
+            serde_json::json!({"revoked": disconnected.revoked}),
+        )
+        .await;
+    Ok(Json(disconnected))
 }
 
 /// `GET /v1/oauth/callback`: where the provider sends the browser back. Redirects to the
@@ -126,6 +145,28 @@ async fn callback(
     };
     let outcome = state.host.oauth().callback(&query).await;
     let return_url = state.host.settings().oauth_return_url.clone();
+    if let Ok(connected) = &outcome {
+        // No token reaches the callback: the entry names who started the authorization (its
+        // `oauth.start` entry says with which roles, and whether in support mode).
+        super::audit::record(
+            &state,
+            crate::store::NewAuditEntry {
+                at: crate::store::now_millis(),
+                tenant_id: connected.tenant_id.clone(),
+                org_id: connected.org_id.clone(),
+                actor: connected.started_by.clone(),
+                roles: Vec::new(),
+                action: "oauth.connected".into(),
+                resource_type: "connection".into(),
+                resource_id: connected.connection_id.clone(),
+                request_id: super::request_id::current(),
+                status: if return_url.is_some() { 303 } else { 200 },
+                detail_json: "{}".into(),
+                support: false,
+            },
+        )
+        .await;
+    }
     match (outcome, return_url) {
         (Ok(connected), Some(url)) => Redirect::to(&with_query(
             &url,

@@ -50,7 +50,8 @@ impl IntoResponses for Problems {
     }
 }
 
-/// Adds the bearer JWT scheme and the `X-Org-Id` header of the management operations.
+/// Adds the bearer JWT scheme and the `X-Org-Id` and `X-Support-Tenant` headers of the
+/// management operations.
 struct Additions;
 
 impl Modify for Additions {
@@ -84,6 +85,21 @@ impl Modify for Additions {
                     .max_length(Some(128)),
             ))
             .build();
+        let support_header = ParameterBuilder::new()
+            .name("X-Support-Tenant")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(
+                "Support mode: the tenant a platform-level `admin` token acts for (403 with any \
+                 other token); every change so made is marked `support` in the audit log",
+            ))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(128)),
+            ))
+            .build();
         let bearer =
             utoipa::openapi::security::SecurityRequirement::new("bearer_jwt", Vec::<String>::new());
         for (path, item) in openapi.paths.paths.iter_mut() {
@@ -100,10 +116,9 @@ impl Modify for Additions {
             .into_iter()
             .flatten()
             {
-                operation
-                    .parameters
-                    .get_or_insert_with(Vec::new)
-                    .push(RefOr::T(org_header.clone()));
+                let parameters = operation.parameters.get_or_insert_with(Vec::new);
+                parameters.push(RefOr::T(org_header.clone()));
+                parameters.push(RefOr::T(support_header.clone()));
                 operation.security = Some(vec![bearer.clone()]);
             }
         }
@@ -166,6 +181,7 @@ fn is_public(path: &str) -> bool {
         manage::delete_subscriber,
         manage::subscriber_deliveries,
         manage::retry_subscriber_delivery,
+        super::audit::list_audit,
     ),
     components(schemas(Problem)),
     modifiers(&Additions),

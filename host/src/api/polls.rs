@@ -12,6 +12,7 @@ use serde::Serialize;
 use subtle::ConstantTimeEq as _;
 
 use super::ApiError;
+use super::audit::Target;
 use super::connections::visible_connection;
 use super::manage::{ApiState, ListQuery, internal, list_error, list_query};
 use super::scope::Scope;
@@ -68,6 +69,15 @@ async fn poll_now(
             other => internal(other),
         })?;
     tracing::info!(connection = %connection.id, run = %run.id, by = %scope.caller.subject, "poll started");
+    scope
+        .audit(
+            &state,
+            StatusCode::ACCEPTED,
+            "poll.start",
+            Target::new("connection", &connection.id, connection.org_id.as_deref()),
+            serde_json::json!({"run_id": run.id}),
+        )
+        .await;
     Ok((StatusCode::ACCEPTED, Json(run)).into_response())
 }
 

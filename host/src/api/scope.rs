@@ -7,15 +7,23 @@
 //! - lists hold the org's rows plus platform-level rows (`org_id` null);
 //! - a row of another org, or of another tenant, is "not found" (404, never 403);
 //! - writes stay in the org: an org-scoped caller can neither create nor change platform-level
-//!   rows (they are every org's), only a platform-level caller can.
+//!   rows (they are every org's), only a platform-level caller can;
+//! - support mode: the platform's `admin` acts in another tenant only when it names that tenant
+//!   in `X-Support-Tenant` (with a platform-level token, so the org comes from `X-Org-Id`);
+//!   every change it makes so is marked `support` in the audit log. Without the header an
+//!   admin token is a tenant admin of its own tenant, nothing more; the header with any other
+//!   role is a 403.
 
 use axum::http::HeaderMap;
 
 use super::ApiError;
-use super::auth::Caller;
+use super::auth::{Caller, Role};
 
 /// The header a platform-level caller names the org with.
 pub const ORG_HEADER: &str = "x-org-id";
+
+/// The header the platform's admin names the tenant it supports with.
+pub const SUPPORT_HEADER: &str = "x-support-tenant";
 
 /// Longest accepted tenant or org id.
 pub const MAX_ID_BYTES: usize = 128;
@@ -28,6 +36,37 @@ pub fn is_id(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
 }
 
+/// The tenant an `X-Support-Tenant` header names, when `caller` may act for it: a
+/// platform-level token of the `admin` role, else 403 (the header never widens anyone else's
+/// access, nor an org-scoped token's: its org is one of its own tenant).
+fn support_tenant(caller: &Caller, header: &axum::http::HeaderValue) -> Result<String, ApiError> {
+    if caller.role != Role::Admin {
+        return Err(ApiError::Forbidden(format!(
+            "X-Support-Tenant is for the platform's admin role; the token grants {}",
+            caller.role.as_str()
+        )));
+    }
+    if caller.org_id.is_some() {
+        return Err(ApiError::Forbidden(
+            "support mode needs a platform-level admin token (without org_id); name the org \
+             with X-Org-Id"
+                .into(),
+        ));
+    }
+    header
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|tenant| is_id(tenant))
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "X-Support-Tenant must be 1 to {MAX_ID_BYTES} printable ASCII characters \
+                 other than `/`"
+            ))
+        })
+}
+
 /// A caller and the org it acts in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
@@ -35,11 +74,21 @@ pub struct Scope {
     pub caller: Caller,
     /// The org: the JWT's, or for a platform-level caller the `X-Org-Id` header's.
     pub org_id: String,
+    /// Whether the platform's admin acts for the tenant in support mode (`X-Support-Tenant`);
+    /// the caller's `tenant_id` is then the supported tenant.
+    pub support: bool,
 }
 
 impl Scope {
     /// The scope of `caller` given the request's `headers`.
-    pub fn new(caller: Caller, headers: &HeaderMap) -> Result<Self, ApiError> {
+    pub fn new(mut caller: Caller, headers: &HeaderMap) -> Result<Self, ApiError> {
+        let support = match headers.get(SUPPORT_HEADER) {
+            None => false,
+            Some(header) => {
+                caller.tenant_id = support_tenant(&caller, header)?;
+                true
+            }
+        };
         let org_id = match &caller.org_id {
             Some(org) => org.clone(),
             None => {
@@ -62,7 +111,11 @@ impl Scope {
                 org.to_owned()
             }
         };
-        Ok(Self { caller, org_id })
+        Ok(Self {
+            caller,
+            org_id,
+            support,
+        })
     }
 
     /// The tenant.

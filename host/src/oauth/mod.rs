@@ -404,6 +404,12 @@ pub enum CallbackError {
 pub struct Connected {
     /// The connection.
     pub connection_id: String,
+    /// Its tenant.
+    pub tenant_id: String,
+    /// Its org; `None`: platform level.
+    pub org_id: Option<String>,
+    /// Who started the authorization (the subject recorded at its start).
+    pub started_by: String,
 }
 
 /// The answer of [`OAuth::disconnect`].
@@ -641,6 +647,9 @@ impl OAuth {
         tracing::info!(connection = %connection.id, by = %pending.created_by, "connection authorized");
         Ok(Connected {
             connection_id: connection.id,
+            tenant_id: connection.tenant_id,
+            org_id: connection.org_id,
+            started_by: pending.created_by,
         })
     }
 

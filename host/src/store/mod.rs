@@ -1215,6 +1215,120 @@ pub struct OutboxFilter {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Audit log
+
+/// A management write to record: who did what to which resource, for which request, with what
+/// answer. Never a secret value: `detail_json` names fields and versions, secrets by name only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAuditEntry {
+    /// When the write took effect.
+    pub at: Millis,
+    /// The tenant whose resource was written.
+    pub tenant_id: String,
+    /// The resource's org; `None`: a platform-level resource (every org of the tenant sees it).
+    pub org_id: Option<String>,
+    /// The caller's subject (the JWT's `sub`).
+    pub actor: String,
+    /// The roles the caller's token granted.
+    pub roles: Vec<String>,
+    /// What was done, `<resource>.<verb>` (`connection.update`, `secret.put`).
+    pub action: String,
+    /// The kind of resource written (`connection`, `secret`).
+    pub resource_type: String,
+    /// Which one (its id, or a secret's name).
+    pub resource_id: String,
+    /// The HTTP request's id (`X-Request-Id`), so a log line and an entry meet.
+    pub request_id: Option<String>,
+    /// The HTTP status the write was answered with.
+    pub status: u16,
+    /// What changed, as a JSON object.
+    pub detail_json: String,
+    /// Whether the platform's admin did it in support mode (`X-Support-Tenant`).
+    pub support: bool,
+}
+
+/// A recorded audit entry: never changed, never deleted (the database refuses both).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Its id (time-ordered).
+    pub id: String,
+    /// When the write took effect.
+    pub at: Millis,
+    /// The tenant.
+    pub tenant_id: String,
+    /// The resource's org; `None`: platform level.
+    pub org_id: Option<String>,
+    /// The caller's subject.
+    pub actor: String,
+    /// The roles the caller's token granted.
+    pub roles: Vec<String>,
+    /// What was done.
+    pub action: String,
+    /// The kind of resource written.
+    pub resource_type: String,
+    /// Which one.
+    pub resource_id: String,
+    /// The HTTP request's id.
+    pub request_id: Option<String>,
+    /// The HTTP status the write was answered with.
+    pub status: u16,
+    /// What changed, as a JSON object.
+    pub detail_json: String,
+    /// Whether it was done in support mode.
+    pub support: bool,
+}
+
+impl AuditEntry {
+    /// The entry `new` becomes, with a fresh id; [`Error::Invalid`] when its detail is not a
+    /// JSON object or it names no actor or action (an entry nobody can read back is no record).
+    fn recorded(new: NewAuditEntry) -> Result<Self> {
+        check_json("an audit entry's detail", &new.detail_json)?;
+        if !new.detail_json.trim_start().starts_with('{') {
+            return Err(Error::Invalid(
+                "an audit entry's detail must be a JSON object".into(),
+            ));
+        }
+        if new.actor.is_empty() || new.action.is_empty() {
+            return Err(Error::Invalid(
+                "an audit entry names its actor and its action".into(),
+            ));
+        }
+        Ok(Self {
+            id: new_id(),
+            at: new.at,
+            tenant_id: new.tenant_id,
+            org_id: new.org_id,
+            actor: new.actor,
+            roles: new.roles,
+            action: new.action,
+            resource_type: new.resource_type,
+            resource_id: new.resource_id,
+            request_id: new.request_id,
+            status: new.status,
+            detail_json: new.detail_json,
+            support: new.support,
+        })
+    }
+}
+
+/// Which audit entries to list (within a tenant and org filter), newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only this caller's.
+    pub actor: Option<String>,
+    /// Only this action.
+    pub action: Option<String>,
+    /// Only on this kind of resource.
+    pub resource_type: Option<String>,
+    /// Only on this resource.
+    pub resource_id: Option<String>,
+    /// At or after.
+    pub since: Option<Millis>,
+    /// Before.
+    pub until: Option<Millis>,
+}
+
+// ---------------------------------------------------------------------------------------------
 // Subscribers
 
 /// A new outgoing-webhook subscriber.
@@ -1800,6 +1914,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn set_connection_auth(&self, auth: ConnectionAuth) -> Result<()>;
     /// Where a connection's authorization stands; `None` before it was ever connected.
     async fn connection_auth(&self, connection_id: &str) -> Result<Option<ConnectionAuth>>;
+
+    // --- Audit log
+
+    /// Appends an entry to the audit log (after `detail_json` is checked to be JSON).
+    async fn append_audit(&self, entry: NewAuditEntry) -> Result<AuditEntry>;
+    /// One page of the tenant's audit entries matching `filter` (see the trait's note on
+    /// `org_id`), newest first.
+    async fn list_audit(
+        &self,
+        tenant_id: &str,
+        org_id: Option<&str>,
+        filter: AuditFilter,
+        page: PageRequest,
+    ) -> Result<Page<AuditEntry>>;
 
     // --- Operations
 

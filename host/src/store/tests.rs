@@ -41,6 +41,7 @@ macro_rules! store_suite {
             failed_publication_retries_then_dies,
             replay_returns_published_rows_in_range,
             replays_are_recorded_and_limited,
+            audit_entries_are_listed_by_scope_filter_and_page,
             outbox_lists_filter_and_page,
             subscribers_receive_what_they_filter_for,
             subscriber_deliveries_retry_die_and_revive,
@@ -2288,6 +2289,169 @@ fn replay_of(
     }
 }
 
+/// An audit entry of `tenant` in `org` by `actor`, at `T0 + at_s` seconds.
+pub(crate) fn audit_entry(
+    tenant: &str,
+    org: Option<&str>,
+    actor: &str,
+    action: &str,
+    resource_id: &str,
+    at_s: i64,
+) -> NewAuditEntry {
+    NewAuditEntry {
+        at: T0 + at_s * SECOND,
+        tenant_id: tenant.to_owned(),
+        org_id: org.map(str::to_owned),
+        actor: actor.to_owned(),
+        roles: vec!["tenant_admin".to_owned()],
+        action: action.to_owned(),
+        resource_type: action.split('.').next().unwrap_or_default().to_owned(),
+        resource_id: resource_id.to_owned(),
+        request_id: Some(format!("req-{resource_id}-{at_s}")),
+        status: 200,
+        detail_json: format!(r#"{{"fields":["{action}"]}}"#),
+        support: false,
+    }
+}
+
+pub(crate) async fn audit_entries_are_listed_by_scope_filter_and_page(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let first = store
+        .append_audit(NewAuditEntry {
+            support: true,
+            status: 201,
+            roles: vec!["admin".to_owned()],
+            ..audit_entry(
+                "t1",
+                Some("org-a"),
+                "ops@platform",
+                "connection.create",
+                "c1",
+                0,
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            first.actor.as_str(),
+            first.roles.clone(),
+            first.status,
+            first.support,
+            first.request_id.as_deref(),
+            first.detail_json.as_str(),
+        ),
+        (
+            "ops@platform",
+            vec!["admin".to_owned()],
+            201,
+            true,
+            Some("req-c1-0"),
+            r#"{"fields":["connection.create"]}"#,
+        )
+    );
+    let appended = [
+        audit_entry("t1", None, "alice", "adapter.create", "a1", 1),
+        audit_entry("t1", Some("org-b"), "bob", "connection.update", "c2", 2),
+        audit_entry("t1", Some("org-a"), "alice", "connection.update", "c1", 3),
+        audit_entry("t2", Some("org-a"), "alice", "connection.update", "c9", 4),
+        audit_entry("t1", Some("org-a"), "alice", "secret.put", "s1", 5),
+    ];
+    for entry in appended {
+        store.append_audit(entry).await.unwrap();
+    }
+    let list = |org: Option<&'static str>, filter: AuditFilter, limit: usize| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .list_audit(
+                    "t1",
+                    org,
+                    filter,
+                    PageRequest {
+                        limit,
+                        cursor: None,
+                    },
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let resources = |page: &Page<AuditEntry>| -> Vec<String> {
+        page.items.iter().map(|e| e.resource_id.clone()).collect()
+    };
+
+    // Newest first; an org sees its own entries and the platform-level ones, never another
+    // org's or another tenant's.
+    let org_a = list(Some("org-a"), AuditFilter::default(), 100).await;
+    assert_eq!(resources(&org_a), ["s1", "c1", "a1", "c1"]);
+    assert_eq!(org_a.items[3], first);
+    assert_eq!(list(None, AuditFilter::default(), 100).await.items.len(), 5);
+
+    let filtered = |filter: AuditFilter| list(Some("org-a"), filter, 100);
+    let by_actor = filtered(AuditFilter {
+        actor: Some("alice".into()),
+        ..AuditFilter::default()
+    })
+    .await;
+    assert_eq!(resources(&by_actor), ["s1", "c1", "a1"]);
+    let by_action = filtered(AuditFilter {
+        action: Some("connection.update".into()),
+        ..AuditFilter::default()
+    })
+    .await;
+    assert_eq!(resources(&by_action), ["c1"]);
+    let by_resource = filtered(AuditFilter {
+        resource_type: Some("connection".into()),
+        resource_id: Some("c1".into()),
+        ..AuditFilter::default()
+    })
+    .await;
+    assert_eq!(resources(&by_resource), ["c1", "c1"]);
+    let in_window = filtered(AuditFilter {
+        since: Some(T0 + SECOND),
+        until: Some(T0 + 5 * SECOND),
+        ..AuditFilter::default()
+    })
+    .await;
+    assert_eq!(resources(&in_window), ["c1", "a1"]);
+
+    // Cursor pages cover the list once, in order.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_audit(
+                "t1",
+                Some("org-a"),
+                AuditFilter::default(),
+                PageRequest { limit: 3, cursor },
+            )
+            .await
+            .unwrap();
+        seen.extend(resources(&page));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["s1", "c1", "a1", "c1"]);
+
+    // A detail that is not a JSON object is refused: the log holds what it can show.
+    for bad in ["not json", "[1]"] {
+        let refused = store
+            .append_audit(NewAuditEntry {
+                detail_json: bad.to_owned(),
+                ..audit_entry("t1", None, "alice", "adapter.create", "a2", 6)
+            })
+            .await;
+        assert!(
+            matches!(refused, Err(Error::Invalid(_))),
+            "{bad}: {refused:?}"
+        );
+    }
+}
+
 pub(crate) async fn replays_are_recorded_and_limited(backend: &dyn Backend) {
     let store = backend.open().await;
     let new = |tenant: &str, org: Option<&str>, at: Millis| NewReplay {
@@ -3457,6 +3621,32 @@ mod sqlite_specific {
         assert!(rewrite.unwrap_err().to_string().contains("immutable"));
         db.execute("UPDATE outbox SET status = 'published'", [])
             .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_audit_log_cannot_be_changed() {
+        let (dir, store, _) = open().await;
+        store
+            .append_audit(audit_entry("t1", None, "alice", "adapter.create", "a1", 0))
+            .await
+            .unwrap();
+        drop(store);
+        let db = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+        for sql in [
+            "DELETE FROM audit",
+            "UPDATE audit SET actor = 'mallory'",
+            "UPDATE audit SET support = 1",
+        ] {
+            let refused = db.execute(sql, []);
+            assert!(
+                refused.unwrap_err().to_string().contains("append-only"),
+                "{sql} went through"
+            );
+        }
+        let actor: String = db
+            .query_row("SELECT actor FROM audit", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(actor, "alice");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,15 +32,17 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, Rec
 use tokio_postgres::{IsolationLevel, NoTls};
 
 use super::{
-    Adapter, AdapterVersion, Completed, Completion, Connection, ConnectionAuth, ConnectionSpec,
-    ConnectionStatus, Delivery, DeliveryFilter, DeliveryInfo, Error, Invocation, Millis,
-    NewAdapter, NewAdapterVersion, NewDelivery, NewReplay, NewSubscriber, OAuthState, OutboxFilter,
-    OutboxLag, OutboxRow, Page, PageRequest, PollClaim, PollEnd, PollRun, PollState, Prepared,
-    Recorded, Replay, Result, StateSnapshot, Store, StoredExchange, Subscriber, SubscriberAttempt,
-    SubscriberDelivery, SubscriberDeliveryFilter, SubscriberJob, SubscriberUpdate, Taken, Upsert,
-    WriteStats, check_json, new_id, page_size,
+    Adapter, AdapterVersion, AuditEntry, AuditFilter, Completed, Completion, Connection,
+    ConnectionAuth, ConnectionSpec, ConnectionStatus, Delivery, DeliveryFilter, DeliveryInfo,
+    Error, Invocation, Millis, NewAdapter, NewAdapterVersion, NewAuditEntry, NewDelivery,
+    NewReplay, NewSubscriber, OAuthState, OutboxFilter, OutboxLag, OutboxRow, Page, PageRequest,
+    PollClaim, PollEnd, PollRun, PollState, Prepared, Recorded, Replay, Result, StateSnapshot,
+    Store, StoredExchange, Subscriber, SubscriberAttempt, SubscriberDelivery,
+    SubscriberDeliveryFilter, SubscriberJob, SubscriberUpdate, Taken, Upsert, WriteStats,
+    check_json, new_id, page_size,
 };
 
+mod audit;
 mod blobs;
 mod connections;
 mod inbox;
@@ -1070,6 +1072,23 @@ impl Store for PostgresStore {
     async fn connection_auth(&self, connection_id: &str) -> Result<Option<ConnectionAuth>> {
         let db = self.db().await?;
         polls::connection_auth(&db, connection_id).await
+    }
+
+    async fn append_audit(&self, entry: NewAuditEntry) -> Result<AuditEntry> {
+        let entry = AuditEntry::recorded(entry)?;
+        in_tx!(self, |tx| audit::append_audit(&tx, &entry).await)?;
+        Ok(entry)
+    }
+
+    async fn list_audit(
+        &self,
+        tenant_id: &str,
+        org_id: Option<&str>,
+        filter: AuditFilter,
+        request: PageRequest,
+    ) -> Result<Page<AuditEntry>> {
+        let db = self.db().await?;
+        audit::list_audit(&db, tenant_id, org_id, filter, request).await
     }
 
     fn write_stats(&self) -> WriteStats {

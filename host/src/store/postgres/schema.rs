@@ -7,7 +7,8 @@
 //! or paged with (ids, names, state keys) uses the `"C"` collation, so pages follow byte order
 //! whatever the database's locale is, as they do in SQLite.
 
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE adapters (
     id          TEXT COLLATE "C" PRIMARY KEY,
     tenant_id   TEXT NOT NULL,
@@ -310,4 +311,35 @@ CREATE TABLE blobs (
     bytes       BYTEA NOT NULL,
     created_at  BIGINT NOT NULL
 );
-"#];
+"#,
+    r#"
+-- The management API's audit log: who changed what, when, for which request. Append-only:
+-- the trigger refuses every change, delete and truncate, whoever asks.
+CREATE TABLE audit (
+    id             TEXT COLLATE "C" PRIMARY KEY,
+    at             BIGINT NOT NULL,
+    tenant_id      TEXT NOT NULL,
+    org_id         TEXT,
+    actor          TEXT NOT NULL,
+    roles_json     TEXT NOT NULL,
+    action         TEXT NOT NULL CHECK (action <> ''),
+    resource_type  TEXT NOT NULL,
+    resource_id    TEXT NOT NULL,
+    request_id     TEXT,
+    status         BIGINT NOT NULL,
+    detail_json    TEXT NOT NULL,
+    support        BOOLEAN NOT NULL
+);
+CREATE INDEX audit_by_tenant ON audit (tenant_id, id);
+
+CREATE FUNCTION audit_guard() RETURNS trigger LANGUAGE plpgsql AS $guard$
+BEGIN
+    RAISE EXCEPTION 'the audit log is append-only';
+END
+$guard$;
+CREATE TRIGGER audit_guard BEFORE UPDATE OR DELETE ON audit
+    FOR EACH ROW EXECUTE FUNCTION audit_guard();
+CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_guard();
+"#,
+];

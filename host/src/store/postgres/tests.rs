@@ -450,3 +450,32 @@ async fn a_delivery_is_recorded_completed_in_one_transaction_or_not_at_all() {
     };
     assert_eq!((seen.map, seen.version), (state, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_cannot_be_changed() {
+    use crate::store::tests::audit_entry;
+    let backend = PostgresBackend::new();
+    let store = backend.connect().await;
+    store
+        .append_audit(audit_entry("t1", None, "alice", "adapter.create", "a1", 0))
+        .await
+        .unwrap();
+    let db = store.db().await.unwrap();
+    for sql in [
+        "DELETE FROM audit",
+        "UPDATE audit SET actor = 'mallory'",
+        "UPDATE audit SET support = true",
+        "TRUNCATE audit",
+    ] {
+        let refused = db.batch_execute(sql).await;
+        assert!(
+            refused
+                .unwrap_err()
+                .as_db_error()
+                .is_some_and(|e| e.message().contains("append-only")),
+            "{sql} went through"
+        );
+    }
+    let row = db.query_one("SELECT actor FROM audit", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "alice");
+}

@@ -31,15 +31,15 @@ use rusqlite::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Adapter, AdapterVersion, AttemptNext, Completed, Completion, Connection, ConnectionAuth,
-    ConnectionSpec, ConnectionStatus, Delivery, DeliveryFilter, DeliveryInfo, DeliveryKind,
-    DeliveryStatus, Error, Invocation, InvocationRecord, Millis, NewAdapter, NewAdapterVersion,
-    NewDelivery, NewReplay, NewSubscriber, OAuthState, OutboxFilter, OutboxLag, OutboxRow,
-    OutboxStatus, Page, PageRequest, PollClaim, PollEnd, PollRun, PollState, Prepared, Recorded,
-    Replay, ReplayStatus, Result, StateCommit, StateSnapshot, Store, StoredExchange, Subscriber,
-    SubscriberAttempt, SubscriberDelivery, SubscriberDeliveryFilter, SubscriberDeliveryStatus,
-    SubscriberJob, SubscriberUpdate, Taken, Upsert, WriteStats, bounded_error, check_json, millis,
-    new_id, page_size, sha256_hex,
+    Adapter, AdapterVersion, AttemptNext, AuditEntry, AuditFilter, Completed, Completion,
+    Connection, ConnectionAuth, ConnectionSpec, ConnectionStatus, Delivery, DeliveryFilter,
+    DeliveryInfo, DeliveryKind, DeliveryStatus, Error, Invocation, InvocationRecord, Millis,
+    NewAdapter, NewAdapterVersion, NewAuditEntry, NewDelivery, NewReplay, NewSubscriber,
+    OAuthState, OutboxFilter, OutboxLag, OutboxRow, OutboxStatus, Page, PageRequest, PollClaim,
+    PollEnd, PollRun, PollState, Prepared, Recorded, Replay, ReplayStatus, Result, StateCommit,
+    StateSnapshot, Store, StoredExchange, Subscriber, SubscriberAttempt, SubscriberDelivery,
+    SubscriberDeliveryFilter, SubscriberDeliveryStatus, SubscriberJob, SubscriberUpdate, Taken,
+    Upsert, WriteStats, bounded_error, check_json, millis, new_id, page_size, sha256_hex,
 };
 
 mod polls;
@@ -369,6 +369,34 @@ CREATE TABLE connection_auth (
     access_expires_at  INTEGER,
     scopes             TEXT
 );
+"#,
+    r#"
+-- The management API's audit log: who changed what, when, for which request. Append-only:
+-- the triggers refuse every change and every delete, whoever asks.
+CREATE TABLE audit (
+    id             TEXT PRIMARY KEY,
+    at             INTEGER NOT NULL,
+    tenant_id      TEXT NOT NULL,
+    org_id         TEXT,
+    actor          TEXT NOT NULL,
+    roles_json     TEXT NOT NULL,
+    action         TEXT NOT NULL CHECK (action <> ''),
+    resource_type  TEXT NOT NULL,
+    resource_id    TEXT NOT NULL,
+    request_id     TEXT,
+    status         INTEGER NOT NULL,
+    detail_json    TEXT NOT NULL,
+    support        INTEGER NOT NULL CHECK (support IN (0, 1))
+);
+CREATE INDEX audit_by_tenant ON audit (tenant_id, id);
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+BEGIN
+    SELECT RAISE(ABORT, 'the audit log is append-only');
+END;
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN
+    SELECT RAISE(ABORT, 'the audit log is append-only');
+END;
 "#,
 ];
 
@@ -852,6 +880,8 @@ const OUTBOX: &str = "seq, event_id, tenant_id, org_id, event_type, entity_type,
     next_attempt_at, published_at, last_error";
 const REPLAY: &str = "id, tenant_id, org_id, from_ms, to_ms, event_type, requested_by, \
     requested_at, status, replayed, finished_at, error";
+const AUDIT: &str = "id, at, tenant_id, org_id, actor, roles_json, action, resource_type, \
+    resource_id, request_id, status, detail_json, support";
 const SUBSCRIBER: &str =
     "id, tenant_id, org_id, url, event_types_json, secret_ref, enabled, created_at";
 const SUBSCRIBER_DELIVERY: &str = "subscriber_id, outbox_seq, status, attempts, \
@@ -993,6 +1023,25 @@ fn replay_row(row: &Row<'_>) -> rusqlite::Result<Replay> {
         replayed: uint(row, "replayed")?,
         finished_at: row.get("finished_at")?,
         error: row.get("error")?,
+    })
+}
+
+fn audit_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+    let status: i64 = row.get("status")?;
+    Ok(AuditEntry {
+        id: row.get("id")?,
+        at: row.get("at")?,
+        tenant_id: row.get("tenant_id")?,
+        org_id: row.get("org_id")?,
+        actor: row.get("actor")?,
+        roles: json_column(row, "roles_json")?,
+        action: row.get("action")?,
+        resource_type: row.get("resource_type")?,
+        resource_id: row.get("resource_id")?,
+        request_id: row.get("request_id")?,
+        status: u16::try_from(status).map_err(|e| conversion("status", e))?,
+        detail_json: row.get("detail_json")?,
+        support: row.get("support")?,
     })
 }
 
@@ -3218,6 +3267,64 @@ impl Store for SqliteStore {
         let run_id = run_id.to_owned();
         self.read(move |db| polls::list_run_exchanges(db, &run_id))
             .await
+    }
+
+    async fn append_audit(&self, entry: NewAuditEntry) -> Result<AuditEntry> {
+        let entry = AuditEntry::recorded(entry)?;
+        let roles = serde_json::to_string(&entry.roles)
+            .map_err(|e| Error::Invalid(format!("roles: {e}")))?;
+        self.write_then(
+            move |db| {
+                db.prepare_cached(&format!(
+                    "INSERT INTO audit ({AUDIT}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                ))?
+                .execute(params![
+                    entry.id,
+                    entry.at,
+                    entry.tenant_id,
+                    entry.org_id,
+                    entry.actor,
+                    roles,
+                    entry.action,
+                    entry.resource_type,
+                    entry.resource_id,
+                    entry.request_id,
+                    entry.status,
+                    entry.detail_json,
+                    entry.support,
+                ])?;
+                Ok(entry)
+            },
+            keeps_connections,
+        )
+        .await
+    }
+
+    async fn list_audit(
+        &self,
+        tenant_id: &str,
+        org_id: Option<&str>,
+        filter: AuditFilter,
+        request: PageRequest,
+    ) -> Result<Page<AuditEntry>> {
+        let limit = page_size(request.limit);
+        let (tenant_id, org_id) = (tenant_id.to_owned(), org_id.map(str::to_owned));
+        self.read(move |db| {
+            let mut query = Filtered::new(format!("SELECT {AUDIT} FROM audit WHERE 1 = 1"));
+            query.and("tenant_id = ?", Some(Value::Text(tenant_id)));
+            query.and("(org_id IS NULL OR org_id = ?)", text(org_id.as_ref()));
+            query.and("actor = ?", text(filter.actor.as_ref()));
+            query.and("action = ?", text(filter.action.as_ref()));
+            query.and("resource_type = ?", text(filter.resource_type.as_ref()));
+            query.and("resource_id = ?", text(filter.resource_id.as_ref()));
+            query.and("at >= ?", integer(filter.since));
+            query.and("at < ?", integer(filter.until));
+            query.and("id < ?", text(request.cursor.as_ref()));
+            let items = query.run(db, "ORDER BY id DESC", limit, audit_row)?;
+            Ok(page(items, limit, |e| e.id.clone()))
+        })
+        .await
     }
 
     fn write_stats(&self) -> WriteStats {
