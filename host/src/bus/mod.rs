@@ -9,7 +9,7 @@
 pub mod memory;
 pub mod nats;
 #[cfg(test)]
-mod suite;
+pub(crate) mod suite;
 
 use std::fmt::Debug;
 use std::sync::Arc;
