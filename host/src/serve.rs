@@ -94,10 +94,12 @@ pub async fn open_host(options: &ServeOptions) -> anyhow::Result<Host> {
                 Arc::new(LocalSecretStore::open_default(&dir).context("opening the secret store")?),
             ),
             Some(pg) => {
+                // The key first: nothing is created in the database for a node that cannot
+                // open its secrets.
+                let keys = Keyring::from_env().context("the secret store's master key")?;
                 let store = PostgresStore::connect(&pg.url, &pg.schema)
                     .await
                     .context("opening the PostgreSQL store")?;
-                let keys = Keyring::from_env().context("the secret store's master key")?;
                 let settings = PostgresSecretSettings {
                     url: pg.url.clone(),
                     schema: pg.schema.clone(),
