@@ -1960,6 +1960,21 @@ fn page_size(limit: usize) -> usize {
     }
 }
 
+impl ConnectionSpec {
+    /// Checks the JSON columns (the store keeps JSON as text; a malformed value is refused);
+    /// the allowed orgs as the JSON text both backends store.
+    fn checked_allowed_orgs(&self) -> Result<String> {
+        check_json("signature_json", &self.signature_json)?;
+        check_json("secret_refs_json", &self.secret_refs_json)?;
+        check_json("settings_json", &self.settings_json)?;
+        if let Some(polling) = &self.polling_json {
+            check_json("polling_json", polling)?;
+        }
+        serde_json::to_string(&self.allowed_org_ids)
+            .map_err(|e| Error::Invalid(format!("allowed_org_ids: {e}")))
+    }
+}
+
 /// Checks that `text` is JSON (the store keeps JSON as text; a malformed value is refused).
 fn check_json(what: &str, text: &str) -> Result<()> {
     serde_json::from_str::<serde::de::IgnoredAny>(text)

@@ -2147,14 +2147,7 @@ impl Store for SqliteStore {
         actor: &str,
         now: Millis,
     ) -> Result<(Connection, Upsert)> {
-        check_json("signature_json", &spec.signature_json)?;
-        check_json("secret_refs_json", &spec.secret_refs_json)?;
-        check_json("settings_json", &spec.settings_json)?;
-        if let Some(polling) = &spec.polling_json {
-            check_json("polling_json", polling)?;
-        }
-        let allowed = serde_json::to_string(&spec.allowed_org_ids)
-            .map_err(|e| Error::Invalid(format!("allowed_org_ids: {e}")))?;
+        let allowed = spec.checked_allowed_orgs()?;
         let actor = actor.to_owned();
         self.write(move |db| upsert_connection(db, spec, allowed, &actor, now))
             .await
