@@ -1582,6 +1582,25 @@ pub struct WriteStats {
     pub commits: u64,
 }
 
+/// The counters behind [`WriteStats`], as a backend keeps them.
+#[derive(Debug, Default)]
+pub(crate) struct WriteCounters {
+    pub(crate) commands: std::sync::atomic::AtomicU64,
+    pub(crate) failed_commands: std::sync::atomic::AtomicU64,
+    pub(crate) commits: std::sync::atomic::AtomicU64,
+}
+
+impl WriteCounters {
+    pub(crate) fn snapshot(&self) -> WriteStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        WriteStats {
+            commands: self.commands.load(Relaxed),
+            failed_commands: self.failed_commands.load(Relaxed),
+            commits: self.commits.load(Relaxed),
+        }
+    }
+}
+
 /// The storage interface every backend implements. Writes are durable when they return `Ok`.
 ///
 /// Gets by id are not scoped: callers compare the row's `tenant_id`/`org_id` with the caller's

@@ -24,7 +24,7 @@
 //! them at any time.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -38,8 +38,8 @@ use super::{
     NewReplay, NewSubscriber, OAuthState, OutboxFilter, OutboxLag, OutboxRow, Page, PageRequest,
     PollClaim, PollEnd, PollRun, PollState, Prepared, Recorded, Replay, Result, StateSnapshot,
     Store, StoredExchange, Subscriber, SubscriberAttempt, SubscriberDelivery,
-    SubscriberDeliveryFilter, SubscriberJob, SubscriberUpdate, Taken, Upsert, WriteStats,
-    check_json, new_id, page_size,
+    SubscriberDeliveryFilter, SubscriberJob, SubscriberUpdate, Taken, Upsert, WriteCounters,
+    WriteStats, check_json, new_id, page_size,
 };
 
 mod audit;
@@ -102,7 +102,7 @@ struct Inner {
     schema: String,
     /// Where the server is, for error messages (never the password).
     target: String,
-    counters: Counters,
+    counters: WriteCounters,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -112,23 +112,6 @@ impl std::fmt::Debug for PostgresStore {
             .field("schema", &self.inner.schema)
             .field("stats", &self.inner.counters.snapshot())
             .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    commands: AtomicU64,
-    failed_commands: AtomicU64,
-    commits: AtomicU64,
-}
-
-impl Counters {
-    fn snapshot(&self) -> WriteStats {
-        WriteStats {
-            commands: self.commands.load(Ordering::Relaxed),
-            failed_commands: self.failed_commands.load(Ordering::Relaxed),
-            commits: self.commits.load(Ordering::Relaxed),
-        }
     }
 }
 
@@ -211,7 +194,7 @@ impl PostgresStore {
                 pool,
                 schema: schema.to_owned(),
                 target,
-                counters: Counters::default(),
+                counters: WriteCounters::default(),
             }),
         };
         store.migrate().await?;

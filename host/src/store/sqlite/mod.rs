@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -39,7 +39,8 @@ use super::{
     PollEnd, PollRun, PollState, Prepared, Recorded, Replay, ReplayStatus, Result, StateCommit,
     StateSnapshot, Store, StoredExchange, Subscriber, SubscriberAttempt, SubscriberDelivery,
     SubscriberDeliveryFilter, SubscriberDeliveryStatus, SubscriberJob, SubscriberUpdate, Taken,
-    Upsert, WriteStats, bounded_error, check_json, millis, new_id, page_size, sha256_hex,
+    Upsert, WriteCounters, WriteStats, bounded_error, check_json, millis, new_id, page_size,
+    sha256_hex,
 };
 
 mod polls;
@@ -428,7 +429,7 @@ struct Inner {
     sender: Option<mpsc::Sender<Box<dyn Command>>>,
     writer: Option<std::thread::JoinHandle<()>>,
     readers: Readers,
-    counters: Arc<Counters>,
+    counters: Arc<WriteCounters>,
     connections: Arc<ConnectionCache>,
 }
 
@@ -449,23 +450,6 @@ impl Drop for Inner {
             && writer.join().is_err()
         {
             tracing::error!("the store's writer thread panicked");
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    commands: AtomicU64,
-    failed_commands: AtomicU64,
-    commits: AtomicU64,
-}
-
-impl Counters {
-    fn snapshot(&self) -> WriteStats {
-        WriteStats {
-            commands: self.commands.load(Ordering::Relaxed),
-            failed_commands: self.failed_commands.load(Ordering::Relaxed),
-            commits: self.commits.load(Ordering::Relaxed),
         }
     }
 }
@@ -568,7 +552,7 @@ impl SqliteStore {
         db.set_prepared_statement_cache_capacity(64);
         migrate(&mut db)?;
 
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(WriteCounters::default());
         let (sender, receiver) = mpsc::channel(QUEUE);
         let writer = {
             let counters = Arc::clone(&counters);
@@ -737,7 +721,11 @@ where
     }
 }
 
-fn writer_loop(mut db: Db, mut receiver: mpsc::Receiver<Box<dyn Command>>, counters: &Counters) {
+fn writer_loop(
+    mut db: Db,
+    mut receiver: mpsc::Receiver<Box<dyn Command>>,
+    counters: &WriteCounters,
+) {
     while let Some(first) = receiver.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -757,7 +745,7 @@ fn execute_cached(db: &Db, sql: &str) -> rusqlite::Result<()> {
 }
 
 /// Runs `batch` in one transaction, each command in a savepoint, commits once, then answers.
-fn run_batch(db: &mut Db, batch: Vec<Box<dyn Command>>, counters: &Counters) {
+fn run_batch(db: &mut Db, batch: Vec<Box<dyn Command>>, counters: &WriteCounters) {
     let tx = match db.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
