@@ -891,39 +891,7 @@ async fn every_sample_adapter_keeps_a_tenant_in_sync_by_polling_its_crm() {
     let appointments = crm.seed_zenoti_appointments("center-1", &day, 3);
     let connection =
         |id: &str, adapter: &str, signature: &str, settings: &str, credential: &str| {
-            let wasm = test_artifacts::ALL
-                .iter()
-                .find(|(stem, _)| *stem == adapter)
-                .unwrap()
-                .1;
-            format!(
-                r#"
-[[adapters]]
-tenant_id = "tenant-{id}"
-name = "{adapter}"
-wasm = "{wasm}"
-
-[[connections]]
-id = "{id}"
-tenant_id = "tenant-{id}"
-provider = "{adapter}"
-adapter = "{adapter}"
-signature = {signature}
-secret = "tenant-{id}/signing"
-allowed_orgs = ["org-1"]
-settings = {{ default_org_id = "org-1", {settings} }}
-polling = {{ max_pages = 50 }}
-api = {{ base_url = "{base}", allow_private = true, credential = {credential} }}
-
-[[secrets]]
-name = "tenant-{id}/signing"
-value = "zc-7f3a91d2-northwind-deals"
-
-[[secrets]]
-name = "tenant-{id}/crm"
-value = "crm-key-{id}"
-"#
-            )
+            sample_connection(&base, id, adapter, signature, settings, credential)
         };
     let config = [
         connection(
@@ -1247,40 +1215,11 @@ async fn hubspot_and_zoho_read_a_bulk_update_larger_than_a_page_once() {
     crm.hold_clock(false);
     hubspot.extend(crm.seed_hubspot_deals(2));
     zoho.extend(crm.seed_zoho_deals(2));
-    let connection = |id: &str, adapter: &str, signature: &str, settings: &str, header: &str| {
-        let wasm = test_artifacts::ALL
-            .iter()
-            .find(|(stem, _)| *stem == adapter)
-            .unwrap()
-            .1;
-        format!(
-            r#"
-[[adapters]]
-tenant_id = "tenant-{id}"
-name = "{adapter}"
-wasm = "{wasm}"
-
-[[connections]]
-id = "{id}"
-tenant_id = "tenant-{id}"
-provider = "{adapter}"
-adapter = "{adapter}"
-signature = {signature}
-secret = "tenant-{id}/signing"
-allowed_orgs = ["org-1"]
-settings = {{ default_org_id = "org-1", {settings} }}
-polling = {{ max_pages = 50 }}
-api = {{ base_url = "{base}", allow_private = true, credential = {{ kind = "api_key", secret = "tenant-{id}/crm", header = "Authorization", prefix = "{header}" }} }}
-
-[[secrets]]
-name = "tenant-{id}/signing"
-value = "zc-7f3a91d2-northwind-deals"
-
-[[secrets]]
-name = "tenant-{id}/crm"
-value = "crm-key-{id}"
-"#
-        )
+    let connection = |id: &str, adapter: &str, signature: &str, settings: &str, prefix: &str| {
+        let credential = format!(
+            r#"{{ kind = "api_key", secret = "tenant-{id}/crm", header = "Authorization", prefix = "{prefix}" }}"#
+        );
+        sample_connection(&base, id, adapter, signature, settings, &credential)
     };
     let config = [
         connection(
@@ -1364,4 +1303,49 @@ value = "crm-key-{id}"
             .iter()
             .any(|l| l.query_param("page_token").is_some())
     );
+}
+
+/// A sample adapter's tenant, connection (polling the fake CRM at `base` with `credential`,
+/// TOML) and secrets, as provisioning TOML: the connection `id` of tenant `tenant-<id>`.
+fn sample_connection(
+    base: &str,
+    id: &str,
+    adapter: &str,
+    signature: &str,
+    settings: &str,
+    credential: &str,
+) -> String {
+    let wasm = test_artifacts::ALL
+        .iter()
+        .find(|(stem, _)| *stem == adapter)
+        .unwrap()
+        .1;
+    format!(
+        r#"
+[[adapters]]
+tenant_id = "tenant-{id}"
+name = "{adapter}"
+wasm = "{wasm}"
+
+[[connections]]
+id = "{id}"
+tenant_id = "tenant-{id}"
+provider = "{adapter}"
+adapter = "{adapter}"
+signature = {signature}
+secret = "tenant-{id}/signing"
+allowed_orgs = ["org-1"]
+settings = {{ default_org_id = "org-1", {settings} }}
+polling = {{ max_pages = 50 }}
+api = {{ base_url = "{base}", allow_private = true, credential = {credential} }}
+
+[[secrets]]
+name = "tenant-{id}/signing"
+value = "zc-7f3a91d2-northwind-deals"
+
+[[secrets]]
+name = "tenant-{id}/crm"
+value = "crm-key-{id}"
+"#
+    )
 }
