@@ -13,6 +13,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod egress;
+pub mod health;
 pub mod metrics;
 pub mod oauth;
 pub mod pipeline;

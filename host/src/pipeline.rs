@@ -74,6 +74,8 @@ pub struct Settings {
     pub max_delivery_attempts: u32,
     /// How the poll scheduler paces itself.
     pub poller: crate::poll::PollerSettings,
+    /// How the health monitor paces itself.
+    pub health: crate::health::monitor::HealthSettings,
 }
 
 impl Default for Settings {
@@ -90,6 +92,7 @@ impl Default for Settings {
             recovery_interval: Duration::from_secs(2),
             max_delivery_attempts: 3,
             poller: crate::poll::PollerSettings::default(),
+            health: crate::health::monitor::HealthSettings::default(),
         }
     }
 }
@@ -139,6 +142,8 @@ struct Inner {
     oauth: Arc<OAuth>,
     /// This process among the host's nodes: the owner of the leases it takes.
     node_id: String,
+    /// Refused signatures counted since the health monitor's last tick.
+    signature_counts: crate::health::monitor::SignatureCounts,
 }
 
 /// An adapter version, loaded or being loaded.
@@ -247,6 +252,7 @@ impl Host {
                 egress,
                 oauth,
                 node_id: format!("node-{}", store::new_id()),
+                signature_counts: Default::default(),
             }),
         }
     }
@@ -289,6 +295,11 @@ impl Host {
     /// Notified whenever events are appended to the outbox (the relay waits on it).
     pub fn outbox_appended(&self) -> Arc<Notify> {
         self.inner.outbox_appended.clone()
+    }
+
+    /// Refused signatures counted since the health monitor's last tick.
+    pub(crate) fn signature_counts(&self) -> &crate::health::monitor::SignatureCounts {
+        &self.inner.signature_counts
     }
 
     /// The settings.
@@ -686,6 +697,7 @@ impl Host {
                 .signature_failures
                 .with_label_values(&[scheme.name(), error.code()])
                 .inc();
+            self.count_signature_failure(&connection.id);
             if error.is_config_error() {
                 // The CRM cannot fix this: say so without detail, and log it for the tenant.
                 tracing::error!(connection = %connection.id, %error, "signature configuration");

@@ -43,6 +43,8 @@ pub struct ServeOptions {
     pub recovery_lease: std::time::Duration,
     /// How the poll scheduler paces itself.
     pub poller: crate::poll::PollerSettings,
+    /// How the health monitor paces itself.
+    pub health: crate::health::monitor::HealthSettings,
     /// Where the browser goes back to after an OAuth connection.
     pub oauth_return_url: Option<String>,
     /// The bus: NATS JetStream, or (`None`) the in-process bus.
@@ -72,6 +74,7 @@ impl Default for ServeOptions {
             server: ServerSettings::default(),
             recovery_lease: Settings::default().recovery_lease,
             poller: crate::poll::PollerSettings::default(),
+            health: crate::health::monitor::HealthSettings::default(),
             oauth_return_url: None,
             nats: None,
             postgres: None,
@@ -124,6 +127,7 @@ pub async fn open_host(options: &ServeOptions) -> anyhow::Result<Host> {
             .to_owned(),
         recovery_lease: options.recovery_lease,
         poller: options.poller.clone(),
+        health: options.health.clone(),
         oauth_return_url: options.oauth_return_url.clone(),
         ..Settings::default()
     };
@@ -196,7 +200,10 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     // attempt limit).
     let recovery = tokio::spawn(host.clone().run_recovery(relay_stopped.clone()));
     // Scheduled polls, once the host listens, like recovery.
-    let poller = tokio::spawn(host.clone().run_poller(relay_stopped));
+    let poller = tokio::spawn(host.clone().run_poller(relay_stopped.clone()));
+    // Connection health and alerts, on every node (the store keeps one open alert per
+    // connection and rule).
+    let health = tokio::spawn(host.clone().run_health_monitor(relay_stopped));
     let connections = options.server.connections.clone();
     crate::server::listen::serve(
         listener,
@@ -210,6 +217,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     relay.await?;
     recovery.await?;
     poller.await?;
+    health.await?;
     Ok(())
 }
 

@@ -239,6 +239,9 @@ struct ConnectionView {
     /// refused grant: polls pause, webhooks are still taken) and why; null before it was
     /// ever connected.
     auth: Option<store::ConnectionAuth>,
+    /// Its health as the monitor last assessed it (null before its first assessment);
+    /// `GET /v1/connections/{id}/health` computes it now, with the figures.
+    health: Option<super::health::HealthView>,
     webhook_url: String,
     created_at: store::Millis,
     updated_at: store::Millis,
@@ -255,12 +258,24 @@ impl ConnectionView {
             .connection_auth(&c.id)
             .await
             .map_err(internal)?;
-        Ok(Self::new(c, auth, host))
+        let health = host
+            .store()
+            .get_health(&c.id)
+            .await
+            .map_err(internal)?
+            .and_then(super::health::HealthView::of);
+        Ok(Self::new(c, auth, health, host))
     }
 
-    fn new(c: Connection, auth: Option<store::ConnectionAuth>, host: &Host) -> Self {
+    fn new(
+        c: Connection,
+        auth: Option<store::ConnectionAuth>,
+        health: Option<super::health::HealthView>,
+        host: &Host,
+    ) -> Self {
         Self {
             auth,
+            health,
             webhook_url: format!(
                 "{}/v1/hooks/{}",
                 host.settings().public_base_url.trim_end_matches('/'),

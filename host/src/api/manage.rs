@@ -93,7 +93,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/events/{event_id}", get(get_event))
         .with_state(state.clone())
         .merge(super::connections::router(state.clone()))
-        .merge(super::audit::router(state))
+        .merge(super::audit::router(state.clone()))
+        .merge(super::health::router(state))
 }
 
 impl FromRequestParts<ApiState> for Scope {

@@ -148,6 +148,10 @@ struct ServeArgs {
     /// up to an hour.
     #[arg(long, env = "ADAPTER_HOST_POLL_BACKOFF_SECS", default_value_t = 60)]
     poll_backoff_secs: u64,
+    /// Seconds between two health passes over every connection (each raises and resolves
+    /// alerts).
+    #[arg(long, env = "ADAPTER_HOST_HEALTH_INTERVAL_SECS", default_value_t = 30)]
+    health_interval_secs: u64,
     /// A file holding the management API's HS256 JWT key (at least 32 bytes). The key can
     /// also come from the environment variable ADAPTER_HOST_JWT_HS256_KEY (never a flag).
     #[arg(long, env = "ADAPTER_HOST_JWT_KEY_FILE", value_name = "FILE")]
@@ -416,6 +420,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<u8> {
             concurrency: args.poll_concurrency.max(1),
             backoff_base: std::time::Duration::from_secs(args.poll_backoff_secs.max(1)),
             ..crate::poll::PollerSettings::default()
+        },
+        health: crate::health::monitor::HealthSettings {
+            tick: std::time::Duration::from_secs(args.health_interval_secs.max(1)),
         },
     };
     tokio::runtime::Runtime::new()?.block_on(crate::serve::serve(options))?;

@@ -127,6 +127,11 @@ macro_rules! text_enum {
     };
 }
 
+pub mod health;
+pub use health::{
+    Activity, Alert, AlertChanges, AlertFilter, AlertStatus, Firing, HealthRecord, HealthSnapshot,
+};
+
 text_enum! {
     /// Where a replay is.
     ReplayStatus {
@@ -1947,6 +1952,45 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         filter: AuditFilter,
         page: PageRequest,
     ) -> Result<Page<AuditEntry>>;
+
+    // --- Health and alerts
+
+    /// What `connection_id` did since `since` (and its backlog now): the figures its health
+    /// is computed from.
+    async fn connection_activity(&self, connection_id: &str, since: Millis) -> Result<Activity>;
+    /// Adds the signature failures a node counted, as (connection, minute start, count), and
+    /// forgets minutes before `forget_before`.
+    async fn add_signature_failures(
+        &self,
+        counts: Vec<(String, Millis, u64)>,
+        forget_before: Millis,
+    ) -> Result<()>;
+    /// The tenant's health thresholds (JSON text), when it set them.
+    async fn health_rules(&self, tenant_id: &str) -> Result<Option<String>>;
+    /// Sets the tenant's health thresholds (JSON text, checked by the caller).
+    async fn set_health_rules(&self, tenant_id: &str, rules_json: &str, now: Millis) -> Result<()>;
+    /// Records an assessment, raising and resolving its alerts (with their outbox events) in
+    /// one transaction: at most one open alert per connection and rule, whichever node asks.
+    async fn record_health(&self, record: HealthRecord) -> Result<AlertChanges>;
+    /// The latest assessments of the tenant's connections (see the trait's note on `org_id`).
+    async fn list_health(
+        &self,
+        tenant_id: &str,
+        org_id: Option<&str>,
+    ) -> Result<Vec<HealthSnapshot>>;
+    /// A connection's latest assessment.
+    async fn get_health(&self, connection_id: &str) -> Result<Option<HealthSnapshot>>;
+    /// One page of the tenant's alerts matching `filter`, newest first.
+    async fn list_alerts(
+        &self,
+        tenant_id: &str,
+        org_id: Option<&str>,
+        filter: AlertFilter,
+        page: PageRequest,
+    ) -> Result<Page<Alert>>;
+    /// Every connection of every tenant, by id, after `after` (the health monitor's walk).
+    async fn connections_after(&self, after: Option<&str>, limit: usize)
+    -> Result<Vec<Connection>>;
 
     // --- Operations
 

@@ -42,6 +42,7 @@ macro_rules! store_suite {
             replay_returns_published_rows_in_range,
             replays_are_recorded_and_limited,
             audit_entries_are_listed_by_scope_filter_and_page,
+            health_reads_activity_and_keeps_one_open_alert_per_rule,
             outbox_lists_filter_and_page,
             subscribers_receive_what_they_filter_for,
             subscriber_deliveries_retry_die_and_revive,
@@ -3688,4 +3689,282 @@ mod sqlite_specific {
         .unwrap();
         assert!(matches!(blobs.get(&sha).await, Err(Error::Backend(_))));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health and alerts
+
+fn health_record(t: &Tenant, firing: &[&str], now: Millis) -> HealthRecord {
+    HealthRecord {
+        connection_id: t.connection.id.clone(),
+        tenant_id: t.connection.tenant_id.clone(),
+        org_id: t.connection.org_id.clone(),
+        provider: t.connection.provider.clone(),
+        status: if firing.is_empty() {
+            "healthy"
+        } else {
+            "failing"
+        }
+        .to_owned(),
+        reasons_json: "[]".to_owned(),
+        firing: firing
+            .iter()
+            .map(|rule| Firing {
+                rule: (*rule).to_owned(),
+                severity: "failing".to_owned(),
+                detail: format!("{rule} fires"),
+                figures_json: r#"{"failure_rate":"0.5000"}"#.to_owned(),
+            })
+            .collect(),
+        raise: true,
+        realert_after: 60 * SECOND,
+        now,
+    }
+}
+
+async fn alert_events(store: &dyn Store, tenant_id: &str) -> Vec<OutboxRow> {
+    let mut rows = store
+        .list_outbox(OutboxFilter {
+            tenant_id: tenant_id.to_owned(),
+            entity_type: Some("integration_alert".to_owned()),
+            ..OutboxFilter::default()
+        })
+        .await
+        .unwrap()
+        .items;
+    rows.sort_by_key(|row| row.seq);
+    rows
+}
+
+pub(crate) async fn health_reads_activity_and_keeps_one_open_alert_per_rule(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let t = tenant(&*store, "t1", "c1").await;
+    let other = tenant(&*store, "t2", "c2").await;
+
+    // Activity: three processed deliveries and two failed ones, one of them before the window.
+    for at in [T0, T0 + SECOND, T0 + 2 * SECOND] {
+        emit(&*store, &t, vec![], at).await;
+    }
+    let mut failed_ids = Vec::new();
+    for at in [T0 - 600 * SECOND, T0 + 3 * SECOND] {
+        let recorded = store
+            .record_delivery(
+                delivery(&t.connection.id, &format!("bad-{at}"), None, at),
+                WINDOW,
+                LEASE_ENDED,
+            )
+            .await
+            .unwrap();
+        store
+            .complete_delivery(Completion {
+                status: DeliveryStatus::Failed,
+                reason_json: Some(r#"{"status":"adapter_error","message":"no amount"}"#.to_owned()),
+                ..completion(&recorded.id, &t.adapter.id, vec![], None, at)
+            })
+            .await
+            .unwrap();
+        failed_ids.push(recorded.id);
+    }
+    store
+        .add_signature_failures(vec![("c1".to_owned(), T0, 4), ("c2".to_owned(), T0, 1)], 0)
+        .await
+        .unwrap();
+    store
+        .add_signature_failures(vec![("c1".to_owned(), T0, 3)], 0)
+        .await
+        .unwrap();
+    let activity = store.connection_activity("c1", T0).await.unwrap();
+    assert_eq!(
+        (
+            activity.deliveries,
+            activity.deliveries_failed,
+            activity.signature_failures
+        ),
+        (4, 1, 7)
+    );
+    assert_eq!(
+        activity.last_failure,
+        Some((
+            failed_ids[1].clone(),
+            Some(r#"{"status":"adapter_error","message":"no amount"}"#.to_owned())
+        ))
+    );
+    assert_eq!(activity.last_success_at, Some(T0 + 2 * SECOND));
+    assert_eq!(activity.last_delivery_at, Some(T0 + 3 * SECOND));
+    assert_eq!(activity.dead_subscriber_deliveries, 0);
+    assert_eq!(activity.auth, None);
+    // Old minutes are forgotten.
+    store
+        .add_signature_failures(vec![], T0 + 60 * SECOND)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .connection_activity("c1", T0)
+            .await
+            .unwrap()
+            .signature_failures,
+        0
+    );
+
+    // Raised once, however often the rule fires; its event is in the outbox.
+    let now = T0 + 10 * SECOND;
+    let raised = store
+        .record_health(health_record(&t, &["delivery_failures"], now))
+        .await
+        .unwrap();
+    assert_eq!((raised.raised.len(), raised.resolved.len()), (1, 0));
+    let alert = raised.raised[0].clone();
+    assert_eq!(alert.status, AlertStatus::Open);
+    let again = store
+        .record_health(health_record(&t, &["delivery_failures"], now + SECOND))
+        .await
+        .unwrap();
+    assert!(!again.appended());
+    let events = alert_events(&*store, "t1").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event_type, "integration_alert.raised");
+    assert_eq!(events[0].event_id, alert.raised_event_id);
+    assert_eq!(events[0].entity_id, alert.id);
+    assert_eq!(events[0].connection_id, "c1");
+    let payload: serde_json::Value = serde_json::from_str(&events[0].payload_json).unwrap();
+    assert_eq!(payload["rule"], "delivery_failures");
+    assert_eq!(payload["figures"]["failure_rate"], "0.5000");
+    assert_eq!(payload["status"], "open");
+    assert!(alert_events(&*store, "t2").await.is_empty());
+
+    let snapshot = store.get_health("c1").await.unwrap().unwrap();
+    assert_eq!(
+        (snapshot.status.as_str(), snapshot.changed_at),
+        ("failing", now)
+    );
+
+    // Cleared: resolved once, with its event after the raised one.
+    let cleared = store
+        .record_health(health_record(&t, &[], now + 2 * SECOND))
+        .await
+        .unwrap();
+    assert_eq!((cleared.raised.len(), cleared.resolved.len()), (0, 1));
+    assert_eq!(cleared.resolved[0].id, alert.id);
+    let events = alert_events(&*store, "t1").await;
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.event_type.as_str())
+            .collect::<Vec<_>>(),
+        ["integration_alert.raised", "integration_alert.resolved"]
+    );
+    assert!(events[0].seq < events[1].seq);
+    assert_eq!(
+        store.get_health("c1").await.unwrap().unwrap().changed_at,
+        now + 2 * SECOND
+    );
+
+    // Firing again within the re-alert period: nothing; after it: a new alert.
+    let flapping = store
+        .record_health(health_record(&t, &["delivery_failures"], now + 30 * SECOND))
+        .await
+        .unwrap();
+    assert!(!flapping.appended());
+    let later = store
+        .record_health(health_record(
+            &t,
+            &["delivery_failures", "stale"],
+            now + 90 * SECOND,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(later.raised.len(), 2);
+
+    // A connection that may not raise (disabled) resolves what it has open.
+    let disabled = store
+        .record_health(HealthRecord {
+            raise: false,
+            ..health_record(&t, &["delivery_failures", "stale"], now + 100 * SECOND)
+        })
+        .await
+        .unwrap();
+    assert_eq!((disabled.raised.len(), disabled.resolved.len()), (0, 2));
+
+    // Lists: newest first, by status and rule, in the tenant only.
+    let all = store
+        .list_alerts("t1", None, AlertFilter::default(), PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 3);
+    assert!(all.items.windows(2).all(|w| w[0].id > w[1].id));
+    let stale = store
+        .list_alerts(
+            "t1",
+            None,
+            AlertFilter {
+                rule: Some("stale".to_owned()),
+                status: Some(AlertStatus::Resolved),
+                ..AlertFilter::default()
+            },
+            PageRequest::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stale.items.len(), 1);
+    let first_page = store
+        .list_alerts(
+            "t1",
+            None,
+            AlertFilter::default(),
+            PageRequest {
+                limit: 2,
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    let second_page = store
+        .list_alerts(
+            "t1",
+            None,
+            AlertFilter::default(),
+            PageRequest {
+                limit: 2,
+                cursor: first_page.next_cursor.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((first_page.items.len(), second_page.items.len()), (2, 1));
+    assert!(
+        store
+            .list_alerts("t2", None, AlertFilter::default(), PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert_eq!(store.list_health("t1", None).await.unwrap().len(), 1);
+    assert!(store.list_health("t2", None).await.unwrap().is_empty());
+
+    // Rules are the tenant's; the walk sees every tenant's connections in id order.
+    assert_eq!(store.health_rules("t1").await.unwrap(), None);
+    store
+        .set_health_rules("t1", r#"{"defaults":{"window_secs":120}}"#, now)
+        .await
+        .unwrap();
+    store
+        .set_health_rules("t1", r#"{"defaults":{"window_secs":300}}"#, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.health_rules("t1").await.unwrap().as_deref(),
+        Some(r#"{"defaults":{"window_secs":300}}"#)
+    );
+    assert_eq!(store.health_rules("t2").await.unwrap(), None);
+    let walked = store.connections_after(None, 1).await.unwrap();
+    assert_eq!(walked.len(), 1);
+    let rest = store
+        .connections_after(Some(&walked[0].id), 10)
+        .await
+        .unwrap();
+    let mut ids: Vec<_> = walked.iter().chain(&rest).map(|c| c.id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["c1", other.connection.id.as_str()]);
 }

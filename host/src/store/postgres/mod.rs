@@ -32,19 +32,20 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, Rec
 use tokio_postgres::{IsolationLevel, NoTls};
 
 use super::{
-    Adapter, AdapterVersion, AuditEntry, AuditFilter, Completed, Completion, Connection,
-    ConnectionAuth, ConnectionSpec, ConnectionStatus, Delivery, DeliveryFilter, DeliveryInfo,
-    Error, Invocation, Millis, NewAdapter, NewAdapterVersion, NewAuditEntry, NewDelivery,
-    NewReplay, NewSubscriber, OAuthState, OutboxFilter, OutboxLag, OutboxRow, Page, PageRequest,
-    PollClaim, PollEnd, PollRun, PollState, Prepared, Recorded, Replay, Result, StateSnapshot,
-    Store, StoredExchange, Subscriber, SubscriberAttempt, SubscriberDelivery,
-    SubscriberDeliveryFilter, SubscriberJob, SubscriberUpdate, Taken, Upsert, WriteCounters,
-    WriteStats, check_json, new_id, page_size,
+    Activity, Adapter, AdapterVersion, Alert, AlertChanges, AlertFilter, AuditEntry, AuditFilter,
+    Completed, Completion, Connection, ConnectionAuth, ConnectionSpec, ConnectionStatus, Delivery,
+    DeliveryFilter, DeliveryInfo, Error, HealthRecord, HealthSnapshot, Invocation, Millis,
+    NewAdapter, NewAdapterVersion, NewAuditEntry, NewDelivery, NewReplay, NewSubscriber,
+    OAuthState, OutboxFilter, OutboxLag, OutboxRow, Page, PageRequest, PollClaim, PollEnd, PollRun,
+    PollState, Prepared, Recorded, Replay, Result, StateSnapshot, Store, StoredExchange,
+    Subscriber, SubscriberAttempt, SubscriberDelivery, SubscriberDeliveryFilter, SubscriberJob,
+    SubscriberUpdate, Taken, Upsert, WriteCounters, WriteStats, check_json, new_id, page_size,
 };
 
 mod audit;
 mod blobs;
 mod connections;
+mod health;
 mod inbox;
 mod outbox;
 mod polls;
@@ -1065,6 +1066,76 @@ impl Store for PostgresStore {
     ) -> Result<Page<AuditEntry>> {
         let db = self.db().await?;
         audit::list_audit(&db, tenant_id, org_id, filter, request).await
+    }
+
+    async fn connection_activity(&self, connection_id: &str, since: Millis) -> Result<Activity> {
+        let db = self.db().await?;
+        health::activity(&db, connection_id, since).await
+    }
+
+    async fn add_signature_failures(
+        &self,
+        counts: Vec<(String, Millis, u64)>,
+        forget_before: Millis,
+    ) -> Result<()> {
+        in_tx!(self, |tx| health::add_signature_failures(
+            &tx,
+            &counts,
+            forget_before
+        )
+        .await)
+    }
+
+    async fn health_rules(&self, tenant_id: &str) -> Result<Option<String>> {
+        let db = self.db().await?;
+        health::health_rules(&db, tenant_id).await
+    }
+
+    async fn set_health_rules(&self, tenant_id: &str, rules_json: &str, now: Millis) -> Result<()> {
+        in_tx!(self, |tx| health::set_health_rules(
+            &tx, tenant_id, rules_json, now
+        )
+        .await)
+    }
+
+    async fn record_health(&self, record: HealthRecord) -> Result<AlertChanges> {
+        let schema = self.inner.schema.clone();
+        in_tx!(self, |tx| health::record_health(&tx, &schema, &record)
+            .await)
+    }
+
+    async fn list_health(
+        &self,
+        tenant_id: &str,
+        org_id: Option<&str>,
+    ) -> Result<Vec<HealthSnapshot>> {
+        let db = self.db().await?;
+        health::list_health(&db, tenant_id, org_id).await
+    }
+
+    async fn get_health(&self, connection_id: &str) -> Result<Option<HealthSnapshot>> {
+        let db = self.db().await?;
+        health::get_health(&db, connection_id).await
+    }
+
+    async fn list_alerts(
+        &self,
+        tenant_id: &str,
+        org_id: Option<&str>,
+        filter: AlertFilter,
+        request: PageRequest,
+    ) -> Result<Page<Alert>> {
+        let db = self.db().await?;
+        health::list_alerts(&db, tenant_id, org_id, filter, request).await
+    }
+
+    async fn connections_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Connection>> {
+        let db = self.db().await?;
+        health::connections_after(&db, after, limit).await
     }
 
     fn write_stats(&self) -> WriteStats {

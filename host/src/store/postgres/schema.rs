@@ -342,4 +342,5 @@ CREATE TRIGGER audit_guard BEFORE UPDATE OR DELETE ON audit
 CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
     FOR EACH STATEMENT EXECUTE FUNCTION audit_guard();
 "#,
+    super::health::MIGRATION,
 ];

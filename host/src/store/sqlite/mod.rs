@@ -31,18 +31,20 @@ use rusqlite::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Adapter, AdapterVersion, AttemptNext, AuditEntry, AuditFilter, Completed, Completion,
-    Connection, ConnectionAuth, ConnectionSpec, ConnectionStatus, Delivery, DeliveryFilter,
-    DeliveryInfo, DeliveryKind, DeliveryStatus, Error, Invocation, InvocationRecord, Millis,
-    NewAdapter, NewAdapterVersion, NewAuditEntry, NewDelivery, NewReplay, NewSubscriber,
-    OAuthState, OutboxFilter, OutboxLag, OutboxRow, OutboxStatus, Page, PageRequest, PollClaim,
-    PollEnd, PollRun, PollState, Prepared, Recorded, Replay, ReplayStatus, Result, StateCommit,
+    Activity, Adapter, AdapterVersion, Alert, AlertChanges, AlertFilter, AttemptNext, AuditEntry,
+    AuditFilter, Completed, Completion, Connection, ConnectionAuth, ConnectionSpec,
+    ConnectionStatus, Delivery, DeliveryFilter, DeliveryInfo, DeliveryKind, DeliveryStatus, Error,
+    HealthRecord, HealthSnapshot, Invocation, InvocationRecord, Millis, NewAdapter,
+    NewAdapterVersion, NewAuditEntry, NewDelivery, NewReplay, NewSubscriber, OAuthState,
+    OutboxFilter, OutboxLag, OutboxRow, OutboxStatus, Page, PageRequest, PollClaim, PollEnd,
+    PollRun, PollState, Prepared, Recorded, Replay, ReplayStatus, Result, StateCommit,
     StateSnapshot, Store, StoredExchange, Subscriber, SubscriberAttempt, SubscriberDelivery,
     SubscriberDeliveryFilter, SubscriberDeliveryStatus, SubscriberJob, SubscriberUpdate, Taken,
     Upsert, WriteCounters, WriteStats, bounded_error, check_json, millis, new_id, page_size,
     sha256_hex,
 };
 
+mod health;
 mod polls;
 
 /// The database file inside the data directory.
@@ -399,6 +401,7 @@ BEGIN
     SELECT RAISE(ABORT, 'the audit log is append-only');
 END;
 "#,
+    health::MIGRATION,
 ];
 
 impl From<rusqlite::Error> for Error {
@@ -3304,6 +3307,94 @@ impl Store for SqliteStore {
             query.and("id < ?", text(request.cursor.as_ref()));
             let items = query.run(db, "ORDER BY id DESC", limit, audit_row)?;
             Ok(page(items, limit, |e| e.id.clone()))
+        })
+        .await
+    }
+
+    async fn connection_activity(&self, connection_id: &str, since: Millis) -> Result<Activity> {
+        let connection_id = connection_id.to_owned();
+        self.read(move |db| health::activity(db, &connection_id, since))
+            .await
+    }
+
+    async fn add_signature_failures(
+        &self,
+        counts: Vec<(String, Millis, u64)>,
+        forget_before: Millis,
+    ) -> Result<()> {
+        self.write_then(
+            move |db| health::add_signature_failures(db, &counts, forget_before),
+            keeps_connections,
+        )
+        .await
+    }
+
+    async fn health_rules(&self, tenant_id: &str) -> Result<Option<String>> {
+        let tenant_id = tenant_id.to_owned();
+        self.read(move |db| health::health_rules(db, &tenant_id))
+            .await
+    }
+
+    async fn set_health_rules(&self, tenant_id: &str, rules_json: &str, now: Millis) -> Result<()> {
+        let (tenant_id, rules_json) = (tenant_id.to_owned(), rules_json.to_owned());
+        self.write_then(
+            move |db| health::set_health_rules(db, &tenant_id, &rules_json, now),
+            keeps_connections,
+        )
+        .await
+    }
+
+    async fn record_health(&self, record: HealthRecord) -> Result<AlertChanges> {
+        self.write_then(
+            move |db| health::record_health(db, &record),
+            keeps_connections,
+        )
+        .await
+    }
+
+    async fn list_health(
+        &self,
+        tenant_id: &str,
+        org_id: Option<&str>,
+    ) -> Result<Vec<HealthSnapshot>> {
+        let (tenant_id, org_id) = (tenant_id.to_owned(), org_id.map(str::to_owned));
+        self.read(move |db| health::list_health(db, &tenant_id, org_id.as_deref()))
+            .await
+    }
+
+    async fn get_health(&self, connection_id: &str) -> Result<Option<HealthSnapshot>> {
+        let connection_id = connection_id.to_owned();
+        self.read(move |db| health::get_health(db, &connection_id))
+            .await
+    }
+
+    async fn list_alerts(
+        &self,
+        tenant_id: &str,
+        org_id: Option<&str>,
+        filter: AlertFilter,
+        request: PageRequest,
+    ) -> Result<Page<Alert>> {
+        let (tenant_id, org_id) = (tenant_id.to_owned(), org_id.map(str::to_owned));
+        self.read(move |db| {
+            health::list_alerts(db, &tenant_id, org_id.as_deref(), &filter, &request)
+        })
+        .await
+    }
+
+    async fn connections_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Connection>> {
+        let after = after.unwrap_or_default().to_owned();
+        self.read(move |db| {
+            query_all(
+                db,
+                &format!("SELECT {CONNECTION} FROM connections WHERE id > ?1 ORDER BY id LIMIT ?2"),
+                params![after, int(limit as u64)],
+                connection_row,
+            )
         })
         .await
     }
