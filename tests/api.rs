@@ -392,6 +392,14 @@ fn endpoints(f: &OrgA) -> Vec<(Method, String, Option<Value>)> {
     vec![
         (Method::GET, "/v1/adapters".into(), None),
         (Method::GET, "/v1/audit".into(), None),
+        (Method::GET, "/v1/health".into(), None),
+        (Method::GET, "/v1/health/rules".into(), None),
+        (Method::GET, "/v1/alerts".into(), None),
+        (
+            Method::GET,
+            format!("/v1/connections/{connection}/health"),
+            None,
+        ),
         (
             Method::POST,
             "/v1/adapters".into(),
@@ -2630,4 +2638,342 @@ async fn support_mode_needs_the_header_and_an_admin_and_is_marked() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
     // Nothing more was written to t1.
     assert_eq!(audit_log(&api, &a, "").await.len(), 2);
+}
+
+/// A subscriber endpoint on loopback that takes everything and keeps the bodies.
+async fn subscriber_stand_in() -> (String, Arc<std::sync::Mutex<Vec<(String, Value)>>>) {
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = Arc::clone(&received);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let kept = Arc::clone(&kept);
+                async move {
+                    let signature = headers
+                        .get("webhook-signature")
+                        .map(|v| v.to_str().unwrap().to_owned())
+                        .unwrap_or_default();
+                    kept.lock()
+                        .unwrap()
+                        .push((signature, serde_json::from_slice(&body).unwrap()));
+                    StatusCode::NO_CONTENT
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received)
+}
+
+async fn deliver_hostile(api: &Api, connection: &str, body: &str) -> Value {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"github-secret").unwrap();
+    mac.update(body.as_bytes());
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let (status, ack) = api
+        .send(
+            Request::post(format!("/v1/hooks/{connection}"))
+                .header("x-hub-signature-256", signature)
+                .body(Body::from(body.to_owned()))
+                .unwrap(),
+        )
+        .await;
+    assert!(status.is_success(), "{status}: {ack}");
+    ack
+}
+
+#[tokio::test]
+async fn a_failing_connection_raises_one_alert_that_a_fix_resolves_and_subscribers_receive_both() {
+    use adapter_host::metrics::Metrics;
+    use adapter_host::relay::{Relay, RelayConfig};
+
+    let api = start().await;
+    let a = org_admin("org-a");
+    // Thresholds are the tenant's: a platform-level admin sets them, an org's admin cannot.
+    let rules =
+        json!({"defaults": {"window_secs": 600, "min_deliveries": 2, "realert_after_secs": 0}});
+    let (status, problem) = api
+        .call(&a, Method::PUT, "/v1/health/rules", Some(rules.clone()))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    let (status, problem) = api
+        .call(
+            &platform(Some("org-a")),
+            Method::PUT,
+            "/v1/health/rules",
+            Some(json!({"defaults": {"window_secs": 5}})),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["detail"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("health rules: defaults: `window_secs` must be between 60 and 86400, got 5")
+        )
+    );
+    let (status, stored) = api
+        .call(
+            &platform(Some("org-a")),
+            Method::PUT,
+            "/v1/health/rules",
+            Some(rules),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{stored}");
+    let (_, audited) = api
+        .call(&a, Method::GET, "/v1/audit?action=health_rules.put", None)
+        .await;
+    assert_eq!(
+        (
+            audited["items"].as_array().unwrap().len(),
+            audited["items"][0]["status"].as_u64()
+        ),
+        (1, Some(200)),
+        "one audited write, the refused ones not: {audited}"
+    );
+    let (_, read) = api.call(&a, Method::GET, "/v1/health/rules", None).await;
+    assert_eq!(
+        (
+            read["defaults"]["min_deliveries"].as_u64(),
+            read["defaults"]["failing_failure_percent"].as_u64()
+        ),
+        (Some(2), Some(50)),
+        "{read}"
+    );
+
+    let (url, received) = subscriber_stand_in().await;
+    let (status, subscriber) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/subscribers",
+            Some(json!({"url": url, "event_types": ["integration_alert.*"], "secret": "sub"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{subscriber}");
+    api.call(
+        &a,
+        Method::PUT,
+        "/v1/secrets/sub",
+        Some(json!({"value": "whsec_c3Vic2NyaWJlcg=="})),
+    )
+    .await;
+    let relay = Relay::new(
+        api.host.store().clone(),
+        api.host.bus().clone(),
+        Metrics::new(),
+        RelayConfig::default(),
+        Arc::new(tokio::sync::Notify::new()),
+    )
+    .with_secrets(api.host.secrets().clone());
+
+    // An adapter that fails every delivery.
+    let (_, adapter) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/adapters",
+            Some(json!({"name": "flaky"})),
+        )
+        .await;
+    let adapter = adapter["id"].as_str().unwrap().to_owned();
+    let (status, _) = api.upload(&a, &adapter, test_artifacts::HOSTILE).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let connection = api.connection(&a, &adapter, false).await;
+    let health_path = format!("/v1/connections/{connection}/health");
+    assert!(api.host.assess_all().await.unwrap().raised.is_empty());
+    let (_, healthy) = api.call(&a, Method::GET, &health_path, None).await;
+    assert_eq!(healthy["status"], "healthy", "{healthy}");
+
+    for n in 0..3 {
+        let ack = deliver_hostile(&api, &connection, &format!("fail\n{n}")).await;
+        assert_eq!(ack["status"], "failed", "{ack}");
+    }
+    let changes = api.host.assess_all().await.unwrap();
+    assert_eq!(
+        (changes.raised.len(), changes.resolved.len()),
+        (1, 0),
+        "{changes:?}"
+    );
+    // Assessed again, still failing: no second alert.
+    assert!(!api.host.assess_all().await.unwrap().appended());
+
+    let (status, health) = api.call(&a, Method::GET, &health_path, None).await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!(health["status"], "failing", "{health}");
+    let reason = &health["reasons"][0];
+    assert_eq!(reason["rule"], "delivery_failures");
+    assert!(
+        reason["detail"].as_str().unwrap().contains(
+            "3 of 3 deliveries in the last 600 s failed; the latest: adapter_error: hostile failed"
+        ),
+        "{reason}"
+    );
+    assert_eq!(health["figures"]["failure_rate"], "1.0000");
+    assert_eq!(health["figures"]["deliveries_failed"], 3);
+    assert_eq!(health["open_alerts"].as_array().unwrap().len(), 1);
+    let (_, listed) = api.call(&a, Method::GET, "/v1/connections", None).await;
+    assert_eq!(
+        listed["items"][0]["health"]["status"], "failing",
+        "{listed}"
+    );
+    let (_, summary) = api.call(&a, Method::GET, "/v1/health", None).await;
+    assert_eq!(
+        (
+            summary["status"].as_str(),
+            summary["counts"]["failing"].as_u64(),
+            summary["open_alerts"].as_u64(),
+            summary["unhealthy"][0]["connection_id"].as_str(),
+        ),
+        (Some("failing"), Some(1), Some(1), Some(connection.as_str())),
+        "{summary}"
+    );
+    let (_, open) = api
+        .call(&a, Method::GET, "/v1/alerts?status=open", None)
+        .await;
+    let alert = open["items"][0].clone();
+    assert_eq!(
+        (
+            alert["rule"].as_str(),
+            alert["severity"].as_str(),
+            open["items"].as_array().unwrap().len()
+        ),
+        (Some("delivery_failures"), Some("failing"), 1),
+        "{open}"
+    );
+    // Another org sees neither the alert nor the connection's health.
+    let b = org_admin("org-b");
+    let (_, theirs) = api.call(&b, Method::GET, "/v1/alerts", None).await;
+    assert_eq!(theirs["items"], json!([]));
+    assert_eq!(
+        api.call(&b, Method::GET, &health_path, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, theirs) = api.call(&b, Method::GET, "/v1/health", None).await;
+    assert_eq!(theirs["status"], "healthy", "{theirs}");
+
+    // The raised event goes out like any event, signed.
+    relay.publish_once().await.unwrap();
+    relay.deliver_once().await.unwrap();
+
+    // The fix: a version that works, switched to, and the failed deliveries redriven.
+    let (status, _) = api.upload(&a, &adapter, test_artifacts::NOOP).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, switched) = api
+        .call(
+            &a,
+            Method::PATCH,
+            &format!("/v1/connections/{connection}"),
+            Some(json!({"adapter_version": 2})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{switched}");
+    let (_, batch) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/deliveries/redrive",
+            Some(json!({"connection_id": connection})),
+        )
+        .await;
+    assert_eq!(batch["redriven"], 3, "{batch}");
+    let changes = api.host.assess_all().await.unwrap();
+    assert_eq!(
+        (changes.raised.len(), changes.resolved.len()),
+        (0, 1),
+        "{changes:?}"
+    );
+    assert!(!api.host.assess_all().await.unwrap().appended());
+    let (_, health) = api.call(&a, Method::GET, &health_path, None).await;
+    assert_eq!(health["status"], "healthy", "{health}");
+    let (_, resolved) = api
+        .call(&a, Method::GET, "/v1/alerts?status=resolved", None)
+        .await;
+    assert_eq!(resolved["items"][0]["id"], alert["id"], "{resolved}");
+    assert!(resolved["items"][0]["resolved_at"].is_i64());
+
+    relay.publish_once().await.unwrap();
+    relay.deliver_once().await.unwrap();
+    let received = received.lock().unwrap().clone();
+    let kinds: Vec<(&str, &str)> = received
+        .iter()
+        .map(|(_, event)| {
+            (
+                event["event_type"].as_str().unwrap(),
+                event["payload"]["alert_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let alert_id = alert["id"].as_str().unwrap();
+    assert_eq!(
+        kinds,
+        [
+            ("integration_alert.raised", alert_id),
+            ("integration_alert.resolved", alert_id)
+        ]
+    );
+    assert!(
+        received
+            .iter()
+            .all(|(signature, _)| signature.starts_with("v1,"))
+    );
+    let raised = &received[0].1;
+    assert_eq!(
+        (
+            raised["org_id"].as_str(),
+            raised["payload"]["figures"]["failure_rate"].as_str()
+        ),
+        (Some("org-a"), Some("1.0000")),
+        "{raised}"
+    );
+    // Both are in the outbox, listed with the org's events.
+    let (_, events) = api
+        .call(
+            &a,
+            Method::GET,
+            "/v1/events?entity_type=integration_alert",
+            None,
+        )
+        .await;
+    assert_eq!(events["items"].as_array().unwrap().len(), 2, "{events}");
+}
+
+#[tokio::test]
+async fn a_connection_silent_past_its_cadence_is_stale_until_it_hears_again() {
+    let api = start().await;
+    let a = org_admin("org-a");
+    let adapter = api.adapter(&a, "quiet", false).await;
+    let connection = api.connection(&a, &adapter, false).await;
+    api.call(
+        &platform(Some("org-a")),
+        Method::PUT,
+        "/v1/health/rules",
+        Some(json!({"connections": {connection.clone(): {"stale_after_secs": 1}}})),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let changes = api.host.assess_all().await.unwrap();
+    assert_eq!(changes.raised.len(), 1, "{changes:?}");
+    assert_eq!(changes.raised[0].rule, "stale");
+    let (_, health) = api
+        .call(
+            &a,
+            Method::GET,
+            &format!("/v1/connections/{connection}/health"),
+            None,
+        )
+        .await;
+    assert_eq!(health["status"], "stale", "{health}");
+    assert_eq!(health["thresholds"]["stale_after_secs"], 1);
+
+    deliver_hostile(&api, &connection, "anything").await;
+    let changes = api.host.assess_all().await.unwrap();
+    assert_eq!(
+        (changes.raised.len(), changes.resolved.len()),
+        (0, 1),
+        "{changes:?}"
+    );
 }

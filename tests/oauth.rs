@@ -117,6 +117,7 @@ value = "{CLIENT_SECRET}"
                 ("ADAPTER_HOST_JWT_AUDIENCE", jwt::AUDIENCE),
                 ("ADAPTER_HOST_PUBLIC_URL", &public),
                 ("ADAPTER_HOST_OAUTH_RETURN_URL", RETURN_URL),
+                ("ADAPTER_HOST_HEALTH_INTERVAL_SECS", "1"),
                 (
                     "ADAPTER_HOST_LOG",
                     "info,adapter_host=trace,tower_http=trace,reqwest=trace,hyper=debug",
@@ -211,6 +212,25 @@ value = "{CLIENT_SECRET}"
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("the run did not end");
+    }
+
+    /// The one alert of `rule` in `status`, once the health monitor has raised (or resolved)
+    /// it: waits up to 10 s.
+    async fn alert_of(&self, rule: &str, status: &str) -> Value {
+        for _ in 0..100 {
+            let (code, page) = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/v1/alerts?rule={rule}&status={status}"),
+                )
+                .await;
+            assert_eq!(code, 200, "{page}");
+            if let Some(alert) = page["items"].get(0) {
+                return alert.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no {status} {rule} alert after 10 s");
     }
 
     async fn auth(&self) -> Value {
@@ -413,6 +433,17 @@ async fn a_connection_is_connected_kept_fresh_and_recovers_from_a_revoked_grant(
         reason.contains("invalid_grant") && reason.contains("connect again"),
         "{reason}"
     );
+    // The health monitor (every second here) raises one `credentials` alert, health `error`.
+    let alert = host.alert_of("credentials", "open").await;
+    assert_eq!(alert["severity"], "error", "{alert}");
+    assert!(
+        alert["detail"].as_str().unwrap().contains("invalid_grant"),
+        "{alert}"
+    );
+    let (_, health) = host
+        .call(reqwest::Method::GET, "/v1/connections/crm/health")
+        .await;
+    assert_eq!(health["status"], "error", "{health}");
 
     // The user says no at the provider: back at the return URL with the error; still in error.
     provider.deny_next();
@@ -431,6 +462,13 @@ async fn a_connection_is_connected_kept_fresh_and_recovers_from_a_revoked_grant(
     assert_eq!(host.auth().await["state"], "connected");
     let view = host.poll().await;
     assert_eq!(view["run"]["status"], "done", "{view}");
+    // ... and resolves its alert, once: the same alert, resolved.
+    let resolved = host.alert_of("credentials", "resolved").await;
+    assert_eq!(resolved["id"], alert["id"], "{resolved}");
+    let (_, all) = host
+        .call(reqwest::Method::GET, "/v1/alerts?rule=credentials")
+        .await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 1, "{all}");
 
     // Disconnect: revoked at the provider, the tokens gone.
     let (status, disconnected) = host

@@ -310,7 +310,7 @@ async fn count_connections(state: &ApiState, scope: &Scope) -> Result<u64, ApiEr
 }
 
 /// `GET /v1/health/rules`: the tenant's thresholds (the platform's defaults where it set
-/// none).
+/// none), with the per-connection ones of the connections the scope sees.
 #[utoipa::path(
     get,
     path = "/v1/health/rules",
@@ -324,13 +324,20 @@ async fn get_rules(
     State(state): State<ApiState>,
     scope: Scope,
 ) -> Result<Json<HealthRules>, ApiError> {
-    Ok(Json(
-        state
-            .host
-            .health_rules(scope.tenant_id())
-            .await
-            .map_err(internal)?,
-    ))
+    let mut rules = state
+        .host
+        .health_rules(scope.tenant_id())
+        .await
+        .map_err(internal)?;
+    // Another org's connections are not named to this one.
+    let mut visible = std::collections::BTreeMap::new();
+    for (id, changes) in std::mem::take(&mut rules.connections) {
+        if visible_connection(&state, &scope, &id).await.is_ok() {
+            visible.insert(id, changes);
+        }
+    }
+    rules.connections = visible;
+    Ok(Json(rules))
 }
 
 /// `PUT /v1/health/rules`: replaces the tenant's thresholds (fields left out take the
