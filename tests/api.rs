@@ -336,12 +336,19 @@ impl OrgA {
                 None,
             )
             .await;
+        api.call(
+            a,
+            Method::PUT,
+            "/v1/secrets/sub",
+            Some(json!({"value": "whsec_c3Vic2NyaWJlcg=="})),
+        )
+        .await;
         let (status, subscriber) = api
             .call(
                 a,
                 Method::POST,
                 "/v1/subscribers",
-                Some(json!({"url": "https://subscriber.example/hook", "secret": "gh"})),
+                Some(json!({"url": "https://subscriber.example/hook", "secret": "sub"})),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{subscriber}");
@@ -1366,6 +1373,54 @@ async fn subscribers_are_managed_and_dead_deliveries_retried_within_the_org() {
 
     let api = start().await;
     let a = org_admin("org-a");
+    // A subscriber cannot name a secret that is not written, nor one that cannot sign.
+    let create = json!({
+        "url": "http://127.0.0.1:9/hook", "event_types": ["member.*"], "secret": "sub",
+    });
+    let (status, problem) = api
+        .call(&a, Method::POST, "/v1/subscribers", Some(create.clone()))
+        .await;
+    assert_eq!(
+        (status, problem["detail"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some(
+                "secret: no secret `sub` in this scope: write it with PUT /v1/secrets/sub \
+                 (a Standard Webhooks key, `whsec_<base64>`) before a subscriber names it"
+            )
+        )
+    );
+    api.call(
+        &a,
+        Method::PUT,
+        "/v1/secrets/not-base64",
+        Some(json!({"value": "whsec_not base64!"})),
+    )
+    .await;
+    let (status, problem) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/subscribers",
+            Some(json!({"url": "http://127.0.0.1:9/hook", "secret": "not-base64"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("secret `not-base64` cannot sign Standard Webhooks deliveries"),
+        "{problem}"
+    );
+    assert!(!problem.to_string().contains("not base64!"), "{problem}");
+    api.call(
+        &a,
+        Method::PUT,
+        "/v1/secrets/sub",
+        Some(json!({"value": "whsec_c3Vi"})),
+    )
+    .await;
     let (status, subscriber) = api
         .call(
             &a,
@@ -1381,13 +1436,6 @@ async fn subscribers_are_managed_and_dead_deliveries_retried_within_the_org() {
     assert_eq!(subscriber["org_id"], "org-a");
     assert_eq!(subscriber["secret_ref"], "tenants/t1/orgs/org-a/sub");
     let id = subscriber["id"].as_str().unwrap().to_owned();
-    api.call(
-        &a,
-        Method::PUT,
-        "/v1/secrets/sub",
-        Some(json!({"value": "whsec_c3Vi"})),
-    )
-    .await;
     one_event_in_org_a(&api, &a).await;
     let relay = Relay::new(
         api.host.store().clone(),
@@ -2238,7 +2286,8 @@ async fn every_write_is_audited_with_who_and_the_request_and_no_secret_value() {
     let (status, _) = api.upload(&a, &adapter, test_artifacts::HOSTILE).await;
     assert_eq!(status, StatusCode::CREATED);
     let secret_values = [
-        "gh-secret-value-7f3a",
+        // Also the subscriber's signing key: a Standard Webhooks key.
+        "whsec_Z2gtc2VjcmV0LTdmM2E=",
         "push-secret-value-9c1e",
         "url-token-5d2b",
     ];
@@ -2745,6 +2794,13 @@ async fn a_failing_connection_raises_one_alert_that_a_fix_resolves_and_subscribe
     );
 
     let (url, received) = subscriber_stand_in().await;
+    api.call(
+        &a,
+        Method::PUT,
+        "/v1/secrets/sub",
+        Some(json!({"value": "whsec_c3Vic2NyaWJlcg=="})),
+    )
+    .await;
     let (status, subscriber) = api
         .call(
             &a,
@@ -2754,13 +2810,6 @@ async fn a_failing_connection_raises_one_alert_that_a_fix_resolves_and_subscribe
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{subscriber}");
-    api.call(
-        &a,
-        Method::PUT,
-        "/v1/secrets/sub",
-        Some(json!({"value": "whsec_c3Vic2NyaWJlcg=="})),
-    )
-    .await;
     let relay = Relay::new(
         api.host.store().clone(),
         api.host.bus().clone(),

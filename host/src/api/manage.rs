@@ -1319,12 +1319,14 @@ async fn create_subscriber(
         .map_err(ApiError::BadRequest)?;
     check_name("`secret`", &request.secret, true)?;
     let secret_name = request.secret.clone();
+    let secret_ref = Scope::secret_ref(scope.tenant_id(), org_id.as_deref(), &request.secret);
+    check_subscriber_secret(&state, &secret_ref, &secret_name)?;
     let subscriber = state
         .host
         .store()
         .create_subscriber(NewSubscriber {
             tenant_id: scope.tenant_id().to_owned(),
-            secret_ref: Scope::secret_ref(scope.tenant_id(), org_id.as_deref(), &request.secret),
+            secret_ref,
             org_id,
             url: request.url,
             event_types: request.event_types,
@@ -1411,6 +1413,21 @@ async fn get_subscriber(
         .map(Json)
 }
 
+/// A subscriber's secret must be written, and be a Standard Webhooks key, before a subscriber
+/// names it: otherwise every delivery to it would fail.
+fn check_subscriber_secret(state: &ApiState, secret_ref: &str, name: &str) -> Result<(), ApiError> {
+    crate::relay::check_signing_secret(state.host.secrets().as_ref(), secret_ref).map_err(|why| {
+        ApiError::BadRequest(if why.starts_with("no signing secret") {
+            format!(
+                "secret: no secret `{name}` in this scope: write it with PUT /v1/secrets/{name} \
+                 (a Standard Webhooks key, `whsec_<base64>`) before a subscriber names it"
+            )
+        } else {
+            format!("secret `{name}` cannot sign Standard Webhooks deliveries: {why}")
+        })
+    })
+}
+
 #[utoipa::path(
     patch,
     path = "/v1/subscribers/{subscriber_id}",
@@ -1442,7 +1459,9 @@ async fn update_subscriber(
     let secret_ref = match &patch.secret {
         Some(name) => {
             check_name("`secret`", name, true)?;
-            Scope::secret_ref(&current.tenant_id, current.org_id.as_deref(), name)
+            let secret_ref = Scope::secret_ref(&current.tenant_id, current.org_id.as_deref(), name);
+            check_subscriber_secret(&state, &secret_ref, name)?;
+            secret_ref
         }
         None => current.secret_ref,
     };

@@ -13,6 +13,7 @@
 #[cfg(test)]
 mod tests;
 mod webhooks;
+pub use webhooks::check_signing_secret;
 
 use std::collections::HashSet;
 use std::future::Future;

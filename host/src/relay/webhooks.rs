@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 
 use super::{Relay, message_of, mix};
 use crate::bus::Message;
+use crate::secrets::SecretStore;
 use crate::signatures::{self, Secret};
 use crate::store::{self, AttemptNext, Millis, SubscriberAttempt, SubscriberJob};
 
@@ -192,26 +193,57 @@ impl Relay {
             .secrets
             .as_ref()
             .ok_or_else(|| Failure::unanswered("no secret store".to_owned()))?;
-        let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(now).unwrap_or(0));
-        let active = secrets
-            .get(secret_ref, at)
-            .map_err(|e| Failure::unanswered(format!("reading signing secret {secret_ref}: {e}")))?
-            .ok_or_else(|| Failure::unanswered(format!("no signing secret named {secret_ref}")))?;
-        let signatures = active
-            .into_values()
-            .into_iter()
-            .map(|value| {
-                signatures::sign_standard_webhooks(
-                    &Secret::from(value),
-                    &message.event_id,
-                    timestamp,
-                    message.body.as_bytes(),
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Failure::unanswered(format!("signing with {secret_ref}: {e}")))?;
-        Ok(signatures.join(" "))
+        sign(
+            secrets.as_ref(),
+            secret_ref,
+            &message.event_id,
+            timestamp,
+            message.body.as_bytes(),
+            now,
+        )
+        .map_err(Failure::unanswered)
     }
+}
+
+/// The `webhook-signature` of `body` with every active value of the secret `secret_ref` at
+/// `now` (two while a rotation's grace period lasts), or why there is none.
+fn sign(
+    secrets: &dyn SecretStore,
+    secret_ref: &str,
+    event_id: &str,
+    timestamp: &str,
+    body: &[u8],
+    now: Millis,
+) -> Result<String, String> {
+    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(now).unwrap_or(0));
+    let active = secrets
+        .get(secret_ref, at)
+        .map_err(|e| format!("reading signing secret {secret_ref}: {e}"))?
+        .ok_or_else(|| format!("no signing secret named {secret_ref}"))?;
+    let signatures = active
+        .into_values()
+        .into_iter()
+        .map(|value| {
+            signatures::sign_standard_webhooks(&Secret::from(value), event_id, timestamp, body)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("signing with {secret_ref}: {e}"))?;
+    Ok(signatures.join(" "))
+}
+
+/// Whether the relay could sign a subscriber's deliveries with the secret `secret_ref` now:
+/// the reason when it could not (not written, or not a Standard Webhooks key), in which case
+/// every delivery to the subscriber would fail.
+pub fn check_signing_secret(secrets: &dyn SecretStore, secret_ref: &str) -> Result<(), String> {
+    sign(
+        secrets,
+        secret_ref,
+        "probe",
+        "0",
+        b"{}",
+        store::now_millis(),
+    )
+    .map(drop)
 }
 
 /// A request error with its causes, without the URL (it may carry a token).
