@@ -3026,3 +3026,136 @@ async fn a_connection_silent_past_its_cadence_is_stale_until_it_hears_again() {
         "{changes:?}"
     );
 }
+
+/// Waits (up to 10 s) for a replay to end; its record.
+async fn replay_done(api: &Api, who: &As, id: &str) -> Value {
+    for _ in 0..100 {
+        let (_, replay) = api
+            .call(who, Method::GET, &format!("/v1/replays/{id}"), None)
+            .await;
+        if replay["status"] != "running" {
+            return replay;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("replay {id} still running after 10 s");
+}
+
+#[tokio::test]
+async fn a_replay_reaches_every_subscriber_or_the_one_it_names_with_the_original_ids() {
+    use adapter_host::metrics::Metrics;
+    use adapter_host::relay::{Relay, RelayConfig};
+
+    let api = start().await;
+    let a = org_admin("org-a");
+    api.call(
+        &a,
+        Method::PUT,
+        "/v1/secrets/sub",
+        Some(json!({"value": "whsec_c3Vic2NyaWJlcg=="})),
+    )
+    .await;
+    let mut subscribers = Vec::new();
+    for _ in 0..2 {
+        let (url, received) = subscriber_stand_in().await;
+        let (status, subscriber) = api
+            .call(
+                &a,
+                Method::POST,
+                "/v1/subscribers",
+                Some(json!({"url": url, "secret": "sub"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{subscriber}");
+        subscribers.push((subscriber["id"].as_str().unwrap().to_owned(), received));
+    }
+    let ack = one_event_in_org_a(&api, &a).await;
+    let relay = Relay::new(
+        api.host.store().clone(),
+        api.host.bus().clone(),
+        Metrics::new(),
+        RelayConfig::default(),
+        Arc::new(tokio::sync::Notify::new()),
+    )
+    .with_secrets(api.host.secrets().clone());
+    relay.publish_once().await.unwrap();
+    assert_eq!(relay.deliver_once().await.unwrap(), 2);
+    let (_, events) = api.call(&a, Method::GET, "/v1/events", None).await;
+    let event_id = events["items"][0]["event_id"].as_str().unwrap().to_owned();
+    assert!(ack["delivery_id"].is_string());
+    let received = |n: usize| -> Vec<String> {
+        subscribers[n]
+            .1
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, event)| event["event_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        (received(0), received(1)),
+        (vec![event_id.clone()], vec![event_id.clone()])
+    );
+
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let range = json!({"from": now - 3_600_000, "to": now + 60_000});
+    // Every subscriber, by default, with the original event id.
+    let (status, replay) = api
+        .call(&a, Method::POST, "/v1/replays", Some(range.clone()))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{replay}");
+    assert_eq!(replay["target"], "all");
+    let done = replay_done(&api, &a, replay["id"].as_str().unwrap()).await;
+    assert_eq!(
+        (
+            done["status"].as_str(),
+            done["replayed"].as_u64(),
+            done["queued"].as_u64()
+        ),
+        (Some("done"), Some(1), Some(2)),
+        "{done}"
+    );
+    assert_eq!(relay.deliver_once().await.unwrap(), 2);
+    assert_eq!(received(0), [event_id.clone(), event_id.clone()]);
+    assert_eq!(received(1), [event_id.clone(), event_id.clone()]);
+
+    // One subscriber, named; a target that cannot go with it is refused, another org's
+    // subscriber is not found. (The hourly allowance of replays is 3.)
+    let mut named = range.clone();
+    named["subscriber_id"] = json!(subscribers[1].0);
+    named["target"] = json!("bus");
+    let (status, problem) = api
+        .call(&a, Method::POST, "/v1/replays", Some(named.clone()))
+        .await;
+    assert_eq!(
+        (status, problem["detail"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("`subscriber_id` goes with the target `subscribers`, not `bus`")
+        )
+    );
+    named.as_object_mut().unwrap().remove("target");
+    let (status, _) = api
+        .call(
+            &org_admin("org-b"),
+            Method::POST,
+            "/v1/replays",
+            Some(named.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, replay) = api.call(&a, Method::POST, "/v1/replays", Some(named)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{replay}");
+    assert_eq!(
+        (replay["target"].as_str(), replay["subscriber_id"].as_str()),
+        (Some("subscribers"), Some(subscribers[1].0.as_str()))
+    );
+    let done = replay_done(&api, &a, replay["id"].as_str().unwrap()).await;
+    assert_eq!(done["queued"], 1, "{done}");
+    assert_eq!(relay.deliver_once().await.unwrap(), 1);
+    assert_eq!(received(0).len(), 2);
+    assert_eq!(received(1).len(), 3);
+}

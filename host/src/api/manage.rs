@@ -1136,6 +1136,13 @@ struct ReplayRequest {
     /// tokens only).
     #[serde(default)]
     platform_level: bool,
+    /// Whom to re-send to: `all` (the default: the bus, and every subscriber that wants the
+    /// events, whether or not it had them), `bus`, or `subscribers`.
+    #[serde(default)]
+    target: Option<store::ReplayTarget>,
+    /// Only this subscriber (the target is then `subscribers`).
+    #[serde(default)]
+    subscriber_id: Option<String>,
 }
 
 /// Starts a replay: 202 with its record, which `GET /v1/replays/{id}` follows to its end.
@@ -1173,6 +1180,25 @@ async fn start_replay(
         ));
     }
     let org_id = scope.new_row_org(request.platform_level)?;
+    let target = match (&request.subscriber_id, request.target) {
+        (None, target) => target.unwrap_or(store::ReplayTarget::All),
+        (Some(_), None | Some(store::ReplayTarget::Subscribers)) => {
+            store::ReplayTarget::Subscribers
+        }
+        (Some(_), Some(other)) => {
+            return Err(ApiError::BadRequest(format!(
+                "`subscriber_id` goes with the target `subscribers`, not `{other}`"
+            )));
+        }
+    };
+    if let Some(id) = &request.subscriber_id {
+        let subscriber = visible_subscriber(&state, &scope, id).await?;
+        if !subscriber.enabled {
+            return Err(ApiError::Conflict(format!(
+                "subscriber `{id}` is disabled: enable it before replaying to it"
+            )));
+        }
+    }
     let store = state.host.store().clone();
     let replay = store
         .start_replay(
@@ -1182,6 +1208,8 @@ async fn start_replay(
                 from: request.from,
                 to: request.to,
                 event_type: request.event_type,
+                target,
+                subscriber_id: request.subscriber_id,
                 requested_by: scope.caller.subject.clone(),
                 requested_at: store::now_millis(),
             },
@@ -1199,7 +1227,10 @@ async fn start_replay(
             StatusCode::ACCEPTED,
             "replay.create",
             Target::new("replay", &replay.id, replay.org_id.as_deref()),
-            json!({"from": replay.from, "to": replay.to, "event_type": replay.event_type}),
+            json!({
+                "from": replay.from, "to": replay.to, "event_type": replay.event_type,
+                "target": replay.target, "subscriber_id": replay.subscriber_id,
+            }),
         )
         .await;
     let bus = state.host.bus().clone();

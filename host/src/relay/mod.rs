@@ -25,7 +25,7 @@ use tokio::sync::{Notify, watch};
 use crate::bus::{self, Bus, EventParts, Message};
 use crate::metrics::Metrics;
 use crate::secrets::SecretStore;
-use crate::store::{self, Millis, OutboxRow, Store};
+use crate::store::{self, Millis, OutboxRow, ReplayTarget, Store};
 
 /// How the relay paces itself.
 #[derive(Debug, Clone)]
@@ -347,16 +347,20 @@ pub async fn publish_row(bus: &dyn Bus, row: &OutboxRow) -> Result<(), String> {
     bus.publish(&message).await.map_err(|e| e.to_string())
 }
 
-/// Runs a recorded replay to its end: re-publishes every published event it covers, in order,
-/// with the event ids of the first time (consumers and the bus drop what they already have),
-/// then records how many and, if it stopped early, why. Appends nothing to the outbox.
+/// Runs a recorded replay to its end: re-sends every published event it covers, in order,
+/// with the event ids of the first time (consumers, subscribers and the bus drop what they
+/// already have) to its target: re-published on the bus, and queued again for subscribers
+/// (every one that wants the event, or the one named), whether or not they had it. Then
+/// records how many and, if it stopped early, why. Appends nothing to the outbox.
 pub async fn run_replay(
     store: &dyn Store,
     bus: &dyn Bus,
     replay: &store::Replay,
 ) -> store::Result<store::Replay> {
     const PAGE: usize = 500;
-    let (mut after, mut replayed) = (0_i64, 0_u64);
+    let to_bus = matches!(replay.target, ReplayTarget::All | ReplayTarget::Bus);
+    let to_subscribers = matches!(replay.target, ReplayTarget::All | ReplayTarget::Subscribers);
+    let (mut after, mut replayed, mut queued) = (0_i64, 0_u64, 0_u64);
     let error = 'run: loop {
         let rows = match store.replay_range(replay, after, PAGE).await {
             Ok(rows) => rows,
@@ -366,18 +370,30 @@ pub async fn run_replay(
             break 'run None;
         };
         after = last.seq;
-        for row in &rows {
-            if let Err(e) = publish_row(bus, row).await {
-                break 'run Some(format!("publishing event {}: {e}", row.event_id));
+        if to_bus {
+            for row in &rows {
+                if let Err(e) = publish_row(bus, row).await {
+                    break 'run Some(format!("publishing event {}: {e}", row.event_id));
+                }
             }
-            replayed += 1;
         }
+        if to_subscribers {
+            let seqs: Vec<i64> = rows.iter().map(|row| row.seq).collect();
+            match store
+                .replay_to_subscribers(&seqs, replay.subscriber_id.as_deref(), store::now_millis())
+                .await
+            {
+                Ok(n) => queued += n,
+                Err(e) => break 'run Some(format!("queueing subscriber deliveries: {e}")),
+            }
+        }
+        replayed += rows.len() as u64;
     };
     match &error {
-        None => tracing::info!(replay = %replay.id, replayed, "replay done"),
-        Some(why) => tracing::warn!(replay = %replay.id, replayed, %why, "replay failed"),
+        None => tracing::info!(replay = %replay.id, replayed, queued, "replay done"),
+        Some(why) => tracing::warn!(replay = %replay.id, replayed, queued, %why, "replay failed"),
     }
     store
-        .finish_replay(&replay.id, replayed, error, store::now_millis())
+        .finish_replay(&replay.id, replayed, queued, error, store::now_millis())
         .await
 }

@@ -147,6 +147,18 @@ text_enum! {
 }
 
 text_enum! {
+    /// Whom a replay re-sends to.
+    ReplayTarget {
+        /// The bus and every subscriber that wants the events.
+        All => "all",
+        /// The bus only.
+        Bus => "bus",
+        /// Subscribers only (every one that wants the events, or the one named).
+        Subscribers => "subscribers",
+    }
+}
+
+text_enum! {
     /// Whether a connection takes deliveries.
     ConnectionStatus {
         /// Deliveries are taken.
@@ -847,6 +859,10 @@ pub struct NewReplay {
     pub to: Millis,
     /// Only events of this type.
     pub event_type: Option<String>,
+    /// Whom it re-sends to.
+    pub target: ReplayTarget,
+    /// Only this subscriber (with the `subscribers` target).
+    pub subscriber_id: Option<String>,
     /// Who asked (the caller's subject).
     pub requested_by: String,
     /// When.
@@ -868,14 +884,21 @@ pub struct Replay {
     pub to: Millis,
     /// Only events of this type.
     pub event_type: Option<String>,
+    /// Whom it re-sends to.
+    pub target: ReplayTarget,
+    /// Only this subscriber (with the `subscribers` target).
+    pub subscriber_id: Option<String>,
     /// Who asked.
     pub requested_by: String,
     /// When.
     pub requested_at: Millis,
     /// Where it is.
     pub status: ReplayStatus,
-    /// Events re-published (known when it ends).
+    /// Events of the range replayed (known when it ends).
     pub replayed: u64,
+    /// Subscriber deliveries queued again (known when it ends): they go out with the
+    /// original event ids, so a subscriber drops what it already has.
+    pub queued: u64,
     /// When it ended.
     pub finished_at: Option<Millis>,
     /// Why it failed.
@@ -1808,12 +1831,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Records a replay as running. [`Error::Limited`] when the tenant already has one running,
     /// or has started `max_per_hour` in the hour before `new.requested_at`.
     async fn start_replay(&self, new: NewReplay, max_per_hour: u32) -> Result<Replay>;
-    /// Records the end of a running replay: how many events it re-published, and its error if
-    /// it failed. [`Error::Conflict`] when it is not running.
+    /// Records the end of a running replay: how many events it replayed and subscriber
+    /// deliveries it queued, and its error if it failed. [`Error::Conflict`] when it is not
+    /// running.
     async fn finish_replay(
         &self,
         id: &str,
         replayed: u64,
+        queued: u64,
         error: Option<String>,
         now: Millis,
     ) -> Result<Replay>;
@@ -1868,6 +1893,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: Millis,
         lease: Duration,
     ) -> Result<Vec<SubscriberJob>>;
+    /// Queues the published rows `seqs` again for every enabled subscriber that wants them
+    /// (or only `subscriber_id`), whether or not they were delivered: due at `now`, attempts
+    /// reset. How many deliveries were queued.
+    async fn replay_to_subscribers(
+        &self,
+        seqs: &[i64],
+        subscriber_id: Option<&str>,
+        now: Millis,
+    ) -> Result<u64>;
     /// Records how an attempt went.
     async fn mark_subscriber_delivery(
         &self,

@@ -46,6 +46,7 @@ macro_rules! store_suite {
             outbox_lists_filter_and_page,
             subscribers_receive_what_they_filter_for,
             subscriber_deliveries_retry_die_and_revive,
+            replays_queue_subscriber_deliveries_again,
             concurrent_writers_all_land,
             data_survives_reopening,
         );
@@ -2281,10 +2282,13 @@ fn replay_of(
         from,
         to,
         event_type: event_type.map(str::to_owned),
+        target: ReplayTarget::All,
+        subscriber_id: None,
         requested_by: "alice".to_owned(),
         requested_at: T0,
         status: ReplayStatus::Running,
         replayed: 0,
+        queued: 0,
         finished_at: None,
         error: None,
     }
@@ -2461,6 +2465,8 @@ pub(crate) async fn replays_are_recorded_and_limited(backend: &dyn Backend) {
         from: T0,
         to: T0 + 3_600 * SECOND,
         event_type: Some("deal.won".to_owned()),
+        target: ReplayTarget::Subscribers,
+        subscriber_id: Some("sub-1".to_owned()),
         requested_by: "alice@example.com".to_owned(),
         requested_at: at,
     };
@@ -2469,6 +2475,10 @@ pub(crate) async fn replays_are_recorded_and_limited(backend: &dyn Backend) {
         .await
         .unwrap();
     assert_eq!(first.status, ReplayStatus::Running);
+    assert_eq!(
+        (first.target, first.subscriber_id.as_deref()),
+        (ReplayTarget::Subscribers, Some("sub-1"))
+    );
     assert_eq!(
         store.get_replay(&first.id).await.unwrap(),
         Some(first.clone())
@@ -2485,16 +2495,16 @@ pub(crate) async fn replays_are_recorded_and_limited(backend: &dyn Backend) {
         .unwrap();
 
     let done = store
-        .finish_replay(&first.id, 7, None, T0 + 2 * SECOND)
+        .finish_replay(&first.id, 7, 5, None, T0 + 2 * SECOND)
         .await
         .unwrap();
     assert_eq!(
-        (done.status, done.replayed, done.finished_at),
-        (ReplayStatus::Done, 7, Some(T0 + 2 * SECOND))
+        (done.status, done.replayed, done.queued, done.finished_at),
+        (ReplayStatus::Done, 7, 5, Some(T0 + 2 * SECOND))
     );
     assert!(matches!(
         store
-            .finish_replay(&first.id, 8, None, T0 + 3 * SECOND)
+            .finish_replay(&first.id, 8, 0, None, T0 + 3 * SECOND)
             .await,
         Err(Error::Conflict(_))
     ));
@@ -2507,6 +2517,7 @@ pub(crate) async fn replays_are_recorded_and_limited(backend: &dyn Backend) {
         .finish_replay(
             &second.id,
             1,
+            0,
             Some("the bus is down".into()),
             T0 + 4 * SECOND,
         )
@@ -2521,7 +2532,7 @@ pub(crate) async fn replays_are_recorded_and_limited(backend: &dyn Backend) {
         .await
         .unwrap();
     store
-        .finish_replay(&third.id, 0, None, T0 + 6 * SECOND)
+        .finish_replay(&third.id, 0, 0, None, T0 + 6 * SECOND)
         .await
         .unwrap();
     assert!(matches!(
@@ -3967,4 +3978,113 @@ pub(crate) async fn health_reads_activity_and_keeps_one_open_alert_per_rule(back
     let mut ids: Vec<_> = walked.iter().chain(&rest).map(|c| c.id.as_str()).collect();
     ids.sort_unstable();
     assert_eq!(ids, ["c1", other.connection.id.as_str()]);
+}
+
+pub(crate) async fn replays_queue_subscriber_deliveries_again(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let t = tenant(&*store, "t1", "c1").await;
+    let subscriber = |url: &str| NewSubscriber {
+        tenant_id: "t1".to_owned(),
+        org_id: None,
+        url: url.to_owned(),
+        event_types: vec!["deal.*".to_owned()],
+        secret_ref: "secrets/subscriber".to_owned(),
+        enabled: true,
+        created_at: T0,
+    };
+    let one = store
+        .create_subscriber(subscriber("https://one.example/hook"))
+        .await
+        .unwrap();
+    let two = store
+        .create_subscriber(subscriber("https://two.example/hook"))
+        .await
+        .unwrap();
+    let seqs = emit(
+        &*store,
+        &t,
+        vec![
+            event("x1", "deal.won", "X", None),
+            event("m1", "member.joined", "M", None),
+        ],
+        T0,
+    )
+    .await;
+    assert_eq!(
+        store
+            .enqueue_subscriber_deliveries(&seqs, T0)
+            .await
+            .unwrap(),
+        2
+    );
+    // Both deliver x1.
+    let jobs = store
+        .claim_subscriber_deliveries(10, T0 + SECOND, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 2);
+    for job in &jobs {
+        store
+            .mark_subscriber_delivery(
+                &job.subscriber.id,
+                job.event.seq,
+                SubscriberAttempt {
+                    at: T0 + SECOND,
+                    status_code: Some(204),
+                    error: None,
+                    next: AttemptNext::Delivered,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    // Enqueueing again is a no-op; a replay queues them again, for one subscriber or all.
+    assert_eq!(
+        store
+            .enqueue_subscriber_deliveries(&seqs, T0 + 2 * SECOND)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .replay_to_subscribers(&seqs, Some(&two.id), T0 + 3 * SECOND)
+            .await
+            .unwrap(),
+        1,
+        "x1 for two only: nobody wants member events"
+    );
+    let again = store
+        .claim_subscriber_deliveries(10, T0 + 3 * SECOND, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(
+        again
+            .iter()
+            .map(|j| (
+                j.subscriber.id.as_str(),
+                j.event.event_id.as_str(),
+                j.attempts
+            ))
+            .collect::<Vec<_>>(),
+        [(two.id.as_str(), "x1", 1)]
+    );
+    assert_eq!(
+        store
+            .replay_to_subscribers(&seqs, None, T0 + 4 * SECOND)
+            .await
+            .unwrap(),
+        2
+    );
+    let mut everyone: Vec<String> = store
+        .claim_subscriber_deliveries(10, T0 + 4 * SECOND, LEASE)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.subscriber.id)
+        .collect();
+    everyone.sort();
+    let mut expected = vec![one.id.clone(), two.id.clone()];
+    expected.sort();
+    assert_eq!(everyone, expected);
 }

@@ -799,6 +799,7 @@ impl Store for PostgresStore {
         &self,
         id: &str,
         replayed: u64,
+        queued: u64,
         error: Option<String>,
         now: Millis,
     ) -> Result<Replay> {
@@ -806,6 +807,7 @@ impl Store for PostgresStore {
             &tx,
             id,
             replayed,
+            queued,
             error.as_deref(),
             now
         )
@@ -901,8 +903,26 @@ impl Store for PostgresStore {
     }
 
     async fn enqueue_subscriber_deliveries(&self, seqs: &[i64], now: Millis) -> Result<u64> {
-        in_tx!(self, |tx| outbox::enqueue_subscriber_deliveries(
-            &tx, seqs, now
+        in_tx!(self, |tx| outbox::queue_subscriber_deliveries(
+            &tx,
+            seqs,
+            outbox::Queue::New,
+            now
+        )
+        .await)
+    }
+
+    async fn replay_to_subscribers(
+        &self,
+        seqs: &[i64],
+        subscriber_id: Option<&str>,
+        now: Millis,
+    ) -> Result<u64> {
+        in_tx!(self, |tx| outbox::queue_subscriber_deliveries(
+            &tx,
+            seqs,
+            outbox::Queue::Again(subscriber_id),
+            now
         )
         .await)
     }

@@ -21,7 +21,7 @@ const OUTBOX: &str = "seq, event_id, tenant_id, org_id, event_type, entity_type,
     payload_json, metadata_json, delivery_id, connection_id, created_at, status, attempts, \
     next_attempt_at, published_at, last_error";
 const REPLAY: &str = "id, tenant_id, org_id, from_ms, to_ms, event_type, requested_by, \
-    requested_at, status, replayed, finished_at, error";
+    requested_at, status, replayed, finished_at, error, target, subscriber_id, queued";
 const SUBSCRIBER: &str =
     "id, tenant_id, org_id, url, event_types_json, secret_ref, enabled, created_at";
 const SUBSCRIBER_DELIVERY: &str = "subscriber_id, outbox_seq, status, attempts, \
@@ -63,6 +63,9 @@ fn replay_row(row: &Row) -> Result<Replay> {
         replayed: uint(row, "replayed")?,
         finished_at: get(row, "finished_at")?,
         error: get(row, "error")?,
+        target: text_enum(row, "target")?,
+        subscriber_id: get(row, "subscriber_id")?,
+        queued: uint(row, "queued")?,
     })
 }
 
@@ -364,9 +367,12 @@ pub(super) async fn start_replay(
         from: new.from,
         to: new.to,
         event_type: new.event_type.clone(),
+        target: new.target,
+        subscriber_id: new.subscriber_id.clone(),
         requested_by: new.requested_by.clone(),
         requested_at: new.requested_at,
         status: ReplayStatus::Running,
+        queued: 0,
         replayed: 0,
         finished_at: None,
         error: None,
@@ -375,7 +381,7 @@ pub(super) async fn start_replay(
         db,
         &format!(
             "INSERT INTO replays ({REPLAY}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, NULL, NULL)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, NULL, NULL, $10, $11, 0)"
         ),
         &[
             &replay.id,
@@ -387,6 +393,8 @@ pub(super) async fn start_replay(
             &replay.requested_by,
             &replay.requested_at,
             &replay.status.as_str(),
+            &replay.target.as_str(),
+            &replay.subscriber_id,
         ],
     )
     .await?;
@@ -397,6 +405,7 @@ pub(super) async fn finish_replay(
     db: &impl GenericClient,
     id: &str,
     replayed: u64,
+    queued: u64,
     error: Option<&str>,
     now: Millis,
 ) -> Result<Replay> {
@@ -408,9 +417,16 @@ pub(super) async fn finish_replay(
     let error = error.map(bounded_error);
     let changed = execute(
         db,
-        "UPDATE replays SET status = $2, replayed = $3, finished_at = $4, error = $5 \
-         WHERE id = $1 AND status = 'running'",
-        &[&id, &status.as_str(), &int(replayed), &now, &error],
+        "UPDATE replays SET status = $2, replayed = $3, finished_at = $4, error = $5, \
+         queued = $6 WHERE id = $1 AND status = 'running'",
+        &[
+            &id,
+            &status.as_str(),
+            &int(replayed),
+            &now,
+            &error,
+            &int(queued),
+        ],
     )
     .await?;
     if changed == 0 {
@@ -556,11 +572,34 @@ pub(super) async fn update_subscriber(
         .ok_or_else(|| Error::NotFound(format!("subscriber {id}")))
 }
 
-pub(super) async fn enqueue_subscriber_deliveries(
+/// Queues subscriber deliveries of outbox rows: new ones once (a row already queued for a
+/// subscriber is left as it is), or again for a replay (whatever became of them), for every
+/// subscriber or only `Again(Some(id))`.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Queue<'a> {
+    New,
+    Again(Option<&'a str>),
+}
+
+pub(super) async fn queue_subscriber_deliveries(
     db: &impl GenericClient,
     seqs: &[i64],
+    how: Queue<'_>,
     now: Millis,
 ) -> Result<u64> {
+    let on_conflict = match how {
+        Queue::New => "DO NOTHING",
+        Queue::Again(_) => {
+            "DO UPDATE SET status = 'pending', attempts = 0, \
+             next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at"
+        }
+    };
+    let insert = format!(
+        "INSERT INTO subscriber_deliveries (subscriber_id, outbox_seq, entity_type, \
+         entity_id, status, attempts, next_attempt_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5) \
+         ON CONFLICT (subscriber_id, outbox_seq) {on_conflict}"
+    );
     let mut by_tenant: HashMap<String, Vec<Subscriber>> = HashMap::new();
     let mut queued = 0;
     for &seq in seqs {
@@ -576,13 +615,14 @@ pub(super) async fn enqueue_subscriber_deliveries(
             by_tenant.insert(row.tenant_id.clone(), subscribers);
         }
         for subscriber in by_tenant.get(&row.tenant_id).into_iter().flatten() {
-            if subscriber.wants(&row) {
+            let chosen = match how {
+                Queue::New | Queue::Again(None) => true,
+                Queue::Again(Some(only)) => subscriber.id == only,
+            };
+            if chosen && subscriber.wants(&row) {
                 queued += execute(
                     db,
-                    "INSERT INTO subscriber_deliveries (subscriber_id, outbox_seq, entity_type, \
-                     entity_id, status, attempts, next_attempt_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5) \
-                     ON CONFLICT (subscriber_id, outbox_seq) DO NOTHING",
+                    &insert,
                     &[&subscriber.id, &seq, &row.entity_type, &row.entity_id, &now],
                 )
                 .await?;

@@ -343,4 +343,11 @@ CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
     FOR EACH STATEMENT EXECUTE FUNCTION audit_guard();
 "#,
     super::health::MIGRATION,
+    r#"
+-- Replays name whom they re-send to (before: the bus only).
+ALTER TABLE replays ADD COLUMN target TEXT NOT NULL DEFAULT 'bus'
+    CHECK (target IN ('all', 'bus', 'subscribers'));
+ALTER TABLE replays ADD COLUMN subscriber_id TEXT;
+ALTER TABLE replays ADD COLUMN queued BIGINT NOT NULL DEFAULT 0;
+"#,
 ];

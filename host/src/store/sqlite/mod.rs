@@ -402,6 +402,13 @@ BEGIN
 END;
 "#,
     health::MIGRATION,
+    r#"
+-- Replays name whom they re-send to (before: the bus only).
+ALTER TABLE replays ADD COLUMN target TEXT NOT NULL DEFAULT 'bus'
+    CHECK (target IN ('all', 'bus', 'subscribers'));
+ALTER TABLE replays ADD COLUMN subscriber_id TEXT;
+ALTER TABLE replays ADD COLUMN queued INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 impl From<rusqlite::Error> for Error {
@@ -870,7 +877,7 @@ const OUTBOX: &str = "seq, event_id, tenant_id, org_id, event_type, entity_type,
     payload_json, metadata_json, delivery_id, connection_id, created_at, status, attempts, \
     next_attempt_at, published_at, last_error";
 const REPLAY: &str = "id, tenant_id, org_id, from_ms, to_ms, event_type, requested_by, \
-    requested_at, status, replayed, finished_at, error";
+    requested_at, status, replayed, finished_at, error, target, subscriber_id, queued";
 const AUDIT: &str = "id, at, tenant_id, org_id, actor, roles_json, action, resource_type, \
     resource_id, request_id, status, detail_json, support";
 const SUBSCRIBER: &str =
@@ -1014,6 +1021,9 @@ fn replay_row(row: &Row<'_>) -> rusqlite::Result<Replay> {
         replayed: uint(row, "replayed")?,
         finished_at: row.get("finished_at")?,
         error: row.get("error")?,
+        target: text_enum(row, "target")?,
+        subscriber_id: row.get("subscriber_id")?,
+        queued: uint(row, "queued")?,
     })
 }
 
@@ -1831,14 +1841,45 @@ fn require_outbox_row(db: &Db, seq: i64) -> Result<OutboxRow> {
     get_outbox_row(db, seq)?.ok_or_else(|| Error::NotFound(format!("outbox row {seq}")))
 }
 
-fn enqueue_subscriber_deliveries(db: &Db, seqs: &[i64], now: Millis) -> Result<u64> {
+/// Queues subscriber deliveries of outbox rows: new ones once (a row already queued for a
+/// subscriber is left as it is), or again for a replay (whatever became of them).
+#[derive(Debug, Clone, Copy)]
+enum Queue<'a> {
+    New,
+    /// Only for this subscriber, when given.
+    Again(Option<&'a str>),
+}
+
+impl Queue<'_> {
+    /// What an insert does to a delivery already queued.
+    const NEW: &'static str = "DO NOTHING";
+    const AGAIN: &'static str = "DO UPDATE SET status = 'pending', attempts = 0, \
+        next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at";
+
+    fn on_conflict(self) -> &'static str {
+        match self {
+            Self::New => Self::NEW,
+            Self::Again(_) => Self::AGAIN,
+        }
+    }
+
+    fn wants(self, subscriber: &Subscriber) -> bool {
+        match self {
+            Self::New | Self::Again(None) => true,
+            Self::Again(Some(only)) => subscriber.id == only,
+        }
+    }
+}
+
+fn queue_subscriber_deliveries(db: &Db, seqs: &[i64], how: Queue<'_>, now: Millis) -> Result<u64> {
     let mut by_tenant: std::collections::HashMap<String, Vec<Subscriber>> = Default::default();
-    let mut insert = db.prepare_cached(
+    let mut insert = db.prepare_cached(&format!(
         "INSERT INTO subscriber_deliveries (subscriber_id, outbox_seq, entity_type, entity_id, \
          status, attempts, next_attempt_at, updated_at) \
          VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?5) \
-         ON CONFLICT (subscriber_id, outbox_seq) DO NOTHING",
-    )?;
+         ON CONFLICT (subscriber_id, outbox_seq) {}",
+        how.on_conflict()
+    ))?;
     let mut queued = 0;
     for &seq in seqs {
         let row = require_outbox_row(db, seq)?;
@@ -1852,7 +1893,7 @@ fn enqueue_subscriber_deliveries(db: &Db, seqs: &[i64], now: Millis) -> Result<u
             by_tenant.insert(row.tenant_id.clone(), subscribers);
         }
         for subscriber in &by_tenant[&row.tenant_id] {
-            if subscriber.wants(&row) {
+            if how.wants(subscriber) && subscriber.wants(&row) {
                 queued += insert.execute(params![
                     subscriber.id,
                     seq,
@@ -2695,16 +2736,19 @@ impl Store for SqliteStore {
                     from: new.from,
                     to: new.to,
                     event_type: new.event_type,
+                    target: new.target,
+                    subscriber_id: new.subscriber_id,
                     requested_by: new.requested_by,
                     requested_at: new.requested_at,
                     status: ReplayStatus::Running,
                     replayed: 0,
+                    queued: 0,
                     finished_at: None,
                     error: None,
                 };
                 db.prepare_cached(&format!(
                     "INSERT INTO replays ({REPLAY}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, NULL, NULL)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, NULL, NULL, ?10, ?11, 0)"
                 ))?
                 .execute(params![
                     replay.id,
@@ -2716,6 +2760,8 @@ impl Store for SqliteStore {
                     replay.requested_by,
                     replay.requested_at,
                     replay.status.as_str(),
+                    replay.target.as_str(),
+                    replay.subscriber_id,
                 ])?;
                 Ok(replay)
             },
@@ -2728,6 +2774,7 @@ impl Store for SqliteStore {
         &self,
         id: &str,
         replayed: u64,
+        queued: u64,
         error: Option<String>,
         now: Millis,
     ) -> Result<Replay> {
@@ -2743,9 +2790,16 @@ impl Store for SqliteStore {
                 let changed = db
                     .prepare_cached(
                         "UPDATE replays SET status = ?2, replayed = ?3, finished_at = ?4, \
-                         error = ?5 WHERE id = ?1 AND status = 'running'",
+                         error = ?5, queued = ?6 WHERE id = ?1 AND status = 'running'",
                     )?
-                    .execute(params![id, status.as_str(), int(replayed), now, error])?;
+                    .execute(params![
+                        id,
+                        status.as_str(),
+                        int(replayed),
+                        now,
+                        error,
+                        int(queued)
+                    ])?;
                 if changed == 0 {
                     return Err(Error::Conflict(format!("replay {id} is not running")));
                 }
@@ -2947,7 +3001,21 @@ impl Store for SqliteStore {
     async fn enqueue_subscriber_deliveries(&self, seqs: &[i64], now: Millis) -> Result<u64> {
         let seqs = seqs.to_vec();
         self.write_then(
-            move |db| enqueue_subscriber_deliveries(db, &seqs, now),
+            move |db| queue_subscriber_deliveries(db, &seqs, Queue::New, now),
+            keeps_connections,
+        )
+        .await
+    }
+
+    async fn replay_to_subscribers(
+        &self,
+        seqs: &[i64],
+        subscriber_id: Option<&str>,
+        now: Millis,
+    ) -> Result<u64> {
+        let (seqs, only) = (seqs.to_vec(), subscriber_id.map(str::to_owned));
+        self.write_then(
+            move |db| queue_subscriber_deliveries(db, &seqs, Queue::Again(only.as_deref()), now),
             keeps_connections,
         )
         .await
