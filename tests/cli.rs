@@ -344,3 +344,114 @@ fn run_poll_exits_five_when_a_request_fails_and_names_it() {
         stderr(&output)
     );
 }
+
+#[test]
+fn token_mints_what_the_host_accepts_and_refuses_bad_requests_precisely() {
+    use adapter_host::api::auth::{AuthConfig, Role, authenticate};
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = "local-key-for-the-token-test-0123456789";
+    let key_file = write_file(&dir, "jwt.key", &format!("{key}\n"));
+    let output = adapter_host(&[
+        "token",
+        "--jwt-key-file",
+        &key_file,
+        "--tenant",
+        "demo-tenant",
+        "--org",
+        "org-456",
+        "--jwt-issuer",
+        "https://id.local",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let token = stdout(&output).trim().to_owned();
+    // The host configured with the same key (and issuer) takes it.
+    let config = AuthConfig {
+        hs256_key: Some(zeroize::Zeroizing::new(key.as_bytes().to_vec())),
+        issuer: Some("https://id.local".into()),
+        ..AuthConfig::default()
+    };
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let caller = authenticate(&config, &headers).unwrap();
+    assert_eq!(
+        (
+            caller.tenant_id.as_str(),
+            caller.org_id.as_deref(),
+            caller.role,
+            caller.subject.as_str()
+        ),
+        (
+            "demo-tenant",
+            Some("org-456"),
+            Role::TenantAdmin,
+            "local-developer"
+        )
+    );
+    // Another key does not.
+    let other = AuthConfig {
+        hs256_key: Some(zeroize::Zeroizing::new(vec![b'x'; 32])),
+        ..AuthConfig::default()
+    };
+    assert!(authenticate(&other, &headers).is_err());
+
+    for (args, code, says) in [
+        (
+            vec!["token", "--tenant", "t"],
+            1,
+            "no JWT key: give the key the host verifies with",
+        ),
+        (
+            vec![
+                "token",
+                "--jwt-key-file",
+                &key_file,
+                "--tenant",
+                "t",
+                "--role",
+                "root",
+            ],
+            2,
+            "invalid value 'root' for '--role",
+        ),
+        (
+            vec![
+                "token",
+                "--jwt-key-file",
+                &key_file,
+                "--tenant",
+                "t",
+                "--ttl-secs",
+                "0",
+            ],
+            1,
+            "--ttl-secs must be between 1 and 86400, got 0",
+        ),
+        (
+            vec!["token", "--jwt-key-file", &key_file, "--tenant", "a/b"],
+            1,
+            "--tenant \"a/b\": 1 to 128 printable ASCII characters",
+        ),
+    ] {
+        let output = adapter_host(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(says),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(stdout(&output).is_empty());
+    }
+    let short = write_file(&dir, "short.key", "too-short");
+    let output = adapter_host(&["token", "--jwt-key-file", &short, "--tenant", "t"]);
+    assert!(
+        stderr(&output).contains("the JWT HS256 key is 9 bytes long"),
+        "{}",
+        stderr(&output)
+    );
+}

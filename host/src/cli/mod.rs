@@ -13,6 +13,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 
 mod poll;
+mod token;
 
 use crate::sandbox::{
     Adapter, ConnectionContext, Input, Limits, Outcome, PlatformLimits, PollPage, Report, Sandbox,
@@ -59,6 +60,9 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Print the OpenAPI 3.1 document of the HTTP API (as served at /openapi.json).
     Openapi,
+    /// Print a management API token signed with the host's HS256 key, for local use (a
+    /// deployment's tokens come from its identity provider).
+    Token(token::TokenArgs),
 }
 
 #[derive(Debug, Args)]
@@ -152,10 +156,8 @@ struct ServeArgs {
     /// alerts).
     #[arg(long, env = "ADAPTER_HOST_HEALTH_INTERVAL_SECS", default_value_t = 30)]
     health_interval_secs: u64,
-    /// A file holding the management API's HS256 JWT key (at least 32 bytes). The key can
-    /// also come from the environment variable ADAPTER_HOST_JWT_HS256_KEY (never a flag).
-    #[arg(long, env = "ADAPTER_HOST_JWT_KEY_FILE", value_name = "FILE")]
-    jwt_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    jwt: token::JwtArgs,
     /// A JWKS file with the public keys (RS256, ES256) of the identity provider's tokens.
     #[arg(long, env = "ADAPTER_HOST_JWKS_FILE", value_name = "FILE")]
     jwks_file: Option<PathBuf>,
@@ -163,12 +165,6 @@ struct ServeArgs {
     /// fetched at start, refreshed every 5 minutes and when a token names an unknown key.
     #[arg(long, env = "ADAPTER_HOST_JWKS_URL", value_name = "URL")]
     jwks_url: Option<String>,
-    /// The `iss` every token must carry.
-    #[arg(long, env = "ADAPTER_HOST_JWT_ISSUER")]
-    jwt_issuer: Option<String>,
-    /// The `aud` every token must carry.
-    #[arg(long, env = "ADAPTER_HOST_JWT_AUDIENCE")]
-    jwt_audience: Option<String>,
 }
 
 impl ServeArgs {
@@ -176,21 +172,7 @@ impl ServeArgs {
     /// environment.
     fn auth(&self) -> anyhow::Result<crate::api::auth::AuthConfig> {
         use anyhow::Context as _;
-        let from_env = std::env::var("ADAPTER_HOST_JWT_HS256_KEY")
-            .ok()
-            .filter(|key| !key.is_empty());
-        let hs256_key = match (&self.jwt_key_file, from_env) {
-            (Some(_), Some(_)) => anyhow::bail!(
-                "give the JWT key once: --jwt-key-file or ADAPTER_HOST_JWT_HS256_KEY, not both"
-            ),
-            (Some(path), None) => {
-                let bytes = std::fs::read(path)
-                    .with_context(|| format!("reading the JWT key file {}", path.display()))?;
-                Some(zeroize::Zeroizing::new(bytes.trim_ascii().to_vec()))
-            }
-            (None, Some(key)) => Some(zeroize::Zeroizing::new(key.into_bytes())),
-            (None, None) => None,
-        };
+        let hs256_key = self.jwt.hs256_key()?;
         let jwks = match &self.jwks_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -212,8 +194,8 @@ impl ServeArgs {
             hs256_key,
             jwks,
             jwks_url,
-            issuer: self.jwt_issuer.clone(),
-            audience: self.jwt_audience.clone(),
+            issuer: self.jwt.jwt_issuer.clone(),
+            audience: self.jwt.jwt_audience.clone(),
         };
         config.validate()?;
         Ok(config)
@@ -348,6 +330,10 @@ pub fn main() -> ExitCode {
             print!("{}", crate::api::openapi::document());
             Ok(EXIT_OK)
         }
+        Command::Token(args) => token::mint(&args).map(|token| {
+            println!("{token}");
+            EXIT_OK
+        }),
     };
     match result {
         Ok(code) => ExitCode::from(code),
