@@ -546,6 +546,40 @@ fn a_component_importing_an_unknown_interface_is_rejected_at_load() {
 }
 
 #[test]
+fn a_refused_component_is_refused_before_compiling_and_never_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::new(PlatformLimits::default(), Some(dir.path())).unwrap();
+    // A component with a core module inside (what compiling would spend its time on) and an
+    // import outside the world.
+    let wasm = wat::parse_str(
+        r#"(component
+            (import "evil:net/raw-socket@1.0.0" (instance))
+            (core module (func (export "f") (result i32) i32.const 1)))"#,
+    )
+    .unwrap();
+    let err = block_on(sandbox.load(&wasm, Limits::default())).unwrap_err();
+    assert!(matches!(err, Error::World(_)), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("imports `evil:net/raw-socket@1.0.0`"),
+        "{err}"
+    );
+    assert!(
+        walk(dir.path()).is_empty(),
+        "nothing cached: {:?}",
+        walk(dir.path())
+    );
+    // A core module is named as such.
+    let err = block_on(sandbox.load(&wat::parse_str("(module)").unwrap(), Limits::default()))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("this is a core WebAssembly module"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_component_without_the_adapter_export_is_rejected_at_load() {
     let wasm = wat::parse_str("(component)").unwrap();
     let err = block_on(sandbox().load(&wasm, Limits::default())).unwrap_err();

@@ -62,6 +62,20 @@ impl ArtifactCache {
         deserialize(engine, &artifact)
     }
 
+    /// Removes the artifact of `sha256` (a component compiled, then refused by a later check:
+    /// a refused component is never kept).
+    pub fn forget(&self, sha256: &str) {
+        for name in [format!("{sha256}.cwasm.sha256"), format!("{sha256}.cwasm")] {
+            match self.dir.remove_file(&name) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(%sha256, error = %e, "could not remove a refused artifact")
+                }
+            }
+        }
+    }
+
     fn load(&self, engine: &Engine, sha256: &str) -> Option<Component> {
         let artifact = match self.dir.read(format!("{sha256}.cwasm")) {
             Ok(bytes) => bytes,

@@ -138,7 +138,13 @@ impl Sandbox {
         let compiled = tokio::task::spawn_blocking(move || sandbox.compile(&wasm, limits))
             .await
             .map_err(|e| Error::Engine(format!("the compiler thread failed: {e}")))??;
-        compiled.describe().await
+        let sha256 = compiled.sha256().to_owned();
+        compiled.describe().await.inspect_err(|_| {
+            // An adapter whose `describe` fails is refused: its artifact is not kept either.
+            if let Some(cache) = &self.inner.cache {
+                cache.forget(&sha256);
+            }
+        })
     }
 
     /// Checks and compiles (or loads from the cache) a component: CPU-bound, blocks the thread.
@@ -152,22 +158,35 @@ impl Sandbox {
                 inner.platform.max_component_bytes
             )));
         }
+        // Refused before the compiler's seconds of CPU, and before anything is cached.
+        world::precheck(wasm)?;
         let sha256 = sha256_hex(wasm);
         let component = match &inner.cache {
             Some(cache) => cache.load_or_compile(&inner.engine, &sha256, wasm)?,
             None => Component::new(&inner.engine, wasm)
                 .map_err(|e| Error::Invalid(format!("not a valid component: {e:#}")))?,
         };
-        let version = world::check_component(&inner.engine, &component)?;
-        let pre = inner
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| Error::World(format!("{e:#}")))?;
-        let pre = match version {
-            WorldVersion::V0_1 => v1::CrmAdapterPre::new(pre).map(Pre::V1),
-            WorldVersion::V0_2 => v2::CrmAdapterPre::new(pre).map(Pre::V2),
-        }
-        .map_err(|e| Error::World(format!("{e:#}")))?;
+        let linked = world::check_component(&inner.engine, &component).and_then(|version| {
+            let pre = inner
+                .linker
+                .instantiate_pre(&component)
+                .map_err(|e| Error::World(format!("{e:#}")))?;
+            match version {
+                WorldVersion::V0_1 => v1::CrmAdapterPre::new(pre).map(Pre::V1),
+                WorldVersion::V0_2 => v2::CrmAdapterPre::new(pre).map(Pre::V2),
+            }
+            .map(|pre| (version, pre))
+            .map_err(|e| Error::World(format!("{e:#}")))
+        });
+        let (version, pre) = match linked {
+            Ok(linked) => linked,
+            Err(refused) => {
+                if let Some(cache) = &inner.cache {
+                    cache.forget(&sha256);
+                }
+                return Err(refused);
+            }
+        };
         Ok(Adapter {
             loaded: Arc::new(Loaded {
                 pre,

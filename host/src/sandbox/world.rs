@@ -127,15 +127,66 @@ fn import_allowed(version: WorldVersion, name: &str) -> bool {
 pub(super) fn check_component(engine: &Engine, component: &Component) -> Result<WorldVersion> {
     let ty = component.component_type();
     let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
+    let imports: Vec<&str> = ty.imports(engine).map(|(name, _)| name).collect();
+    judge(&imports, &exports)
+}
+
+/// [`check_component`] before compiling: the names a component imports and exports, read
+/// from its outer sections in a few milliseconds, judged the same way. A component the world
+/// refuses is refused without the compiler's seconds of CPU, and nothing of it is cached.
+/// Nested modules and components are not looked into: their imports are satisfied inside
+/// the component, and compiling it checks the types.
+pub(super) fn precheck(wasm: &[u8]) -> Result<WorldVersion> {
+    use wasmparser::{Parser, Payload};
+    let (mut imports, mut exports) = (Vec::new(), Vec::new());
+    let mut depth = 0_usize;
+    for payload in Parser::new(0).parse_all(wasm) {
+        let payload = payload.map_err(|e| Error::Invalid(format!("not a valid component: {e}")))?;
+        match payload {
+            Payload::Version { encoding, .. } => {
+                if depth == 0 && encoding != wasmparser::Encoding::Component {
+                    return Err(Error::Invalid(
+                        "not a valid component: this is a core WebAssembly module (build the \
+                         adapter as a component, e.g. for cargo's wasm32-wasip2 target)"
+                            .into(),
+                    ));
+                }
+                depth += 1;
+            }
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(section) if depth == 1 => {
+                for import in section {
+                    let import = import
+                        .map_err(|e| Error::Invalid(format!("not a valid component: {e}")))?;
+                    imports.push(import.name.name.to_owned());
+                }
+            }
+            Payload::ComponentExportSection(section) if depth == 1 => {
+                for export in section {
+                    let export = export
+                        .map_err(|e| Error::Invalid(format!("not a valid component: {e}")))?;
+                    exports.push(export.name.name.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    let imports: Vec<&str> = imports.iter().map(String::as_str).collect();
+    let exports: Vec<&str> = exports.iter().map(String::as_str).collect();
+    judge(&imports, &exports)
+}
+
+/// The world version of a component importing `imports` and exporting `exports`, or every
+/// reason it is not an adapter.
+fn judge(imports: &[&str], exports: &[&str]) -> Result<WorldVersion> {
     let version = WorldVersion::ALL
         .into_iter()
         .rev()
         .find(|v| exports.contains(&v.export()));
     // Without the export, imports are judged against the current world.
     let judged_by = version.unwrap_or(WorldVersion::V0_2);
-    let mut problems: Vec<String> = ty
-        .imports(engine)
-        .map(|(name, _)| name)
+    let mut problems: Vec<String> = imports
+        .iter()
         .filter(|name| !import_allowed(judged_by, name))
         .map(|name| {
             format!("imports `{name}`, which the adapter world {judged_by} does not provide")
