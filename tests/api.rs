@@ -30,12 +30,17 @@ struct Api {
 }
 
 async fn start() -> Api {
+    start_with(|_| {}).await
+}
+
+/// [`start`] with other options.
+async fn start_with(change: impl FnOnce(&mut ServeOptions)) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let settings = ServerSettings {
         auth: Arc::new(jwt::auth_config()),
         ..ServerSettings::default()
     };
-    let host = open_host(&backend::on_backend(ServeOptions {
+    let mut options = ServeOptions {
         data_dir: dir.path().join("data"),
         listen: "127.0.0.1:0".parse().unwrap(),
         config: None,
@@ -43,9 +48,9 @@ async fn start() -> Api {
         relay: Default::default(),
         server: settings.clone(),
         ..ServeOptions::default()
-    }))
-    .await
-    .unwrap();
+    };
+    change(&mut options);
+    let host = open_host(&backend::on_backend(options)).await.unwrap();
     Api {
         host,
         settings,
@@ -3158,4 +3163,113 @@ async fn a_replay_reaches_every_subscriber_or_the_one_it_names_with_the_original
     assert_eq!(relay.deliver_once().await.unwrap(), 1);
     assert_eq!(received(0).len(), 2);
     assert_eq!(received(1).len(), 3);
+}
+
+#[tokio::test]
+async fn an_upload_answers_before_a_slow_compile_and_the_version_is_usable_once_ready() {
+    // An upload that does not wait at all: every compile is "slow".
+    let api = start_with(|options| options.upload_compile_wait = std::time::Duration::ZERO).await;
+    let a = org_admin("org-a");
+    let (_, adapter) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/adapters",
+            Some(json!({"name": "slow"})),
+        )
+        .await;
+    let adapter = adapter["id"].as_str().unwrap().to_owned();
+    let (status, version) = api.upload(&a, &adapter, test_artifacts::NOOP).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{version}");
+    assert_eq!(version["status"], "compiling", "{version}");
+    // A connection cannot run it yet: no ready version.
+    api.call(
+        &a,
+        Method::PUT,
+        "/v1/secrets/github-signing",
+        Some(json!({"value": "github-secret"})),
+    )
+    .await;
+    let create = json!({
+        "provider": "custom", "adapter_id": adapter, "adapter_version": 1,
+        "signature": {"scheme": "github"}, "secret": "github-signing",
+    });
+    let (status, problem) = api
+        .call(&a, Method::POST, "/v1/connections", Some(create.clone()))
+        .await;
+    // It may have finished already on a fast machine: then the connection is created.
+    if status == StatusCode::CONFLICT {
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("is still compiling"),
+            "{problem}"
+        );
+    } else {
+        assert_eq!(status, StatusCode::CREATED, "{problem}");
+    }
+    let path = format!("/v1/adapters/{adapter}/versions/1");
+    let mut ready = Value::Null;
+    for _ in 0..200 {
+        let (_, read) = api.call(&a, Method::GET, &path, None).await;
+        if read["status"] != "compiling" {
+            ready = read;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert!(
+        ready["info"]["name"].is_string(),
+        "what it declares: {ready}"
+    );
+    // The same bytes again: the same version.
+    let (status, again) = api.upload(&a, &adapter, test_artifacts::NOOP).await;
+    assert_eq!(
+        (status, again["version"].as_u64()),
+        (StatusCode::OK, Some(1))
+    );
+
+    // A component that passes the pre-check (it exports the adapter interface by name) but
+    // fails once compiled (the interface has none of the functions): its version is recorded
+    // as failed, with the reason, and cannot be run.
+    let dir = tempfile::tempdir().unwrap();
+    let hollow = dir.path().join("hollow.wasm");
+    std::fs::write(
+        &hollow,
+        wat::parse_str(
+            r#"(component (instance $i) (export "crm:adapter/adapter@0.2.0" (instance $i)))"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let (status, failing) = api.upload(&a, &adapter, hollow.to_str().unwrap()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{failing}");
+    let number = failing["version"].as_u64().unwrap();
+    let path = format!("/v1/adapters/{adapter}/versions/{number}");
+    let mut failed = Value::Null;
+    for _ in 0..200 {
+        let (_, read) = api.call(&a, Method::GET, &path, None).await;
+        if read["status"] != "compiling" {
+            failed = read;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(failed["failure"].is_string(), "{failed}");
+    let mut switch = create;
+    switch["adapter_version"] = json!(number);
+    let (status, problem) = api
+        .call(&a, Method::POST, "/v1/connections", Some(switch))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("failed to compile"),
+        "{problem}"
+    );
 }

@@ -247,6 +247,7 @@ pub async fn provision(host: &Host, config: &Config, base: &Path) -> anyhow::Res
                 host.blobs().put(wasm).await?;
                 let version = store
                     .add_adapter_version(NewAdapterVersion {
+                        status: crate::store::VersionStatus::Ready,
                         adapter_id: adapter.id.clone(),
                         sha256: loaded.sha256().to_owned(),
                         size_bytes: loaded.size_bytes(),

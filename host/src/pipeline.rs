@@ -76,6 +76,8 @@ pub struct Settings {
     pub poller: crate::poll::PollerSettings,
     /// How the health monitor paces itself.
     pub health: crate::health::monitor::HealthSettings,
+    /// How long an upload waits for its compile before it answers `compiling` (202).
+    pub upload_compile_wait: Duration,
 }
 
 impl Default for Settings {
@@ -93,6 +95,7 @@ impl Default for Settings {
             max_delivery_attempts: 3,
             poller: crate::poll::PollerSettings::default(),
             health: crate::health::monitor::HealthSettings::default(),
+            upload_compile_wait: Duration::from_secs(5),
         }
     }
 }
@@ -926,6 +929,42 @@ impl Host {
             events,
             reply: Reply::Json,
         })
+    }
+
+    /// Compiles a `compiling` version from its stored component and records how it went:
+    /// ready with what it declares, or failed with the reason. The loaded adapter stays in
+    /// this process, so the first delivery it runs does not wait for the compiler.
+    pub async fn compile_version(
+        &self,
+        adapter_id: &str,
+        version: u32,
+    ) -> store::Result<store::AdapterVersion> {
+        let outcome = match self.adapter(adapter_id, version).await {
+            Ok(adapter) => serde_json::to_string(adapter.info()).map_err(|e| e.to_string()),
+            Err(error) => Err(format!("{error:#}")),
+        };
+        if let Err(why) = &outcome {
+            tracing::warn!(adapter = %adapter_id, version, error = %why, "an adapter version failed to compile");
+        }
+        self.store()
+            .finish_adapter_version(adapter_id, version, outcome)
+            .await
+    }
+
+    /// Compiles again, in the background, every version a stop left `compiling`; how many.
+    pub async fn resume_compiles(&self) -> store::Result<usize> {
+        let compiling = self.store().compiling_versions().await?;
+        for stored in &compiling {
+            let (host, adapter_id, version) =
+                (self.clone(), stored.adapter_id.clone(), stored.version);
+            tokio::spawn(async move {
+                if let Err(error) = host.compile_version(&adapter_id, version).await {
+                    // Another node finished it first (a conflict), or the store is down.
+                    tracing::info!(adapter = %adapter_id, version, %error, "resumed compile not recorded");
+                }
+            });
+        }
+        Ok(compiling.len())
     }
 
     /// The loaded adapter of a version (loaded from the blob store on first use).

@@ -45,6 +45,8 @@ pub struct ServeOptions {
     pub poller: crate::poll::PollerSettings,
     /// How the health monitor paces itself.
     pub health: crate::health::monitor::HealthSettings,
+    /// How long an upload waits for its compile before it answers `compiling` (202).
+    pub upload_compile_wait: std::time::Duration,
     /// Where the browser goes back to after an OAuth connection.
     pub oauth_return_url: Option<String>,
     /// The bus: NATS JetStream, or (`None`) the in-process bus.
@@ -75,6 +77,7 @@ impl Default for ServeOptions {
             recovery_lease: Settings::default().recovery_lease,
             poller: crate::poll::PollerSettings::default(),
             health: crate::health::monitor::HealthSettings::default(),
+            upload_compile_wait: Settings::default().upload_compile_wait,
             oauth_return_url: None,
             nats: None,
             postgres: None,
@@ -128,6 +131,7 @@ pub async fn open_host(options: &ServeOptions) -> anyhow::Result<Host> {
         recovery_lease: options.recovery_lease,
         poller: options.poller.clone(),
         health: options.health.clone(),
+        upload_compile_wait: options.upload_compile_wait,
         oauth_return_url: options.oauth_return_url.clone(),
         ..Settings::default()
     };
@@ -187,6 +191,16 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         tokio::spawn(std::sync::Arc::clone(remote).run(client, relay_stopped.clone()));
     }
     let relay = tokio::spawn(relay.run(relay_stopped.clone()));
+    let resumed = host
+        .resume_compiles()
+        .await
+        .context("listing the versions left compiling")?;
+    if resumed > 0 {
+        tracing::info!(
+            resumed,
+            "compiling again the adapter versions a stop left compiling"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("listening on {}", options.listen))?;

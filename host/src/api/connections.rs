@@ -334,7 +334,19 @@ async fn pick_version(
             .await
             .map_err(internal)?
         {
-            Some(found) => Ok(found.version),
+            Some(found) => match found.status {
+                store::VersionStatus::Ready => Ok(found.version),
+                store::VersionStatus::Compiling => Err(ApiError::Conflict(format!(
+                    "version {v} of adapter `{}` is still compiling: switch to it once \
+                     GET /v1/adapters/{}/versions/{v} says `ready`",
+                    adapter.id, adapter.id
+                ))),
+                store::VersionStatus::Failed => Err(ApiError::BadRequest(format!(
+                    "version {v} of adapter `{}` failed to compile: {}",
+                    adapter.id,
+                    found.failure.as_deref().unwrap_or("no reason recorded")
+                ))),
+            },
             None => Err(ApiError::BadRequest(format!(
                 "adapter `{}` has no version {v}",
                 adapter.id
@@ -346,7 +358,8 @@ async fn pick_version(
             .map_err(internal)?
             .ok_or_else(|| {
                 ApiError::BadRequest(format!(
-                    "adapter `{}` has no version yet: upload one first",
+                    "adapter `{}` has no ready version yet: upload one (or wait for its \
+                     compile to end)",
                     adapter.id
                 ))
             }),

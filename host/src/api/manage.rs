@@ -195,6 +195,12 @@ struct VersionView {
     version: u32,
     sha256: String,
     size_bytes: u64,
+    /// `compiling` (an upload answered before its compile ended), `ready` (connections may
+    /// run it) or `failed` (see `failure`).
+    status: store::VersionStatus,
+    /// Why it failed to compile.
+    failure: Option<String>,
+    /// What it declares (empty until it is ready).
     info: Value,
     limits: Value,
     created_at: store::Millis,
@@ -208,6 +214,8 @@ impl From<AdapterVersion> for VersionView {
             version: v.version,
             sha256: v.sha256,
             size_bytes: v.size_bytes,
+            status: v.status,
+            failure: v.failure,
             info: serde_json::from_str(&v.info_json).unwrap_or(Value::Null),
             limits: serde_json::from_str(&v.limits_json).unwrap_or(Value::Null),
             created_at: v.created_at,
@@ -402,31 +410,39 @@ async fn upload_version(
         }
     })?;
     let wasm = wasm.to_vec();
-    let loaded = state.host.sandbox().load(&wasm, limits).await;
-    let loaded = loaded.map_err(|e| match e {
-        sandbox::Error::Engine(_) | sandbox::Error::Cache(_) => ApiError::internal(e),
-        refused => ApiError::BadRequest(refused.to_string()),
-    })?;
+    // What can be judged without compiling is, at once: nothing is stored for a refusal.
+    state
+        .host
+        .sandbox()
+        .precheck(&wasm, &limits)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let sha256 = sandbox::sha256_hex(&wasm);
+    let size_bytes = wasm.len() as u64;
     let store = state.host.store();
-    // The same component with the same limits is the same version: uploading twice is a no-op.
+    // The same component with the same limits is the same version: uploading twice is a no-op
+    // (unless it failed: uploading it again compiles it again).
     let existing = store
-        .adapter_versions_of(&adapter.id, loaded.sha256())
+        .adapter_versions_of(&adapter.id, &sha256)
         .await
         .map_err(internal)?;
-    let limits_json = serde_json::to_string(loaded.limits()).map_err(ApiError::internal)?;
-    if let Some(same) = existing.into_iter().find(|v| v.limits_json == limits_json) {
+    let limits_json = serde_json::to_string(&limits).map_err(ApiError::internal)?;
+    if let Some(same) = existing
+        .into_iter()
+        .find(|v| v.limits_json == limits_json && v.status != store::VersionStatus::Failed)
+    {
         return Ok((StatusCode::OK, Json(VersionView::from(same))).into_response());
     }
     state.host.blobs().put(wasm).await.map_err(internal)?;
     let version = store
         .add_adapter_version(NewAdapterVersion {
             adapter_id: adapter.id.clone(),
-            sha256: loaded.sha256().to_owned(),
-            size_bytes: loaded.size_bytes(),
-            info_json: serde_json::to_string(loaded.info()).map_err(ApiError::internal)?,
+            sha256,
+            size_bytes,
+            info_json: "{}".to_owned(),
             limits_json,
             created_at: store::now_millis(),
             created_by: scope.caller.subject.clone(),
+            status: store::VersionStatus::Compiling,
         })
         .await
         .map_err(internal)?;
@@ -444,7 +460,39 @@ async fn upload_version(
             }),
         )
         .await;
-    Ok((StatusCode::CREATED, Json(VersionView::from(version))).into_response())
+    // Compiled off the request: a small component is answered ready (201), a slow one is
+    // answered `compiling` (202) and its version read until it is `ready` or `failed`.
+    let host = state.host.clone();
+    let (id, number) = (adapter.id.clone(), version.version);
+    let compile = tokio::spawn(async move { host.compile_version(&id, number).await });
+    let location = format!("/v1/adapters/{}/versions/{}", adapter.id, version.version);
+    let wait = state.host.settings().upload_compile_wait;
+    let compiled = match tokio::time::timeout(wait, compile).await {
+        Err(_still_compiling) => {
+            return Ok((
+                StatusCode::ACCEPTED,
+                [(axum::http::header::LOCATION, location)],
+                Json(VersionView::from(version)),
+            )
+                .into_response());
+        }
+        Ok(joined) => joined
+            .map_err(|e| ApiError::internal(format!("the compile task failed: {e}")))?
+            .map_err(internal)?,
+    };
+    match compiled.status {
+        store::VersionStatus::Failed => Err(ApiError::BadRequest(format!(
+            "version {} failed to compile: {}",
+            compiled.version,
+            compiled.failure.as_deref().unwrap_or("no reason recorded")
+        ))),
+        _ => Ok((
+            StatusCode::CREATED,
+            [(axum::http::header::LOCATION, location)],
+            Json(VersionView::from(compiled)),
+        )
+            .into_response()),
+    }
 }
 
 #[utoipa::path(
@@ -1755,7 +1803,7 @@ async fn test_version(
     // It writes nothing, but it is adapter development and takes a sandbox slot: an admin's.
     scope.require_write()?;
     let Json(request) = body?;
-    state
+    let stored = state
         .host
         .store()
         .get_adapter_version(&adapter.id, version)
@@ -1764,6 +1812,20 @@ async fn test_version(
         .ok_or_else(|| {
             ApiError::NotFound(format!("adapter `{adapter_id}` has no version {version}"))
         })?;
+    match stored.status {
+        store::VersionStatus::Ready => {}
+        store::VersionStatus::Compiling => {
+            return Err(ApiError::Conflict(format!(
+                "version {version} is still compiling: try it once it is `ready`"
+            )));
+        }
+        store::VersionStatus::Failed => {
+            return Err(ApiError::BadRequest(format!(
+                "version {version} failed to compile: {}",
+                stored.failure.as_deref().unwrap_or("no reason recorded")
+            )));
+        }
+    }
     let loaded = state
         .host
         .adapter(&adapter.id, version)

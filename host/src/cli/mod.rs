@@ -410,6 +410,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         health: crate::health::monitor::HealthSettings {
             tick: std::time::Duration::from_secs(args.health_interval_secs.max(1)),
         },
+        ..crate::serve::ServeOptions::default()
     };
     tokio::runtime::Runtime::new()?.block_on(crate::serve::serve(options))?;
     Ok(EXIT_OK)

@@ -147,8 +147,10 @@ impl Sandbox {
         })
     }
 
-    /// Checks and compiles (or loads from the cache) a component: CPU-bound, blocks the thread.
-    fn compile(&self, wasm: &[u8], limits: Limits) -> Result<Adapter> {
+    /// What can be checked of a component without compiling it, in milliseconds: its limits
+    /// against the platform's, its size, and the names it imports and exports against the
+    /// world. A component refused here costs no compile and leaves nothing in the cache.
+    pub fn precheck(&self, wasm: &[u8], limits: &Limits) -> Result<WorldVersion> {
         let inner = &self.inner;
         limits.validate(&inner.platform).map_err(Error::Limits)?;
         if wasm.len() as u64 > inner.platform.max_component_bytes {
@@ -158,8 +160,13 @@ impl Sandbox {
                 inner.platform.max_component_bytes
             )));
         }
-        // Refused before the compiler's seconds of CPU, and before anything is cached.
-        world::precheck(wasm)?;
+        world::precheck(wasm)
+    }
+
+    /// Checks and compiles (or loads from the cache) a component: CPU-bound, blocks the thread.
+    fn compile(&self, wasm: &[u8], limits: Limits) -> Result<Adapter> {
+        let inner = &self.inner;
+        self.precheck(wasm, &limits)?;
         let sha256 = sha256_hex(wasm);
         let component = match &inner.cache {
             Some(cache) => cache.load_or_compile(&inner.engine, &sha256, wasm)?,

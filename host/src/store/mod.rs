@@ -147,6 +147,18 @@ text_enum! {
 }
 
 text_enum! {
+    /// Whether an adapter version can run.
+    VersionStatus {
+        /// Uploaded and checked; being compiled.
+        Compiling => "compiling",
+        /// Compiled and described: connections may run it.
+        Ready => "ready",
+        /// Refused when compiled or described (see its `failure`).
+        Failed => "failed",
+    }
+}
+
+text_enum! {
     /// Whom a replay re-sends to.
     ReplayTarget {
         /// The bus and every subscriber that wants the events.
@@ -366,6 +378,9 @@ pub struct NewAdapterVersion {
     pub created_at: Millis,
     /// Who uploaded it.
     pub created_by: String,
+    /// `Ready` when compiled already; `Compiling` when the compile runs after the row is
+    /// written (its `info_json` is then filled in by [`Store::finish_adapter_version`]).
+    pub status: VersionStatus,
 }
 
 /// An immutable adapter version.
@@ -387,6 +402,10 @@ pub struct AdapterVersion {
     pub created_at: Millis,
     /// Who uploaded it.
     pub created_by: String,
+    /// Whether it can run.
+    pub status: VersionStatus,
+    /// Why it failed to compile.
+    pub failure: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1665,8 +1684,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         adapter_id: &str,
         page: PageRequest,
     ) -> Result<Page<AdapterVersion>>;
-    /// An adapter's newest version number; `None` before its first upload.
+    /// An adapter's newest ready version number; `None` before one is ready.
     async fn latest_adapter_version(&self, adapter_id: &str) -> Result<Option<u32>>;
+    /// Ends the compile of a `compiling` version: ready with what it declares (`Ok(info_json)`)
+    /// or failed with the reason. [`Error::Conflict`] when it was not compiling.
+    async fn finish_adapter_version(
+        &self,
+        adapter_id: &str,
+        version: u32,
+        outcome: std::result::Result<String, String>,
+    ) -> Result<AdapterVersion>;
+    /// Every version still `compiling` (a host that stopped during a compile left them so:
+    /// compiling them again is harmless, the first to finish wins).
+    async fn compiling_versions(&self) -> Result<Vec<AdapterVersion>>;
     /// The versions of an adapter made of the component `sha256`, oldest first.
     async fn adapter_versions_of(
         &self,

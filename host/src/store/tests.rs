@@ -22,6 +22,7 @@ macro_rules! store_suite {
     ($backend:expr) => {
         $crate::store::tests::store_suite!(@cases $backend;
             adapters_and_their_versions,
+            versions_compile_then_become_ready_or_failed,
             configuration_lists_page_by_cursor,
             connection_upsert_is_idempotent,
             connection_status_and_version_switch,
@@ -97,6 +98,7 @@ fn spec(id: &str, tenant_id: &str, adapter_id: &str, version: u32) -> Connection
 
 fn new_version(adapter_id: &str, sha: char) -> NewAdapterVersion {
     NewAdapterVersion {
+        status: VersionStatus::Ready,
         adapter_id: adapter_id.to_owned(),
         sha256: sha.to_string().repeat(64),
         size_bytes: 1234,
@@ -4087,4 +4089,75 @@ pub(crate) async fn replays_queue_subscriber_deliveries_again(backend: &dyn Back
     let mut expected = vec![one.id.clone(), two.id.clone()];
     expected.sort();
     assert_eq!(everyone, expected);
+}
+
+pub(crate) async fn versions_compile_then_become_ready_or_failed(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let t = tenant(&*store, "t1", "c1").await;
+    let compiling = |sha| NewAdapterVersion {
+        status: VersionStatus::Compiling,
+        info_json: "{}".to_owned(),
+        ..new_version(&t.adapter.id, sha)
+    };
+    let three = store.add_adapter_version(compiling('c')).await.unwrap();
+    let four = store.add_adapter_version(compiling('d')).await.unwrap();
+    assert_eq!(
+        (three.version, three.status, four.version),
+        (3, VersionStatus::Compiling, 4)
+    );
+    // Connections get the newest ready version, not one still compiling.
+    assert_eq!(
+        store.latest_adapter_version(&t.adapter.id).await.unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        store
+            .compiling_versions()
+            .await
+            .unwrap()
+            .iter()
+            .map(|v| v.version)
+            .collect::<Vec<_>>(),
+        [3, 4]
+    );
+    let ready = store
+        .finish_adapter_version(&t.adapter.id, 3, Ok(r#"{"name":"acme"}"#.to_owned()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (ready.status, ready.info_json.as_str(), ready.failure),
+        (VersionStatus::Ready, r#"{"name":"acme"}"#, None)
+    );
+    let failed = store
+        .finish_adapter_version(&t.adapter.id, 4, Err("it traps in describe".to_owned()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            failed.status,
+            failed.failure.as_deref(),
+            failed.info_json.as_str()
+        ),
+        (VersionStatus::Failed, Some("it traps in describe"), "{}")
+    );
+    assert_eq!(
+        store.latest_adapter_version(&t.adapter.id).await.unwrap(),
+        Some(3)
+    );
+    // Once only; never for a version that was not compiling.
+    for version in [2, 3, 4] {
+        assert!(matches!(
+            store
+                .finish_adapter_version(&t.adapter.id, version, Err("again".to_owned()))
+                .await,
+            Err(Error::Conflict(_))
+        ));
+    }
+    assert!(store.compiling_versions().await.unwrap().is_empty());
+    assert!(matches!(
+        store
+            .finish_adapter_version(&t.adapter.id, 3, Ok("{not json".to_owned()))
+            .await,
+        Err(Error::Invalid(_))
+    ));
 }

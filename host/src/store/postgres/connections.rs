@@ -9,8 +9,8 @@ use crate::store::{
 };
 
 pub(super) const ADAPTER: &str = "id, tenant_id, org_id, name, created_at";
-pub(super) const VERSION: &str =
-    "adapter_id, version, sha256, size_bytes, info_json, limits_json, created_at, created_by";
+pub(super) const VERSION: &str = "adapter_id, version, sha256, size_bytes, info_json, \
+    limits_json, created_at, created_by, status, failure";
 pub(super) const CONNECTION: &str = "id, tenant_id, org_id, provider, adapter_id, adapter_version, \
     signature_json, allowed_org_ids_json, secret_refs_json, settings_json, polling_json, status, \
     created_at, updated_at, last_delivery_at, version_changed_by, version_changed_at, api_json";
@@ -35,6 +35,8 @@ pub(super) fn version_row(row: &Row) -> Result<AdapterVersion> {
         limits_json: get(row, "limits_json")?,
         created_at: get(row, "created_at")?,
         created_by: get(row, "created_by")?,
+        status: text_enum(row, "status")?,
+        failure: get(row, "failure")?,
     })
 }
 

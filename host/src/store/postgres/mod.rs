@@ -39,7 +39,8 @@ use super::{
     OAuthState, OutboxFilter, OutboxLag, OutboxRow, Page, PageRequest, PollClaim, PollEnd, PollRun,
     PollState, Prepared, Recorded, Replay, Result, StateSnapshot, Store, StoredExchange,
     Subscriber, SubscriberAttempt, SubscriberDelivery, SubscriberDeliveryFilter, SubscriberJob,
-    SubscriberUpdate, Taken, Upsert, WriteCounters, WriteStats, check_json, new_id, page_size,
+    SubscriberUpdate, Taken, Upsert, VersionStatus, WriteCounters, WriteStats, check_json, new_id,
+    page_size,
 };
 
 mod audit;
@@ -418,7 +419,7 @@ impl Store for PostgresStore {
                 &tx,
                 &format!(
                     "INSERT INTO adapter_versions ({VERSION}) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)"
                 ),
                 &[
                     &new.adapter_id,
@@ -429,6 +430,7 @@ impl Store for PostgresStore {
                     &new.limits_json,
                     &new.created_at,
                     &new.created_by,
+                    &new.status.as_str(),
                 ],
             )
             .await?;
@@ -444,7 +446,68 @@ impl Store for PostgresStore {
             limits_json: new.limits_json,
             created_at: new.created_at,
             created_by: new.created_by,
+            status: new.status,
+            failure: None,
         })
+    }
+
+    async fn finish_adapter_version(
+        &self,
+        adapter_id: &str,
+        version: u32,
+        outcome: std::result::Result<String, String>,
+    ) -> Result<AdapterVersion> {
+        if let Ok(info_json) = &outcome {
+            check_json("info_json", info_json)?;
+        }
+        let (status, info, failure) = match &outcome {
+            Ok(info) => (VersionStatus::Ready, Some(info.clone()), None),
+            Err(why) => (VersionStatus::Failed, None, Some(super::bounded_error(why))),
+        };
+        in_tx!(self, |tx| {
+            let changed = execute(
+                &tx,
+                "UPDATE adapter_versions SET status = $3, info_json = coalesce($4, info_json), \
+                 failure = $5 WHERE adapter_id = $1 AND version = $2 AND status = 'compiling'",
+                &[
+                    &adapter_id,
+                    &i64::from(version),
+                    &status.as_str(),
+                    &info,
+                    &failure,
+                ],
+            )
+            .await?;
+            if changed == 0 {
+                return Err(Error::Conflict(format!(
+                    "version {version} of adapter {adapter_id} is not compiling"
+                )));
+            }
+            query_opt(
+                &tx,
+                &format!(
+                    "SELECT {VERSION} FROM adapter_versions WHERE adapter_id = $1 AND version = $2"
+                ),
+                &[&adapter_id, &i64::from(version)],
+                version_row,
+            )
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("adapter {adapter_id} version {version}")))
+        })
+    }
+
+    async fn compiling_versions(&self) -> Result<Vec<AdapterVersion>> {
+        let db = self.db().await?;
+        query_all(
+            &db,
+            &format!(
+                "SELECT {VERSION} FROM adapter_versions WHERE status = 'compiling' \
+                 ORDER BY adapter_id, version"
+            ),
+            &[],
+            version_row,
+        )
+        .await
     }
 
     async fn get_adapter_version(
@@ -487,7 +550,8 @@ impl Store for PostgresStore {
         let db = self.db().await?;
         let latest = query_opt(
             &db,
-            "SELECT max(version) AS latest FROM adapter_versions WHERE adapter_id = $1",
+            "SELECT max(version) AS latest FROM adapter_versions \
+             WHERE adapter_id = $1 AND status = 'ready'",
             &[&adapter_id],
             |row| get::<Option<i64>>(row, "latest"),
         )

@@ -344,6 +344,12 @@ CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
 "#,
     super::health::MIGRATION,
     r#"
+-- An upload is answered before a slow compile ends: a version is `compiling`, then `ready`
+-- (connections may run it) or `failed` with the reason. Versions before this were ready.
+ALTER TABLE adapter_versions ADD COLUMN status TEXT NOT NULL DEFAULT 'ready'
+    CHECK (status IN ('compiling', 'ready', 'failed'));
+ALTER TABLE adapter_versions ADD COLUMN failure TEXT;
+
 -- Replays name whom they re-send to (before: the bus only).
 ALTER TABLE replays ADD COLUMN target TEXT NOT NULL DEFAULT 'bus'
     CHECK (target IN ('all', 'bus', 'subscribers'));

@@ -40,8 +40,8 @@ use super::{
     PollRun, PollState, Prepared, Recorded, Replay, ReplayStatus, Result, StateCommit,
     StateSnapshot, Store, StoredExchange, Subscriber, SubscriberAttempt, SubscriberDelivery,
     SubscriberDeliveryFilter, SubscriberDeliveryStatus, SubscriberJob, SubscriberUpdate, Taken,
-    Upsert, WriteCounters, WriteStats, bounded_error, check_json, millis, new_id, page_size,
-    sha256_hex,
+    Upsert, VersionStatus, WriteCounters, WriteStats, bounded_error, check_json, millis, new_id,
+    page_size, sha256_hex,
 };
 
 mod health;
@@ -403,6 +403,12 @@ END;
 "#,
     health::MIGRATION,
     r#"
+-- An upload is answered before a slow compile ends: a version is `compiling`, then `ready`
+-- (connections may run it) or `failed` with the reason. Versions before this were ready.
+ALTER TABLE adapter_versions ADD COLUMN status TEXT NOT NULL DEFAULT 'ready'
+    CHECK (status IN ('compiling', 'ready', 'failed'));
+ALTER TABLE adapter_versions ADD COLUMN failure TEXT;
+
 -- Replays name whom they re-send to (before: the bus only).
 ALTER TABLE replays ADD COLUMN target TEXT NOT NULL DEFAULT 'bus'
     CHECK (target IN ('all', 'bus', 'subscribers'));
@@ -865,8 +871,8 @@ impl Readers {
 // Rows
 
 const ADAPTER: &str = "id, tenant_id, org_id, name, created_at";
-const VERSION: &str =
-    "adapter_id, version, sha256, size_bytes, info_json, limits_json, created_at, created_by";
+const VERSION: &str = "adapter_id, version, sha256, size_bytes, info_json, limits_json, \
+    created_at, created_by, status, failure";
 const CONNECTION: &str = "id, tenant_id, org_id, provider, adapter_id, adapter_version, \
     signature_json, allowed_org_ids_json, secret_refs_json, settings_json, polling_json, status, \
     created_at, updated_at, last_delivery_at, version_changed_by, version_changed_at, api_json";
@@ -950,6 +956,8 @@ fn version_row(row: &Row<'_>) -> rusqlite::Result<AdapterVersion> {
         limits_json: row.get("limits_json")?,
         created_at: row.get("created_at")?,
         created_by: row.get("created_by")?,
+        status: text_enum(row, "status")?,
+        failure: row.get("failure")?,
     })
 }
 
@@ -2074,7 +2082,8 @@ impl Store for SqliteStore {
             let version =
                 next.ok_or_else(|| Error::NotFound(format!("adapter {}", new.adapter_id)))?;
             db.prepare_cached(&format!(
-                "INSERT INTO adapter_versions ({VERSION}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                "INSERT INTO adapter_versions ({VERSION}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL)"
             ))?
             .execute(params![
                 new.adapter_id,
@@ -2085,6 +2094,7 @@ impl Store for SqliteStore {
                 new.limits_json,
                 new.created_at,
                 new.created_by,
+                new.status.as_str(),
             ])?;
             Ok(AdapterVersion {
                 adapter_id: new.adapter_id,
@@ -2095,6 +2105,8 @@ impl Store for SqliteStore {
                 limits_json: new.limits_json,
                 created_at: new.created_at,
                 created_by: new.created_by,
+                status: new.status,
+                failure: None,
             })
         })
         .await
@@ -2144,11 +2156,71 @@ impl Store for SqliteStore {
         self.read(move |db| {
             Ok(query_one(
                 db,
-                "SELECT max(version) FROM adapter_versions WHERE adapter_id = ?1",
+                "SELECT max(version) FROM adapter_versions \
+                 WHERE adapter_id = ?1 AND status = 'ready'",
                 [adapter_id],
                 |row| row.get::<_, Option<u32>>(0),
             )?
             .flatten())
+        })
+        .await
+    }
+
+    async fn finish_adapter_version(
+        &self,
+        adapter_id: &str,
+        version: u32,
+        outcome: std::result::Result<String, String>,
+    ) -> Result<AdapterVersion> {
+        if let Ok(info_json) = &outcome {
+            check_json("info_json", info_json)?;
+        }
+        let adapter_id = adapter_id.to_owned();
+        self.write_then(
+            move |db| {
+                let (status, info, failure) = match &outcome {
+                    Ok(info) => (VersionStatus::Ready, Some(info.as_str()), None),
+                    Err(why) => (VersionStatus::Failed, None, Some(bounded_error(why))),
+                };
+                let changed = db
+                    .prepare_cached(
+                        "UPDATE adapter_versions SET status = ?3, \
+                         info_json = coalesce(?4, info_json), failure = ?5 \
+                         WHERE adapter_id = ?1 AND version = ?2 AND status = 'compiling'",
+                    )?
+                    .execute(params![adapter_id, version, status.as_str(), info, failure])?;
+                if changed == 0 {
+                    return Err(Error::Conflict(format!(
+                        "version {version} of adapter {adapter_id} is not compiling"
+                    )));
+                }
+                query_one(
+                    db,
+                    &format!(
+                        "SELECT {VERSION} FROM adapter_versions \
+                         WHERE adapter_id = ?1 AND version = ?2"
+                    ),
+                    params![adapter_id, version],
+                    version_row,
+                )?
+                .ok_or_else(|| Error::NotFound(format!("adapter {adapter_id} version {version}")))
+            },
+            keeps_connections,
+        )
+        .await
+    }
+
+    async fn compiling_versions(&self) -> Result<Vec<AdapterVersion>> {
+        self.read(move |db| {
+            query_all(
+                db,
+                &format!(
+                    "SELECT {VERSION} FROM adapter_versions WHERE status = 'compiling' \
+                     ORDER BY adapter_id, version"
+                ),
+                [],
+                version_row,
+            )
         })
         .await
     }
