@@ -47,6 +47,9 @@ async fn start_with(change: impl FnOnce(&mut ServeOptions)) -> Api {
         public_base_url: Some("https://hooks.example.test".into()),
         relay: Default::default(),
         server: settings.clone(),
+        // Uploads are answered once compiled (ready) however loaded the machine is; the test
+        // of slow compiles sets this to zero.
+        upload_compile_wait: std::time::Duration::from_secs(300),
         ..ServeOptions::default()
     };
     change(&mut options);

@@ -187,6 +187,9 @@ pub struct Ack {
     pub duplicate: bool,
     /// Events appended to the outbox by this request.
     pub events: usize,
+    /// Events the adapter emitted that the outbox holds already (the same fact sent again,
+    /// under the same idempotency or dedupe key): counted, never published again.
+    pub repeated: usize,
     /// The dialect the sender expects its answer in.
     #[serde(skip)]
     pub reply: Reply,
@@ -469,7 +472,7 @@ impl Host {
                 Ok(Ingested::from(duplicate(original.id, original.status)))
             }
             Taken::Completed(completed) => Ok(Ingested {
-                ack: self.completed(id, status, completed.appended.len()),
+                ack: self.completed(id, status, &completed),
                 next_cursor: next.next_cursor,
                 more: next.more,
             }),
@@ -576,7 +579,13 @@ impl Host {
     }
 
     /// The answer to a delivery whose outcome was just committed.
-    fn completed(&self, delivery_id: String, status: DeliveryStatus, appended: usize) -> Ack {
+    fn completed(
+        &self,
+        delivery_id: String,
+        status: DeliveryStatus,
+        completed: &store::Completed,
+    ) -> Ack {
+        let (appended, repeated) = (completed.appended.len(), completed.already_present);
         if appended > 0 {
             self.inner.outbox_appended.notify_one();
         }
@@ -584,6 +593,7 @@ impl Host {
             delivery = %delivery_id,
             status = status.as_str(),
             appended,
+            repeated,
             "delivery processed"
         );
         Ack {
@@ -591,6 +601,7 @@ impl Host {
             status,
             duplicate: false,
             events: appended,
+            repeated,
             reply: Reply::Json,
         }
     }
@@ -778,13 +789,13 @@ impl Host {
 
     /// Runs a recorded delivery through its connection's current adapter and writes the outcome;
     /// `attempt_counted` when the run was already counted in its attempts (a recovery claim).
-    /// Returns the delivery's new status and the number of events appended.
+    /// Returns the answer: the delivery's new status, the events appended and repeated.
     pub async fn process(
         &self,
         delivery: &Delivery,
         connection: &Connection,
         attempt_counted: bool,
-    ) -> anyhow::Result<(DeliveryStatus, usize)> {
+    ) -> anyhow::Result<Ack> {
         let store = &self.inner.store;
         let adapter = self
             .adapter(&connection.adapter_id, connection.adapter_version)
@@ -814,8 +825,7 @@ impl Host {
         let Taken::Completed(completed) = taken else {
             anyhow::bail!("completing a recorded delivery cannot find a duplicate");
         };
-        let ack = self.completed(delivery.info.id.clone(), status, completed.appended.len());
-        Ok((ack.status, ack.events))
+        Ok(self.completed(delivery.info.id.clone(), status, &completed))
     }
 
     /// One pass of recovery: claims deliveries whose invocation was cut off (the host stopped
@@ -918,15 +928,16 @@ impl Host {
             .connection_of(&delivery)
             .await
             .map_err(ApiError::internal)?;
-        let (status, events) = self
+        let ack = self
             .process(&delivery, &connection, false)
             .await
             .map_err(ApiError::internal)?;
         Ok(Ack {
             delivery_id: delivery_id.to_owned(),
-            status,
+            status: ack.status,
             duplicate: false,
-            events,
+            events: ack.events,
+            repeated: ack.repeated,
             reply: Reply::Json,
         })
     }
@@ -1101,6 +1112,7 @@ fn duplicate(delivery_id: String, status: DeliveryStatus) -> Ack {
         status,
         duplicate: true,
         events: 0,
+        repeated: 0,
         reply: Reply::Json,
     }
 }
