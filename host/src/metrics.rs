@@ -1,8 +1,12 @@
 //! Prometheus metrics of the host, served at `/metrics`.
+//!
+//! Labels are bounded sets (outcomes, schemes, rules, results), except the per-connection
+//! counters ([`ConnectionMetrics`]): one series per tenant and connection, which is unbounded,
+//! so they are registered only when asked for (`serve --metrics-per-connection`).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric the host exports, registered in one registry.
@@ -40,6 +44,30 @@ pub struct Metrics {
     pub state_conflicts: IntCounterVec,
     /// OAuth token refreshes by result (`ok`, `refused`: the grant is gone, `failed`).
     pub oauth_refreshes: IntCounterVec,
+    /// Events appended to the outbox (every path: webhooks, polls, pushed pages, redrives).
+    pub events_appended: IntCounter,
+    /// Poll runs' wall time, by result (`done`, `failed`), in seconds.
+    pub poll_run_duration: HistogramVec,
+    /// Time the bus took to accept one event, in seconds.
+    pub relay_publish_duration: Histogram,
+    /// Time from appending an event to the outbox to publishing it on the bus, in seconds.
+    pub relay_publish_lag: Histogram,
+    /// Per-tenant and per-connection counters, when enabled.
+    connections: Option<ConnectionMetrics>,
+}
+
+/// Counters per tenant and connection (labels `tenant`, `connection`). One series per
+/// connection: enabled only on request, where the number of connections is known to be modest.
+#[derive(Debug, Clone)]
+pub struct ConnectionMetrics {
+    /// Webhook deliveries by outcome (as `adapter_host_deliveries_total`).
+    pub deliveries: IntCounterVec,
+    /// Webhook deliveries refused by the signature check.
+    pub signature_failures: IntCounterVec,
+    /// Events appended to the outbox.
+    pub events: IntCounterVec,
+    /// Poll runs by result.
+    pub poll_runs: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -49,8 +77,22 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Creates and registers every metric.
+    /// Creates and registers every metric, without per-connection detail.
     pub fn new() -> Self {
+        Self::build(false)
+    }
+
+    /// [`Metrics::new`], with the per-connection counters ([`ConnectionMetrics`]) as well.
+    pub fn per_connection() -> Self {
+        Self::build(true)
+    }
+
+    /// The per-connection counters, when enabled.
+    pub fn connection(&self) -> Option<&ConnectionMetrics> {
+        self.connections.as_ref()
+    }
+
+    fn build(per_connection: bool) -> Self {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
@@ -148,12 +190,80 @@ impl Metrics {
             &["status"],
         )
         .expect("valid metric");
-        for metric in [invocation_duration.clone(), invocation_fuel.clone()] {
+        let events_appended = IntCounter::new(
+            "adapter_host_events_appended_total",
+            "Events appended to the outbox",
+        )
+        .expect("valid metric");
+        let poll_run_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "adapter_host_poll_run_duration_seconds",
+                "Poll runs' wall time, by result",
+            )
+            .buckets(vec![
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+            ]),
+            &["result"],
+        )
+        .expect("valid metric");
+        let relay_publish_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "adapter_host_relay_publish_duration_seconds",
+                "Time the bus took to accept one event",
+            )
+            .buckets(vec![
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.25, 1.0, 5.0,
+            ]),
+        )
+        .expect("valid metric");
+        let relay_publish_lag = Histogram::with_opts(
+            HistogramOpts::new(
+                "adapter_host_relay_publish_lag_seconds",
+                "Time from appending an event to the outbox to publishing it on the bus",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                900.0, 3600.0,
+            ]),
+        )
+        .expect("valid metric");
+        for metric in [
+            invocation_duration.clone(),
+            invocation_fuel.clone(),
+            relay_publish_duration.clone(),
+            relay_publish_lag.clone(),
+        ] {
+            registry.register(Box::new(metric)).expect("unique metric");
+        }
+        for metric in [ack_latency.clone(), poll_run_duration.clone()] {
             registry.register(Box::new(metric)).expect("unique metric");
         }
         registry
-            .register(Box::new(ack_latency.clone()))
+            .register(Box::new(events_appended.clone()))
             .expect("unique metric");
+        let connections = per_connection.then(|| ConnectionMetrics {
+            deliveries: counter(
+                "adapter_host_connection_deliveries_total",
+                "Webhook deliveries per connection, by outcome",
+                &["tenant", "connection", "outcome"],
+            ),
+            signature_failures: counter(
+                "adapter_host_connection_signature_failures_total",
+                "Webhook deliveries refused by the signature check, per connection",
+                &["tenant", "connection"],
+            ),
+            events: counter(
+                "adapter_host_connection_events_total",
+                "Events appended to the outbox, per connection",
+                &["tenant", "connection"],
+            ),
+            poll_runs: counter(
+                "adapter_host_connection_poll_runs_total",
+                "Poll runs per connection, by result",
+                &["tenant", "connection", "result"],
+            ),
+        });
         Self {
             registry,
             deliveries,
@@ -170,6 +280,11 @@ impl Metrics {
             adapter_loads,
             state_conflicts,
             oauth_refreshes,
+            events_appended,
+            poll_run_duration,
+            relay_publish_duration,
+            relay_publish_lag,
+            connections,
         }
     }
 
@@ -206,5 +321,87 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("adapter_host_violations_total"), "{text}");
+    }
+
+    #[test]
+    fn per_connection_counters_are_opt_in() {
+        assert!(Metrics::new().connection().is_none());
+        let metrics = Metrics::per_connection();
+        touch_all(&metrics);
+        assert!(!Metrics::new().render().contains("adapter_host_connection_"));
+        assert!(
+            metrics
+                .render()
+                .contains(r#"adapter_host_connection_events_total{connection="c",tenant="t"} 1"#),
+            "{}",
+            metrics.render()
+        );
+    }
+
+    /// Gives every metric a sample, so that every one is rendered.
+    fn touch_all(metrics: &Metrics) {
+        metrics
+            .deliveries
+            .with_label_values(&["processed", "github"])
+            .inc();
+        metrics
+            .signature_failures
+            .with_label_values(&["github", "mismatch"])
+            .inc();
+        metrics.invocation_duration.observe(0.001);
+        metrics.invocation_fuel.observe(1.0);
+        metrics.invocations.with_label_values(&["accepted"]).inc();
+        metrics
+            .violations
+            .with_label_values(&["fractional_number"])
+            .inc();
+        metrics.outbox_pending.set(1);
+        metrics.outbox_lag_seconds.set(1);
+        metrics.deliveries_unfinished.set(1);
+        metrics
+            .relay_attempts
+            .with_label_values(&["bus", "ok"])
+            .inc();
+        metrics
+            .ack_latency
+            .with_label_values(&["processed"])
+            .observe(0.001);
+        metrics.adapter_loads.with_label_values(&["ok"]).inc();
+        metrics.state_conflicts.with_label_values::<&str>(&[]).inc();
+        metrics.oauth_refreshes.with_label_values(&["ok"]).inc();
+        metrics.events_appended.inc();
+        metrics
+            .poll_run_duration
+            .with_label_values(&["done"])
+            .observe(1.0);
+        metrics.relay_publish_duration.observe(0.001);
+        metrics.relay_publish_lag.observe(0.1);
+        if let Some(connection) = metrics.connection() {
+            connection
+                .deliveries
+                .with_label_values(&["t", "c", "processed"])
+                .inc();
+            connection
+                .signature_failures
+                .with_label_values(&["t", "c"])
+                .inc();
+            connection.events.with_label_values(&["t", "c"]).inc();
+            connection
+                .poll_runs
+                .with_label_values(&["t", "c", "done"])
+                .inc();
+        }
+    }
+
+    #[test]
+    fn every_metric_is_rendered_once_touched() {
+        let metrics = Metrics::per_connection();
+        touch_all(&metrics);
+        let families = metrics.registry.gather().len();
+        let rendered = metrics.render().matches("# TYPE ").count();
+        assert_eq!(
+            rendered, families,
+            "touch_all misses a metric: give it a sample"
+        );
     }
 }

@@ -369,8 +369,10 @@ impl Host {
         // delivery that is being taken is taken to its end, never left half done.
         let ingest = Ingest::webhook(new);
         let host = self.clone();
-        let taking =
-            tokio::spawn(async move { host.take(ingest, &connection).instrument(span).await });
+        let taking = {
+            let connection = connection.clone();
+            tokio::spawn(async move { host.take(ingest, &connection).instrument(span).await })
+        };
         let ack = Ack {
             reply: Reply::of(&scheme),
             ..taking
@@ -380,17 +382,21 @@ impl Host {
                 .ack
         };
         let metrics = &self.inner.metrics;
+        let outcome = if ack.duplicate {
+            "duplicate"
+        } else {
+            ack.status.as_str()
+        };
         metrics
             .deliveries
-            .with_label_values(&[
-                if ack.duplicate {
-                    "duplicate"
-                } else {
-                    ack.status.as_str()
-                },
-                scheme.name(),
-            ])
+            .with_label_values(&[outcome, scheme.name()])
             .inc();
+        if let Some(detail) = metrics.connection() {
+            detail
+                .deliveries
+                .with_label_values(&[&connection.tenant_id, &connection.id, outcome])
+                .inc();
+        }
         metrics
             .ack_latency
             .with_label_values(&[ack.status.as_str()])
@@ -472,7 +478,7 @@ impl Host {
                 Ok(Ingested::from(duplicate(original.id, original.status)))
             }
             Taken::Completed(completed) => Ok(Ingested {
-                ack: self.completed(id, status, &completed),
+                ack: self.completed(connection, id, status, &completed),
                 next_cursor: next.next_cursor,
                 more: next.more,
             }),
@@ -581,6 +587,7 @@ impl Host {
     /// The answer to a delivery whose outcome was just committed.
     fn completed(
         &self,
+        connection: &Connection,
         delivery_id: String,
         status: DeliveryStatus,
         completed: &store::Completed,
@@ -588,6 +595,14 @@ impl Host {
         let (appended, repeated) = (completed.appended.len(), completed.already_present);
         if appended > 0 {
             self.inner.outbox_appended.notify_one();
+            let metrics = &self.inner.metrics;
+            metrics.events_appended.inc_by(appended as u64);
+            if let Some(detail) = metrics.connection() {
+                detail
+                    .events
+                    .with_label_values(&[&connection.tenant_id, &connection.id])
+                    .inc_by(appended as u64);
+            }
         }
         tracing::info!(
             delivery = %delivery_id,
@@ -706,12 +721,18 @@ impl Host {
             body: &inbound.body,
         };
         signatures::verify(scheme, &secrets, &request, SystemTime::now()).map_err(|error| {
-            self.inner
-                .metrics
+            let metrics = &self.inner.metrics;
+            metrics
                 .signature_failures
                 .with_label_values(&[scheme.name(), error.code()])
                 .inc();
             self.count_signature_failure(&connection.id);
+            if let Some(detail) = metrics.connection() {
+                detail
+                    .signature_failures
+                    .with_label_values(&[&connection.tenant_id, &connection.id])
+                    .inc();
+            }
             if error.is_config_error() {
                 // The CRM cannot fix this: say so without detail, and log it for the tenant.
                 tracing::error!(connection = %connection.id, %error, "signature configuration");
@@ -825,7 +846,7 @@ impl Host {
         let Taken::Completed(completed) = taken else {
             anyhow::bail!("completing a recorded delivery cannot find a duplicate");
         };
-        Ok(self.completed(delivery.info.id.clone(), status, &completed))
+        Ok(self.completed(connection, delivery.info.id.clone(), status, &completed))
     }
 
     /// One pass of recovery: claims deliveries whose invocation was cut off (the host stopped

@@ -200,7 +200,20 @@ impl Host {
         let run_id = claim.run.id.clone();
         let span =
             tracing::info_span!("poll", run = %run_id, connection = %claim.run.connection_id);
+        let started = std::time::Instant::now();
         let walked = self.walk(&claim).instrument(span).await;
+        let result = if walked.is_ok() { "done" } else { "failed" };
+        let metrics = self.metrics();
+        metrics
+            .poll_run_duration
+            .with_label_values(&[result])
+            .observe(started.elapsed().as_secs_f64());
+        if let Some(detail) = metrics.connection() {
+            detail
+                .poll_runs
+                .with_label_values(&[&claim.run.tenant_id, &claim.run.connection_id, result])
+                .inc();
+        }
         let (status, reason, not_before, exchanges, interval) = match walked {
             Ok(interval) => (PollRunStatus::Done, None, None, Vec::new(), interval),
             Err(failure) => (

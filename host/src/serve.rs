@@ -54,6 +54,8 @@ pub struct ServeOptions {
     /// The store, blobs and secrets: PostgreSQL, or (`None`) SQLite, files and the sealed
     /// secrets file in the data directory.
     pub postgres: Option<PostgresOptions>,
+    /// Export counters per tenant and connection too (unbounded label values: off by default).
+    pub metrics_per_connection: bool,
 }
 
 /// Where the shared store is.
@@ -81,6 +83,7 @@ impl Default for ServeOptions {
             oauth_return_url: None,
             nats: None,
             postgres: None,
+            metrics_per_connection: false,
         }
     }
 }
@@ -141,7 +144,11 @@ pub async fn open_host(options: &ServeOptions) -> anyhow::Result<Host> {
         secrets,
         sandbox,
         bus,
-        Metrics::new(),
+        if options.metrics_per_connection {
+            Metrics::per_connection()
+        } else {
+            Metrics::new()
+        },
         settings,
     );
     if let Some(path) = &options.config {

@@ -165,6 +165,10 @@ struct ServeArgs {
     /// fetched at start, refreshed every 5 minutes and when a token names an unknown key.
     #[arg(long, env = "ADAPTER_HOST_JWKS_URL", value_name = "URL")]
     jwks_url: Option<String>,
+    /// Also export counters per tenant and connection (adapter_host_connection_*): one series
+    /// per connection, so off by default.
+    #[arg(long, env = "ADAPTER_HOST_METRICS_PER_CONNECTION")]
+    metrics_per_connection: bool,
 }
 
 impl ServeArgs {
@@ -375,6 +379,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         },
         recovery_lease: std::time::Duration::from_secs(args.recovery_lease_secs.max(1)),
         oauth_return_url: args.oauth_return_url.clone(),
+        metrics_per_connection: args.metrics_per_connection,
         postgres: match args.store.as_str() {
             "sqlite" => None,
             url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {

@@ -185,9 +185,16 @@ impl Relay {
                 held_back.push(row.seq);
                 continue;
             }
-            match publish_row(self.bus.as_ref(), row).await {
+            let started = std::time::Instant::now();
+            let result = publish_row(self.bus.as_ref(), row).await;
+            self.metrics
+                .relay_publish_duration
+                .observe(started.elapsed().as_secs_f64());
+            match result {
                 Ok(()) => {
                     self.count("bus", "ok");
+                    let lag = (self.clock.now() - row.created_at).max(0);
+                    self.metrics.relay_publish_lag.observe(lag as f64 / 1000.0);
                     published.push(row.seq);
                 }
                 Err(error) => {
