@@ -32,4 +32,16 @@ if command -v psql >/dev/null 2>&1; then
 fi
 
 (cd sample-adapters && cargo test --workspace --no-fail-fast) || status=$?
+
+# The alerting rules (syntax and their unit tests) and the dashboard's queries, by promtool
+# (Debian's `prometheus` package; CI installs it). That every metric they name is exported is
+# a unit test of the host (metrics.rs).
+if [ "${CI:-}" = true ] && ! command -v promtool >/dev/null 2>&1; then
+    apt-get update && apt-get install -y --no-install-recommends prometheus
+fi
+if command -v promtool >/dev/null 2>&1; then
+    scripts/check-monitoring.sh || status=$?
+else
+    echo "promtool not found: the monitoring rules check is skipped"
+fi
 exit "$status"

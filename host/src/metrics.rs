@@ -3,6 +3,9 @@
 //! Labels are bounded sets (outcomes, schemes, rules, results), except the per-connection
 //! counters ([`ConnectionMetrics`]): one series per tenant and connection, which is unbounded,
 //! so they are registered only when asked for (`serve --metrics-per-connection`).
+//!
+//! `host/monitoring/` holds alerting rules and a Grafana dashboard on these metrics; a test
+//! below keeps every name they use exported.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
@@ -338,6 +341,10 @@ mod tests {
         );
     }
 
+    const ALERTS: &str = include_str!("../monitoring/alerts.yml");
+    const ALERT_TESTS: &str = include_str!("../monitoring/alerts.test.yml");
+    const DASHBOARD: &str = include_str!("../monitoring/grafana-dashboard.json");
+
     /// Gives every metric a sample, so that every one is rendered.
     fn touch_all(metrics: &Metrics) {
         metrics
@@ -393,6 +400,27 @@ mod tests {
         }
     }
 
+    /// The sample names of an exposition (`name{labels} value` or `name value`).
+    fn exported(text: &str) -> std::collections::BTreeSet<String> {
+        text.lines()
+            .filter(|line| !line.starts_with('#') && !line.is_empty())
+            .map(|line| line.split(['{', ' ']).next().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// Every `adapter_host_…` name in `text`.
+    fn referenced(text: &str) -> std::collections::BTreeSet<String> {
+        text.match_indices("adapter_host_")
+            .map(|(at, _)| {
+                text[at..]
+                    .split(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    }
+
     #[test]
     fn every_metric_is_rendered_once_touched() {
         let metrics = Metrics::per_connection();
@@ -402,6 +430,55 @@ mod tests {
         assert_eq!(
             rendered, families,
             "touch_all misses a metric: give it a sample"
+        );
+    }
+
+    #[test]
+    fn the_monitoring_files_use_only_exported_metrics() {
+        let metrics = Metrics::per_connection();
+        touch_all(&metrics);
+        let exported = exported(&metrics.render());
+        let dashboard: serde_json::Value =
+            serde_json::from_str(DASHBOARD).expect("the dashboard is JSON");
+        let panels = dashboard["panels"].as_array().expect("panels");
+        let exprs: Vec<&str> = panels
+            .iter()
+            .flat_map(|panel| panel["targets"].as_array().into_iter().flatten())
+            .filter_map(|target| target["expr"].as_str())
+            .collect();
+        assert!(exprs.len() >= 10, "{exprs:?}");
+        for (file, text) in [
+            ("alerts.yml", ALERTS),
+            ("alerts.test.yml", ALERT_TESTS),
+            ("grafana-dashboard.json", DASHBOARD),
+        ] {
+            let names = referenced(text);
+            assert!(!names.is_empty(), "{file} names no metric");
+            let missing: Vec<_> = names.difference(&exported).collect();
+            assert!(
+                missing.is_empty(),
+                "{file} uses metrics /metrics does not export: {missing:?}"
+            );
+        }
+        // The per-connection counters are off by default: no alert may depend on them.
+        let per_connection: Vec<_> = referenced(ALERTS)
+            .into_iter()
+            .filter(|name| name.starts_with("adapter_host_connection_"))
+            .collect();
+        assert!(per_connection.is_empty(), "{per_connection:?}");
+    }
+
+    #[test]
+    fn a_name_that_is_not_exported_is_caught() {
+        let metrics = Metrics::new();
+        touch_all(&metrics);
+        let exported = exported(&metrics.render());
+        assert!(exported.contains("adapter_host_ack_latency_seconds_bucket"));
+        assert!(exported.contains("adapter_host_events_appended_total"));
+        assert!(!exported.contains("adapter_host_ack_latency_seconds"));
+        assert_eq!(
+            referenced(r#"sum(rate(adapter_host_deliveries_total{outcome="failed"}[5m]))"#),
+            ["adapter_host_deliveries_total".to_owned()].into()
         );
     }
 }
