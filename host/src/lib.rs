@@ -6,6 +6,7 @@
 //! - [`signatures`]: verifies CRM webhook signatures by each connection's scheme.
 //! - [`secrets`]: the secret store: signing secrets, API keys and tokens, sealed, rotatable.
 //! - [`store`]: durable storage: connections, adapters, the inbox, the outbox, subscribers.
+//! - [`metrics`], [`telemetry`]: Prometheus metrics; logs and OpenTelemetry traces.
 //! - [`cli`]: the `adapter-host` command line, including the local runner for adapter authors.
 
 pub mod api;
@@ -26,3 +27,4 @@ pub mod serve;
 pub mod server;
 pub mod signatures;
 pub mod store;
+pub mod telemetry;

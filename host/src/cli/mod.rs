@@ -165,6 +165,10 @@ struct ServeArgs {
     /// fetched at start, refreshed every 5 minutes and when a token names an unknown key.
     #[arg(long, env = "ADAPTER_HOST_JWKS_URL", value_name = "URL")]
     jwks_url: Option<String>,
+    /// Export OpenTelemetry traces (one per webhook delivery, pushed page and poll run) over
+    /// OTLP/HTTP to this collector base URL (spans go to URL/v1/traces) [default: traces off].
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
     /// Also export counters per tenant and connection (adapter_host_connection_*): one series
     /// per connection, so off by default.
     #[arg(long, env = "ADAPTER_HOST_METRICS_PER_CONNECTION")]
@@ -319,17 +323,21 @@ pub fn main() -> ExitCode {
     } else {
         "warn"
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ADAPTER_HOST_LOG")
-                .unwrap_or_else(|_| default_level.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let otlp_endpoint = match &cli.command {
+        Command::Serve(args) => args.otlp_endpoint.as_deref().filter(|url| !url.is_empty()),
+        _ => None,
+    };
+    let telemetry = match crate::telemetry::install(default_level, otlp_endpoint) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
     let result = match cli.command {
         Command::Run(args) => block_on(run(&args)),
         Command::Check(args) => block_on(check(&args)),
-        Command::Serve(args) => serve(*args),
+        Command::Serve(args) => serve(*args, telemetry.exporting()),
         Command::Openapi => {
             print!("{}", crate::api::openapi::document());
             Ok(EXIT_OK)
@@ -339,6 +347,8 @@ pub fn main() -> ExitCode {
             EXIT_OK
         }),
     };
+    // After the runtime is gone: the exporter blocks on its last requests.
+    telemetry.shutdown();
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -348,10 +358,13 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<u8> {
+fn serve(args: ServeArgs, exporting_traces: bool) -> anyhow::Result<u8> {
     let auth = std::sync::Arc::new(args.auth()?);
     if !auth.enabled() {
         tracing::warn!("no JWT key configured: the management API refuses every call");
+    }
+    if exporting_traces {
+        tracing::info!("exporting traces over OTLP/HTTP");
     }
     let options = crate::serve::ServeOptions {
         data_dir: args.data_dir,
