@@ -272,7 +272,12 @@ async fn a_signed_delivery_lands_in_the_outbox_with_exact_decimals() {
     let metadata: Value = serde_json::from_str(&row.metadata_json).unwrap();
     assert_eq!(metadata["source"], "webhook:custom");
     assert!(metadata["actor"].as_str().unwrap().ends_with("@1"));
-    assert!(metadata["trace_id"].as_str().is_some());
+    // A W3C trace id (the exported trace's, when traces are on), also with traces off.
+    let trace_id = metadata["trace_id"].as_str().unwrap();
+    assert!(
+        trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{trace_id}"
+    );
 }
 
 #[tokio::test]

@@ -324,8 +324,33 @@ impl Host {
     }
 
     /// Takes one webhook: checks it, runs the adapter, records the delivery and its outcome
-    /// durably. Returns only after everything it acknowledges is committed.
+    /// durably. Returns only after everything it acknowledges is committed. One trace (see
+    /// [`crate::telemetry`]), in the caller's when it sends a `traceparent`.
     pub async fn receive_webhook(&self, inbound: Inbound) -> Result<Ack, ApiError> {
+        let span = tracing::info_span!(
+            "webhook.delivery",
+            connection = %inbound.connection_id,
+            trace_id = tracing::field::Empty,
+            otel.kind = "server",
+        );
+        let traceparent = inbound
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("traceparent"))
+            .map(|(_, value)| value.as_str());
+        let trace_id = crate::telemetry::start_trace(&span, traceparent);
+        span.record("trace_id", trace_id.as_str());
+        self.receive_traced(inbound, trace_id, span.clone())
+            .instrument(span)
+            .await
+    }
+
+    async fn receive_traced(
+        &self,
+        inbound: Inbound,
+        trace_id: String,
+        span: tracing::Span,
+    ) -> Result<Ack, ApiError> {
         let started = Instant::now();
         let connection = self
             .inner
@@ -339,10 +364,19 @@ impl Host {
             })?;
         let scheme: SchemeConfig = serde_json::from_str(&connection.signature_json)
             .map_err(|e| ApiError::internal(format!("connection {}: {e}", connection.id)))?;
-        let verified = self.verify(&connection, &scheme, &inbound)?;
+        let verified = tracing::info_span!(
+            "signature.verify",
+            scheme = scheme.name(),
+            otel.status_code = tracing::field::Empty,
+        )
+        .in_scope(|| {
+            let verified = self.verify(&connection, &scheme, &inbound);
+            if verified.is_err() {
+                tracing::Span::current().record("otel.status_code", "error");
+            }
+            verified
+        })?;
 
-        let trace_id = store::new_id();
-        let span = tracing::info_span!("delivery", %trace_id, connection = %connection.id);
         let new = NewDelivery {
             connection_id: connection.id.clone(),
             received_at: store::now_millis(),
@@ -503,17 +537,29 @@ impl Host {
         loop {
             let (completion, next) = completion(commit, invoked, &snapshot)?;
             let status = completion.status;
+            let span = tracing::info_span!(
+                "store.commit",
+                status = status.as_str(),
+                attempt,
+                otel.status_code = tracing::field::Empty,
+            );
             let written = match commit.new {
                 Some((new, window)) => {
                     store
                         .record_completed(new.clone(), window, completion)
+                        .instrument(span.clone())
                         .await
                 }
                 None => store
                     .complete_delivery(completion)
+                    .instrument(span.clone())
                     .await
                     .map(Taken::Completed),
             };
+            if written.is_err() {
+                span.record("otel.status_code", "error");
+            }
+            drop(span);
             match written {
                 Ok(taken) => return Ok((taken, status, next)),
                 Err(store::Error::StaleState(why)) if attempt < MAX_STATE_RETRIES => {
@@ -638,7 +684,21 @@ impl Host {
                 .clone()
                 .map(|session| session as Arc<dyn sandbox::Fetch>),
         };
-        let report = self.run_isolated(adapter, &input, &context, env).await?;
+        let span = tracing::info_span!(
+            "sandbox.invoke",
+            export = export_of(&input).as_str(),
+            adapter = %connection.adapter_id,
+            adapter_version = connection.adapter_version,
+            outcome = tracing::field::Empty,
+        );
+        let report = self
+            .run_isolated(adapter, &input, &context, env)
+            .instrument(span.clone())
+            .await?;
+        span.record(
+            "outcome",
+            store::InvocationOutcome::from(&report.outcome).as_str(),
+        );
         let exchanges = session.map(|s| s.take_exchanges()).unwrap_or_default();
         Ok(Invoked { report, exchanges })
     }
@@ -810,8 +870,27 @@ impl Host {
 
     /// Runs a recorded delivery through its connection's current adapter and writes the outcome;
     /// `attempt_counted` when the run was already counted in its attempts (a recovery claim).
-    /// Returns the answer: the delivery's new status, the events appended and repeated.
+    /// Returns the answer: the delivery's new status, the events appended and repeated. Traced
+    /// in the delivery's original trace.
     pub async fn process(
+        &self,
+        delivery: &Delivery,
+        connection: &Connection,
+        attempt_counted: bool,
+    ) -> anyhow::Result<Ack> {
+        let span = tracing::info_span!(
+            "delivery.rerun",
+            delivery = %delivery.info.id,
+            connection = %connection.id,
+            recovery = attempt_counted,
+        );
+        crate::telemetry::continue_trace(&span, &delivery.info.trace_id);
+        self.process_traced(delivery, connection, attempt_counted)
+            .instrument(span)
+            .await
+    }
+
+    async fn process_traced(
         &self,
         delivery: &Delivery,
         connection: &Connection,

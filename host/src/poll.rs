@@ -22,6 +22,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
 
 use crate::api::ApiError;
 use crate::egress::Exchange;
@@ -194,15 +195,26 @@ impl Host {
         Ok(run)
     }
 
-    /// Runs a claimed run to its end and records how it ended.
+    /// Runs a claimed run to its end and records how it ended: one trace, whose id every
+    /// page's events carry.
     async fn run_claimed(&self, claim: PollClaim) {
-        use tracing::Instrument as _;
         let run_id = claim.run.id.clone();
-        let span =
-            tracing::info_span!("poll", run = %run_id, connection = %claim.run.connection_id);
+        let span = tracing::info_span!(
+            "poll.run",
+            run = %run_id,
+            connection = %claim.run.connection_id,
+            trace_id = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let trace_id = crate::telemetry::start_trace(&span, None);
+        span.record("trace_id", trace_id.as_str());
         let started = std::time::Instant::now();
-        let walked = self.walk(&claim).instrument(span).await;
+        let walked = self.walk(&claim, &trace_id).instrument(span.clone()).await;
         let result = if walked.is_ok() { "done" } else { "failed" };
+        if walked.is_err() {
+            span.record("otel.status_code", "error");
+        }
+        drop(span);
         let metrics = self.metrics();
         metrics
             .poll_run_duration
@@ -261,8 +273,9 @@ impl Host {
         }
     }
 
-    /// Walks a run's pages; the connection's interval when it ended well.
-    async fn walk(&self, claim: &PollClaim) -> Result<Option<u64>, RunFailure> {
+    /// Walks a run's pages, in the trace `trace_id`; the connection's interval when it ended
+    /// well.
+    async fn walk(&self, claim: &PollClaim, trace_id: &str) -> Result<Option<u64>, RunFailure> {
         let store = self.store();
         let run = &claim.run;
         let connection = store
@@ -338,7 +351,10 @@ impl Host {
                     RunFailure::new("the connection has no API access (`api.base_url`)")
                 })?;
             let fetched_at = std::time::SystemTime::now();
-            let answer = session.perform(request.clone()).await;
+            let answer = session
+                .perform(request.clone())
+                .instrument(tracing::info_span!("poll.fetch", method = %request.method))
+                .await;
             let mut exchanges = asked.exchanges;
             exchanges.extend(session.take_exchanges());
             let response = match answer {
@@ -378,7 +394,7 @@ impl Host {
                     .finish(),
                 headers,
                 body,
-                trace_id: store::new_id(),
+                trace_id: trace_id.to_owned(),
                 kind: DeliveryKind::Poll,
                 poll_run_id: Some(run.id.clone()),
                 cursor: cursor.clone(),
@@ -434,7 +450,16 @@ impl Host {
         body: Vec<u8>,
         content_type: Option<String>,
         cursor: Option<String>,
+        traceparent: Option<&str>,
     ) -> Result<Ingested, ApiError> {
+        let span = tracing::info_span!(
+            "poll.push",
+            connection = %connection.id,
+            trace_id = tracing::field::Empty,
+            otel.kind = "server",
+        );
+        let trace_id = crate::telemetry::start_trace(&span, traceparent);
+        span.record("trace_id", trace_id.as_str());
         let mut identity = cursor.clone().unwrap_or_default().into_bytes();
         identity.push(0);
         identity.extend_from_slice(&body);
@@ -452,7 +477,7 @@ impl Host {
             query: String::new(),
             headers,
             body: body.clone(),
-            trace_id: store::new_id(),
+            trace_id,
             kind: DeliveryKind::Push,
             poll_run_id: None,
             cursor: cursor.clone(),
@@ -472,7 +497,7 @@ impl Host {
         };
         // On a task of its own, like a webhook: a pusher hanging up leaves nothing half done.
         let host = self.clone();
-        tokio::spawn(async move { host.take(ingest, &connection).await })
+        tokio::spawn(async move { host.take(ingest, &connection).instrument(span).await })
             .await
             .map_err(ApiError::internal)?
             .map_err(ApiError::internal)

@@ -235,9 +235,12 @@ async fn push_page(
         ));
     }
     let content_type = text_header(header::CONTENT_TYPE.as_str())?;
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok());
     let ingested = state
         .host
-        .receive_pushed_page(connection, body.to_vec(), content_type, cursor)
+        .receive_pushed_page(connection, body.to_vec(), content_type, cursor, traceparent)
         .await?;
     let status = match ingested.ack.status {
         DeliveryStatus::Failed | DeliveryStatus::Rejected => StatusCode::ACCEPTED,

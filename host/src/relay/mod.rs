@@ -21,11 +21,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
+use tracing::Instrument as _;
 
 use crate::bus::{self, Bus, EventParts, Message};
 use crate::metrics::Metrics;
 use crate::secrets::SecretStore;
 use crate::store::{self, Millis, OutboxRow, ReplayTarget, Store};
+use crate::telemetry;
 
 /// How the relay paces itself.
 #[derive(Debug, Clone)]
@@ -185,11 +187,30 @@ impl Relay {
                 held_back.push(row.seq);
                 continue;
             }
+            let span = tracing::info_span!(
+                "relay.publish",
+                event_id = %row.event_id,
+                seq = row.seq,
+                attempt = row.attempts,
+                otel.kind = "producer",
+                otel.status_code = tracing::field::Empty,
+            );
+            // Published later than the delivery that appended it: a child of that delivery's
+            // trace, from the trace id its metadata carries.
+            if let Some(trace_id) = telemetry::trace_id_of_metadata(&row.metadata_json) {
+                telemetry::continue_trace(&span, &trace_id);
+            }
             let started = std::time::Instant::now();
-            let result = publish_row(self.bus.as_ref(), row).await;
+            let result = publish_row(self.bus.as_ref(), row)
+                .instrument(span.clone())
+                .await;
             self.metrics
                 .relay_publish_duration
                 .observe(started.elapsed().as_secs_f64());
+            if result.is_err() {
+                span.record("otel.status_code", "error");
+            }
+            drop(span);
             match result {
                 Ok(()) => {
                     self.count("bus", "ok");
