@@ -408,6 +408,9 @@ pub struct ConnectionSpec {
     /// How the host reaches the CRM's API (JSON text: base URL, origins, rate limit,
     /// credential), for connections with API access.
     pub api_json: Option<String>,
+    /// What its webhook checks besides the signature (JSON text: source allow list,
+    /// capability secret, methods); `None` for nothing.
+    pub webhook_json: Option<String>,
     /// Whether it takes deliveries.
     pub status: ConnectionStatus,
 }
@@ -439,6 +442,8 @@ pub struct Connection {
     pub polling_json: Option<String>,
     /// API access (JSON text).
     pub api_json: Option<String>,
+    /// Webhook guard (JSON text).
+    pub webhook_json: Option<String>,
     /// Whether it takes deliveries.
     pub status: ConnectionStatus,
     /// When it was created.
@@ -469,6 +474,7 @@ impl Connection {
             settings_json: self.settings_json.clone(),
             polling_json: self.polling_json.clone(),
             api_json: self.api_json.clone(),
+            webhook_json: self.webhook_json.clone(),
             status: self.status,
         }
     }
@@ -2032,6 +2038,9 @@ impl ConnectionSpec {
         check_json("settings_json", &self.settings_json)?;
         if let Some(polling) = &self.polling_json {
             check_json("polling_json", polling)?;
+        }
+        if let Some(webhook) = &self.webhook_json {
+            check_json("webhook_json", webhook)?;
         }
         serde_json::to_string(&self.allowed_org_ids)
             .map_err(|e| Error::Invalid(format!("allowed_org_ids: {e}")))

@@ -343,4 +343,9 @@ CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
     FOR EACH STATEMENT EXECUTE FUNCTION audit_guard();
 "#,
     super::health::MIGRATION,
+    r#"
+-- What a connection's webhook checks besides its signature: source allow list, capability
+-- secret (its name), methods.
+ALTER TABLE connections ADD COLUMN webhook_json TEXT;
+"#,
 ];

@@ -402,6 +402,11 @@ BEGIN
 END;
 "#,
     health::MIGRATION,
+    r#"
+-- What a connection's webhook checks besides its signature: source allow list, capability
+-- secret (its name), methods.
+ALTER TABLE connections ADD COLUMN webhook_json TEXT;
+"#,
 ];
 
 impl From<rusqlite::Error> for Error {
@@ -862,7 +867,8 @@ const VERSION: &str =
     "adapter_id, version, sha256, size_bytes, info_json, limits_json, created_at, created_by";
 const CONNECTION: &str = "id, tenant_id, org_id, provider, adapter_id, adapter_version, \
     signature_json, allowed_org_ids_json, secret_refs_json, settings_json, polling_json, status, \
-    created_at, updated_at, last_delivery_at, version_changed_by, version_changed_at, api_json";
+    created_at, updated_at, last_delivery_at, version_changed_by, version_changed_at, api_json, \
+    webhook_json";
 const DELIVERY_INFO: &str = "id, connection_id, tenant_id, received_at, provider_delivery_id, \
     body_sha256, length(body) AS body_bytes, method, path, query, status, attempts, reason_json, \
     processed_at, trace_id, kind, poll_run_id, cursor";
@@ -960,6 +966,7 @@ fn connection_row(row: &Row<'_>) -> rusqlite::Result<Connection> {
         settings_json: row.get("settings_json")?,
         polling_json: row.get("polling_json")?,
         api_json: row.get("api_json")?,
+        webhook_json: row.get("webhook_json")?,
         status: text_enum(row, "status")?,
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,
@@ -1246,7 +1253,8 @@ fn upsert_connection(
     let Some(old) = get_connection(db, &spec.id)? else {
         db.prepare_cached(&format!(
             "INSERT INTO connections ({CONNECTION}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, NULL, NULL, NULL, ?14)"
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, NULL, NULL, NULL, ?14, \
+             ?15)"
         ))?
         .execute(params![
             spec.id,
@@ -1263,6 +1271,7 @@ fn upsert_connection(
             spec.status.as_str(),
             now,
             spec.api_json,
+            spec.webhook_json,
         ])?;
         return Ok((require_connection(db, &spec.id)?, Upsert::Created));
     };
@@ -1282,6 +1291,7 @@ fn upsert_connection(
         && old.settings_json == spec.settings_json
         && old.polling_json == spec.polling_json
         && old.api_json == spec.api_json
+        && old.webhook_json == spec.webhook_json
         && old.status == spec.status;
     if same {
         return Ok((old, Upsert::Unchanged));
@@ -1292,7 +1302,7 @@ fn upsert_connection(
         "UPDATE connections SET org_id = ?2, provider = ?3, adapter_id = ?4, \
          adapter_version = ?5, signature_json = ?6, allowed_org_ids_json = ?7, \
          secret_refs_json = ?8, settings_json = ?9, polling_json = ?10, status = ?11, \
-         updated_at = ?12, api_json = ?15, \
+         updated_at = ?12, api_json = ?15, webhook_json = ?16, \
          version_changed_by = CASE WHEN ?13 THEN ?14 ELSE version_changed_by END, \
          version_changed_at = CASE WHEN ?13 THEN ?12 ELSE version_changed_at END \
          WHERE id = ?1",
@@ -1313,6 +1323,7 @@ fn upsert_connection(
         version_changed,
         actor,
         spec.api_json,
+        spec.webhook_json,
     ])?;
     if old.polling_json != spec.polling_json {
         // A shorter interval takes effect now, not after the run the old one scheduled.
@@ -3677,6 +3688,7 @@ mod tests {
             polling_json: None,
             status: ConnectionStatus::Active,
             api_json: None,
+            webhook_json: None,
         };
         let get = || async { store.get_connection("c1").await.unwrap().unwrap() };
         assert_eq!(get().await, t.connection);
@@ -3749,6 +3761,7 @@ mod tests {
             version_changed_by: None,
             version_changed_at: None,
             api_json: None,
+            webhook_json: None,
         };
         // A write commits while the read is under way: what the read found may be stale.
         let generation = cache.get("c1").unwrap_err();
