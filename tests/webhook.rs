@@ -1175,7 +1175,11 @@ async fn an_allow_list_takes_its_sources_directly_and_through_a_trusted_proxy_on
         ),
         "{metrics}"
     );
-    assert_eq!(host.deliveries().await.len(), 1, "the three taken are one delivery");
+    assert_eq!(
+        host.deliveries().await.len(),
+        1,
+        "the three taken are one delivery"
+    );
 }
 
 /// A Zenoti webhook as Zenoti sends it, with the method the user picked.
@@ -1352,7 +1356,10 @@ async fn a_rotated_capability_token_works_within_its_grace_period_and_not_after(
     let (status, ack) = host.send(call(new)).await;
     assert!(taken(status), "{status}: {ack}");
     let (status, ack) = host.send(call(old)).await;
-    assert!(taken(status), "the old token within its grace period: {status}: {ack}");
+    assert!(
+        taken(status),
+        "the old token within its grace period: {status}: {ack}"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(2_300)).await;
     let (status, problem) = host.send(call(old)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
@@ -1477,4 +1484,25 @@ async fn a_hubspot_v3_refusal_says_when_the_public_url_is_not_set() {
         "{detail}"
     );
     assert!(!detail.contains(HUBSPOT_SECRET));
+}
+
+#[tokio::test]
+async fn hubspot_workflow_gets_are_told_apart_by_their_query() {
+    let host = start_with(&guarded_config(), |_| {}).await;
+    let get = |query: &str| {
+        let url = format!("https://hooks.example.test/v1/hooks/hubspot?{query}");
+        hubspot_v3("GET", &url, "hooks.example.test", "")
+    };
+    let (_, first) = host.send(get("objectId=901&dealstage=closedwon")).await;
+    let (_, second) = host.send(get("objectId=902&dealstage=closedwon")).await;
+    let (_, again) = host.send(get("objectId=901&dealstage=closedwon")).await;
+    assert_eq!(first["duplicate"], false, "{first}");
+    assert_eq!(second["duplicate"], false, "{second}");
+    assert_ne!(first["delivery_id"], second["delivery_id"]);
+    // The same call again is HubSpot's retry.
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(again["delivery_id"], first["delivery_id"]);
+    let deliveries = host.deliveries().await;
+    assert_eq!(deliveries.len(), 2);
+    assert!(deliveries.iter().all(|d| d.method == "GET"));
 }

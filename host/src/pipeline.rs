@@ -808,13 +808,15 @@ impl Host {
                  /v1/secrets/{name} before a connection names it)"
                     .into(),
             )),
-            Some(current) if !signatures::usable_token(current.expose()) => Err(ApiError::BadRequest(format!(
-                "`webhook.capability_secret`: the secret's value is not a capability token: \
+            Some(current) if !signatures::usable_token(current.expose()) => {
+                Err(ApiError::BadRequest(format!(
+                    "`webhook.capability_secret`: the secret's value is not a capability token: \
                  it must be {} to {} characters of A-Z a-z 0-9 - _ . ~ (e.g. `openssl rand \
                  -hex 32`)",
-                signatures::guard::MIN_TOKEN_LEN,
-                signatures::guard::MAX_TOKEN_LEN
-            ))),
+                    signatures::guard::MIN_TOKEN_LEN,
+                    signatures::guard::MAX_TOKEN_LEN
+                )))
+            }
             Some(_) => Ok(()),
         }
     }

@@ -364,7 +364,9 @@ pub fn verify_capability(sent: &Secret, tokens: &[Secret]) -> Result<usize, Guar
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GuardError {
     /// The connection has an allow list and the request's source is unknown.
-    #[error("the request's source address is unknown, and this connection takes deliveries only from its allowed addresses")]
+    #[error(
+        "the request's source address is unknown, and this connection takes deliveries only from its allowed addresses"
+    )]
     SourceUnknown,
     /// The source is not in the allow list.
     #[error("the source address {0} is not one this connection takes deliveries from")]
@@ -373,13 +375,17 @@ pub enum GuardError {
     #[error("the {0} header from the host's proxy holds a hop that is not an IP address")]
     UnreadableForwarding(&'static str),
     /// The connection has a capability URL and the request's URL carries no token.
-    #[error("this connection's webhook URL carries a capability token, and this request's URL has none: use the URL given for the connection, /v1/hooks/{{connection_id}}/{{token}}")]
+    #[error(
+        "this connection's webhook URL carries a capability token, and this request's URL has none: use the URL given for the connection, /v1/hooks/{{connection_id}}/{{token}}"
+    )]
     CapabilityMissing,
     /// The token in the URL is not the connection's.
     #[error("the capability token in the URL is not this connection's (or was rotated out)")]
     CapabilityMismatch,
     /// The connection has a capability secret, but no usable token is written in it.
-    #[error("the connection's capability token is not written, or is not 32 to 256 URL-safe characters")]
+    #[error(
+        "the connection's capability token is not written, or is not 32 to 256 URL-safe characters"
+    )]
     NoToken,
 }
 

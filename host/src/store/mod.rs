@@ -524,6 +524,23 @@ pub struct NewDelivery {
     pub cursor: Option<String>,
 }
 
+impl NewDelivery {
+    /// What a retry without the provider's id is recognised by (the `body_sha256` column): the
+    /// body's SHA-256, or for a delivery without a body (a HubSpot workflow GET, whose data is
+    /// all in the query) the method's and query's, so that two such calls with different
+    /// data are not taken for one.
+    pub fn content_sha256(&self) -> String {
+        if self.body.is_empty() && !self.query.is_empty() {
+            let mut bodiless = vec![0u8];
+            bodiless.extend_from_slice(self.method.as_bytes());
+            bodiless.push(b'?');
+            bodiless.extend_from_slice(self.query.as_bytes());
+            return sha256_hex(&bodiless);
+        }
+        sha256_hex(&self.body)
+    }
+}
+
 /// The result of recording a delivery.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Recorded {

@@ -31,7 +31,12 @@ const SALESFORCE: &str = "13.108.0.0/14";
 
 #[test]
 fn ranges_parse_cidr_and_single_addresses_of_both_families() {
-    let list = ranges(&[SALESFORCE, "2001:db8::/32", "198.51.100.7", "2001:db8:ffff::1"]);
+    let list = ranges(&[
+        SALESFORCE,
+        "2001:db8::/32",
+        "198.51.100.7",
+        "2001:db8:ffff::1",
+    ]);
     assert!(list[0].contains(ip("13.110.54.1")));
     assert!(!list[0].contains(ip("13.112.0.1")));
     assert!(list[1].contains(ip("2001:db8:1234::9")));
@@ -42,7 +47,10 @@ fn ranges_parse_cidr_and_single_addresses_of_both_families() {
     // An IPv4 peer seen through a dual-stack socket is still IPv4.
     assert!(list[0].contains(ip("::ffff:13.108.1.1")));
     // Host bits are cleared; the range prints as it is kept.
-    assert_eq!("10.1.2.3/8".parse::<IpRange>().unwrap().to_string(), "10.0.0.0/8");
+    assert_eq!(
+        "10.1.2.3/8".parse::<IpRange>().unwrap().to_string(),
+        "10.0.0.0/8"
+    );
     assert_eq!(
         serde_json::to_string(&list[2]).unwrap(),
         r#""198.51.100.7/32""#
@@ -51,7 +59,14 @@ fn ranges_parse_cidr_and_single_addresses_of_both_families() {
 
 #[test]
 fn ranges_that_are_not_addresses_or_allow_everything_are_refused_clearly() {
-    for bad in ["", "salesforce", "13.108.0.0/33", "300.1.1.1", "2001:db8::/129", "::/0"] {
+    for bad in [
+        "",
+        "salesforce",
+        "13.108.0.0/33",
+        "300.1.1.1",
+        "2001:db8::/129",
+        "::/0",
+    ] {
         let error = bad.parse::<IpRange>().unwrap_err();
         assert!(error.0.contains(&format!("`{bad}`")), "{bad}: {error}");
     }
@@ -62,9 +77,12 @@ fn ranges_that_are_not_addresses_or_allow_everything_are_refused_clearly() {
             .0
             .contains("every address")
     );
-    let refused = serde_json::from_str::<WebhookGuard>(r#"{"allowed_ips":["10.0.0.0/8","x"]}"#)
-        .unwrap_err();
-    assert!(refused.to_string().contains("`x` is not an IP address"), "{refused}");
+    let refused =
+        serde_json::from_str::<WebhookGuard>(r#"{"allowed_ips":["10.0.0.0/8","x"]}"#).unwrap_err();
+    assert!(
+        refused.to_string().contains("`x` is not an IP address"),
+        "{refused}"
+    );
     assert!(serde_json::from_str::<WebhookGuard>(r#"{"allowed":[]}"#).is_err());
 }
 
@@ -72,7 +90,10 @@ fn ranges_that_are_not_addresses_or_allow_everything_are_refused_clearly() {
 fn without_trusted_proxies_the_peer_is_the_source_and_forwarding_headers_are_ignored() {
     let none = TrustedProxies::default();
     // A caller outside the list writes an allowed address in the header: not believed.
-    let spoofed = headers(&[("X-Forwarded-For", "13.108.0.9"), ("Forwarded", "for=13.108.0.9")]);
+    let spoofed = headers(&[
+        ("X-Forwarded-For", "13.108.0.9"),
+        ("Forwarded", "for=13.108.0.9"),
+    ]);
     let source = none.source(ip("203.0.113.66"), &spoofed).unwrap();
     assert_eq!(source, ip("203.0.113.66"));
     assert_eq!(
@@ -99,7 +120,10 @@ fn through_a_trusted_proxy_the_right_most_untrusted_hop_is_the_source() {
     let lb = proxies(&["10.0.0.0/8", "fd00::/8"], ForwardedHeader::XForwardedFor);
     // The client wrote a fake first hop; the balancer appended the address it saw.
     let chain = headers(&[("X-Forwarded-For", "13.108.0.9, 203.0.113.66")]);
-    assert_eq!(lb.source(ip("10.1.1.1"), &chain).unwrap(), ip("203.0.113.66"));
+    assert_eq!(
+        lb.source(ip("10.1.1.1"), &chain).unwrap(),
+        ip("203.0.113.66")
+    );
     // Two proxies of ours, and the header split over two lines.
     let chain = headers(&[
         ("x-forwarded-for", "198.51.100.1, 13.109.0.1"),
@@ -241,7 +265,10 @@ fn each_scheme_takes_the_methods_it_can_verify() {
     assert_eq!(hubspot(HubSpotVersion::V3).methods(), ["GET", "POST"]);
     assert_eq!(hubspot(HubSpotVersion::V2).methods(), ["GET", "POST"]);
     assert_eq!(hubspot(HubSpotVersion::V1).methods(), ["POST"]);
-    assert_eq!(SchemeConfig::Unsigned {}.methods(), ["POST", "PUT", "PATCH"]);
+    assert_eq!(
+        SchemeConfig::Unsigned {}.methods(),
+        ["POST", "PUT", "PATCH"]
+    );
     assert_eq!(SchemeConfig::GitHub {}.methods(), ["POST"]);
 
     let zenoti = WebhookGuard {
@@ -260,11 +287,24 @@ fn each_scheme_takes_the_methods_it_can_verify() {
         methods: Some(methods.iter().map(|m| (*m).to_owned()).collect()),
         ..WebhookGuard::default()
     };
-    let error = with(&["PUT"]).validate(&hubspot(HubSpotVersion::V3)).unwrap_err();
-    assert!(error.0.contains("`PUT`") && error.0.contains("GET, POST"), "{error}");
-    assert!(with(&["get"]).validate(&hubspot(HubSpotVersion::V3)).is_err());
+    let error = with(&["PUT"])
+        .validate(&hubspot(HubSpotVersion::V3))
+        .unwrap_err();
+    assert!(
+        error.0.contains("`PUT`") && error.0.contains("GET, POST"),
+        "{error}"
+    );
+    assert!(
+        with(&["get"])
+            .validate(&hubspot(HubSpotVersion::V3))
+            .is_err()
+    );
     assert!(with(&[]).validate(&SchemeConfig::GitHub {}).is_err());
-    assert!(with(&["POST", "POST"]).validate(&SchemeConfig::GitHub {}).is_err());
+    assert!(
+        with(&["POST", "POST"])
+            .validate(&SchemeConfig::GitHub {})
+            .is_err()
+    );
 }
 
 #[test]
@@ -272,18 +312,16 @@ fn an_unsigned_connection_needs_a_capability_url_or_an_allow_list() {
     let error = WebhookGuard::default()
         .validate(&SchemeConfig::Unsigned {})
         .unwrap_err();
-    assert!(error.0.contains("capability_secret or allowed_ips"), "{error}");
-    assert_eq!(guard(&["198.51.100.0/24"]).validate(&SchemeConfig::Unsigned {}), Ok(()));
-    // An unsigned request passes the signature check: the guard is what checks it.
     assert!(
-        verify(
-            &SchemeConfig::Unsigned {},
-            &[],
-            &post(&[], b"{}"),
-            at(0)
-        )
-        .is_ok()
+        error.0.contains("capability_secret or allowed_ips"),
+        "{error}"
     );
+    assert_eq!(
+        guard(&["198.51.100.0/24"]).validate(&SchemeConfig::Unsigned {}),
+        Ok(())
+    );
+    // An unsigned request passes the signature check: the guard is what checks it.
+    assert!(verify(&SchemeConfig::Unsigned {}, &[], &post(&[], b"{}"), at(0)).is_ok());
     assert!(!SchemeConfig::Unsigned {}.needs_secret());
     assert_eq!(
         serde_json::from_str::<SchemeConfig>(r#"{"scheme":"unsigned"}"#).unwrap(),
@@ -297,6 +335,9 @@ fn the_proxy_settings_parse_from_the_command_line_forms() {
         "X-Forwarded-For".parse::<ForwardedHeader>(),
         Ok(ForwardedHeader::XForwardedFor)
     );
-    assert_eq!("forwarded".parse::<ForwardedHeader>(), Ok(ForwardedHeader::Forwarded));
+    assert_eq!(
+        "forwarded".parse::<ForwardedHeader>(),
+        Ok(ForwardedHeader::Forwarded)
+    );
     assert!("x-real-ip".parse::<ForwardedHeader>().is_err());
 }

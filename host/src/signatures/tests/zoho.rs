@@ -208,9 +208,10 @@ fn a_connection_bound_to_a_channel_takes_only_that_channels_notifications() {
     let body = body_with(&format!("\"{TOKEN}\""));
     check_bound("1000000068001", &body).unwrap();
     // Zoho also writes the id as a number.
-    let as_number = String::from_utf8(body.clone())
-        .unwrap()
-        .replace(r#""channel_id":"1000000068001""#, r#""channel_id":1000000068001"#);
+    let as_number = String::from_utf8(body.clone()).unwrap().replace(
+        r#""channel_id":"1000000068001""#,
+        r#""channel_id":1000000068001"#,
+    );
     check_bound("1000000068001", as_number.as_bytes()).unwrap();
     // The same token on another channel's notification is refused, whatever the token says.
     let error = check_bound("1000000068002", &body).unwrap_err();
@@ -226,7 +227,9 @@ fn a_connection_bound_to_a_channel_takes_only_that_channels_notifications() {
     // A channel id that is not one is malformed.
     let odd = format!(r#"{{"channel_id":"abc","token":"{TOKEN}"}}"#);
     assert_eq!(
-        check_bound("1000000068001", odd.as_bytes()).unwrap_err().code(),
+        check_bound("1000000068001", odd.as_bytes())
+            .unwrap_err()
+            .code(),
         "malformed"
     );
     // The token is checked first: a wrong one is a mismatch, not a channel question.

@@ -1348,7 +1348,7 @@ struct PreparedDelivery {
 impl PreparedDelivery {
     fn new(new: NewDelivery, dedupe_window: Duration) -> Result<Self> {
         Ok(Self {
-            body_sha256: sha256_hex(&new.body),
+            body_sha256: new.content_sha256(),
             headers_json: serde_json::to_string(&new.headers)
                 .map_err(|e| Error::Invalid(format!("headers: {e}")))?,
             window: millis(dedupe_window),
@@ -2302,7 +2302,7 @@ impl Store for SqliteStore {
         // The body's hash only matters to a delivery without the provider's id.
         let body_sha256 = match &provider_delivery_id {
             Some(_) => String::new(),
-            None => sha256_hex(&new.body),
+            None => new.content_sha256(),
         };
         let (received_at, window) = (new.received_at, millis(dedupe_window));
         self.read(move |db| {
