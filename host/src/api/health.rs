@@ -246,7 +246,7 @@ async fn tenant_health(
             });
         }
     }
-    unhealthy.sort_by(|a, b| b.health.status.cmp(&a.health.status));
+    unhealthy.sort_by_key(|view| std::cmp::Reverse(view.health.status));
     let assessed: u64 = counts.values().sum();
     let mut open_alerts = 0;
     let mut cursor = None;

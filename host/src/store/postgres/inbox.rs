@@ -10,7 +10,7 @@ use super::{Filtered, execute, get, int, lock, page, polls, query_all, query_opt
 use crate::store::{
     Completed, Completion, Delivery, DeliveryFilter, DeliveryInfo, DeliveryKind, DeliveryStatus,
     Error, Invocation, InvocationRecord, Millis, NewDelivery, Page, Prepared, Recorded, Result,
-    StateCommit, StateSnapshot, Taken, check_json, millis, new_id, page_size, sha256_hex,
+    StateCommit, StateSnapshot, Taken, check_json, millis, new_id, page_size,
 };
 
 const DELIVERY_INFO: &str = "id, connection_id, tenant_id, received_at, provider_delivery_id, \

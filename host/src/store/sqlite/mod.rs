@@ -41,7 +41,6 @@ use super::{
     StateSnapshot, Store, StoredExchange, Subscriber, SubscriberAttempt, SubscriberDelivery,
     SubscriberDeliveryFilter, SubscriberDeliveryStatus, SubscriberJob, SubscriberUpdate, Taken,
     Upsert, WriteCounters, WriteStats, bounded_error, check_json, millis, new_id, page_size,
-    sha256_hex,
 };
 
 mod health;
