@@ -53,6 +53,15 @@ adapter = "hostile"
 signature = {{ scheme = "github" }}
 secret = "edge/signing"
 
+[[connections]]
+id = "allow-listed"
+tenant_id = "tenant-edge"
+provider = "salesforce"
+adapter = "hostile"
+signature = {{ scheme = "github" }}
+secret = "edge/signing"
+webhook = {{ allowed_ips = ["203.0.113.0/24"] }}
+
 [[secrets]]
 name = "edge/signing"
 value = "{SECRET}"
@@ -309,4 +318,64 @@ async fn a_crm_that_hangs_up_still_gets_its_delivery_processed() {
         serde_json::from_str(answer.split_once("\r\n\r\n").unwrap().1).unwrap();
     assert_eq!(ack["duplicate"], true, "{ack}");
     assert_eq!(ack["status"], "processed", "{ack}");
+}
+
+/// A signed delivery to the allow-listed connection, with `X-Forwarded-For: xff` if given.
+fn allow_listed(xff: Option<&str>) -> Vec<u8> {
+    let body = b"ok";
+    let forwarded = xff.map_or(String::new(), |xff| format!("X-Forwarded-For: {xff}\r\n"));
+    let mut request = format!(
+        "POST /v1/hooks/allow-listed HTTP/1.1\r\nHost: x\r\nX-Hub-Signature-256: {}\r\n\
+         {forwarded}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        sign(body),
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_allow_list_sees_the_real_peer_and_a_forwarding_header_only_from_a_trusted_proxy() {
+    let wait = Duration::from_secs(5);
+    // No trusted proxy: the peer (127.0.0.1) is the source, and a forged header changes nothing.
+    let edge = start(&[], None).await;
+    let answer = exchange(edge.port, &allow_listed(Some("203.0.113.9")), wait).await;
+    let (status, body) = problem(&answer);
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(
+        body["detail"],
+        "the source address 127.0.0.1 is not one this connection takes deliveries from"
+    );
+    drop(edge);
+
+    // Loopback as the trusted proxy (from the environment, as a deployment sets it): the
+    // right-most hop it did not add is the source.
+    let edge = start(
+        &[("ADAPTER_HOST_TRUSTED_PROXIES", "127.0.0.1,10.0.0.0/8")],
+        None,
+    )
+    .await;
+    let answer = exchange(
+        edge.port,
+        &allow_listed(Some("198.51.100.1, 203.0.113.9")),
+        wait,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 20"), "{answer}");
+    let answer = exchange(
+        edge.port,
+        &allow_listed(Some("203.0.113.9, 198.51.100.1")),
+        wait,
+    )
+    .await;
+    let (status, body) = problem(&answer);
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("198.51.100.1"),
+        "{body}"
+    );
+    // Through the proxy without a header: the proxy itself, not in the list.
+    let answer = exchange(edge.port, &allow_listed(None), wait).await;
+    assert_eq!(problem(&answer).0, 403, "{answer}");
 }

@@ -1118,6 +1118,8 @@ async fn every_sample_adapter_keeps_a_tenant_in_sync_by_polling_its_crm() {
             query: String::new(),
             headers: vec![("content-type".into(), "application/json".into())],
             body: notification.to_string().into_bytes(),
+            peer: None,
+            capability: None,
         })
         .await
         .unwrap();
@@ -1174,6 +1176,8 @@ async fn every_sample_adapter_keeps_a_tenant_in_sync_by_polling_its_crm() {
             query: String::new(),
             headers: vec![("content-type".into(), "text/xml; charset=utf-8".into())],
             body: thin,
+            peer: None,
+            capability: None,
         })
         .await
         .unwrap();

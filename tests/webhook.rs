@@ -31,6 +31,12 @@ struct TestHost {
 }
 
 async fn start() -> TestHost {
+    start_with("", |_| {}).await
+}
+
+/// A host with the connections of [`start`], those of `extra` (TOML appended to the file) and
+/// its options changed by `tweak`.
+async fn start_with(extra: &str, tweak: impl FnOnce(&mut ServeOptions)) -> TestHost {
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
         r#"
@@ -107,7 +113,7 @@ value = "github-secret"
         champion = test_artifacts::CHAMPION_HEALTH,
         hostile = test_artifacts::HOSTILE,
         salesforce = test_artifacts::component("salesforce").expect("the salesforce sample"),
-    );
+    ) + extra;
     let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, config).unwrap();
     let settings = ServerSettings {
@@ -115,7 +121,7 @@ value = "github-secret"
         auth: std::sync::Arc::new(jwt::auth_config()),
         ..ServerSettings::default()
     };
-    let options = ServeOptions {
+    let mut options = ServeOptions {
         data_dir: dir.path().join("data"),
         listen: "127.0.0.1:0".parse().unwrap(),
         config: Some(config_path),
@@ -124,6 +130,7 @@ value = "github-secret"
         server: settings.clone(),
         ..ServeOptions::default()
     };
+    tweak(&mut options);
     // The master key comes from a generated key file inside the temporary data directory.
     let host = open_host(&backend::on_backend(options)).await.unwrap();
     TestHost {
@@ -1026,4 +1033,481 @@ mod relay {
             );
         }
     }
+}
+
+// --- The webhook guard: source allow lists, capability URLs, methods, channels -------------
+
+/// A token of the Zenoti connection's capability URL (config-provisioned).
+const ZENOTI_TOKEN: &str = "zt-5f1c0d9e8b7a69584736251403f2e1d0c9b8a7";
+/// HubSpot's client secret of the `hubspot` connection.
+const HUBSPOT_SECRET: &str = "hubspot-client-secret-0f9e8d";
+
+fn guarded_config() -> String {
+    format!(
+        r#"
+[[adapters]]
+tenant_id = "tenant-a"
+name = "zenoti"
+wasm = "{zenoti}"
+
+[[connections]]
+id = "zenoti"
+tenant_id = "tenant-a"
+provider = "zenoti"
+adapter = "zenoti"
+signature = {{ scheme = "unsigned" }}
+webhook = {{ capability_secret = "tenant-a/zenoti/hook-token", methods = ["PUT", "PATCH"] }}
+allowed_orgs = ["org-456"]
+settings = {{ default_org_id = "org-456" }}
+
+[[secrets]]
+name = "tenant-a/zenoti/hook-token"
+value = "{ZENOTI_TOKEN}"
+
+[[connections]]
+id = "allow-listed"
+tenant_id = "tenant-a"
+provider = "salesforce"
+adapter = "hostile"
+signature = {{ scheme = "github" }}
+secret = "tenant-a/hostile/signing"
+webhook = {{ allowed_ips = ["13.108.0.0/14", "2001:db8::/32"] }}
+
+[[connections]]
+id = "hubspot"
+tenant_id = "tenant-a"
+provider = "hubspot"
+adapter = "hostile"
+signature = {{ scheme = "hubspot", version = "v3" }}
+secret = "tenant-a/hubspot/client-secret"
+
+[[secrets]]
+name = "tenant-a/hubspot/client-secret"
+value = "{HUBSPOT_SECRET}"
+
+[[connections]]
+id = "zoho-bound"
+tenant_id = "tenant-a"
+provider = "zoho"
+adapter = "hostile"
+signature = {{ scheme = "zoho_token", channel_id = "1000000068001" }}
+secret = "tenant-a/zoho/channel-token"
+"#,
+        zenoti = test_artifacts::component("zenoti").expect("the zenoti sample"),
+    )
+}
+
+/// `request` as if it came over TCP from `peer`.
+fn from(peer: &str, mut request: Request<Body>) -> Request<Body> {
+    let ip: std::net::IpAddr = peer.parse().unwrap();
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::new(
+            ip, 40_000,
+        )));
+    request
+}
+
+/// The host's load balancer in these tests.
+fn behind_balancer(options: &mut ServeOptions) {
+    options.trusted_proxies = adapter_host::signatures::TrustedProxies {
+        proxies: vec!["10.0.0.0/8".parse().unwrap()],
+        header: adapter_host::signatures::ForwardedHeader::XForwardedFor,
+    };
+}
+
+#[tokio::test]
+async fn an_allow_list_takes_its_sources_directly_and_through_a_trusted_proxy_only() {
+    let host = start_with(&guarded_config(), behind_balancer).await;
+    let signed = || github("allow-listed", "ok", "github-secret");
+    let with_xff = |xff: &str| {
+        let mut request = signed();
+        request
+            .headers_mut()
+            .insert("x-forwarded-for", xff.parse().unwrap());
+        request
+    };
+    // Salesforce's range, directly (IPv4, and IPv6).
+    for peer in ["13.108.4.2", "2001:db8::7"] {
+        let (status, ack) = host.send(from(peer, signed())).await;
+        assert_ne!(status.as_u16() / 100, 4, "{peer}: {ack}");
+    }
+    // A stranger is refused with 403, and its address named; a forged X-Forwarded-For from it
+    // (it is not a trusted proxy) is not believed.
+    let (status, problem) = host
+        .send(from("203.0.113.66", with_xff("13.108.0.9")))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    assert_eq!(
+        problem["detail"],
+        "the source address 203.0.113.66 is not one this connection takes deliveries from"
+    );
+    // Through the balancer: the right-most hop it did not add is the source, whatever the
+    // client wrote before it.
+    let (status, ack) = host
+        .send(from("10.0.0.5", with_xff("203.0.113.66, 13.110.9.9")))
+        .await;
+    assert_ne!(status.as_u16() / 100, 4, "{ack}");
+    let (status, problem) = host
+        .send(from("10.0.0.5", with_xff("13.108.0.9, 203.0.113.66")))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("203.0.113.66"),
+        "{problem}"
+    );
+    // The balancer itself is not in the list, and a request with no known source is refused.
+    let (status, _) = host.send(from("10.0.0.5", signed())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, problem) = host.send(signed()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("unknown"),
+        "{problem}"
+    );
+    // The allow list adds to the signature: an allowed source with a bad signature is a 401.
+    let (status, _) = host
+        .send(from("13.108.4.2", github("allow-listed", "ok", "wrong")))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Refusals are counted, and nothing of them is stored.
+    let (_, metrics) = host
+        .send(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await;
+    assert!(
+        metrics.as_str().unwrap().contains(
+            r#"adapter_host_signature_failures_total{reason="source_refused",scheme="github"} 3"#
+        ),
+        "{metrics}"
+    );
+    assert_eq!(
+        host.deliveries().await.len(),
+        1,
+        "the three taken are one delivery"
+    );
+}
+
+/// A Zenoti webhook as Zenoti sends it, with the method the user picked.
+fn zenoti(method: &str, path: &str) -> Request<Body> {
+    let body = std::fs::read(test_artifacts::sample_file(
+        "zenoti/fixtures/guest-created.json",
+    ))
+    .unwrap();
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_zenoti_put_at_its_capability_url_is_taken_and_other_methods_get_405() {
+    let host = start_with(&guarded_config(), |_| {}).await;
+    let url = format!("/v1/hooks/zenoti/{ZENOTI_TOKEN}");
+    let (status, ack) = host.send(zenoti("PUT", &url)).await;
+    assert_eq!(status, StatusCode::OK, "{ack}");
+    assert_eq!(ack["status"], "processed", "{ack}");
+    assert_eq!(ack["events"], 1, "{ack}");
+    // The token is not kept: the delivery's path has `[redacted]` in its place.
+    let delivery = host
+        .host
+        .store()
+        .get_delivery(ack["delivery_id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.info.path, "/v1/hooks/zenoti/[redacted]");
+    assert!(!format!("{delivery:?}").contains(ZENOTI_TOKEN));
+
+    // POST is one Zenoti could send, but this connection was set to PUT and PATCH.
+    let response = app(host.host.clone(), host.settings.clone())
+        .oneshot(zenoti("POST", &url))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()["allow"], "PUT, PATCH");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let (status, problem) = host.send(zenoti("DELETE", &url)).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        problem["detail"],
+        "this connection takes PUT, PATCH requests, not DELETE"
+    );
+    // A GitHub-signed connection takes POST only.
+    let response = app(host.host.clone(), host.settings.clone())
+        .oneshot(
+            Request::put("/v1/hooks/hostile")
+                .body(Body::from("ok"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()["allow"], "POST");
+
+    // Without the token, or with another, the caller is refused and the token not revealed.
+    let (status, problem) = host.send(zenoti("PUT", "/v1/hooks/zenoti")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("carries a capability token"),
+        "{problem}"
+    );
+    let wrong = format!("/v1/hooks/zenoti/{}", ZENOTI_TOKEN.replace('5', "6"));
+    let (status, problem) = host.send(zenoti("PUT", &wrong)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(!problem.to_string().contains(ZENOTI_TOKEN), "{problem}");
+    // A connection without a capability URL has none to guess at.
+    let (status, _) = host
+        .send(github("hostile/not-a-capability", "ok", "github-secret"))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(host.deliveries().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_rotated_capability_token_works_within_its_grace_period_and_not_after() {
+    let host = start().await;
+    let token = admin_token(None);
+    let hostile = host
+        .host
+        .store()
+        .find_adapter("tenant-a", "hostile")
+        .await
+        .unwrap()
+        .unwrap();
+    let put_token = |value: &str, grace: u64| {
+        manage(
+            "PUT",
+            "/v1/secrets/relay-token",
+            &token,
+            Some(serde_json::json!({"value": value, "grace_secs": grace, "platform_level": true})),
+        )
+    };
+    // A value that is not a token is refused when a connection names it.
+    let (status, _) = host.send(put_token("too-short", 0)).await;
+    assert_eq!(status, StatusCode::OK);
+    let create = || {
+        manage(
+            "POST",
+            "/v1/connections",
+            &token,
+            Some(serde_json::json!({
+                "provider": "zenoti", "adapter_id": hostile.id, "platform_level": true,
+                "signature": {"scheme": "unsigned"},
+                "webhook": {"capability_secret": "relay-token"},
+            })),
+        )
+    };
+    let (status, problem) = host.send(create()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("32 to 256"),
+        "{problem}"
+    );
+    // Unsigned and unguarded is refused too.
+    let (status, problem) = host
+        .send(manage(
+            "POST",
+            "/v1/connections",
+            &token,
+            Some(serde_json::json!({
+                "provider": "zenoti", "adapter_id": hostile.id, "platform_level": true,
+                "signature": {"scheme": "unsigned"},
+            })),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("capability_secret or allowed_ips"),
+        "{problem}"
+    );
+
+    let old = "old0token0aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let new = "new1token1bbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    host.send(put_token(old, 0)).await;
+    let (status, connection) = host.send(create()).await;
+    assert_eq!(status, StatusCode::CREATED, "{connection}");
+    let id = connection["id"].as_str().unwrap();
+    assert!(!connection.to_string().contains(old), "{connection}");
+    assert!(
+        connection["webhook"]["capability_secret"]
+            .as_str()
+            .unwrap()
+            .ends_with("relay-token"),
+        "{connection}"
+    );
+    let call = |token: &str| {
+        Request::post(format!("/v1/hooks/{id}/{token}"))
+            .body(Body::from("ok"))
+            .unwrap()
+    };
+    let taken = |status: StatusCode| status == StatusCode::OK || status == StatusCode::ACCEPTED;
+    let (status, ack) = host.send(call(old)).await;
+    assert!(taken(status), "{status}: {ack}");
+
+    // Rotated with a 2 s grace period: both work, then only the new one.
+    let (status, _) = host.send(put_token(new, 2)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, ack) = host.send(call(new)).await;
+    assert!(taken(status), "{status}: {ack}");
+    let (status, ack) = host.send(call(old)).await;
+    assert!(
+        taken(status),
+        "the old token within its grace period: {status}: {ack}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2_300)).await;
+    let (status, problem) = host.send(call(old)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+    assert_eq!(
+        problem["detail"],
+        "the capability token in the URL is not this connection's (or was rotated out)"
+    );
+    let (status, ack) = host.send(call(new)).await;
+    assert!(taken(status), "{status}: {ack}");
+}
+
+#[tokio::test]
+async fn a_zoho_notification_of_another_channel_is_refused() {
+    let host = start_with(&guarded_config(), |_| {}).await;
+    let notification = |channel: &str| {
+        Request::post("/v1/hooks/zoho-bound")
+            .header("content-type", "application/json")
+            .body(Body::from(format!(
+                r#"{{"module":"Deals","operation":"update","ids":["41"],"channel_id":{channel},"token":"zoho-channel-token-4150868"}}"#
+            )))
+            .unwrap()
+    };
+    let (status, problem) = host.send(notification("\"1000000068002\"")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+    assert_eq!(
+        problem["detail"],
+        "the webhook signature did not verify: the notification is not from the connection's \
+         Zoho channel"
+    );
+    assert!(host.deliveries().await.is_empty());
+    // Its own channel, as a string or as a number, passes the check.
+    for own in ["\"1000000068001\"", "1000000068001"] {
+        let (status, ack) = host.send(notification(own)).await;
+        assert_ne!(status, StatusCode::UNAUTHORIZED, "{ack}");
+    }
+}
+
+/// A HubSpot v3 request signed for `url`, sent with `Host: host`.
+fn hubspot_v3(method: &str, url: &str, host: &str, body: &str) -> Request<Body> {
+    let timestamp = (SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis())
+    .to_string();
+    let mut mac = Hmac::<Sha256>::new_from_slice(HUBSPOT_SECRET.as_bytes()).unwrap();
+    mac.update(format!("{method}{url}{body}{timestamp}").as_bytes());
+    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let path = url.split_once(".test").map_or(url, |(_, path)| path);
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host)
+        .header("x-hubspot-signature-v3", signature)
+        .header("x-hubspot-request-timestamp", timestamp)
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_hubspot_v3_refusal_names_a_public_url_that_is_not_the_one_called() {
+    let host = start_with(&guarded_config(), |_| {}).await;
+    let called = "https://crm-hooks.example.test/v1/hooks/hubspot";
+    // HubSpot called another host name than the host's public URL: its signature is over that
+    // URL, and the detail says which two differ (and nothing of the expected signature).
+    let (status, problem) = host
+        .send(hubspot_v3("POST", called, "crm-hooks.example.test", "[]"))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("the webhook signature did not verify: the signature does not match"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("`crm-hooks.example.test`")
+            && detail.contains("https://hooks.example.test"),
+        "{detail}"
+    );
+    // Signed for the public URL: taken. A workflow GET (method and URL are signed) too.
+    let public = "https://hooks.example.test/v1/hooks/hubspot";
+    let (status, ack) = host
+        .send(hubspot_v3("POST", public, "hooks.example.test", "[]"))
+        .await;
+    assert_ne!(status, StatusCode::UNAUTHORIZED, "{ack}");
+    let workflow = "https://hooks.example.test/v1/hooks/hubspot?objectId=901&dealstage=closedwon";
+    let (status, ack) = host
+        .send(hubspot_v3("GET", workflow, "hooks.example.test", ""))
+        .await;
+    assert_ne!(status, StatusCode::UNAUTHORIZED, "{ack}");
+    assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{ack}");
+    // A bad signature sent to the public URL's own host says nothing about URLs.
+    let mut forged = hubspot_v3("POST", public, "hooks.example.test", "[]");
+    forged
+        .headers_mut()
+        .insert("x-hubspot-signature-v3", "AAAA".parse().unwrap());
+    let (_, problem) = host.send(forged).await;
+    assert_eq!(
+        problem["detail"],
+        "the webhook signature did not verify: the signature does not match"
+    );
+}
+
+#[tokio::test]
+async fn a_hubspot_v3_refusal_says_when_the_public_url_is_not_set() {
+    let host = start_with(&guarded_config(), |options| {
+        options.public_base_url = None;
+    })
+    .await;
+    let (status, problem) = host
+        .send(hubspot_v3(
+            "POST",
+            "https://hooks.example.test/v1/hooks/hubspot",
+            "hooks.example.test",
+            "[]",
+        ))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("the host's public URL is not set (--public-url)")
+            && detail.contains("http://127.0.0.1:0"),
+        "{detail}"
+    );
+    assert!(!detail.contains(HUBSPOT_SECRET));
+}
+
+#[tokio::test]
+async fn hubspot_workflow_gets_are_told_apart_by_their_query() {
+    let host = start_with(&guarded_config(), |_| {}).await;
+    let get = |query: &str| {
+        let url = format!("https://hooks.example.test/v1/hooks/hubspot?{query}");
+        hubspot_v3("GET", &url, "hooks.example.test", "")
+    };
+    let (_, first) = host.send(get("objectId=901&dealstage=closedwon")).await;
+    let (_, second) = host.send(get("objectId=902&dealstage=closedwon")).await;
+    let (_, again) = host.send(get("objectId=901&dealstage=closedwon")).await;
+    assert_eq!(first["duplicate"], false, "{first}");
+    assert_eq!(second["duplicate"], false, "{second}");
+    assert_ne!(first["delivery_id"], second["delivery_id"]);
+    // The same call again is HubSpot's retry.
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(again["delivery_id"], first["delivery_id"]);
+    let deliveries = host.deliveries().await;
+    assert_eq!(deliveries.len(), 2);
+    assert!(deliveries.iter().all(|d| d.method == "GET"));
 }

@@ -160,6 +160,8 @@ fn cdc(template: &str, n: usize) -> Inbound {
             ("webhook-signature".into(), signature),
         ],
         body,
+        peer: None,
+        capability: None,
     }
 }
 

@@ -115,6 +115,10 @@ pub struct ConnectionEntry {
     /// Polling settings.
     #[serde(default)]
     pub polling: Option<crate::poll::PollingConfig>,
+    /// What the webhook checks besides the signature: source allow list, capability URL
+    /// (its secret named in full, as `secret` is), methods.
+    #[serde(default)]
+    pub webhook: Option<crate::signatures::WebhookGuard>,
     /// `false` makes the endpoint answer 404.
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -272,6 +276,14 @@ pub async fn provision(host: &Host, config: &Config, base: &Path) -> anyhow::Res
             .signature
             .validate()
             .with_context(|| format!("connection {}: signature", entry.id))?;
+        let guard = entry.webhook.clone().unwrap_or_default();
+        guard
+            .validate(&entry.signature)
+            .with_context(|| format!("connection {}: webhook", entry.id))?;
+        if let Some(name) = &guard.capability_secret {
+            host.check_capability(name)
+                .map_err(|e| anyhow::anyhow!("connection {}: webhook: {e}", entry.id))?;
+        }
         let key = (entry.tenant_id.clone(), entry.adapter.clone());
         let (adapter_id, version) = match versions.get(&key) {
             Some(found) => found.clone(),
@@ -319,6 +331,9 @@ pub async fn provision(host: &Host, config: &Config, base: &Path) -> anyhow::Res
                 .map(serde_json::to_string)
                 .transpose()?,
             api_json: api.as_ref().map(serde_json::to_string).transpose()?,
+            webhook_json: (!guard.is_empty())
+                .then(|| serde_json::to_string(&guard))
+                .transpose()?,
             status: if entry.enabled {
                 ConnectionStatus::Active
             } else {

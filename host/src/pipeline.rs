@@ -39,7 +39,9 @@ use crate::sandbox::{
     WebhookRequest,
 };
 use crate::secrets::SecretStore;
-use crate::signatures::{self, RawRequest, SchemeConfig, Secret};
+use crate::signatures::{
+    self, GuardError, RawRequest, SchemeConfig, Secret, SignatureError, WebhookGuard,
+};
 use crate::store::{
     self, AdapterRef, BlobStore, Completion, Connection, ConnectionStatus, Delivery, DeliveryKind,
     DeliveryStatus, ExchangeRecord, Export, InvocationRecord, Millis, NewDelivery, NewOutboxEvent,
@@ -51,6 +53,12 @@ use crate::store::{
 pub struct Settings {
     /// The URL the CRMs call, without a trailing slash (HubSpot signs the full URL).
     pub public_base_url: String,
+    /// Whether `public_base_url` was configured, rather than made up from the listen address:
+    /// a refused HubSpot signature says so when it was not.
+    pub public_url_set: bool,
+    /// The proxies in front of the host whose forwarding header names a request's source
+    /// (none: the TCP peer is the source).
+    pub trusted_proxies: signatures::TrustedProxies,
     /// Where the browser goes back to after connecting a CRM with OAuth (the admin page);
     /// `None`: the callback answers a short page itself.
     pub oauth_return_url: Option<String>,
@@ -84,6 +92,8 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             public_base_url: "http://127.0.0.1:8080".into(),
+            public_url_set: false,
+            trusted_proxies: signatures::TrustedProxies::default(),
             oauth_return_url: None,
             dedupe_window: Duration::from_secs(300),
             tenant_concurrency: 4,
@@ -174,6 +184,32 @@ pub struct Inbound {
     pub headers: Vec<(String, String)>,
     /// The raw body.
     pub body: Vec<u8>,
+    /// The TCP peer's address (`None` when the transport has none, e.g. in-process tests).
+    pub peer: Option<std::net::IpAddr>,
+    /// The capability token of a `/v1/hooks/{id}/{token}` URL (never printed: a [`Secret`]);
+    /// `path` then holds `[redacted]` in its place.
+    pub capability: Option<Secret>,
+}
+
+/// Whether a `Host` header's authority and a URL's name the same host and port (a default
+/// port written out or left out is the same).
+fn same_authority(sent: &str, public: &str) -> bool {
+    let strip = |authority: &str| {
+        authority
+            .strip_suffix(":443")
+            .or_else(|| authority.strip_suffix(":80"))
+            .unwrap_or(authority)
+            .to_owned()
+    };
+    strip(sent) == strip(public)
+}
+
+/// The path of a connection's webhook URL, with its capability token if any.
+pub fn hook_path(connection_id: &str, token: Option<&str>) -> String {
+    match token {
+        Some(token) => format!("/v1/hooks/{connection_id}/{token}"),
+        None => format!("/v1/hooks/{connection_id}"),
+    }
 }
 
 /// The answer to a webhook that was taken.
@@ -364,6 +400,14 @@ impl Host {
             })?;
         let scheme: SchemeConfig = serde_json::from_str(&connection.signature_json)
             .map_err(|e| ApiError::internal(format!("connection {}: {e}", connection.id)))?;
+        let guard: WebhookGuard = connection
+            .webhook_json
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| ApiError::internal(format!("connection {}: {e}", connection.id)))?
+            .unwrap_or_default();
+        self.admit(&connection, &scheme, &guard, &inbound)?;
         let verified = tracing::info_span!(
             "signature.verify",
             scheme = scheme.name(),
@@ -758,6 +802,114 @@ impl Host {
         Ok(report)
     }
 
+    /// What a request must pass before its signature is looked at, in this order: its source
+    /// (403), its capability token (401), its method (405). A refusal is counted like a
+    /// refused signature; nothing about it is stored, and the token is never logged.
+    fn admit(
+        &self,
+        connection: &Connection,
+        scheme: &SchemeConfig,
+        guard: &WebhookGuard,
+        inbound: &Inbound,
+    ) -> Result<(), ApiError> {
+        let refuse = |error: GuardError| {
+            self.inner
+                .metrics
+                .signature_failures
+                .with_label_values(&[scheme.name(), error.code()])
+                .inc();
+            self.count_signature_failure(&connection.id);
+            tracing::info!(connection = %connection.id, code = error.code(), "webhook refused");
+            error
+        };
+        if let Err(error) = guard.validate(scheme) {
+            tracing::error!(connection = %connection.id, %error, "webhook guard configuration");
+            return Err(ApiError::Unavailable(
+                "the connection's webhook verification is misconfigured".into(),
+            ));
+        }
+        if !guard.allowed_ips.is_empty() {
+            let source = match inbound.peer {
+                Some(peer) => Some(
+                    self.inner
+                        .settings
+                        .trusted_proxies
+                        .source(peer, &inbound.headers)
+                        .map_err(|e| ApiError::Forbidden(refuse(e).to_string()))?,
+                ),
+                None => None,
+            };
+            guard
+                .check_source(source)
+                .map_err(|e| ApiError::Forbidden(refuse(e).to_string()))?;
+        }
+        match (&guard.capability_secret, &inbound.capability) {
+            (None, None) => {}
+            (None, Some(_)) => {
+                return Err(ApiError::NotFound(format!(
+                    "connection `{}` has no capability URL: its webhook URL is {}",
+                    connection.id,
+                    hook_path(&connection.id, None)
+                )));
+            }
+            (Some(_), None) => {
+                return Err(ApiError::Unauthorized(
+                    refuse(GuardError::CapabilityMissing).to_string(),
+                ));
+            }
+            (Some(name), Some(sent)) => {
+                let tokens = self.secrets_of(Some(name))?;
+                match signatures::verify_capability(sent, &tokens) {
+                    Ok(_) => {}
+                    Err(GuardError::NoToken) => {
+                        refuse(GuardError::NoToken);
+                        tracing::error!(connection = %connection.id, secret = %name,
+                            "the capability secret holds no usable token");
+                        return Err(ApiError::Unavailable(
+                            "the connection's webhook verification is misconfigured".into(),
+                        ));
+                    }
+                    Err(error) => return Err(ApiError::Unauthorized(refuse(error).to_string())),
+                }
+            }
+        }
+        let methods = guard.methods(scheme);
+        if !methods.contains(&inbound.method.as_str()) {
+            return Err(ApiError::WrongMethod {
+                detail: format!(
+                    "this connection takes {} requests, not {}",
+                    methods.join(", "),
+                    inbound.method
+                ),
+                allow: methods.join(", "),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the secret `name` holds a usable capability token now: the reason as a 400
+    /// when it does not (not written, or not 32 to 256 URL-safe characters).
+    pub fn check_capability(&self, name: &str) -> Result<(), ApiError> {
+        let values = self.secrets_of(Some(name))?;
+        match values.first() {
+            None => Err(ApiError::BadRequest(
+                "`webhook.capability_secret`: no such secret (write the token with PUT \
+                 /v1/secrets/{name} before a connection names it)"
+                    .into(),
+            )),
+            Some(current) if !signatures::usable_token(current.expose()) => {
+                Err(ApiError::BadRequest(format!(
+                    "`webhook.capability_secret`: the secret's value is not a capability token: \
+                 it must be {} to {} characters of A-Z a-z 0-9 - _ . ~ (e.g. `openssl rand \
+                 -hex 32`)",
+                    signatures::guard::MIN_TOKEN_LEN,
+                    signatures::guard::MAX_TOKEN_LEN
+                )))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
     fn verify(
         &self,
         connection: &Connection,
@@ -769,7 +921,15 @@ impl Host {
         } else {
             Vec::new()
         };
-        let mut url = format!("{}{}", self.inner.settings.public_base_url, inbound.path);
+        // The URL as the CRM called it: HubSpot signs it, capability token included.
+        let path = match &inbound.capability {
+            Some(token) => hook_path(
+                &inbound.connection_id,
+                Some(std::str::from_utf8(token.expose()).unwrap_or_default()),
+            ),
+            None => inbound.path.clone(),
+        };
+        let mut url = format!("{}{}", self.inner.settings.public_base_url, path);
         if !inbound.query.is_empty() {
             url.push('?');
             url.push_str(&inbound.query);
@@ -801,9 +961,59 @@ impl Host {
                 )
             } else {
                 tracing::info!(connection = %connection.id, code = error.code(), "signature refused");
-                ApiError::Unauthorized(format!("the webhook signature did not verify: {error}"))
+                let hint = self.url_hint(scheme, &error, inbound);
+                ApiError::Unauthorized(format!(
+                    "the webhook signature did not verify: {error}{hint}"
+                ))
             }
         })
+    }
+
+    /// For a HubSpot signature (v2, v3: they sign the URL the CRM called) that does not match,
+    /// what may be wrong with the URL the host checked it against: the host's public URL is
+    /// not configured, or names another host than the request's `Host`. Empty otherwise.
+    fn url_hint(&self, scheme: &SchemeConfig, error: &SignatureError, inbound: &Inbound) -> String {
+        let signs_url = matches!(
+            scheme,
+            SchemeConfig::HubSpot {
+                version: signatures::HubSpotVersion::V2 | signatures::HubSpotVersion::V3,
+                ..
+            }
+        );
+        if !signs_url || *error != SignatureError::Mismatch {
+            return String::new();
+        }
+        let settings = &self.inner.settings;
+        if !settings.public_url_set {
+            return format!(
+                "; HubSpot signs the URL it called, and the host's public URL is not set \
+                 (--public-url), so the signature was checked against {}: set it to the \
+                 URL HubSpot calls",
+                settings.public_base_url
+            );
+        }
+        let sent_host = inbound
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("host"))
+            .map(|(_, value)| value.trim().to_ascii_lowercase());
+        let public = url::Url::parse(&settings.public_base_url).ok();
+        let public_authority = public.as_ref().and_then(|url| {
+            let host = url.host_str()?.to_ascii_lowercase();
+            Some(match url.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            })
+        });
+        match (sent_host, public_authority) {
+            (Some(sent), Some(public)) if !same_authority(&sent, &public) => format!(
+                "; HubSpot signs the URL it called, and the request was sent to host `{sent}` \
+                 while the host's public URL ({}) names `{public}`: set --public-url to the \
+                 URL HubSpot calls",
+                settings.public_base_url
+            ),
+            _ => String::new(),
+        }
     }
 
     /// The connection's signing secret(s): the current one, and the previous one while its
@@ -1600,6 +1810,8 @@ value = "{SECRET}"
                 ("x-github-delivery".into(), provider_id.into()),
             ],
             body: body.as_bytes().to_vec(),
+            peer: None,
+            capability: None,
         }
     }
 

@@ -34,6 +34,8 @@ pub struct ServeOptions {
     pub config: Option<PathBuf>,
     /// The URL CRMs call (default: `http://<listen>`).
     pub public_base_url: Option<String>,
+    /// The proxies in front of the host whose forwarding header names a request's source.
+    pub trusted_proxies: crate::signatures::TrustedProxies,
     /// How the outbox relay paces itself.
     pub relay: RelayConfig,
     /// HTTP settings.
@@ -74,6 +76,7 @@ impl Default for ServeOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             config: None,
             public_base_url: None,
+            trusted_proxies: crate::signatures::TrustedProxies::default(),
             relay: RelayConfig::default(),
             server: ServerSettings::default(),
             recovery_lease: Settings::default().recovery_lease,
@@ -131,6 +134,8 @@ pub async fn open_host(options: &ServeOptions) -> anyhow::Result<Host> {
             .unwrap_or_else(|| format!("http://{}", options.listen))
             .trim_end_matches('/')
             .to_owned(),
+        public_url_set: options.public_base_url.is_some(),
+        trusted_proxies: options.trusted_proxies.clone(),
         recovery_lease: options.recovery_lease,
         poller: options.poller.clone(),
         health: options.health.clone(),

@@ -21,7 +21,7 @@ use super::scope::Scope;
 use crate::egress::{self, ApiAccess};
 use crate::pipeline::Host;
 use crate::poll::PollingConfig;
-use crate::signatures::SchemeConfig;
+use crate::signatures::{SchemeConfig, WebhookGuard};
 use crate::store::{self, Adapter, Connection, ConnectionSpec, ConnectionStatus, Page};
 
 /// The connection routes.
@@ -71,6 +71,10 @@ struct NewConnectionRequest {
     /// machine client pushes pages with.
     #[serde(default)]
     polling: Option<PollingConfig>,
+    /// What the webhook checks besides the signature: source allow list, capability URL (the
+    /// name of the secret holding its token), methods.
+    #[serde(default)]
+    webhook: Option<WebhookGuard>,
     #[serde(default)]
     platform_level: bool,
     #[serde(default = "yes")]
@@ -103,8 +107,33 @@ struct ConnectionPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<PollingConfig>)]
     polling: Option<Option<PollingConfig>>,
+    /// New webhook guard (replacing the whole of it); `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<WebhookGuard>)]
+    webhook: Option<Option<WebhookGuard>>,
     #[serde(default)]
     enabled: Option<bool>,
+}
+
+/// Checks a webhook guard given by the caller against the connection's `scheme` (and its
+/// capability secret's name and value), and resolves that name to its reference: the guard
+/// to store, `None` when it checks nothing.
+fn resolve_guard(
+    state: &ApiState,
+    guard: Option<WebhookGuard>,
+    scheme: &SchemeConfig,
+    resolve: impl Fn(&str) -> String,
+) -> Result<Option<WebhookGuard>, ApiError> {
+    let mut guard = guard.unwrap_or_default();
+    guard
+        .validate(scheme)
+        .map_err(|e| ApiError::BadRequest(format!("webhook: {e}")))?;
+    if let Some(name) = &mut guard.capability_secret {
+        check_name("`webhook.capability_secret`", name, true)?;
+        *name = resolve(name);
+        state.host.check_capability(name)?;
+    }
+    Ok((!guard.is_empty()).then_some(guard))
 }
 
 /// A field that is present (`Some`), possibly as `null` (`Some(None)`); absent fields are
@@ -234,6 +263,8 @@ struct ConnectionView {
     settings: Value,
     api: Option<ApiAccess>,
     polling: Option<PollingConfig>,
+    /// What the webhook checks besides the signature (the capability secret by reference).
+    webhook: Option<WebhookGuard>,
     status: ConnectionStatus,
     /// For an OAuth 2.0 connection: whether it is connected to its CRM, or in error (a
     /// refused grant: polls pause, webhooks are still taken) and why; null before it was
@@ -242,6 +273,8 @@ struct ConnectionView {
     /// Its health as the monitor last assessed it (null before its first assessment);
     /// `GET /v1/connections/{id}/health` computes it now, with the figures.
     health: Option<super::health::HealthView>,
+    /// The URL to give the CRM; a connection with a capability URL takes deliveries at this
+    /// URL followed by `/` and its token (which the API never shows).
     webhook_url: String,
     created_at: store::Millis,
     updated_at: store::Millis,
@@ -298,6 +331,10 @@ impl ConnectionView {
                 .polling_json
                 .as_deref()
                 .and_then(|p| serde_json::from_str(p).ok()),
+            webhook: c
+                .webhook_json
+                .as_deref()
+                .and_then(|w| serde_json::from_str(w).ok()),
             status: c.status,
             created_at: c.created_at,
             updated_at: c.updated_at,
@@ -431,6 +468,7 @@ async fn create_connection(
     )
     .await?;
     let resolve = |name: &str| Scope::secret_ref(scope.tenant_id(), org_id.as_deref(), name);
+    let guard = resolve_guard(&state, request.webhook, &request.signature, resolve)?;
     let api = api.map(|api| with_secret_refs(api, resolve));
     let polling = request.polling.map(|p| with_push_ref(p, resolve));
     let spec = ConnectionSpec {
@@ -447,6 +485,7 @@ async fn create_connection(
         settings_json: json_text(&request.settings)?,
         polling_json: polling.as_ref().map(json_text).transpose()?,
         api_json: api.as_ref().map(json_text).transpose()?,
+        webhook_json: guard.as_ref().map(json_text).transpose()?,
         status: if request.enabled {
             ConnectionStatus::Active
         } else {
@@ -577,6 +616,7 @@ async fn update_connection(
         ("settings", patch.settings.is_some()),
         ("api", patch.api.is_some()),
         ("polling", patch.polling.is_some()),
+        ("webhook", patch.webhook.is_some()),
         ("enabled", patch.enabled.is_some()),
     ]);
     let mut spec = current.spec();
@@ -660,6 +700,29 @@ async fn update_connection(
         } else {
             ConnectionStatus::Disabled
         };
+    }
+    if let Some(webhook) = patch.webhook.clone() {
+        let scheme: SchemeConfig =
+            serde_json::from_str(&spec.signature_json).map_err(ApiError::internal)?;
+        let resolve =
+            |name: &str| Scope::secret_ref(&current.tenant_id, current.org_id.as_deref(), name);
+        let guard = resolve_guard(&state, webhook, &scheme, resolve)?;
+        spec.webhook_json = guard.as_ref().map(json_text).transpose()?;
+    } else if patch.signature.is_some() {
+        // The stored guard must suit the new scheme (an unsigned one needs a guard, and the
+        // methods must be the new scheme's).
+        let scheme: SchemeConfig =
+            serde_json::from_str(&spec.signature_json).map_err(ApiError::internal)?;
+        let stored: WebhookGuard = spec
+            .webhook_json
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(ApiError::internal)?
+            .unwrap_or_default();
+        stored
+            .validate(&scheme)
+            .map_err(|e| ApiError::BadRequest(format!("webhook: {e}")))?;
     }
     if patch.signature.is_some() || patch.secret.is_some() {
         let scheme: SchemeConfig =

@@ -141,6 +141,7 @@ fn is_public(path: &str) -> bool {
     ),
     paths(
         crate::server::receive_webhook,
+        crate::server::receive_capability_webhook,
         crate::server::healthz,
         crate::server::readyz,
         crate::server::metrics,

@@ -31,6 +31,14 @@ pub enum ApiError {
     /// 405: the resource exists but does not take this method.
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// 405 with the `Allow` header: the webhook of a connection does not take this method.
+    #[error("{detail}")]
+    WrongMethod {
+        /// What the caller reads.
+        detail: String,
+        /// The `Allow` header's value (`GET, POST`).
+        allow: String,
+    },
     /// 408: the request (its body) did not arrive in time.
     #[error("{0}")]
     Timeout(String),
@@ -59,7 +67,7 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotAllowed(_) | Self::WrongMethod { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -76,7 +84,7 @@ impl ApiError {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not-found",
-            Self::MethodNotAllowed(_) => "method-not-allowed",
+            Self::MethodNotAllowed(_) | Self::WrongMethod { .. } => "method-not-allowed",
             Self::Timeout(_) => "request-timeout",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge(_) => "payload-too-large",
@@ -159,6 +167,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Self::WrongMethod { allow, .. } = &self
+            && let Ok(allow) = HeaderValue::from_str(allow)
+        {
+            response.headers_mut().insert(header::ALLOW, allow);
+        }
         response
     }
 }

@@ -79,6 +79,25 @@ struct ServeArgs {
     /// The public URL CRMs call [default: http://LISTEN].
     #[arg(long, env = "ADAPTER_HOST_PUBLIC_URL")]
     public_url: Option<String>,
+    /// A proxy (load balancer) in front of the host, as an address or CIDR range; repeat it,
+    /// or separate with commas. Only a request whose TCP peer is one of them has its source
+    /// read from the forwarding header (right-most hop that is not a trusted proxy); from
+    /// anyone else the header is ignored. None by default.
+    #[arg(
+        long = "trusted-proxy",
+        env = "ADAPTER_HOST_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    trusted_proxies: Vec<crate::signatures::IpRange>,
+    /// The header the trusted proxies write the client's address in: `x-forwarded-for` or
+    /// `forwarded` (RFC 7239). Only that one is read.
+    #[arg(
+        long,
+        env = "ADAPTER_HOST_FORWARDED_HEADER",
+        default_value = "x-forwarded-for"
+    )]
+    forwarded_header: crate::signatures::ForwardedHeader,
     /// Largest accepted webhook body, in bytes.
     #[arg(long, env = "ADAPTER_HOST_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     max_body_bytes: usize,
@@ -371,6 +390,10 @@ fn serve(args: ServeArgs, exporting_traces: bool) -> anyhow::Result<u8> {
         listen: args.listen,
         config: args.config,
         public_base_url: args.public_url,
+        trusted_proxies: crate::signatures::TrustedProxies {
+            proxies: args.trusted_proxies,
+            header: args.forwarded_header,
+        },
         relay: crate::relay::RelayConfig {
             lease: std::time::Duration::from_secs(args.relay_lease_secs.max(1)),
             ..crate::relay::RelayConfig::default()

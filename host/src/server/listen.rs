@@ -25,6 +25,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tower::ServiceExt as _;
 
 use crate::api::problem::TYPE_BASE;
 
@@ -97,8 +98,8 @@ pub async fn serve(
             () = &mut shutdown => break,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) => {
                 // Out of descriptors (or a connection reset before accept): the loop must not
                 // spin or die; the connection limit normally keeps this from happening.
@@ -112,7 +113,16 @@ pub async fn serve(
             tokio::spawn(refuse(stream, max));
             continue;
         };
-        let service = TowerToHyperService::new(app.clone());
+        // The peer's address goes with each request: a connection's source allow list reads
+        // it (as `ConnectInfo`, the way axum's own `serve` hands it over).
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
+            },
+        ));
         let connection = http.serve_connection(TokioIo::new(ProblemIo::new(stream)), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

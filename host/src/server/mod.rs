@@ -7,14 +7,15 @@ pub mod listen;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get};
 
 use crate::api::ApiError;
-use crate::pipeline::{Ack, Host, Inbound, Reply};
+use crate::pipeline::{Ack, Host, Inbound, Reply, hook_path};
+use crate::signatures::Secret;
 use crate::store::DeliveryStatus;
 pub use limits::RequestLimits;
 pub use listen::ConnectionSettings;
@@ -61,9 +62,15 @@ pub fn app(host: Host, settings: ServerSettings) -> Router {
         ..settings.requests.clone()
     };
     Router::new()
+        // Every method reaches the handler, which answers those the connection does not take
+        // with 405 and its `Allow`.
         .route(
             "/v1/hooks/{connection_id}",
-            post(receive_webhook).layer(DefaultBodyLimit::max(limit)),
+            any(receive_webhook).layer(DefaultBodyLimit::max(limit)),
+        )
+        .route(
+            "/v1/hooks/{connection_id}/{token}",
+            any(receive_capability_webhook).layer(DefaultBodyLimit::max(limit)),
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -153,11 +160,14 @@ fn ack_response(ack: Ack) -> Response {
     (status, axum::Json(ack)).into_response()
 }
 
-/// The hosted webhook endpoint a CRM is given: the raw body is verified by the connection's
-/// signature scheme, recorded, run through its adapter, and answered once the outcome and its
-/// events are durable.
+/// The hosted webhook endpoint a CRM is given: the request is checked by the connection's
+/// webhook guard (source allow list, method) and signature scheme, recorded, run through its
+/// adapter, and answered once the outcome and its events are durable. A connection takes the
+/// methods its scheme can verify (POST; GET too for HubSpot v2 and v3; PUT and PATCH for
+/// unsigned and generic HMAC connections), or the fewer its `webhook.methods` name: others are
+/// answered 405 with `Allow`.
 #[utoipa::path(
-    post,
+    method(post, put, patch, get),
     path = "/v1/hooks/{connection_id}",
     tag = "webhooks",
     params(("connection_id" = String, Path, description = "The connection's id")),
@@ -178,9 +188,84 @@ fn ack_response(ack: Ack) -> Response {
 async fn receive_webhook(
     State(state): State<AppState>,
     Path(connection_id): Path<String>,
+    peer: Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request = Received {
+        method,
+        uri,
+        headers,
+        peer: peer.map(|axum::Extension(ConnectInfo(peer))| peer.ip()),
+    };
+    take_webhook(&state, connection_id, None, request, body).await
+}
+
+/// A connection's webhook at its capability URL: the token in the path must be the
+/// connection's (its `webhook.capability_secret`, the current value or, during a rotation's
+/// grace period, the previous one). The token is never stored or logged: the delivery's path
+/// is kept with `[redacted]` in its place.
+#[utoipa::path(
+    method(post, put, patch, get),
+    path = "/v1/hooks/{connection_id}/{token}",
+    tag = "webhooks",
+    params(
+        ("connection_id" = String, Path, description = "The connection's id"),
+        ("token" = String, Path, description = "The connection's capability token"),
+    ),
+    request_body(
+        content = Vec<u8>,
+        content_type = "application/octet-stream",
+        description = "The CRM's delivery, byte for byte",
+    ),
+    responses(
+        (status = 200, description = "Processed or ignored, or a retry of a delivery taken \
+            before; Salesforce outbound messages get their SOAP Ack instead", body = Ack),
+        (status = 202, description = "Taken, but the adapter failed or broke a contract: kept \
+            for redrive (retrying gains nothing)", body = Ack),
+        crate::api::openapi::Problems,
+    ),
+    security(()),
+)]
+async fn receive_capability_webhook(
+    State(state): State<AppState>,
+    Path((connection_id, token)): Path<(String, String)>,
+    peer: Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request = Received {
+        method,
+        uri,
+        headers,
+        peer: peer.map(|axum::Extension(ConnectInfo(peer))| peer.ip()),
+    };
+    let token = Secret::new(token);
+    take_webhook(&state, connection_id, Some(token), request, body).await
+}
+
+/// What the webhook handlers read of a request besides its body.
+struct Received {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    peer: Option<std::net::IpAddr>,
+}
+
+async fn take_webhook(
+    state: &AppState,
+    connection_id: String,
+    capability: Option<Secret>,
+    Received {
+        method,
+        uri,
+        headers,
+        peer,
+    }: Received,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|rejection| match ApiError::from_body(&rejection) {
@@ -190,10 +275,15 @@ async fn receive_webhook(
         )),
         other => other,
     })?;
+    // The token never goes further than the check: the path kept names it `[redacted]`.
+    let path = match &capability {
+        Some(_) => hook_path(&connection_id, Some("[redacted]")),
+        None => uri.path().to_owned(),
+    };
     let inbound = Inbound {
         connection_id,
         method: method.to_string(),
-        path: uri.path().to_owned(),
+        path,
         query: uri.query().unwrap_or_default().to_owned(),
         // One entry per header line; values that are not UTF-8 cannot be signature material.
         headers: headers
@@ -206,6 +296,8 @@ async fn receive_webhook(
             })
             .collect(),
         body: body.to_vec(),
+        peer,
+        capability,
     };
     state.host.receive_webhook(inbound).await.map(ack_response)
 }

@@ -22,8 +22,9 @@ const MAX_NAME_LEN: usize = 64;
 /// {"scheme": "github"}
 /// {"scheme": "shopify"}
 /// {"scheme": "slack", "tolerance_secs": 300}
-/// {"scheme": "zoho_token", "field": "token"}
+/// {"scheme": "zoho_token", "field": "token", "channel_id": "1000000068001"}
 /// {"scheme": "salesforce_outbound", "organization_id": "00D000000000062EAA"}
+/// {"scheme": "unsigned"}
 /// {"scheme": "generic_hmac", "header": "x-signature", "prefix": "sha256=", "encoding": "hex",
 ///  "delivery_id_header": "x-request-id"}
 /// ```
@@ -76,6 +77,11 @@ pub enum SchemeConfig {
         /// The top-level body field holding the token.
         #[serde(default = "default_token_field")]
         field: String,
+        /// The channel the connection is bound to: a notification whose `channel_id` is
+        /// another (or absent) is refused, whatever its token. Digits, as given to Zoho's
+        /// `actions/watch`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel_id: Option<String>,
     },
     /// Salesforce outbound messages (SOAP): the envelope's `OrganizationId` must be the
     /// connection's org. Salesforce does not sign these messages, so no secret is involved.
@@ -83,6 +89,10 @@ pub enum SchemeConfig {
         /// The org id, 15 or 18 characters; compared on its case-sensitive 15-character form.
         organization_id: String,
     },
+    /// The sender signs nothing (Zenoti, whose signature algorithm is not published): the
+    /// connection must then be guarded by a capability URL or a source allow list (its
+    /// `webhook` settings), and a connection without either is refused.
+    Unsigned {},
     /// HMAC-SHA256 of the raw body in one header, for home-grown CRMs.
     GenericHmac {
         /// The header carrying the signature (case-insensitive).
@@ -146,13 +156,39 @@ impl SchemeConfig {
             Self::Slack { .. } => "slack",
             Self::ZohoToken { .. } => "zoho_token",
             Self::SalesforceOutbound { .. } => "salesforce_outbound",
+            Self::Unsigned {} => "unsigned",
             Self::GenericHmac { .. } => "generic_hmac",
         }
     }
 
-    /// Whether the scheme needs a signing secret. Only Salesforce's org-id check does not.
+    /// Whether the scheme needs a signing secret. Salesforce's org-id check and unsigned
+    /// connections do not.
     pub fn needs_secret(&self) -> bool {
-        !matches!(self, Self::SalesforceOutbound { .. })
+        !matches!(self, Self::SalesforceOutbound { .. } | Self::Unsigned {})
+    }
+
+    /// Whether the scheme proves who sent a request by itself. Salesforce's org id is in every
+    /// message of the org, so anyone who knows it can forge one: like an unsigned connection,
+    /// it needs a capability URL or an allow list to be safe, but is not refused without
+    /// (connections made before these existed keep working).
+    pub fn authenticates(&self) -> bool {
+        !matches!(self, Self::Unsigned {})
+    }
+
+    /// The HTTP methods a request of this scheme may use: those whose requests it can verify
+    /// and its senders use. HubSpot's v2 and v3 signatures cover the method and the URL, so
+    /// they verify workflow GET calls (whose data is in the query); v1 covers the body only.
+    /// Unsigned and generic connections take POST, PUT and PATCH (Zenoti lets its user pick
+    /// one). Every other sender POSTs.
+    pub fn methods(&self) -> &'static [&'static str] {
+        match self {
+            Self::HubSpot {
+                version: HubSpotVersion::V2 | HubSpotVersion::V3,
+                ..
+            } => &["GET", "POST"],
+            Self::Unsigned {} | Self::GenericHmac { .. } => &["POST", "PUT", "PATCH"],
+            _ => &["POST"],
+        }
     }
 
     /// Checks the settings (tolerances, names, org id) before the configuration is stored;
@@ -173,14 +209,23 @@ impl SchemeConfig {
                 )),
                 (_, None) => Ok(()),
             },
-            Self::GitHub {} | Self::Shopify {} => Ok(()),
-            Self::ZohoToken { field } => {
+            Self::GitHub {} | Self::Shopify {} | Self::Unsigned {} => Ok(()),
+            Self::ZohoToken { field, channel_id } => {
                 if field.is_empty() || field.len() > MAX_NAME_LEN {
-                    Err(ConfigError(format!(
+                    return Err(ConfigError(format!(
                         "field must be 1 to {MAX_NAME_LEN} bytes long"
-                    )))
-                } else {
-                    Ok(())
+                    )));
+                }
+                if field == "channel_id" {
+                    return Err(ConfigError(
+                        "field names the token, and channel_id is Zoho's channel".to_owned(),
+                    ));
+                }
+                match channel_id {
+                    Some(id) if !is_channel_id(id) => Err(ConfigError(
+                        "channel_id must be Zoho's channel id: 1 to 20 digits".to_owned(),
+                    )),
+                    _ => Ok(()),
                 }
             }
             Self::SalesforceOutbound { organization_id } => {
@@ -238,6 +283,11 @@ fn check_header_name(setting: &str, name: &str) -> Result<(), ConfigError> {
         )));
     }
     Ok(())
+}
+
+/// 1 to 20 ASCII digits (a Zoho channel id is a long).
+pub(super) fn is_channel_id(id: &str) -> bool {
+    (1..=20).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// 15 or 18 ASCII letters and digits.

@@ -14,6 +14,7 @@
 //!   body and a log line as is.
 
 mod config;
+pub mod guard;
 mod hmac_body;
 mod hubspot;
 mod salesforce;
@@ -34,6 +35,11 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::{Choice, ConstantTimeEq};
 use zeroize::Zeroizing;
+
+pub use guard::{
+    ForwardedHeader, GuardError, IpRange, TrustedProxies, WebhookGuard, usable_token,
+    verify_capability,
+};
 
 pub use config::{
     ConfigError, DEFAULT_TOLERANCE_SECS, HubSpotVersion, MAX_TOLERANCE_SECS, SchemeConfig,
@@ -63,7 +69,8 @@ impl Secret {
         Self(Zeroizing::new(bytes.into()))
     }
 
-    fn expose(&self) -> &[u8] {
+    /// The bytes, for the code that verifies with them (never to be logged).
+    pub(crate) fn expose(&self) -> &[u8] {
         &self.0
     }
 }
@@ -166,6 +173,9 @@ pub enum SignatureError {
     /// Salesforce: the message comes from another organization.
     #[error("the message is not from the connection's organization")]
     OrganizationMismatch,
+    /// Zoho: the notification is from another channel than the connection's.
+    #[error("the notification is not from the connection's Zoho channel")]
+    ChannelMismatch,
     /// The scheme needs a secret and the connection has none.
     #[error("no signing secret is configured")]
     NoSecret,
@@ -192,6 +202,7 @@ impl SignatureError {
             Self::TimestampInFuture => "timestamp_in_future",
             Self::Mismatch => "mismatch",
             Self::OrganizationMismatch => "organization_mismatch",
+            Self::ChannelMismatch => "channel_mismatch",
             Self::NoSecret => "no_secret",
             Self::TooManySecrets => "too_many_secrets",
             Self::InvalidSecret(_) => "invalid_secret",
@@ -255,10 +266,18 @@ pub fn verify(
         SchemeConfig::Slack { tolerance_secs } => {
             slack::verify(tolerance(*tolerance_secs), secrets, request, now)
         }
-        SchemeConfig::ZohoToken { field } => zoho::verify(field, secrets, request),
+        SchemeConfig::ZohoToken { field, channel_id } => {
+            zoho::verify(field, channel_id.as_deref(), secrets, request)
+        }
         SchemeConfig::SalesforceOutbound { organization_id } => {
             salesforce::verify(organization_id, request)
         }
+        // Nothing to check here: the connection's guard (capability URL, allow list) is.
+        SchemeConfig::Unsigned {} => Ok(Verified {
+            delivery_id: None,
+            timestamp: None,
+            secret_index: None,
+        }),
         SchemeConfig::GenericHmac {
             header,
             prefix,
@@ -282,7 +301,7 @@ pub fn verify(
 /// byte, and every other scheme's body, is kept exactly as received.
 pub fn redact(config: &SchemeConfig, body: Vec<u8>) -> Vec<u8> {
     match config {
-        SchemeConfig::ZohoToken { field } => zoho::redact(field, body),
+        SchemeConfig::ZohoToken { field, .. } => zoho::redact(field, body),
         _ => body,
     }
 }

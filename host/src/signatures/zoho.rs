@@ -16,6 +16,7 @@ use super::{RawRequest, Result, Secret, SignatureError, Verified, first_match};
 
 pub(super) fn verify(
     field: &str,
+    channel_id: Option<&str>,
     secrets: &[Secret],
     request: &RawRequest<'_>,
 ) -> Result<Verified> {
@@ -24,11 +25,46 @@ pub(super) fn verify(
     let secret_index = first_match(secrets, &[candidate], |secret| {
         Ok(Sha256::digest(secret.expose()).into())
     })?;
+    // A token is often reused across channels: the channel the body names must be the
+    // connection's, when it is bound to one.
+    if let Some(expected) = channel_id
+        && channel_of(request.body)?.as_deref() != Some(expected)
+    {
+        return Err(SignatureError::ChannelMismatch);
+    }
     Ok(Verified {
         delivery_id: None,
         timestamp: None,
         secret_index: Some(secret_index),
     })
+}
+
+/// The body's top-level `channel_id` as digits: Zoho writes it as a number or as a string of
+/// digits. `None` when absent; anything else is malformed.
+fn channel_of(body: &[u8]) -> Result<Option<String>> {
+    #[derive(serde::Deserialize)]
+    struct Channel<'a> {
+        #[serde(borrow, default)]
+        channel_id: Option<&'a RawValue>,
+    }
+    const BAD: SignatureError =
+        SignatureError::Malformed("channel_id is not a Zoho channel id (a number)");
+    let channel: Channel<'_> = serde_json::from_slice(body).map_err(|_| {
+        SignatureError::Malformed("the body's channel_id is unreadable or appears twice")
+    })?;
+    let Some(raw) = channel.channel_id else {
+        return Ok(None);
+    };
+    let text = raw.get();
+    let digits = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    if super::config::is_channel_id(digits) {
+        Ok(Some(digits.to_owned()))
+    } else {
+        Err(BAD)
+    }
 }
 
 /// What replaces the token's value in a verified body (a JSON string, so the body stays valid

@@ -439,6 +439,9 @@ pub struct ConnectionSpec {
     /// How the host reaches the CRM's API (JSON text: base URL, origins, rate limit,
     /// credential), for connections with API access.
     pub api_json: Option<String>,
+    /// What its webhook checks besides the signature (JSON text: source allow list,
+    /// capability secret, methods); `None` for nothing.
+    pub webhook_json: Option<String>,
     /// Whether it takes deliveries.
     pub status: ConnectionStatus,
 }
@@ -470,6 +473,8 @@ pub struct Connection {
     pub polling_json: Option<String>,
     /// API access (JSON text).
     pub api_json: Option<String>,
+    /// Webhook guard (JSON text).
+    pub webhook_json: Option<String>,
     /// Whether it takes deliveries.
     pub status: ConnectionStatus,
     /// When it was created.
@@ -500,6 +505,7 @@ impl Connection {
             settings_json: self.settings_json.clone(),
             polling_json: self.polling_json.clone(),
             api_json: self.api_json.clone(),
+            webhook_json: self.webhook_json.clone(),
             status: self.status,
         }
     }
@@ -547,6 +553,23 @@ pub struct NewDelivery {
     pub poll_run_id: Option<String>,
     /// For a poll page: the cursor it was fetched (or pushed) with.
     pub cursor: Option<String>,
+}
+
+impl NewDelivery {
+    /// What a retry without the provider's id is recognised by (the `body_sha256` column): the
+    /// body's SHA-256, or for a delivery without a body (a HubSpot workflow GET, whose data is
+    /// all in the query) the method's and query's, so that two such calls with different
+    /// data are not taken for one.
+    pub fn content_sha256(&self) -> String {
+        if self.body.is_empty() && !self.query.is_empty() {
+            let mut bodiless = vec![0u8];
+            bodiless.extend_from_slice(self.method.as_bytes());
+            bodiless.push(b'?');
+            bodiless.extend_from_slice(self.query.as_bytes());
+            return sha256_hex(&bodiless);
+        }
+        sha256_hex(&self.body)
+    }
 }
 
 /// The result of recording a delivery.
@@ -2096,6 +2119,9 @@ impl ConnectionSpec {
         check_json("settings_json", &self.settings_json)?;
         if let Some(polling) = &self.polling_json {
             check_json("polling_json", polling)?;
+        }
+        if let Some(webhook) = &self.webhook_json {
+            check_json("webhook_json", webhook)?;
         }
         serde_json::to_string(&self.allowed_org_ids)
             .map_err(|e| Error::Invalid(format!("allowed_org_ids: {e}")))

@@ -93,6 +93,7 @@ fn spec(id: &str, tenant_id: &str, adapter_id: &str, version: u32) -> Connection
         polling_json: None,
         status: ConnectionStatus::Active,
         api_json: None,
+        webhook_json: None,
     }
 }
 
@@ -581,6 +582,38 @@ pub(crate) async fn connection_upsert_is_idempotent(backend: &dyn Backend) {
         (T0, T0 + 2 * SECOND)
     );
     assert_eq!(updated.version_changed_by, None);
+
+    // The webhook guard is kept, changed and removed like any other column.
+    let guarded = ConnectionSpec {
+        webhook_json: Some(r#"{"allowed_ips":["203.0.113.0/24"]}"#.to_owned()),
+        ..base.clone()
+    };
+    let (kept, what) = store
+        .upsert_connection(guarded.clone(), "config", T0 + 2 * SECOND)
+        .await
+        .unwrap();
+    assert_eq!(what, Upsert::Updated);
+    assert_eq!(kept.spec(), guarded);
+    let bad_guard = ConnectionSpec {
+        webhook_json: Some("{".to_owned()),
+        ..base.clone()
+    };
+    assert!(matches!(
+        store.upsert_connection(bad_guard, "x", T0).await,
+        Err(Error::Invalid(_))
+    ));
+    let (unguarded, _) = store
+        .upsert_connection(
+            ConnectionSpec {
+                settings_json: r#"{"portal":"43"}"#.to_owned(),
+                ..base.clone()
+            },
+            "config",
+            T0 + 2 * SECOND,
+        )
+        .await
+        .unwrap();
+    assert_eq!(unguarded.webhook_json, None);
 
     let upgraded = ConnectionSpec {
         adapter_version: 2,

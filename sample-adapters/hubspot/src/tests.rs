@@ -19,6 +19,7 @@ const DEAL_PROPERTY_CHANGE: &str = include_str!("../fixtures/deal-property-chang
 const DEAL_WON: &str = include_str!("../fixtures/deal-won.json");
 const BATCH_MIXED: &str = include_str!("../fixtures/batch-mixed.json");
 const BATCH_UNMAPPED: &str = include_str!("../fixtures/batch-unmapped.json");
+const BATCH_EVENT_TYPE: &str = include_str!("../fixtures/batch-event-type.json");
 const BAD_AMOUNT: &str = include_str!("../fixtures/bad-amount.json");
 const NOT_A_BATCH: &str = include_str!("../fixtures/not-a-batch.json");
 const POLL_DEALS_1: &str = include_str!("../fixtures/poll-deals-1.json");
@@ -26,7 +27,7 @@ const POLL_DEALS_2: &str = include_str!("../fixtures/poll-deals-2.json");
 const POLL_CONTACTS_1: &str = include_str!("../fixtures/poll-contacts-1.json");
 const POLL_CONTACTS_ARCHIVED: &str = include_str!("../fixtures/poll-contacts-archived.json");
 
-const WEBHOOK_FIXTURES: [&str; 12] = [
+const WEBHOOK_FIXTURES: [&str; 13] = [
     CONTACT_CREATION,
     CONTACT_PROPERTY_CHANGE,
     CONTACT_DELETION,
@@ -37,6 +38,7 @@ const WEBHOOK_FIXTURES: [&str; 12] = [
     DEAL_WON,
     BATCH_MIXED,
     BATCH_UNMAPPED,
+    BATCH_EVENT_TYPE,
     BAD_AMOUNT,
     NOT_A_BATCH,
 ];
@@ -355,7 +357,13 @@ fn malformed_batches_are_bad_requests_naming_the_field() {
                     .map(drop)
                     .unwrap()
             }),
-            "`[2].subscriptionType` is missing",
+            "`[2].subscriptionType` is missing (HubSpot names the event's kind there, or in \
+             `eventType`)",
+        ),
+        (
+            patched(&|b| b[0]["eventType"] = json!("contact.deletion")),
+            "`[0].subscriptionType` is `contact.creation` but `[0].eventType` is \
+             `contact.deletion`: an event has one kind",
         ),
         (
             patched(&|b| {
@@ -705,7 +713,7 @@ fn every_event_of_every_fixture_keeps_the_host_contracts() {
     {
         all.extend(poll(fixture, Some(cursor)).unwrap().events);
     }
-    assert_eq!(all.len(), 25);
+    assert_eq!(all.len(), 27);
     check_events(&info, &ctx, &all).unwrap();
     // The same events on a connection that does not allow the org break the org contract.
     let violations = check_events(&info, &testing::context(), &all).unwrap_err();
@@ -733,4 +741,27 @@ fn no_input_makes_the_adapter_panic() {
             let _ = HubSpot::handle_poll(&page, &ctx);
         }
     }
+}
+
+#[test]
+fn a_batch_naming_kinds_in_event_type_is_read_like_one_naming_them_in_subscription_type() {
+    // HubSpot's own webhooks overview shows its batch with `eventType`.
+    let events = webhook_with(BATCH_EVENT_TYPE, &ctx()).unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.event_type()).collect();
+    assert_eq!(kinds, ["contact.updated", "contact.created"]);
+    // The same items with `subscriptionType` give the same events.
+    let renamed = BATCH_EVENT_TYPE.replace("\"eventType\"", "\"subscriptionType\"");
+    assert_eq!(
+        format!("{:?}", webhook_with(&renamed, &ctx()).unwrap()),
+        format!("{events:?}")
+    );
+    // Both, agreeing, are fine too.
+    let mut both: Value = serde_json::from_str(BATCH_EVENT_TYPE).unwrap();
+    for item in both.as_array_mut().unwrap() {
+        item["subscriptionType"] = item["eventType"].clone();
+    }
+    assert_eq!(
+        format!("{:?}", webhook_with(&both.to_string(), &ctx()).unwrap()),
+        format!("{events:?}")
+    );
 }

@@ -58,7 +58,7 @@ pub fn events(
     let mut events = Vec::with_capacity(items.len());
     let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
     for item in &items {
-        let subscription = item.string("subscriptionType")?;
+        let subscription = kind_of(item)?;
         match classify(item, &subscription)? {
             Some((object, action)) => events.push(event(item, object, action, ctx, settings)?),
             None => *skipped.entry(subscription).or_default() += 1,
@@ -78,6 +78,29 @@ pub fn events(
         );
     }
     Ok(events)
+}
+
+/// What kind of event an item is. HubSpot documents the field as `subscriptionType`, and some
+/// of its own published examples (the webhooks overview's batch) name it `eventType`: either
+/// is read. An item that names both must name one kind.
+fn kind_of(item: &Obj<'_>) -> Result<String, AdapterError> {
+    match (
+        item.opt_string("subscriptionType")?,
+        item.opt_string("eventType")?,
+    ) {
+        (Some(subscription), Some(event)) if subscription != event => {
+            Err(AdapterError::bad_request(format!(
+                "`{}` is `{subscription}` but `{}` is `{event}`: an event has one kind",
+                item.name("subscriptionType"),
+                item.name("eventType"),
+            )))
+        }
+        (Some(kind), _) | (None, Some(kind)) => Ok(kind),
+        (None, None) => Err(AdapterError::bad_request(format!(
+            "`{}` is missing (HubSpot names the event's kind there, or in `eventType`)",
+            item.name("subscriptionType"),
+        ))),
+    }
 }
 
 /// `contact.merge ×2, ticket.creation` (sorted by name).

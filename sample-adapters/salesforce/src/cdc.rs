@@ -11,6 +11,13 @@
 //! An event names one or more records (`recordIds`); each becomes one platform event, whose
 //! dedupe key is `<transactionKey>/<sequenceNumber>/<record id>`: the event's identity at
 //! Salesforce, the same on every channel and on every replay.
+//!
+//! Salesforce *platform events* (custom `…__e` events on `/event/…` channels, and standard
+//! ones) travel the same relays but are not record changes: they carry no
+//! `ChangeEventHeader`, only `CreatedDate`, `CreatedById` and their own fields. They are
+//! skipped with the reason (a delivery of nothing else is *ignored*), unless the connection's
+//! `platform_events` setting is `reject`, which refuses such a delivery as a bad request (for a
+//! relay that should never forward them).
 
 use crm_adapter_sdk::fields::Obj;
 use crm_adapter_sdk::serde_json::{Map, Value};
@@ -26,6 +33,7 @@ pub fn events(body: &Value, ctx: &Context) -> Result<Vec<Event>, AdapterError> {
         _ => vec![Obj::root(body, "the delivery")?],
     };
     let org = crate::org_for(ctx)?;
+    let platform_events = PlatformEvents::of(ctx)?;
     let mut events = Vec::new();
     let mut skipped = Vec::new();
     let mut memory = Memory::default();
@@ -39,6 +47,24 @@ pub fn events(body: &Value, ctx: &Context) -> Result<Vec<Event>, AdapterError> {
                 continue;
             }
         };
+        if let Some(name) = platform_event(message, payload)? {
+            let reason = format!(
+                "{name} is a platform event, not a change event: this adapter maps Change \
+                 Data Capture events only"
+            );
+            match platform_events {
+                PlatformEvents::Ignore => {
+                    skipped.push(reason);
+                    continue;
+                }
+                PlatformEvents::Reject => {
+                    return Err(AdapterError::bad_request(format!(
+                        "{reason} (the connection's `{PLATFORM_EVENTS_SETTING}` setting is \
+                         `reject`)"
+                    )));
+                }
+            }
+        }
         if let Err(reason) = convert(payload, org.as_deref(), &mut memory, &mut events)? {
             skipped.push(reason);
         }
@@ -66,6 +92,58 @@ enum Found<'a> {
     Skip(String),
 }
 
+/// The connection setting saying what becomes of platform events: `ignore` (the default) or
+/// `reject`.
+pub const PLATFORM_EVENTS_SETTING: &str = "platform_events";
+
+/// What becomes of a platform event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PlatformEvents {
+    /// Skipped with the reason.
+    Ignore,
+    /// The delivery is refused as a bad request.
+    Reject,
+}
+
+impl PlatformEvents {
+    fn of(ctx: &Context) -> Result<Self, AdapterError> {
+        match ctx.setting(PLATFORM_EVENTS_SETTING) {
+            None | Some("ignore") => Ok(Self::Ignore),
+            Some("reject") => Ok(Self::Reject),
+            Some(other) => Err(AdapterError::failed(format!(
+                "setting `{PLATFORM_EVENTS_SETTING}` is `{other}`: it takes `ignore` (the \
+                 default) or `reject`"
+            ))),
+        }
+    }
+}
+
+/// The name of the platform event `payload` is (from `message`), if it is one: a message on
+/// an `/event/…` channel, or a payload without `ChangeEventHeader` that has the fields every
+/// platform event has (`CreatedDate`, `CreatedById`).
+fn platform_event(message: &Obj<'_>, payload: &Obj<'_>) -> Result<Option<String>, AdapterError> {
+    if let Some(channel) = message.opt_string("channel")?
+        && let Some(name) = channel.strip_prefix("/event/")
+    {
+        return Ok(Some(format!("`{name}`")));
+    }
+    if payload.opt_child("ChangeEventHeader")?.is_some() {
+        return Ok(None);
+    }
+    let has = |key: &str| payload.keys().any(|k| k == key);
+    if !(has("CreatedDate") && has("CreatedById")) {
+        return Ok(None);
+    }
+    let schema = match message.opt_child("data")? {
+        Some(data) => data.opt_string("schema")?,
+        None => message.opt_string("schema")?,
+    };
+    Ok(Some(match schema {
+        Some(schema) => format!("the event of schema `{schema}`"),
+        None => "the event".to_owned(),
+    }))
+}
+
 fn change_event<'a>(message: &Obj<'a>) -> Result<Found<'a>, AdapterError> {
     if let Some(channel) = message.opt_string("channel")?
         && channel.starts_with("/meta/")
@@ -79,6 +157,10 @@ fn change_event<'a>(message: &Obj<'a>) -> Result<Found<'a>, AdapterError> {
         return Ok(Found::Nested(payload));
     }
     if message.opt_child("ChangeEventHeader")?.is_some() {
+        return Ok(Found::Itself);
+    }
+    // A decoded platform event (Pub/Sub API) is the message itself too.
+    if platform_event(message, message)?.is_some() {
         return Ok(Found::Itself);
     }
     Err(AdapterError::bad_request(format!(

@@ -20,6 +20,7 @@ const CDC_OPPORTUNITY_LOST: &str = include_str!("../fixtures/cdc-opportunity-los
 const CDC_BATCH: &str = include_str!("../fixtures/cdc-batch.json");
 const CDC_LEAD_CREATED: &str = include_str!("../fixtures/cdc-lead-created.json");
 const CDC_UNDECODED_BITMAP: &str = include_str!("../fixtures/cdc-undecoded-bitmap.json");
+const PLATFORM_EVENT: &str = include_str!("../fixtures/platform-event.json");
 const OUTBOUND_OPPORTUNITY_WON: &str = include_str!("../fixtures/outbound-opportunity-won.xml");
 const OUTBOUND_CONTACT: &str = include_str!("../fixtures/outbound-contact.xml");
 const OUTBOUND_LEAD: &str = include_str!("../fixtures/outbound-lead.xml");
@@ -28,7 +29,7 @@ const SOQL_PAGE_1: &str = include_str!("../fixtures/soql-opportunities-page-1.js
 const SOQL_PAGE_2: &str = include_str!("../fixtures/soql-opportunities-page-2.json");
 const SOQL_NEXT_POLL: &str = include_str!("../fixtures/soql-opportunities-next-poll.json");
 
-const JSON_FIXTURES: [&str; 10] = [
+const JSON_FIXTURES: [&str; 11] = [
     CDC_ACCOUNT_CREATED,
     CDC_ACCOUNT_UPDATED,
     CDC_ACCOUNT_DELETED,
@@ -39,6 +40,7 @@ const JSON_FIXTURES: [&str; 10] = [
     CDC_BATCH,
     CDC_LEAD_CREATED,
     CDC_UNDECODED_BITMAP,
+    PLATFORM_EVENT,
 ];
 const XML_FIXTURES: [&str; 4] = [
     OUTBOUND_OPPORTUNITY_WON,
@@ -1108,4 +1110,46 @@ fn no_input_makes_the_adapter_panic() {
             let _ = Salesforce::handle_poll(&page, &ctx);
         }
     }
+}
+
+#[test]
+fn platform_events_are_ignored_with_the_reason_unless_the_connection_rejects_them() {
+    let reason = "`Order_Placed__e` is a platform event, not a change event: this adapter \
+                  maps Change Data Capture events only";
+    assert_eq!(cdc(PLATFORM_EVENT), Err(AdapterError::ignored(reason)));
+    // The same event as its `data` part, and decoded (Pub/Sub API), without the channel.
+    let data: Value = serde_json::from_str::<Value>(PLATFORM_EVENT).unwrap()["data"].clone();
+    assert_eq!(
+        cdc(&data.to_string()),
+        Err(AdapterError::ignored(
+            "the event of schema `Kx3LvX2yQeK8cVh2_tSSbA` is a platform event, not a change \
+             event: this adapter maps Change Data Capture events only"
+        ))
+    );
+    let decoded = data["payload"].to_string();
+    assert!(
+        matches!(cdc(&decoded), Err(AdapterError::Ignored(_))),
+        "{decoded}"
+    );
+    // Beside change events, it is skipped and they are mapped.
+    let mixed = format!("[{PLATFORM_EVENT},{CDC_ACCOUNT_CREATED}]");
+    let events = cdc(&mixed).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event_type(), "account.created");
+    // A connection that must never get them refuses the delivery.
+    let rejecting = ctx().with_setting(cdc::PLATFORM_EVENTS_SETTING, "reject");
+    let req = testing::webhook(PLATFORM_EVENT).with_header("Content-Type", "application/json");
+    let refused = bad_request(testing::run_webhook::<Salesforce>(&req, &rejecting));
+    assert!(
+        refused.contains("`platform_events` setting is `reject`"),
+        "{refused}"
+    );
+    let odd = ctx().with_setting(cdc::PLATFORM_EVENTS_SETTING, "drop");
+    assert!(matches!(
+        testing::run_webhook::<Salesforce>(&req, &odd),
+        Err(AdapterError::Failed(message)) if message.contains("`ignore` (the default) or `reject`")
+    ));
+    // A body that is neither a change event nor a platform event is still a bad request.
+    let neither = r#"{"payload": {"Name": "x"}}"#;
+    assert!(bad_request(cdc(neither)).contains("ChangeEventHeader"));
 }

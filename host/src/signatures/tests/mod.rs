@@ -5,6 +5,7 @@
 //! Vendor vectors are used where the vendor publishes one; each module says where it comes
 //! from, and which vectors are computed here instead because none is published.
 
+mod guard;
 mod hmac_body;
 mod hubspot;
 mod salesforce;
@@ -178,7 +179,8 @@ fn defaults_are_the_vendors() {
     assert_eq!(
         parse(r#"{"scheme":"zoho_token"}"#),
         SchemeConfig::ZohoToken {
-            field: "token".to_owned()
+            field: "token".to_owned(),
+            channel_id: None,
         }
     );
     assert_eq!(
@@ -238,9 +240,11 @@ fn validation_refuses_unusable_settings() {
         },
         SchemeConfig::ZohoToken {
             field: String::new(),
+            channel_id: None,
         },
         SchemeConfig::ZohoToken {
             field: "f".repeat(65),
+            channel_id: None,
         },
         SchemeConfig::SalesforceOutbound {
             organization_id: "00D00000000006".to_owned(),

@@ -15,6 +15,7 @@ fn body_with(token_json: &str) -> Vec<u8> {
 fn config() -> SchemeConfig {
     SchemeConfig::ZohoToken {
         field: "token".to_owned(),
+        channel_id: None,
     }
 }
 
@@ -92,6 +93,7 @@ fn both_tokens_verify_during_a_rotation() {
 fn the_field_name_is_configurable() {
     let config = SchemeConfig::ZohoToken {
         field: "verify_token".to_owned(),
+        channel_id: None,
     };
     let body = format!(r#"{{"token":"decoy","verify_token":"{TOKEN}"}}"#);
     verify(
@@ -187,4 +189,66 @@ fn redaction_blanks_the_token_and_keeps_every_other_byte() {
     // Other schemes never touch the body.
     let body = body_with(&format!("\"{TOKEN}\""));
     assert_eq!(redact(&SchemeConfig::GitHub {}, body.clone()), body);
+}
+
+fn bound(channel: &str) -> SchemeConfig {
+    SchemeConfig::ZohoToken {
+        field: "token".to_owned(),
+        channel_id: Some(channel.to_owned()),
+    }
+}
+
+fn check_bound(channel: &str, body: &[u8]) -> Result<Verified> {
+    verify(&bound(channel), &secrets(&[TOKEN]), &post(&[], body), at(0))
+}
+
+#[test]
+fn a_connection_bound_to_a_channel_takes_only_that_channels_notifications() {
+    // The fixture body is from channel 1000000068001, written as a string.
+    let body = body_with(&format!("\"{TOKEN}\""));
+    check_bound("1000000068001", &body).unwrap();
+    // Zoho also writes the id as a number.
+    let as_number = String::from_utf8(body.clone()).unwrap().replace(
+        r#""channel_id":"1000000068001""#,
+        r#""channel_id":1000000068001"#,
+    );
+    check_bound("1000000068001", as_number.as_bytes()).unwrap();
+    // The same token on another channel's notification is refused, whatever the token says.
+    let error = check_bound("1000000068002", &body).unwrap_err();
+    assert_eq!(error, SignatureError::ChannelMismatch);
+    assert_eq!(error.code(), "channel_mismatch");
+    assert_reveals_nothing(&error, &[TOKEN]);
+    // No channel at all is another channel.
+    let without = format!(r#"{{"ids":["1"],"token":"{TOKEN}"}}"#);
+    assert_eq!(
+        check_bound("1000000068001", without.as_bytes()),
+        Err(SignatureError::ChannelMismatch)
+    );
+    // A channel id that is not one is malformed.
+    let odd = format!(r#"{{"channel_id":"abc","token":"{TOKEN}"}}"#);
+    assert_eq!(
+        check_bound("1000000068001", odd.as_bytes())
+            .unwrap_err()
+            .code(),
+        "malformed"
+    );
+    // The token is checked first: a wrong one is a mismatch, not a channel question.
+    let wrong = body_with("\"not-the-token\"");
+    assert_eq!(
+        check_bound("1000000068002", &wrong),
+        Err(SignatureError::Mismatch)
+    );
+    // An unbound connection takes any channel (as before).
+    check(&body, &[TOKEN]).unwrap();
+}
+
+#[test]
+fn a_channel_binding_must_be_a_channel_id() {
+    for bad in ["", "10000x", "123456789012345678901"] {
+        assert!(bound(bad).validate().is_err(), "{bad:?}");
+    }
+    assert!(bound("1000000068001").validate().is_ok());
+    let config: SchemeConfig =
+        serde_json::from_str(r#"{"scheme":"zoho_token","channel_id":"1000000068001"}"#).unwrap();
+    assert_eq!(config, bound("1000000068001"));
 }

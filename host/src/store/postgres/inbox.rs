@@ -10,7 +10,7 @@ use super::{Filtered, execute, get, int, lock, page, polls, query_all, query_opt
 use crate::store::{
     Completed, Completion, Delivery, DeliveryFilter, DeliveryInfo, DeliveryKind, DeliveryStatus,
     Error, Invocation, InvocationRecord, Millis, NewDelivery, Page, Prepared, Recorded, Result,
-    StateCommit, StateSnapshot, Taken, check_json, millis, new_id, page_size, sha256_hex,
+    StateCommit, StateSnapshot, Taken, check_json, millis, new_id, page_size,
 };
 
 const DELIVERY_INFO: &str = "id, connection_id, tenant_id, received_at, provider_delivery_id, \
@@ -86,7 +86,7 @@ pub(super) struct PreparedDelivery {
 impl PreparedDelivery {
     pub(super) fn new(new: NewDelivery, dedupe_window: Duration) -> Result<Self> {
         Ok(Self {
-            body_sha256: sha256_hex(&new.body),
+            body_sha256: new.content_sha256(),
             headers_json: serde_json::to_string(&new.headers)
                 .map_err(|e| Error::Invalid(format!("headers: {e}")))?,
             window: millis(dedupe_window),
@@ -312,7 +312,7 @@ pub(super) async fn prepare_delivery(
     // The body's hash only matters to a delivery without the provider's id.
     let body_sha256 = match &new.provider_delivery_id {
         Some(_) => String::new(),
-        None => sha256_hex(&new.body),
+        None => new.content_sha256(),
     };
     let key = DedupeKey {
         kind: new.kind,

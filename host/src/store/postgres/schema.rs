@@ -355,5 +355,9 @@ ALTER TABLE replays ADD COLUMN target TEXT NOT NULL DEFAULT 'bus'
     CHECK (target IN ('all', 'bus', 'subscribers'));
 ALTER TABLE replays ADD COLUMN subscriber_id TEXT;
 ALTER TABLE replays ADD COLUMN queued BIGINT NOT NULL DEFAULT 0;
+
+-- What a connection's webhook checks besides its signature: source allow list, capability
+-- secret (its name), methods.
+ALTER TABLE connections ADD COLUMN webhook_json TEXT;
 "#,
 ];

@@ -41,7 +41,7 @@ use super::{
     StateSnapshot, Store, StoredExchange, Subscriber, SubscriberAttempt, SubscriberDelivery,
     SubscriberDeliveryFilter, SubscriberDeliveryStatus, SubscriberJob, SubscriberUpdate, Taken,
     Upsert, VersionStatus, WriteCounters, WriteStats, bounded_error, check_json, millis, new_id,
-    page_size, sha256_hex,
+    page_size,
 };
 
 mod health;
@@ -414,6 +414,10 @@ ALTER TABLE replays ADD COLUMN target TEXT NOT NULL DEFAULT 'bus'
     CHECK (target IN ('all', 'bus', 'subscribers'));
 ALTER TABLE replays ADD COLUMN subscriber_id TEXT;
 ALTER TABLE replays ADD COLUMN queued INTEGER NOT NULL DEFAULT 0;
+
+-- What a connection's webhook checks besides its signature: source allow list, capability
+-- secret (its name), methods.
+ALTER TABLE connections ADD COLUMN webhook_json TEXT;
 "#,
 ];
 
@@ -875,7 +879,8 @@ const VERSION: &str = "adapter_id, version, sha256, size_bytes, info_json, limit
     created_at, created_by, status, failure";
 const CONNECTION: &str = "id, tenant_id, org_id, provider, adapter_id, adapter_version, \
     signature_json, allowed_org_ids_json, secret_refs_json, settings_json, polling_json, status, \
-    created_at, updated_at, last_delivery_at, version_changed_by, version_changed_at, api_json";
+    created_at, updated_at, last_delivery_at, version_changed_by, version_changed_at, api_json, \
+    webhook_json";
 const DELIVERY_INFO: &str = "id, connection_id, tenant_id, received_at, provider_delivery_id, \
     body_sha256, length(body) AS body_bytes, method, path, query, status, attempts, reason_json, \
     processed_at, trace_id, kind, poll_run_id, cursor";
@@ -975,6 +980,7 @@ fn connection_row(row: &Row<'_>) -> rusqlite::Result<Connection> {
         settings_json: row.get("settings_json")?,
         polling_json: row.get("polling_json")?,
         api_json: row.get("api_json")?,
+        webhook_json: row.get("webhook_json")?,
         status: text_enum(row, "status")?,
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,
@@ -1264,7 +1270,8 @@ fn upsert_connection(
     let Some(old) = get_connection(db, &spec.id)? else {
         db.prepare_cached(&format!(
             "INSERT INTO connections ({CONNECTION}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, NULL, NULL, NULL, ?14)"
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, NULL, NULL, NULL, ?14, \
+             ?15)"
         ))?
         .execute(params![
             spec.id,
@@ -1281,6 +1288,7 @@ fn upsert_connection(
             spec.status.as_str(),
             now,
             spec.api_json,
+            spec.webhook_json,
         ])?;
         return Ok((require_connection(db, &spec.id)?, Upsert::Created));
     };
@@ -1300,6 +1308,7 @@ fn upsert_connection(
         && old.settings_json == spec.settings_json
         && old.polling_json == spec.polling_json
         && old.api_json == spec.api_json
+        && old.webhook_json == spec.webhook_json
         && old.status == spec.status;
     if same {
         return Ok((old, Upsert::Unchanged));
@@ -1310,7 +1319,7 @@ fn upsert_connection(
         "UPDATE connections SET org_id = ?2, provider = ?3, adapter_id = ?4, \
          adapter_version = ?5, signature_json = ?6, allowed_org_ids_json = ?7, \
          secret_refs_json = ?8, settings_json = ?9, polling_json = ?10, status = ?11, \
-         updated_at = ?12, api_json = ?15, \
+         updated_at = ?12, api_json = ?15, webhook_json = ?16, \
          version_changed_by = CASE WHEN ?13 THEN ?14 ELSE version_changed_by END, \
          version_changed_at = CASE WHEN ?13 THEN ?12 ELSE version_changed_at END \
          WHERE id = ?1",
@@ -1331,6 +1340,7 @@ fn upsert_connection(
         version_changed,
         actor,
         spec.api_json,
+        spec.webhook_json,
     ])?;
     if old.polling_json != spec.polling_json {
         // A shorter interval takes effect now, not after the run the old one scheduled.
@@ -1355,7 +1365,7 @@ struct PreparedDelivery {
 impl PreparedDelivery {
     fn new(new: NewDelivery, dedupe_window: Duration) -> Result<Self> {
         Ok(Self {
-            body_sha256: sha256_hex(&new.body),
+            body_sha256: new.content_sha256(),
             headers_json: serde_json::to_string(&new.headers)
                 .map_err(|e| Error::Invalid(format!("headers: {e}")))?,
             window: millis(dedupe_window),
@@ -2404,7 +2414,7 @@ impl Store for SqliteStore {
         // The body's hash only matters to a delivery without the provider's id.
         let body_sha256 = match &provider_delivery_id {
             Some(_) => String::new(),
-            None => sha256_hex(&new.body),
+            None => new.content_sha256(),
         };
         let (received_at, window) = (new.received_at, millis(dedupe_window));
         self.read(move |db| {
@@ -3817,6 +3827,7 @@ mod tests {
             polling_json: None,
             status: ConnectionStatus::Active,
             api_json: None,
+            webhook_json: None,
         };
         let get = || async { store.get_connection("c1").await.unwrap().unwrap() };
         assert_eq!(get().await, t.connection);
@@ -3889,6 +3900,7 @@ mod tests {
             version_changed_by: None,
             version_changed_at: None,
             api_json: None,
+            webhook_json: None,
         };
         // A write commits while the read is under way: what the read found may be stale.
         let generation = cache.get("c1").unwrap_err();
