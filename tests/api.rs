@@ -3212,16 +3212,7 @@ async fn an_upload_answers_before_a_slow_compile_and_the_version_is_usable_once_
     } else {
         assert_eq!(status, StatusCode::CREATED, "{problem}");
     }
-    let path = format!("/v1/adapters/{adapter}/versions/1");
-    let mut ready = Value::Null;
-    for _ in 0..200 {
-        let (_, read) = api.call(&a, Method::GET, &path, None).await;
-        if read["status"] != "compiling" {
-            ready = read;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let ready = compiled(&api, &a, &format!("/v1/adapters/{adapter}/versions/1")).await;
     assert_eq!(ready["status"], "ready", "{ready}");
     assert!(
         ready["info"]["name"].is_string(),
@@ -3250,16 +3241,12 @@ async fn an_upload_answers_before_a_slow_compile_and_the_version_is_usable_once_
     let (status, failing) = api.upload(&a, &adapter, hollow.to_str().unwrap()).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{failing}");
     let number = failing["version"].as_u64().unwrap();
-    let path = format!("/v1/adapters/{adapter}/versions/{number}");
-    let mut failed = Value::Null;
-    for _ in 0..200 {
-        let (_, read) = api.call(&a, Method::GET, &path, None).await;
-        if read["status"] != "compiling" {
-            failed = read;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let failed = compiled(
+        &api,
+        &a,
+        &format!("/v1/adapters/{adapter}/versions/{number}"),
+    )
+    .await;
     assert_eq!(failed["status"], "failed", "{failed}");
     assert!(failed["failure"].is_string(), "{failed}");
     let mut switch = create;
@@ -3275,4 +3262,16 @@ async fn an_upload_answers_before_a_slow_compile_and_the_version_is_usable_once_
             .contains("failed to compile"),
         "{problem}"
     );
+}
+
+/// The version at `path` once its compile has ended (up to 10 s).
+async fn compiled(api: &Api, who: &As, path: &str) -> Value {
+    for _ in 0..200 {
+        let (_, read) = api.call(who, Method::GET, path, None).await;
+        if read["status"] != "compiling" {
+            return read;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{path} still compiling after 10 s");
 }
