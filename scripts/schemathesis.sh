@@ -69,6 +69,13 @@ echo "\"path.adapter_id\" = \"$adapter\"" >>"$config"
 wasm=target/guests/wasm32-wasip2/release/champion_health.wasm
 if [ -f "$wasm" ]; then
     api --data-binary "@$wasm" "$base/v1/adapters/$adapter/versions" >/dev/null
+    # The compile runs off the request: a connection takes a ready version only.
+    for _ in $(seq 600); do
+        status=$(api "$base/v1/adapters/$adapter/versions/1" | field '["status"]')
+        [ "$status" = compiling ] || break
+        sleep 0.5
+    done
+    [ "$status" = ready ] || { echo "champion-health version 1 is $status" >&2; exit 1; }
     api -X PUT "${json[@]}" -d '{"value": "fuzz-signing"}' "$base/v1/secrets/gh" >/dev/null
     connection=$(api "${json[@]}" "$base/v1/connections" -d '{"provider": "custom",
         "adapter_id": "'"$adapter"'", "signature": {"scheme": "github"}, "secret": "gh",
@@ -87,7 +94,9 @@ print("sha256=" + hmac.new(b"fuzz-signing", open(sys.argv[1], "rb").read(), hash
 "path.seq" = $(echo "$event" | python3 -c 'import ast, sys; print(ast.literal_eval(sys.stdin.read())["seq"])')
 TOML
 fi
-subscriber=$(api "${json[@]}" -d '{"url": "https://subscriber.example/hook", "secret": "gh"}' \
+# A subscriber signs with a Standard Webhooks key (whsec_<base64>).
+api -X PUT "${json[@]}" -d '{"value": "whsec_ZnV6ei1zdWJzY3JpYmVy"}' "$base/v1/secrets/sub" >/dev/null
+subscriber=$(api "${json[@]}" -d '{"url": "https://subscriber.example/hook", "secret": "sub"}' \
     "$base/v1/subscribers" | field '["id"]')
 replay=$(api "${json[@]}" -d '{"from": 0, "to": 1000}' "$base/v1/replays" | field '["id"]')
 cat >>"$config" <<TOML
