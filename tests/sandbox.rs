@@ -580,6 +580,38 @@ fn a_refused_component_is_refused_before_compiling_and_never_cached() {
 }
 
 #[test]
+fn a_component_over_its_instance_limit_is_refused_by_name_before_compiling() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::new(PlatformLimits::default(), Some(dir.path())).unwrap();
+    // 38 core instances and 3 tables, as a Python component built with `--stub-wasi` has.
+    let wasm = wat::parse_str(format!(
+        "(component (core module $m (table 1 funcref) (table 1 funcref) (table 1 funcref)) {})",
+        "(core instance (instantiate $m))".repeat(38)
+    ))
+    .unwrap();
+    let tight = Limits {
+        tables: 2,
+        ..Limits::default()
+    };
+    let err = block_on(sandbox.load(&wasm, tight)).unwrap_err();
+    assert!(matches!(err, Error::Limits(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "invalid limits: the component creates 38 core instances, over its `instances` limit \
+         of 32 (the platform allows up to 64); the component creates 3 tables, over its \
+         `tables` limit of 2 (the platform allows up to 64)"
+    );
+    assert!(walk(dir.path()).is_empty(), "{:?}", walk(dir.path()));
+    // Within a raised limit, the count is no obstacle: what is judged next is the world.
+    let raised = Limits {
+        instances: 38,
+        ..Limits::default()
+    };
+    let err = block_on(sandbox.load(&wasm, raised)).unwrap_err();
+    assert!(matches!(err, Error::World(_)), "{err:?}");
+}
+
+#[test]
 fn a_component_without_the_adapter_export_is_rejected_at_load() {
     let wasm = wat::parse_str("(component)").unwrap();
     let err = block_on(sandbox().load(&wasm, Limits::default())).unwrap_err();

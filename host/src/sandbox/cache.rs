@@ -55,11 +55,14 @@ impl ArtifactCache {
         let artifact = engine
             .precompile_component(wasm)
             .map_err(|e| Error::Invalid(format!("not a valid component: {e:#}")))?;
+        // A component the engine cannot load (the pool's caps refuse it) is refused, not
+        // cached: caching it would mean a recompile at every later try.
+        let component = load_fresh(engine, &artifact)?;
         // Storing is an optimisation: a read-only or full disk must not stop the adapter.
         if let Err(e) = self.store(sha256, &artifact) {
             tracing::warn!(%sha256, error = %e, "could not cache a compiled adapter");
         }
-        deserialize(engine, &artifact)
+        Ok(component)
     }
 
     /// Removes the artifact of `sha256` (a component compiled, then refused by a later check:
@@ -116,6 +119,18 @@ impl ArtifactCache {
         }
         Ok(())
     }
+}
+
+/// Loads an artifact compiled a moment ago: an error here is the component's (a cap of the
+/// engine it exceeds), not the cache's.
+fn load_fresh(engine: &Engine, artifact: &[u8]) -> Result<Component> {
+    deserialize(engine, artifact).map_err(|e| match e {
+        Error::Cache(message) => Error::Invalid(format!(
+            "the engine cannot run this component: {}",
+            message.trim_start_matches("loading a compiled artifact: ")
+        )),
+        other => other,
+    })
 }
 
 /// Loads an artifact produced by `Engine::precompile_component`.

@@ -25,14 +25,19 @@ const TABLE_KEEP_RESIDENT: usize = 64 * 1024;
 pub fn new_engine(platform: &PlatformLimits) -> Result<Engine> {
     let mut pool = PoolingAllocationConfig::default();
     let slots = platform.concurrent_instances;
+    // Per component, the pool allows what the platform lets an adapter ask for: a component
+    // within its own limits (checked before compiling, then by the store's limiter) is never
+    // refused by the pool. The totals are what all slots hold at once: core instances are only
+    // counted, while every table slot reserves address space, so tables are sized for the
+    // default limit (a Rust component defines one or two, a Python one about ten).
+    let defaults = super::Limits::default();
     pool.total_component_instances(slots)
-        // A Rust wasip2 component is one main module plus a few small shims.
-        .max_core_instances_per_component(16)
-        .total_core_instances(slots * 16)
-        .max_memories_per_component(2)
-        .total_memories(slots * 2)
-        .max_tables_per_component(8)
-        .total_tables(slots * 8)
+        .max_core_instances_per_component(platform.max_instances)
+        .total_core_instances(slots.saturating_mul(defaults.instances))
+        .max_memories_per_component(platform.max_memories)
+        .total_memories(slots.saturating_mul(platform.max_memories))
+        .max_tables_per_component(platform.max_tables)
+        .total_tables(slots.saturating_mul(defaults.tables))
         .table_elements(platform.max_table_elements as usize)
         .max_memory_size(platform.max_memory_bytes as usize)
         .total_stacks(slots);
@@ -89,4 +94,36 @@ pub fn spawn_epoch_ticker(engine: &Engine) {
             }
         })
         .expect("spawning the epoch thread");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A component instantiating an empty core module `count` times.
+    fn with_core_instances(count: usize) -> Vec<u8> {
+        let instances = "(core instance (instantiate $m))".repeat(count);
+        wat::parse_str(format!("(component (core module $m) {instances})")).unwrap()
+    }
+
+    #[test]
+    fn the_pool_takes_every_component_within_the_platform_s_instance_limit() {
+        let platform = PlatformLimits {
+            concurrent_instances: 4,
+            ..PlatformLimits::default()
+        };
+        let engine = new_engine(&platform).unwrap();
+        // 38 is what componentize-py makes with --stub-wasi; the pool once refused 17.
+        let wasm = with_core_instances(platform.max_instances as usize);
+        wasmtime::component::Component::new(&engine, &wasm).unwrap();
+        let err = wasmtime::component::Component::new(
+            &engine,
+            with_core_instances(platform.max_instances as usize + 1),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("core module instances"),
+            "{err:#}"
+        );
+    }
 }

@@ -27,7 +27,9 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// Elements in any one table.
     pub table_elements: u32,
-    /// Core instances, tables and memories a component may create.
+    /// Core instances a component may create (a Rust component makes a few; one built by
+    /// componentize-py with `--stub-wasi` makes 38): counted before compiling, refused
+    /// with this limit's name. At most the platform's `max_instances`.
     pub instances: u32,
     /// Tables a component may create.
     pub tables: u32,
@@ -140,9 +142,17 @@ impl Limits {
             self.table_elements.into(),
             platform.max_table_elements.into(),
         );
-        check("instances", self.instances.into(), 64);
-        check("tables", self.tables.into(), 64);
-        check("memories", self.memories.into(), 2);
+        check(
+            "instances",
+            self.instances.into(),
+            platform.max_instances.into(),
+        );
+        check("tables", self.tables.into(), platform.max_tables.into());
+        check(
+            "memories",
+            self.memories.into(),
+            platform.max_memories.into(),
+        );
         check("input_bytes", self.input_bytes, platform.max_input_bytes);
         check("output_bytes", self.output_bytes, platform.max_output_bytes);
         check(
@@ -206,6 +216,14 @@ pub struct PlatformLimits {
     pub max_memory_bytes: u64,
     /// The largest table an adapter may ask for.
     pub max_table_elements: u32,
+    /// The most core instances an adapter may ask for (its `instances` limit): also the
+    /// pooling allocator's per-component cap, so that no component within its limits is
+    /// refused by the pool.
+    pub max_instances: u32,
+    /// The most tables an adapter may ask for (its `tables` limit), likewise.
+    pub max_tables: u32,
+    /// The most linear memories an adapter may ask for (its `memories` limit), likewise.
+    pub max_memories: u32,
     /// Wasm stack available to a guest, in bytes.
     pub max_wasm_stack_bytes: usize,
     /// The largest input an adapter may accept, in bytes.
@@ -237,6 +255,9 @@ impl Default for PlatformLimits {
             max_deadline_ms: 10_000,
             max_memory_bytes: 256 * MIB,
             max_table_elements: 100_000,
+            max_instances: 64,
+            max_tables: 64,
+            max_memories: 2,
             max_wasm_stack_bytes: 512 * KIB as usize,
             max_input_bytes: 16 * MIB,
             max_output_bytes: 16 * MIB,

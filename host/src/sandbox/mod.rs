@@ -148,8 +148,9 @@ impl Sandbox {
     }
 
     /// What can be checked of a component without compiling it, in milliseconds: its limits
-    /// against the platform's, its size, and the names it imports and exports against the
-    /// world. A component refused here costs no compile and leaves nothing in the cache.
+    /// against the platform's, its size, the names it imports and exports against the world,
+    /// and the core instances, tables and memories it creates against its limits. A component
+    /// refused here costs no compile and leaves nothing in the cache.
     pub fn precheck(&self, wasm: &[u8], limits: &Limits) -> Result<WorldVersion> {
         let inner = &self.inner;
         limits.validate(&inner.platform).map_err(Error::Limits)?;
@@ -160,7 +161,45 @@ impl Sandbox {
                 inner.platform.max_component_bytes
             )));
         }
-        world::precheck(wasm)
+        let (version, footprint) = world::precheck(wasm)?;
+        let platform = &inner.platform;
+        let over: Vec<String> = [
+            (
+                "core instances",
+                "instances",
+                footprint.instances,
+                limits.instances,
+                platform.max_instances,
+            ),
+            (
+                "tables",
+                "tables",
+                footprint.tables,
+                limits.tables,
+                platform.max_tables,
+            ),
+            (
+                "linear memories",
+                "memories",
+                footprint.memories,
+                limits.memories,
+                platform.max_memories,
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, _, count, limit, _)| count > limit)
+        .map(|(what, name, count, limit, max)| {
+            format!(
+                "the component creates {count} {what}, over its `{name}` limit of {limit} \
+                 (the platform allows up to {max})"
+            )
+        })
+        .collect();
+        if over.is_empty() {
+            version
+        } else {
+            Err(Error::Limits(over.join("; ")))
+        }
     }
 
     /// Checks and compiles (or loads from the cache) a component: CPU-bound, blocks the thread.

@@ -131,49 +131,79 @@ pub(super) fn check_component(engine: &Engine, component: &Component) -> Result<
     judge(&imports, &exports)
 }
 
+/// What a component creates when instantiated, counted from its sections: core instances
+/// (every instantiation of a core module, nested components included), and the tables and
+/// linear memories its core modules define.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Footprint {
+    /// Core module instantiations.
+    pub(super) instances: u32,
+    /// Tables defined by its core modules.
+    pub(super) tables: u32,
+    /// Linear memories defined by its core modules.
+    pub(super) memories: u32,
+}
+
 /// [`check_component`] before compiling: the names a component imports and exports, read
-/// from its outer sections in a few milliseconds, judged the same way. A component the world
-/// refuses is refused without the compiler's seconds of CPU, and nothing of it is cached.
-/// Nested modules and components are not looked into: their imports are satisfied inside
-/// the component, and compiling it checks the types.
-pub(super) fn precheck(wasm: &[u8]) -> Result<WorldVersion> {
-    use wasmparser::{Parser, Payload};
+/// from its outer sections in a few milliseconds, judged the same way (the inner result), and
+/// its [`Footprint`]; the outer error is for bytes that are not a component.
+/// A component the world refuses is refused without the compiler's seconds of CPU, and
+/// nothing of it is cached. Nested modules and components are not judged: their imports are
+/// satisfied inside the component, and compiling it checks the types.
+pub(super) fn precheck(wasm: &[u8]) -> Result<(Result<WorldVersion>, Footprint)> {
+    use wasmparser::{Encoding, Instance, Parser, Payload};
+    let invalid =
+        |e: wasmparser::BinaryReaderError| Error::Invalid(format!("not a valid component: {e}"));
     let (mut imports, mut exports) = (Vec::new(), Vec::new());
-    let mut depth = 0_usize;
+    let mut footprint = Footprint::default();
+    // The encoding of every enclosing component or module, outermost first.
+    let mut nesting: Vec<Encoding> = Vec::new();
     for payload in Parser::new(0).parse_all(wasm) {
-        let payload = payload.map_err(|e| Error::Invalid(format!("not a valid component: {e}")))?;
+        let payload = payload.map_err(invalid)?;
+        let depth = nesting.len();
         match payload {
             Payload::Version { encoding, .. } => {
-                if depth == 0 && encoding != wasmparser::Encoding::Component {
+                if depth == 0 && encoding != Encoding::Component {
                     return Err(Error::Invalid(
                         "not a valid component: this is a core WebAssembly module (build the \
                          adapter as a component, e.g. for cargo's wasm32-wasip2 target)"
                             .into(),
                     ));
                 }
-                depth += 1;
+                nesting.push(encoding);
             }
-            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::End(_) => {
+                nesting.pop();
+            }
             Payload::ComponentImportSection(section) if depth == 1 => {
                 for import in section {
-                    let import = import
-                        .map_err(|e| Error::Invalid(format!("not a valid component: {e}")))?;
-                    imports.push(import.name.name.to_owned());
+                    imports.push(import.map_err(invalid)?.name.name.to_owned());
                 }
             }
             Payload::ComponentExportSection(section) if depth == 1 => {
                 for export in section {
-                    let export = export
-                        .map_err(|e| Error::Invalid(format!("not a valid component: {e}")))?;
-                    exports.push(export.name.name.to_owned());
+                    exports.push(export.map_err(invalid)?.name.name.to_owned());
                 }
+            }
+            Payload::InstanceSection(section) => {
+                for instance in section {
+                    if let Instance::Instantiate { .. } = instance.map_err(invalid)? {
+                        footprint.instances = footprint.instances.saturating_add(1);
+                    }
+                }
+            }
+            Payload::TableSection(section) if nesting.last() == Some(&Encoding::Module) => {
+                footprint.tables = footprint.tables.saturating_add(section.count());
+            }
+            Payload::MemorySection(section) if nesting.last() == Some(&Encoding::Module) => {
+                footprint.memories = footprint.memories.saturating_add(section.count());
             }
             _ => {}
         }
     }
     let imports: Vec<&str> = imports.iter().map(String::as_str).collect();
     let exports: Vec<&str> = exports.iter().map(String::as_str).collect();
-    judge(&imports, &exports)
+    Ok((judge(&imports, &exports), footprint))
 }
 
 /// The world version of a component importing `imports` and exporting `exports`, or every
