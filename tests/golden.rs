@@ -109,7 +109,8 @@ fn run_case(adapter: &Adapter, adapter_dir: &Path, case: &Case) -> Value {
                 json!({
                     "event_type": e.event_type, "entity_type": e.entity_type,
                     "entity_id": e.entity_id, "org_id": e.org_id,
-                    "dedupe_key": e.dedupe_key, "payload": e.payload,
+                    "dedupe_key": e.dedupe_key, "idempotency_key": e.idempotency_key,
+                    "payload": e.payload,
                 })
             })
             .collect();
@@ -189,8 +190,12 @@ fn adapter(stem: &str) -> Adapter {
     adapters
         .entry(stem.to_owned())
         .or_insert_with(|| {
-            let path = test_artifacts::component(stem)
-                .unwrap_or_else(|| panic!("no component built for {stem}"));
+            let path = test_artifacts::component(stem).unwrap_or_else(|| {
+                panic!(
+                    "no component built for {stem} (a sample in Python or JavaScript is built \
+                     by scripts/build-polyglot.sh, which scripts/test.sh runs first)"
+                )
+            });
             runtime()
                 .block_on(sandbox.load(&std::fs::read(path).unwrap(), Limits::default()))
                 .unwrap_or_else(|e| panic!("loading {stem}: {e}"))

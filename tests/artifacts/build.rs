@@ -83,6 +83,11 @@ fn main() {
             "no guest crate builds {stem}.wasm"
         );
     }
+    let polyglot = target_dir.join("polyglot").display().to_string();
+    out.push_str(&format!(
+        "/// Where scripts/build-polyglot.sh puts the Python and JavaScript samples.\n\
+         pub const POLYGLOT_DIR: &str = {polyglot:?};\n"
+    ));
     out.push_str(&format!(
         "/// Every component by its file stem.\npub const ALL: &[(&str, &str)] = &[\n{by_name}];\n"
     ));

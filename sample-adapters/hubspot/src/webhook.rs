@@ -162,7 +162,10 @@ fn event(
     Ok(
         Event::new(&format!("{}.{event_type}", object.entity()), object_id)?
             .org_opt(org)
-            .dedupe_key(event_id)
+            .dedupe_key(event_id.clone())
+            // HubSpot re-sends an event it thinks undelivered, in a new delivery with a new
+            // timestamp: its eventId names the fact, so a re-sent one is the same event.
+            .idempotency_key(format!("hubspot-event:{event_id}"))
             .payload(Value::Object(payload))?,
     )
 }

@@ -13,10 +13,14 @@ pub fn sample_file(relative: &str) -> std::path::PathBuf {
         .join(relative)
 }
 
-/// The path of the component built from the guest crate whose file stem is `stem`
-/// (`champion_health`, `hostile`, …).
-pub fn component(stem: &str) -> Option<&'static str> {
-    ALL.iter()
-        .find(|(name, _)| *name == stem)
-        .map(|(_, path)| *path)
+/// The path of the component whose file stem is `stem`: built from a guest crate by this
+/// crate's build script (`champion_health`, `hostile`, …), or, for a sample adapter in
+/// another language (`custom_crm_python`, `custom_crm_js`), by `scripts/build-polyglot.sh`
+/// (which `scripts/test.sh` runs first).
+pub fn component(stem: &str) -> Option<String> {
+    if let Some((_, path)) = ALL.iter().find(|(name, _)| *name == stem) {
+        return Some((*path).to_owned());
+    }
+    let path = std::path::Path::new(POLYGLOT_DIR).join(format!("{stem}.wasm"));
+    path.is_file().then(|| path.display().to_string())
 }
