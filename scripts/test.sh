@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project: the host (unit and integration tests, with the guests built
-# from source for wasm32-wasip2), the pipeline and API tests a second time on PostgreSQL, then
-# the guest SDK and the sample adapters natively.
+# from source for wasm32-wasip2, and the Python and JavaScript samples built by
+# build-polyglot.sh), the pipeline and API tests a second time on PostgreSQL, the guest SDK and
+# the sample adapters natively, and the scaffolds of `adapter-host new` in each language.
 #
 # The scale-out tests use the local PostgreSQL (ADAPTER_HOST_TEST_POSTGRES_URL, default
 # postgres://postgres@127.0.0.1:5432/test) and NATS with JetStream (ADAPTER_HOST_TEST_NATS_URL,
@@ -17,6 +18,8 @@ else
     run=(cargo test --no-fail-fast)
 fi
 status=0
+# The sample adapters in Python and JavaScript, built from source (the golden tests run them).
+scripts/build-polyglot.sh
 "${run[@]}" --workspace || status=$?
 
 # The pipeline and API suites again, on the PostgreSQL store (one schema per data directory).
@@ -32,6 +35,11 @@ if command -v psql >/dev/null 2>&1; then
 fi
 
 (cd sample-adapters && cargo test --workspace --no-fail-fast) || status=$?
+(cd sample-adapters/custom-crm-python && python3 -m unittest --quiet) || status=$?
+(cd sample-adapters/custom-crm-js && npm test --silent) || status=$?
+# `adapter-host new` in each language: the scaffold builds, passes its own tests, and its
+# component runs on its fixture.
+scripts/test-scaffolds.sh || status=$?
 
 # The alerting rules (syntax and their unit tests) and the dashboard's queries, by promtool
 # (Debian's `prometheus` package; CI installs it). That every metric they name is exported is

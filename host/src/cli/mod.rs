@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 
+mod new;
 mod poll;
 mod token;
 
@@ -63,6 +64,9 @@ enum Command {
     /// Print a management API token signed with the host's HS256 key, for local use (a
     /// deployment's tokens come from its identity provider).
     Token(token::TokenArgs),
+    /// Create a ready adapter project (source, fixtures, tests, build command, README) in
+    /// Rust, Python or JavaScript, from the custom CRM sample of that language.
+    New(new::NewArgs),
 }
 
 #[derive(Debug, Args)]
@@ -363,6 +367,10 @@ pub fn main() -> ExitCode {
         }
         Command::Token(args) => token::mint(&args).map(|token| {
             println!("{token}");
+            EXIT_OK
+        }),
+        Command::New(args) => new::create(&args).map(|project| {
+            println!("created {}: see its README.md", project.display());
             EXIT_OK
         }),
     };
