@@ -1511,3 +1511,61 @@ async fn hubspot_workflow_gets_are_told_apart_by_their_query() {
     assert_eq!(deliveries.len(), 2);
     assert!(deliveries.iter().all(|d| d.method == "GET"));
 }
+
+#[tokio::test]
+async fn a_hubspot_event_re_sent_in_a_new_delivery_is_a_repeat_not_a_new_event() {
+    let config = format!(
+        r#"
+[[adapters]]
+tenant_id = "tenant-a"
+name = "hubspot-sample"
+wasm = "{hubspot}"
+
+[[connections]]
+id = "hubspot"
+tenant_id = "tenant-a"
+provider = "hubspot"
+adapter = "hubspot-sample"
+signature = {{ scheme = "hubspot", version = "v3" }}
+secret = "tenant-a/hubspot/client-secret"
+allowed_orgs = ["org-east"]
+settings = {{ default_org_id = "org-east" }}
+
+[[secrets]]
+name = "tenant-a/hubspot/client-secret"
+value = "{HUBSPOT_SECRET}"
+"#,
+        hubspot = test_artifacts::component("hubspot").expect("the hubspot sample"),
+    );
+    let host = start_with(&config, |_| {}).await;
+    let url = "https://hooks.example.test/v1/hooks/hubspot";
+    let fixture = std::fs::read_to_string(test_artifacts::sample_file(
+        "hubspot/fixtures/deal-creation.json",
+    ))
+    .unwrap();
+    let (status, ack) = host
+        .send(hubspot_v3("POST", url, "hooks.example.test", &fixture))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ack}");
+    assert_eq!(
+        (ack["events"].clone(), ack["repeated"].clone()),
+        (serde_json::json!(1), serde_json::json!(0)),
+        "{ack}"
+    );
+    // HubSpot retries what it thinks undelivered: a new delivery (new timestamp, the next
+    // attempt number, so another body) carrying the same eventId.
+    let retried = fixture.replace("\"attemptNumber\": 0", "\"attemptNumber\": 1");
+    assert_ne!(retried, fixture);
+    let (status, ack) = host
+        .send(hubspot_v3("POST", url, "hooks.example.test", &retried))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ack}");
+    assert_eq!(ack["duplicate"], false, "a new delivery: {ack}");
+    assert_eq!(
+        (ack["events"].clone(), ack["repeated"].clone()),
+        (serde_json::json!(0), serde_json::json!(1)),
+        "{ack}"
+    );
+    let outbox = host.outbox().await;
+    assert_eq!(outbox.len(), 1, "one fact, one event: {outbox:?}");
+}
