@@ -386,6 +386,20 @@ mod tests {
         );
     }
 
+    /// An adapter crate that joined the host's workspace would unify the SDK's serde_json
+    /// features into the host: the host would then keep numbers' text (`1.10` as `1.10`),
+    /// which its contracts and hashing do not expect.
+    #[test]
+    fn no_adapter_crate_has_joined_the_host_workspace() {
+        let value: serde_json::Value = serde_json::from_str("1.10").unwrap();
+        assert_eq!(
+            value.to_string(),
+            "1.1",
+            "serde_json's arbitrary_precision reached the host build: has an adapter crate \
+             joined the workspace in Cargo.toml?"
+        );
+    }
+
     #[test]
     fn bad_names_are_refused_with_the_rule() {
         for name in [
