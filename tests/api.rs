@@ -3275,3 +3275,159 @@ async fn compiled(api: &Api, who: &As, path: &str) -> Value {
     }
     panic!("{path} still compiling after 10 s");
 }
+
+/// The public key set, as anyone reads it (no token).
+async fn well_known_keys(api: &Api) -> (StatusCode, Value) {
+    let request = Request::get("/.well-known/adapter-host/provenance-keys")
+        .body(Body::empty())
+        .unwrap();
+    api.send(request).await
+}
+
+/// `adapter-host verify-event` on `event` with `keys`, and more arguments: its exit status and
+/// what it printed.
+fn verify_event(event: &Value, keys: &Value, more: &[&std::ffi::OsStr]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (event_path, keys_path) = (dir.path().join("event.json"), dir.path().join("keys.json"));
+    std::fs::write(&event_path, event.to_string()).unwrap();
+    std::fs::write(&keys_path, keys.to_string()).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_adapter-host"))
+        .arg("verify-event")
+        .arg(&event_path)
+        .arg("--keys")
+        .arg(&keys_path)
+        .args(more)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn every_event_is_signed_and_verifies_offline_across_a_key_rotation() {
+    let api = start().await;
+    let a = org_admin("org-a");
+    let ack = one_event_in_org_a(&api, &a).await;
+    let (status, list) = api.call(&a, Method::GET, "/v1/events?limit=10", None).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let event = list["items"][0].clone();
+    let record = &event["metadata"]["provenance"];
+    assert_eq!(
+        record["input"]["delivery_id"], ack["delivery_id"],
+        "{record}"
+    );
+    assert_eq!(record["tenant_id"], "t1");
+    assert_eq!(record["contract"]["world"], "0.2.0");
+    let component = std::fs::read(test_artifacts::CHAMPION_HEALTH).unwrap();
+    assert_eq!(
+        record["adapter"]["component_sha256"],
+        adapter_host::sandbox::sha256_hex(&component)
+    );
+    let input = test_artifacts::sample_file("champion-health/fixtures/enrollment-1kb.json");
+
+    // The public keys need no token; rotating them is for the platform's admin only.
+    let (status, before) = well_known_keys(&api).await;
+    assert_eq!(status, StatusCode::OK, "{before}");
+    assert_eq!(before["keys"].as_array().unwrap().len(), 1);
+    for who in [&a, &platform(Some("org-a"))] {
+        let (status, problem) = api
+            .call(who, Method::POST, "/v1/provenance-keys/rotate", None)
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    }
+    let admin = As {
+        token: token_with(json!({"roles": ["admin"]})),
+        org_header: Some("org-a"),
+    };
+    let (status, rotated) = api
+        .call(&admin, Method::POST, "/v1/provenance-keys/rotate", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let (_, keys) = well_known_keys(&api).await;
+    assert_eq!(keys, rotated);
+    assert_eq!(
+        keys["keys"][1]["kid"], before["keys"][0]["kid"],
+        "the old key is kept"
+    );
+    assert!(keys["keys"][1]["retired_at"].is_i64());
+    let entries = audit_log(&api, &admin, "&action=provenance_key.rotate").await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+
+    // Signed before the rotation, the event verifies with the key set after it, from the
+    // input and component that made it.
+    let (code, out) = verify_event(
+        &event,
+        &keys,
+        &[
+            "--input".as_ref(),
+            input.as_os_str(),
+            "--adapter".as_ref(),
+            test_artifacts::CHAMPION_HEALTH.as_ref(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("verified: signed by key"), "{out}");
+    // Tampered: a decimal changed, the event fails.
+    let mut tampered = event.clone();
+    let payload = tampered["payload"].as_object_mut().unwrap();
+    let (field, _) = payload
+        .iter()
+        .find(|(_, value)| value.is_string())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .unwrap();
+    payload.insert(field, json!("999999.99"));
+    let (code, out) = verify_event(&tampered, &keys, &[]);
+    assert_eq!(code, 6, "{out}");
+    assert!(out.contains("does not match its signed digest"), "{out}");
+    // Another input, or another component, is named as such.
+    let (code, out) = verify_event(
+        &event,
+        &keys,
+        &["--adapter".as_ref(), test_artifacts::NOOP.as_ref()],
+    );
+    assert_eq!(code, 6, "{out}");
+    assert!(out.contains("is not the component"), "{out}");
+
+    // An event made after the rotation is signed by the new key.
+    let ack = {
+        use hmac::{Hmac, Mac};
+        let body = std::fs::read_to_string(&input)
+            .unwrap()
+            .replace("evt_01JDX3K8Q9V2YB6M4T7R5N0C1A", "evt_after_the_rotation")
+            .replace("M-88412", "M-88413");
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"gh-secret").unwrap();
+        mac.update(body.as_bytes());
+        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        let connection = event["connection_id"].as_str().unwrap();
+        let (status, ack) = api
+            .send(
+                Request::post(format!("/v1/hooks/{connection}"))
+                    .header("content-type", "application/json")
+                    .header("x-hub-signature-256", signature)
+                    .body(Body::from(body))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(
+            (status, ack["events"].as_u64()),
+            (StatusCode::OK, Some(1)),
+            "{ack}"
+        );
+        ack
+    };
+    let (_, list) = api.call(&a, Method::GET, "/v1/events?limit=10", None).await;
+    let newer = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["metadata"]["provenance"]["input"]["delivery_id"] == ack["delivery_id"])
+        .unwrap()
+        .clone();
+    assert_eq!(
+        newer["metadata"]["provenance"]["kid"],
+        keys["keys"][0]["kid"]
+    );
+    assert_eq!(verify_event(&newer, &keys, &[]).0, 0);
+}

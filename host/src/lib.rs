@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod pipeline;
 pub mod poll;
+pub mod provenance;
 pub mod relay;
 pub use adapter_contracts as contracts;
 pub mod sandbox;

@@ -34,6 +34,7 @@ use crate::egress::{
 };
 use crate::metrics::Metrics;
 use crate::oauth::OAuth;
+use crate::provenance::{ActiveSigner, EventFacts, Origin, Provenance};
 use crate::sandbox::{
     self, Adapter, ConnectionContext, Env, Input, Limits, Outcome, Report, Sandbox, StateMap,
     WebhookRequest,
@@ -137,6 +138,8 @@ struct Inner {
     store: Arc<dyn Store>,
     blobs: Arc<dyn BlobStore>,
     secrets: Arc<dyn SecretStore>,
+    /// Signs every event's provenance record.
+    provenance: Arc<Provenance>,
     sandbox: Sandbox,
     bus: Arc<dyn Bus>,
     metrics: Metrics,
@@ -277,11 +280,13 @@ impl Host {
             &settings.public_base_url,
             metrics.clone(),
         ));
+        let provenance = Arc::new(Provenance::new(Arc::clone(&secrets)));
         Self {
             inner: Arc::new(Inner {
                 store,
                 blobs,
                 secrets,
+                provenance,
                 sandbox,
                 bus,
                 metrics,
@@ -312,6 +317,11 @@ impl Host {
     /// The secret store.
     pub fn secrets(&self) -> &Arc<dyn SecretStore> {
         &self.inner.secrets
+    }
+
+    /// The provenance signer (keys, rotation, the public key set).
+    pub fn provenance(&self) -> &Arc<Provenance> {
+        &self.inner.provenance
     }
 
     /// The OAuth machinery.
@@ -576,10 +586,15 @@ impl Host {
         serial: &mut Option<tokio::sync::OwnedMutexGuard<()>>,
     ) -> anyhow::Result<(Taken, DeliveryStatus, Continuation)> {
         let store = &self.inner.store;
+        let signer = self
+            .inner
+            .provenance
+            .signer()
+            .map_err(|e| anyhow::anyhow!("signing the events' provenance: {e}"))?;
         let (mut invoked, mut snapshot) = (invoked, snapshot);
         let mut attempt = 1;
         loop {
-            let (completion, next) = completion(commit, invoked, &snapshot)?;
+            let (completion, next) = completion(commit, invoked, &snapshot, &signer)?;
             let status = completion.status;
             let span = tracing::info_span!(
                 "store.commit",
@@ -1600,6 +1615,7 @@ fn completion(
     commit: &Commit<'_>,
     invoked: Invoked,
     snapshot: &StateSnapshot,
+    signer: &ActiveSigner,
 ) -> anyhow::Result<(Completion, Continuation)> {
     let Commit {
         connection,
@@ -1670,7 +1686,16 @@ fn completion(
         reason_json,
         completed_at: store::now_millis(),
         invocation,
-        events: outbox_events(connection, source, &report.outcome),
+        events: outbox_events(
+            connection,
+            source,
+            &report.outcome,
+            Signing {
+                signer,
+                adapter,
+                body_sha256,
+            },
+        )?,
         // An invocation that read or wrote the state and succeeded commits only if what it
         // read is unchanged; one that failed changes nothing, so it needs no check.
         state: success
@@ -1692,11 +1717,19 @@ fn state_bounds(limits: &Limits) -> StateBounds {
     }
 }
 
+/// What an event's provenance record is signed from, beside the delivery.
+struct Signing<'a> {
+    signer: &'a ActiveSigner,
+    adapter: &'a Adapter,
+    body_sha256: &'a str,
+}
+
 fn outbox_events(
     connection: &Connection,
     source: &Source<'_>,
     outcome: &Outcome,
-) -> Vec<NewOutboxEvent> {
+    signing: Signing<'_>,
+) -> anyhow::Result<Vec<NewOutboxEvent>> {
     let received = std::time::UNIX_EPOCH
         + Duration::from_millis(u64::try_from(source.received_at).unwrap_or_default());
     let metadata = serde_json::json!({
@@ -1704,20 +1737,47 @@ fn outbox_events(
         "source": format!("{}:{}", source.kind.as_str(), connection.provider),
         "actor": format!("{}@{}", connection.adapter_id, connection.adapter_version),
         "timestamp": humantime::format_rfc3339_millis(received).to_string(),
-    })
-    .to_string();
+    });
+    let origin = Origin {
+        tenant_id: &connection.tenant_id,
+        connection_id: &connection.id,
+        delivery_id: source.delivery_id,
+        input_kind: source.kind.as_str(),
+        input_sha256: signing.body_sha256,
+        adapter_id: &connection.adapter_id,
+        adapter_version: connection.adapter_version,
+        component_sha256: signing.adapter.sha256(),
+        world: signing.adapter.world_version().as_str(),
+    };
     outcome
         .events()
         .iter()
         .enumerate()
-        .map(|(position, event)| NewOutboxEvent {
-            event_id: source.event_id(&connection.id, event, position),
-            org_id: event.org_id.clone(),
-            event_type: event.event_type.clone(),
-            entity_type: event.entity_type.clone(),
-            entity_id: event.entity_id.clone(),
-            payload_json: event.payload.clone(),
-            metadata_json: metadata.clone(),
+        .map(|(position, event)| {
+            let event_id = source.event_id(&connection.id, event, position);
+            let facts = EventFacts {
+                event_id: &event_id,
+                org_id: event.org_id.as_deref(),
+                event_type: &event.event_type,
+                entity_type: &event.entity_type,
+                entity_id: &event.entity_id,
+                payload_json: &event.payload,
+            };
+            let record = signing
+                .signer
+                .record(&origin, &facts)
+                .map_err(|e| anyhow::anyhow!("signing event {event_id}'s provenance: {e}"))?;
+            let mut metadata = metadata.clone();
+            metadata["provenance"] = record;
+            Ok(NewOutboxEvent {
+                org_id: event.org_id.clone(),
+                event_type: event.event_type.clone(),
+                entity_type: event.entity_type.clone(),
+                entity_id: event.entity_id.clone(),
+                payload_json: event.payload.clone(),
+                metadata_json: metadata.to_string(),
+                event_id,
+            })
         })
         .collect()
 }

@@ -156,6 +156,12 @@ pub async fn open_host(options: &ServeOptions) -> anyhow::Result<Host> {
         },
         settings,
     );
+    // The provenance key, made on a new installation: a node that cannot sign does not start.
+    let provenance = host.provenance().clone();
+    tokio::task::spawn_blocking(move || provenance.ensure_key())
+        .await
+        .context("the provenance key thread")?
+        .context("the provenance signing key")?;
     if let Some(path) = &options.config {
         let config = Config::load(path)?;
         let base = path.parent().unwrap_or(std::path::Path::new("."));

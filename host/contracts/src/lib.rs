@@ -26,6 +26,10 @@ pub use declaration::{
 };
 pub use keys::{ScopeKey, scope_key};
 
+/// The version of these rules, named in every event's signed provenance record: raised whenever
+/// a rule is added or made stricter, so that a consumer knows which checks an event passed.
+pub const RULES_VERSION: u32 = 1;
+
 /// Longest event type, in bytes.
 pub const MAX_EVENT_TYPE_LEN: usize = 128;
 /// Longest entity id, in bytes.

@@ -94,7 +94,8 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state.clone())
         .merge(super::connections::router(state.clone()))
         .merge(super::audit::router(state.clone()))
-        .merge(super::health::router(state))
+        .merge(super::health::router(state.clone()))
+        .merge(super::provenance::router(state))
 }
 
 impl FromRequestParts<ApiState> for Scope {

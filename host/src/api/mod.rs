@@ -9,6 +9,7 @@ pub mod oauth;
 pub mod openapi;
 pub mod polls;
 pub mod problem;
+pub mod provenance;
 pub mod request_id;
 pub mod scope;
 

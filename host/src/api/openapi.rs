@@ -188,6 +188,8 @@ fn is_public(path: &str) -> bool {
         super::health::get_rules,
         super::health::put_rules,
         super::health::list_alerts,
+        super::provenance::key_set,
+        super::provenance::rotate,
     ),
     components(schemas(Problem)),
     modifiers(&Additions),

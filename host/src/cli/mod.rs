@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 mod new;
 mod poll;
 mod token;
+mod verify;
 
 use crate::sandbox::{
     Adapter, ConnectionContext, Input, Limits, Outcome, PlatformLimits, PollPage, Report, Sandbox,
@@ -34,6 +35,9 @@ pub const EXIT_CONTRACT_VIOLATION: u8 = 4;
 /// Exit status: a request of a `--poll` run failed (refused by the egress rules, no answer,
 /// or the CRM answered 429 or 5xx).
 pub const EXIT_FETCH_FAILED: u8 = 5;
+/// Exit status (`verify-event`): the event's provenance does not verify, or names another
+/// input or component than the ones given.
+pub const EXIT_UNVERIFIED: u8 = 6;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -67,6 +71,11 @@ enum Command {
     /// Create a ready adapter project (source, fixtures, tests, build command, README) in
     /// Rust, Python or JavaScript, from the custom CRM sample of that language.
     New(new::NewArgs),
+    /// Check an event's signed provenance offline: the host's signature, that the event is
+    /// unaltered, and optionally the input and adapter component it came from.
+    ///
+    /// Exit status: 0 verified, 1 error (unreadable file), 6 not verified.
+    VerifyEvent(verify::VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -369,6 +378,7 @@ pub fn main() -> ExitCode {
             println!("{token}");
             EXIT_OK
         }),
+        Command::VerifyEvent(args) => verify::verify(&args),
         Command::New(args) => new::create(&args).map(|project| {
             println!("created {}: see its README.md", project.display());
             EXIT_OK
