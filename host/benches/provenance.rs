@@ -10,11 +10,18 @@ use adapter_host::provenance::{EventFacts, Origin, Provenance, event_digest};
 use adapter_host::secrets::InMemorySecretStore;
 use criterion::{Criterion, criterion_group, criterion_main};
 
+/// The payload champion-health emits for its 1 KB enrollment (from its golden case): what an
+/// event holds, decimals as strings.
 fn payload() -> String {
-    std::fs::read_to_string(test_artifacts::sample_file(
-        "champion-health/fixtures/enrollment-1kb.json",
+    let expected = std::fs::read_to_string(test_artifacts::sample_file(
+        "champion-health/golden/enrollment-numbers-become-decimal-strings/expected.json",
     ))
-    .unwrap()
+    .unwrap();
+    let expected: serde_json::Value = serde_json::from_str(&expected).unwrap();
+    expected["outcome"]["events"][0]["payload"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 fn bench(c: &mut Criterion) {
@@ -40,7 +47,10 @@ fn bench(c: &mut Criterion) {
         component_sha256: "1b4f0e9851971998e732078544c96b36c3d01cedf7caa332359d6f1d83567014",
         world: "0.2.0",
     };
-    let mut group = c.benchmark_group("provenance per event (1 KB payload)");
+    let mut group = c.benchmark_group(format!(
+        "provenance per event ({} B payload)",
+        payload.len()
+    ));
     // The baseline: the metadata every event gets without provenance.
     group.bench_function("metadata json (baseline)", |b| {
         b.iter(|| {
@@ -74,6 +84,12 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("event digest (JCS + sha256)", |b| {
         b.iter(|| event_digest("tenant-a", &facts).unwrap())
+    });
+    // The signature alone, over a record-sized message (the floor of any signed record).
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let message = vec![b'r'; 640];
+    group.bench_function("Ed25519 signature of 640 bytes", |b| {
+        b.iter(|| ed25519_dalek::Signer::sign(&key, &message))
     });
     group.bench_function("signed record (digest + JCS + Ed25519)", |b| {
         b.iter(|| signer.record(&origin, &facts).unwrap())

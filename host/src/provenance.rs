@@ -357,8 +357,30 @@ pub fn event_digest(tenant_id: &str, event: &EventFacts<'_>) -> Result<String, S
     Ok(sha256_hex(&jcs(&facts)?))
 }
 
+/// The JCS (RFC 8785) text of `value`.
+///
+/// serde_json's compact output of a [`Value`] (whose objects are sorted maps) is already that
+/// text when every number is an integer (JCS formats others as ECMAScript does) and no object
+/// key holds a character at or above U+E000 (JCS sorts keys by UTF-16 code units, serde_json by
+/// UTF-8 bytes: the two orders differ only there); strings are escaped alike. Events' payloads
+/// are such values (the contracts refuse fractional numbers), and serde_json writes them about
+/// five times faster; anything else goes through the canonicalizer.
 fn jcs(value: &Value) -> Result<Vec<u8>, String> {
-    serde_json_canonicalizer::to_vec(value).map_err(|e| format!("canonical JSON: {e}"))
+    fn same_in_both(value: &Value) -> bool {
+        match value {
+            Value::Number(n) => n.is_i64() || n.is_u64(),
+            Value::Array(items) => items.iter().all(same_in_both),
+            Value::Object(map) => map
+                .iter()
+                .all(|(k, v)| k.chars().all(|c| c < '\u{E000}') && same_in_both(v)),
+            Value::Null | Value::Bool(_) | Value::String(_) => true,
+        }
+    }
+    if same_in_both(value) {
+        serde_json::to_vec(value).map_err(|e| format!("canonical JSON: {e}"))
+    } else {
+        serde_json_canonicalizer::to_vec(value).map_err(|e| format!("canonical JSON: {e}"))
+    }
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -656,6 +678,50 @@ mod tests {
         };
         assert_eq!(event_digest("t", &spaced).unwrap(), compact);
         assert_ne!(event_digest("other", &facts()).unwrap(), compact);
+    }
+
+    #[test]
+    fn the_fast_canonical_text_is_the_canonicalizer_s() {
+        let mut values = vec![
+            json!({"b": [1, -2, 9007199254740991_u64, true, null], "a": {"z": "\u{1}\n\"\\/é€😀", "é": 0}}),
+            json!({"\u{E000}": 1, "😀": 2, "a": 3}),
+            json!({"x": 1.5, "y": 1e21, "z": -0.0}),
+            json!([]),
+        ];
+        // Every payload of the sample adapters' golden cases.
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../sample-adapters");
+        for adapter in std::fs::read_dir(root).unwrap().flatten() {
+            let Ok(cases) = std::fs::read_dir(adapter.path().join("golden")) else {
+                continue;
+            };
+            for case in cases.flatten() {
+                let text = std::fs::read_to_string(case.path().join("expected.json")).unwrap();
+                let expected: Value = serde_json::from_str(&text).unwrap();
+                for event in expected["outcome"]["events"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    values.push(serde_json::from_str(event["payload"].as_str().unwrap()).unwrap());
+                }
+            }
+        }
+        assert!(values.len() > 50, "{}", values.len());
+        // Where serde_json's text is not JCS's, the guard sends the value to the canonicalizer.
+        for special in &values[1..3] {
+            assert_ne!(
+                serde_json::to_vec(special).unwrap(),
+                serde_json_canonicalizer::to_vec(special).unwrap(),
+                "{special}"
+            );
+        }
+        for value in &values {
+            assert_eq!(
+                String::from_utf8(jcs(value).unwrap()).unwrap(),
+                String::from_utf8(serde_json_canonicalizer::to_vec(value).unwrap()).unwrap(),
+                "{value}"
+            );
+        }
     }
 
     #[test]
