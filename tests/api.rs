@@ -1233,7 +1233,6 @@ async fn secrets_are_write_only_and_scoped_to_the_org() {
 /// Sets up the champion-health adapter and a GitHub-signed connection in org-a (as `a`) and
 /// sends it one enrollment delivery, which makes one `member.enrolled` event in org-a; the ack.
 async fn one_event_in_org_a(api: &Api, a: &As) -> Value {
-    use hmac::{Hmac, Mac};
     let (_, adapter) = api
         .call(
             a,
@@ -1270,6 +1269,13 @@ async fn one_event_in_org_a(api: &Api, a: &As) -> Value {
         "champion-health/fixtures/enrollment-1kb.json",
     ))
     .unwrap();
+    deliver_one_event(api, connection, body).await
+}
+
+/// `body` delivered to the champion connection of [`one_event_in_org_a`] (GitHub-signed with its
+/// secret), which must answer one event; the acknowledgement.
+async fn deliver_one_event(api: &Api, connection: &str, body: Vec<u8>) -> Value {
+    use hmac::{Hmac, Mac};
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"gh-secret").unwrap();
     mac.update(&body);
     let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
@@ -3391,32 +3397,12 @@ async fn every_event_is_signed_and_verifies_offline_across_a_key_rotation() {
     assert!(out.contains("is not the component"), "{out}");
 
     // An event made after the rotation is signed by the new key.
-    let ack = {
-        use hmac::{Hmac, Mac};
-        let body = std::fs::read_to_string(&input)
-            .unwrap()
-            .replace("evt_01JDX3K8Q9V2YB6M4T7R5N0C1A", "evt_after_the_rotation")
-            .replace("M-88412", "M-88413");
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"gh-secret").unwrap();
-        mac.update(body.as_bytes());
-        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-        let connection = event["connection_id"].as_str().unwrap();
-        let (status, ack) = api
-            .send(
-                Request::post(format!("/v1/hooks/{connection}"))
-                    .header("content-type", "application/json")
-                    .header("x-hub-signature-256", signature)
-                    .body(Body::from(body))
-                    .unwrap(),
-            )
-            .await;
-        assert_eq!(
-            (status, ack["events"].as_u64()),
-            (StatusCode::OK, Some(1)),
-            "{ack}"
-        );
-        ack
-    };
+    let body = std::fs::read_to_string(&input)
+        .unwrap()
+        .replace("evt_01JDX3K8Q9V2YB6M4T7R5N0C1A", "evt_after_the_rotation")
+        .replace("M-88412", "M-88413");
+    let connection = event["connection_id"].as_str().unwrap();
+    let ack = deliver_one_event(&api, connection, body.into_bytes()).await;
     let (_, list) = api.call(&a, Method::GET, "/v1/events?limit=10", None).await;
     let newer = list["items"]
         .as_array()

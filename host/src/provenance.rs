@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::sandbox::sha256_hex;
 use crate::secrets::{SecretStore, SecretValue};
 use crate::store::{self, Millis};
 
@@ -381,10 +382,6 @@ fn jcs(value: &Value) -> Result<Vec<u8>, String> {
     } else {
         serde_json_canonicalizer::to_vec(value).map_err(|e| format!("canonical JSON: {e}"))
     }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 impl ActiveSigner {
