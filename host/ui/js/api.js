@@ -72,8 +72,12 @@ export const session = {
   },
   switchOrg(org) {
     sessionStorage.setItem(ORG_KEY, org);
+    this.rememberOrgs([org]);
+  },
+  /** Orgs worth offering in the switcher (used before, or named by a platform-level row). */
+  rememberOrgs(orgs) {
     const known = new Set(this.knownOrgs);
-    known.add(org);
+    for (const org of orgs) known.add(org);
     sessionStorage.setItem(ORGS_KEY, JSON.stringify([...known].sort()));
   },
   signOut() {

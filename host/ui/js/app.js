@@ -36,7 +36,9 @@ const notice = document.getElementById('notice');
 let generation = 0;
 
 /** Says something in the live region (read by screen readers) for a few seconds. */
+let noticeAt = 0;
 export function notify(text, tone = 'good') {
+  noticeAt = Date.now();
   replace(notice, h('p', { class: `notice-${tone}` }, text));
   const shown = notice.firstChild;
   setTimeout(() => {
@@ -91,6 +93,8 @@ function renderBar() {
 }
 
 async function route() {
+  // A notice said just before this navigation (it caused it) stays; older ones are stale.
+  if (Date.now() - noticeAt > 1500) replace(notice);
   generation += 1;
   const mine = generation;
   const ctx = { alive: () => mine === generation, navigate, notify, query: {}, params: [] };

@@ -381,5 +381,25 @@ function configSection(c, ctx, reload, readOnly) {
       reload();
     });
   });
-  return section('Configuration', facts([['Org', c.org_id ?? 'platform level'], ['Created', time(c.created_at)], ['Updated', time(c.updated_at)]]), readOnly ? json({ allowed_org_ids: c.allowed_org_ids, settings: c.settings, api: c.api, polling: c.polling, webhook: c.webhook }) : form);
+  // Only a connection that never took a delivery can be deleted (the API answers 409
+  // otherwise: disable it instead). Two steps, so that one stray click deletes nothing.
+  const removeErrors = h('div');
+  let armed = false;
+  const remove = action('Delete connection', async (button) => {
+    if (!armed) {
+      armed = true;
+      button.textContent = 'Click again to delete it for good';
+      return;
+    }
+    await attempt(removeErrors, async () => {
+      await del(`/v1/connections/${seg(c.id)}`);
+      ctx.notify(`Connection ${c.id} deleted`);
+      ctx.navigate('/connections');
+    });
+  }, { class: 'danger' });
+  return section(
+    'Configuration',
+    facts([['Org', c.org_id ?? 'platform level'], ['Created', time(c.created_at)], ['Updated', time(c.updated_at)]]),
+    readOnly ? json({ allowed_org_ids: c.allowed_org_ids, settings: c.settings, api: c.api, polling: c.polling, webhook: c.webhook }) : [form, h('div', { class: 'actions' }, remove), removeErrors],
+  );
 }

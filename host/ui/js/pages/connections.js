@@ -23,6 +23,8 @@ export async function list(view, ctx) {
       // The list carries the monitor's last assessment; the error rate and poll figures are
       // the health endpoint's, computed now.
       const healths = await Promise.all(items.map((c) => figures(c.id)));
+      // The API lists no orgs: a platform-level connection's allowed orgs are worth offering.
+      if (session.platform) session.rememberOrgs(items.filter((c) => c.org_id === null).flatMap((c) => c.allowed_org_ids));
       const withHealth = items.map((c, i) => ({ ...c, now: healths[i] }));
       return table(
         'Connections',

@@ -51,8 +51,7 @@ export async function list(view, ctx) {
   showCheck();
   const form = h(
     'form',
-    { class: 'form', 'aria-labelledby': 'replay-title' },
-    h('h2', { id: 'replay-title' }, 'Start a replay'),
+    { class: 'form', 'aria-label': 'Start a replay' },
     h(
       'div',
       { class: 'guardrails', role: 'note' },
