@@ -2,7 +2,8 @@
 # Runs every test of the project: the host (unit and integration tests, with the guests built
 # from source for wasm32-wasip2, and the Python and JavaScript samples built by
 # build-polyglot.sh), the pipeline and API tests a second time on PostgreSQL, the guest SDK and
-# the sample adapters natively, and the scaffolds of `adapter-host new` in each language.
+# the sample adapters natively, the scaffolds of `adapter-host new` in each language, and the
+# web page in headless Chromium (scripts/test-ui.sh).
 #
 # The scale-out tests use the local PostgreSQL (ADAPTER_HOST_TEST_POSTGRES_URL, default
 # postgres://postgres@127.0.0.1:5432/test) and NATS with JetStream (ADAPTER_HOST_TEST_NATS_URL,
@@ -40,6 +41,9 @@ fi
 # `adapter-host new` in each language: the scaffold builds, passes its own tests, and its
 # component runs on its fixture.
 scripts/test-scaffolds.sh || status=$?
+
+# The web page at /ui, end to end in headless Chromium against the debug binary built above.
+scripts/test-ui.sh || status=$?
 
 # The alerting rules (syntax and their unit tests) and the dashboard's queries, by promtool
 # (Debian's `prometheus` package; CI installs it). That every metric they name is exported is

@@ -910,6 +910,72 @@ async fn the_openapi_document_is_served_without_a_token() {
     }
 }
 
+/// What `GET` of `path` answers through the whole application: status, headers, body.
+async fn get_raw(api: &Api, path: &str) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let response = app(api.host.clone(), api.settings.clone())
+        .oneshot(Request::get(path).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    let body = axum::body::to_bytes(response.into_body(), 1 << 22)
+        .await
+        .unwrap();
+    (status, headers, body.to_vec())
+}
+
+#[tokio::test]
+async fn the_web_page_is_served_with_a_strict_policy_and_versioned_assets() {
+    let api = start().await;
+    let (status, headers, body) = get_raw(&api, "/ui/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.starts_with("default-src 'self';"), "{csp}");
+    assert!(!csp.contains("unsafe"), "{csp}");
+    let html = String::from_utf8(body).unwrap();
+    let version = adapter_host::server::ui::asset_version();
+    let base = format!("/ui/assets/{version}");
+    assert!(
+        html.contains(&format!(r#"src="{base}/js/app.js""#)),
+        "{html}"
+    );
+    for (path, content_type) in [
+        ("js/app.js", "text/javascript; charset=utf-8"),
+        ("js/pages/connection.js", "text/javascript; charset=utf-8"),
+        ("app.css", "text/css; charset=utf-8"),
+        ("icon.svg", "image/svg+xml"),
+    ] {
+        let (status, headers, body) = get_raw(&api, &format!("{base}/{path}")).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert_eq!(headers["content-type"], content_type, "{path}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert!(
+            headers["cache-control"]
+                .to_str()
+                .unwrap()
+                .contains("immutable"),
+            "{path}"
+        );
+        assert!(!body.is_empty(), "{path}");
+    }
+    // An unknown file, or a known one under another binary's version: a 404 problem.
+    for path in [
+        format!("{base}/js/nope.js"),
+        "/ui/assets/0123456789abcdef/js/app.js".to_owned(),
+        "/ui/nope".to_owned(),
+    ] {
+        let (status, headers, body) = get_raw(&api, &path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(
+            headers["content-type"], "application/problem+json",
+            "{path}"
+        );
+        let problem: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["title"], "Not Found", "{path}");
+        assert_eq!(problem["status"], 404, "{path}");
+    }
+}
+
 #[tokio::test]
 async fn lists_are_read_page_by_page_with_cursors() {
     let api = start().await;

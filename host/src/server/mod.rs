@@ -1,8 +1,10 @@
-//! The HTTP server: the hosted webhook endpoint, health and metrics, and the management API
-//! ([`crate::api::manage`]); [`listen`] accepts connections, [`limits`] bounds request bodies.
+//! The HTTP server: the hosted webhook endpoint, health and metrics, the management API
+//! ([`crate::api::manage`]) and the web page on it ([`ui`]); [`listen`] accepts connections,
+//! [`limits`] bounds request bodies.
 
 pub mod limits;
 pub mod listen;
+pub mod ui;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -84,6 +86,7 @@ pub fn app(host: Host, settings: ServerSettings) -> Router {
             host,
             auth: settings.auth,
         }))
+        .merge(ui::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|method: Method| async move {
             ApiError::MethodNotAllowed(format!("this endpoint does not take {method}"))
