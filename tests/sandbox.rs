@@ -668,8 +668,14 @@ fn compiled_artifacts_are_cached_by_content_hash_and_verified() {
             .to_string_lossy()
             .starts_with(adapter.sha256())
     );
-    // A corrupted artifact is detected and replaced, not executed.
     std::fs::write(&artifact, b"garbage").unwrap();
+    // While a version of these bytes is loaded, another version shares its compiled code and
+    // instance template: nothing is compiled or read from the cache again.
+    let shared = block_on(sandbox.load(&wasm, Limits::default())).unwrap();
+    assert!(run(&shared, "").outcome.is_success());
+    assert_eq!(std::fs::read(&artifact).unwrap(), b"garbage", "not read");
+    // Once none is loaded, a corrupted artifact is detected and replaced, not executed.
+    drop((adapter, shared));
     let again = block_on(sandbox.load(&wasm, Limits::default())).unwrap();
     assert!(run(&again, "").outcome.is_success());
     assert_ne!(std::fs::read(&artifact).unwrap(), b"garbage");

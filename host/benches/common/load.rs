@@ -145,6 +145,63 @@ pub async fn drive(addr: std::net::SocketAddr, requests: Vec<Request>, concurren
     }
 }
 
+/// Sends every request, request `i` not before `i / rate` seconds from the start (an open
+/// schedule: a slow answer does not slow the ones after it, up to `concurrency` in flight),
+/// with `concurrency` keep-alive connections; every answer must be a 2xx.
+pub async fn drive_paced(
+    addr: std::net::SocketAddr,
+    requests: Vec<Request>,
+    concurrency: usize,
+    rate: f64,
+) -> Run {
+    let count = requests.len();
+    let requests = Arc::new(requests);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut streams = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let stream = TcpStream::connect(addr).await.expect("connecting");
+        stream.set_nodelay(true).unwrap();
+        streams.push(stream);
+    }
+    let cpu = Cpu::now();
+    let started = tokio::time::Instant::now();
+    let tasks: Vec<_> = streams
+        .into_iter()
+        .map(|mut stream| {
+            let (requests, next) = (requests.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut buffer = Vec::with_capacity(4096);
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(request) = requests.get(i) else {
+                        return latencies;
+                    };
+                    let due = started + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(due).await;
+                    // Latency counts from when the request was due: waiting for a free
+                    // connection is part of it.
+                    exchange(&mut stream, request, &mut buffer).await;
+                    latencies.push(due.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(count);
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    let cpu = Cpu::now().since(cpu);
+    latencies.sort();
+    Run {
+        requests: count,
+        elapsed,
+        latencies,
+        cpu,
+    }
+}
+
 /// A Standard Webhooks-signed POST of `body` to `path`, serialized.
 pub fn signed(addr: std::net::SocketAddr, path: &str, id: &str, body: &Bytes) -> Request {
     let timestamp = SystemTime::now()

@@ -184,6 +184,8 @@ relay_suite!(
     without_a_secret_store_nothing_is_sent,
     one_entity_s_backlog_is_published_in_batches_in_order,
     a_failed_event_holds_back_the_rest_of_its_entity_only,
+    one_entity_s_backlog_reaches_its_subscriber_in_runs_in_order,
+    a_run_sends_nothing_its_lease_leaves_no_time_to_answer,
 );
 
 /// A store with one tenant, a secret store with the subscriber's secret, and a relay whose
@@ -594,7 +596,14 @@ impl crate::bus::Bus for RecordingBus {
 }
 
 async fn one_entity_s_backlog_is_published_in_batches_in_order(on: &On) {
-    let fixture = Fixture::new(on, quick()).await;
+    let fixture = Fixture::new(
+        on,
+        RelayConfig {
+            batch: 100,
+            ..quick()
+        },
+    )
+    .await;
     let bus = Arc::new(RecordingBus::default());
     let relay = Relay {
         bus: bus.clone(),
@@ -658,4 +667,63 @@ async fn a_failed_event_holds_back_the_rest_of_its_entity_only(on: &On) {
         *bus.published.lock().unwrap(),
         ["a-0", "b-0", "b-1", "a-1", "a-2"].map(String::from)
     );
+}
+
+async fn one_entity_s_backlog_reaches_its_subscriber_in_runs_in_order(on: &On) {
+    let fixture = Fixture::new(
+        on,
+        RelayConfig {
+            batch: 100,
+            ..quick()
+        },
+    )
+    .await;
+    let (endpoint, address) = Endpoint::start([]).await;
+    fixture.subscribe(format!("http://{address}/hook")).await;
+    // 250 events of one entity and 10 of others: a pass delivers a whole claim (100), the
+    // entity's in order, not one of its events per pass.
+    let mut entities = vec!["X"; 250];
+    entities.extend(["Y"; 10]);
+    fixture.publish(&entities).await;
+    let mut passes = Vec::new();
+    loop {
+        let delivered = fixture.relay.deliver_once().await.unwrap();
+        if delivered == 0 {
+            break;
+        }
+        passes.push(delivered);
+    }
+    assert_eq!(passes, [100, 100, 60]);
+    let sent: Vec<String> = endpoint
+        .received()
+        .iter()
+        .map(|r| r.header("webhook-id").to_owned())
+        .collect();
+    let x: Vec<&String> = sent.iter().filter(|id| id.starts_with("evt-X")).collect();
+    let expected: Vec<String> = (0..250).map(|i| format!("evt-X-{i}")).collect();
+    assert_eq!(x, expected.iter().collect::<Vec<_>>());
+    assert_eq!(sent.len(), 260, "each once");
+}
+
+async fn a_run_sends_nothing_its_lease_leaves_no_time_to_answer(on: &On) {
+    // A lease of zero: the claim is over before the first request could start.
+    let fixture = Fixture::new(
+        on,
+        RelayConfig {
+            lease: Duration::ZERO,
+            ..quick()
+        },
+    )
+    .await;
+    let (endpoint, address) = Endpoint::start([]).await;
+    let subscriber = fixture.subscribe(format!("http://{address}/hook")).await;
+    fixture.publish(&["D1", "D1"]).await;
+    assert_eq!(fixture.relay.deliver_once().await.unwrap(), 0);
+    assert!(endpoint.received().is_empty());
+    let deliveries = fixture.deliveries(&subscriber).await;
+    assert_eq!(deliveries.len(), 2);
+    for delivery in deliveries {
+        assert_eq!(delivery.status, SubscriberDeliveryStatus::Pending);
+        assert_eq!(delivery.attempts, 0, "given back unattempted");
+    }
 }

@@ -12,8 +12,11 @@
 //!
 //! [Standard Webhooks]: https://www.standardwebhooks.com/
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::{Relay, message_of, mix};
@@ -43,50 +46,43 @@ impl Failure {
 }
 
 impl Relay {
-    /// One pass over due subscriber deliveries: claims up to `batch` of them (a few at a time,
-    /// as request slots free up, so that a claim's lease starts when its request does), POSTs
-    /// them with at most `delivery_concurrency` in flight, and records every attempt. Returns
-    /// how many were delivered. Without a secret store ([`Relay::with_secrets`]) it sends
-    /// nothing.
+    /// One pass over due subscriber deliveries: claims up to `batch` of them, in runs per
+    /// subscriber and entity ([`Store::claim_subscriber_deliveries`]), and POSTs each run in
+    /// order, the runs side by side with at most `delivery_concurrency` requests in flight,
+    /// recording every attempt. A run stops at its first failure, and before a request whose
+    /// answer could come after the claim's lease (another claim could send it again): what is
+    /// left of it is given back unattempted, for the next pass. Returns how many were
+    /// delivered. Without a secret store ([`Relay::with_secrets`]) it sends nothing.
+    ///
+    /// [`Store::claim_subscriber_deliveries`]: crate::store::Store::claim_subscriber_deliveries
     pub async fn deliver_once(&self) -> store::Result<usize> {
         if self.secrets.is_none() {
             return Ok(0);
         }
-        let slots = self.config.delivery_concurrency.max(1);
-        let mut claimed = 0;
-        let mut exhausted = false;
+        let claimed_at = Instant::now();
+        let jobs = self
+            .store
+            .claim_subscriber_deliveries(self.config.batch, self.clock.now(), self.config.lease)
+            .await?;
+        // Requests start while the lease leaves room for a whole answer (half the lease at
+        // least, when the timeout is set longer than it should be).
+        let send_before = claimed_at
+            + self
+                .config
+                .lease
+                .saturating_sub(self.config.http_timeout)
+                .max(self.config.lease / 2);
+        let slots = Arc::new(Semaphore::new(self.config.delivery_concurrency.max(1)));
+        let mut in_flight = JoinSet::new();
+        for run in runs(jobs) {
+            let (relay, slots) = (self.clone(), slots.clone());
+            in_flight.spawn(async move { relay.deliver_run(run, &slots, send_before).await });
+        }
         let mut delivered = 0;
         let mut failure = None;
-        let mut in_flight = JoinSet::new();
-        loop {
-            let free = slots - in_flight.len();
-            // Refill when half the slots are free (or all are): one claim per few requests
-            // rather than one per request.
-            let refill = in_flight.is_empty() || free >= slots.div_ceil(2);
-            if refill && !exhausted && failure.is_none() && claimed < self.config.batch {
-                let wanted = free.min(self.config.batch - claimed);
-                match self
-                    .store
-                    .claim_subscriber_deliveries(wanted, self.clock.now(), self.config.lease)
-                    .await
-                {
-                    Ok(jobs) => {
-                        exhausted = jobs.len() < wanted;
-                        claimed += jobs.len();
-                        for job in jobs {
-                            let relay = self.clone();
-                            in_flight.spawn(async move { relay.deliver(job).await });
-                        }
-                    }
-                    Err(error) => failure = Some(error),
-                }
-            }
-            let Some(joined) = in_flight.join_next().await else {
-                break;
-            };
+        while let Some(joined) = in_flight.join_next().await {
             match joined {
-                Ok(Ok(true)) => delivered += 1,
-                Ok(Ok(false)) => {}
+                Ok(Ok(n)) => delivered += n,
                 // Not recorded: the delivery is due again when its lease ends.
                 Ok(Err(error)) => {
                     failure.get_or_insert(error);
@@ -100,9 +96,59 @@ impl Relay {
         }
     }
 
-    /// Makes one attempt and records it; returns whether it delivered.
-    async fn deliver(&self, job: SubscriberJob) -> store::Result<bool> {
-        let outcome = self.send(&job).await;
+    /// Delivers one run of a subscriber and entity in order; returns how many were delivered.
+    /// Stops at the first failure or at `send_before`, giving the rest back. The attempts are
+    /// recorded together when the run ends (one write, not one per request: a host that stops
+    /// mid-run sends them again, which subscribers drop by `webhook-id`).
+    async fn deliver_run(
+        &self,
+        run: Vec<SubscriberJob>,
+        slots: &Semaphore,
+        send_before: Instant,
+    ) -> store::Result<usize> {
+        let mut attempts = Vec::with_capacity(run.len());
+        let mut rest = Vec::new();
+        let mut jobs = run.into_iter();
+        for job in jobs.by_ref() {
+            let permit = slots
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
+            if Instant::now() >= send_before {
+                rest.push(job);
+                break;
+            }
+            let attempt = self.attempt(&job).await;
+            drop(permit);
+            let delivered = attempt.next == AttemptNext::Delivered;
+            attempts.push((job.subscriber.id, job.event.seq, attempt));
+            if !delivered {
+                break;
+            }
+        }
+        let rest: Vec<(String, i64)> = rest
+            .into_iter()
+            .chain(jobs)
+            .map(|job| (job.subscriber.id, job.event.seq))
+            .collect();
+        if !rest.is_empty() {
+            self.store
+                .release_subscriber_deliveries(&rest, self.clock.now())
+                .await?;
+        }
+        let delivered = attempts
+            .iter()
+            .filter(|(_, _, attempt)| attempt.next == AttemptNext::Delivered)
+            .count();
+        if !attempts.is_empty() {
+            self.store.mark_subscriber_deliveries(&attempts).await?;
+        }
+        Ok(delivered)
+    }
+
+    /// Makes one attempt: how it went, to be recorded.
+    async fn attempt(&self, job: &SubscriberJob) -> SubscriberAttempt {
+        let outcome = self.send(job).await;
         let at = self.clock.now();
         let subscriber = job.subscriber.id.as_str();
         let seq = job.event.seq;
@@ -147,11 +193,7 @@ impl Relay {
                 AttemptNext::Dead => "dead",
             },
         );
-        let delivered = attempt.next == AttemptNext::Delivered;
-        self.store
-            .mark_subscriber_delivery(subscriber, seq, attempt)
-            .await?;
-        Ok(delivered)
+        attempt
     }
 
     /// POSTs the event; the 2xx status it was answered with, or why it failed.
@@ -291,4 +333,26 @@ fn fnv1a(text: &str) -> u64 {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     });
     mix(hash)
+}
+
+/// Claimed deliveries (in `outbox_seq` order) as runs per subscriber and entity, each in that
+/// order, the runs in the order of their first delivery.
+fn runs(jobs: Vec<SubscriberJob>) -> Vec<Vec<SubscriberJob>> {
+    let mut index: HashMap<(String, String, String), usize> = HashMap::new();
+    let mut runs: Vec<Vec<SubscriberJob>> = Vec::new();
+    for job in jobs {
+        let key = (
+            job.subscriber.id.clone(),
+            job.event.entity_type.clone(),
+            job.event.entity_id.clone(),
+        );
+        match index.get(&key) {
+            Some(&run) => runs[run].push(job),
+            None => {
+                index.insert(key, runs.len());
+                runs.push(vec![job]);
+            }
+        }
+    }
+    runs
 }

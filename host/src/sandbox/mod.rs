@@ -18,8 +18,8 @@ mod report;
 mod state;
 mod world;
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
@@ -80,6 +80,10 @@ struct SandboxInner {
     linker: Linker<HostState>,
     cache: Option<ArtifactCache>,
     platform: PlatformLimits,
+    /// Compiled components in use, by the sha256 of their bytes: every version (of any
+    /// adapter, of any tenant) with the same bytes shares one compiled code and one instance
+    /// template, and they go when the last such version is dropped.
+    compiled: Mutex<HashMap<String, Weak<Compiled>>>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -121,6 +125,7 @@ impl Sandbox {
                 linker,
                 cache,
                 platform,
+                compiled: Mutex::default(),
             }),
         })
     }
@@ -203,10 +208,37 @@ impl Sandbox {
     }
 
     /// Checks and compiles (or loads from the cache) a component: CPU-bound, blocks the thread.
+    /// A component whose bytes are already loaded is not compiled again: the new version
+    /// shares its code and instance template (its limits are its own, checked here).
     fn compile(&self, wasm: &[u8], limits: Limits) -> Result<Adapter> {
         let inner = &self.inner;
         self.precheck(wasm, &limits)?;
         let sha256 = sha256_hex(wasm);
+        let shared = inner.compiled().get(&sha256).and_then(Weak::upgrade);
+        let compiled = match shared {
+            Some(compiled) => compiled,
+            None => {
+                let compiled = Arc::new(self.compile_new(wasm, sha256)?);
+                let mut loaded = inner.compiled();
+                // Two loads of the same bytes at once both compile; either result serves.
+                loaded.retain(|_, weak| weak.strong_count() > 0);
+                loaded.insert(compiled.sha256.clone(), Arc::downgrade(&compiled));
+                compiled
+            }
+        };
+        Ok(Adapter {
+            loaded: Arc::new(Loaded {
+                compiled,
+                limits,
+                info: AdapterInfo::default(),
+                declaration: Declaration::new(Vec::new()).expect("an empty declaration is valid"),
+            }),
+        })
+    }
+
+    /// Compiles (or loads from the cache) a component and links its instance template.
+    fn compile_new(&self, wasm: &[u8], sha256: String) -> Result<Compiled> {
+        let inner = &self.inner;
         let component = match &inner.cache {
             Some(cache) => cache.load_or_compile(&inner.engine, &sha256, wasm)?,
             None => Component::new(&inner.engine, wasm)
@@ -224,26 +256,29 @@ impl Sandbox {
             .map(|pre| (version, pre))
             .map_err(|e| Error::World(format!("{e:#}")))
         });
-        let (version, pre) = match linked {
-            Ok(linked) => linked,
-            Err(refused) => {
-                if let Some(cache) = &inner.cache {
-                    cache.forget(&sha256);
-                }
-                return Err(refused);
-            }
-        };
-        Ok(Adapter {
-            loaded: Arc::new(Loaded {
+        match linked {
+            Ok((version, pre)) => Ok(Compiled {
                 pre,
                 version,
                 sha256,
                 size_bytes: wasm.len() as u64,
-                limits,
-                info: AdapterInfo::default(),
-                declaration: Declaration::new(Vec::new()).expect("an empty declaration is valid"),
             }),
-        })
+            Err(refused) => {
+                if let Some(cache) = &inner.cache {
+                    cache.forget(&sha256);
+                }
+                Err(refused)
+            }
+        }
+    }
+}
+
+impl SandboxInner {
+    fn compiled(&self) -> std::sync::MutexGuard<'_, HashMap<String, Weak<Compiled>>> {
+        // The map holds only weak handles: a panic elsewhere cannot leave it inconsistent.
+        self.compiled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -260,21 +295,28 @@ enum Pre {
     V2(v2::CrmAdapterPre<HostState>),
 }
 
+/// One version: the compiled component (shared by every version with the same bytes), and
+/// this version's limits and declaration.
 struct Loaded {
-    pre: Pre,
-    version: WorldVersion,
-    sha256: String,
-    size_bytes: u64,
+    compiled: Arc<Compiled>,
     limits: Limits,
     info: AdapterInfo,
     declaration: Declaration,
 }
 
+/// A compiled component and its pre-linked instance template.
+struct Compiled {
+    pre: Pre,
+    version: WorldVersion,
+    sha256: String,
+    size_bytes: u64,
+}
+
 impl std::fmt::Debug for Adapter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Adapter")
-            .field("sha256", &self.loaded.sha256)
-            .field("version", &self.loaded.version)
+            .field("sha256", &self.loaded.compiled.sha256)
+            .field("version", &self.loaded.compiled.version)
             .field("info", &self.loaded.info)
             .field("limits", &self.loaded.limits)
             .finish_non_exhaustive()
@@ -470,17 +512,17 @@ enum AdapterFailure {
 impl Adapter {
     /// The sha256 of the component's bytes.
     pub fn sha256(&self) -> &str {
-        &self.loaded.sha256
+        &self.loaded.compiled.sha256
     }
 
     /// The component's size in bytes.
     pub fn size_bytes(&self) -> u64 {
-        self.loaded.size_bytes
+        self.loaded.compiled.size_bytes
     }
 
     /// The world version the component implements.
     pub fn world_version(&self) -> WorldVersion {
-        self.loaded.version
+        self.loaded.compiled.version
     }
 
     /// What the adapter declared about itself.
@@ -526,7 +568,7 @@ impl Adapter {
                 ),
             ))
         } else if matches!(input, Input::PollRequest { .. })
-            && !self.loaded.version.polls_through_host()
+            && !self.loaded.compiled.version.polls_through_host()
         {
             Some(Failure::new(
                 FailureKind::Unsupported,
@@ -534,7 +576,7 @@ impl Adapter {
                     "the adapter implements crm:adapter@{}, which cannot poll through the host \
                      (no poll-request): rebuild it against 0.2.0, or push its pages to \
                      POST /v1/connections/{{id}}/poll-results",
-                    self.loaded.version
+                    self.loaded.compiled.version
                 ),
             ))
         } else {
@@ -592,7 +634,7 @@ impl Adapter {
         input: &Input,
         context: &ConnectionContext,
     ) -> wasmtime::Result<std::result::Result<Output, AdapterFailure>> {
-        match &self.loaded.pre {
+        match &self.loaded.compiled.pre {
             Pre::V1(pre) => {
                 use v1::crm::adapter::types::WebhookRequest as Wit;
                 let instance = pre.instantiate_async(&mut *store).await?;
@@ -785,7 +827,7 @@ impl Adapter {
     }
 
     async fn call_describe(&self, store: &mut Store<HostState>) -> wasmtime::Result<AdapterInfo> {
-        Ok(match &self.loaded.pre {
+        Ok(match &self.loaded.compiled.pre {
             Pre::V1(pre) => {
                 let instance = pre.instantiate_async(&mut *store).await?;
                 world::v1_info(
@@ -810,7 +852,7 @@ impl Adapter {
 
 impl Loaded {
     fn pre_engine(&self) -> &Engine {
-        match &self.pre {
+        match &self.compiled.pre {
             Pre::V1(pre) => pre.engine(),
             Pre::V2(pre) => pre.engine(),
         }
@@ -832,7 +874,7 @@ pub mod bench {
     /// A fresh store and instance, without calling anything.
     pub async fn instantiate(adapter: &Adapter) {
         let mut store = store(adapter);
-        match &adapter.loaded.pre {
+        match &adapter.loaded.compiled.pre {
             Pre::V1(pre) => drop(
                 pre.instantiate_async(&mut store)
                     .await
@@ -878,7 +920,7 @@ pub mod bench {
         let mut store = store(adapter);
         // The deadline is far away: the bench measures calls, not deadlines.
         store.data_mut().deadline = Deadline::starting_now(Duration::from_secs(3600));
-        let Pre::V2(pre) = &adapter.loaded.pre else {
+        let Pre::V2(pre) = &adapter.loaded.compiled.pre else {
             panic!("the warm floor is measured on 0.2.0 adapters")
         };
         let instance = pre

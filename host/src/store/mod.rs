@@ -1847,6 +1847,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<OutboxRow>>;
     /// Marks rows published.
     async fn mark_published(&self, seqs: &[i64], now: Millis) -> Result<()>;
+    /// What the relay does with rows the bus took, in one write: queues them for every enabled
+    /// subscriber that wants them ([`Store::enqueue_subscriber_deliveries`]), then marks them
+    /// published. Returns how many deliveries were queued.
+    async fn complete_publication(&self, seqs: &[i64], now: Millis) -> Result<u64>;
     /// Gives back claimed rows that were not attempted (an earlier row of their entity failed):
     /// due at `now` again, their claim's attempt uncounted. They stay behind that earlier row.
     async fn release_outbox(&self, seqs: &[i64], now: Millis) -> Result<()>;
@@ -1938,7 +1942,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// ([`Subscriber::wants`]); idempotent. Returns how many deliveries were queued now.
     async fn enqueue_subscriber_deliveries(&self, seqs: &[i64], now: Millis) -> Result<u64>;
     /// Claims up to `limit` due pending deliveries of enabled subscribers in `seq` order,
-    /// never one whose entity has an earlier pending delivery to the same subscriber. A claim
+    /// never one whose entity has an earlier pending delivery to the same subscriber that is
+    /// not due (in flight under another claim, or waiting for a retry): a due run of one
+    /// entity comes in one claim, earliest first, and must be delivered in that order
+    /// ([`Store::release_subscriber_deliveries`] gives back what follows a failure). A claim
     /// counts an attempt and holds the delivery for `lease`.
     async fn claim_subscriber_deliveries(
         &self,
@@ -1946,6 +1953,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: Millis,
         lease: Duration,
     ) -> Result<Vec<SubscriberJob>>;
+    /// Gives claimed deliveries `(subscriber id, outbox seq)` back unattempted (the claim's
+    /// attempt uncounted), due at `now`: those of an entity claimed after one that failed, or
+    /// that the lease left no time to send.
+    async fn release_subscriber_deliveries(
+        &self,
+        deliveries: &[(String, i64)],
+        now: Millis,
+    ) -> Result<()>;
     /// Queues the published rows `seqs` again for every enabled subscriber that wants them
     /// (or only `subscriber_id`), whether or not they were delivered: due at `now`, attempts
     /// reset. How many deliveries were queued.
@@ -1955,6 +1970,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         subscriber_id: Option<&str>,
         now: Millis,
     ) -> Result<u64>;
+    /// Records how attempts went, in one write (a run of deliveries is recorded when it
+    /// ends); a delivery that is gone (its subscriber deleted meanwhile) is skipped.
+    async fn mark_subscriber_deliveries(
+        &self,
+        attempts: &[(String, i64, SubscriberAttempt)],
+    ) -> Result<()>;
     /// Records how an attempt went.
     async fn mark_subscriber_delivery(
         &self,

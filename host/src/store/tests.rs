@@ -2997,8 +2997,8 @@ pub(crate) async fn subscriber_deliveries_retry_die_and_revive(backend: &dyn Bac
     let jobs = claim(now).await;
     assert_eq!(
         ids(&jobs, |j| j.event.event_id.clone()),
-        ["x1", "y1"],
-        "x2 waits for x1"
+        ["x1", "x2", "y1"],
+        "X's run comes whole, in order"
     );
     assert_eq!(jobs[0].subscriber, subscriber);
     assert_eq!(jobs[0].attempts, 1);
@@ -3020,19 +3020,33 @@ pub(crate) async fn subscriber_deliveries_retry_die_and_revive(backend: &dyn Bac
         .mark_subscriber_delivery(sid, y1, attempt(now, Some(200), AttemptNext::Delivered))
         .await
         .unwrap();
+    // x1 failed: x2, claimed behind it, is given back unattempted, and waits for x1's retry.
+    store
+        .release_subscriber_deliveries(&[(sid.to_owned(), x2)], now)
+        .await
+        .unwrap();
     assert!(claim(now + 5 * SECOND).await.is_empty());
     let retry = claim(now + 10 * SECOND).await;
     assert_eq!(
-        (ids(&retry, |j| j.event.event_id.clone()), retry[0].attempts),
-        (vec!["x1".to_owned()], 2)
+        (
+            ids(&retry, |j| j.event.event_id.clone()),
+            retry[0].attempts,
+            retry[1].attempts
+        ),
+        (vec!["x1".to_owned(), "x2".to_owned()], 2, 1)
     );
     store
         .mark_subscriber_delivery(sid, x1, attempt(now + 10 * SECOND, None, AttemptNext::Dead))
         .await
         .unwrap();
+    store
+        .release_subscriber_deliveries(&[(sid.to_owned(), x2)], now + 10 * SECOND)
+        .await
+        .unwrap();
     // Dead no longer holds the entity back.
     let next = claim(now + 11 * SECOND).await;
     assert_eq!(ids(&next, |j| j.event.event_id.clone()), ["x2"]);
+    assert_eq!(next[0].attempts, 1, "released claims are not counted");
     store
         .mark_subscriber_delivery(
             sid,

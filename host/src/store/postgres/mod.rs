@@ -803,6 +803,15 @@ impl Store for PostgresStore {
         in_tx!(self, |tx| outbox::mark_published(&tx, seqs, now).await)
     }
 
+    async fn complete_publication(&self, seqs: &[i64], now: Millis) -> Result<u64> {
+        in_tx!(self, |tx| {
+            let queued =
+                outbox::queue_subscriber_deliveries(&tx, seqs, outbox::Queue::New, now).await?;
+            outbox::mark_published(&tx, seqs, now).await?;
+            Ok(queued)
+        })
+    }
+
     async fn release_outbox(&self, seqs: &[i64], now: Millis) -> Result<()> {
         in_tx!(self, |tx| outbox::release_outbox(&tx, seqs, now).await)
     }
@@ -991,6 +1000,17 @@ impl Store for PostgresStore {
         .await)
     }
 
+    async fn release_subscriber_deliveries(
+        &self,
+        deliveries: &[(String, i64)],
+        now: Millis,
+    ) -> Result<()> {
+        in_tx!(self, |tx| outbox::release_subscriber_deliveries(
+            &tx, deliveries, now
+        )
+        .await)
+    }
+
     async fn claim_subscriber_deliveries(
         &self,
         limit: usize,
@@ -1006,6 +1026,14 @@ impl Store for PostgresStore {
             super::millis(lease)
         )
         .await)
+    }
+
+    async fn mark_subscriber_deliveries(
+        &self,
+        attempts: &[(String, i64, SubscriberAttempt)],
+    ) -> Result<()> {
+        in_tx!(self, |tx| outbox::mark_subscriber_deliveries(&tx, attempts)
+            .await)
     }
 
     async fn mark_subscriber_delivery(

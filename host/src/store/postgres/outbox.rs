@@ -632,6 +632,28 @@ pub(super) async fn queue_subscriber_deliveries(
     Ok(queued)
 }
 
+pub(super) async fn release_subscriber_deliveries(
+    db: &impl GenericClient,
+    deliveries: &[(String, i64)],
+    now: Millis,
+) -> Result<()> {
+    let (subscribers, seqs): (Vec<&str>, Vec<i64>) = deliveries
+        .iter()
+        .map(|(subscriber, seq)| (subscriber.as_str(), *seq))
+        .unzip();
+    execute(
+        db,
+        "UPDATE subscriber_deliveries d \
+         SET attempts = GREATEST(d.attempts - 1, 0), next_attempt_at = $3, updated_at = $3 \
+         FROM unnest($1::text[], $2::bigint[]) AS r(subscriber_id, outbox_seq) \
+         WHERE d.subscriber_id = r.subscriber_id AND d.outbox_seq = r.outbox_seq \
+           AND d.status = 'pending'",
+        &[&subscribers, &seqs, &now],
+    )
+    .await?;
+    Ok(())
+}
+
 pub(super) async fn claim_subscriber_deliveries(
     db: &impl GenericClient,
     lock_key: &str,
@@ -639,7 +661,9 @@ pub(super) async fn claim_subscriber_deliveries(
     now: Millis,
     lease: Millis,
 ) -> Result<Vec<SubscriberJob>> {
-    // One claim at a time across hosts, as for the outbox.
+    // One claim at a time across hosts, as for the outbox; and as there, a due delivery is
+    // claimed unless an earlier one of its subscriber and entity is pending and not due, so a
+    // run of one entity comes in one claim.
     lock(db, lock_key).await?;
     let due = query_all(
         db,
@@ -649,7 +673,7 @@ pub(super) async fn claim_subscriber_deliveries(
            AND NOT EXISTS (SELECT 1 FROM subscriber_deliveries e \
                            WHERE e.status = 'pending' AND e.subscriber_id = d.subscriber_id \
                              AND e.entity_type = d.entity_type AND e.entity_id = d.entity_id \
-                             AND e.outbox_seq < d.outbox_seq) \
+                             AND e.next_attempt_at > $1 AND e.outbox_seq < d.outbox_seq) \
          ORDER BY d.outbox_seq, d.subscriber_id LIMIT $2",
         &[&now, &int(limit as u64)],
         |row| {
@@ -711,6 +735,16 @@ async fn subscriber_delivery_status(
     .ok_or_else(|| Error::NotFound(format!("delivery of event {seq} to {subscriber_id}")))
 }
 
+pub(super) async fn mark_subscriber_deliveries(
+    db: &impl GenericClient,
+    attempts: &[(String, i64, SubscriberAttempt)],
+) -> Result<()> {
+    for (subscriber_id, seq, attempt) in attempts {
+        record_subscriber_attempt(db, subscriber_id, *seq, attempt).await?;
+    }
+    Ok(())
+}
+
 pub(super) async fn mark_subscriber_delivery(
     db: &impl GenericClient,
     subscriber_id: &str,
@@ -718,6 +752,16 @@ pub(super) async fn mark_subscriber_delivery(
     attempt: &SubscriberAttempt,
 ) -> Result<()> {
     subscriber_delivery_status(db, subscriber_id, seq).await?;
+    record_subscriber_attempt(db, subscriber_id, seq, attempt).await
+}
+
+/// Records an attempt on a delivery (none when it is gone).
+async fn record_subscriber_attempt(
+    db: &impl GenericClient,
+    subscriber_id: &str,
+    seq: i64,
+    attempt: &SubscriberAttempt,
+) -> Result<()> {
     let error = attempt.error.as_deref().map(bounded_error);
     let (status, next_attempt_at) = match attempt.next {
         AttemptNext::Delivered => (SubscriberDeliveryStatus::Delivered, None),

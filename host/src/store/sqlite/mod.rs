@@ -1889,6 +1889,17 @@ impl Queue<'_> {
     }
 }
 
+fn mark_published(db: &Db, seqs: &[i64], now: Millis) -> Result<()> {
+    let mut update = db.prepare_cached(
+        "UPDATE outbox SET status = 'published', published_at = ?2, last_error = NULL \
+         WHERE seq = ?1 AND status <> 'published'",
+    )?;
+    for &seq in seqs {
+        update.execute(params![seq, now])?;
+    }
+    Ok(())
+}
+
 fn queue_subscriber_deliveries(db: &Db, seqs: &[i64], how: Queue<'_>, now: Millis) -> Result<u64> {
     let mut by_tenant: std::collections::HashMap<String, Vec<Subscriber>> = Default::default();
     let mut insert = db.prepare_cached(&format!(
@@ -1898,18 +1909,27 @@ fn queue_subscriber_deliveries(db: &Db, seqs: &[i64], how: Queue<'_>, now: Milli
          ON CONFLICT (subscriber_id, outbox_seq) {}",
         how.on_conflict()
     ))?;
+    let mut tenant_of = db.prepare_cached("SELECT tenant_id FROM outbox WHERE seq = ?1")?;
     let mut queued = 0;
     for &seq in seqs {
-        let row = require_outbox_row(db, seq)?;
-        if !by_tenant.contains_key(&row.tenant_id) {
+        // The tenant first: the row itself is read only when the tenant has subscribers.
+        let tenant: Option<String> = tenant_of.query_row([seq], |row| row.get(0)).optional()?;
+        let Some(tenant) = tenant else {
+            return Err(Error::NotFound(format!("outbox row {seq}")));
+        };
+        if !by_tenant.contains_key(&tenant) {
             let subscribers = query_all(
                 db,
                 &format!("SELECT {SUBSCRIBER} FROM subscribers WHERE tenant_id = ?1 AND enabled"),
-                [&row.tenant_id],
+                [&tenant],
                 subscriber_row,
             )?;
-            by_tenant.insert(row.tenant_id.clone(), subscribers);
+            by_tenant.insert(tenant.clone(), subscribers);
         }
+        if by_tenant[&tenant].is_empty() {
+            continue;
+        }
+        let row = require_outbox_row(db, seq)?;
         for subscriber in &by_tenant[&row.tenant_id] {
             if how.wants(subscriber) && subscriber.wants(&row) {
                 queued += insert.execute(params![
@@ -1940,15 +1960,20 @@ fn claim_subscriber_deliveries(
     now: Millis,
     lease: Millis,
 ) -> Result<Vec<SubscriberJob>> {
+    // As for the outbox: a due delivery is claimed unless an earlier delivery of its subscriber
+    // and entity is pending and not due (in flight, or waiting for a retry), so a run of one
+    // entity comes in one claim, in `outbox_seq` order.
     let due = query_all(
         db,
         "SELECT d.subscriber_id, d.outbox_seq FROM subscriber_deliveries d \
          JOIN subscribers s ON s.id = d.subscriber_id \
          WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND s.enabled \
-           AND NOT EXISTS (SELECT 1 FROM subscriber_deliveries e \
-                           WHERE e.status = 'pending' AND e.subscriber_id = d.subscriber_id \
-                             AND e.entity_type = d.entity_type AND e.entity_id = d.entity_id \
-                             AND e.outbox_seq < d.outbox_seq) \
+           AND NOT EXISTS ( \
+             SELECT 1 FROM subscriber_deliveries e \
+               INDEXED BY subscriber_deliveries_pending_by_entity_due \
+             WHERE e.status = 'pending' AND e.subscriber_id = d.subscriber_id \
+               AND e.entity_type = d.entity_type AND e.entity_id = d.entity_id \
+               AND e.next_attempt_at > ?1 AND e.outbox_seq < d.outbox_seq) \
          ORDER BY d.outbox_seq, d.subscriber_id LIMIT ?2",
         params![now, int(limit as u64)],
         |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
@@ -1977,6 +2002,36 @@ fn claim_subscriber_deliveries(
         });
     }
     Ok(jobs)
+}
+
+/// Records an attempt on a delivery (none when it is gone).
+fn record_subscriber_attempt(
+    db: &Db,
+    subscriber_id: &str,
+    seq: i64,
+    attempt: &SubscriberAttempt,
+) -> Result<()> {
+    let (status, next_attempt_at) = match attempt.next {
+        AttemptNext::Delivered => (SubscriberDeliveryStatus::Delivered, None),
+        AttemptNext::RetryAt(at) => (SubscriberDeliveryStatus::Pending, Some(at)),
+        AttemptNext::Dead => (SubscriberDeliveryStatus::Dead, None),
+    };
+    db.prepare_cached(
+        "UPDATE subscriber_deliveries SET status = ?3, \
+         next_attempt_at = coalesce(?4, next_attempt_at), last_status = ?5, \
+         last_error = ?6, updated_at = ?7 \
+         WHERE subscriber_id = ?1 AND outbox_seq = ?2",
+    )?
+    .execute(params![
+        subscriber_id,
+        seq,
+        status.as_str(),
+        next_attempt_at,
+        attempt.status_code,
+        attempt.error.as_deref().map(bounded_error),
+        attempt.at,
+    ])?;
+    Ok(())
 }
 
 fn subscriber_delivery_status(
@@ -2613,16 +2668,17 @@ impl Store for SqliteStore {
 
     async fn mark_published(&self, seqs: &[i64], now: Millis) -> Result<()> {
         let seqs = seqs.to_vec();
+        self.write_then(move |db| mark_published(db, &seqs, now), keeps_connections)
+            .await
+    }
+
+    async fn complete_publication(&self, seqs: &[i64], now: Millis) -> Result<u64> {
+        let seqs = seqs.to_vec();
         self.write_then(
             move |db| {
-                let mut update = db.prepare_cached(
-                    "UPDATE outbox SET status = 'published', published_at = ?2, last_error = NULL \
-                 WHERE seq = ?1 AND status <> 'published'",
-                )?;
-                for seq in seqs {
-                    update.execute(params![seq, now])?;
-                }
-                Ok(())
+                let queued = queue_subscriber_deliveries(db, &seqs, Queue::New, now)?;
+                mark_published(db, &seqs, now)?;
+                Ok(queued)
             },
             keeps_connections,
         )
@@ -3117,6 +3173,46 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn release_subscriber_deliveries(
+        &self,
+        deliveries: &[(String, i64)],
+        now: Millis,
+    ) -> Result<()> {
+        let deliveries = deliveries.to_vec();
+        self.write_then(
+            move |db| {
+                let mut release = db.prepare_cached(
+                    "UPDATE subscriber_deliveries \
+                     SET attempts = max(attempts - 1, 0), next_attempt_at = ?3, updated_at = ?3 \
+                     WHERE subscriber_id = ?1 AND outbox_seq = ?2 AND status = 'pending'",
+                )?;
+                for (subscriber_id, seq) in deliveries {
+                    release.execute(params![subscriber_id, seq, now])?;
+                }
+                Ok(())
+            },
+            keeps_connections,
+        )
+        .await
+    }
+
+    async fn mark_subscriber_deliveries(
+        &self,
+        attempts: &[(String, i64, SubscriberAttempt)],
+    ) -> Result<()> {
+        let attempts = attempts.to_vec();
+        self.write_then(
+            move |db| {
+                for (subscriber_id, seq, attempt) in &attempts {
+                    record_subscriber_attempt(db, subscriber_id, *seq, attempt)?;
+                }
+                Ok(())
+            },
+            keeps_connections,
+        )
+        .await
+    }
+
     async fn mark_subscriber_delivery(
         &self,
         subscriber_id: &str,
@@ -3124,31 +3220,10 @@ impl Store for SqliteStore {
         attempt: SubscriberAttempt,
     ) -> Result<()> {
         let subscriber_id = subscriber_id.to_owned();
-        let error = attempt.error.as_deref().map(bounded_error);
         self.write_then(
             move |db| {
                 subscriber_delivery_status(db, &subscriber_id, seq)?;
-                let (status, next_attempt_at) = match attempt.next {
-                    AttemptNext::Delivered => (SubscriberDeliveryStatus::Delivered, None),
-                    AttemptNext::RetryAt(at) => (SubscriberDeliveryStatus::Pending, Some(at)),
-                    AttemptNext::Dead => (SubscriberDeliveryStatus::Dead, None),
-                };
-                db.prepare_cached(
-                    "UPDATE subscriber_deliveries SET status = ?3, \
-                 next_attempt_at = coalesce(?4, next_attempt_at), last_status = ?5, \
-                 last_error = ?6, updated_at = ?7 \
-                 WHERE subscriber_id = ?1 AND outbox_seq = ?2",
-                )?
-                .execute(params![
-                    subscriber_id,
-                    seq,
-                    status.as_str(),
-                    next_attempt_at,
-                    attempt.status_code,
-                    error,
-                    attempt.at,
-                ])?;
-                Ok(())
+                record_subscriber_attempt(db, &subscriber_id, seq, &attempt)
             },
             keeps_connections,
         )
