@@ -269,9 +269,9 @@ impl Relay {
     /// Runs until `shutdown` completes: publication and subscriber delivery, each in a loop of
     /// its own (a slow subscriber never holds back the bus, nor the bus a subscriber), back to
     /// back while there is work, otherwise sleeping until new events are appended (published
-    /// ones queued, for delivery) or `idle_poll` passes (for retries that come due). A pass
-    /// under way is finished first, so stopping can take up to `http_timeout`. Keeps the
-    /// outbox gauges current.
+    /// ones queued, for delivery) or `idle_poll` passes (for retries that come due). On
+    /// `shutdown` no new request starts and the ones in flight are waited for, so stopping can
+    /// take up to `http_timeout`. Keeps the outbox gauges current.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
         if self.secrets.is_none() {
             tracing::warn!("no secret store: outgoing webhooks are queued but not sent");
@@ -323,10 +323,13 @@ impl Relay {
 
     async fn delivery_loop(&self, mut stop: watch::Receiver<bool>) {
         while !*stop.borrow() {
-            let delivered = self.deliver_once().await.unwrap_or_else(|error| {
-                tracing::error!(%error, "subscriber delivery pass failed");
-                0
-            });
+            let delivered = self
+                .deliver_pass(Some(&stop))
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::error!(%error, "subscriber delivery pass failed");
+                    0
+                });
             if delivered > 0 {
                 continue;
             }

@@ -186,6 +186,7 @@ relay_suite!(
     a_failed_event_holds_back_the_rest_of_its_entity_only,
     one_entity_s_backlog_reaches_its_subscriber_in_runs_in_order,
     a_run_sends_nothing_its_lease_leaves_no_time_to_answer,
+    once_stopping_a_pass_starts_no_request_and_gives_its_claims_back,
 );
 
 /// A store with one tenant, a secret store with the subscriber's secret, and a relay whose
@@ -726,4 +727,23 @@ async fn a_run_sends_nothing_its_lease_leaves_no_time_to_answer(on: &On) {
         assert_eq!(delivery.status, SubscriberDeliveryStatus::Pending);
         assert_eq!(delivery.attempts, 0, "given back unattempted");
     }
+}
+
+async fn once_stopping_a_pass_starts_no_request_and_gives_its_claims_back(on: &On) {
+    let fixture = Fixture::new(on, quick()).await;
+    let (endpoint, address) = Endpoint::start([]).await;
+    let subscriber = fixture.subscribe(format!("http://{address}/hook")).await;
+    fixture.publish(&["D1", "D1", "D2"]).await;
+    let (_stop, stopping) = tokio::sync::watch::channel(true);
+    assert_eq!(
+        fixture.relay.deliver_pass(Some(&stopping)).await.unwrap(),
+        0
+    );
+    assert!(endpoint.received().is_empty());
+    for delivery in fixture.deliveries(&subscriber).await {
+        assert_eq!(delivery.status, SubscriberDeliveryStatus::Pending);
+        assert_eq!(delivery.attempts, 0, "given back unattempted");
+    }
+    // Not stopping: they go.
+    assert_eq!(fixture.relay.deliver_once().await.unwrap(), 3);
 }

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::{Relay, message_of, mix};
@@ -56,6 +56,15 @@ impl Relay {
     ///
     /// [`Store::claim_subscriber_deliveries`]: crate::store::Store::claim_subscriber_deliveries
     pub async fn deliver_once(&self) -> store::Result<usize> {
+        self.deliver_pass(None).await
+    }
+
+    /// [`Relay::deliver_once`]; once `stop` turns true, runs send nothing more (what is left
+    /// is given back), so that stopping waits for the requests in flight only.
+    pub(super) async fn deliver_pass(
+        &self,
+        stop: Option<&watch::Receiver<bool>>,
+    ) -> store::Result<usize> {
         if self.secrets.is_none() {
             return Ok(0);
         }
@@ -75,8 +84,12 @@ impl Relay {
         let slots = Arc::new(Semaphore::new(self.config.delivery_concurrency.max(1)));
         let mut in_flight = JoinSet::new();
         for run in runs(jobs) {
-            let (relay, slots) = (self.clone(), slots.clone());
-            in_flight.spawn(async move { relay.deliver_run(run, &slots, send_before).await });
+            let (relay, slots, stop) = (self.clone(), slots.clone(), stop.cloned());
+            in_flight.spawn(async move {
+                relay
+                    .deliver_run(run, &slots, send_before, stop.as_ref())
+                    .await
+            });
         }
         let mut delivered = 0;
         let mut failure = None;
@@ -97,7 +110,8 @@ impl Relay {
     }
 
     /// Delivers one run of a subscriber and entity in order; returns how many were delivered.
-    /// Stops at the first failure or at `send_before`, giving the rest back. The attempts are
+    /// Stops at the first failure, at `send_before` or once `stop` turns true, giving the rest
+    /// back. The attempts are
     /// recorded together when the run ends (one write, not one per request: a host that stops
     /// mid-run sends them again, which subscribers drop by `webhook-id`).
     async fn deliver_run(
@@ -105,6 +119,7 @@ impl Relay {
         run: Vec<SubscriberJob>,
         slots: &Semaphore,
         send_before: Instant,
+        stop: Option<&watch::Receiver<bool>>,
     ) -> store::Result<usize> {
         let mut attempts = Vec::with_capacity(run.len());
         let mut rest = Vec::new();
@@ -114,7 +129,7 @@ impl Relay {
                 .acquire()
                 .await
                 .expect("the semaphore is never closed");
-            if Instant::now() >= send_before {
+            if Instant::now() >= send_before || stop.is_some_and(|stop| *stop.borrow()) {
                 rest.push(job);
                 break;
             }
