@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use adapter_host::signatures::{Secret, sign_standard_webhooks};
 use axum::Router;
@@ -100,59 +100,28 @@ pub async fn exchange(stream: &mut TcpStream, request: &[u8], buffer: &mut Vec<u
 /// Sends every request with `concurrency` in flight (one connection each); every answer must
 /// be a 2xx.
 pub async fn drive(addr: std::net::SocketAddr, requests: Vec<Request>, concurrency: usize) -> Run {
-    let count = requests.len();
-    let requests = Arc::new(requests);
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut streams = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
-        let stream = TcpStream::connect(addr).await.expect("connecting");
-        stream.set_nodelay(true).unwrap();
-        streams.push(stream);
-    }
-    let cpu = Cpu::now();
-    let started = Instant::now();
-    let tasks: Vec<_> = streams
-        .into_iter()
-        .map(|mut stream| {
-            let (requests, next) = (requests.clone(), next.clone());
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut buffer = Vec::with_capacity(4096);
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(request) = requests.get(i) else {
-                        return latencies;
-                    };
-                    let sent = Instant::now();
-                    exchange(&mut stream, request, &mut buffer).await;
-                    latencies.push(sent.elapsed());
-                }
-            })
-        })
-        .collect();
-    let mut latencies = Vec::with_capacity(count);
-    for task in tasks {
-        latencies.extend(task.await.unwrap());
-    }
-    let elapsed = started.elapsed();
-    let cpu = Cpu::now().since(cpu);
-    latencies.sort();
-    Run {
-        requests: count,
-        elapsed,
-        latencies,
-        cpu,
-    }
+    send(addr, requests, concurrency, None).await
 }
 
 /// Sends every request, request `i` not before `i / rate` seconds from the start (an open
 /// schedule: a slow answer does not slow the ones after it, up to `concurrency` in flight),
-/// with `concurrency` keep-alive connections; every answer must be a 2xx.
+/// with `concurrency` keep-alive connections; every answer must be a 2xx. Latency counts from
+/// when a request was due: waiting for a free connection is part of it.
 pub async fn drive_paced(
     addr: std::net::SocketAddr,
     requests: Vec<Request>,
     concurrency: usize,
     rate: f64,
+) -> Run {
+    send(addr, requests, concurrency, Some(rate)).await
+}
+
+/// [`drive`], or [`drive_paced`] with a `rate`.
+async fn send(
+    addr: std::net::SocketAddr,
+    requests: Vec<Request>,
+    concurrency: usize,
+    rate: Option<f64>,
 ) -> Run {
     let count = requests.len();
     let requests = Arc::new(requests);
@@ -177,12 +146,16 @@ pub async fn drive_paced(
                     let Some(request) = requests.get(i) else {
                         return latencies;
                     };
-                    let due = started + Duration::from_secs_f64(i as f64 / rate);
-                    tokio::time::sleep_until(due).await;
-                    // Latency counts from when the request was due: waiting for a free
-                    // connection is part of it.
+                    let sent = match rate {
+                        Some(rate) => {
+                            let due = started + Duration::from_secs_f64(i as f64 / rate);
+                            tokio::time::sleep_until(due).await;
+                            due
+                        }
+                        None => tokio::time::Instant::now(),
+                    };
                     exchange(&mut stream, request, &mut buffer).await;
-                    latencies.push(due.elapsed());
+                    latencies.push(sent.elapsed());
                 }
             })
         })
