@@ -34,7 +34,7 @@ use crate::telemetry;
 pub struct RelayConfig {
     /// Rows (and subscriber deliveries) claimed per pass. Each pass costs two writes (the
     /// claim, then queueing and marking what the bus took), so larger passes publish more per
-    /// write: 500 publishes ~1.5x what 100 does (BENCHMARKS.md, the relay).
+    /// write: 500 published 1.3-1.6x what 100 did with 100-event batches (`relay_load`).
     pub batch: usize,
     /// How long a claim holds a row. Keep it well above `http_timeout`: a delivery still in
     /// flight when its lease ends may be claimed again (by another node) and sent twice.
