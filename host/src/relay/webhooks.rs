@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::{Relay, message_of, mix};
@@ -84,10 +84,16 @@ impl Relay {
         let slots = Arc::new(Semaphore::new(self.config.delivery_concurrency.max(1)));
         let mut in_flight = JoinSet::new();
         for run in runs(jobs) {
+            // A run starts once it holds a request slot: runs start in claim order, and no more
+            // wait at once than there are slots.
+            let first = Arc::clone(&slots)
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
             let (relay, slots, stop) = (self.clone(), slots.clone(), stop.cloned());
             in_flight.spawn(async move {
                 relay
-                    .deliver_run(run, &slots, send_before, stop.as_ref())
+                    .deliver_run(run, first, &slots, send_before, stop.as_ref())
                     .await
             });
         }
@@ -117,18 +123,23 @@ impl Relay {
     async fn deliver_run(
         &self,
         run: Vec<SubscriberJob>,
-        slots: &Semaphore,
+        first: OwnedSemaphorePermit,
+        slots: &Arc<Semaphore>,
         send_before: Instant,
         stop: Option<&watch::Receiver<bool>>,
     ) -> store::Result<usize> {
         let mut attempts = Vec::with_capacity(run.len());
         let mut rest = Vec::new();
         let mut jobs = run.into_iter();
+        let mut first = Some(first);
         for job in jobs.by_ref() {
-            let permit = slots
-                .acquire()
-                .await
-                .expect("the semaphore is never closed");
+            let permit = match first.take() {
+                Some(permit) => permit,
+                None => Arc::clone(slots)
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed"),
+            };
             if Instant::now() >= send_before || stop.is_some_and(|stop| *stop.borrow()) {
                 rest.push(job);
                 break;

@@ -786,9 +786,12 @@ impl Adapter {
         }
     }
 
-    /// Calls `describe` and builds the declaration the contracts check against.
+    /// Calls `describe` and builds the declaration the contracts check against. It runs once
+    /// per load, under the poll deadline (2 s by default) rather than the webhook one: the first
+    /// call into a large guest (Python, JavaScript) is slow, slower still while other adapters
+    /// compile on the same cores.
     async fn describe(mut self) -> Result<Self> {
-        let limits = self.loaded.limits.clone();
+        let limits = self.loaded.limits.for_polls();
         let log = LogSink::new(limits.log_bytes);
         let deadline = Deadline::starting_now(limits.deadline());
         let mut store = self.new_store(&log, Env::default(), deadline.clone());
