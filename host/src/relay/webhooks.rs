@@ -117,9 +117,9 @@ impl Relay {
 
     /// Delivers one run of a subscriber and entity in order; returns how many were delivered.
     /// Stops at the first failure, at `send_before` or once `stop` turns true, giving the rest
-    /// back. The attempts are
-    /// recorded together when the run ends (one write, not one per request: a host that stops
-    /// mid-run sends them again, which subscribers drop by `webhook-id`).
+    /// back. The attempts are recorded together when the run ends (one write, not one per
+    /// request: a host that stops mid-run sends them again, which subscribers drop by
+    /// `webhook-id`).
     async fn deliver_run(
         &self,
         run: Vec<SubscriberJob>,
@@ -129,7 +129,8 @@ impl Relay {
         stop: Option<&watch::Receiver<bool>>,
     ) -> store::Result<usize> {
         let mut attempts = Vec::with_capacity(run.len());
-        let mut rest = Vec::new();
+        // The job a stop or the lease's end kept from being sent.
+        let mut unsent = None;
         let mut jobs = run.into_iter();
         let mut first = Some(first);
         for job in jobs.by_ref() {
@@ -141,7 +142,7 @@ impl Relay {
                     .expect("the semaphore is never closed"),
             };
             if Instant::now() >= send_before || stop.is_some_and(|stop| *stop.borrow()) {
-                rest.push(job);
+                unsent = Some(job);
                 break;
             }
             let attempt = self.attempt(&job).await;
@@ -152,7 +153,7 @@ impl Relay {
                 break;
             }
         }
-        let rest: Vec<(String, i64)> = rest
+        let rest: Vec<(String, i64)> = unsent
             .into_iter()
             .chain(jobs)
             .map(|job| (job.subscriber.id, job.event.seq))
