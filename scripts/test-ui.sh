@@ -30,7 +30,7 @@ target_dir=${CARGO_TARGET_DIR:-target}
 # The components the tests upload, built as tests/artifacts builds them (same target folder).
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
 cargo build --release --target wasm32-wasip2 --manifest-path sample-adapters/Cargo.toml \
-    --target-dir "$target_dir/guests" -p champion-health -p hostile
+    --target-dir "$target_dir/guests" -p champion-health -p hostile -p poller
 cargo build -p adapter-host
 
 (cd tests/ui && npm ci --no-audit --no-fund --loglevel=error)

@@ -688,6 +688,184 @@ async fn lists_hold_the_org_and_platform_level_rows() {
 }
 
 #[tokio::test]
+async fn the_tenants_orgs_are_listed_without_an_org_and_an_org_sees_only_its_own() {
+    let api = start().await;
+    let (a, b) = (org_admin("org-a"), org_admin("org-b"));
+    let platform_b = platform(Some("org-b"));
+    let shared = api.adapter(&platform_b, "shared", true).await;
+    api.adapter(&a, "mine", false).await;
+    api.connection(&a, &shared, false).await;
+    api.connection(&b, &shared, false).await;
+    // A platform-level connection that may emit into org-c, which nothing else names.
+    let (status, written) = api
+        .call(
+            &platform_b,
+            Method::PUT,
+            "/v1/secrets/github-signing",
+            Some(json!({"value": "github-secret", "platform_level": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{written}");
+    let (status, created) = api
+        .call(
+            &platform_b,
+            Method::POST,
+            "/v1/connections",
+            Some(json!({
+                "provider": "custom", "adapter_id": shared, "platform_level": true,
+                "signature": {"scheme": "github"}, "secret": "github-signing",
+                "allowed_org_ids": ["org-c"],
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    // Another tenant's org is not this tenant's.
+    let stranger = As {
+        token: token_with(json!({"tenant_id": "tenant-other", "org_id": "org-z"})),
+        org_header: None,
+    };
+    api.adapter(&stranger, "elsewhere", false).await;
+
+    // No X-Org-Id needed: this is how a platform-level caller finds one.
+    let (status, orgs) = api
+        .call(&platform(None), Method::GET, "/v1/orgs", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{orgs}");
+    assert_eq!(
+        orgs["items"],
+        json!([
+            {"org_id": "org-a", "connections": 1, "allowed_by": 0, "adapters": 1, "subscribers": 0},
+            {"org_id": "org-b", "connections": 1, "allowed_by": 0, "adapters": 0, "subscribers": 0},
+            {"org_id": "org-c", "connections": 0, "allowed_by": 1, "adapters": 0, "subscribers": 0},
+        ]),
+        "{orgs}"
+    );
+    let (_, first) = api
+        .call(&platform(None), Method::GET, "/v1/orgs?limit=2", None)
+        .await;
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a second page")
+        .to_owned();
+    let (_, second) = api
+        .call(
+            &platform(None),
+            Method::GET,
+            &format!("/v1/orgs?limit=2&cursor={cursor}"),
+            None,
+        )
+        .await;
+    assert_eq!(second["items"][0]["org_id"], "org-c", "{second}");
+    assert_eq!(second["next_cursor"], Value::Null);
+
+    // An org-scoped caller sees its org alone, whatever it asks; an org no row names yet too.
+    let (_, mine) = api.call(&a, Method::GET, "/v1/orgs", None).await;
+    assert_eq!(mine["items"].as_array().unwrap().len(), 1, "{mine}");
+    assert_eq!(mine["items"][0]["org_id"], "org-a");
+    let (_, fresh) = api
+        .call(&org_admin("org-new"), Method::GET, "/v1/orgs", None)
+        .await;
+    assert_eq!(
+        fresh["items"],
+        json!([{"org_id": "org-new", "connections": 0, "allowed_by": 0, "adapters": 0, "subscribers": 0}])
+    );
+    let (_, theirs) = api.call(&stranger, Method::GET, "/v1/orgs", None).await;
+    assert_eq!(theirs["items"][0]["org_id"], "org-z", "{theirs}");
+    assert_eq!(theirs["items"][0]["adapters"], 1);
+
+    let (status, problem) = api
+        .call(&platform(None), Method::GET, "/v1/orgs?limit=0", None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    let (status, problem) = api
+        .call(&platform(None), Method::GET, "/v1/orgs?org=x", None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    let no_token = Request::get("/v1/orgs").body(Body::empty()).unwrap();
+    assert_eq!(api.send(no_token).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_ready_version_reports_its_world_and_imports() {
+    let api = start().await;
+    let a = org_admin("org-a");
+    for (name, wasm, world) in [
+        ("current", test_artifacts::POLLER, "0.2.0"),
+        ("legacy", test_artifacts::LEGACY_V0_1, "0.1.0"),
+    ] {
+        let (_, adapter) = api
+            .call(
+                &a,
+                Method::POST,
+                "/v1/adapters",
+                Some(json!({"name": name})),
+            )
+            .await;
+        let id = adapter["id"].as_str().unwrap();
+        let (status, version) = api.upload(&a, id, wasm).await;
+        assert_eq!(status, StatusCode::CREATED, "{version}");
+        assert_eq!(version["world"], world, "{version}");
+        let imports: Vec<&str> = version["imports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i.as_str().unwrap())
+            .collect();
+        let mut sorted = imports.clone();
+        sorted.sort_unstable();
+        assert_eq!(imports, sorted, "sorted");
+        assert!(
+            imports
+                .iter()
+                .all(|i| i.starts_with("crm:adapter/") || i.starts_with("wasi:")),
+            "{imports:?}"
+        );
+        // What it declares stays under `info`, as before.
+        assert!(version["info"]["event_types"].is_array(), "{version}");
+        assert!(version["info"].get("world").is_none(), "{version}");
+        let (_, read) = api
+            .call(
+                &a,
+                Method::GET,
+                &format!("/v1/adapters/{id}/versions/1"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (&read["world"], &read["imports"]),
+            (&version["world"], &version["imports"])
+        );
+    }
+    // The poller fetches through the host: its world's HTTP interface is among its imports.
+    let (_, adapters) = api.call(&a, Method::GET, "/v1/adapters", None).await;
+    let current = adapters["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "current")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, version) = api
+        .call(
+            &a,
+            Method::GET,
+            &format!("/v1/adapters/{current}/versions/1"),
+            None,
+        )
+        .await;
+    assert!(
+        version["imports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i.as_str().unwrap().starts_with("crm:adapter/http")),
+        "{version}"
+    );
+}
+
+#[tokio::test]
 async fn every_answer_carries_a_request_id_and_problems_quote_it() {
     let api = start().await;
     let call = |request_id: Option<&str>| {

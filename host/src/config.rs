@@ -255,7 +255,7 @@ pub async fn provision(host: &Host, config: &Config, base: &Path) -> anyhow::Res
                         adapter_id: adapter.id.clone(),
                         sha256: loaded.sha256().to_owned(),
                         size_bytes: loaded.size_bytes(),
-                        info_json: serde_json::to_string(loaded.info())?,
+                        info_json: serde_json::to_string(&loaded.record())?,
                         limits_json: serde_json::to_string(loaded.limits())?,
                         created_at: store::now_millis(),
                         created_by: "config".into(),

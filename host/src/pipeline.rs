@@ -1276,7 +1276,7 @@ impl Host {
         version: u32,
     ) -> store::Result<store::AdapterVersion> {
         let outcome = match self.adapter(adapter_id, version).await {
-            Ok(adapter) => serde_json::to_string(adapter.info()).map_err(|e| e.to_string()),
+            Ok(adapter) => serde_json::to_string(&adapter.record()).map_err(|e| e.to_string()),
             Err(error) => Err(format!("{error:#}")),
         };
         if let Err(why) = &outcome {

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { CLIENT_ID, CLIENT_SECRET } from './fake-crm.js';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const TARGET = process.env.CARGO_TARGET_DIR ? resolve(process.env.CARGO_TARGET_DIR) : join(ROOT, 'target');
@@ -44,10 +45,46 @@ async function freePort() {
   });
 }
 
-/** A config like the demo's (host/demo/config.toml), plus an adapter and connection of another org. */
-function config() {
+/** The API key the Zenoti-like connection's CRM accepts, once the page has written it. */
+export const ZENOTI_KEY = `zk_${randomBytes(16).toString('hex')}`;
+
+/**
+ * A config like the demo's (host/demo/config.toml), plus an adapter and connection of another
+ * org, and two platform-level polled connections (the poller's events name no org) to the
+ * fake CRM at `crm`: one connected with Salesforce's OAuth, one with a Zenoti-style API key,
+ * neither given its credential yet.
+ */
+function config(crm) {
   const wasm = component('champion_health');
+  const poller = component('poller');
+  const scope = 'tenants/demo-tenant/platform';
+  const polled = (id, provider, api) => `
+[[connections]]
+id = "${id}"
+tenant_id = "demo-tenant"
+provider = "${provider}"
+adapter = "poller"
+signature = { scheme = "standard_webhooks" }
+secret = "${scope}/poll-signing"
+allowed_orgs = ["org-456"]
+polling = { interval_secs = 86400, max_pages = 5 }
+api = ${api}
+`;
   return `
+[[adapters]]
+tenant_id = "demo-tenant"
+name = "poller"
+wasm = ${JSON.stringify(poller)}
+${polled('sf-crm', 'salesforce', `{ allow_private = true, credential = { kind = "oauth2", provider = "salesforce", client_id = "${CLIENT_ID}", client_secret = "${scope}/salesforce/client-secret", login_url = "${crm.base}" } }`)}
+${polled('zenoti-crm', 'zenoti', `{ base_url = "${crm.base}", allow_private = true, credential = { kind = "api_key", secret = "${scope}/zenoti/api-key", header = "Authorization", prefix = "apikey " } }`)}
+[[secrets]]
+name = "${scope}/poll-signing"
+value = "whsec_${randomBytes(24).toString('base64')}"
+
+[[secrets]]
+name = "${scope}/salesforce/client-secret"
+value = "${CLIENT_SECRET}"
+
 [[adapters]]
 tenant_id = "demo-tenant"
 name = "champion-health"
@@ -88,8 +125,8 @@ value = "${OTHER_ORG_SECRET}"
 `;
 }
 
-/** Starts the host; `stop()` ends it and removes its data. */
-export async function startHost() {
+/** Starts the host against the fake CRM `crm`; `stop()` ends it and removes its data. */
+export async function startHost(crm) {
   if (!existsSync(BINARY)) throw new Error(`${BINARY} is missing: cargo build -p adapter-host`);
   const dir = mkdtempSync(join(tmpdir(), 'adapter-host-ui-'));
   const data = join(dir, 'data');
@@ -97,13 +134,13 @@ export async function startHost() {
   const key = join(dir, 'jwt.key');
   writeFileSync(key, randomBytes(32).toString('base64'), { mode: 0o600 });
   const configFile = join(dir, 'config.toml');
-  writeFileSync(configFile, config());
+  writeFileSync(configFile, config(crm));
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const log = [];
   const child = spawn(
     BINARY,
-    ['serve', '--config', configFile, '--data-dir', data, '--listen', `127.0.0.1:${port}`, '--public-url', base, '--jwt-key-file', key],
+    ['serve', '--config', configFile, '--data-dir', data, '--listen', `127.0.0.1:${port}`, '--public-url', base, '--jwt-key-file', key, '--oauth-return-url', `${base}/ui/`],
     { env: { ...process.env, ADAPTER_HOST_LOG: 'warn' }, stdio: ['ignore', 'ignore', 'pipe'] },
   );
   child.stderr.on('data', (chunk) => log.push(chunk.toString()));

@@ -7,9 +7,11 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { DEMO_SECRET, component, fixture, launch, openPage, read, screenshot, sendSigned, signIn, startHost } from './harness.js';
+import { DEMO_SECRET, ZENOTI_KEY, component, fixture, launch, openPage, read, screenshot, sendSigned, signIn, startHost } from './harness.js';
+import { startFakeCrm } from './fake-crm.js';
 
 let host;
+let crm;
 let browser;
 let admin; // the org-456 tenant admin's page, kept across tests
 const opened = [];
@@ -19,7 +21,8 @@ let connectionId;
 let webhookUrl;
 
 before(async () => {
-  [host, browser] = await Promise.all([startHost(), launch()]);
+  crm = await startFakeCrm();
+  [host, browser] = await Promise.all([startHost(crm), launch()]);
   admin = await openPage(browser);
   opened.push(admin);
 });
@@ -27,6 +30,7 @@ before(async () => {
 after(async () => {
   await browser?.close();
   await host?.stop();
+  await crm?.stop();
 });
 
 afterEach(() => {
@@ -85,6 +89,9 @@ test('creates an adapter, uploads versions with the check and compile shown, and
   const declared = admin.locator('section').filter({ hasText: 'Version 1' }).first();
   assert.match(await declared.innerText(), /member\.enrolled/);
   assert.match(await declared.innerText(), /decimals:/);
+  // ... the world it implements, and the interfaces it imports.
+  assert.match(await declared.innerText(), /world 0\.\d+\.0/);
+  assert.match(await declared.innerText(), /crm:adapter\/|wasi:/);
 
   await admin.getByLabel('Component (.wasm)').setInputFiles(component('hostile'));
   await admin.getByRole('button', { name: 'Upload version' }).click();
@@ -216,6 +223,78 @@ test('a subscriber is added with its secret, and its dead deliveries listed for 
   await admin.getByText('No dead delivery: nothing to retry.').waitFor();
   await admin.getByLabel('Show').selectOption('');
   await admin.getByRole('table', { name: 'Subscriber deliveries' }).or(admin.getByText('No delivery matches.')).waitFor();
+});
+
+test('a platform admin connects a Salesforce connection with OAuth and polls it now; writes a Zenoti API key, never shown, and polls with it', async () => {
+  // Platform-level connections (their events name no org): an org's admin reads them only...
+  await admin.goto(`${host.base}/ui/#/connections/sf-crm`);
+  await admin.getByRole('heading', { name: 'CRM connection (OAuth 2.0)' }).waitFor();
+  assert.equal(await admin.getByRole('button', { name: 'Connect to Salesforce' }).count(), 0);
+  // ... a platform-level token changes them.
+  const platform = await page();
+  await signIn(platform, host.base, host.token('--role', 'tenant_admin', '--subject', 'ops@platform'), 'org-456');
+  await platform.goto(`${host.base}/ui/#/connections/sf-crm`);
+  const oauth = platform.locator('section').filter({ hasText: 'CRM connection (OAuth 2.0)' });
+  await oauth.getByText('never connected').waitFor();
+  // To the provider's consent page and back: the host's callback returns to the page.
+  await platform.getByRole('button', { name: 'Connect to Salesforce' }).click();
+  await platform.getByRole('heading', { name: 'Allow adapter-host to read your CRM?' }).waitFor();
+  assert.equal(crm.seen.authorize.code_challenge_method, 'S256', 'PKCE');
+  await platform.getByRole('link', { name: 'Allow' }).click();
+  await platform.getByRole('status').filter({ hasText: 'Connected sf-crm to its CRM' }).waitFor();
+  await oauth.locator('.badge').filter({ hasText: 'connected' }).waitFor();
+  assert.equal(crm.seen.tokenExchanges, 1);
+  assert.ok((await platform.locator('main').innerText()).includes(crm.base), 'the instance named when connecting is the API base');
+
+  const polls = platform.getByRole('table', { name: 'Poll runs' });
+  await platform.getByRole('button', { name: 'Poll now' }).click();
+  await platform.getByRole('status').filter({ hasText: /^Poll run .* started$/ }).waitFor();
+  const manual = polls.getByRole('row').filter({ hasText: 'manual' }).filter({ hasText: 'done' });
+  await manual.waitFor();
+  assert.match(await platform.locator('section').filter({ hasText: 'Pages per run' }).innerText(), /Running now\s+no/);
+  // Started, Trigger, Status, Pages, Events: one event per item.
+  assert.equal((await manual.locator('td').nth(4).innerText()).trim(), String(crm.items.length));
+  assert.equal(crm.seen.items.at(-1), 'bearer', 'the request carried the access token');
+  await screenshot(platform, 'connection-oauth');
+  await platform.getByRole('button', { name: 'Disconnect' }).click();
+  await platform.getByRole('status').filter({ hasText: 'Disconnected; the grant was revoked' }).waitFor();
+  assert.equal(crm.seen.revoked, 1);
+
+  crm.acceptApiKey(ZENOTI_KEY);
+  await platform.goto(`${host.base}/ui/#/connections/zenoti-crm`);
+  await platform.getByRole('heading', { name: 'CRM API key' }).waitFor();
+  await platform.getByLabel('API key', { exact: true }).fill(ZENOTI_KEY);
+  await platform.getByRole('button', { name: 'Save key' }).click();
+  await platform.getByRole('status').filter({ hasText: 'Key written (version 1)' }).waitFor();
+  assert.equal(await platform.getByLabel('API key', { exact: true }).inputValue(), '', 'the field is cleared');
+  await platform.getByRole('button', { name: 'Poll now' }).click();
+  const withKey = polls.getByRole('row').filter({ hasText: 'manual' }).filter({ hasText: 'done' });
+  await withKey.waitFor();
+  assert.equal((await withKey.locator('td').nth(4).innerText()).trim(), String(crm.items.length));
+  assert.equal(crm.seen.items.at(-1), 'api_key', 'the request carried the key the page wrote');
+  const shown = await platform.evaluate(() => document.documentElement.outerHTML);
+  assert.ok(!shown.includes(ZENOTI_KEY), 'the key is nowhere on the page');
+});
+
+test('a platform admin picks an org from the tenant\'s orgs, switches with X-Org-Id and sees each org in turn', async () => {
+  const chooser = await page();
+  await chooser.goto(`${host.base}/ui/`);
+  await chooser.getByLabel('Token', { exact: true }).fill(host.token('--role', 'viewer', '--subject', 'auditor@platform'));
+  await chooser.getByRole('button', { name: 'Sign in' }).click();
+  await chooser.getByRole('heading', { name: 'Choose an org' }).waitFor();
+  const orgs = chooser.getByRole('table', { name: 'The tenant’s orgs' });
+  const org456 = orgs.getByRole('row').filter({ hasText: 'org-456' });
+  // The connection, adapter and subscriber made above are its own; demo-champion, sf-crm and
+  // zenoti-crm (platform level) allow it.
+  assert.match(await org456.innerText(), /1 connection, allowed by 3 connections, 1 adapter, 1 subscriber/);
+  assert.match(await orgs.getByRole('row').filter({ hasText: 'org-789' }).innerText(), /1 connection, 1 adapter/);
+  await chooser.getByRole('button', { name: 'Act in org org-789' }).click();
+  await chooser.getByRole('row').filter({ hasText: 'org-789-crm' }).waitFor();
+  await chooser.getByRole('status').filter({ hasText: 'Acting in org org-789' }).waitFor();
+  // The switcher offers the tenant's orgs.
+  await chooser.waitForFunction(() => document.querySelectorAll('.org-switcher datalist option').length === 2);
+  const offered = await chooser.locator('.org-switcher datalist option').evaluateAll((options) => options.map((o) => o.value));
+  assert.deepEqual(offered, ['org-456', 'org-789']);
 });
 
 test('a platform admin switches orgs with X-Org-Id and sees each org in turn', async () => {

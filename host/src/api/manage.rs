@@ -94,6 +94,7 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state.clone())
         .merge(super::connections::router(state.clone()))
         .merge(super::audit::router(state.clone()))
+        .merge(super::orgs::router(state.clone()))
         .merge(super::health::router(state.clone()))
         .merge(super::provenance::router(state))
 }
@@ -203,6 +204,12 @@ struct VersionView {
     failure: Option<String>,
     /// What it declares (empty until it is ready).
     info: Value,
+    /// The adapter world version it implements (`0.1.0`, `0.2.0`), once ready.
+    #[schema(value_type = Option<String>)]
+    world: Option<sandbox::WorldVersion>,
+    /// The interfaces it imports, sorted, once ready: those of our world (`crm:adapter/...`)
+    /// and of WASI it was checked to use, nothing else.
+    imports: Vec<String>,
     limits: Value,
     created_at: store::Millis,
     created_by: String,
@@ -210,6 +217,20 @@ struct VersionView {
 
 impl From<AdapterVersion> for VersionView {
     fn from(v: AdapterVersion) -> Self {
+        // A version still compiling, or failed, records `{}`: it declares nothing yet.
+        let (info, world, imports) =
+            match serde_json::from_str::<sandbox::VersionRecord>(&v.info_json) {
+                Ok(record) => (
+                    serde_json::to_value(record.info).unwrap_or(Value::Null),
+                    record.world,
+                    record.imports,
+                ),
+                Err(_) => (
+                    serde_json::from_str(&v.info_json).unwrap_or(Value::Null),
+                    None,
+                    Vec::new(),
+                ),
+            };
         Self {
             adapter_id: v.adapter_id,
             version: v.version,
@@ -217,7 +238,9 @@ impl From<AdapterVersion> for VersionView {
             size_bytes: v.size_bytes,
             status: v.status,
             failure: v.failure,
-            info: serde_json::from_str(&v.info_json).unwrap_or(Value::Null),
+            info,
+            world,
+            imports,
             limits: serde_json::from_str(&v.limits_json).unwrap_or(Value::Null),
             created_at: v.created_at,
             created_by: v.created_by,

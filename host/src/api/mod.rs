@@ -7,6 +7,7 @@ pub mod health;
 pub mod manage;
 pub mod oauth;
 pub mod openapi;
+pub mod orgs;
 pub mod polls;
 pub mod problem;
 pub mod provenance;

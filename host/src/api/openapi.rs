@@ -183,6 +183,7 @@ fn is_public(path: &str) -> bool {
         manage::subscriber_deliveries,
         manage::retry_subscriber_delivery,
         super::audit::list_audit,
+        super::orgs::list_orgs,
         super::health::tenant_health,
         super::health::connection_health,
         super::health::get_rules,

@@ -80,8 +80,13 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// The scope of `caller` given the request's `headers`.
-    pub fn new(mut caller: Caller, headers: &HeaderMap) -> Result<Self, ApiError> {
+    /// `caller` as it acts for a tenant, before any org: for its own tenant, or in support
+    /// mode for the one `X-Support-Tenant` names (then `true`). What is about the tenant
+    /// itself, such as the list of its orgs, needs no org.
+    pub fn tenant_caller(
+        mut caller: Caller,
+        headers: &HeaderMap,
+    ) -> Result<(Caller, bool), ApiError> {
         let support = match headers.get(SUPPORT_HEADER) {
             None => false,
             Some(header) => {
@@ -89,6 +94,12 @@ impl Scope {
                 true
             }
         };
+        Ok((caller, support))
+    }
+
+    /// The scope of `caller` given the request's `headers`.
+    pub fn new(caller: Caller, headers: &HeaderMap) -> Result<Self, ApiError> {
+        let (caller, support) = Self::tenant_caller(caller, headers)?;
         let org_id = match &caller.org_id {
             Some(org) => org.clone(),
             None => {

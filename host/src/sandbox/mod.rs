@@ -34,7 +34,7 @@ pub use limits::{Limits, PlatformLimits};
 pub use logs::{Log, LogLevel, LogLine};
 pub use report::{AdapterErrorKind, Failure, FailureKind, Outcome, Report, Usage};
 pub use state::{StateAccess, StateError, StateMap};
-pub use world::{AdapterInfo, EventTypeInfo, WORLD_EXPORT, WorldVersion};
+pub use world::{AdapterInfo, EventTypeInfo, VersionRecord, WORLD_EXPORT, WorldVersion};
 
 use deadline::Deadline;
 use limits::Limiter;
@@ -244,22 +244,24 @@ impl Sandbox {
             None => Component::new(&inner.engine, wasm)
                 .map_err(|e| Error::Invalid(format!("not a valid component: {e:#}")))?,
         };
-        let linked = world::check_component(&inner.engine, &component).and_then(|version| {
-            let pre = inner
-                .linker
-                .instantiate_pre(&component)
-                .map_err(|e| Error::World(format!("{e:#}")))?;
-            match version {
-                WorldVersion::V0_1 => v1::CrmAdapterPre::new(pre).map(Pre::V1),
-                WorldVersion::V0_2 => v2::CrmAdapterPre::new(pre).map(Pre::V2),
-            }
-            .map(|pre| (version, pre))
-            .map_err(|e| Error::World(format!("{e:#}")))
-        });
+        let linked =
+            world::check_component(&inner.engine, &component).and_then(|(version, imports)| {
+                let pre = inner
+                    .linker
+                    .instantiate_pre(&component)
+                    .map_err(|e| Error::World(format!("{e:#}")))?;
+                match version {
+                    WorldVersion::V0_1 => v1::CrmAdapterPre::new(pre).map(Pre::V1),
+                    WorldVersion::V0_2 => v2::CrmAdapterPre::new(pre).map(Pre::V2),
+                }
+                .map(|pre| (version, imports, pre))
+                .map_err(|e| Error::World(format!("{e:#}")))
+            });
         match linked {
-            Ok((version, pre)) => Ok(Compiled {
+            Ok((version, imports, pre)) => Ok(Compiled {
                 pre,
                 version,
+                imports,
                 sha256,
                 size_bytes: wasm.len() as u64,
             }),
@@ -308,6 +310,8 @@ struct Loaded {
 struct Compiled {
     pre: Pre,
     version: WorldVersion,
+    /// The names it imports, sorted.
+    imports: Vec<String>,
     sha256: String,
     size_bytes: u64,
 }
@@ -528,6 +532,15 @@ impl Adapter {
     /// What the adapter declared about itself.
     pub fn info(&self) -> &AdapterInfo {
         &self.loaded.info
+    }
+
+    /// What the host records of this version once it is ready.
+    pub fn record(&self) -> VersionRecord {
+        VersionRecord {
+            info: self.loaded.info.clone(),
+            world: Some(self.loaded.compiled.version),
+            imports: self.loaded.compiled.imports.clone(),
+        }
     }
 
     /// The limits every invocation runs under.

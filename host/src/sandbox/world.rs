@@ -121,14 +121,19 @@ fn import_allowed(version: WorldVersion, name: &str) -> bool {
     WASI_PACKAGES.contains(&package) && version.starts_with("0.2.")
 }
 
-/// The world version a component targets (by the adapter interface it exports), after checking
-/// that it imports nothing outside that world; the message names every offending import, or the
-/// missing export.
-pub(super) fn check_component(engine: &Engine, component: &Component) -> Result<WorldVersion> {
+/// The world version a component targets (by the adapter interface it exports) and the names
+/// it imports, sorted, after checking that it imports nothing outside that world; the message
+/// names every offending import, or the missing export.
+pub(super) fn check_component(
+    engine: &Engine,
+    component: &Component,
+) -> Result<(WorldVersion, Vec<String>)> {
     let ty = component.component_type();
     let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
-    let imports: Vec<&str> = ty.imports(engine).map(|(name, _)| name).collect();
-    judge(&imports, &exports)
+    let mut imports: Vec<&str> = ty.imports(engine).map(|(name, _)| name).collect();
+    imports.sort_unstable();
+    let version = judge(&imports, &exports)?;
+    Ok((version, imports.into_iter().map(str::to_owned).collect()))
 }
 
 /// What a component creates when instantiated, counted from its sections: core instances
@@ -245,6 +250,22 @@ pub struct EventTypeInfo {
     /// JSON pointers (relative to the payload) of its personal-data fields (0.2.0).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pii_fields: Vec<String>,
+}
+
+/// What the host records of a ready version: what it declares (`describe`), flattened, beside
+/// the world version it implements and the names it imports (versions recorded before these
+/// two were kept read back without them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// What it declared.
+    #[serde(flatten)]
+    pub info: AdapterInfo,
+    /// The world version it implements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub world: Option<WorldVersion>,
+    /// The interfaces it imports (ours and WASI's), sorted.
+    #[serde(default)]
+    pub imports: Vec<String>,
 }
 
 /// What an adapter says about itself (`describe`).

@@ -446,6 +446,23 @@ pub struct ConnectionSpec {
     pub status: ConnectionStatus,
 }
 
+/// An org of a tenant as the host knows it: named by a connection (its own org or one of its
+/// allowed orgs), an adapter or a subscriber. Orgs themselves live on the platform; the host
+/// only sees the ones its rows name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct OrgUse {
+    /// The org's id.
+    pub org_id: String,
+    /// Connections of this org.
+    pub connections: u64,
+    /// Connections of other orgs (or platform level) that list it among their allowed orgs.
+    pub allowed_by: u64,
+    /// Adapters of this org.
+    pub adapters: u64,
+    /// Subscribers of this org.
+    pub subscribers: u64,
+}
+
 /// A stored connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Connection {
@@ -1748,6 +1765,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         org_id: Option<&str>,
         page: PageRequest,
     ) -> Result<Page<Connection>>;
+    /// One page of the orgs the tenant's rows name, by org id; with `only`, that org's alone.
+    async fn list_orgs(
+        &self,
+        tenant_id: &str,
+        only: Option<&str>,
+        page: PageRequest,
+    ) -> Result<Page<OrgUse>>;
     /// Enables or disables a connection.
     async fn set_connection_status(
         &self,

@@ -24,6 +24,7 @@ macro_rules! store_suite {
             adapters_and_their_versions,
             versions_compile_then_become_ready_or_failed,
             configuration_lists_page_by_cursor,
+            orgs_are_listed_from_the_rows_that_name_them,
             connection_upsert_is_idempotent,
             connection_status_and_version_switch,
             only_a_connection_without_deliveries_is_deleted,
@@ -306,6 +307,76 @@ where
             None => return all,
         }
     }
+}
+
+pub(crate) async fn orgs_are_listed_from_the_rows_that_name_them(backend: &dyn Backend) {
+    let store = backend.open().await;
+    // c-0: platform level, allowing org-a and org-b.
+    let t = tenant(store.as_ref(), "t1", "c-0").await;
+    store
+        .create_adapter(NewAdapter {
+            tenant_id: "t1".to_owned(),
+            org_id: Some("org-c".to_owned()),
+            name: "org-c-adapter".to_owned(),
+            created_at: T0,
+        })
+        .await
+        .unwrap();
+    let own = ConnectionSpec {
+        org_id: Some("org-a".to_owned()),
+        allowed_org_ids: vec!["org-a".to_owned(), "org-d".to_owned()],
+        ..spec("c-1", "t1", &t.adapter.id, 1)
+    };
+    store.upsert_connection(own, "config", T0).await.unwrap();
+    store
+        .create_subscriber(NewSubscriber {
+            tenant_id: "t1".to_owned(),
+            org_id: Some("org-e".to_owned()),
+            url: "https://subscriber.example/e".to_owned(),
+            event_types: Vec::new(),
+            secret_ref: "secrets/subscriber".to_owned(),
+            enabled: true,
+            created_at: T0,
+        })
+        .await
+        .unwrap();
+    let other = tenant(store.as_ref(), "t2", "c-t2").await;
+    let elsewhere = ConnectionSpec {
+        org_id: Some("org-z".to_owned()),
+        ..spec("c-t2-z", "t2", &other.adapter.id, 1)
+    };
+    store
+        .upsert_connection(elsewhere, "config", T0)
+        .await
+        .unwrap();
+
+    let orgs = walk(2, |page| store.list_orgs("t1", None, page)).await;
+    let uses = |o: &OrgUse| (o.connections, o.allowed_by, o.adapters, o.subscribers);
+    let listed: Vec<(String, (u64, u64, u64, u64))> =
+        orgs.iter().map(|o| (o.org_id.clone(), uses(o))).collect();
+    assert_eq!(
+        listed,
+        [
+            // Its own connection allows it too: counted once, as its own.
+            ("org-a".to_owned(), (1, 1, 0, 0)),
+            ("org-b".to_owned(), (0, 1, 0, 0)),
+            ("org-c".to_owned(), (0, 0, 1, 0)),
+            ("org-d".to_owned(), (0, 1, 0, 0)),
+            ("org-e".to_owned(), (0, 0, 0, 1)),
+        ],
+        "by id, another tenant's org-z absent"
+    );
+    let only = store
+        .list_orgs("t1", Some("org-d"), PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(ids(&only.items, |o| o.org_id.clone()), ["org-d"]);
+    assert_eq!(only.next_cursor, None);
+    let unknown = store
+        .list_orgs("t1", Some("org-z"), PageRequest::default())
+        .await
+        .unwrap();
+    assert!(unknown.items.is_empty(), "org-z is t2's: {unknown:?}");
 }
 
 pub(crate) async fn configuration_lists_page_by_cursor(backend: &dyn Backend) {

@@ -2,8 +2,8 @@
 // token), the main navigation, and a router over `#/…` paths. Each page module renders into
 // <main> and is told, through `ctx.alive()`, when the reader has moved on.
 
-import { UNAUTHORIZED, session } from './api.js';
-import { h, replace, field, uid } from './dom.js';
+import { UNAUTHORIZED, get, session } from './api.js';
+import { h, replace, field, table, uid } from './dom.js';
 import { problem } from './format.js';
 import * as signin from './pages/signin.js';
 import * as connections from './pages/connections.js';
@@ -70,26 +70,80 @@ function renderBar() {
   if (!session.platform) {
     return replace(bar, who, h('span', { class: 'org', title: 'The token is scoped to this org' }, `org ${claims.org_id}`), signOut);
   }
-  // A platform-level token names the org of each call (X-Org-Id); the API has no list of
-  // orgs, so the reader types one (the ones used in this tab are offered again).
+  // A platform-level token names the org of each call (X-Org-Id). The switcher offers the
+  // orgs the tenant's rows name (GET /v1/orgs) and those used in this tab; any other can be
+  // typed (an org no row names yet, for its first connection).
   const listId = uid('orgs');
   const input = h('input', { name: 'org', value: session.org ?? '', list: listId, required: true, autocomplete: 'off', size: 12, placeholder: 'org id' });
+  const options = h('datalist', { id: listId });
   const form = h(
     'form',
     { class: 'org-switcher', 'aria-label': 'Org switcher' },
     field('Org (X-Org-Id)', input),
-    h('datalist', { id: listId }, session.knownOrgs.map((org) => h('option', { value: org }))),
+    options,
     h('button', { type: 'submit' }, 'Switch org'),
   );
   form.addEventListener('submit', (event) => {
     event.preventDefault();
     const org = input.value.trim();
-    if (!org) return;
-    session.switchOrg(org);
-    notify(`Acting in org ${org}`);
-    route();
+    if (org) switchTo(org);
   });
   replace(bar, who, h('span', { class: 'org platform' }, 'platform-level token'), form, signOut);
+  tenantOrgs().then((orgs) => {
+    const all = new Set([...orgs.map((o) => o.org_id), ...session.knownOrgs]);
+    replace(options, [...all].sort().map((org) => h('option', { value: org })));
+  });
+}
+
+function switchTo(org) {
+  session.switchOrg(org);
+  notify(`Acting in org ${org}`);
+  route();
+}
+
+/** The tenant's orgs (`GET /v1/orgs`, the first 1000), asked once per token; [] when refused. */
+let orgsOf = { token: null, orgs: null };
+function tenantOrgs() {
+  if (orgsOf.token !== session.token) {
+    orgsOf = { token: session.token, orgs: get('/v1/orgs', { limit: 1000 }).then((page) => page.items, () => []) };
+  }
+  return orgsOf.orgs;
+}
+
+/** The page a platform-level session starts on: the tenant's orgs, each a button to act in it. */
+async function chooseOrg(view) {
+  const orgs = await tenantOrgs();
+  const count = (n, what) => `${n} ${what}${n === 1 ? '' : 's'}`;
+  const uses = (o) =>
+    [
+      o.connections && count(o.connections, 'connection'),
+      o.allowed_by && `allowed by ${count(o.allowed_by, 'connection')}`,
+      o.adapters && count(o.adapters, 'adapter'),
+      o.subscribers && count(o.subscribers, 'subscriber'),
+    ]
+      .filter(Boolean)
+      .join(', ');
+  replace(
+    view,
+    h('h1', {}, 'Choose an org'),
+    h('p', {}, 'This token is platform-level: it names no org, so every call names one in X-Org-Id. Pick one of the tenant’s orgs, or type any org above and press "Switch org".'),
+    orgs.length
+      ? table(
+          'The tenant’s orgs',
+          [
+            ['Org', (o) => h('code', {}, o.org_id)],
+            ['Named by', uses],
+            ['', (o) => {
+              const button = h('button', { type: 'button', 'aria-label': `Act in org ${o.org_id}` }, 'Act in this org');
+              button.addEventListener('click', () => switchTo(o.org_id));
+              return button;
+            }],
+          ],
+          orgs,
+          '',
+        )
+      : h('p', { class: 'empty' }, 'No row of this tenant names an org yet.'),
+  );
 }
 
 async function route() {
@@ -113,12 +167,8 @@ async function route() {
     return;
   }
   if (session.platform && !session.org) {
-    replace(
-      view,
-      h('h1', {}, 'Choose an org'),
-      h('p', {}, 'This token is platform-level: it names no org, so every call names one in X-Org-Id. Type the org to act in above and press "Switch org".'),
-    );
-    bar.querySelector('input')?.focus();
+    await chooseOrg(view);
+    if (ctx.alive()) bar.querySelector('input')?.focus();
     return;
   }
   const match = ROUTES.find(([pattern]) => pattern.test(path));

@@ -36,8 +36,8 @@ use super::{
     Completed, Completion, Connection, ConnectionAuth, ConnectionSpec, ConnectionStatus, Delivery,
     DeliveryFilter, DeliveryInfo, Error, HealthRecord, HealthSnapshot, Invocation, Millis,
     NewAdapter, NewAdapterVersion, NewAuditEntry, NewDelivery, NewReplay, NewSubscriber,
-    OAuthState, OutboxFilter, OutboxLag, OutboxRow, Page, PageRequest, PollClaim, PollEnd, PollRun,
-    PollState, Prepared, Recorded, Replay, Result, StateSnapshot, Store, StoredExchange,
+    OAuthState, OrgUse, OutboxFilter, OutboxLag, OutboxRow, Page, PageRequest, PollClaim, PollEnd,
+    PollRun, PollState, Prepared, Recorded, Replay, Result, StateSnapshot, Store, StoredExchange,
     Subscriber, SubscriberAttempt, SubscriberDelivery, SubscriberDeliveryFilter, SubscriberJob,
     SubscriberUpdate, Taken, Upsert, VersionStatus, WriteCounters, WriteStats, check_json, new_id,
     page_size,
@@ -67,6 +67,22 @@ use sql::{
 const POOL_SIZE: usize = 16;
 /// How long connecting to the server may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One page of the orgs tenant `$1`'s rows name, after `$2`, `$3` rows at most (only `$4` when
+/// it is not null), with what names each.
+const ORG_USES: &str = "WITH named (org_id, kind) AS (\
+        SELECT org_id, 'connection' FROM connections WHERE tenant_id = $1 AND org_id IS NOT NULL \
+        UNION ALL SELECT allowed, 'allowed' FROM connections, \
+            jsonb_array_elements_text(connections.allowed_org_ids_json::jsonb) AS allowed \
+            WHERE tenant_id = $1 AND allowed IS DISTINCT FROM connections.org_id \
+        UNION ALL SELECT org_id, 'adapter' FROM adapters WHERE tenant_id = $1 AND org_id IS NOT NULL \
+        UNION ALL SELECT org_id, 'subscriber' FROM subscribers \
+            WHERE tenant_id = $1 AND org_id IS NOT NULL) \
+    SELECT org_id, COUNT(*) FILTER (WHERE kind = 'connection') AS connections, \
+        COUNT(*) FILTER (WHERE kind = 'allowed') AS allowed_by, \
+        COUNT(*) FILTER (WHERE kind = 'adapter') AS adapters, \
+        COUNT(*) FILTER (WHERE kind = 'subscriber') AS subscribers \
+    FROM named WHERE org_id COLLATE \"C\" > $2 AND ($4::text IS NULL OR org_id = $4) GROUP BY org_id ORDER BY org_id COLLATE \"C\" LIMIT $3";
 
 impl From<tokio_postgres::Error> for Error {
     fn from(e: tokio_postgres::Error) -> Self {
@@ -615,6 +631,37 @@ impl Store for PostgresStore {
         let db = self.db().await?;
         let items = query.run(&db, "ORDER BY id", limit, connection_row).await?;
         Ok(page(items, limit, |c| c.id.clone()))
+    }
+
+    async fn list_orgs(
+        &self,
+        tenant_id: &str,
+        only: Option<&str>,
+        request: PageRequest,
+    ) -> Result<Page<OrgUse>> {
+        let limit = page_size(request.limit);
+        let db = self.db().await?;
+        let items = query_all(
+            &db,
+            ORG_USES,
+            &[
+                &tenant_id,
+                &request.cursor.unwrap_or_default(),
+                &int(limit as u64 + 1),
+                &only,
+            ],
+            |row| {
+                Ok(OrgUse {
+                    org_id: get(row, "org_id")?,
+                    connections: uint(row, "connections")?,
+                    allowed_by: uint(row, "allowed_by")?,
+                    adapters: uint(row, "adapters")?,
+                    subscribers: uint(row, "subscribers")?,
+                })
+            },
+        )
+        .await?;
+        Ok(page(items, limit, |o| o.org_id.clone()))
     }
 
     async fn set_connection_status(

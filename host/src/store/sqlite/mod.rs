@@ -35,7 +35,7 @@ use super::{
     AuditFilter, Completed, Completion, Connection, ConnectionAuth, ConnectionSpec,
     ConnectionStatus, Delivery, DeliveryFilter, DeliveryInfo, DeliveryKind, DeliveryStatus, Error,
     HealthRecord, HealthSnapshot, Invocation, InvocationRecord, Millis, NewAdapter,
-    NewAdapterVersion, NewAuditEntry, NewDelivery, NewReplay, NewSubscriber, OAuthState,
+    NewAdapterVersion, NewAuditEntry, NewDelivery, NewReplay, NewSubscriber, OAuthState, OrgUse,
     OutboxFilter, OutboxLag, OutboxRow, OutboxStatus, Page, PageRequest, PollClaim, PollEnd,
     PollRun, PollState, Prepared, Recorded, Replay, ReplayStatus, Result, StateCommit,
     StateSnapshot, Store, StoredExchange, Subscriber, SubscriberAttempt, SubscriberDelivery,
@@ -1131,6 +1131,19 @@ fn invocation_row(row: &Row<'_>) -> rusqlite::Result<Invocation> {
         },
     })
 }
+
+/// The orgs tenant `?1`'s rows name, with what names each: a select to finish with a `WHERE`
+/// on `org_id`, `GROUP BY org_id` and an order.
+const ORG_USES: &str = "WITH named (org_id, kind) AS (\
+        SELECT org_id, 'connection' FROM connections WHERE tenant_id = ?1 AND org_id IS NOT NULL \
+        UNION ALL SELECT allowed.value, 'allowed' FROM connections, \
+            json_each(connections.allowed_org_ids_json) AS allowed \
+            WHERE tenant_id = ?1 AND allowed.value IS NOT connections.org_id \
+        UNION ALL SELECT org_id, 'adapter' FROM adapters WHERE tenant_id = ?1 AND org_id IS NOT NULL \
+        UNION ALL SELECT org_id, 'subscriber' FROM subscribers \
+            WHERE tenant_id = ?1 AND org_id IS NOT NULL) \
+    SELECT org_id, SUM(kind = 'connection') AS connections, SUM(kind = 'allowed') AS allowed_by, \
+        SUM(kind = 'adapter') AS adapters, SUM(kind = 'subscriber') AS subscribers FROM named";
 
 /// Runs a query with positional `args` and maps every row.
 fn query_all<T>(
@@ -2351,6 +2364,42 @@ impl Store for SqliteStore {
             query.and("id > ?", text(request.cursor.as_ref()));
             let items = query.run(db, "ORDER BY id", limit, connection_row)?;
             Ok(page(items, limit, |c| c.id.clone()))
+        })
+        .await
+    }
+
+    async fn list_orgs(
+        &self,
+        tenant_id: &str,
+        only: Option<&str>,
+        request: PageRequest,
+    ) -> Result<Page<OrgUse>> {
+        let limit = page_size(request.limit);
+        let (tenant_id, only) = (tenant_id.to_owned(), only.map(str::to_owned));
+        self.read(move |db| {
+            let items = query_all(
+                db,
+                &format!(
+                    "{ORG_USES} WHERE org_id > ?2 AND (?4 IS NULL OR org_id = ?4) \
+                     GROUP BY org_id ORDER BY org_id LIMIT ?3"
+                ),
+                params![
+                    tenant_id,
+                    request.cursor.unwrap_or_default(),
+                    int(limit as u64 + 1),
+                    only
+                ],
+                |row| {
+                    Ok(OrgUse {
+                        org_id: row.get("org_id")?,
+                        connections: uint(row, "connections")?,
+                        allowed_by: uint(row, "allowed_by")?,
+                        adapters: uint(row, "adapters")?,
+                        subscribers: uint(row, "subscribers")?,
+                    })
+                },
+            )?;
+            Ok(page(items, limit, |o| o.org_id.clone()))
         })
         .await
     }

@@ -64,6 +64,17 @@ function declared(v) {
   );
 }
 
+/** The world a version implements and what it imports, as the check found them. */
+function imports(v) {
+  if (!v.world) return v.status === 'compiling' ? 'known once compiled' : '—';
+  return h(
+    'div',
+    {},
+    h('div', {}, `world ${v.world}`),
+    v.imports?.length ? h('ul', { class: 'plain' }, v.imports.map((name) => h('li', {}, h('code', {}, name)))) : h('div', {}, 'imports nothing'),
+  );
+}
+
 /** POSTs the file with upload progress (fetch has none), answering `{status, data}`. */
 function upload(path, file, progress) {
   return new Promise((resolve, reject) => {
@@ -120,6 +131,7 @@ export async function detail(view, ctx) {
           ['Version', (v) => `v${v.version}`],
           ['Status', (v) => [badge(v.status), v.failure ? h('div', { class: 'why' }, v.failure) : null]],
           ['Declares', declared],
+          ['Imports', imports],
           ['Size', (v) => bytes(v.size_bytes)],
           ['sha256', (v) => h('code', { title: v.sha256 }, v.sha256.slice(0, 12))],
           ['Limits', (v) => (v.limits && Object.keys(v.limits).length ? json(v.limits) : 'defaults')],
@@ -161,6 +173,7 @@ export async function detail(view, ctx) {
           facts([
             ['Status', badge(version.status)],
             ['Declares', declared(version)],
+            ['Imports', imports(version)],
             ['Size', bytes(version.size_bytes)],
             ['sha256', h('code', {}, version.sha256)],
           ]),

@@ -197,6 +197,8 @@ async function pollingSection(c, ctx) {
   } catch (error) {
     errors.append(h('p', {}, `Poll runs are not available: ${error.detail}`));
   }
+  // The state names the run holding the lease; a run listed as ended is not running any more.
+  const running = (p) => p?.state?.run_id && !p.items.some((r) => r.id === p.state.run_id && r.status !== 'running');
   const show = (p) =>
     replace(
       body,
@@ -205,7 +207,7 @@ async function pollingSection(c, ctx) {
         ['Pages per run', c.polling.max_pages ?? '—'],
         ['Next run', p?.state ? time(p.state.next_run_at) : '—'],
         ['Failures in a row', p?.state ? String(p.state.failures) : '—'],
-        ['Running now', p?.state?.run_id ? `yes (${p.state.run_id})` : 'no'],
+        ['Running now', running(p) ? `yes (${p.state.run_id})` : 'no'],
       ]),
       table(
         'Poll runs',
@@ -250,6 +252,7 @@ function credentialSection(c, ctx, reload, readOnly) {
       'CRM connection (OAuth 2.0)',
       facts([
         ['Provider', who],
+        ['API', c.api.base_url ? h('code', {}, c.api.base_url) : 'named by the provider when connected'],
         ['State', auth ? badge(auth.state) : 'never connected'],
         auth?.reason ? ['Why', auth.reason] : null,
         auth?.connected_at ? ['Connected', [time(auth.connected_at), auth.connected_by ? ` by ${auth.connected_by}` : '']] : null,
