@@ -865,6 +865,142 @@ async fn a_ready_version_reports_its_world_and_imports() {
     );
 }
 
+/// The drifts of `connection` once `done` holds of them; the watch judges off the webhook
+/// path, so they show up shortly after the delivery (bounded wait).
+async fn drifts_when(
+    api: &Api,
+    who: &As,
+    connection: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    for _ in 0..200 {
+        let (status, page) = api
+            .call(
+                who,
+                Method::GET,
+                &format!("/v1/connections/{connection}/drifts"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let items = page["items"].as_array().unwrap().clone();
+        if done(&items) {
+            return items;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the drifts of {connection} never got there");
+}
+
+#[tokio::test]
+async fn a_crm_whose_amount_turns_from_string_to_number_raises_one_drift_alert() {
+    let api = start().await;
+    let a = org_admin("org-a");
+    let adapter = api.adapter(&a, "drifting", false).await;
+    let connection = api.connection(&a, &adapter, false).await;
+    let fixture: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!(
+            "{}/sample-adapters/custom-crm-rust/fixtures/deal-won.json",
+            test_artifacts::REPO_ROOT
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let deal = |i: usize, amount: Value| {
+        let mut body = fixture.clone();
+        body["event_id"] = json!(format!("evt-{i}"));
+        body["data"]["amount"] = amount;
+        body.to_string()
+    };
+    for i in 0..20 {
+        deliver_hostile(&api, &connection, &deal(i, json!(format!("{i}.50")))).await;
+    }
+    let turned = deliver_hostile(&api, &connection, &deal(20, json!(1234.5))).await;
+    let drifts = drifts_when(&api, &a, &connection, |d| !d.is_empty()).await;
+    assert_eq!(drifts.len(), 1, "{drifts:?}");
+    let drift = &drifts[0];
+    assert_eq!(
+        (
+            drift["kind"].as_str(),
+            drift["pointer"].as_str(),
+            drift["change"].as_str(),
+            drift["was"].as_str(),
+            drift["now"].as_str(),
+        ),
+        (
+            Some("webhook:deal.won"),
+            Some("/data/amount"),
+            Some("decimal_as_number"),
+            Some("string"),
+            Some("number")
+        ),
+        "{drift}"
+    );
+    assert_eq!(drift["example_delivery_id"], turned["delivery_id"]);
+
+    // The monitor raises one alert naming the pointer, with the drift in its figures.
+    let changes = api.host.assess_all().await.unwrap();
+    let raised: Vec<&adapter_host::store::Alert> = changes
+        .raised
+        .iter()
+        .filter(|alert| alert.rule == "schema_drift")
+        .collect();
+    assert_eq!(raised.len(), 1, "{changes:?}");
+    assert!(
+        raised[0].detail.contains("`/data/amount`"),
+        "{}",
+        raised[0].detail
+    );
+    assert!(
+        raised[0]
+            .detail
+            .contains(turned["delivery_id"].as_str().unwrap())
+    );
+
+    // The next number is no news (learned); a new field is, and shows the one before was judged.
+    deliver_hostile(&api, &connection, &deal(21, json!(99))).await;
+    let mut extra: Value = serde_json::from_str(&deal(22, json!("1.00"))).unwrap();
+    extra["data"]["discount"] = json!("0.10");
+    deliver_hostile(&api, &connection, &extra.to_string()).await;
+    let drifts = drifts_when(&api, &a, &connection, |d| d.len() >= 2).await;
+    let seen: Vec<(&str, &str)> = drifts
+        .iter()
+        .map(|d| {
+            (
+                d["pointer"].as_str().unwrap(),
+                d["change"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("/data/discount", "appeared"),
+            ("/data/amount", "decimal_as_number")
+        ],
+        "newest first, the amount once"
+    );
+    let again = api.host.assess_all().await.unwrap();
+    assert!(
+        again
+            .raised
+            .iter()
+            .all(|alert| alert.rule != "schema_drift"),
+        "one open alert per rule: {again:?}"
+    );
+
+    // Another org does not see them.
+    let (status, _) = api
+        .call(
+            &org_admin("org-b"),
+            Method::GET,
+            &format!("/v1/connections/{connection}/drifts"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
 #[tokio::test]
 async fn every_answer_carries_a_request_id_and_problems_quote_it() {
     let api = start().await;

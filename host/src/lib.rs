@@ -13,6 +13,7 @@ pub mod api;
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod drift;
 pub mod egress;
 pub mod health;
 pub mod metrics;

@@ -160,6 +160,8 @@ struct Inner {
     node_id: String,
     /// Refused signatures counted since the health monitor's last tick.
     signature_counts: crate::health::monitor::SignatureCounts,
+    /// Learns the shape of incoming payloads and records their drift.
+    drift: crate::drift::DriftWatch,
 }
 
 /// An adapter version, loaded or being loaded.
@@ -281,6 +283,7 @@ impl Host {
             metrics.clone(),
         ));
         let provenance = Arc::new(Provenance::new(Arc::clone(&secrets)));
+        let drift = crate::drift::DriftWatch::new(Arc::clone(&store));
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -300,6 +303,7 @@ impl Host {
                 oauth,
                 node_id: format!("node-{}", store::new_id()),
                 signature_counts: Default::default(),
+                drift,
             }),
         }
     }
@@ -565,11 +569,16 @@ impl Host {
                 tracing::info!(delivery = %original.id, "a copy of this delivery was taken first");
                 Ok(Ingested::from(duplicate(original.id, original.status)))
             }
-            Taken::Completed(completed) => Ok(Ingested {
-                ack: self.completed(connection, id, status, &completed),
-                next_cursor: next.next_cursor,
-                more: next.more,
-            }),
+            Taken::Completed(completed) => {
+                self.inner
+                    .drift
+                    .observe(connection, &id, new.kind, &new.body);
+                Ok(Ingested {
+                    ack: self.completed(connection, id, status, &completed),
+                    next_cursor: next.next_cursor,
+                    more: next.more,
+                })
+            }
         }
     }
 

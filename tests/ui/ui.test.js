@@ -342,6 +342,23 @@ test('an org user is denied another org, and a viewer a write, each shown as its
   await stranger.getByRole('alert').filter({ hasText: 'Unauthorized' }).waitFor();
 });
 
+test('a payload whose decimal turns into a number shows as drift on its connection, with the delivery', async () => {
+  const body = (i, amount) => JSON.stringify({ type: 'deal.won', event_id: `evt-${i}`, data: { deal_id: 'D-1', amount } });
+  for (let i = 0; i < 20; i += 1) await sendSigned(webhookUrl, ROTATED_SECRET, body(i, `${i}.50`));
+  const turned = await sendSigned(webhookUrl, ROTATED_SECRET, body(20, 12.5));
+  const drift = admin.getByRole('table', { name: 'Payload drift' }).getByRole('row').filter({ hasText: '/data/amount' });
+  // Judged off the webhook path: reload until it shows (bounded by the timeout).
+  for (let i = 0; i < 40 && !(await drift.count()); i += 1) {
+    await admin.goto(`${host.base}/ui/#/connections/${connectionId}?t=${i}`);
+    await admin.getByRole('heading', { name: 'Payload drift' }).waitFor();
+  }
+  assert.match(await drift.innerText(), /webhook:deal\.won/);
+  assert.match(await drift.innerText(), /decimal sent as a number/);
+  assert.match(await drift.innerText(), /string → number/);
+  await drift.getByRole('link', { name: turned.body.delivery_id }).click();
+  await admin.getByRole('heading', { name: /^Delivery / }).waitFor();
+});
+
 test('works at phone width without sideways scrolling, and by keyboard', async () => {
   const phone = await page({ width: 390, height: 844 });
   await signIn(phone, host.base, orgAdminToken());

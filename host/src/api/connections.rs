@@ -39,6 +39,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .with_state(state.clone())
         .merge(super::polls::router(state.clone()))
+        .merge(super::drift::router(state.clone()))
         .merge(super::oauth::router(state))
 }
 

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod auth;
 pub mod connections;
+pub mod drift;
 pub mod health;
 pub mod manage;
 pub mod oauth;

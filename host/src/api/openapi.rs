@@ -159,6 +159,7 @@ fn is_public(path: &str) -> bool {
         connections::update_connection,
         connections::delete_connection,
         polls::poll_now,
+        super::drift::list_drifts,
         polls::list_polls,
         super::oauth::start,
         super::oauth::disconnect,

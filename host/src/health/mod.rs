@@ -15,6 +15,7 @@
 //! | `signature_failures` | refused signatures in the window reach `signature_failures` | `degraded` |
 //! | `dead_subscriber_deliveries` | a subscriber gave up on this many of its events | `degraded` |
 //! | `outbox_lag` | its oldest unpublished event is older than `outbox_lag_secs` | `degraded` |
+//! | `schema_drift` | its payloads changed shape in the window (see [`crate::drift`]) | `degraded` |
 //!
 //! The order of precedence is `error`, `failing`, `stale`, `degraded`, `healthy`. A disabled
 //! connection is assessed (its figures still tell) but raises nothing, and its open alerts are
@@ -491,12 +492,51 @@ pub fn assess(
         }
     }
 
+    if let Some(latest) = activity.drifts.first() {
+        let more = activity.drifts.len() - 1;
+        fire(
+            "schema_drift",
+            Status::Degraded,
+            format!(
+                "its CRM's payloads changed: {} (delivery {}){}",
+                drift_summary(latest),
+                latest.example_delivery_id,
+                if more > 0 {
+                    format!(
+                        ", and {more} more change(s) in the last {} s",
+                        thresholds.window_secs
+                    )
+                } else {
+                    String::new()
+                }
+            ),
+            serde_json::json!({ "drifts": activity.drifts }),
+        );
+    }
+
     let status = reasons
         .iter()
         .map(|r| r.status)
         .max()
         .unwrap_or(Status::Healthy);
     Assessment { status, reasons }
+}
+
+/// A drift for a person: `/data/amount` of `webhook:deal.won` arrived as a number where it
+/// was a decimal string.
+fn drift_summary(drift: &crate::store::Drift) -> String {
+    let (pointer, kind) = (&drift.pointer, &drift.kind);
+    match drift.change.as_str() {
+        "appeared" => format!("`{pointer}` appeared in {kind} ({})", drift.now),
+        "disappeared" => format!("`{pointer}` disappeared from {kind}"),
+        "decimal_as_number" => {
+            format!("`{pointer}` of {kind} arrived as a number where it was a decimal string")
+        }
+        _ => format!(
+            "`{pointer}` of {kind} arrived as {} where it was {}",
+            drift.now, drift.was
+        ),
+    }
 }
 
 /// A line saying why a delivery failed, from its stored reason (an invocation's outcome).

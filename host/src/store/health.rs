@@ -43,7 +43,13 @@ pub struct Activity {
     pub outbox_pending: u64,
     /// When the oldest of them was appended.
     pub outbox_oldest_pending_at: Option<Millis>,
+    /// Changes found in its payloads in the window, newest first (at most
+    /// [`RECENT_DRIFTS`]).
+    pub drifts: Vec<super::Drift>,
 }
+
+/// The most drifts an [`Activity`] carries.
+pub const RECENT_DRIFTS: usize = 10;
 
 /// A connection's latest assessment, as the host keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -127,6 +127,8 @@ macro_rules! text_enum {
     };
 }
 
+pub mod drift;
+pub use drift::{Drift, NewDrift, SavedShape};
 pub mod health;
 pub use health::{
     Activity, Alert, AlertChanges, AlertFilter, AlertStatus, Firing, HealthRecord, HealthSnapshot,
@@ -2120,6 +2122,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         filter: AlertFilter,
         page: PageRequest,
     ) -> Result<Page<Alert>>;
+    /// The learned shape of `connection_id`'s payloads of `kind` (JSON text), if any.
+    async fn payload_shape(&self, connection_id: &str, kind: &str) -> Result<Option<String>>;
+    /// Saves learned shapes, each replacing the one before.
+    async fn save_payload_shapes(&self, shapes: Vec<SavedShape>) -> Result<()>;
+    /// Records `drifts`, leaving out each equal (connection, kind, pointer, change) to one
+    /// detected at or after `since` (another node found it too); how many it recorded.
+    async fn record_drifts(&self, drifts: Vec<NewDrift>, since: Millis) -> Result<u64>;
+    /// One page of a connection's drifts, newest first.
+    async fn list_drifts(&self, connection_id: &str, page: PageRequest) -> Result<Page<Drift>>;
     /// Every connection of every tenant, by id, after `after` (the health monitor's walk).
     async fn connections_after(&self, after: Option<&str>, limit: usize)
     -> Result<Vec<Connection>>;

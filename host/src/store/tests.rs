@@ -25,6 +25,7 @@ macro_rules! store_suite {
             versions_compile_then_become_ready_or_failed,
             configuration_lists_page_by_cursor,
             orgs_are_listed_from_the_rows_that_name_them,
+            drifts_are_recorded_once_a_window_and_shapes_saved,
             connection_upsert_is_idempotent,
             connection_status_and_version_switch,
             only_a_connection_without_deliveries_is_deleted,
@@ -377,6 +378,105 @@ pub(crate) async fn orgs_are_listed_from_the_rows_that_name_them(backend: &dyn B
         .await
         .unwrap();
     assert!(unknown.items.is_empty(), "org-z is t2's: {unknown:?}");
+}
+
+pub(crate) async fn drifts_are_recorded_once_a_window_and_shapes_saved(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let t = tenant(store.as_ref(), "t1", "c-1").await;
+    let id = &t.connection.id;
+    assert_eq!(
+        store.payload_shape(id, "webhook:deal.won").await.unwrap(),
+        None
+    );
+    let saved = |json: &str, samples| SavedShape {
+        connection_id: id.clone(),
+        kind: "webhook:deal.won".into(),
+        shape_json: json.into(),
+        samples,
+        updated_at: T0,
+    };
+    store
+        .save_payload_shapes(vec![saved(r#"{"samples":1}"#, 1)])
+        .await
+        .unwrap();
+    store
+        .save_payload_shapes(vec![saved(r#"{"samples":2}"#, 2)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .payload_shape(id, "webhook:deal.won")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(r#"{"samples":2}"#),
+        "the last save wins"
+    );
+    assert_eq!(store.payload_shape(id, "webhook:*").await.unwrap(), None);
+
+    let drift = |pointer: &str, at: Millis| NewDrift {
+        tenant_id: "t1".into(),
+        org_id: None,
+        connection_id: id.clone(),
+        kind: "webhook:deal.won".into(),
+        pointer: pointer.into(),
+        change: "decimal_as_number".into(),
+        was: "string".into(),
+        now: "number".into(),
+        example_delivery_id: format!("d-{at}"),
+        detected_at: at,
+    };
+    let since = T0 - 3600 * SECOND;
+    let first = store
+        .record_drifts(
+            vec![drift("/data/amount", T0), drift("/data/fee", T0)],
+            since,
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, 2);
+    // Another node finds the same change: not recorded again within the window.
+    let again = store
+        .record_drifts(vec![drift("/data/amount", T0 + SECOND)], since)
+        .await
+        .unwrap();
+    assert_eq!(again, 0);
+    // After the window, it is news again.
+    let later = store
+        .record_drifts(vec![drift("/data/amount", T0 + 7200 * SECOND)], T0 + 1)
+        .await
+        .unwrap();
+    assert_eq!(later, 1);
+
+    let listed = walk(2, |page| store.list_drifts(id, page)).await;
+    let seen: Vec<(String, String)> = listed
+        .iter()
+        .map(|d: &Drift| (d.pointer.clone(), d.example_delivery_id.clone()))
+        .collect();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(
+        seen[0],
+        (
+            "/data/amount".to_owned(),
+            format!("d-{}", T0 + 7200 * SECOND)
+        ),
+        "newest first"
+    );
+    let activity = store
+        .connection_activity(id, T0 + 3600 * SECOND)
+        .await
+        .unwrap();
+    assert_eq!(activity.drifts.len(), 1, "only the window's");
+    assert_eq!(activity.drifts[0].pointer, "/data/amount");
+    let other = tenant(store.as_ref(), "t2", "c-2").await;
+    assert!(
+        store
+            .list_drifts(&other.connection.id, PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 }
 
 pub(crate) async fn configuration_lists_page_by_cursor(backend: &dyn Backend) {

@@ -34,18 +34,19 @@ use tokio_postgres::{IsolationLevel, NoTls};
 use super::{
     Activity, Adapter, AdapterVersion, Alert, AlertChanges, AlertFilter, AuditEntry, AuditFilter,
     Completed, Completion, Connection, ConnectionAuth, ConnectionSpec, ConnectionStatus, Delivery,
-    DeliveryFilter, DeliveryInfo, Error, HealthRecord, HealthSnapshot, Invocation, Millis,
-    NewAdapter, NewAdapterVersion, NewAuditEntry, NewDelivery, NewReplay, NewSubscriber,
+    DeliveryFilter, DeliveryInfo, Drift, Error, HealthRecord, HealthSnapshot, Invocation, Millis,
+    NewAdapter, NewAdapterVersion, NewAuditEntry, NewDelivery, NewDrift, NewReplay, NewSubscriber,
     OAuthState, OrgUse, OutboxFilter, OutboxLag, OutboxRow, Page, PageRequest, PollClaim, PollEnd,
-    PollRun, PollState, Prepared, Recorded, Replay, Result, StateSnapshot, Store, StoredExchange,
-    Subscriber, SubscriberAttempt, SubscriberDelivery, SubscriberDeliveryFilter, SubscriberJob,
-    SubscriberUpdate, Taken, Upsert, VersionStatus, WriteCounters, WriteStats, check_json, new_id,
-    page_size,
+    PollRun, PollState, Prepared, Recorded, Replay, Result, SavedShape, StateSnapshot, Store,
+    StoredExchange, Subscriber, SubscriberAttempt, SubscriberDelivery, SubscriberDeliveryFilter,
+    SubscriberJob, SubscriberUpdate, Taken, Upsert, VersionStatus, WriteCounters, WriteStats,
+    check_json, new_id, page_size,
 };
 
 mod audit;
 mod blobs;
 mod connections;
+mod drift;
 mod health;
 mod inbox;
 mod outbox;
@@ -1229,7 +1230,27 @@ impl Store for PostgresStore {
 
     async fn connection_activity(&self, connection_id: &str, since: Millis) -> Result<Activity> {
         let db = self.db().await?;
-        health::activity(&db, connection_id, since).await
+        let mut activity = health::activity(&db, connection_id, since).await?;
+        activity.drifts = drift::recent_drifts(&db, connection_id, since).await?;
+        Ok(activity)
+    }
+
+    async fn payload_shape(&self, connection_id: &str, kind: &str) -> Result<Option<String>> {
+        let db = self.db().await?;
+        drift::payload_shape(&db, connection_id, kind).await
+    }
+
+    async fn save_payload_shapes(&self, shapes: Vec<SavedShape>) -> Result<()> {
+        in_tx!(self, |tx| drift::save_payload_shapes(&tx, &shapes).await)
+    }
+
+    async fn record_drifts(&self, drifts: Vec<NewDrift>, since: Millis) -> Result<u64> {
+        in_tx!(self, |tx| drift::record_drifts(&tx, &drifts, since).await)
+    }
+
+    async fn list_drifts(&self, connection_id: &str, page: PageRequest) -> Result<Page<Drift>> {
+        let db = self.db().await?;
+        drift::list_drifts(&db, connection_id, page).await
     }
 
     async fn add_signature_failures(

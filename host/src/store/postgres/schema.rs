@@ -367,4 +367,5 @@ CREATE INDEX subscriber_deliveries_pending_by_entity_due
     ON subscriber_deliveries (subscriber_id, entity_type, entity_id, next_attempt_at)
     WHERE status = 'pending';
 "#,
+    super::drift::MIGRATION,
 ];

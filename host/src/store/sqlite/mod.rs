@@ -33,17 +33,18 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     Activity, Adapter, AdapterVersion, Alert, AlertChanges, AlertFilter, AttemptNext, AuditEntry,
     AuditFilter, Completed, Completion, Connection, ConnectionAuth, ConnectionSpec,
-    ConnectionStatus, Delivery, DeliveryFilter, DeliveryInfo, DeliveryKind, DeliveryStatus, Error,
-    HealthRecord, HealthSnapshot, Invocation, InvocationRecord, Millis, NewAdapter,
-    NewAdapterVersion, NewAuditEntry, NewDelivery, NewReplay, NewSubscriber, OAuthState, OrgUse,
-    OutboxFilter, OutboxLag, OutboxRow, OutboxStatus, Page, PageRequest, PollClaim, PollEnd,
-    PollRun, PollState, Prepared, Recorded, Replay, ReplayStatus, Result, StateCommit,
-    StateSnapshot, Store, StoredExchange, Subscriber, SubscriberAttempt, SubscriberDelivery,
-    SubscriberDeliveryFilter, SubscriberDeliveryStatus, SubscriberJob, SubscriberUpdate, Taken,
-    Upsert, VersionStatus, WriteCounters, WriteStats, bounded_error, check_json, millis, new_id,
-    page_size,
+    ConnectionStatus, Delivery, DeliveryFilter, DeliveryInfo, DeliveryKind, DeliveryStatus, Drift,
+    Error, HealthRecord, HealthSnapshot, Invocation, InvocationRecord, Millis, NewAdapter,
+    NewAdapterVersion, NewAuditEntry, NewDelivery, NewDrift, NewReplay, NewSubscriber, OAuthState,
+    OrgUse, OutboxFilter, OutboxLag, OutboxRow, OutboxStatus, Page, PageRequest, PollClaim,
+    PollEnd, PollRun, PollState, Prepared, Recorded, Replay, ReplayStatus, Result, SavedShape,
+    StateCommit, StateSnapshot, Store, StoredExchange, Subscriber, SubscriberAttempt,
+    SubscriberDelivery, SubscriberDeliveryFilter, SubscriberDeliveryStatus, SubscriberJob,
+    SubscriberUpdate, Taken, Upsert, VersionStatus, WriteCounters, WriteStats, bounded_error,
+    check_json, millis, new_id, page_size,
 };
 
+mod drift;
 mod health;
 mod polls;
 
@@ -419,6 +420,7 @@ ALTER TABLE replays ADD COLUMN queued INTEGER NOT NULL DEFAULT 0;
 -- secret (its name), methods.
 ALTER TABLE connections ADD COLUMN webhook_json TEXT;
 "#,
+    drift::MIGRATION,
 ];
 
 impl From<rusqlite::Error> for Error {
@@ -3587,7 +3589,39 @@ impl Store for SqliteStore {
 
     async fn connection_activity(&self, connection_id: &str, since: Millis) -> Result<Activity> {
         let connection_id = connection_id.to_owned();
-        self.read(move |db| health::activity(db, &connection_id, since))
+        self.read(move |db| {
+            let mut activity = health::activity(db, &connection_id, since)?;
+            activity.drifts = drift::recent_drifts(db, &connection_id, since)?;
+            Ok(activity)
+        })
+        .await
+    }
+
+    async fn payload_shape(&self, connection_id: &str, kind: &str) -> Result<Option<String>> {
+        let (connection_id, kind) = (connection_id.to_owned(), kind.to_owned());
+        self.read(move |db| drift::payload_shape(db, &connection_id, &kind))
+            .await
+    }
+
+    async fn save_payload_shapes(&self, shapes: Vec<SavedShape>) -> Result<()> {
+        self.write_then(
+            move |db| drift::save_payload_shapes(db, &shapes),
+            keeps_connections,
+        )
+        .await
+    }
+
+    async fn record_drifts(&self, drifts: Vec<NewDrift>, since: Millis) -> Result<u64> {
+        self.write_then(
+            move |db| drift::record_drifts(db, &drifts, since),
+            keeps_connections,
+        )
+        .await
+    }
+
+    async fn list_drifts(&self, connection_id: &str, page: PageRequest) -> Result<Page<Drift>> {
+        let connection_id = connection_id.to_owned();
+        self.read(move |db| drift::list_drifts(db, &connection_id, page))
             .await
     }
 

@@ -33,6 +33,7 @@ export async function detail(view, ctx) {
   view.append(webhookSection(c));
   view.append(await versionSection(c, ctx, reload, readOnly));
   view.append(await healthSection(c));
+  view.append(await driftSection(c));
   view.append(secretSection(c, ctx, reload, readOnly));
   view.append(await pollingSection(c, ctx));
   const credentials = credentialSection(c, ctx, reload, readOnly);
@@ -118,6 +119,34 @@ async function versionSection(c, ctx, reload, readOnly) {
           previous ? action(`Roll back to v${previous.version}`, () => switchTo(previous.version)) : null,
         ),
     errors,
+  );
+}
+
+/** What changed in the CRM's payloads against their learned shape. */
+async function driftSection(c) {
+  let drifts;
+  try {
+    drifts = await get(`/v1/connections/${seg(c.id)}/drifts`, { limit: 10 });
+  } catch (error) {
+    return section('Payload drift', h('p', {}, `Not available: ${error.detail || error.message}`));
+  }
+  const changed = { appeared: 'appeared', disappeared: 'disappeared', type_changed: 'changed type', decimal_as_number: 'decimal sent as a number' };
+  return section(
+    'Payload drift',
+    h('p', { class: 'lede' }, 'The host learns the shape of this connection’s payloads per kind and notes each change (after 20 payloads of a kind).'),
+    table(
+      'Payload drift',
+      [
+        ['Found', (d) => time(d.detected_at)],
+        ['Kind', (d) => h('code', {}, d.kind)],
+        ['Field', (d) => h('code', {}, d.pointer)],
+        ['Change', (d) => changed[d.change] ?? d.change],
+        ['Was → now', (d) => `${d.was} → ${d.now}`],
+        ['Example', (d) => h('a', { href: `#/deliveries/${seg(d.example_delivery_id)}` }, d.example_delivery_id)],
+      ],
+      drifts.items,
+      'No change seen in its payloads.',
+    ),
   );
 }
 
