@@ -1002,6 +1002,79 @@ async fn a_crm_whose_amount_turns_from_string_to_number_raises_one_drift_alert()
 }
 
 #[tokio::test]
+async fn a_delivery_past_its_retention_keeps_its_history_and_cannot_be_redriven() {
+    let api = start().await;
+    let a = org_admin("org-a");
+    let (_, adapter) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/adapters",
+            Some(json!({"name": "flaky"})),
+        )
+        .await;
+    let adapter = adapter["id"].as_str().unwrap().to_owned();
+    let (status, _) = api.upload(&a, &adapter, test_artifacts::HOSTILE).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let connection = api.connection(&a, &adapter, false).await;
+    let old = deliver_hostile(&api, &connection, "fail\nold").await;
+    assert_eq!(old["status"], "failed", "{old}");
+    let path = format!("/v1/deliveries/{}", old["delivery_id"].as_str().unwrap());
+    let (_, before) = api.call(&a, Method::GET, &path, None).await;
+
+    // Thirty days and a minute later (the default retention), the purge runs.
+    let later = adapter_host::store::now_millis() + 30 * 24 * 3600 * 1000 + 60_000;
+    let purged = api.host.purge_expired(later).await.unwrap();
+    assert_eq!((purged.bodies, purged.logs), (1, 1), "{purged:?}");
+    assert_eq!(
+        api.host.purge_expired(later).await.unwrap(),
+        Default::default(),
+        "once"
+    );
+
+    let (status, after) = api.call(&a, Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    assert_eq!(after["delivery"]["body_purged_at"], json!(later), "{after}");
+    assert_eq!(after["delivery"]["body_bytes"], 0, "{after}");
+    for kept in ["id", "status", "body_sha256", "reason_json", "received_at"] {
+        assert_eq!(
+            after["delivery"][kept], before["delivery"][kept],
+            "{kept} is history: kept"
+        );
+    }
+    let invocation = &after["invocations"][0];
+    assert_eq!(invocation["log_purged_at"], json!(later), "{after}");
+    assert_eq!(invocation["outcome"], before["invocations"][0]["outcome"]);
+
+    let (status, problem) = api
+        .call(&a, Method::POST, &format!("{path}/redrive"), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("its body has expired"),
+        "{problem}"
+    );
+    // The batch redrive says so for it too, and runs nothing.
+    let (status, batch) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/deliveries/redrive",
+            Some(json!({"connection_id": connection})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{batch}");
+    assert_eq!(batch["redriven"], 0, "{batch}");
+    assert!(
+        batch.to_string().contains("its body has expired"),
+        "{batch}"
+    );
+}
+
+#[tokio::test]
 async fn every_answer_carries_a_request_id_and_problems_quote_it() {
     let api = start().await;
     let call = |request_id: Option<&str>| {

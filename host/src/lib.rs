@@ -22,6 +22,7 @@ pub mod pipeline;
 pub mod poll;
 pub mod provenance;
 pub mod relay;
+pub mod retention;
 pub use adapter_contracts as contracts;
 pub mod sandbox;
 pub mod secrets;

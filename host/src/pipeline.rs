@@ -87,6 +87,8 @@ pub struct Settings {
     pub health: crate::health::monitor::HealthSettings,
     /// How long an upload waits for its compile before it answers `compiling` (202).
     pub upload_compile_wait: Duration,
+    /// How long bodies and logs are kept.
+    pub retention: crate::retention::RetentionSettings,
 }
 
 impl Default for Settings {
@@ -107,6 +109,7 @@ impl Default for Settings {
             poller: crate::poll::PollerSettings::default(),
             health: crate::health::monitor::HealthSettings::default(),
             upload_compile_wait: Duration::from_secs(5),
+            retention: crate::retention::RetentionSettings::default(),
         }
     }
 }
@@ -1256,6 +1259,12 @@ impl Host {
             return Err(ApiError::Conflict(format!(
                 "delivery `{delivery_id}` is {}; only failed or rejected deliveries are redriven",
                 delivery.info.status.as_str()
+            )));
+        }
+        if let Some(purged_at) = delivery.info.body_purged_at {
+            return Err(ApiError::Conflict(format!(
+                "delivery `{delivery_id}` cannot be redriven: its body has expired (purged at \
+                 {purged_at} ms by the retention of delivery bodies)"
             )));
         }
         let connection = self

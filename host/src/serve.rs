@@ -47,6 +47,8 @@ pub struct ServeOptions {
     pub poller: crate::poll::PollerSettings,
     /// How the health monitor paces itself.
     pub health: crate::health::monitor::HealthSettings,
+    /// How long bodies and logs are kept.
+    pub retention: crate::retention::RetentionSettings,
     /// How long an upload waits for its compile before it answers `compiling` (202).
     pub upload_compile_wait: std::time::Duration,
     /// Where the browser goes back to after an OAuth connection.
@@ -82,6 +84,7 @@ impl Default for ServeOptions {
             recovery_lease: Settings::default().recovery_lease,
             poller: crate::poll::PollerSettings::default(),
             health: crate::health::monitor::HealthSettings::default(),
+            retention: crate::retention::RetentionSettings::default(),
             upload_compile_wait: Settings::default().upload_compile_wait,
             oauth_return_url: None,
             nats: None,
@@ -139,6 +142,7 @@ pub async fn open_host(options: &ServeOptions) -> anyhow::Result<Host> {
         recovery_lease: options.recovery_lease,
         poller: options.poller.clone(),
         health: options.health.clone(),
+        retention: options.retention.clone(),
         upload_compile_wait: options.upload_compile_wait,
         oauth_return_url: options.oauth_return_url.clone(),
         ..Settings::default()
@@ -235,7 +239,9 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let poller = tokio::spawn(host.clone().run_poller(relay_stopped.clone()));
     // Connection health and alerts, on every node (the store keeps one open alert per
     // connection and rule).
-    let health = tokio::spawn(host.clone().run_health_monitor(relay_stopped));
+    let health = tokio::spawn(host.clone().run_health_monitor(relay_stopped.clone()));
+    // Bodies and logs past their time, on every node (batches are shared out).
+    let retention = tokio::spawn(host.clone().run_retention(relay_stopped));
     let connections = options.server.connections.clone();
     crate::server::listen::serve(
         listener,
@@ -250,6 +256,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     recovery.await?;
     poller.await?;
     health.await?;
+    retention.await?;
     Ok(())
 }
 

@@ -188,6 +188,13 @@ struct ServeArgs {
     /// alerts).
     #[arg(long, env = "ADAPTER_HOST_HEALTH_INTERVAL_SECS", default_value_t = 30)]
     health_interval_secs: u64,
+    /// Days raw delivery bodies and the HTTP answers recorded with them are kept (0: for
+    /// good); past them a purge empties them and the delivery can no longer be redriven.
+    #[arg(long, env = "ADAPTER_HOST_RETAIN_BODIES_DAYS", default_value_t = crate::retention::DEFAULT_DAYS)]
+    retain_bodies_days: u64,
+    /// Days invocation logs are kept (0: for good).
+    #[arg(long, env = "ADAPTER_HOST_RETAIN_LOGS_DAYS", default_value_t = crate::retention::DEFAULT_DAYS)]
+    retain_logs_days: u64,
     #[command(flatten)]
     jwt: token::JwtArgs,
     /// A JWKS file with the public keys (RS256, ES256) of the identity provider's tokens.
@@ -468,6 +475,11 @@ fn serve(args: ServeArgs, exporting_traces: bool) -> anyhow::Result<u8> {
         },
         health: crate::health::monitor::HealthSettings {
             tick: std::time::Duration::from_secs(args.health_interval_secs.max(1)),
+        },
+        retention: crate::retention::RetentionSettings {
+            bodies: crate::retention::RetentionSettings::days(args.retain_bodies_days),
+            logs: crate::retention::RetentionSettings::days(args.retain_logs_days),
+            ..crate::retention::RetentionSettings::default()
         },
         ..crate::serve::ServeOptions::default()
     };

@@ -641,6 +641,9 @@ pub struct DeliveryInfo {
     pub poll_run_id: Option<String>,
     /// For a poll page: the cursor it was fetched (or pushed) with.
     pub cursor: Option<String>,
+    /// When its body (and the answers recorded with it) passed the tenant's retention and
+    /// was purged; everything else stays.
+    pub body_purged_at: Option<Millis>,
 }
 
 /// What a new delivery needs before its adapter runs ([`Store::prepare_delivery`]).
@@ -1126,7 +1129,46 @@ pub struct Invocation {
     /// What it did.
     #[serde(flatten)]
     pub record: InvocationRecord,
+    /// When its log passed the retention and was purged (the log reads as empty then).
+    pub log_purged_at: Option<Millis>,
 }
+
+/// One pass of the retention purge: what is older than each bound loses its content, at most
+/// `limit` rows of each kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Purge {
+    /// Delivery bodies (of deliveries no longer being taken) and the HTTP answers recorded
+    /// with them, received before this; `None`: kept.
+    pub bodies_before: Option<Millis>,
+    /// Invocation logs started before this; `None`: kept.
+    pub logs_before: Option<Millis>,
+    /// Rows purged at most, per kind.
+    pub limit: usize,
+    /// The purge's time, recorded on what it purged.
+    pub now: Millis,
+}
+
+/// What one pass purged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Purged {
+    /// Delivery bodies.
+    pub bodies: u64,
+    /// Recorded HTTP answers' bodies.
+    pub exchanges: u64,
+    /// Invocation logs.
+    pub logs: u64,
+}
+
+impl Purged {
+    /// Whether a kind filled its `limit`: more may wait.
+    pub fn full(&self, limit: usize) -> bool {
+        let limit = limit as u64;
+        self.bodies >= limit || self.exchanges >= limit || self.logs >= limit
+    }
+}
+
+/// An invocation log with nothing in it: what a purged log reads as.
+pub const EMPTY_LOG: &str = r#"{"lines":[],"bytes":0,"truncated":false,"dropped_bytes":0}"#;
 
 /// An accepted event to append to the outbox. The tenant, connection and delivery are the
 /// completed delivery's.
@@ -2131,6 +2173,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn record_drifts(&self, drifts: Vec<NewDrift>, since: Millis) -> Result<u64>;
     /// One page of a connection's drifts, newest first.
     async fn list_drifts(&self, connection_id: &str, page: PageRequest) -> Result<Page<Drift>>;
+    /// Purges what passed its retention ([`Purge`]): delivery bodies, the answers recorded
+    /// with them and invocation logs lose their content, their rows (ids, hashes, outcomes,
+    /// sizes) stay. A delivery still being taken (`received`) keeps its body.
+    async fn purge_expired(&self, purge: Purge) -> Result<Purged>;
     /// Every connection of every tenant, by id, after `after` (the health monitor's walk).
     async fn connections_after(&self, after: Option<&str>, limit: usize)
     -> Result<Vec<Connection>>;

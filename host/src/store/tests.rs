@@ -26,6 +26,7 @@ macro_rules! store_suite {
             configuration_lists_page_by_cursor,
             orgs_are_listed_from_the_rows_that_name_them,
             drifts_are_recorded_once_a_window_and_shapes_saved,
+            the_purge_empties_exactly_what_is_past_its_time,
             connection_upsert_is_idempotent,
             connection_status_and_version_switch,
             only_a_connection_without_deliveries_is_deleted,
@@ -477,6 +478,116 @@ pub(crate) async fn drifts_are_recorded_once_a_window_and_shapes_saved(backend: 
             .items
             .is_empty()
     );
+}
+
+pub(crate) async fn the_purge_empties_exactly_what_is_past_its_time(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let t = tenant(store.as_ref(), "t1", "c-1").await;
+    const DAY: Millis = 24 * 3600 * SECOND;
+    let old = emit(
+        store.as_ref(),
+        &t,
+        vec![event("e-old", "deal.won", "d-1", None)],
+        T0,
+    )
+    .await;
+    // Recent: received, and its adapter run, ten days later.
+    let at = T0 + 10 * DAY;
+    let recorded = store
+        .record_delivery(
+            delivery(&t.connection.id, "recent", None, at),
+            WINDOW,
+            LEASE_ENDED,
+        )
+        .await
+        .unwrap();
+    let mut done = completion(
+        &recorded.id,
+        &t.adapter.id,
+        vec![event("e-new", "deal.won", "d-2", None)],
+        None,
+        at,
+    );
+    done.invocation.started_at = at;
+    store.complete_delivery(done).await.unwrap();
+    assert_eq!(old.len(), 1);
+    // Old, but still being taken: its body is what recovery runs again.
+    let unfinished = store
+        .record_delivery(
+            delivery(&t.connection.id, "unfinished", None, T0),
+            WINDOW,
+            T0 + DAY,
+        )
+        .await
+        .unwrap();
+    let deliveries = |store: Arc<dyn Store>| async move {
+        let mut all = Vec::new();
+        for info in store
+            .list_deliveries(DeliveryFilter {
+                tenant_id: Some("t1".into()),
+                ..DeliveryFilter::default()
+            })
+            .await
+            .unwrap()
+            .items
+        {
+            all.push(store.get_delivery(&info.id).await.unwrap().unwrap());
+        }
+        all
+    };
+    let before = deliveries(Arc::clone(&store)).await;
+    let outbox_before = all_outbox(store.as_ref(), "t1").await.len();
+
+    let now = T0 + 20 * DAY;
+    let purge = Purge {
+        bodies_before: Some(T0 + DAY),
+        logs_before: Some(T0 + DAY),
+        limit: 1,
+        now,
+    };
+    let first = store.purge_expired(purge).await.unwrap();
+    assert_eq!((first.bodies, first.logs), (1, 1), "{first:?}");
+    assert!(first.full(1), "a full batch: more may wait");
+    let second = store.purge_expired(purge).await.unwrap();
+    assert_eq!(second, Purged::default(), "nothing else is past its time");
+
+    for delivery in deliveries(Arc::clone(&store)).await {
+        let was = before
+            .iter()
+            .find(|d| d.info.id == delivery.info.id)
+            .unwrap();
+        assert_eq!(
+            delivery.info.body_sha256, was.info.body_sha256,
+            "the hash stays"
+        );
+        assert_eq!(delivery.info.status, was.info.status, "the outcome stays");
+        let invocations = store.list_invocations(&delivery.info.id).await.unwrap();
+        if delivery.info.id == unfinished.id {
+            assert_eq!(delivery.body, b"unfinished", "being taken: kept");
+            assert_eq!(delivery.info.body_purged_at, None);
+        } else if delivery.info.received_at == T0 {
+            assert!(delivery.body.is_empty(), "past its time: purged");
+            assert_eq!(delivery.info.body_purged_at, Some(now));
+            assert_eq!(invocations[0].log_purged_at, Some(now));
+            assert_eq!(invocations[0].record.log_json, EMPTY_LOG);
+            assert_eq!(invocations[0].record.outcome, InvocationOutcome::Accepted);
+        } else {
+            assert_eq!(delivery.body, was.body, "recent: kept");
+            assert_eq!(delivery.info.body_purged_at, None);
+            assert_eq!(invocations[0].log_purged_at, None);
+        }
+    }
+    assert_eq!(
+        all_outbox(store.as_ref(), "t1").await.len(),
+        outbox_before,
+        "events stay"
+    );
+    let kept = Purge {
+        bodies_before: None,
+        logs_before: None,
+        ..purge
+    };
+    assert_eq!(store.purge_expired(kept).await.unwrap(), Purged::default());
 }
 
 pub(crate) async fn configuration_lists_page_by_cursor(backend: &dyn Backend) {

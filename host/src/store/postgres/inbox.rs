@@ -15,10 +15,14 @@ use crate::store::{
 
 const DELIVERY_INFO: &str = "id, connection_id, tenant_id, received_at, provider_delivery_id, \
     body_sha256, octet_length(body)::bigint AS body_bytes, method, path, query, status, \
-    attempts, reason_json, processed_at, trace_id, kind, poll_run_id, cursor";
+    attempts, reason_json, processed_at, trace_id, kind, poll_run_id, cursor, body_purged_at";
 const INVOCATION: &str = "id, delivery_id, adapter_id, adapter_version, adapter_sha256, \
     input_sha256, started_at, duration_us, fuel, peak_memory_bytes, bytes_in, bytes_out, events, \
     outcome, detail_json, log_json, export";
+/// What an invocation's row answers: what was inserted, and when its log was purged.
+const INVOCATION_READ: &str = "id, delivery_id, adapter_id, adapter_version, adapter_sha256, \
+    input_sha256, started_at, duration_us, fuel, peak_memory_bytes, bytes_in, bytes_out, events, \
+    outcome, detail_json, log_json, export, log_purged_at";
 
 fn delivery_info_row(row: &Row) -> Result<DeliveryInfo> {
     Ok(DeliveryInfo {
@@ -40,6 +44,7 @@ fn delivery_info_row(row: &Row) -> Result<DeliveryInfo> {
         kind: super::text_enum(row, "kind")?,
         poll_run_id: get(row, "poll_run_id")?,
         cursor: get(row, "cursor")?,
+        body_purged_at: get(row, "body_purged_at")?,
     })
 }
 
@@ -72,6 +77,7 @@ fn invocation_row(row: &Row) -> Result<Invocation> {
             detail_json: get(row, "detail_json")?,
             log_json: get(row, "log_json")?,
         },
+        log_purged_at: get(row, "log_purged_at")?,
     })
 }
 
@@ -776,7 +782,7 @@ pub(super) async fn list_invocations(
 ) -> Result<Vec<Invocation>> {
     query_all(
         db,
-        &format!("SELECT {INVOCATION} FROM invocations WHERE delivery_id = $1 ORDER BY id"),
+        &format!("SELECT {INVOCATION_READ} FROM invocations WHERE delivery_id = $1 ORDER BY id"),
         &[&delivery_id],
         invocation_row,
     )

@@ -37,10 +37,10 @@ use super::{
     DeliveryFilter, DeliveryInfo, Drift, Error, HealthRecord, HealthSnapshot, Invocation, Millis,
     NewAdapter, NewAdapterVersion, NewAuditEntry, NewDelivery, NewDrift, NewReplay, NewSubscriber,
     OAuthState, OrgUse, OutboxFilter, OutboxLag, OutboxRow, Page, PageRequest, PollClaim, PollEnd,
-    PollRun, PollState, Prepared, Recorded, Replay, Result, SavedShape, StateSnapshot, Store,
-    StoredExchange, Subscriber, SubscriberAttempt, SubscriberDelivery, SubscriberDeliveryFilter,
-    SubscriberJob, SubscriberUpdate, Taken, Upsert, VersionStatus, WriteCounters, WriteStats,
-    check_json, new_id, page_size,
+    PollRun, PollState, Prepared, Purge, Purged, Recorded, Replay, Result, SavedShape,
+    StateSnapshot, Store, StoredExchange, Subscriber, SubscriberAttempt, SubscriberDelivery,
+    SubscriberDeliveryFilter, SubscriberJob, SubscriberUpdate, Taken, Upsert, VersionStatus,
+    WriteCounters, WriteStats, check_json, new_id, page_size,
 };
 
 mod audit;
@@ -51,6 +51,7 @@ mod health;
 mod inbox;
 mod outbox;
 mod polls;
+mod retention;
 mod schema;
 mod sql;
 
@@ -1233,6 +1234,10 @@ impl Store for PostgresStore {
         let mut activity = health::activity(&db, connection_id, since).await?;
         activity.drifts = drift::recent_drifts(&db, connection_id, since).await?;
         Ok(activity)
+    }
+
+    async fn purge_expired(&self, purge: Purge) -> Result<Purged> {
+        in_tx!(self, |tx| retention::purge(&tx, purge).await)
     }
 
     async fn payload_shape(&self, connection_id: &str, kind: &str) -> Result<Option<String>> {

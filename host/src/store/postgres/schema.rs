@@ -368,4 +368,5 @@ CREATE INDEX subscriber_deliveries_pending_by_entity_due
     WHERE status = 'pending';
 "#,
     super::drift::MIGRATION,
+    super::retention::MIGRATION,
 ];

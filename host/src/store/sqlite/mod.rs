@@ -37,8 +37,8 @@ use super::{
     Error, HealthRecord, HealthSnapshot, Invocation, InvocationRecord, Millis, NewAdapter,
     NewAdapterVersion, NewAuditEntry, NewDelivery, NewDrift, NewReplay, NewSubscriber, OAuthState,
     OrgUse, OutboxFilter, OutboxLag, OutboxRow, OutboxStatus, Page, PageRequest, PollClaim,
-    PollEnd, PollRun, PollState, Prepared, Recorded, Replay, ReplayStatus, Result, SavedShape,
-    StateCommit, StateSnapshot, Store, StoredExchange, Subscriber, SubscriberAttempt,
+    PollEnd, PollRun, PollState, Prepared, Purge, Purged, Recorded, Replay, ReplayStatus, Result,
+    SavedShape, StateCommit, StateSnapshot, Store, StoredExchange, Subscriber, SubscriberAttempt,
     SubscriberDelivery, SubscriberDeliveryFilter, SubscriberDeliveryStatus, SubscriberJob,
     SubscriberUpdate, Taken, Upsert, VersionStatus, WriteCounters, WriteStats, bounded_error,
     check_json, millis, new_id, page_size,
@@ -47,6 +47,7 @@ use super::{
 mod drift;
 mod health;
 mod polls;
+mod retention;
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "host.db";
@@ -421,6 +422,7 @@ ALTER TABLE replays ADD COLUMN queued INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE connections ADD COLUMN webhook_json TEXT;
 "#,
     drift::MIGRATION,
+    retention::MIGRATION,
 ];
 
 impl From<rusqlite::Error> for Error {
@@ -885,7 +887,7 @@ const CONNECTION: &str = "id, tenant_id, org_id, provider, adapter_id, adapter_v
     webhook_json";
 const DELIVERY_INFO: &str = "id, connection_id, tenant_id, received_at, provider_delivery_id, \
     body_sha256, length(body) AS body_bytes, method, path, query, status, attempts, reason_json, \
-    processed_at, trace_id, kind, poll_run_id, cursor";
+    processed_at, trace_id, kind, poll_run_id, cursor, body_purged_at";
 const OUTBOX: &str = "seq, event_id, tenant_id, org_id, event_type, entity_type, entity_id, \
     payload_json, metadata_json, delivery_id, connection_id, created_at, status, attempts, \
     next_attempt_at, published_at, last_error";
@@ -900,6 +902,10 @@ const SUBSCRIBER_DELIVERY: &str = "subscriber_id, outbox_seq, status, attempts, 
 const INVOCATION: &str = "id, delivery_id, adapter_id, adapter_version, adapter_sha256, \
     input_sha256, started_at, duration_us, fuel, peak_memory_bytes, bytes_in, bytes_out, events, \
     outcome, detail_json, log_json, export";
+/// What an invocation's row answers: what was inserted, and when its log was purged.
+const INVOCATION_READ: &str = "id, delivery_id, adapter_id, adapter_version, adapter_sha256, \
+    input_sha256, started_at, duration_us, fuel, peak_memory_bytes, bytes_in, bytes_out, events, \
+    outcome, detail_json, log_json, export, log_purged_at";
 
 fn conversion(
     column: &str,
@@ -1012,6 +1018,7 @@ fn delivery_info_row(row: &Row<'_>) -> rusqlite::Result<DeliveryInfo> {
         kind: text_enum(row, "kind")?,
         poll_run_id: row.get("poll_run_id")?,
         cursor: row.get("cursor")?,
+        body_purged_at: row.get("body_purged_at")?,
     })
 }
 
@@ -1131,6 +1138,7 @@ fn invocation_row(row: &Row<'_>) -> rusqlite::Result<Invocation> {
             detail_json: row.get("detail_json")?,
             log_json: row.get("log_json")?,
         },
+        log_purged_at: row.get("log_purged_at")?,
     })
 }
 
@@ -2690,7 +2698,9 @@ impl Store for SqliteStore {
         self.read(move |db| {
             query_all(
                 db,
-                &format!("SELECT {INVOCATION} FROM invocations WHERE delivery_id = ?1 ORDER BY id"),
+                &format!(
+                    "SELECT {INVOCATION_READ} FROM invocations WHERE delivery_id = ?1 ORDER BY id"
+                ),
                 [delivery_id],
                 invocation_row,
             )
@@ -3595,6 +3605,11 @@ impl Store for SqliteStore {
             Ok(activity)
         })
         .await
+    }
+
+    async fn purge_expired(&self, purge: Purge) -> Result<Purged> {
+        self.write_then(move |db| retention::purge(db, purge), keeps_connections)
+            .await
     }
 
     async fn payload_shape(&self, connection_id: &str, kind: &str) -> Result<Option<String>> {

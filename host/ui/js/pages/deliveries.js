@@ -58,7 +58,7 @@ export async function list(view, ctx) {
           [
             '',
             (d) =>
-              REDRIVABLE.has(d.status)
+              REDRIVABLE.has(d.status) && !d.body_purged_at
                 ? action('Redrive', async () => {
                     if (await redriveOne(d.id, ctx, errors)) await rows.reload();
                   }, { 'aria-label': `Redrive ${d.id}` })
@@ -129,7 +129,9 @@ function invocation(inv, i) {
       ['Detail', jsonText(inv.detail_json)],
     ]),
     h('h3', {}, 'Log'),
-    lines
+    inv.log_purged_at
+      ? h('p', { class: 'empty' }, `The log expired on ${time(inv.log_purged_at)} (the retention of invocation logs).`)
+      : lines
       ? lines.length
         ? h('pre', { class: 'log', tabindex: 0 }, lines.map((line) => (typeof line === 'string' ? line : `${line.level ?? ''} ${line.message ?? JSON.stringify(line)}`)).join('\n'))
         : h('p', { class: 'empty' }, 'The adapter logged nothing.')
@@ -146,7 +148,10 @@ export async function detail(view, ctx) {
     view,
     h('p', { class: 'crumbs' }, h('a', { href: '#/deliveries' }, 'Deliveries'), ' / ', info.id),
     h('div', { class: 'title-row' }, h('h1', {}, `Delivery ${info.id}`), badge(info.status)),
-    REDRIVABLE.has(info.status)
+    info.body_purged_at
+      ? h('p', { class: 'note' }, `Its body expired on ${time(info.body_purged_at)} (the retention of delivery bodies): its history stays, it can no longer be redriven.`)
+      : null,
+    REDRIVABLE.has(info.status) && !info.body_purged_at
       ? h(
           'div',
           { class: 'actions' },
@@ -168,7 +173,7 @@ export async function detail(view, ctx) {
         ['Processed', time(info.processed_at)],
         ['Attempts', String(info.attempts)],
         ['Provider delivery id', info.provider_delivery_id ?? '—'],
-        ['Body', `${bytes(info.body_bytes)}, sha256 ${info.body_sha256.slice(0, 16)}… (the body itself is the CRM’s data and is not shown)`],
+        ['Body', info.body_purged_at ? `expired, sha256 ${info.body_sha256.slice(0, 16)}…` : `${bytes(info.body_bytes)}, sha256 ${info.body_sha256.slice(0, 16)}… (the body itself is the CRM’s data and is not shown)`],
         ['Trace id', h('code', {}, info.trace_id)],
         ['Events', h('a', { href: `#/events?connection_id=${seg(info.connection_id)}` }, 'events of its connection')],
       ]),
