@@ -47,8 +47,9 @@ pub const QUEUE: usize = 1024;
 pub const SAVE_EVERY: Duration = Duration::from_secs(5);
 /// Bodies larger than this are not learned (parsing them would cost more than it tells).
 pub const MAX_BODY: usize = 1 << 20;
-/// Shapes kept in memory; beyond, they are saved and forgotten (loaded again when needed).
-const MAX_CACHED: usize = 4096;
+/// Pointers kept in memory over all shapes (about 15 MB at most); beyond, every shape is
+/// saved and forgotten, and loaded again when needed.
+const MAX_CACHED_FIELDS: usize = 100_000;
 /// A change found again within this is not recorded again.
 const DEDUPE: Millis = 24 * 3600 * 1000;
 
@@ -142,6 +143,7 @@ struct Learned {
 async fn run(store: Arc<dyn Store>, mut queue: mpsc::Receiver<Observation>) {
     let mut shapes: HashMap<(String, String), Learned> = HashMap::new();
     let mut kinds: HashMap<String, usize> = HashMap::new();
+    let mut fields = 0usize;
     let mut tick = tokio::time::interval(SAVE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -151,27 +153,30 @@ async fn run(store: Arc<dyn Store>, mut queue: mpsc::Receiver<Observation>) {
                     save(store.as_ref(), &mut shapes).await;
                     return;
                 };
-                if shapes.len() >= MAX_CACHED {
+                if fields >= MAX_CACHED_FIELDS {
                     save(store.as_ref(), &mut shapes).await;
                     shapes.clear();
                     kinds.clear();
+                    fields = 0;
                 }
-                judge(store.as_ref(), &mut shapes, &mut kinds, observation).await;
+                fields += judge(store.as_ref(), &mut shapes, &mut kinds, observation).await;
             }
             _ = tick.tick() => save(store.as_ref(), &mut shapes).await,
         }
     }
 }
 
+/// Judges and learns one observation; how many pointers it added to the shapes in memory.
 async fn judge(
     store: &dyn Store,
     shapes: &mut HashMap<(String, String), Learned>,
     kinds: &mut HashMap<String, usize>,
     observation: Observation,
-) {
+) -> usize {
     let Ok(payload) = serde_json::from_slice::<Value>(&observation.body) else {
-        return;
+        return 0;
     };
+    let mut added = 0;
     let mut kind = source_kind(observation.kind, &payload);
     let key = (observation.connection_id.clone(), kind.clone());
     if !shapes.contains_key(&key) {
@@ -188,12 +193,13 @@ async fn judge(
             Ok(stored) => stored,
             Err(error) => {
                 tracing::warn!(connection = %key.0, %error, "reading a payload shape failed");
-                return;
+                return 0;
             }
         };
-        let shape = stored
+        let shape: Shape = stored
             .and_then(|text| serde_json::from_str(&text).ok())
             .unwrap_or_default();
+        added += shape.fields.len();
         shapes.insert(
             key.clone(),
             Learned {
@@ -203,10 +209,12 @@ async fn judge(
         );
     }
     let learned = shapes.get_mut(&key).expect("inserted above");
+    let known = learned.shape.fields.len();
     let changes = learned.shape.observe(&payload);
     learned.dirty = true;
+    added += learned.shape.fields.len() - known;
     if changes.is_empty() {
-        return;
+        return added;
     }
     let now = store::now_millis();
     let drifts: Vec<NewDrift> = changes
@@ -239,6 +247,7 @@ async fn judge(
     if let Err(error) = store.record_drifts(drifts, now - DEDUPE).await {
         tracing::warn!(connection = %observation.connection_id, %error, "recording schema drift failed");
     }
+    added
 }
 
 async fn save(store: &dyn Store, shapes: &mut HashMap<(String, String), Learned>) {
