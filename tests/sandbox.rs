@@ -334,9 +334,16 @@ fn a_hundred_thousand_events_exceed_the_output_limit() {
 
 #[test]
 fn a_huge_payload_exceeds_the_output_bytes_limit() {
-    let report = run(hostile(), "huge-payload");
+    // Building the payloads takes the guest tens of milliseconds, more on a loaded machine:
+    // a deadline it cannot reach, so that only the output limit can stop it.
+    let unhurried = Limits {
+        deadline_ms: 10_000,
+        ..Limits::default()
+    };
+    let adapter = load(test_artifacts::HOSTILE, unhurried.clone());
+    let report = run(&adapter, "huge-payload");
     let (kind, message) = failure(&report);
-    assert_eq!(kind, FailureKind::OutputLimit);
+    assert_eq!(kind, FailureKind::OutputLimit, "{message}");
     assert!(message.contains("1048576"), "{message}");
     // Within what the host copies, but over the limit: counted and named.
     let adapter = load(
@@ -344,7 +351,7 @@ fn a_huge_payload_exceeds_the_output_bytes_limit() {
         Limits {
             output_bytes: 64 * 1024,
             max_events: 10_000,
-            ..Limits::default()
+            ..unhurried
         },
     );
     let report = run(&adapter, "huge-error\n1");
