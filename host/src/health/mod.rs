@@ -114,6 +114,9 @@ pub struct Thresholds {
     /// A rule's alert resolved less than this long ago (seconds) is not raised again
     /// (default 300): a flapping condition makes one alert per this period at most.
     pub realert_after_secs: u64,
+    /// Whether a change in the shape of its payloads degrades it (default true; drifts are
+    /// recorded and listed either way).
+    pub schema_drift: bool,
 }
 
 impl Default for Thresholds {
@@ -131,6 +134,7 @@ impl Default for Thresholds {
             dead_subscriber_deliveries: 1,
             outbox_lag_secs: 300,
             realert_after_secs: 300,
+            schema_drift: true,
         }
     }
 }
@@ -492,7 +496,7 @@ pub fn assess(
         }
     }
 
-    if let Some(latest) = activity.drifts.first() {
+    if let Some(latest) = activity.drifts.first().filter(|_| thresholds.schema_drift) {
         let more = activity.drifts.len() - 1;
         fire(
             "schema_drift",

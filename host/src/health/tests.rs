@@ -164,6 +164,52 @@ fn the_worst_reason_wins_and_every_reason_is_listed() {
 }
 
 #[test]
+fn a_recent_drift_degrades_naming_the_latest_unless_the_tenant_turns_it_off() {
+    let drift = |pointer: &str, change: &str| crate::store::Drift {
+        id: new_id(),
+        connection_id: "c1".into(),
+        kind: "webhook:deal.won".into(),
+        pointer: pointer.into(),
+        change: change.into(),
+        was: "string".into(),
+        now: "number".into(),
+        example_delivery_id: "d-9".into(),
+        detected_at: NOW - 1000,
+    };
+    let activity = Activity {
+        drifts: vec![
+            drift("/data/amount", "decimal_as_number"),
+            drift("/data/fee", "appeared"),
+        ],
+        ..Activity::default()
+    };
+    let connection = connection(None);
+    let assessment = assess(&connection, &activity, &Thresholds::default(), NOW);
+    assert_eq!(assessment.status, Status::Degraded);
+    assert_eq!(rules(&assessment), ["schema_drift"]);
+    let detail = &assessment.reasons[0].detail;
+    assert!(
+        detail.contains("`/data/amount` of webhook:deal.won arrived as a number where it was a decimal string (delivery d-9), and 1 more"),
+        "{detail}"
+    );
+    assert_eq!(
+        assessment.reasons[0].figures["drifts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let off = Thresholds {
+        schema_drift: false,
+        ..Thresholds::default()
+    };
+    assert_eq!(
+        assess(&connection, &activity, &off, NOW).status,
+        Status::Healthy
+    );
+}
+
+#[test]
 fn rules_merge_per_connection_and_refuse_nonsense_naming_the_field() {
     let text =
         r#"{"defaults": {"window_secs": 120}, "connections": {"c1": {"stale_after_secs": 60}}}"#;
