@@ -267,8 +267,8 @@ impl Shape {
                 continue;
             }
             if gone
-                .last()
-                .is_some_and(|outer| pointer.starts_with(&format!("{outer}/")))
+                .iter()
+                .any(|outer| pointer.starts_with(&format!("{outer}/")))
             {
                 continue;
             }
@@ -373,6 +373,21 @@ mod tests {
                 ("/extra", ChangeKind::Appeared, "absent", "object"),
                 ("/extra/x", ChangeKind::Appeared, "absent", "boolean"),
                 ("/data", ChangeKind::Disappeared, "object", "absent"),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_the_outermost_of_what_disappeared_is_named_whatever_sorts_between() {
+        // `/data!x` sorts between `/data` and `/data/amount`.
+        let full = json!({"data": {"amount": "1.00"}, "data!x": 1, "id": "a"});
+        let mut shape = warmed(&full);
+        let changes = shape.observe(&json!({"id": "a"}));
+        assert_eq!(
+            kinds(&changes),
+            [
+                ("/data", ChangeKind::Disappeared, "object", "absent"),
+                ("/data!x", ChangeKind::Disappeared, "number", "absent"),
             ]
         );
     }
