@@ -1167,8 +1167,11 @@ impl Purged {
     }
 }
 
-/// An invocation log with nothing in it: what a purged log reads as.
-pub const EMPTY_LOG: &str = r#"{"lines":[],"bytes":0,"truncated":false,"dropped_bytes":0}"#;
+/// An invocation log with nothing in it, as the sandbox's empty [`crate::sandbox::Log`] is
+/// stored: what a purged log reads as.
+pub fn empty_log() -> String {
+    serde_json::to_string(&crate::sandbox::Log::default()).expect("a log serializes")
+}
 
 /// An accepted event to append to the outbox. The tenant, connection and delivery are the
 /// completed delivery's.

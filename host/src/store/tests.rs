@@ -569,7 +569,7 @@ pub(crate) async fn the_purge_empties_exactly_what_is_past_its_time(backend: &dy
             assert!(delivery.body.is_empty(), "past its time: purged");
             assert_eq!(delivery.info.body_purged_at, Some(now));
             assert_eq!(invocations[0].log_purged_at, Some(now));
-            assert_eq!(invocations[0].record.log_json, EMPTY_LOG);
+            assert_eq!(invocations[0].record.log_json, empty_log());
             assert_eq!(invocations[0].record.outcome, InvocationOutcome::Accepted);
         } else {
             assert_eq!(delivery.body, was.body, "recent: kept");

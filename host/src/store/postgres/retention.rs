@@ -4,7 +4,7 @@
 use deadpool_postgres::GenericClient;
 
 use super::{execute, int};
-use crate::store::{EMPTY_LOG, Purge, Purged, Result};
+use crate::store::{Purge, Purged, Result, empty_log};
 
 pub(super) const MIGRATION: &str = r#"
 ALTER TABLE deliveries ADD COLUMN body_purged_at BIGINT;
@@ -42,7 +42,7 @@ pub(super) async fn purge(db: &impl GenericClient, purge: Purge) -> Result<Purge
             "UPDATE invocations SET log_json = $1, log_purged_at = $2 WHERE id IN ( \
                  SELECT id FROM invocations WHERE log_purged_at IS NULL \
                  AND started_at < $3 LIMIT $4 FOR UPDATE SKIP LOCKED)",
-            &[&EMPTY_LOG, &purge.now, &before, &limit],
+            &[&empty_log(), &purge.now, &before, &limit],
         )
         .await?;
     }

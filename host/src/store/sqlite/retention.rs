@@ -5,7 +5,7 @@
 use rusqlite::{Connection as Db, params};
 
 use super::int;
-use crate::store::{EMPTY_LOG, Purge, Purged, Result};
+use crate::store::{Purge, Purged, Result, empty_log};
 
 pub(super) const MIGRATION: &str = r#"
 -- Retention: a delivery's body and an invocation's log are purged past their time; the rows
@@ -43,7 +43,7 @@ pub(super) fn purge(db: &Db, purge: Purge) -> Result<Purged> {
                      SELECT id FROM invocations WHERE log_purged_at IS NULL \
                      AND started_at < ?3 LIMIT ?4)",
             )?
-            .execute(params![EMPTY_LOG, purge.now, before, limit])? as u64;
+            .execute(params![empty_log(), purge.now, before, limit])? as u64;
     }
     Ok(purged)
 }
