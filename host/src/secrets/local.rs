@@ -451,6 +451,17 @@ impl SecretStore for LocalSecretStore {
             .write(|map| (apply_put(map, name, value, grace, now), true))
     }
 
+    fn create(&self, name: &str, value: SecretValue, now: SystemTime) -> Result<bool> {
+        validate_put(name, &value, Duration::ZERO, now)?;
+        self.inner.write(|map| {
+            if map.contains_key(name) {
+                return (false, false);
+            }
+            apply_put(map, name, value, Duration::ZERO, now);
+            (true, true)
+        })
+    }
+
     fn end_grace(&self, name: &str) -> Result<bool> {
         validate_name(name)?;
         self.inner.write(|map| {

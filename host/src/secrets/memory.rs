@@ -43,6 +43,16 @@ impl SecretStore for InMemorySecretStore {
         Ok(apply_put(&mut self.write(), name, value, grace, now))
     }
 
+    fn create(&self, name: &str, value: SecretValue, now: SystemTime) -> Result<bool> {
+        validate_put(name, &value, Duration::ZERO, now)?;
+        let mut map = self.write();
+        if map.contains_key(name) {
+            return Ok(false);
+        }
+        apply_put(&mut map, name, value, Duration::ZERO, now);
+        Ok(true)
+    }
+
     fn end_grace(&self, name: &str) -> Result<bool> {
         validate_name(name)?;
         Ok(apply_end_grace(&mut self.write(), name))

@@ -246,6 +246,10 @@ pub trait SecretStore: Send + Sync + fmt::Debug {
     /// not at all) and any older previous value is dropped. Returns the new version.
     fn put(&self, name: &str, value: SecretValue, grace: Duration, now: SystemTime) -> Result<u64>;
 
+    /// Sets the secret only if there is none by that name (version 1); returns whether it was
+    /// set. What two writers racing to make one secret agree on: the first one's value.
+    fn create(&self, name: &str, value: SecretValue, now: SystemTime) -> Result<bool>;
+
     /// Ends a rotation's grace period now: the previous value stops verifying. Returns whether
     /// there was a previous value to drop.
     fn end_grace(&self, name: &str) -> Result<bool>;

@@ -587,6 +587,19 @@ impl SecretStore for PostgresSecretStore {
         })
     }
 
+    fn create(&self, name: &str, value: SecretValue, now: SystemTime) -> Result<bool> {
+        validate_put(name, &value, Duration::ZERO, now)?;
+        let key = name.to_owned();
+        self.update(name, now, move |current| {
+            if current.is_some() {
+                return (false, None);
+            }
+            let mut map = SecretMap::new();
+            apply_put(&mut map, &key, value, Duration::ZERO, now);
+            (true, Some(map.remove(&key)))
+        })
+    }
+
     fn end_grace(&self, name: &str) -> Result<bool> {
         validate_name(name)?;
         let key = name.to_owned();

@@ -194,6 +194,7 @@ backend_tests!(
     metadata_and_lists_carry_no_values,
     invalid_input_is_refused,
     gets_stay_consistent_while_puts_happen,
+    create_keeps_the_first_value_whoever_races_it,
     webhooks_signed_with_either_secret_verify_during_the_grace_period,
 );
 
@@ -390,6 +391,37 @@ fn invalid_input_is_refused(store: Store) {
     // Nothing was stored by the refused puts.
     assert!(store.get(NAME, t0()).unwrap().is_none());
     store.put(NAME, value(SECRET), MAX_GRACE, t0()).unwrap();
+}
+
+/// `create` writes only where nothing is: of several threads creating one name at once, exactly
+/// one wins, and every one of them then reads the winner's value.
+fn create_keeps_the_first_value_whoever_races_it(store: Store) {
+    assert!(store.create(NAME, value(SECRET), t0()).unwrap());
+    assert!(!store.create(NAME, value(NEW_SECRET), t0()).unwrap());
+    let kept = store.get(NAME, t0()).unwrap().unwrap();
+    assert_eq!((text(&kept.current), kept.version), (SECRET, 1));
+    assert!(store.create("bad name", value(SECRET), t0()).is_err());
+
+    let winners = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..4)
+            .map(|n| {
+                let store = &store;
+                scope.spawn(move || {
+                    let mine = format!("racer-{n}");
+                    let won = store.create("race", value(&mine), t0()).unwrap();
+                    let read = store.get("race", t0()).unwrap().unwrap();
+                    (won, mine, text(&read.current).to_owned())
+                })
+            })
+            .collect();
+        racers
+            .into_iter()
+            .map(|racer| racer.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let won: Vec<_> = winners.iter().filter(|(won, ..)| *won).collect();
+    assert_eq!(won.len(), 1, "one creator wins: {winners:?}");
+    assert!(winners.iter().all(|(_, _, read)| *read == won[0].1));
 }
 
 /// Readers on other threads always see a whole secret: the version's value, with the version
