@@ -31,3 +31,4 @@ pub mod server;
 pub mod signatures;
 pub mod store;
 pub mod telemetry;
+pub mod vault;
