@@ -1035,8 +1035,14 @@ async fn a_delivery_past_its_retention_keeps_its_history_and_cannot_be_redriven(
     let (status, after) = api.call(&a, Method::GET, &path, None).await;
     assert_eq!(status, StatusCode::OK, "{after}");
     assert_eq!(after["delivery"]["body_purged_at"], json!(later), "{after}");
-    assert_eq!(after["delivery"]["body_bytes"], 0, "{after}");
-    for kept in ["id", "status", "body_sha256", "reason_json", "received_at"] {
+    for kept in [
+        "id",
+        "status",
+        "body_bytes",
+        "body_sha256",
+        "reason_json",
+        "received_at",
+    ] {
         assert_eq!(
             after["delivery"][kept], before["delivery"][kept],
             "{kept} is history: kept"
@@ -1071,6 +1077,221 @@ async fn a_delivery_past_its_retention_keeps_its_history_and_cannot_be_redriven(
     assert!(
         batch.to_string().contains("its body has expired"),
         "{batch}"
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_sets_its_own_retention_and_the_purge_applies_it() {
+    let api = start().await;
+    let a = org_admin("org-a");
+    let whole = platform(Some("org-a"));
+    let (status, read) = api.call(&a, Method::GET, "/v1/retention", None).await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    assert_eq!(
+        (&read["tenant"], &read["platform"], &read["effective"]),
+        (
+            &json!({"bodies_days": null, "logs_days": null}),
+            &json!({"bodies_days": 30, "logs_days": 30}),
+            &json!({"bodies_days": 30, "logs_days": 30}),
+        ),
+        "{read}"
+    );
+    // It applies to every org: an org's token may not set it, nor a viewer.
+    let viewer = As {
+        token: token_with(json!({"roles": ["viewer"]})),
+        org_header: Some("org-a"),
+    };
+    let seven = Some(json!({"bodies_days": 7}));
+    for who in [&a, &viewer] {
+        let (status, problem) = api
+            .call(who, Method::PUT, "/v1/retention", seven.clone())
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    }
+    for (body, says) in [
+        (json!({"bodies_days": 0}), "1 to 3650 days"),
+        (json!({"logs_days": 3651}), "1 to 3650 days"),
+        (json!({"bodies_days": "7"}), "bodies_days"),
+        (
+            json!({"bodies_days": 7, "payloads_days": 1}),
+            "payloads_days",
+        ),
+    ] {
+        let (status, problem) = api
+            .call(&whole, Method::PUT, "/v1/retention", Some(body))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(says),
+            "{problem}"
+        );
+    }
+    let (status, set) = api.call(&whole, Method::PUT, "/v1/retention", seven).await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+    assert_eq!(
+        (&set["tenant"], &set["effective"], &set["updated_by"]),
+        (
+            &json!({"bodies_days": 7, "logs_days": null}),
+            &json!({"bodies_days": 7, "logs_days": 30}),
+            &json!("alice@example.com"),
+        ),
+        "{set}"
+    );
+    let (_, read) = api.call(&a, Method::GET, "/v1/retention", None).await;
+    assert_eq!(read["effective"], set["effective"]);
+
+    // A week and a minute later the body is purged; the log (30 days) stays.
+    let (_, adapter) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/adapters",
+            Some(json!({"name": "flaky"})),
+        )
+        .await;
+    let adapter = adapter["id"].as_str().unwrap().to_owned();
+    let (status, _) = api.upload(&a, &adapter, test_artifacts::HOSTILE).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let connection = api.connection(&a, &adapter, false).await;
+    let failed = deliver_hostile(&api, &connection, "fail\nweek").await;
+    let later = adapter_host::store::now_millis() + 7 * 24 * 3600 * 1000 + 60_000;
+    let purged = api.host.purge_expired(later).await.unwrap();
+    assert_eq!((purged.bodies, purged.logs), (1, 0), "{purged:?}");
+    let path = format!("/v1/deliveries/{}", failed["delivery_id"].as_str().unwrap());
+    let (_, read) = api.call(&a, Method::GET, &path, None).await;
+    assert_eq!(read["delivery"]["body_purged_at"], json!(later), "{read}");
+    assert_eq!(
+        read["invocations"][0]["log_purged_at"],
+        Value::Null,
+        "{read}"
+    );
+
+    let log = audit_log(&api, &a, "&action=retention.put").await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(
+        log[0]["detail"],
+        json!({"bodies_days": 7, "logs_days": null})
+    );
+    // Nothing set: the platform's again.
+    let (status, back) = api
+        .call(&whole, Method::PUT, "/v1/retention", Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{back}");
+    assert_eq!(
+        back["effective"],
+        json!({"bodies_days": 30, "logs_days": 30})
+    );
+    assert_eq!(back["updated_at"], Value::Null);
+}
+
+#[tokio::test]
+async fn erasing_a_tenant_needs_its_whole_tenant_admin_and_leaves_every_row_erased() {
+    let api = start().await;
+    let a = org_admin("org-a");
+    let ack = one_event_in_org_a(&api, &a).await;
+    let delivery = format!("/v1/deliveries/{}", ack["delivery_id"].as_str().unwrap());
+    // And a failed delivery, which could be redriven.
+    let (_, hostile) = api
+        .call(
+            &a,
+            Method::POST,
+            "/v1/adapters",
+            Some(json!({"name": "flaky"})),
+        )
+        .await;
+    let hostile = hostile["id"].as_str().unwrap().to_owned();
+    let (status, _) = api.upload(&a, &hostile, test_artifacts::HOSTILE).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let connection = api.connection(&a, &hostile, false).await;
+    let failed = deliver_hostile(&api, &connection, "fail\nonce").await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let failed = format!("/v1/deliveries/{}", failed["delivery_id"].as_str().unwrap());
+    let (_, list) = api.call(&a, Method::GET, "/v1/events", None).await;
+    let event = format!(
+        "/v1/events/{}",
+        list["items"][0]["event_id"].as_str().unwrap()
+    );
+    let confirm = || Some(json!({"confirm_tenant_id": "t1"}));
+    let erase = "/v1/erasure";
+
+    // Nobody narrower than the whole tenant's admin may, whatever the body says.
+    let tenant_wide = |roles: Value| As {
+        token: token_with(json!({"roles": roles})),
+        org_header: None,
+    };
+    // (An admin erases another tenant only in support mode, never its own tenant by its role.)
+    for who in [
+        a.clone(),
+        tenant_wide(json!(["viewer"])),
+        tenant_wide(json!(["admin"])),
+    ] {
+        let (status, problem) = api.call(&who, Method::POST, erase, confirm()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    }
+    let admin = tenant_wide(json!(["tenant_admin"]));
+    for (body, says) in [
+        (
+            json!({"confirm_tenant_id": "t2"}),
+            "must be the tenant being erased, `t1`",
+        ),
+        (json!({}), "confirm_tenant_id"),
+        (json!({"confirm_tenant_id": "t1", "also": 1}), "also"),
+    ] {
+        let (status, problem) = api.call(&admin, Method::POST, erase, Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(says),
+            "{problem}"
+        );
+    }
+    // Refused calls changed nothing.
+    let (_, kept) = api.call(&a, Method::GET, &event, None).await;
+    assert_eq!(kept["payload"]["pepm_rate"], "12.50", "{kept}");
+    assert_eq!(kept["payload_erased"], false);
+
+    let (status, erased) = api.call(&admin, Method::POST, erase, confirm()).await;
+    assert_eq!(status, StatusCode::OK, "{erased}");
+    assert_eq!(
+        (&erased["tenant_id"], &erased["key_destroyed"]),
+        (&json!("t1"), &json!(true)),
+        "{erased}"
+    );
+    // Every row is still there, its payload erased; the delivery cannot be redriven.
+    let (status, gone) = api.call(&a, Method::GET, &event, None).await;
+    assert_eq!(status, StatusCode::OK, "{gone}");
+    assert_eq!(
+        (&gone["payload"], &gone["payload_erased"]),
+        (&Value::Null, &json!(true)),
+        "{gone}"
+    );
+    assert_eq!(gone["event_type"], kept["event_type"]);
+    let (status, read) = api.call(&a, Method::GET, &delivery, None).await;
+    assert_eq!(
+        (status, &read["body_erased"]),
+        (StatusCode::OK, &json!(true)),
+        "{read}"
+    );
+    assert_eq!(read["delivery"]["status"], "processed");
+    let (status, problem) = api
+        .call(&a, Method::POST, &format!("{failed}/redrive"), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("its body was erased"),
+        "{problem}"
+    );
+    // Audited, once, with what it did; erasing again finds no key.
+    let log = audit_log(&api, &a, "&action=tenant.erase").await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["actor"], "alice@example.com");
+    assert_eq!(log[0]["detail"]["key_destroyed"], true, "{log:?}");
+    let (status, again) = api.call(&admin, Method::POST, erase, confirm()).await;
+    assert_eq!(
+        (status, &again["key_destroyed"]),
+        (StatusCode::OK, &json!(false))
     );
 }
 

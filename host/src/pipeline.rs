@@ -1197,6 +1197,21 @@ impl Host {
     }
 
     async fn recover_delivery(&self, delivery: Delivery) -> anyhow::Result<()> {
+        if delivery.body_erased {
+            let failure = sandbox::Failure::new(
+                sandbox::FailureKind::Interrupted,
+                "the tenant's data was erased (its data key destroyed) before this delivery \
+                 was processed: its body is gone, so it cannot run"
+                    .to_owned(),
+            );
+            let reason = serde_json::to_string(&Outcome::Failed { failure })?;
+            self.inner
+                .store
+                .park_delivery(&delivery.info.id, &reason, store::now_millis())
+                .await?;
+            tracing::warn!(delivery = %delivery.info.id, "an erased delivery is parked, not run");
+            return Ok(());
+        }
         let max = self.inner.settings.max_delivery_attempts;
         if delivery.info.attempts > max {
             let started = delivery.info.attempts - 1;
@@ -1259,6 +1274,12 @@ impl Host {
             return Err(ApiError::Conflict(format!(
                 "delivery `{delivery_id}` is {}; only failed or rejected deliveries are redriven",
                 delivery.info.status.as_str()
+            )));
+        }
+        if delivery.body_erased {
+            return Err(ApiError::Conflict(format!(
+                "delivery `{delivery_id}` cannot be redriven: its body was erased (the tenant's \
+                 data key was destroyed)"
             )));
         }
         if let Some(purged_at) = delivery.info.body_purged_at {

@@ -2,8 +2,9 @@
 //! raw delivery bodies, the HTTP answers recorded with them and invocation logs are purged in
 //! small batches by a background loop on every node; the rows stay (ids, hashes, sizes,
 //! outcomes, events), so history still reads, and each purged row says when it was purged. A
-//! purged delivery cannot be redriven (409: its body has expired). Outbox payloads are the
-//! platform's audit trail and are not purged here.
+//! purged delivery cannot be redriven (409: its body has expired). A tenant may set its own
+//! number of days for each kind (`PUT /v1/retention`) instead of the platform's. Outbox
+//! payloads are the platform's audit trail and are not purged here.
 
 use std::time::Duration;
 
@@ -50,17 +51,13 @@ impl Host {
     /// short; what it purged in all.
     pub async fn purge_expired(&self, now: store::Millis) -> store::Result<Purged> {
         let retention = &self.settings().retention;
-        let before = |keep: Option<Duration>| keep.map(|keep| now - store::millis(keep));
         let purge = Purge {
-            bodies_before: before(retention.bodies),
-            logs_before: before(retention.logs),
+            bodies_keep: retention.bodies.map(store::millis),
+            logs_keep: retention.logs.map(store::millis),
             limit: retention.batch.max(1),
             now,
         };
         let mut total = Purged::default();
-        if purge.bodies_before.is_none() && purge.logs_before.is_none() {
-            return Ok(total);
-        }
         loop {
             let purged = self.store().purge_expired(purge).await?;
             total.bodies += purged.bodies;

@@ -22,6 +22,7 @@ use crate::secrets::{
 use crate::server::{ServerSettings, app};
 use crate::store::postgres::PostgresStore;
 use crate::store::{BlobStore, FsBlobStore, SqliteStore, Store};
+use crate::vault::Vault;
 
 /// What `serve` needs to start.
 #[derive(Debug, Clone)]
@@ -60,6 +61,10 @@ pub struct ServeOptions {
     pub postgres: Option<PostgresOptions>,
     /// Export counters per tenant and connection too (unbounded label values: off by default).
     pub metrics_per_connection: bool,
+    /// Seal tenants' payloads at rest (see `vault.rs`): on, always, for the CLI. Off only to
+    /// measure what sealing costs (the webhook load bench): payloads are then stored in the
+    /// clear, and values sealed before read as erased.
+    pub seal_at_rest: bool,
 }
 
 /// Where the shared store is.
@@ -90,6 +95,7 @@ impl Default for ServeOptions {
             nats: None,
             postgres: None,
             metrics_per_connection: false,
+            seal_at_rest: true,
         }
     }
 }
@@ -101,28 +107,47 @@ pub async fn open_host(options: &ServeOptions) -> anyhow::Result<Host> {
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
     let dir = Dir::open_ambient_dir(data_dir, ambient_authority())
         .with_context(|| format!("opening {}", data_dir.display()))?;
+    // Secrets first: the store seals every tenant's payloads under data keys kept there.
+    let vault_of = |secrets: &Arc<dyn SecretStore>| {
+        Arc::new(match options.seal_at_rest {
+            true => Vault::new(Arc::clone(secrets)),
+            false => Vault::disabled(),
+        })
+    };
     let (store, blobs, secrets): (Arc<dyn Store>, Arc<dyn BlobStore>, Arc<dyn SecretStore>) =
         match &options.postgres {
-            None => (
-                Arc::new(SqliteStore::open(data_dir).context("opening the database")?),
-                Arc::new(FsBlobStore::open(&dir).context("opening the blob store")?),
-                Arc::new(LocalSecretStore::open_default(&dir).context("opening the secret store")?),
-            ),
+            None => {
+                let secrets: Arc<dyn SecretStore> = Arc::new(
+                    LocalSecretStore::open_default(&dir).context("opening the secret store")?,
+                );
+                let vault = vault_of(&secrets);
+                (
+                    Arc::new(
+                        SqliteStore::open_sealed(data_dir, vault)
+                            .context("opening the database")?,
+                    ),
+                    Arc::new(FsBlobStore::open(&dir).context("opening the blob store")?),
+                    secrets,
+                )
+            }
             Some(pg) => {
                 // The key first: nothing is created in the database for a node that cannot
                 // open its secrets.
                 let keys = Keyring::from_env().context("the secret store's master key")?;
-                let store = PostgresStore::connect(&pg.url, &pg.schema)
-                    .await
-                    .context("opening the PostgreSQL store")?;
                 let settings = PostgresSecretSettings {
                     url: pg.url.clone(),
                     schema: pg.schema.clone(),
                 };
-                let secrets = PostgresSecretStore::open(&settings, keys)
-                    .context("opening the PostgreSQL secret store")?;
+                let secrets: Arc<dyn SecretStore> = Arc::new(
+                    PostgresSecretStore::open(&settings, keys)
+                        .context("opening the PostgreSQL secret store")?,
+                );
+                let vault = vault_of(&secrets);
+                let store = PostgresStore::connect_sealed(&pg.url, &pg.schema, vault)
+                    .await
+                    .context("opening the PostgreSQL store")?;
                 let blobs = store.blobs();
-                (Arc::new(store), Arc::new(blobs), Arc::new(secrets))
+                (Arc::new(store), Arc::new(blobs), secrets)
             }
         };
     let sandbox = Sandbox::new(PlatformLimits::default(), Some(data_dir))?;

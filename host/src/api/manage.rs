@@ -95,6 +95,8 @@ pub fn router(state: ApiState) -> Router {
         .merge(super::connections::router(state.clone()))
         .merge(super::audit::router(state.clone()))
         .merge(super::orgs::router(state.clone()))
+        .merge(super::erasure::router(state.clone()))
+        .merge(super::retention::router(state.clone()))
         .merge(super::health::router(state.clone()))
         .merge(super::provenance::router(state))
 }
@@ -704,6 +706,8 @@ struct EventView {
     /// The event's payload, exactly as stored (decimals are strings).
     #[schema(value_type = Object)]
     payload: Box<serde_json::value::RawValue>,
+    /// Whether the payload was erased (the tenant's data key destroyed): `payload` is null.
+    payload_erased: bool,
     /// Trace id, source, actor (adapter id@version), timestamp.
     #[schema(value_type = Object)]
     metadata: Box<serde_json::value::RawValue>,
@@ -729,6 +733,7 @@ impl EventView {
             entity_type: row.entity_type,
             entity_id: row.entity_id,
             payload: raw(row.payload_json)?,
+            payload_erased: row.payload_erased,
             metadata: raw(row.metadata_json)?,
             delivery_id: row.delivery_id,
             connection_id: row.connection_id,
@@ -896,6 +901,8 @@ async fn list_deliveries(
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 struct DeliveryView {
     delivery: store::DeliveryInfo,
+    /// Whether the body was erased (the tenant's data key destroyed): it cannot be redriven.
+    body_erased: bool,
     /// Why it failed or was rejected (the adapter's error or the contract violations).
     reason: Option<Value>,
     /// The org of the delivery's connection; null: platform level.
@@ -952,6 +959,7 @@ async fn get_delivery(
         .as_deref()
         .and_then(|text| serde_json::from_str(text).ok());
     Ok(Json(DeliveryView {
+        body_erased: delivery.body_erased,
         delivery: delivery.info,
         reason,
         connection_org_id: connection.org_id,

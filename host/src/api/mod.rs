@@ -4,6 +4,7 @@ pub mod audit;
 pub mod auth;
 pub mod connections;
 pub mod drift;
+pub mod erasure;
 pub mod health;
 pub mod manage;
 pub mod oauth;
@@ -13,6 +14,7 @@ pub mod polls;
 pub mod problem;
 pub mod provenance;
 pub mod request_id;
+pub mod retention;
 pub mod scope;
 
 pub use problem::ApiError;

@@ -192,6 +192,15 @@ impl Relay {
                 held_back.push(row.seq);
                 continue;
             }
+            if row.payload_erased {
+                // Nothing left to send, now or later: dead at once, and the entity goes on.
+                self.count("bus", "dead");
+                tracing::warn!(seq = row.seq, "an erased event is not published");
+                self.store
+                    .mark_publish_failed(row.seq, ERASED, now, true)
+                    .await?;
+                continue;
+            }
             let span = tracing::info_span!(
                 "relay.publish",
                 event_id = %row.event_id,
@@ -386,9 +395,16 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// Why an event whose payload was erased (its tenant's data key destroyed) is never sent.
+pub const ERASED: &str = "its payload was erased (the tenant's data key was destroyed): it is \
+    never published";
+
 /// The message of a stored event: its envelope (the payload embedded byte for byte) and
 /// subject. What the bus carries and what subscribers receive.
 pub fn message_of(row: &OutboxRow) -> Result<Message, String> {
+    if row.payload_erased {
+        return Err(ERASED.to_owned());
+    }
     bus::message(&EventParts {
         event_id: &row.event_id,
         event_type: &row.event_type,
@@ -412,7 +428,8 @@ pub async fn publish_row(bus: &dyn Bus, row: &OutboxRow) -> Result<(), String> {
 /// with the event ids of the first time (consumers, subscribers and the bus drop what they
 /// already have) to its target: re-published on the bus, and queued again for subscribers
 /// (every one that wants the event, or the one named), whether or not they had it. Then
-/// records how many and, if it stopped early, why. Appends nothing to the outbox.
+/// records how many and, if it stopped early, why. Appends nothing to the outbox. Events whose
+/// payload was erased are passed over (not counted).
 pub async fn run_replay(
     store: &dyn Store,
     bus: &dyn Bus,
@@ -431,6 +448,8 @@ pub async fn run_replay(
             break 'run None;
         };
         after = last.seq;
+        // An erased event has nothing left to send: the replay passes over it.
+        let rows: Vec<OutboxRow> = rows.into_iter().filter(|row| !row.payload_erased).collect();
         if to_bus {
             for row in &rows {
                 if let Err(e) = publish_row(bus, row).await {

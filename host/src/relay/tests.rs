@@ -19,8 +19,8 @@ use crate::secrets::{InMemorySecretStore, SecretStore, SecretValue};
 use crate::signatures::{self, RawRequest, SchemeConfig, Secret};
 use crate::store::tests::{Backend, SECOND, T0, emit, event, tenant};
 use crate::store::{
-    Millis, NewSubscriber, Store, Subscriber, SubscriberDelivery, SubscriberDeliveryFilter,
-    SubscriberDeliveryStatus,
+    Millis, NewSubscriber, OutboxStatus, Store, Subscriber, SubscriberDelivery,
+    SubscriberDeliveryFilter, SubscriberDeliveryStatus,
 };
 
 const SIGNING: &str = "whsec_c3Vic2NyaWJlci1zaWduaW5nLXNlY3JldC0wMDAx";
@@ -187,6 +187,7 @@ relay_suite!(
     one_entity_s_backlog_reaches_its_subscriber_in_runs_in_order,
     a_run_sends_nothing_its_lease_leaves_no_time_to_answer,
     once_stopping_a_pass_starts_no_request_and_gives_its_claims_back,
+    an_erased_event_is_never_sent_and_a_replay_passes_over_it,
 );
 
 /// A store with one tenant, a secret store with the subscriber's secret, and a relay whose
@@ -746,4 +747,62 @@ async fn once_stopping_a_pass_starts_no_request_and_gives_its_claims_back(on: &O
     }
     // Not stopping: they go.
     assert_eq!(fixture.relay.deliver_once().await.unwrap(), 3);
+}
+
+async fn an_erased_event_is_never_sent_and_a_replay_passes_over_it(on: &On) {
+    let fixture = Fixture::new(on, quick()).await;
+    let bus = Arc::new(RecordingBus::default());
+    let relay = Relay {
+        bus: bus.clone(),
+        ..fixture.relay.clone()
+    };
+    let (store, tenant) = (&*fixture.store, &fixture.tenant);
+    let e = |id: &str| vec![event(id, "deal.updated", "A", None)];
+    emit(store, tenant, e("a-0"), fixture.now()).await;
+    assert_eq!(relay.publish_once().await.unwrap(), 1);
+    // a-1 waits when the tenant's key is destroyed (as a node that still had the key wrote it
+    // after the erasure); a-2 comes after, under a new key.
+    emit(store, tenant, e("a-1"), fixture.now()).await;
+    assert!(on.store.vault().shred("t1").unwrap());
+    emit(store, tenant, e("a-2"), fixture.now()).await;
+    // a-1 is dead at once, never attempted, and holds nothing back.
+    assert_eq!(relay.publish_once().await.unwrap(), 1);
+    assert_eq!(
+        *bus.published.lock().unwrap(),
+        ["a-0", "a-2"].map(String::from)
+    );
+    let dead = store.get_event("a-1").await.unwrap().unwrap();
+    assert_eq!(
+        (dead.status, dead.payload_erased, dead.last_error.as_deref()),
+        (OutboxStatus::Dead, true, Some(super::ERASED))
+    );
+    fixture.advance(3600 * SECOND);
+    assert_eq!(relay.publish_once().await.unwrap(), 0, "not retried");
+
+    // A replay of everything sends only what can still be read: a-2.
+    let replay = store
+        .start_replay(
+            crate::store::NewReplay {
+                tenant_id: "t1".into(),
+                org_id: None,
+                from: 0,
+                to: fixture.now() + SECOND,
+                event_type: None,
+                target: crate::store::ReplayTarget::Bus,
+                subscriber_id: None,
+                requested_by: "test".into(),
+                requested_at: fixture.now(),
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    let done = super::run_replay(store, relay.bus.as_ref(), &replay)
+        .await
+        .unwrap();
+    assert_eq!((done.replayed, done.error.as_deref()), (1, None));
+    assert_eq!(
+        *bus.published.lock().unwrap(),
+        ["a-0", "a-2", "a-2"].map(String::from)
+    );
 }

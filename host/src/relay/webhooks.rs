@@ -187,7 +187,9 @@ impl Relay {
                 next: AttemptNext::Delivered,
             },
             Err(failure) => {
-                let dead = job.attempts >= self.config.subscriber_max_attempts;
+                // An erased payload is gone for good: no attempt can ever send it.
+                let dead =
+                    job.attempts >= self.config.subscriber_max_attempts || job.event.payload_erased;
                 tracing::warn!(
                     subscriber,
                     seq,

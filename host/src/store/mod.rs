@@ -130,6 +130,7 @@ macro_rules! text_enum {
 pub mod drift;
 pub use drift::{Drift, NewDrift, SavedShape};
 pub mod health;
+pub mod sealing;
 pub use health::{
     Activity, Alert, AlertChanges, AlertFilter, AlertStatus, Firing, HealthRecord, HealthSnapshot,
 };
@@ -617,7 +618,7 @@ pub struct DeliveryInfo {
     pub provider_delivery_id: Option<String>,
     /// Hex sha256 of the body.
     pub body_sha256: String,
-    /// Size of the body.
+    /// Size of the body as received (kept when the body is purged or erased).
     pub body_bytes: u64,
     /// HTTP method.
     pub method: String,
@@ -813,8 +814,10 @@ pub struct Delivery {
     pub info: DeliveryInfo,
     /// Headers in order.
     pub headers: Vec<(String, String)>,
-    /// The raw body.
+    /// The raw body (empty once erased).
     pub body: Vec<u8>,
+    /// Whether the body was erased (its tenant's data key destroyed).
+    pub body_erased: bool,
 }
 
 /// The pseudo-header a poll page's answer status is recorded in, among its headers.
@@ -1131,21 +1134,44 @@ pub struct Invocation {
     pub record: InvocationRecord,
     /// When its log passed the retention and was purged (the log reads as empty then).
     pub log_purged_at: Option<Millis>,
+    /// Whether its log was erased (its tenant's data key destroyed; the log reads as empty).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub log_erased: bool,
 }
 
 /// One pass of the retention purge: what is older than each bound loses its content, at most
 /// `limit` rows of each kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Purge {
-    /// Delivery bodies (of deliveries no longer being taken) and the HTTP answers recorded
-    /// with them, received before this; `None`: kept.
-    pub bodies_before: Option<Millis>,
-    /// Invocation logs started before this; `None`: kept.
-    pub logs_before: Option<Millis>,
+    /// How long the platform keeps delivery bodies (of deliveries no longer being taken) and
+    /// the HTTP answers recorded with them (ms); `None`: for good. A tenant's own retention
+    /// ([`TenantRetention`]) comes first.
+    pub bodies_keep: Option<Millis>,
+    /// How long the platform keeps invocation logs (ms); `None`: for good.
+    pub logs_keep: Option<Millis>,
     /// Rows purged at most, per kind.
     pub limit: usize,
     /// The purge's time, recorded on what it purged.
     pub now: Millis,
+}
+
+/// A day, in milliseconds (retention is set in days).
+pub const DAY_MILLIS: Millis = 24 * 3600 * 1000;
+
+/// A tenant's own retention, in days, instead of the platform's ([`Purge`]); `None`: the
+/// platform's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct TenantRetention {
+    /// The tenant.
+    pub tenant_id: String,
+    /// Days raw delivery bodies and recorded HTTP answers are kept.
+    pub bodies_days: Option<u32>,
+    /// Days invocation logs are kept.
+    pub logs_days: Option<u32>,
+    /// When it was last set.
+    pub updated_at: Millis,
+    /// Who set it.
+    pub updated_by: String,
 }
 
 /// What one pass purged.
@@ -1165,6 +1191,23 @@ impl Purged {
         let limit = limit as u64;
         self.bodies >= limit || self.exchanges >= limit || self.logs >= limit
     }
+}
+
+/// What erasing a tenant did ([`Store::erase_tenant`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Erasure {
+    /// Whether the tenant had a data key (false: nothing of it was sealed yet, or it was
+    /// erased already).
+    pub key_destroyed: bool,
+    /// Deliveries still waiting to be processed, failed now (their bodies are gone).
+    pub deliveries_failed: u64,
+    /// Events not yet published, dead now (their payloads are gone).
+    pub events_dead: u64,
+    /// Deliveries to subscribers not yet made, dead now.
+    pub subscriber_deliveries_dead: u64,
+    /// Values the tenant stored in the clear (before encryption at rest), which its key never
+    /// sealed: overwritten now, so they read as erased too.
+    pub plaintext_overwritten: u64,
 }
 
 /// An invocation log with nothing in it, as the sandbox's empty [`crate::sandbox::Log`] is
@@ -1288,8 +1331,12 @@ pub struct OutboxRow {
     pub entity_type: String,
     /// The entity's id.
     pub entity_id: String,
-    /// The payload, exactly as emitted.
+    /// The payload, exactly as emitted (`null` once erased).
     pub payload_json: String,
+    /// Whether the payload was erased (its tenant's data key destroyed): the row keeps its ids,
+    /// types and times.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub payload_erased: bool,
     /// The host-stamped metadata (JSON text).
     pub metadata_json: String,
     /// The delivery it came from.
@@ -1703,6 +1750,9 @@ pub struct StoredExchange {
     /// The request and its answer (the body is kept apart).
     #[serde(flatten)]
     pub exchange: crate::egress::Exchange,
+    /// Whether the answer's body was erased (its tenant's data key destroyed; it reads empty).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub response_erased: bool,
 }
 
 /// Write counters: `commands / commits` is the group-commit batching factor.
@@ -2180,6 +2230,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// with them and invocation logs lose their content, their rows (ids, hashes, outcomes,
     /// sizes) stay. A delivery still being taken (`received`) keeps its body.
     async fn purge_expired(&self, purge: Purge) -> Result<Purged>;
+    /// The tenant's own retention, if it set one.
+    async fn get_retention(&self, tenant_id: &str) -> Result<Option<TenantRetention>>;
+    /// Sets the tenant's own retention; with neither kind set, the tenant goes back to the
+    /// platform's. Days are at least 1.
+    async fn put_retention(&self, retention: TenantRetention) -> Result<()>;
+    /// Erases a tenant by crypto-shredding: destroys its data key (see [`crate::vault`]), so
+    /// every body, answer, log and event payload sealed under it reads as erased from now on,
+    /// while every row stays (the append-only outbox keeps its ids, types and times). What was
+    /// still waiting is ended: deliveries not yet processed fail with `reason_json`, events not
+    /// yet published and their subscriber deliveries are dead. Blocking (secret store) for the
+    /// key's deletion. What the tenant sends afterwards is sealed under a new key.
+    async fn erase_tenant(
+        &self,
+        tenant_id: &str,
+        reason_json: &str,
+        now: Millis,
+    ) -> Result<Erasure>;
     /// Every connection of every tenant, by id, after `after` (the health monitor's walk).
     async fn connections_after(&self, after: Option<&str>, limit: usize)
     -> Result<Vec<Connection>>;

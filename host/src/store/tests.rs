@@ -14,7 +14,16 @@ use super::*;
 /// dropped, and must then see the same data.
 #[async_trait]
 pub(crate) trait Backend: Send + Sync {
+    /// The store, sealing every payload under keys that survive reopening.
     async fn open(&self) -> Arc<dyn Store>;
+    /// The keys its sealed stores share.
+    fn vault(&self) -> Arc<crate::vault::Vault>;
+    /// The same database as a store that seals nothing: as a host before encryption at rest
+    /// wrote it.
+    async fn open_unsealed(&self) -> Arc<dyn Store>;
+    /// Whether the database as stored (files, tables) holds `needle` anywhere, as bytes or as
+    /// text.
+    async fn stores_plaintext(&self, needle: &str) -> bool;
 }
 
 /// Expands to one `#[tokio::test]` per case of the suite, each on a fresh `$backend`.
@@ -27,6 +36,9 @@ macro_rules! store_suite {
             orgs_are_listed_from_the_rows_that_name_them,
             drifts_are_recorded_once_a_window_and_shapes_saved,
             the_purge_empties_exactly_what_is_past_its_time,
+            a_tenant_s_own_retention_comes_before_the_platform_s,
+            payloads_are_sealed_at_rest_and_erasing_a_tenant_shreds_them,
+            erasing_a_tenant_overwrites_what_it_stored_before_encryption,
             connection_upsert_is_idempotent,
             connection_status_and_version_switch,
             only_a_connection_without_deliveries_is_deleted,
@@ -480,6 +492,225 @@ pub(crate) async fn drifts_are_recorded_once_a_window_and_shapes_saved(backend: 
     );
 }
 
+/// An event whose payload names `person`.
+fn personal_event(id: &str, person: &str) -> NewOutboxEvent {
+    NewOutboxEvent {
+        payload_json: format!(r#"{{"id":"{id}","email":"{person}","amount":"12.50"}}"#),
+        ..event(id, "person.updated", id, None)
+    }
+}
+
+/// A delivery of `t` processed with `person` in everything it stores: its body, its log, the
+/// answer its adapter fetched, and its event's payload. Its id.
+async fn processed_with(store: &dyn Store, t: &Tenant, person: &str, n: u32) -> String {
+    let body = format!(r#"{{"n":{n},"email":"{person}"}}"#);
+    let recorded = store
+        .record_delivery(
+            delivery(&t.connection.id, &body, None, T0),
+            WINDOW,
+            LEASE_ENDED,
+        )
+        .await
+        .unwrap();
+    let events = vec![personal_event(&format!("p-{n}"), person)];
+    let mut completion = completion(&recorded.id, &t.adapter.id, events, None, T0);
+    completion.invocation.log_json = format!(
+        r#"{{"lines":[{{"level":"info","message":"{person}"}}],"bytes":10,"truncated":false,"dropped_bytes":0}}"#
+    );
+    completion.exchanges = vec![ExchangeRecord {
+        by_invocation: true,
+        exchange: crate::egress::Exchange {
+            started_at: T0,
+            method: "GET".into(),
+            url: "https://crm.example/people/1".into(),
+            request_headers: Vec::new(),
+            request_bytes: 0,
+            status: Some(200),
+            response_headers: Vec::new(),
+            response_bytes: 40,
+            attempts: 1,
+            duration_us: 10,
+            error: None,
+            response_body: format!(r#"{{"email":"{person}"}}"#).into_bytes(),
+        },
+    }];
+    store.complete_delivery(completion).await.unwrap();
+    recorded.id
+}
+
+pub(crate) async fn payloads_are_sealed_at_rest_and_erasing_a_tenant_shreds_them(
+    backend: &dyn Backend,
+) {
+    const PERSON: &str = "ada.lovelace@example.com";
+    let store = backend.open().await;
+    let one = tenant(store.as_ref(), "t1", "c-1").await;
+    let two = tenant(store.as_ref(), "t2", "c-2").await;
+    let personal = |id: &str| personal_event(id, PERSON);
+    // Per tenant: a completed delivery (body, log, answer, event) and one still waiting, with
+    // an event not yet published.
+    let mut done = Vec::new();
+    for (t, n) in [(&one, 1), (&two, 2)] {
+        let recorded = processed_with(store.as_ref(), t, PERSON, n).await;
+        let waiting = store
+            .record_delivery(
+                delivery(
+                    &t.connection.id,
+                    &format!("{PERSON} waits {n}"),
+                    None,
+                    T0 + 1,
+                ),
+                WINDOW,
+                T0 + 60 * SECOND,
+            )
+            .await
+            .unwrap();
+        done.push((recorded, waiting.id));
+    }
+    // Everything reads back as written...
+    let delivery_one = store.get_delivery(&done[0].0).await.unwrap().unwrap();
+    assert!(!delivery_one.body_erased);
+    assert!(
+        String::from_utf8(delivery_one.body)
+            .unwrap()
+            .contains(PERSON)
+    );
+    let body_one = format!(r#"{{"n":1,"email":"{PERSON}"}}"#);
+    assert_eq!(
+        delivery_one.info.body_bytes,
+        body_one.len() as u64,
+        "the body's own size, not the sealed one's"
+    );
+    let log = &store.list_invocations(&done[0].0).await.unwrap()[0];
+    assert!(log.record.log_json.contains(PERSON) && !log.log_erased);
+    let answer = &store.list_exchanges(&done[0].0).await.unwrap()[0];
+    assert!(String::from_utf8_lossy(&answer.exchange.response_body).contains(PERSON));
+    let events = all_outbox(store.as_ref(), "t1").await;
+    assert!(events[0].payload_json.contains(PERSON) && !events[0].payload_erased);
+    // ... while no byte of it is stored in the clear.
+    assert!(
+        !backend.stores_plaintext(PERSON).await,
+        "a payload is stored in the clear"
+    );
+
+    let reason = r#"{"kind":"erased"}"#;
+    let erased = store.erase_tenant("t1", reason, T0 + 2).await.unwrap();
+    assert_eq!(
+        erased,
+        Erasure {
+            key_destroyed: true,
+            deliveries_failed: 1,
+            events_dead: 1,
+            subscriber_deliveries_dead: 0,
+            plaintext_overwritten: 0,
+        }
+    );
+    // The tenant's rows stay, their payloads erased: the outbox keeps every row.
+    let after = all_outbox(store.as_ref(), "t1").await;
+    assert_eq!(after.len(), events.len());
+    assert_eq!(
+        (after[0].event_id.as_str(), after[0].payload_json.as_str()),
+        (events[0].event_id.as_str(), "null")
+    );
+    assert!(after[0].payload_erased);
+    assert_eq!(after[0].status, OutboxStatus::Dead);
+    let gone = store.get_delivery(&done[0].0).await.unwrap().unwrap();
+    assert!(gone.body_erased && gone.body.is_empty());
+    assert_eq!(gone.info.body_bytes, body_one.len() as u64);
+    let waiting = store.get_delivery(&done[0].1).await.unwrap().unwrap();
+    assert_eq!(waiting.info.status, DeliveryStatus::Failed);
+    assert_eq!(waiting.info.reason_json.as_deref(), Some(reason));
+    let log = &store.list_invocations(&done[0].0).await.unwrap()[0];
+    assert!(log.log_erased && !log.record.log_json.contains(PERSON));
+    let answer = &store.list_exchanges(&done[0].0).await.unwrap()[0];
+    assert!(answer.response_erased && answer.exchange.response_body.is_empty());
+    // The other tenant is untouched.
+    let other = all_outbox(store.as_ref(), "t2").await;
+    assert!(other[0].payload_json.contains(PERSON) && other[0].status == OutboxStatus::Pending);
+    let theirs = store.get_delivery(&done[1].1).await.unwrap().unwrap();
+    assert_eq!(theirs.info.status, DeliveryStatus::Received);
+    assert!(String::from_utf8(theirs.body).unwrap().contains(PERSON));
+
+    // Erasing again finds no key; what the tenant sends next is kept, under a new key.
+    let again = store.erase_tenant("t1", reason, T0 + 3).await.unwrap();
+    assert!(!again.key_destroyed);
+    let next = emit(store.as_ref(), &one, vec![personal("p-3")], T0 + 4).await;
+    let rows = all_outbox(store.as_ref(), "t1").await;
+    let row = rows.iter().find(|r| r.seq == next[0]).unwrap();
+    assert!(row.payload_json.contains(PERSON) && !row.payload_erased);
+    drop(store);
+    let reopened = backend.open().await;
+    assert!(all_outbox(reopened.as_ref(), "t1").await[0].payload_erased);
+    assert!(!all_outbox(reopened.as_ref(), "t2").await[0].payload_erased);
+}
+
+pub(crate) async fn erasing_a_tenant_overwrites_what_it_stored_before_encryption(
+    backend: &dyn Backend,
+) {
+    const ADA: &str = "ada.lovelace@example.com";
+    const GRACE: &str = "grace.hopper@example.com";
+    // Written by a host before encryption at rest: in the clear.
+    let before = backend.open_unsealed().await;
+    let one = tenant(before.as_ref(), "t1", "c-1").await;
+    let two = tenant(before.as_ref(), "t2", "c-2").await;
+    let ada = processed_with(before.as_ref(), &one, ADA, 1).await;
+    let grace = processed_with(before.as_ref(), &two, GRACE, 2).await;
+    drop(before);
+    assert!(
+        backend.stores_plaintext(ADA).await,
+        "the fixture is in the clear"
+    );
+
+    // The host now seals; what is stored in the clear still reads as it is...
+    let store = backend.open().await;
+    let body = store.get_delivery(&ada).await.unwrap().unwrap();
+    assert!(String::from_utf8(body.body.clone()).unwrap().contains(ADA));
+    // ... until its tenant is erased, though it has no key yet.
+    let erased = store
+        .erase_tenant("t1", r#"{"kind":"erased"}"#, T0 + 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        (erased.key_destroyed, erased.plaintext_overwritten),
+        (false, 4),
+        "a body, an answer, a log and a payload"
+    );
+    let gone = store.get_delivery(&ada).await.unwrap().unwrap();
+    assert!(gone.body_erased && gone.body.is_empty());
+    assert_eq!(
+        gone.info.body_bytes, body.info.body_bytes,
+        "its size is history"
+    );
+    assert_eq!(gone.info.body_sha256, body.info.body_sha256);
+    let log = &store.list_invocations(&ada).await.unwrap()[0];
+    assert!(log.log_erased && !log.record.log_json.contains(ADA));
+    let answer = &store.list_exchanges(&ada).await.unwrap()[0];
+    assert!(answer.response_erased && answer.exchange.response_body.is_empty());
+    let events = all_outbox(store.as_ref(), "t1").await;
+    assert_eq!(events.len(), 1);
+    assert!(
+        events[0].payload_erased && events[0].payload_json == crate::store::sealing::ERASED_PAYLOAD
+    );
+    // The other tenant reads as it was; once erased, nothing can be overwritten again.
+    let theirs = store.get_delivery(&grace).await.unwrap().unwrap();
+    assert!(String::from_utf8(theirs.body).unwrap().contains(GRACE));
+    assert!(
+        all_outbox(store.as_ref(), "t2").await[0]
+            .payload_json
+            .contains(GRACE)
+    );
+    let again = store
+        .erase_tenant("t1", r#"{"kind":"erased"}"#, T0 + 3)
+        .await
+        .unwrap();
+    assert_eq!(again.plaintext_overwritten, 0);
+    drop(store);
+    assert!(
+        !backend.stores_plaintext(ADA).await,
+        "an erased value stays on disk"
+    );
+    assert!(backend.stores_plaintext(GRACE).await);
+}
+
 pub(crate) async fn the_purge_empties_exactly_what_is_past_its_time(backend: &dyn Backend) {
     let store = backend.open().await;
     let t = tenant(store.as_ref(), "t1", "c-1").await;
@@ -539,9 +770,10 @@ pub(crate) async fn the_purge_empties_exactly_what_is_past_its_time(backend: &dy
     let outbox_before = all_outbox(store.as_ref(), "t1").await.len();
 
     let now = T0 + 20 * DAY;
+    // Kept 19 days: what is older than T0 + 1 day.
     let purge = Purge {
-        bodies_before: Some(T0 + DAY),
-        logs_before: Some(T0 + DAY),
+        bodies_keep: Some(19 * DAY),
+        logs_keep: Some(19 * DAY),
         limit: 1,
         now,
     };
@@ -583,11 +815,98 @@ pub(crate) async fn the_purge_empties_exactly_what_is_past_its_time(backend: &dy
         "events stay"
     );
     let kept = Purge {
-        bodies_before: None,
-        logs_before: None,
+        bodies_keep: None,
+        logs_keep: None,
         ..purge
     };
     assert_eq!(store.purge_expired(kept).await.unwrap(), Purged::default());
+}
+
+pub(crate) async fn a_tenant_s_own_retention_comes_before_the_platform_s(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let one = tenant(store.as_ref(), "t1", "c-1").await;
+    let two = tenant(store.as_ref(), "t2", "c-2").await;
+    // Each: a body, the answer fetched for it and a log, at T0.
+    let theirs = [
+        processed_with(store.as_ref(), &one, "a@example.com", 1).await,
+        processed_with(store.as_ref(), &two, "b@example.com", 2).await,
+    ];
+    assert_eq!(store.get_retention("t1").await.unwrap(), None);
+    let own = TenantRetention {
+        tenant_id: "t1".into(),
+        bodies_days: Some(5),
+        logs_days: None,
+        updated_at: T0,
+        updated_by: "alice".into(),
+    };
+    store.put_retention(own.clone()).await.unwrap();
+    assert_eq!(store.get_retention("t1").await.unwrap(), Some(own.clone()));
+    assert_eq!(store.get_retention("t2").await.unwrap(), None);
+    let purged_of = |store: Arc<dyn Store>, id: String| async move {
+        let delivery = store.get_delivery(&id).await.unwrap().unwrap();
+        let log = &store.list_invocations(&id).await.unwrap()[0];
+        let answer = &store.list_exchanges(&id).await.unwrap()[0];
+        (
+            delivery.info.body_purged_at.is_some(),
+            answer.exchange.response_body.is_empty(),
+            log.log_purged_at.is_some(),
+        )
+    };
+
+    // Ten days on, the platform keeping 30: t1's bodies and answers (5 days) go, its logs (the
+    // platform's 30) stay; t2 keeps everything.
+    let platform = Purge {
+        bodies_keep: Some(30 * DAY_MILLIS),
+        logs_keep: Some(30 * DAY_MILLIS),
+        limit: 100,
+        now: T0 + 10 * DAY_MILLIS,
+    };
+    let purged = store.purge_expired(platform).await.unwrap();
+    assert_eq!(
+        (purged.bodies, purged.exchanges, purged.logs),
+        (1, 1, 0),
+        "{purged:?}"
+    );
+    let [t1, t2] = theirs;
+    assert_eq!(
+        purged_of(Arc::clone(&store), t1.clone()).await,
+        (true, true, false)
+    );
+    assert_eq!(
+        purged_of(Arc::clone(&store), t2.clone()).await,
+        (false, false, false)
+    );
+
+    // A platform that keeps logs for good still purges those of a tenant that keeps 2 days.
+    store
+        .put_retention(TenantRetention {
+            logs_days: Some(2),
+            updated_at: T0 + 1,
+            ..own.clone()
+        })
+        .await
+        .unwrap();
+    let forever = Purge {
+        logs_keep: None,
+        ..platform
+    };
+    assert_eq!(store.purge_expired(forever).await.unwrap().logs, 1);
+    assert_eq!(purged_of(Arc::clone(&store), t1).await, (true, true, true));
+    assert_eq!(
+        purged_of(Arc::clone(&store), t2).await,
+        (false, false, false)
+    );
+
+    // Neither kind set: back to the platform's.
+    store
+        .put_retention(TenantRetention {
+            bodies_days: None,
+            logs_days: None,
+            ..own
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.get_retention("t1").await.unwrap(), None);
 }
 
 pub(crate) async fn configuration_lists_page_by_cursor(backend: &dyn Backend) {
@@ -3668,12 +3987,21 @@ fn invocation_records_and_statuses_follow_the_report() {
 
 pub(crate) struct SqliteBackend {
     dir: tempfile::TempDir,
+    vault: Arc<crate::vault::Vault>,
+}
+
+/// A vault over secrets in memory: what a backend's stores of one test share.
+pub(crate) fn test_vault() -> Arc<crate::vault::Vault> {
+    Arc::new(crate::vault::Vault::new(Arc::new(
+        crate::secrets::InMemorySecretStore::new(),
+    )))
 }
 
 impl SqliteBackend {
     pub(crate) fn new() -> Self {
         Self {
             dir: tempfile::tempdir().expect("a temporary directory"),
+            vault: test_vault(),
         }
     }
 }
@@ -3681,7 +4009,28 @@ impl SqliteBackend {
 #[async_trait]
 impl Backend for SqliteBackend {
     async fn open(&self) -> Arc<dyn Store> {
+        let store = SqliteStore::open_sealed(self.dir.path(), Arc::clone(&self.vault));
+        Arc::new(store.expect("the store opens"))
+    }
+
+    fn vault(&self) -> Arc<crate::vault::Vault> {
+        Arc::clone(&self.vault)
+    }
+
+    async fn open_unsealed(&self) -> Arc<dyn Store> {
         Arc::new(SqliteStore::open(self.dir.path()).expect("the store opens"))
+    }
+
+    async fn stores_plaintext(&self, needle: &str) -> bool {
+        // The database file and its write-ahead log, whatever was checkpointed yet.
+        let mut found = false;
+        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            found |= bytes
+                .windows(needle.len())
+                .any(|window| window == needle.as_bytes());
+        }
+        found
     }
 }
 
@@ -3962,6 +4311,15 @@ mod sqlite_specific {
         assert!(delete.unwrap_err().to_string().contains("append-only"));
         let rewrite = db.execute("UPDATE outbox SET payload_json = '{}'", []);
         assert!(rewrite.unwrap_err().to_string().contains("immutable"));
+        // A payload in the clear may be sealed (erasure's tombstones), once.
+        db.execute("UPDATE outbox SET payload_json = '~sealed1:AA'", [])
+            .unwrap();
+        for again in ["'~sealed1:BB'", "'{}'"] {
+            let rewrite = db.execute(&format!("UPDATE outbox SET payload_json = {again}"), []);
+            assert!(rewrite.unwrap_err().to_string().contains("immutable"));
+        }
+        let other = db.execute("UPDATE outbox SET entity_id = 'E2'", []);
+        assert!(other.unwrap_err().to_string().contains("immutable"));
         db.execute("UPDATE outbox SET status = 'published'", [])
             .unwrap();
     }

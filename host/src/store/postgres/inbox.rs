@@ -7,14 +7,16 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use super::{Filtered, execute, get, int, lock, page, polls, query_all, query_opt, small, uint};
+use crate::store::sealing::{self, Sealer};
 use crate::store::{
     Completed, Completion, Delivery, DeliveryFilter, DeliveryInfo, DeliveryKind, DeliveryStatus,
     Error, Invocation, InvocationRecord, Millis, NewDelivery, Page, Prepared, Recorded, Result,
-    StateCommit, StateSnapshot, Taken, check_json, millis, new_id, page_size,
+    StateCommit, StateSnapshot, Taken, check_json, empty_log, millis, new_id, page_size,
 };
+use crate::vault::{Purpose, Vault};
 
 const DELIVERY_INFO: &str = "id, connection_id, tenant_id, received_at, provider_delivery_id, \
-    body_sha256, octet_length(body)::bigint AS body_bytes, method, path, query, status, \
+    body_sha256, coalesce(body_bytes, octet_length(body)::bigint) AS body_bytes, method, path, query, status, \
     attempts, reason_json, processed_at, trace_id, kind, poll_run_id, cursor, body_purged_at";
 const INVOCATION: &str = "id, delivery_id, adapter_id, adapter_version, adapter_sha256, \
     input_sha256, started_at, duration_us, fuel, peak_memory_bytes, bytes_in, bytes_out, events, \
@@ -48,15 +50,19 @@ fn delivery_info_row(row: &Row) -> Result<DeliveryInfo> {
     })
 }
 
-fn delivery_row(row: &Row) -> Result<Delivery> {
+fn delivery_row(row: &Row, vault: &Vault) -> Result<Delivery> {
+    let (body, body_erased) = sealing::open_bytes(vault, Purpose::Body, get(row, "body")?)?;
     Ok(Delivery {
         info: delivery_info_row(row)?,
         headers: super::json_column(row, "headers_json")?,
-        body: get(row, "body")?,
+        body,
+        body_erased,
     })
 }
 
-fn invocation_row(row: &Row) -> Result<Invocation> {
+fn invocation_row(row: &Row, vault: &Vault) -> Result<Invocation> {
+    let (log_json, log_erased) =
+        sealing::open_text(vault, Purpose::Log, get(row, "log_json")?, empty_log)?;
     Ok(Invocation {
         id: get(row, "id")?,
         delivery_id: get(row, "delivery_id")?,
@@ -75,9 +81,10 @@ fn invocation_row(row: &Row) -> Result<Invocation> {
             events: uint(row, "events")?,
             outcome: super::text_enum(row, "outcome")?,
             detail_json: get(row, "detail_json")?,
-            log_json: get(row, "log_json")?,
+            log_json,
         },
         log_purged_at: get(row, "log_purged_at")?,
+        log_erased,
     })
 }
 
@@ -210,12 +217,15 @@ enum Inserted<'c> {
 /// Inserts a new delivery. Its first invocation counts as an attempt either way.
 async fn insert_delivery(
     db: &impl GenericClient,
+    vault: &Vault,
     id: &str,
     tenant_id: &str,
     p: &PreparedDelivery,
     inserted: Inserted<'_>,
 ) -> Result<()> {
     let new = &p.new;
+    let body = vault.seal(tenant_id, Purpose::Body, &new.body)?;
+    let body_bytes = int(new.body.len() as u64);
     let (status, reason_json, processed_at, lease_until) = match inserted {
         Inserted::Completed(c) => (
             c.status,
@@ -231,9 +241,10 @@ async fn insert_delivery(
         db,
         "INSERT INTO deliveries (id, connection_id, tenant_id, received_at, \
          provider_delivery_id, body_sha256, method, path, query, headers_json, body, status, \
-         attempts, reason_json, processed_at, trace_id, lease_until, kind, poll_run_id, cursor) \
+         attempts, reason_json, processed_at, trace_id, lease_until, kind, poll_run_id, cursor, \
+         body_bytes) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $14, $15, $16, $17, \
-                 $18, $19)",
+                 $18, $19, $20)",
         &[
             &id,
             &new.connection_id,
@@ -245,7 +256,7 @@ async fn insert_delivery(
             &new.path,
             &new.query,
             &p.headers_json,
-            &new.body,
+            &body,
             &status.as_str(),
             &reason_json,
             &processed_at,
@@ -254,6 +265,7 @@ async fn insert_delivery(
             &new.kind.as_str(),
             &new.poll_run_id,
             &new.cursor,
+            &body_bytes,
         ],
     )
     .await?;
@@ -272,6 +284,7 @@ async fn insert_delivery(
 
 pub(super) async fn record_delivery(
     db: &impl GenericClient,
+    vault: &Vault,
     schema: &str,
     p: &PreparedDelivery,
     lease_until: Millis,
@@ -283,7 +296,15 @@ pub(super) async fn record_delivery(
         return Ok(original);
     }
     let id = new_id();
-    insert_delivery(db, &id, &tenant_id, p, Inserted::Received { lease_until }).await?;
+    insert_delivery(
+        db,
+        vault,
+        &id,
+        &tenant_id,
+        p,
+        Inserted::Received { lease_until },
+    )
+    .await?;
     Ok(Recorded {
         id,
         duplicate: false,
@@ -293,6 +314,7 @@ pub(super) async fn record_delivery(
 
 pub(super) async fn record_completed(
     db: &impl GenericClient,
+    vault: &Vault,
     schema: &str,
     p: &PreparedDelivery,
     c: &Completion,
@@ -303,9 +325,17 @@ pub(super) async fn record_completed(
     if let Some(original) = find_original(db, &key).await? {
         return Ok(Taken::Duplicate(original));
     }
-    insert_delivery(db, &c.delivery_id, &tenant_id, p, Inserted::Completed(c)).await?;
+    insert_delivery(
+        db,
+        vault,
+        &c.delivery_id,
+        &tenant_id,
+        p,
+        Inserted::Completed(c),
+    )
+    .await?;
     Ok(Taken::Completed(
-        write_outcome(db, schema, c, &p.new.connection_id, &tenant_id).await?,
+        write_outcome(db, vault, schema, c, &p.new.connection_id, &tenant_id).await?,
     ))
 }
 
@@ -336,6 +366,7 @@ pub(super) async fn prepare_delivery(
 
 pub(super) async fn complete_delivery(
     db: &impl GenericClient,
+    vault: &Vault,
     schema: &str,
     c: &Completion,
 ) -> Result<Completed> {
@@ -347,7 +378,7 @@ pub(super) async fn complete_delivery(
     )
     .await?
     .ok_or_else(|| Error::NotFound(format!("delivery {}", c.delivery_id)))?;
-    let completed = write_outcome(db, schema, c, &connection_id, &tenant_id).await?;
+    let completed = write_outcome(db, vault, schema, c, &connection_id, &tenant_id).await?;
     execute(
         db,
         "UPDATE deliveries SET status = $2, reason_json = $3, processed_at = $4, \
@@ -368,19 +399,22 @@ pub(super) async fn complete_delivery(
 /// events, the connection's new state, the poll run's checkpoint.
 async fn write_outcome(
     db: &impl GenericClient,
+    vault: &Vault,
     schema: &str,
     c: &Completion,
     connection_id: &str,
     tenant_id: &str,
 ) -> Result<Completed> {
+    let sealer = Sealer { vault, tenant_id };
     for preceding in &c.preceding {
-        insert_invocation(db, &new_id(), &c.delivery_id, preceding).await?;
+        insert_invocation(db, sealer, &new_id(), &c.delivery_id, preceding).await?;
     }
     let invocation_id = new_id();
-    insert_invocation(db, &invocation_id, &c.delivery_id, &c.invocation).await?;
+    insert_invocation(db, sealer, &invocation_id, &c.delivery_id, &c.invocation).await?;
     for (seq, record) in c.exchanges.iter().enumerate() {
         polls::insert_exchange(
             db,
+            sealer,
             polls::ExchangeOwner {
                 delivery_id: Some(&c.delivery_id),
                 invocation_id: record.by_invocation.then_some(invocation_id.as_str()),
@@ -427,7 +461,7 @@ async fn write_outcome(
                     &event.event_type,
                     &event.entity_type,
                     &event.entity_id,
-                    &event.payload_json,
+                    &sealer.text(Purpose::Payload, &event.payload_json)?,
                     &event.metadata_json,
                     &c.delivery_id,
                     &connection_id,
@@ -458,6 +492,7 @@ async fn write_outcome(
 
 async fn insert_invocation(
     db: &impl GenericClient,
+    sealer: Sealer<'_>,
     id: &str,
     delivery_id: &str,
     r: &InvocationRecord,
@@ -484,7 +519,7 @@ async fn insert_invocation(
             &int(r.events),
             &r.outcome.as_str(),
             &r.detail_json,
-            &r.log_json,
+            &sealer.text(Purpose::Log, &r.log_json)?,
             &r.export.as_str(),
         ],
     )
@@ -683,12 +718,16 @@ async fn commit_state(
     Ok(())
 }
 
-pub(super) async fn get_delivery(db: &impl GenericClient, id: &str) -> Result<Option<Delivery>> {
+pub(super) async fn get_delivery(
+    db: &impl GenericClient,
+    vault: &Vault,
+    id: &str,
+) -> Result<Option<Delivery>> {
     query_opt(
         db,
         &format!("SELECT {DELIVERY_INFO}, headers_json, body FROM deliveries WHERE id = $1"),
         &[&id],
-        delivery_row,
+        |row| delivery_row(row, vault),
     )
     .await
 }
@@ -719,6 +758,7 @@ pub(super) async fn list_deliveries(
 
 pub(super) async fn claim_recovery(
     db: &impl GenericClient,
+    vault: &Vault,
     now: Millis,
     lease_until: Millis,
     limit: usize,
@@ -738,7 +778,7 @@ pub(super) async fn claim_recovery(
              RETURNING {DELIVERY_INFO}, headers_json, body"
         ),
         &[&now, &lease_until, &int(limit as u64)],
-        delivery_row,
+        |row| delivery_row(row, vault),
     )
     .await?;
     claimed.sort_unstable_by(|a, b| a.info.id.cmp(&b.info.id));
@@ -778,13 +818,14 @@ pub(super) async fn park_delivery(
 
 pub(super) async fn list_invocations(
     db: &impl GenericClient,
+    vault: &Vault,
     delivery_id: &str,
 ) -> Result<Vec<Invocation>> {
     query_all(
         db,
         &format!("SELECT {INVOCATION_READ} FROM invocations WHERE delivery_id = $1 ORDER BY id"),
         &[&delivery_id],
-        invocation_row,
+        |row| invocation_row(row, vault),
     )
     .await
 }

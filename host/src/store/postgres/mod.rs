@@ -34,19 +34,22 @@ use tokio_postgres::{IsolationLevel, NoTls};
 use super::{
     Activity, Adapter, AdapterVersion, Alert, AlertChanges, AlertFilter, AuditEntry, AuditFilter,
     Completed, Completion, Connection, ConnectionAuth, ConnectionSpec, ConnectionStatus, Delivery,
-    DeliveryFilter, DeliveryInfo, Drift, Error, HealthRecord, HealthSnapshot, Invocation, Millis,
-    NewAdapter, NewAdapterVersion, NewAuditEntry, NewDelivery, NewDrift, NewReplay, NewSubscriber,
-    OAuthState, OrgUse, OutboxFilter, OutboxLag, OutboxRow, Page, PageRequest, PollClaim, PollEnd,
-    PollRun, PollState, Prepared, Purge, Purged, Recorded, Replay, Result, SavedShape,
-    StateSnapshot, Store, StoredExchange, Subscriber, SubscriberAttempt, SubscriberDelivery,
-    SubscriberDeliveryFilter, SubscriberJob, SubscriberUpdate, Taken, Upsert, VersionStatus,
-    WriteCounters, WriteStats, check_json, new_id, page_size,
+    DeliveryFilter, DeliveryInfo, Drift, Erasure, Error, HealthRecord, HealthSnapshot, Invocation,
+    Millis, NewAdapter, NewAdapterVersion, NewAuditEntry, NewDelivery, NewDrift, NewReplay,
+    NewSubscriber, OAuthState, OrgUse, OutboxFilter, OutboxLag, OutboxRow, Page, PageRequest,
+    PollClaim, PollEnd, PollRun, PollState, Prepared, Purge, Purged, Recorded, Replay, Result,
+    SavedShape, StateSnapshot, Store, StoredExchange, Subscriber, SubscriberAttempt,
+    SubscriberDelivery, SubscriberDeliveryFilter, SubscriberJob, SubscriberUpdate, Taken,
+    TenantRetention, Upsert, VersionStatus, WriteCounters, WriteStats, check_json, new_id,
+    page_size, sealing,
 };
+use crate::vault::Vault;
 
 mod audit;
 mod blobs;
 mod connections;
 mod drift;
+mod erasure;
 mod health;
 mod inbox;
 mod outbox;
@@ -123,6 +126,8 @@ struct Inner {
     /// Where the server is, for error messages (never the password).
     target: String,
     counters: WriteCounters,
+    /// Seals payloads as they are written, opens them as they are read.
+    vault: Arc<Vault>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -182,7 +187,14 @@ impl PostgresStore {
     /// Connects to the database at `url` (a `postgres://` URL or a key-value connection
     /// string) and uses the tables of `schema`, creating the schema and applying migrations
     /// when needed. Several hosts may connect at once: one migrates, the others wait for it.
+    /// Payloads are stored as they are (see [`Self::connect_sealed`]).
     pub async fn connect(url: &str, schema: &str) -> Result<Self> {
+        Self::connect_sealed(url, schema, Arc::new(Vault::disabled())).await
+    }
+
+    /// [`Self::connect`], with every payload sealed by `vault` as it is written and opened as
+    /// it is read: what the host serves with.
+    pub async fn connect_sealed(url: &str, schema: &str, vault: Arc<Vault>) -> Result<Self> {
         check_schema(schema)?;
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
             Error::Invalid(format!(
@@ -215,6 +227,7 @@ impl PostgresStore {
                 schema: schema.to_owned(),
                 target,
                 counters: WriteCounters::default(),
+                vault,
             }),
         };
         store.migrate().await?;
@@ -718,6 +731,7 @@ impl Store for PostgresStore {
         let prepared = inbox::PreparedDelivery::new(new, dedupe_window)?;
         in_tx!(self, |tx| inbox::record_delivery(
             &tx,
+            &self.inner.vault,
             &self.inner.schema,
             &prepared,
             lease_until
@@ -729,6 +743,7 @@ impl Store for PostgresStore {
         inbox::check_completion(&completion)?;
         in_tx!(self, |tx| inbox::complete_delivery(
             &tx,
+            &self.inner.vault,
             &self.inner.schema,
             &completion
         )
@@ -763,6 +778,7 @@ impl Store for PostgresStore {
         let prepared = inbox::PreparedDelivery::new(new, dedupe_window)?;
         in_tx!(self, |tx| inbox::record_completed(
             &tx,
+            &self.inner.vault,
             &self.inner.schema,
             &prepared,
             &completion
@@ -772,7 +788,7 @@ impl Store for PostgresStore {
 
     async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>> {
         let db = self.db().await?;
-        inbox::get_delivery(&db, id).await
+        inbox::get_delivery(&db, &self.inner.vault, id).await
     }
 
     async fn list_deliveries(&self, filter: DeliveryFilter) -> Result<Page<DeliveryInfo>> {
@@ -788,6 +804,7 @@ impl Store for PostgresStore {
     ) -> Result<Vec<Delivery>> {
         in_tx!(self, |tx| inbox::claim_recovery(
             &tx,
+            &self.inner.vault,
             now,
             lease_until,
             limit
@@ -815,7 +832,7 @@ impl Store for PostgresStore {
 
     async fn list_invocations(&self, delivery_id: &str) -> Result<Vec<Invocation>> {
         let db = self.db().await?;
-        inbox::list_invocations(&db, delivery_id).await
+        inbox::list_invocations(&db, &self.inner.vault, delivery_id).await
     }
 
     async fn load_state(&self, connection_id: &str) -> Result<StateSnapshot> {
@@ -840,6 +857,7 @@ impl Store for PostgresStore {
         let key = self.lock_key("outbox claims");
         in_tx!(self, |tx| outbox::claim_outbox(
             &tx,
+            &self.inner.vault,
             &key,
             limit,
             now,
@@ -854,8 +872,14 @@ impl Store for PostgresStore {
 
     async fn complete_publication(&self, seqs: &[i64], now: Millis) -> Result<u64> {
         in_tx!(self, |tx| {
-            let queued =
-                outbox::queue_subscriber_deliveries(&tx, seqs, outbox::Queue::New, now).await?;
+            let queued = outbox::queue_subscriber_deliveries(
+                &tx,
+                &self.inner.vault,
+                seqs,
+                outbox::Queue::New,
+                now,
+            )
+            .await?;
             outbox::mark_published(&tx, seqs, now).await?;
             Ok(queued)
         })
@@ -883,7 +907,13 @@ impl Store for PostgresStore {
     }
 
     async fn retry_outbox_event(&self, seq: i64, now: Millis) -> Result<()> {
-        in_tx!(self, |tx| outbox::retry_outbox_event(&tx, seq, now).await)
+        in_tx!(self, |tx| outbox::retry_outbox_event(
+            &tx,
+            &self.inner.vault,
+            seq,
+            now
+        )
+        .await)
     }
 
     async fn outbox_lag(&self) -> Result<OutboxLag> {
@@ -893,7 +923,7 @@ impl Store for PostgresStore {
 
     async fn list_outbox(&self, filter: OutboxFilter) -> Result<Page<OutboxRow>> {
         let db = self.db().await?;
-        outbox::list_outbox(&db, filter).await
+        outbox::list_outbox(&db, &self.inner.vault, filter).await
     }
 
     async fn replay_range(
@@ -903,7 +933,7 @@ impl Store for PostgresStore {
         limit: usize,
     ) -> Result<Vec<OutboxRow>> {
         let db = self.db().await?;
-        outbox::replay_range(&db, replay, after_seq, limit).await
+        outbox::replay_range(&db, &self.inner.vault, replay, after_seq, limit).await
     }
 
     async fn start_replay(&self, new: NewReplay, max_per_hour: u32) -> Result<Replay> {
@@ -963,7 +993,7 @@ impl Store for PostgresStore {
 
     async fn get_event(&self, event_id: &str) -> Result<Option<OutboxRow>> {
         let db = self.db().await?;
-        outbox::get_event(&db, event_id).await
+        outbox::get_event(&db, &self.inner.vault, event_id).await
     }
 
     async fn create_subscriber(&self, new: NewSubscriber) -> Result<Subscriber> {
@@ -1027,6 +1057,7 @@ impl Store for PostgresStore {
     async fn enqueue_subscriber_deliveries(&self, seqs: &[i64], now: Millis) -> Result<u64> {
         in_tx!(self, |tx| outbox::queue_subscriber_deliveries(
             &tx,
+            &self.inner.vault,
             seqs,
             outbox::Queue::New,
             now
@@ -1042,6 +1073,7 @@ impl Store for PostgresStore {
     ) -> Result<u64> {
         in_tx!(self, |tx| outbox::queue_subscriber_deliveries(
             &tx,
+            &self.inner.vault,
             seqs,
             outbox::Queue::Again(subscriber_id),
             now
@@ -1069,6 +1101,7 @@ impl Store for PostgresStore {
         let key = self.lock_key("subscriber claims");
         in_tx!(self, |tx| outbox::claim_subscriber_deliveries(
             &tx,
+            &self.inner.vault,
             &key,
             limit,
             now,
@@ -1162,7 +1195,8 @@ impl Store for PostgresStore {
     }
 
     async fn finish_poll(&self, end: PollEnd) -> Result<PollRun> {
-        in_tx!(self, |tx| polls::finish_poll(&tx, &end).await)
+        in_tx!(self, |tx| polls::finish_poll(&tx, &self.inner.vault, &end)
+            .await)
     }
 
     async fn poll_state(&self, connection_id: &str) -> Result<Option<PollState>> {
@@ -1181,7 +1215,7 @@ impl Store for PostgresStore {
 
     async fn list_exchanges(&self, delivery_id: &str) -> Result<Vec<StoredExchange>> {
         let db = self.db().await?;
-        polls::list_exchanges(&db, delivery_id).await
+        polls::list_exchanges(&db, &self.inner.vault, delivery_id).await
     }
 
     async fn get_poll_run(&self, run_id: &str) -> Result<Option<PollRun>> {
@@ -1191,7 +1225,7 @@ impl Store for PostgresStore {
 
     async fn list_run_exchanges(&self, run_id: &str) -> Result<Vec<StoredExchange>> {
         let db = self.db().await?;
-        polls::list_run_exchanges(&db, run_id).await
+        polls::list_run_exchanges(&db, &self.inner.vault, run_id).await
     }
 
     async fn create_oauth_state(&self, state: OAuthState) -> Result<()> {
@@ -1236,8 +1270,39 @@ impl Store for PostgresStore {
         Ok(activity)
     }
 
+    async fn erase_tenant(
+        &self,
+        tenant_id: &str,
+        reason_json: &str,
+        now: Millis,
+    ) -> Result<Erasure> {
+        check_json("reason_json", reason_json)?;
+        let key_destroyed = sealing::shred(Arc::clone(&self.inner.vault), tenant_id).await?;
+        let ended = in_tx!(self, |tx| erasure::end_waiting(
+            &tx,
+            tenant_id,
+            reason_json,
+            now
+        )
+        .await)?;
+        Ok(Erasure {
+            key_destroyed,
+            ..ended
+        })
+    }
+
     async fn purge_expired(&self, purge: Purge) -> Result<Purged> {
         in_tx!(self, |tx| retention::purge(&tx, purge).await)
+    }
+
+    async fn get_retention(&self, tenant_id: &str) -> Result<Option<TenantRetention>> {
+        let db = self.db().await?;
+        retention::get_retention(&db, tenant_id).await
+    }
+
+    async fn put_retention(&self, retention: TenantRetention) -> Result<()> {
+        let db = self.db().await?;
+        retention::put_retention(&db, &retention).await
     }
 
     async fn payload_shape(&self, connection_id: &str, kind: &str) -> Result<Option<String>> {

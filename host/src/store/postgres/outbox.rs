@@ -10,12 +10,14 @@ use super::{
     Filtered, execute, get, int, lock, page, query_all, query_opt, seq_cursor, small, text_enum,
     uint,
 };
+use crate::store::sealing;
 use crate::store::{
     AttemptNext, Error, Millis, NewReplay, NewSubscriber, OutboxFilter, OutboxLag, OutboxRow,
     OutboxStatus, Page, PageRequest, Replay, ReplayStatus, Result, Subscriber, SubscriberAttempt,
     SubscriberDelivery, SubscriberDeliveryFilter, SubscriberDeliveryStatus, SubscriberJob,
     SubscriberUpdate, bounded_error, millis, new_id, page_size,
 };
+use crate::vault::{Purpose, Vault};
 
 const OUTBOX: &str = "seq, event_id, tenant_id, org_id, event_type, entity_type, entity_id, \
     payload_json, metadata_json, delivery_id, connection_id, created_at, status, attempts, \
@@ -27,7 +29,11 @@ const SUBSCRIBER: &str =
 const SUBSCRIBER_DELIVERY: &str = "subscriber_id, outbox_seq, status, attempts, \
     next_attempt_at, last_status, last_error, updated_at";
 
-fn outbox_row(row: &Row) -> Result<OutboxRow> {
+fn outbox_row(row: &Row, vault: &Vault) -> Result<OutboxRow> {
+    let (payload_json, payload_erased) =
+        sealing::open_text(vault, Purpose::Payload, get(row, "payload_json")?, || {
+            sealing::ERASED_PAYLOAD.to_owned()
+        })?;
     Ok(OutboxRow {
         seq: get(row, "seq")?,
         event_id: get(row, "event_id")?,
@@ -36,7 +42,8 @@ fn outbox_row(row: &Row) -> Result<OutboxRow> {
         event_type: get(row, "event_type")?,
         entity_type: get(row, "entity_type")?,
         entity_id: get(row, "entity_id")?,
-        payload_json: get(row, "payload_json")?,
+        payload_json,
+        payload_erased,
         metadata_json: get(row, "metadata_json")?,
         delivery_id: get(row, "delivery_id")?,
         connection_id: get(row, "connection_id")?,
@@ -101,25 +108,30 @@ fn subscriber_delivery_row(row: &Row) -> Result<SubscriberDelivery> {
     })
 }
 
-async fn get_outbox_row(db: &impl GenericClient, seq: i64) -> Result<Option<OutboxRow>> {
+async fn get_outbox_row(
+    db: &impl GenericClient,
+    vault: &Vault,
+    seq: i64,
+) -> Result<Option<OutboxRow>> {
     query_opt(
         db,
         &format!("SELECT {OUTBOX} FROM outbox WHERE seq = $1"),
         &[&seq],
-        outbox_row,
+        |row| outbox_row(row, vault),
     )
     .await
 }
 
 /// `NotFound` when the outbox has no row `seq`.
-async fn require_outbox_row(db: &impl GenericClient, seq: i64) -> Result<OutboxRow> {
-    get_outbox_row(db, seq)
+async fn require_outbox_row(db: &impl GenericClient, vault: &Vault, seq: i64) -> Result<OutboxRow> {
+    get_outbox_row(db, vault, seq)
         .await?
         .ok_or_else(|| Error::NotFound(format!("outbox row {seq}")))
 }
 
 pub(super) async fn claim_outbox(
     db: &impl GenericClient,
+    vault: &Vault,
     lock_key: &str,
     limit: usize,
     now: Millis,
@@ -148,7 +160,7 @@ pub(super) async fn claim_outbox(
              RETURNING {OUTBOX}"
         ),
         &[&now, &int(limit as u64), &now.saturating_add(lease)],
-        outbox_row,
+        |row| outbox_row(row, vault),
     )
     .await?;
     rows.sort_unstable_by_key(|row| row.seq);
@@ -207,17 +219,22 @@ pub(super) async fn mark_publish_failed(
     .await?;
     if changed == 0 {
         // Already published (or dead): a late report changes nothing.
-        require_outbox_row(db, seq).await?;
+        query_opt(db, "SELECT seq FROM outbox WHERE seq = $1", &[&seq], |_| {
+            Ok(())
+        })
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("outbox row {seq}")))?;
     }
     Ok(())
 }
 
 pub(super) async fn retry_outbox_event(
     db: &impl GenericClient,
+    vault: &Vault,
     seq: i64,
     now: Millis,
 ) -> Result<()> {
-    let row = require_outbox_row(db, seq).await?;
+    let row = require_outbox_row(db, vault, seq).await?;
     if row.status == OutboxStatus::Published {
         return Err(Error::Conflict(format!(
             "outbox row {seq} is already published"
@@ -255,6 +272,7 @@ pub(super) async fn outbox_lag(db: &impl GenericClient) -> Result<OutboxLag> {
 
 pub(super) async fn list_outbox(
     db: &impl GenericClient,
+    vault: &Vault,
     filter: OutboxFilter,
 ) -> Result<Page<OutboxRow>> {
     let limit = page_size(filter.limit);
@@ -277,13 +295,14 @@ pub(super) async fn list_outbox(
     query.and("created_at < ?", filter.until);
     query.and("seq < ?", before);
     let items = query
-        .run(db, "ORDER BY seq DESC", limit, outbox_row)
+        .run(db, "ORDER BY seq DESC", limit, |row| outbox_row(row, vault))
         .await?;
     Ok(page(items, limit, |row| row.seq.to_string()))
 }
 
 pub(super) async fn replay_range(
     db: &impl GenericClient,
+    vault: &Vault,
     replay: &Replay,
     after_seq: i64,
     limit: usize,
@@ -304,20 +323,21 @@ pub(super) async fn replay_range(
             &after_seq,
             &int(page_size(limit) as u64),
         ],
-        outbox_row,
+        |row| outbox_row(row, vault),
     )
     .await
 }
 
 pub(super) async fn get_event(
     db: &impl GenericClient,
+    vault: &Vault,
     event_id: &str,
 ) -> Result<Option<OutboxRow>> {
     query_opt(
         db,
         &format!("SELECT {OUTBOX} FROM outbox WHERE event_id = $1"),
         &[&event_id],
-        outbox_row,
+        |row| outbox_row(row, vault),
     )
     .await
 }
@@ -583,6 +603,7 @@ pub(super) enum Queue<'a> {
 
 pub(super) async fn queue_subscriber_deliveries(
     db: &impl GenericClient,
+    vault: &Vault,
     seqs: &[i64],
     how: Queue<'_>,
     now: Millis,
@@ -603,7 +624,7 @@ pub(super) async fn queue_subscriber_deliveries(
     let mut by_tenant: HashMap<String, Vec<Subscriber>> = HashMap::new();
     let mut queued = 0;
     for &seq in seqs {
-        let row = require_outbox_row(db, seq).await?;
+        let row = require_outbox_row(db, vault, seq).await?;
         if !by_tenant.contains_key(&row.tenant_id) {
             let subscribers = query_all(
                 db,
@@ -656,6 +677,7 @@ pub(super) async fn release_subscriber_deliveries(
 
 pub(super) async fn claim_subscriber_deliveries(
     db: &impl GenericClient,
+    vault: &Vault,
     lock_key: &str,
     limit: usize,
     now: Millis,
@@ -712,7 +734,7 @@ pub(super) async fn claim_subscriber_deliveries(
             .ok_or_else(|| Error::NotFound(format!("subscriber {subscriber_id}")))?;
         jobs.push(SubscriberJob {
             subscriber,
-            event: require_outbox_row(db, seq).await?,
+            event: require_outbox_row(db, vault, seq).await?,
             attempts,
         });
     }

@@ -9,11 +9,13 @@ use super::{
     Filtered, execute, get, int, lock, page, query_all, query_opt, small, text_enum, uint,
 };
 use crate::egress::Exchange;
+use crate::store::sealing::{self, Sealer};
 use crate::store::{
     ConnectionAuth, Error, Millis, OAuthState, Page, PageRequest, PollCheckpoint, PollClaim,
     PollEnd, PollRun, PollRunStatus, PollState, PollTrigger, Result, StoredExchange, new_id,
     page_size,
 };
+use crate::vault::{Purpose, Vault};
 
 const POLL_RUN: &str = "id, connection_id, tenant_id, trigger, started_at, finished_at, status, \
     pages, events, records, requests, cursor_before, cursor_after, reason";
@@ -52,7 +54,9 @@ fn poll_state_row(row: &Row) -> Result<PollState> {
     })
 }
 
-fn exchange_row(row: &Row) -> Result<StoredExchange> {
+fn exchange_row(row: &Row, vault: &Vault) -> Result<StoredExchange> {
+    let stored = get::<Option<Vec<u8>>>(row, "response_body")?.unwrap_or_default();
+    let (response_body, response_erased) = sealing::open_bytes(vault, Purpose::Response, stored)?;
     let headers = |column: &str| -> Result<Vec<(String, String)>> {
         Ok(serde_json::from_str(get(row, column)?).unwrap_or_default())
     };
@@ -77,8 +81,9 @@ fn exchange_row(row: &Row) -> Result<StoredExchange> {
             attempts: small(row, "attempts")?,
             duration_us: uint(row, "duration_us")?,
             error: get(row, "error")?,
-            response_body: get::<Option<Vec<u8>>>(row, "response_body")?.unwrap_or_default(),
+            response_body,
         },
+        response_erased,
     })
 }
 
@@ -91,6 +96,7 @@ pub(super) struct ExchangeOwner<'a> {
 
 pub(super) async fn insert_exchange(
     db: &impl GenericClient,
+    sealer: Sealer<'_>,
     owner: ExchangeOwner<'_>,
     seq: usize,
     exchange: &Exchange,
@@ -117,7 +123,7 @@ pub(super) async fn insert_exchange(
             &exchange.status.map(i64::from),
             &headers(&exchange.response_headers)?,
             &int(exchange.response_bytes),
-            &exchange.response_body,
+            &sealer.bytes(Purpose::Response, &exchange.response_body)?,
             &i64::from(exchange.attempts),
             &int(exchange.duration_us),
             &exchange.error,
@@ -368,13 +374,22 @@ pub(super) async fn claim_poll_now(
     .await
 }
 
-pub(super) async fn finish_poll(db: &impl GenericClient, end: &PollEnd) -> Result<PollRun> {
+pub(super) async fn finish_poll(
+    db: &impl GenericClient,
+    vault: &Vault,
+    end: &PollEnd,
+) -> Result<PollRun> {
     let run = get_run(db, &end.run_id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("poll run {}", end.run_id)))?;
+    let sealer = Sealer {
+        vault,
+        tenant_id: &run.tenant_id,
+    };
     for (seq, exchange) in end.exchanges.iter().enumerate() {
         insert_exchange(
             db,
+            sealer,
             ExchangeOwner {
                 delivery_id: None,
                 invocation_id: None,
@@ -453,6 +468,7 @@ pub(super) async fn get_poll_run(db: &impl GenericClient, run_id: &str) -> Resul
 
 pub(super) async fn list_run_exchanges(
     db: &impl GenericClient,
+    vault: &Vault,
     run_id: &str,
 ) -> Result<Vec<StoredExchange>> {
     query_all(
@@ -462,20 +478,21 @@ pub(super) async fn list_run_exchanges(
              ORDER BY started_at, id"
         ),
         &[&run_id],
-        exchange_row,
+        |row| exchange_row(row, vault),
     )
     .await
 }
 
 pub(super) async fn list_exchanges(
     db: &impl GenericClient,
+    vault: &Vault,
     delivery_id: &str,
 ) -> Result<Vec<StoredExchange>> {
     query_all(
         db,
         &format!("SELECT {EXCHANGE} FROM http_exchanges WHERE delivery_id = $1 ORDER BY seq, id"),
         &[&delivery_id],
-        exchange_row,
+        |row| exchange_row(row, vault),
     )
     .await
 }

@@ -369,4 +369,35 @@ CREATE INDEX subscriber_deliveries_pending_by_entity_due
 "#,
     super::drift::MIGRATION,
     super::retention::MIGRATION,
+    r#"
+-- Encryption at rest (see vault.rs): a sealed body is longer than the body, whose size is kept
+-- here; rows written before read their size from the body itself.
+ALTER TABLE deliveries ADD COLUMN body_bytes BIGINT;
+
+-- Erasing a tenant overwrites the payloads it stored in the clear before encryption with
+-- tombstones (sealed values no key opens): a payload changes only that way, from clear text to
+-- sealed; every other column of an event stays immutable.
+CREATE OR REPLACE FUNCTION outbox_guard() RETURNS trigger LANGUAGE plpgsql AS $guard$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        RAISE EXCEPTION 'the outbox is append-only';
+    END IF;
+    IF (NEW.seq, NEW.event_id, NEW.tenant_id, NEW.org_id, NEW.event_type, NEW.entity_type,
+        NEW.entity_id, NEW.metadata_json, NEW.delivery_id, NEW.connection_id, NEW.created_at)
+       IS DISTINCT FROM
+       (OLD.seq, OLD.event_id, OLD.tenant_id, OLD.org_id, OLD.event_type, OLD.entity_type,
+        OLD.entity_id, OLD.metadata_json, OLD.delivery_id, OLD.connection_id, OLD.created_at)
+    THEN
+        RAISE EXCEPTION 'outbox events are immutable';
+    END IF;
+    IF NEW.payload_json IS DISTINCT FROM OLD.payload_json
+       AND (starts_with(OLD.payload_json, '~sealed1:')
+            OR NOT starts_with(NEW.payload_json, '~sealed1:')) THEN
+        RAISE EXCEPTION 'outbox events are immutable: a payload is only ever sealed';
+    END IF;
+    RETURN NEW;
+END
+$guard$;
+"#,
+    super::retention::TENANTS_MIGRATION,
 ];

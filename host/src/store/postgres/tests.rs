@@ -23,6 +23,7 @@ fn url() -> String {
 pub(crate) struct PostgresBackend {
     url: String,
     schema: String,
+    vault: Arc<crate::vault::Vault>,
 }
 
 impl PostgresBackend {
@@ -30,11 +31,16 @@ impl PostgresBackend {
         Self {
             url: url(),
             schema: format!("test_{}", uuid::Uuid::now_v7().simple()),
+            vault: crate::store::tests::test_vault(),
         }
     }
 
     async fn connect(&self) -> PostgresStore {
-        PostgresStore::connect(&self.url, &self.schema)
+        self.connect_with(Arc::clone(&self.vault)).await
+    }
+
+    async fn connect_with(&self, vault: Arc<crate::vault::Vault>) -> PostgresStore {
+        PostgresStore::connect_sealed(&self.url, &self.schema, vault)
             .await
             .unwrap_or_else(|e| {
                 panic!(
@@ -49,6 +55,49 @@ impl PostgresBackend {
 impl Backend for PostgresBackend {
     async fn open(&self) -> Arc<dyn Store> {
         Arc::new(self.connect().await)
+    }
+
+    fn vault(&self) -> Arc<crate::vault::Vault> {
+        Arc::clone(&self.vault)
+    }
+
+    async fn open_unsealed(&self) -> Arc<dyn Store> {
+        let vault = Arc::new(crate::vault::Vault::disabled());
+        Arc::new(self.connect_with(vault).await)
+    }
+
+    async fn stores_plaintext(&self, needle: &str) -> bool {
+        // Every row of every table of the schema as text (bytea as hex).
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let task = tokio::spawn(connection);
+        let tables = client
+            .query(
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
+                &[&self.schema],
+            )
+            .await
+            .unwrap();
+        let hex = hex::encode(needle);
+        let mut found = false;
+        for table in tables {
+            let table: String = table.get(0);
+            let rows = client
+                .query(
+                    &format!("SELECT t::text FROM {}.{table} t", self.schema),
+                    &[],
+                )
+                .await
+                .unwrap();
+            found |= rows.iter().any(|row| {
+                let text: String = row.get(0);
+                text.contains(needle) || text.contains(&hex)
+            });
+        }
+        drop(client);
+        let _ = task.await;
+        found
     }
 }
 
@@ -343,6 +392,18 @@ async fn a_newer_schema_is_refused_and_the_outbox_is_append_only() {
             .contains("immutable"),
         "an event was rewritten"
     );
+    // Nor is a sealed payload replaced by another sealed value (only one in the clear may be
+    // sealed: erasure's tombstones).
+    let reseal = db
+        .execute("UPDATE outbox SET payload_json = '~sealed1:AA'", &[])
+        .await;
+    let message = reseal
+        .unwrap_err()
+        .as_db_error()
+        .unwrap()
+        .message()
+        .to_owned();
+    assert!(message.contains("only ever sealed"), "{message}");
     db.execute("UPDATE outbox SET status = 'published'", &[])
         .await
         .unwrap();

@@ -34,17 +34,20 @@ use super::{
     Activity, Adapter, AdapterVersion, Alert, AlertChanges, AlertFilter, AttemptNext, AuditEntry,
     AuditFilter, Completed, Completion, Connection, ConnectionAuth, ConnectionSpec,
     ConnectionStatus, Delivery, DeliveryFilter, DeliveryInfo, DeliveryKind, DeliveryStatus, Drift,
-    Error, HealthRecord, HealthSnapshot, Invocation, InvocationRecord, Millis, NewAdapter,
+    Erasure, Error, HealthRecord, HealthSnapshot, Invocation, InvocationRecord, Millis, NewAdapter,
     NewAdapterVersion, NewAuditEntry, NewDelivery, NewDrift, NewReplay, NewSubscriber, OAuthState,
     OrgUse, OutboxFilter, OutboxLag, OutboxRow, OutboxStatus, Page, PageRequest, PollClaim,
     PollEnd, PollRun, PollState, Prepared, Purge, Purged, Recorded, Replay, ReplayStatus, Result,
     SavedShape, StateCommit, StateSnapshot, Store, StoredExchange, Subscriber, SubscriberAttempt,
     SubscriberDelivery, SubscriberDeliveryFilter, SubscriberDeliveryStatus, SubscriberJob,
-    SubscriberUpdate, Taken, Upsert, VersionStatus, WriteCounters, WriteStats, bounded_error,
-    check_json, millis, new_id, page_size,
+    SubscriberUpdate, Taken, TenantRetention, Upsert, VersionStatus, WriteCounters, WriteStats,
+    bounded_error, check_json, empty_log, millis, new_id, page_size, sealing,
 };
+use crate::store::sealing::Sealer;
+use crate::vault::{Purpose, Vault};
 
 mod drift;
+mod erasure;
 mod health;
 mod polls;
 mod retention;
@@ -423,6 +426,30 @@ ALTER TABLE connections ADD COLUMN webhook_json TEXT;
 "#,
     drift::MIGRATION,
     retention::MIGRATION,
+    r#"
+-- Encryption at rest (see vault.rs): a sealed body is longer than the body, whose size is kept
+-- here; rows written before read their size from the body itself.
+ALTER TABLE deliveries ADD COLUMN body_bytes INTEGER;
+
+-- Erasing a tenant overwrites the payloads it stored in the clear before encryption with
+-- tombstones (sealed values no key opens): a payload changes only that way, from clear text to
+-- sealed; every other column of an event stays immutable.
+DROP TRIGGER outbox_immutable_events;
+CREATE TRIGGER outbox_immutable_events
+BEFORE UPDATE OF seq, event_id, tenant_id, org_id, event_type, entity_type, entity_id,
+    metadata_json, delivery_id, connection_id, created_at ON outbox
+BEGIN
+    SELECT RAISE(ABORT, 'outbox events are immutable');
+END;
+CREATE TRIGGER outbox_payloads_are_only_sealed
+BEFORE UPDATE OF payload_json ON outbox
+WHEN NEW.payload_json IS NOT OLD.payload_json
+    AND (substr(OLD.payload_json, 1, 9) = '~sealed1:' OR substr(NEW.payload_json, 1, 9) <> '~sealed1:')
+BEGIN
+    SELECT RAISE(ABORT, 'outbox events are immutable: a payload is only ever sealed');
+END;
+"#,
+    retention::TENANTS_MIGRATION,
 ];
 
 impl From<rusqlite::Error> for Error {
@@ -455,6 +482,8 @@ struct Inner {
     readers: Readers,
     counters: Arc<WriteCounters>,
     connections: Arc<ConnectionCache>,
+    /// Seals payloads as they are written, opens them as they are read.
+    vault: Arc<Vault>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -546,8 +575,15 @@ fn drops_connections<T>(_: &T, cache: &ConnectionCache) {
 }
 
 impl SqliteStore {
-    /// Opens (creating it and applying migrations if needed) the database `dir/host.db`.
+    /// Opens (creating it and applying migrations if needed) the database `dir/host.db`,
+    /// storing payloads as they are (see [`Self::open_sealed`]).
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_sealed(dir, Arc::new(Vault::disabled()))
+    }
+
+    /// [`Self::open`], with every payload sealed by `vault` as it is written and opened as it
+    /// is read: what the host serves with.
+    pub fn open_sealed(dir: &Path, vault: Arc<Vault>) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::Backend(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join(DB_FILE);
@@ -573,6 +609,9 @@ impl SqliteStore {
         // would otherwise spill to a temporary file once past 64 KiB: open, write, close and
         // unlink a file per command. Kept in memory, it is a copy per page and no system call.
         db.pragma_update(None, "temp_store", "MEMORY")?;
+        // What a purge or an erasure empties is zeroed on the pages written anyway (no more
+        // I/O), so it does not linger in the file; an erasure zeroes freed pages too.
+        db.pragma_update(None, "secure_delete", "FAST")?;
         db.set_prepared_statement_cache_capacity(64);
         migrate(&mut db)?;
 
@@ -597,6 +636,7 @@ impl SqliteStore {
                 writer: Some(writer),
                 counters,
                 connections: Arc::default(),
+                vault,
             }),
         })
     }
@@ -604,6 +644,11 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// What seals and opens payloads (for the closures that run on the writer or a reader).
+    fn vault(&self) -> Arc<Vault> {
+        Arc::clone(&self.inner.vault)
     }
 
     /// Runs `f` on the writer, in a savepoint of the next batch; answers after the commit.
@@ -886,7 +931,7 @@ const CONNECTION: &str = "id, tenant_id, org_id, provider, adapter_id, adapter_v
     created_at, updated_at, last_delivery_at, version_changed_by, version_changed_at, api_json, \
     webhook_json";
 const DELIVERY_INFO: &str = "id, connection_id, tenant_id, received_at, provider_delivery_id, \
-    body_sha256, length(body) AS body_bytes, method, path, query, status, attempts, reason_json, \
+    body_sha256, coalesce(body_bytes, length(body)) AS body_bytes, method, path, query, status, attempts, reason_json, \
     processed_at, trace_id, kind, poll_run_id, cursor, body_purged_at";
 const OUTBOX: &str = "seq, event_id, tenant_id, org_id, event_type, entity_type, entity_id, \
     payload_json, metadata_json, delivery_id, connection_id, created_at, status, attempts, \
@@ -1022,11 +1067,14 @@ fn delivery_info_row(row: &Row<'_>) -> rusqlite::Result<DeliveryInfo> {
     })
 }
 
-fn delivery_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
+fn delivery_row(row: &Row<'_>, vault: &Vault) -> rusqlite::Result<Delivery> {
+    let (body, body_erased) = sealing::open_bytes(vault, Purpose::Body, row.get("body")?)
+        .map_err(|e| conversion("body", e))?;
     Ok(Delivery {
         info: delivery_info_row(row)?,
         headers: json_column(row, "headers_json")?,
-        body: row.get("body")?,
+        body,
+        body_erased,
     })
 }
 
@@ -1069,7 +1117,12 @@ fn audit_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
     })
 }
 
-fn outbox_row(row: &Row<'_>) -> rusqlite::Result<OutboxRow> {
+fn outbox_row(row: &Row<'_>, vault: &Vault) -> rusqlite::Result<OutboxRow> {
+    let (payload_json, payload_erased) =
+        sealing::open_text(vault, Purpose::Payload, row.get("payload_json")?, || {
+            sealing::ERASED_PAYLOAD.to_owned()
+        })
+        .map_err(|e| conversion("payload_json", e))?;
     Ok(OutboxRow {
         seq: row.get("seq")?,
         event_id: row.get("event_id")?,
@@ -1078,7 +1131,8 @@ fn outbox_row(row: &Row<'_>) -> rusqlite::Result<OutboxRow> {
         event_type: row.get("event_type")?,
         entity_type: row.get("entity_type")?,
         entity_id: row.get("entity_id")?,
-        payload_json: row.get("payload_json")?,
+        payload_json,
+        payload_erased,
         metadata_json: row.get("metadata_json")?,
         delivery_id: row.get("delivery_id")?,
         connection_id: row.get("connection_id")?,
@@ -1117,7 +1171,10 @@ fn subscriber_delivery_row(row: &Row<'_>) -> rusqlite::Result<SubscriberDelivery
     })
 }
 
-fn invocation_row(row: &Row<'_>) -> rusqlite::Result<Invocation> {
+fn invocation_row(row: &Row<'_>, vault: &Vault) -> rusqlite::Result<Invocation> {
+    let (log_json, log_erased) =
+        sealing::open_text(vault, Purpose::Log, row.get("log_json")?, empty_log)
+            .map_err(|e| conversion("log_json", e))?;
     Ok(Invocation {
         id: row.get("id")?,
         delivery_id: row.get("delivery_id")?,
@@ -1136,9 +1193,10 @@ fn invocation_row(row: &Row<'_>) -> rusqlite::Result<Invocation> {
             events: uint(row, "events")?,
             outcome: text_enum(row, "outcome")?,
             detail_json: row.get("detail_json")?,
-            log_json: row.get("log_json")?,
+            log_json,
         },
         log_purged_at: row.get("log_purged_at")?,
+        log_erased,
     })
 }
 
@@ -1478,12 +1536,14 @@ enum Inserted<'c> {
 /// Inserts a new delivery. Its first invocation counts as an attempt either way.
 fn insert_delivery(
     db: &Db,
+    vault: &Vault,
     id: &str,
     tenant_id: &str,
     p: &PreparedDelivery,
     inserted: Inserted<'_>,
 ) -> Result<()> {
     let new = &p.new;
+    let body = vault.seal(tenant_id, Purpose::Body, &new.body)?;
     let (status, reason_json, processed_at, lease_until) = match inserted {
         Inserted::Completed(c) => (
             c.status,
@@ -1498,9 +1558,10 @@ fn insert_delivery(
     db.prepare_cached(
         "INSERT INTO deliveries (id, connection_id, tenant_id, received_at, \
          provider_delivery_id, body_sha256, method, path, query, headers_json, body, status, \
-         attempts, reason_json, processed_at, trace_id, lease_until, kind, poll_run_id, cursor) \
+         attempts, reason_json, processed_at, trace_id, lease_until, kind, poll_run_id, cursor, \
+         body_bytes) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 1, ?13, ?14, ?15, ?16, ?17, \
-                 ?18, ?19)",
+                 ?18, ?19, ?20)",
     )?
     .execute(params![
         id,
@@ -1513,7 +1574,7 @@ fn insert_delivery(
         new.path,
         new.query,
         p.headers_json,
-        new.body,
+        body,
         status.as_str(),
         reason_json,
         processed_at,
@@ -1522,6 +1583,7 @@ fn insert_delivery(
         new.kind.as_str(),
         new.poll_run_id,
         new.cursor,
+        int(new.body.len() as u64),
     ])?;
     // Only a later time is written: the row is left alone (no page rewritten) otherwise.
     db.prepare_cached(
@@ -1532,13 +1594,19 @@ fn insert_delivery(
     Ok(())
 }
 
-fn record_delivery(db: &Db, p: PreparedDelivery, lease_until: Millis) -> Result<Recorded> {
+fn record_delivery(
+    db: &Db,
+    vault: &Vault,
+    p: PreparedDelivery,
+    lease_until: Millis,
+) -> Result<Recorded> {
     let tenant_id = connection_tenant(db, &p.new.connection_id)?;
     if let Some(original) = find_original(db, &p.key())? {
         return Ok(original);
     }
     let id = new_id();
-    insert_delivery(db, &id, &tenant_id, &p, Inserted::Received { lease_until })?;
+    let received = Inserted::Received { lease_until };
+    insert_delivery(db, vault, &id, &tenant_id, &p, received)?;
     Ok(Recorded {
         id,
         duplicate: false,
@@ -1546,21 +1614,26 @@ fn record_delivery(db: &Db, p: PreparedDelivery, lease_until: Millis) -> Result<
     })
 }
 
-fn record_completed(db: &Db, p: PreparedDelivery, c: Completion) -> Result<Taken> {
+fn record_completed(db: &Db, vault: &Vault, p: PreparedDelivery, c: Completion) -> Result<Taken> {
     let tenant_id = connection_tenant(db, &p.new.connection_id)?;
     if let Some(original) = find_original(db, &p.key())? {
         return Ok(Taken::Duplicate(original));
     }
-    insert_delivery(db, &c.delivery_id, &tenant_id, &p, Inserted::Completed(&c))?;
+    let completed = Inserted::Completed(&c);
+    insert_delivery(db, vault, &c.delivery_id, &tenant_id, &p, completed)?;
+    let sealer = Sealer {
+        vault,
+        tenant_id: &tenant_id,
+    };
     Ok(Taken::Completed(write_outcome(
         db,
+        sealer,
         &c,
         &p.new.connection_id,
-        &tenant_id,
     )?))
 }
 
-fn complete_delivery(db: &Db, c: Completion) -> Result<Completed> {
+fn complete_delivery(db: &Db, vault: &Vault, c: Completion) -> Result<Completed> {
     let (connection_id, tenant_id) = query_one(
         db,
         "SELECT connection_id, tenant_id FROM deliveries WHERE id = ?1",
@@ -1568,7 +1641,11 @@ fn complete_delivery(db: &Db, c: Completion) -> Result<Completed> {
         |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
     )?
     .ok_or_else(|| Error::NotFound(format!("delivery {}", c.delivery_id)))?;
-    let completed = write_outcome(db, &c, &connection_id, &tenant_id)?;
+    let sealer = Sealer {
+        vault,
+        tenant_id: &tenant_id,
+    };
+    let completed = write_outcome(db, sealer, &c, &connection_id)?;
     db.prepare_cached(
         "UPDATE deliveries SET status = ?2, reason_json = ?3, processed_at = ?4, \
          attempts = attempts + ?5, lease_until = NULL WHERE id = ?1",
@@ -1587,18 +1664,20 @@ fn complete_delivery(db: &Db, c: Completion) -> Result<Completed> {
 /// events, the connection's new state.
 fn write_outcome(
     db: &Db,
+    sealer: Sealer<'_>,
     c: &Completion,
     connection_id: &str,
-    tenant_id: &str,
 ) -> Result<Completed> {
+    let tenant_id = sealer.tenant_id;
     for preceding in &c.preceding {
-        insert_invocation(db, &new_id(), &c.delivery_id, preceding)?;
+        insert_invocation(db, sealer, &new_id(), &c.delivery_id, preceding)?;
     }
     let invocation_id = new_id();
-    insert_invocation(db, &invocation_id, &c.delivery_id, &c.invocation)?;
+    insert_invocation(db, sealer, &invocation_id, &c.delivery_id, &c.invocation)?;
     for (seq, record) in c.exchanges.iter().enumerate() {
         polls::insert_exchange(
             db,
+            sealer,
             polls::ExchangeOwner {
                 delivery_id: Some(&c.delivery_id),
                 invocation_id: record.by_invocation.then_some(invocation_id.as_str()),
@@ -1627,7 +1706,7 @@ fn write_outcome(
                 event.event_type,
                 event.entity_type,
                 event.entity_id,
-                event.payload_json,
+                sealer.text(Purpose::Payload, &event.payload_json)?,
                 event.metadata_json,
                 c.delivery_id,
                 connection_id,
@@ -1654,7 +1733,13 @@ fn write_outcome(
     })
 }
 
-fn insert_invocation(db: &Db, id: &str, delivery_id: &str, r: &InvocationRecord) -> Result<()> {
+fn insert_invocation(
+    db: &Db,
+    sealer: Sealer<'_>,
+    id: &str,
+    delivery_id: &str,
+    r: &InvocationRecord,
+) -> Result<()> {
     db.prepare_cached(&format!(
         "INSERT INTO invocations ({INVOCATION}) VALUES \
          (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
@@ -1675,7 +1760,7 @@ fn insert_invocation(db: &Db, id: &str, delivery_id: &str, r: &InvocationRecord)
         int(r.events),
         r.outcome.as_str(),
         r.detail_json,
-        r.log_json,
+        sealer.text(Purpose::Log, &r.log_json)?,
         r.export.as_str(),
     ])?;
     Ok(())
@@ -1843,16 +1928,22 @@ fn commit_state(db: &Db, connection_id: &str, commit: &StateCommit) -> Result<()
     Ok(())
 }
 
-fn get_outbox_row(db: &Db, seq: i64) -> Result<Option<OutboxRow>> {
+fn get_outbox_row(db: &Db, vault: &Vault, seq: i64) -> Result<Option<OutboxRow>> {
     query_one(
         db,
         &format!("SELECT {OUTBOX} FROM outbox WHERE seq = ?1"),
         [seq],
-        outbox_row,
+        |row| outbox_row(row, vault),
     )
 }
 
-fn claim_outbox(db: &Db, limit: usize, now: Millis, lease: Millis) -> Result<Vec<OutboxRow>> {
+fn claim_outbox(
+    db: &Db,
+    vault: &Vault,
+    limit: usize,
+    now: Millis,
+    lease: Millis,
+) -> Result<Vec<OutboxRow>> {
     // A due row is claimed unless an earlier row of its entity is pending and not due (in
     // flight under another claim, or waiting for a retry): whole runs of one entity go in one
     // claim, in `seq` order, and the relay publishes them in that order.
@@ -1871,15 +1962,15 @@ fn claim_outbox(db: &Db, limit: usize, now: Millis, lease: Millis) -> Result<Vec
              RETURNING {OUTBOX}"
         ),
         params![now, int(limit as u64), now.saturating_add(lease)],
-        outbox_row,
+        |row| outbox_row(row, vault),
     )?;
     rows.sort_unstable_by_key(|row| row.seq);
     Ok(rows)
 }
 
 /// `NotFound` when the outbox has no row `seq`.
-fn require_outbox_row(db: &Db, seq: i64) -> Result<OutboxRow> {
-    get_outbox_row(db, seq)?.ok_or_else(|| Error::NotFound(format!("outbox row {seq}")))
+fn require_outbox_row(db: &Db, vault: &Vault, seq: i64) -> Result<OutboxRow> {
+    get_outbox_row(db, vault, seq)?.ok_or_else(|| Error::NotFound(format!("outbox row {seq}")))
 }
 
 /// Queues subscriber deliveries of outbox rows: new ones once (a row already queued for a
@@ -1923,7 +2014,13 @@ fn mark_published(db: &Db, seqs: &[i64], now: Millis) -> Result<()> {
     Ok(())
 }
 
-fn queue_subscriber_deliveries(db: &Db, seqs: &[i64], how: Queue<'_>, now: Millis) -> Result<u64> {
+fn queue_subscriber_deliveries(
+    db: &Db,
+    vault: &Vault,
+    seqs: &[i64],
+    how: Queue<'_>,
+    now: Millis,
+) -> Result<u64> {
     let mut by_tenant: std::collections::HashMap<String, Vec<Subscriber>> = Default::default();
     let mut insert = db.prepare_cached(&format!(
         "INSERT INTO subscriber_deliveries (subscriber_id, outbox_seq, entity_type, entity_id, \
@@ -1952,7 +2049,7 @@ fn queue_subscriber_deliveries(db: &Db, seqs: &[i64], how: Queue<'_>, now: Milli
         if by_tenant[&tenant].is_empty() {
             continue;
         }
-        let row = require_outbox_row(db, seq)?;
+        let row = require_outbox_row(db, vault, seq)?;
         for subscriber in &by_tenant[&row.tenant_id] {
             if how.wants(subscriber) && subscriber.wants(&row) {
                 queued += insert.execute(params![
@@ -1979,6 +2076,7 @@ fn get_subscriber(db: &Db, id: &str) -> Result<Option<Subscriber>> {
 
 fn claim_subscriber_deliveries(
     db: &Db,
+    vault: &Vault,
     limit: usize,
     now: Millis,
     lease: Millis,
@@ -2020,7 +2118,7 @@ fn claim_subscriber_deliveries(
         }
         jobs.push(SubscriberJob {
             subscriber: subscribers[&subscriber_id].clone(),
-            event: require_outbox_row(db, seq)?,
+            event: require_outbox_row(db, vault, seq)?,
             attempts,
         });
     }
@@ -2494,11 +2592,12 @@ impl Store for SqliteStore {
         dedupe_window: Duration,
         lease_until: Millis,
     ) -> Result<Recorded> {
+        let vault = self.vault();
         // Hashing and encoding happen here, on the caller's task, not on the writer.
         let prepared = PreparedDelivery::new(new, dedupe_window)?;
         let (connection_id, at) = (prepared.new.connection_id.clone(), prepared.new.received_at);
         self.write_then(
-            move |db| record_delivery(db, prepared, lease_until),
+            move |db| record_delivery(db, &vault, prepared, lease_until),
             move |recorded: &Recorded, cache| {
                 if !recorded.duplicate {
                     cache.delivered(&connection_id, at);
@@ -2509,9 +2608,10 @@ impl Store for SqliteStore {
     }
 
     async fn complete_delivery(&self, completion: Completion) -> Result<Completed> {
+        let vault = self.vault();
         check_completion(&completion)?;
         self.write_then(
-            move |db| complete_delivery(db, completion),
+            move |db| complete_delivery(db, &vault, completion),
             keeps_connections,
         )
         .await
@@ -2555,11 +2655,12 @@ impl Store for SqliteStore {
         dedupe_window: Duration,
         completion: Completion,
     ) -> Result<Taken> {
+        let vault = self.vault();
         check_completion(&completion)?;
         let prepared = PreparedDelivery::new(new, dedupe_window)?;
         let (connection_id, at) = (prepared.new.connection_id.clone(), prepared.new.received_at);
         self.write_then(
-            move |db| record_completed(db, prepared, completion),
+            move |db| record_completed(db, &vault, prepared, completion),
             move |taken: &Taken, cache| {
                 if let Taken::Completed(_) = taken {
                     cache.delivered(&connection_id, at);
@@ -2570,6 +2671,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>> {
+        let vault = self.vault();
         let id = id.to_owned();
         self.read(move |db| {
             query_one(
@@ -2578,7 +2680,7 @@ impl Store for SqliteStore {
                     "SELECT {DELIVERY_INFO}, headers_json, body FROM deliveries WHERE id = ?1"
                 ),
                 [id],
-                delivery_row,
+                |row| delivery_row(row, &vault),
             )
         })
         .await
@@ -2615,6 +2717,7 @@ impl Store for SqliteStore {
         lease_until: Millis,
         limit: usize,
     ) -> Result<Vec<Delivery>> {
+        let vault = self.vault();
         let limit = int(limit as u64);
         self.write_then(
             move |db| {
@@ -2638,7 +2741,7 @@ impl Store for SqliteStore {
                              WHERE id = ?1"
                         ),
                         [&id],
-                        delivery_row,
+                        |row| delivery_row(row, &vault),
                     )?);
                 }
                 Ok(claimed)
@@ -2694,6 +2797,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_invocations(&self, delivery_id: &str) -> Result<Vec<Invocation>> {
+        let vault = self.vault();
         let delivery_id = delivery_id.to_owned();
         self.read(move |db| {
             query_all(
@@ -2702,7 +2806,7 @@ impl Store for SqliteStore {
                     "SELECT {INVOCATION_READ} FROM invocations WHERE delivery_id = ?1 ORDER BY id"
                 ),
                 [delivery_id],
-                invocation_row,
+                |row| invocation_row(row, &vault),
             )
         })
         .await
@@ -2719,9 +2823,10 @@ impl Store for SqliteStore {
         now: Millis,
         lease: Duration,
     ) -> Result<Vec<OutboxRow>> {
+        let vault = self.vault();
         let lease = millis(lease);
         self.write_then(
-            move |db| claim_outbox(db, limit, now, lease),
+            move |db| claim_outbox(db, &vault, limit, now, lease),
             keeps_connections,
         )
         .await
@@ -2734,10 +2839,11 @@ impl Store for SqliteStore {
     }
 
     async fn complete_publication(&self, seqs: &[i64], now: Millis) -> Result<u64> {
+        let vault = self.vault();
         let seqs = seqs.to_vec();
         self.write_then(
             move |db| {
-                let queued = queue_subscriber_deliveries(db, &seqs, Queue::New, now)?;
+                let queued = queue_subscriber_deliveries(db, &vault, &seqs, Queue::New, now)?;
                 mark_published(db, &seqs, now)?;
                 Ok(queued)
             },
@@ -2787,7 +2893,10 @@ impl Store for SqliteStore {
                     .execute(params![seq, status.as_str(), error, next_attempt_at])?;
                 if changed == 0 {
                     // Already published (or dead): a late report changes nothing.
-                    require_outbox_row(db, seq)?;
+                    query_one(db, "SELECT seq FROM outbox WHERE seq = ?1", [seq], |_| {
+                        Ok(())
+                    })?
+                    .ok_or_else(|| Error::NotFound(format!("outbox row {seq}")))?;
                 }
                 Ok(())
             },
@@ -2797,9 +2906,10 @@ impl Store for SqliteStore {
     }
 
     async fn retry_outbox_event(&self, seq: i64, now: Millis) -> Result<()> {
+        let vault = self.vault();
         self.write_then(
             move |db| {
-                let row = require_outbox_row(db, seq)?;
+                let row = require_outbox_row(db, &vault, seq)?;
                 if row.status == OutboxStatus::Published {
                     return Err(Error::Conflict(format!(
                         "outbox row {seq} is already published"
@@ -2839,6 +2949,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_outbox(&self, filter: OutboxFilter) -> Result<Page<OutboxRow>> {
+        let vault = self.vault();
         let limit = page_size(filter.limit);
         let before = seq_cursor(filter.cursor.as_ref())?;
         self.read(move |db| {
@@ -2863,7 +2974,9 @@ impl Store for SqliteStore {
             query.and("created_at >= ?", integer(filter.since));
             query.and("created_at < ?", integer(filter.until));
             query.and("seq < ?", integer(before));
-            let items = query.run(db, "ORDER BY seq DESC", limit, outbox_row)?;
+            let items = query.run(db, "ORDER BY seq DESC", limit, |row| {
+                outbox_row(row, &vault)
+            })?;
             Ok(page(items, limit, |row| row.seq.to_string()))
         })
         .await
@@ -2875,6 +2988,7 @@ impl Store for SqliteStore {
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<OutboxRow>> {
+        let vault = self.vault();
         let replay = replay.clone();
         let limit = int(page_size(limit) as u64);
         self.read(move |db| {
@@ -2894,7 +3008,7 @@ impl Store for SqliteStore {
                     after_seq,
                     limit
                 ],
-                outbox_row,
+                |row| outbox_row(row, &vault),
             )
         })
         .await
@@ -3064,13 +3178,14 @@ impl Store for SqliteStore {
     }
 
     async fn get_event(&self, event_id: &str) -> Result<Option<OutboxRow>> {
+        let vault = self.vault();
         let event_id = event_id.to_owned();
         self.read(move |db| {
             query_one(
                 db,
                 &format!("SELECT {OUTBOX} FROM outbox WHERE event_id = ?1"),
                 [event_id],
-                outbox_row,
+                |row| outbox_row(row, &vault),
             )
         })
         .await
@@ -3198,9 +3313,10 @@ impl Store for SqliteStore {
     }
 
     async fn enqueue_subscriber_deliveries(&self, seqs: &[i64], now: Millis) -> Result<u64> {
+        let vault = self.vault();
         let seqs = seqs.to_vec();
         self.write_then(
-            move |db| queue_subscriber_deliveries(db, &seqs, Queue::New, now),
+            move |db| queue_subscriber_deliveries(db, &vault, &seqs, Queue::New, now),
             keeps_connections,
         )
         .await
@@ -3212,9 +3328,12 @@ impl Store for SqliteStore {
         subscriber_id: Option<&str>,
         now: Millis,
     ) -> Result<u64> {
+        let vault = self.vault();
         let (seqs, only) = (seqs.to_vec(), subscriber_id.map(str::to_owned));
         self.write_then(
-            move |db| queue_subscriber_deliveries(db, &seqs, Queue::Again(only.as_deref()), now),
+            move |db| {
+                queue_subscriber_deliveries(db, &vault, &seqs, Queue::Again(only.as_deref()), now)
+            },
             keeps_connections,
         )
         .await
@@ -3226,9 +3345,9 @@ impl Store for SqliteStore {
         now: Millis,
         lease: Duration,
     ) -> Result<Vec<SubscriberJob>> {
-        let lease = millis(lease);
+        let (lease, vault) = (millis(lease), self.vault());
         self.write_then(
-            move |db| claim_subscriber_deliveries(db, limit, now, lease),
+            move |db| claim_subscriber_deliveries(db, &vault, limit, now, lease),
             keeps_connections,
         )
         .await
@@ -3378,8 +3497,12 @@ impl Store for SqliteStore {
     }
 
     async fn finish_poll(&self, end: PollEnd) -> Result<PollRun> {
-        self.write_then(move |db| polls::finish_poll(db, &end), keeps_connections)
-            .await
+        let vault = self.vault();
+        self.write_then(
+            move |db| polls::finish_poll(db, &vault, &end),
+            keeps_connections,
+        )
+        .await
     }
 
     async fn poll_state(&self, connection_id: &str) -> Result<Option<PollState>> {
@@ -3410,7 +3533,8 @@ impl Store for SqliteStore {
 
     async fn list_exchanges(&self, delivery_id: &str) -> Result<Vec<StoredExchange>> {
         let delivery_id = delivery_id.to_owned();
-        self.read(move |db| polls::list_exchanges(db, &delivery_id))
+        let vault = self.vault();
+        self.read(move |db| polls::list_exchanges(db, &vault, &delivery_id))
             .await
     }
 
@@ -3535,7 +3659,8 @@ impl Store for SqliteStore {
 
     async fn list_run_exchanges(&self, run_id: &str) -> Result<Vec<StoredExchange>> {
         let run_id = run_id.to_owned();
-        self.read(move |db| polls::list_run_exchanges(db, &run_id))
+        let vault = self.vault();
+        self.read(move |db| polls::list_run_exchanges(db, &vault, &run_id))
             .await
     }
 
@@ -3607,9 +3732,50 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn erase_tenant(
+        &self,
+        tenant_id: &str,
+        reason_json: &str,
+        now: Millis,
+    ) -> Result<Erasure> {
+        check_json("reason_json", reason_json)?;
+        let key_destroyed = sealing::shred(self.vault(), tenant_id).await?;
+        let (tenant, reason_json) = (tenant_id.to_owned(), reason_json.to_owned());
+        let ended = self
+            .write_then(
+                move |db| erasure::end_waiting(db, &tenant, &reason_json, now),
+                keeps_connections,
+            )
+            .await?;
+        if ended.plaintext_overwritten > 0 {
+            let path = self.inner.path.clone();
+            tokio::task::spawn_blocking(move || erasure::checkpoint(&path))
+                .await
+                .map_err(|e| Error::Backend(format!("checkpointing the erasure: {e}")))??;
+        }
+        Ok(Erasure {
+            key_destroyed,
+            ..ended
+        })
+    }
+
     async fn purge_expired(&self, purge: Purge) -> Result<Purged> {
         self.write_then(move |db| retention::purge(db, purge), keeps_connections)
             .await
+    }
+
+    async fn get_retention(&self, tenant_id: &str) -> Result<Option<TenantRetention>> {
+        let tenant_id = tenant_id.to_owned();
+        self.read(move |db| retention::get_retention(db, &tenant_id))
+            .await
+    }
+
+    async fn put_retention(&self, retention: TenantRetention) -> Result<()> {
+        self.write_then(
+            move |db| retention::put_retention(db, &retention),
+            keeps_connections,
+        )
+        .await
     }
 
     async fn payload_shape(&self, connection_id: &str, kind: &str) -> Result<Option<String>> {

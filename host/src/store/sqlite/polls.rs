@@ -5,10 +5,12 @@ use rusqlite::{Connection as Db, OptionalExtension, Row, params};
 
 use super::{int, query_all, query_one, text_enum, uint};
 use crate::egress::Exchange;
+use crate::store::sealing::{self, Sealer};
 use crate::store::{
     Error, Millis, PollCheckpoint, PollClaim, PollEnd, PollRun, PollRunStatus, PollState,
     PollTrigger, Result, StoredExchange, new_id,
 };
+use crate::vault::{Purpose, Vault};
 
 pub(super) const POLL_RUN: &str = "id, connection_id, tenant_id, trigger, started_at, \
     finished_at, status, pages, events, records, requests, cursor_before, cursor_after, reason";
@@ -47,7 +49,11 @@ fn poll_state_row(row: &Row<'_>) -> rusqlite::Result<PollState> {
     })
 }
 
-fn exchange_row(row: &Row<'_>) -> rusqlite::Result<StoredExchange> {
+fn exchange_row(row: &Row<'_>, vault: &Vault) -> rusqlite::Result<StoredExchange> {
+    let stored = row.get::<_, Option<Vec<u8>>>("response_body")?;
+    let (response_body, response_erased) =
+        sealing::open_bytes(vault, Purpose::Response, stored.unwrap_or_default())
+            .map_err(|e| super::conversion("response_body", e))?;
     let json = |column: &str| -> rusqlite::Result<Vec<(String, String)>> {
         let text: String = row.get(column)?;
         Ok(serde_json::from_str(&text).unwrap_or_default())
@@ -67,10 +73,9 @@ fn exchange_row(row: &Row<'_>) -> rusqlite::Result<StoredExchange> {
             attempts: row.get("attempts")?,
             duration_us: uint(row, "duration_us")?,
             error: row.get("error")?,
-            response_body: row
-                .get::<_, Option<Vec<u8>>>("response_body")?
-                .unwrap_or_default(),
+            response_body,
         },
+        response_erased,
     })
 }
 
@@ -83,6 +88,7 @@ pub(super) struct ExchangeOwner<'a> {
 
 pub(super) fn insert_exchange(
     db: &Db,
+    sealer: Sealer<'_>,
     owner: ExchangeOwner<'_>,
     seq: usize,
     exchange: &Exchange,
@@ -109,7 +115,7 @@ pub(super) fn insert_exchange(
         exchange.status,
         headers(&exchange.response_headers)?,
         int(exchange.response_bytes),
-        exchange.response_body,
+        sealer.bytes(Purpose::Response, &exchange.response_body)?,
         exchange.attempts,
         int(exchange.duration_us),
         exchange.error,
@@ -321,7 +327,7 @@ pub(super) fn claim_poll_now(
     )
 }
 
-pub(super) fn finish_poll(db: &Db, end: &PollEnd) -> Result<PollRun> {
+pub(super) fn finish_poll(db: &Db, vault: &Vault, end: &PollEnd) -> Result<PollRun> {
     let run = query_one(
         db,
         &format!("SELECT {POLL_RUN} FROM poll_runs WHERE id = ?1"),
@@ -329,9 +335,14 @@ pub(super) fn finish_poll(db: &Db, end: &PollEnd) -> Result<PollRun> {
         poll_run_row,
     )?
     .ok_or_else(|| Error::NotFound(format!("poll run {}", end.run_id)))?;
+    let sealer = Sealer {
+        vault,
+        tenant_id: &run.tenant_id,
+    };
     for (seq, exchange) in end.exchanges.iter().enumerate() {
         insert_exchange(
             db,
+            sealer,
             ExchangeOwner {
                 delivery_id: None,
                 invocation_id: None,
@@ -384,7 +395,11 @@ pub(super) fn poll_state(db: &Db, connection_id: &str) -> Result<Option<PollStat
         .optional()?)
 }
 
-pub(super) fn list_run_exchanges(db: &Db, run_id: &str) -> Result<Vec<StoredExchange>> {
+pub(super) fn list_run_exchanges(
+    db: &Db,
+    vault: &Vault,
+    run_id: &str,
+) -> Result<Vec<StoredExchange>> {
     query_all(
         db,
         &format!(
@@ -392,7 +407,7 @@ pub(super) fn list_run_exchanges(db: &Db, run_id: &str) -> Result<Vec<StoredExch
              ORDER BY started_at, rowid"
         ),
         [run_id],
-        exchange_row,
+        |row| exchange_row(row, vault),
     )
 }
 
@@ -405,11 +420,15 @@ pub(super) fn get_poll_run(db: &Db, run_id: &str) -> Result<Option<PollRun>> {
     )
 }
 
-pub(super) fn list_exchanges(db: &Db, delivery_id: &str) -> Result<Vec<StoredExchange>> {
+pub(super) fn list_exchanges(
+    db: &Db,
+    vault: &Vault,
+    delivery_id: &str,
+) -> Result<Vec<StoredExchange>> {
     query_all(
         db,
         &format!("SELECT {EXCHANGE} FROM http_exchanges WHERE delivery_id = ?1 ORDER BY seq"),
         [delivery_id],
-        exchange_row,
+        |row| exchange_row(row, vault),
     )
 }

@@ -1,0 +1,88 @@
+//! Erasing a tenant in PostgreSQL: the same as the embedded store's. (Row versions an update
+//! leaves behind stay in the table's files until vacuum reclaims them.)
+
+use deadpool_postgres::GenericClient;
+
+use super::execute;
+use crate::store::sealing::ERASED;
+use crate::store::{Erasure, Millis, Result};
+use crate::vault::{MAGIC, TEXT_PREFIX, Vault};
+
+pub(super) async fn end_waiting(
+    db: &impl GenericClient,
+    tenant_id: &str,
+    reason_json: &str,
+    now: Millis,
+) -> Result<Erasure> {
+    let deliveries_failed = execute(
+        db,
+        "UPDATE deliveries SET status = 'failed', reason_json = $2, processed_at = $3, \
+         lease_until = NULL WHERE tenant_id = $1 AND status = 'received'",
+        &[&tenant_id, &reason_json, &now],
+    )
+    .await?;
+    let subscriber_deliveries_dead = execute(
+        db,
+        "UPDATE subscriber_deliveries SET status = 'dead', last_error = $2, updated_at = $3 \
+         WHERE status = 'pending' AND outbox_seq IN (SELECT seq FROM outbox WHERE tenant_id = $1)",
+        &[&tenant_id, &ERASED, &now],
+    )
+    .await?;
+    let events_dead = execute(
+        db,
+        "UPDATE outbox SET status = 'dead', last_error = $2 \
+         WHERE tenant_id = $1 AND status = 'pending'",
+        &[&tenant_id, &ERASED],
+    )
+    .await?;
+    Ok(Erasure {
+        key_destroyed: false,
+        deliveries_failed,
+        events_dead,
+        subscriber_deliveries_dead,
+        plaintext_overwritten: overwrite_plaintext(db, tenant_id).await?,
+    })
+}
+
+/// Overwrites with tombstones the tenant's payloads stored in the clear (see the embedded
+/// store's `overwrite_plaintext`).
+async fn overwrite_plaintext(db: &impl GenericClient, tenant_id: &str) -> Result<u64> {
+    let tomb = Vault::tombstone(tenant_id)?;
+    let tomb_text = Vault::tombstone_text(tenant_id)?;
+    let magic = MAGIC.as_slice();
+    let mut overwritten = execute(
+        db,
+        "UPDATE deliveries SET body_bytes = coalesce(body_bytes, octet_length(body)::bigint), \
+         body = $2 WHERE tenant_id = $1 AND body_purged_at IS NULL AND octet_length(body) > 0 \
+         AND substring(body FROM 1 FOR octet_length($3::bytea)) IS DISTINCT FROM $3::bytea",
+        &[&tenant_id, &tomb, &magic],
+    )
+    .await?;
+    overwritten += execute(
+        db,
+        "UPDATE http_exchanges SET response_body = $2 \
+         WHERE octet_length(response_body) > 0 \
+         AND substring(response_body FROM 1 FOR octet_length($3::bytea)) \
+             IS DISTINCT FROM $3::bytea \
+         AND (delivery_id IN (SELECT id FROM deliveries WHERE tenant_id = $1) \
+              OR poll_run_id IN (SELECT id FROM poll_runs WHERE tenant_id = $1))",
+        &[&tenant_id, &tomb, &magic],
+    )
+    .await?;
+    overwritten += execute(
+        db,
+        "UPDATE invocations SET log_json = $2 \
+         WHERE log_purged_at IS NULL AND NOT starts_with(log_json, $3) \
+         AND delivery_id IN (SELECT id FROM deliveries WHERE tenant_id = $1)",
+        &[&tenant_id, &tomb_text, &TEXT_PREFIX],
+    )
+    .await?;
+    overwritten += execute(
+        db,
+        "UPDATE outbox SET payload_json = $2 WHERE tenant_id = $1 \
+         AND NOT starts_with(payload_json, $3)",
+        &[&tenant_id, &tomb_text, &TEXT_PREFIX],
+    )
+    .await?;
+    Ok(overwritten)
+}
