@@ -15,7 +15,10 @@
 //! member's name in each one, so that every delivery rewrites the same state key: the worst
 //! case of state contention, where invocations of the connection must commit one at a time. The echo endpoint gets ten times the requests by
 //! default: it answers in a fraction of the time, and a run of a few milliseconds is mostly
-//! noise. BENCHMARKS.md records the figures.
+//! noise. `LOAD_SEALING=compare` also runs a second host that stores payloads in the clear
+//! (encryption at rest off), the two interleaved over `LOAD_ROUNDS` rounds (default 4, the
+//! order swapped each round), and reports what sealing costs per delivery. BENCHMARKS.md
+//! records the figures.
 
 use adapter_host::serve::{ServeOptions, open_host};
 use adapter_host::server::{ServerSettings, app};
@@ -67,17 +70,30 @@ value = "whsec_{SECRET_B64}"
         )
         .unwrap();
         let settings = ServerSettings::default();
-        let options = ServeOptions {
-            data_dir: dir.path().join("data"),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            config: Some(config),
-            public_base_url: None,
-            relay: Default::default(),
-            server: settings.clone(),
-            ..ServeOptions::default()
+        let start = |data: &str, seal_at_rest: bool| {
+            let options = ServeOptions {
+                data_dir: dir.path().join(data),
+                listen: "127.0.0.1:0".parse().unwrap(),
+                config: Some(config.clone()),
+                public_base_url: None,
+                relay: Default::default(),
+                server: settings.clone(),
+                seal_at_rest,
+                ..ServeOptions::default()
+            };
+            let settings = settings.clone();
+            async move {
+                let host = open_host(&options).await.unwrap();
+                let addr = serve(app(host.clone(), settings)).await;
+                (host, addr)
+            }
         };
-        let host = open_host(&options).await.unwrap();
-        let host_addr = serve(app(host.clone(), settings)).await;
+        let (host, host_addr) = start("data", true).await;
+        let compare = std::env::var("LOAD_SEALING").is_ok_and(|mode| mode == "compare");
+        let clear_addr = match compare {
+            true => Some(start("data-in-the-clear", false).await.1),
+            false => None,
+        };
         let echo_addr = serve(Router::new().route(
             "/echo",
             post(|body: Bytes| async move { body.len().to_string() }),
@@ -114,6 +130,9 @@ value = "whsec_{SECRET_B64}"
         )
         .await;
         drive(host_addr, make(host_addr, hook, "warm", 500), concurrency).await;
+        if let Some(clear) = clear_addr {
+            drive(clear, make(clear, hook, "warm", 500), concurrency).await;
+        }
 
         let echo = drive(
             echo_addr,
@@ -127,6 +146,10 @@ value = "whsec_{SECRET_B64}"
             concurrency,
         )
         .await;
+
+        if let Some(clear) = clear_addr {
+            compare_sealing(host_addr, clear, &make, hook, requests, concurrency).await;
+        }
 
         let stats = host.store().write_stats();
         println!(
@@ -162,4 +185,53 @@ value = "whsec_{SECRET_B64}"
             stats.commands as f64 / stats.commits.max(1) as f64
         );
     });
+}
+
+/// The same load on the host as served (payloads sealed) and on one storing them in the clear,
+/// interleaved round by round (the order swapped each round), and what sealing costs.
+async fn compare_sealing(
+    sealed: std::net::SocketAddr,
+    clear: std::net::SocketAddr,
+    make: &impl Fn(std::net::SocketAddr, &str, &str, usize) -> Vec<Request>,
+    hook: &str,
+    requests: usize,
+    concurrency: usize,
+) {
+    let rounds = env_usize("LOAD_ROUNDS", 4);
+    println!("encryption at rest: {rounds} rounds of {requests} deliveries per host");
+    println!(
+        "| round | in the clear: CPU/delivery | sealed: CPU/delivery | sealed / clear | in the clear: deliveries/s | sealed: deliveries/s |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let (mut clear_cpu, mut sealed_cpu) = (0.0, 0.0);
+    for round in 0..rounds {
+        let one = async |addr, prefix: &str| {
+            let prefix = format!("{prefix}-{round}");
+            drive(addr, make(addr, hook, &prefix, requests), concurrency).await
+        };
+        let (in_clear, with_seal) = if round % 2 == 0 {
+            let in_clear = one(clear, "clear").await;
+            (in_clear, one(sealed, "sealed").await)
+        } else {
+            let with_seal = one(sealed, "sealed").await;
+            (one(clear, "clear").await, with_seal)
+        };
+        clear_cpu += in_clear.cpu_per_request();
+        sealed_cpu += with_seal.cpu_per_request();
+        println!(
+            "| {round} | {:.0} µs | {:.0} µs | {:.3}x | {:.0} | {:.0} |",
+            in_clear.cpu_per_request(),
+            with_seal.cpu_per_request(),
+            with_seal.cpu_per_request() / in_clear.cpu_per_request(),
+            in_clear.rate(),
+            with_seal.rate(),
+        );
+    }
+    println!(
+        "sealing, all rounds: {:.0} µs vs {:.0} µs of CPU per delivery: {:.3}x ({:+.1}%)",
+        sealed_cpu / rounds as f64,
+        clear_cpu / rounds as f64,
+        sealed_cpu / clear_cpu,
+        (sealed_cpu / clear_cpu - 1.0) * 100.0,
+    );
 }

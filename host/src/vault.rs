@@ -23,7 +23,8 @@
 //! read for up to [`REREAD_AFTER`]: what they write meanwhile is erased with the rest.
 //!
 //! **Cost.** A node keeps each tenant's key in memory and reads it again from the secret store at
-//! most every [`REREAD_AFTER`]; sealing 1 KiB costs about a microsecond (see `BENCHMARKS.md`).
+//! most every [`REREAD_AFTER`]; sealing what a 1 KB delivery stores (body, payload, log) costs
+//! about 8 µs (see `BENCHMARKS.md`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
