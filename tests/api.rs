@@ -1971,6 +1971,54 @@ async fn deliver_one_event(api: &Api, connection: &str, body: Vec<u8>) -> Value 
 }
 
 #[tokio::test]
+async fn the_identity_map_names_the_crm_records_an_adapter_emitted_within_the_org() {
+    let api = start().await;
+    let a = org_admin("org-a");
+    let ack = one_event_in_org_a(&api, &a).await;
+    let (_, events) = api.call(&a, Method::GET, "/v1/events", None).await;
+    let event = &events["items"][0];
+    let external_id = event["payload"]["external_id"].as_str().unwrap();
+    let path = format!("/v1/identities?source=champion_health&external_id={external_id}");
+    let (status, list) = api.call(&a, Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{list}");
+    let identity = &items[0];
+    assert_eq!(
+        (
+            &identity["entity_type"],
+            &identity["entity_id"],
+            &identity["first_event_id"],
+            &identity["org_id"],
+            &identity["events"],
+        ),
+        (
+            &event["entity_type"],
+            &event["entity_id"],
+            &event["event_id"],
+            &json!("org-a"),
+            &json!(1),
+        ),
+        "{identity}"
+    );
+    assert_eq!(identity["first_connection_id"], event["connection_id"]);
+    assert!(ack["delivery_id"].is_string());
+    // Another org or tenant finds nothing; bad filters are refused.
+    let other_tenant = As {
+        token: token_with(json!({"tenant_id": "t2", "org_id": "org-a"})),
+        org_header: None,
+    };
+    for who in [org_admin("org-b"), other_tenant] {
+        let (_, list) = api.call(&who, Method::GET, "/v1/identities", None).await;
+        assert_eq!(list["items"], json!([]), "{list}");
+    }
+    for bad in ["/v1/identities?limit=0", "/v1/identities?email=x"] {
+        let (status, problem) = api.call(&a, Method::GET, bad, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    }
+}
+
+#[tokio::test]
 async fn events_are_listed_and_read_within_the_org() {
     let api = start().await;
     let a = org_admin("org-a");

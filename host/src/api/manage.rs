@@ -97,6 +97,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(super::orgs::router(state.clone()))
         .merge(super::erasure::router(state.clone()))
         .merge(super::retention::router(state.clone()))
+        .merge(super::identities::router(state.clone()))
         .merge(super::health::router(state.clone()))
         .merge(super::provenance::router(state))
 }

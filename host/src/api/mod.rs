@@ -6,6 +6,7 @@ pub mod connections;
 pub mod drift;
 pub mod erasure;
 pub mod health;
+pub mod identities;
 pub mod manage;
 pub mod oauth;
 pub mod openapi;

@@ -188,6 +188,7 @@ fn is_public(path: &str) -> bool {
         super::erasure::erase_tenant,
         super::retention::get_retention,
         super::retention::put_retention,
+        super::identities::list_identities,
         super::health::tenant_health,
         super::health::connection_health,
         super::health::get_rules,

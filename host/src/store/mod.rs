@@ -130,6 +130,8 @@ macro_rules! text_enum {
 pub mod drift;
 pub use drift::{Drift, NewDrift, SavedShape};
 pub mod health;
+pub mod identities;
+pub use identities::{Identity, IdentityFilter};
 pub mod sealing;
 pub use health::{
     Activity, Alert, AlertChanges, AlertFilter, AlertStatus, Firing, HealthRecord, HealthSnapshot,
@@ -1208,6 +1210,8 @@ pub struct Erasure {
     /// Values the tenant stored in the clear (before encryption at rest), which its key never
     /// sealed: overwritten now, so they read as erased too.
     pub plaintext_overwritten: u64,
+    /// Entries of its identity map, forgotten.
+    pub identities_forgotten: u64,
 }
 
 /// An invocation log with nothing in it, as the sandbox's empty [`crate::sandbox::Log`] is
@@ -2230,6 +2234,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// with them and invocation logs lose their content, their rows (ids, hashes, outcomes,
     /// sizes) stay. A delivery still being taken (`received`) keeps its body.
     async fn purge_expired(&self, purge: Purge) -> Result<Purged>;
+    /// One page of the tenant's identity map ([`Identity`]), newest first.
+    async fn list_identities(&self, filter: IdentityFilter) -> Result<Page<Identity>>;
     /// The tenant's own retention, if it set one.
     async fn get_retention(&self, tenant_id: &str) -> Result<Option<TenantRetention>>;
     /// Sets the tenant's own retention; with neither kind set, the tenant goes back to the

@@ -37,6 +37,7 @@ macro_rules! store_suite {
             drifts_are_recorded_once_a_window_and_shapes_saved,
             the_purge_empties_exactly_what_is_past_its_time,
             a_tenant_s_own_retention_comes_before_the_platform_s,
+            the_identity_map_keeps_each_record_once_with_where_it_was_seen,
             payloads_are_sealed_at_rest_and_erasing_a_tenant_shreds_them,
             erasing_a_tenant_overwrites_what_it_stored_before_encryption,
             connection_upsert_is_idempotent,
@@ -602,6 +603,7 @@ pub(crate) async fn payloads_are_sealed_at_rest_and_erasing_a_tenant_shreds_them
             events_dead: 1,
             subscriber_deliveries_dead: 0,
             plaintext_overwritten: 0,
+            identities_forgotten: 0,
         }
     );
     // The tenant's rows stay, their payloads erased: the outbox keeps every row.
@@ -907,6 +909,148 @@ pub(crate) async fn a_tenant_s_own_retention_comes_before_the_platform_s(backend
         .await
         .unwrap();
     assert_eq!(store.get_retention("t1").await.unwrap(), None);
+}
+
+pub(crate) async fn the_identity_map_keeps_each_record_once_with_where_it_was_seen(
+    backend: &dyn Backend,
+) {
+    let store = backend.open().await;
+    let t = tenant(store.as_ref(), "t1", "c-1").await;
+    let other = tenant(store.as_ref(), "t2", "c-2").await;
+    let named = |id: &str, entity: &str, external: &str, org: &str| NewOutboxEvent {
+        payload_json: format!(
+            r#"{{"member_id":"{entity}","external_source":"crm","external_id":"{external}"}}"#
+        ),
+        ..event(id, "member.updated", entity, Some(org))
+    };
+    emit(
+        store.as_ref(),
+        &t,
+        vec![named("e-1", "M-1", "C-1", "org-a")],
+        T0,
+    )
+    .await;
+    // The same record again (the entity renamed), another one, one naming none, and the first
+    // record's id in another org (another identity).
+    let later = vec![
+        named("e-2", "M-1b", "C-1", "org-a"),
+        named("e-3", "M-2", "C-2", "org-a"),
+        event("e-4", "member.updated", "M-3", Some("org-a")),
+        named("e-5", "M-9", "C-1", "org-b"),
+    ];
+    emit(store.as_ref(), &t, later, T0 + SECOND).await;
+    // An event appended again (a redrive) is not counted twice.
+    emit(
+        store.as_ref(),
+        &t,
+        vec![named("e-2", "M-1b", "C-1", "org-a")],
+        T0 + 2 * SECOND,
+    )
+    .await;
+    emit(
+        store.as_ref(),
+        &other,
+        vec![named("x-1", "M-1", "C-1", "org-a")],
+        T0,
+    )
+    .await;
+
+    let list = |org: &str, external_id: Option<&str>| IdentityFilter {
+        tenant_id: "t1".into(),
+        org_id: Some(org.into()),
+        external_id: external_id.map(str::to_owned),
+        ..IdentityFilter::default()
+    };
+    let org_a = store
+        .list_identities(list("org-a", None))
+        .await
+        .unwrap()
+        .items;
+    let keys: Vec<_> = org_a.iter().map(|i| i.external_id.as_str()).collect();
+    assert_eq!(keys, ["C-2", "C-1"], "newest first");
+    let c1 = &org_a[1];
+    assert_eq!(
+        (
+            c1.source.as_str(),
+            c1.entity_type.as_str(),
+            c1.entity_id.as_str(),
+            c1.events
+        ),
+        ("crm", "member", "M-1b", 2)
+    );
+    assert_eq!(
+        (
+            c1.first_event_id.as_str(),
+            c1.first_seen_at,
+            c1.first_connection_id.as_str()
+        ),
+        ("e-1", T0, t.connection.id.as_str())
+    );
+    assert_eq!(
+        (c1.last_event_id.as_str(), c1.last_seen_at),
+        ("e-2", T0 + SECOND)
+    );
+    let one = store
+        .list_identities(list("org-a", Some("C-1")))
+        .await
+        .unwrap();
+    assert_eq!(one.items, vec![c1.clone()]);
+    let org_b = store
+        .list_identities(list("org-b", None))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(
+        (
+            org_b.len(),
+            org_b[0].entity_id.as_str(),
+            org_b[0].org_id.as_deref()
+        ),
+        (1, "M-9", Some("org-b"))
+    );
+    // Page by page.
+    let first = store
+        .list_identities(IdentityFilter {
+            limit: 1,
+            ..list("org-a", None)
+        })
+        .await
+        .unwrap();
+    let second = store
+        .list_identities(IdentityFilter {
+            limit: 1,
+            cursor: first.next_cursor.clone(),
+            ..list("org-a", None)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            first.items[0].external_id.as_str(),
+            second.items[0].external_id.as_str()
+        ),
+        ("C-2", "C-1")
+    );
+
+    // Erasing the tenant forgets its map, not the other tenant's.
+    let erased = store
+        .erase_tenant("t1", r#"{"kind":"erased"}"#, T0 + 3)
+        .await
+        .unwrap();
+    assert_eq!(erased.identities_forgotten, 3);
+    assert!(
+        store
+            .list_identities(list("org-a", None))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let theirs = IdentityFilter {
+        tenant_id: "t2".into(),
+        ..list("org-a", None)
+    };
+    assert_eq!(store.list_identities(theirs).await.unwrap().items.len(), 1);
 }
 
 pub(crate) async fn configuration_lists_page_by_cursor(backend: &dyn Backend) {

@@ -471,7 +471,11 @@ async fn write_outcome(
             )
             .await?;
             match seq {
-                Some(seq) => appended.push(seq),
+                Some(seq) => {
+                    appended.push(seq);
+                    super::identities::record(db, tenant_id, connection_id, event, c.completed_at)
+                        .await?;
+                }
                 None => already_present += 1,
             }
         }

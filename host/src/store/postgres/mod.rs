@@ -34,14 +34,14 @@ use tokio_postgres::{IsolationLevel, NoTls};
 use super::{
     Activity, Adapter, AdapterVersion, Alert, AlertChanges, AlertFilter, AuditEntry, AuditFilter,
     Completed, Completion, Connection, ConnectionAuth, ConnectionSpec, ConnectionStatus, Delivery,
-    DeliveryFilter, DeliveryInfo, Drift, Erasure, Error, HealthRecord, HealthSnapshot, Invocation,
-    Millis, NewAdapter, NewAdapterVersion, NewAuditEntry, NewDelivery, NewDrift, NewReplay,
-    NewSubscriber, OAuthState, OrgUse, OutboxFilter, OutboxLag, OutboxRow, Page, PageRequest,
-    PollClaim, PollEnd, PollRun, PollState, Prepared, Purge, Purged, Recorded, Replay, Result,
-    SavedShape, StateSnapshot, Store, StoredExchange, Subscriber, SubscriberAttempt,
-    SubscriberDelivery, SubscriberDeliveryFilter, SubscriberJob, SubscriberUpdate, Taken,
-    TenantRetention, Upsert, VersionStatus, WriteCounters, WriteStats, check_json, new_id,
-    page_size, sealing,
+    DeliveryFilter, DeliveryInfo, Drift, Erasure, Error, HealthRecord, HealthSnapshot, Identity,
+    IdentityFilter, Invocation, Millis, NewAdapter, NewAdapterVersion, NewAuditEntry, NewDelivery,
+    NewDrift, NewReplay, NewSubscriber, OAuthState, OrgUse, OutboxFilter, OutboxLag, OutboxRow,
+    Page, PageRequest, PollClaim, PollEnd, PollRun, PollState, Prepared, Purge, Purged, Recorded,
+    Replay, Result, SavedShape, StateSnapshot, Store, StoredExchange, Subscriber,
+    SubscriberAttempt, SubscriberDelivery, SubscriberDeliveryFilter, SubscriberJob,
+    SubscriberUpdate, Taken, TenantRetention, Upsert, VersionStatus, WriteCounters, WriteStats,
+    check_json, new_id, page_size, sealing,
 };
 use crate::vault::Vault;
 
@@ -51,6 +51,7 @@ mod connections;
 mod drift;
 mod erasure;
 mod health;
+mod identities;
 mod inbox;
 mod outbox;
 mod polls;
@@ -1293,6 +1294,11 @@ impl Store for PostgresStore {
 
     async fn purge_expired(&self, purge: Purge) -> Result<Purged> {
         in_tx!(self, |tx| retention::purge(&tx, purge).await)
+    }
+
+    async fn list_identities(&self, filter: IdentityFilter) -> Result<Page<Identity>> {
+        let db = self.db().await?;
+        identities::list(&db, filter).await
     }
 
     async fn get_retention(&self, tenant_id: &str) -> Result<Option<TenantRetention>> {

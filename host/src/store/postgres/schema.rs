@@ -400,4 +400,5 @@ END
 $guard$;
 "#,
     super::retention::TENANTS_MIGRATION,
+    super::identities::MIGRATION,
 ];

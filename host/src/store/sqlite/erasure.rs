@@ -41,6 +41,7 @@ pub(super) fn end_waiting(
         events_dead,
         subscriber_deliveries_dead,
         plaintext_overwritten: overwrite_plaintext(db, tenant_id)?,
+        identities_forgotten: super::identities::erase(db, tenant_id)?,
     })
 }
 

@@ -34,14 +34,15 @@ use super::{
     Activity, Adapter, AdapterVersion, Alert, AlertChanges, AlertFilter, AttemptNext, AuditEntry,
     AuditFilter, Completed, Completion, Connection, ConnectionAuth, ConnectionSpec,
     ConnectionStatus, Delivery, DeliveryFilter, DeliveryInfo, DeliveryKind, DeliveryStatus, Drift,
-    Erasure, Error, HealthRecord, HealthSnapshot, Invocation, InvocationRecord, Millis, NewAdapter,
-    NewAdapterVersion, NewAuditEntry, NewDelivery, NewDrift, NewReplay, NewSubscriber, OAuthState,
-    OrgUse, OutboxFilter, OutboxLag, OutboxRow, OutboxStatus, Page, PageRequest, PollClaim,
-    PollEnd, PollRun, PollState, Prepared, Purge, Purged, Recorded, Replay, ReplayStatus, Result,
-    SavedShape, StateCommit, StateSnapshot, Store, StoredExchange, Subscriber, SubscriberAttempt,
-    SubscriberDelivery, SubscriberDeliveryFilter, SubscriberDeliveryStatus, SubscriberJob,
-    SubscriberUpdate, Taken, TenantRetention, Upsert, VersionStatus, WriteCounters, WriteStats,
-    bounded_error, check_json, empty_log, millis, new_id, page_size, sealing,
+    Erasure, Error, HealthRecord, HealthSnapshot, Identity, IdentityFilter, Invocation,
+    InvocationRecord, Millis, NewAdapter, NewAdapterVersion, NewAuditEntry, NewDelivery, NewDrift,
+    NewReplay, NewSubscriber, OAuthState, OrgUse, OutboxFilter, OutboxLag, OutboxRow, OutboxStatus,
+    Page, PageRequest, PollClaim, PollEnd, PollRun, PollState, Prepared, Purge, Purged, Recorded,
+    Replay, ReplayStatus, Result, SavedShape, StateCommit, StateSnapshot, Store, StoredExchange,
+    Subscriber, SubscriberAttempt, SubscriberDelivery, SubscriberDeliveryFilter,
+    SubscriberDeliveryStatus, SubscriberJob, SubscriberUpdate, Taken, TenantRetention, Upsert,
+    VersionStatus, WriteCounters, WriteStats, bounded_error, check_json, empty_log, millis, new_id,
+    page_size, sealing,
 };
 use crate::store::sealing::Sealer;
 use crate::vault::{Purpose, Vault};
@@ -49,6 +50,7 @@ use crate::vault::{Purpose, Vault};
 mod drift;
 mod erasure;
 mod health;
+mod identities;
 mod polls;
 mod retention;
 
@@ -450,6 +452,7 @@ BEGIN
 END;
 "#,
     retention::TENANTS_MIGRATION,
+    identities::MIGRATION,
 ];
 
 impl From<rusqlite::Error> for Error {
@@ -1714,6 +1717,7 @@ fn write_outcome(
             ])?;
             if inserted == 1 {
                 appended.push(db.last_insert_rowid());
+                identities::record(db, tenant_id, connection_id, event, c.completed_at)?;
             } else {
                 already_present += 1;
             }
@@ -3762,6 +3766,10 @@ impl Store for SqliteStore {
     async fn purge_expired(&self, purge: Purge) -> Result<Purged> {
         self.write_then(move |db| retention::purge(db, purge), keeps_connections)
             .await
+    }
+
+    async fn list_identities(&self, filter: IdentityFilter) -> Result<Page<Identity>> {
+        self.read(move |db| identities::list(db, filter)).await
     }
 
     async fn get_retention(&self, tenant_id: &str) -> Result<Option<TenantRetention>> {
