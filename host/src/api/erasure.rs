@@ -1,6 +1,8 @@
 //! Erasing a tenant by crypto-shredding (`POST /v1/erasure`): its data key is destroyed, so
 //! every stored payload of it (delivery bodies, recorded answers, invocation logs, outbox
-//! payloads) is unreadable at once, while every row stays. Audited.
+//! payloads) is unreadable at once, while every row stays. Erasing one person
+//! (`POST /v1/erasure/subjects`): through the identity map, the payloads that hold its CRM
+//! record are overwritten. Both audited.
 
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
@@ -10,16 +12,19 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::ApiError;
+use super::audit::Target;
 use super::audit::record;
 use super::auth::{self, Role};
 use super::manage::ApiState;
+use super::manage::internal;
 use super::scope::Scope;
 use crate::sandbox::{self, Outcome};
-use crate::store::{self, Erasure, NewAuditEntry};
+use crate::store::{self, Erasure, NewAuditEntry, Subject, SubjectErasure};
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/erasure", post(erase_tenant))
+        .route("/v1/erasure/subjects", post(erase_subject))
         .with_state(state)
 }
 
@@ -125,4 +130,77 @@ pub(super) async fn erase_tenant(
         erased_at: now,
         erasure,
     }))
+}
+
+/// Which CRM record to erase: as the identity map names it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SubjectRequest {
+    /// Its system (`external_source`, as `GET /v1/identities` shows it).
+    source: String,
+    /// Its id there (`external_id`).
+    external_id: String,
+}
+
+/// `POST /v1/erasure/subjects`: erases one person's data in the caller's org (and, for a
+/// platform-level token, at platform level), found through the identity map: every event of the platform
+/// entities the record is reads as erased (`payload` null; the rows stay; events not yet
+/// published are dead), and the deliveries those events came from lose their bodies, logs and
+/// recorded answers (whole: a raw body holding other records too cannot be cut). Its identity
+/// entries are forgotten. 404 when the map knows no such record. Cannot be undone. Audited.
+#[utoipa::path(
+    post,
+    path = "/v1/erasure/subjects",
+    tag = "erasure",
+    request_body = SubjectRequest,
+    responses(
+        (status = 200, description = "The record's data is erased", body = SubjectErasure),
+        super::openapi::Problems,
+    ),
+)]
+pub(super) async fn erase_subject(
+    State(state): State<ApiState>,
+    scope: Scope,
+    body: Result<Json<SubjectRequest>, JsonRejection>,
+) -> Result<Json<SubjectErasure>, ApiError> {
+    scope.require_write()?;
+    let Json(request) = body?;
+    for (field, value) in [
+        ("source", &request.source),
+        ("external_id", &request.external_id),
+    ] {
+        if value.is_empty() {
+            return Err(ApiError::BadRequest(format!("`{field}` is empty")));
+        }
+    }
+    let subject = Subject {
+        tenant_id: scope.tenant_id().to_owned(),
+        org_id: Some(scope.org_id.clone()),
+        platform_level: scope.caller.org_id.is_none(),
+        source: request.source.clone(),
+        external_id: request.external_id.clone(),
+    };
+    let erased = state
+        .host
+        .store()
+        .erase_subject(subject, store::now_millis())
+        .await
+        .map_err(internal)?;
+    if erased.identities == 0 {
+        return Err(ApiError::NotFound(format!(
+            "no record `{}` of `{}` in the identity map",
+            request.external_id, request.source
+        )));
+    }
+    let target = format!("{}/{}", request.source, request.external_id);
+    scope
+        .audit(
+            &state,
+            StatusCode::OK,
+            "subject.erase",
+            Target::new("subject", &target, Some(&scope.org_id)),
+            serde_json::to_value(erased).map_err(ApiError::internal)?,
+        )
+        .await;
+    Ok(Json(erased))
 }

@@ -186,6 +186,7 @@ fn is_public(path: &str) -> bool {
         super::audit::list_audit,
         super::orgs::list_orgs,
         super::erasure::erase_tenant,
+        super::erasure::erase_subject,
         super::retention::get_retention,
         super::retention::put_retention,
         super::identities::list_identities,

@@ -1214,6 +1214,34 @@ pub struct Erasure {
     pub identities_forgotten: u64,
 }
 
+/// One CRM record (one person) to erase: what the identity map knows of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    /// The tenant.
+    pub tenant_id: String,
+    /// `Some(org)`: its identities in that org (and at platform level, with
+    /// `platform_level`); `None`: in every org.
+    pub org_id: Option<String>,
+    /// Whether platform-level identities are reached from an org (only a platform-level
+    /// caller may change platform-level rows).
+    pub platform_level: bool,
+    /// Its system (`external_source`).
+    pub source: String,
+    /// Its id there (`external_id`).
+    pub external_id: String,
+}
+
+/// What erasing one subject did ([`Store::erase_subject`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct SubjectErasure {
+    /// Its entries in the identity map, forgotten (0: the host knows no such record).
+    pub identities: u64,
+    /// Events of its entities whose payloads were erased (their rows stay).
+    pub events: u64,
+    /// Deliveries those events came from whose bodies, logs and recorded answers were erased.
+    pub deliveries: u64,
+}
+
 /// An invocation log with nothing in it, as the sandbox's empty [`crate::sandbox::Log`] is
 /// stored: what a purged log reads as.
 pub fn empty_log() -> String {
@@ -2253,6 +2281,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         reason_json: &str,
         now: Millis,
     ) -> Result<Erasure>;
+    /// Erases one CRM record's data: through the identity map, every event of the platform
+    /// entities it is (their payloads erased, rows kept; pending ones dead), the deliveries those
+    /// events came from (bodies, logs and recorded answers erased: all of them, a raw body
+    /// holding others' records too cannot be cut), and its identity entries. Nothing when the
+    /// map knows no such record.
+    async fn erase_subject(&self, subject: Subject, now: Millis) -> Result<SubjectErasure>;
     /// Every connection of every tenant, by id, after `after` (the health monitor's walk).
     async fn connections_after(&self, after: Option<&str>, limit: usize)
     -> Result<Vec<Connection>>;

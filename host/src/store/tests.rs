@@ -38,6 +38,7 @@ macro_rules! store_suite {
             the_purge_empties_exactly_what_is_past_its_time,
             a_tenant_s_own_retention_comes_before_the_platform_s,
             the_identity_map_keeps_each_record_once_with_where_it_was_seen,
+            erasing_one_subject_erases_its_entity_s_events_and_their_deliveries,
             payloads_are_sealed_at_rest_and_erasing_a_tenant_shreds_them,
             erasing_a_tenant_overwrites_what_it_stored_before_encryption,
             connection_upsert_is_idempotent,
@@ -1051,6 +1052,93 @@ pub(crate) async fn the_identity_map_keeps_each_record_once_with_where_it_was_se
         ..list("org-a", None)
     };
     assert_eq!(store.list_identities(theirs).await.unwrap().items.len(), 1);
+}
+
+pub(crate) async fn erasing_one_subject_erases_its_entity_s_events_and_their_deliveries(
+    backend: &dyn Backend,
+) {
+    let store = backend.open().await;
+    let t = tenant(store.as_ref(), "t1", "c-1").await;
+    let named = |id: &str, entity: &str, external: &str| NewOutboxEvent {
+        payload_json: format!(
+            r#"{{"member_id":"{entity}","external_source":"crm","external_id":"{external}"}}"#
+        ),
+        ..event(id, "member.updated", entity, Some("org-a"))
+    };
+    emit(store.as_ref(), &t, vec![named("e-1", "M-1", "C-1")], T0).await;
+    emit(store.as_ref(), &t, vec![named("e-2", "M-2", "C-2")], T0).await;
+    // A later event of the same member that does not repeat its CRM id.
+    emit(
+        store.as_ref(),
+        &t,
+        vec![event("e-3", "member.updated", "M-1", Some("org-a"))],
+        T0 + 1,
+    )
+    .await;
+    let subject = |org: &str, external_id: &str| Subject {
+        tenant_id: "t1".into(),
+        org_id: Some(org.into()),
+        platform_level: true,
+        source: "crm".into(),
+        external_id: external_id.into(),
+    };
+    // Another org cannot reach it.
+    let refused = store
+        .erase_subject(subject("org-b", "C-1"), T0 + 2)
+        .await
+        .unwrap();
+    assert_eq!(refused, SubjectErasure::default());
+
+    let erased = store
+        .erase_subject(subject("org-a", "C-1"), T0 + 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        erased,
+        SubjectErasure {
+            identities: 1,
+            events: 2,
+            deliveries: 2,
+        }
+    );
+    let rows = all_outbox(store.as_ref(), "t1").await;
+    let by_id = |id: &str| rows.iter().find(|r| r.event_id == id).unwrap().clone();
+    for gone in ["e-1", "e-3"] {
+        let row = by_id(gone);
+        assert!(row.payload_erased && row.payload_json == crate::store::sealing::ERASED_PAYLOAD);
+        assert_eq!(row.status, OutboxStatus::Dead, "{gone} was pending");
+        let delivery = store.get_delivery(&row.delivery_id).await.unwrap().unwrap();
+        assert!(delivery.body_erased && delivery.body.is_empty(), "{gone}");
+        let log = &store.list_invocations(&row.delivery_id).await.unwrap()[0];
+        assert!(log.log_erased);
+    }
+    let kept = by_id("e-2");
+    assert!(!kept.payload_erased && kept.payload_json.contains("C-2"));
+    let delivery = store
+        .get_delivery(&kept.delivery_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!delivery.body_erased && !delivery.body.is_empty());
+    assert_eq!(rows.len(), 3, "every row stays");
+    let left: Vec<_> = store
+        .list_identities(IdentityFilter {
+            tenant_id: "t1".into(),
+            ..IdentityFilter::default()
+        })
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|i| i.external_id)
+        .collect();
+    assert_eq!(left, ["C-2"]);
+    // Once is enough: nothing is left to erase.
+    let again = store
+        .erase_subject(subject("org-a", "C-1"), T0 + 3)
+        .await
+        .unwrap();
+    assert_eq!(again, SubjectErasure::default());
 }
 
 pub(crate) async fn configuration_lists_page_by_cursor(backend: &dyn Backend) {
@@ -4455,8 +4543,8 @@ mod sqlite_specific {
         assert!(delete.unwrap_err().to_string().contains("append-only"));
         let rewrite = db.execute("UPDATE outbox SET payload_json = '{}'", []);
         assert!(rewrite.unwrap_err().to_string().contains("immutable"));
-        // A payload in the clear may be sealed (erasure's tombstones), once.
-        db.execute("UPDATE outbox SET payload_json = '~sealed1:AA'", [])
+        // A payload may be erased, and then stays so.
+        db.execute("UPDATE outbox SET payload_json = '~erased1'", [])
             .unwrap();
         for again in ["'~sealed1:BB'", "'{}'"] {
             let rewrite = db.execute(&format!("UPDATE outbox SET payload_json = {again}"), []);

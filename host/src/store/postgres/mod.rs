@@ -38,8 +38,8 @@ use super::{
     IdentityFilter, Invocation, Millis, NewAdapter, NewAdapterVersion, NewAuditEntry, NewDelivery,
     NewDrift, NewReplay, NewSubscriber, OAuthState, OrgUse, OutboxFilter, OutboxLag, OutboxRow,
     Page, PageRequest, PollClaim, PollEnd, PollRun, PollState, Prepared, Purge, Purged, Recorded,
-    Replay, Result, SavedShape, StateSnapshot, Store, StoredExchange, Subscriber,
-    SubscriberAttempt, SubscriberDelivery, SubscriberDeliveryFilter, SubscriberJob,
+    Replay, Result, SavedShape, StateSnapshot, Store, StoredExchange, Subject, SubjectErasure,
+    Subscriber, SubscriberAttempt, SubscriberDelivery, SubscriberDeliveryFilter, SubscriberJob,
     SubscriberUpdate, Taken, TenantRetention, Upsert, VersionStatus, WriteCounters, WriteStats,
     check_json, new_id, page_size, sealing,
 };
@@ -1290,6 +1290,10 @@ impl Store for PostgresStore {
             key_destroyed,
             ..ended
         })
+    }
+
+    async fn erase_subject(&self, subject: Subject, now: Millis) -> Result<SubjectErasure> {
+        in_tx!(self, |tx| erasure::erase_subject(&tx, &subject, now).await)
     }
 
     async fn purge_expired(&self, purge: Purge) -> Result<Purged> {

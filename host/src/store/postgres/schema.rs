@@ -374,9 +374,9 @@ CREATE INDEX subscriber_deliveries_pending_by_entity_due
 -- here; rows written before read their size from the body itself.
 ALTER TABLE deliveries ADD COLUMN body_bytes BIGINT;
 
--- Erasing a tenant overwrites the payloads it stored in the clear before encryption with
--- tombstones (sealed values no key opens): a payload changes only that way, from clear text to
--- sealed; every other column of an event stays immutable.
+-- Erasure overwrites a payload (one stored in the clear before encryption, or one person's)
+-- with the erased marker: a payload changes only that way; every other column of an event
+-- stays immutable.
 CREATE OR REPLACE FUNCTION outbox_guard() RETURNS trigger LANGUAGE plpgsql AS $guard$
 BEGIN
     IF TG_OP = 'DELETE' THEN
@@ -391,9 +391,8 @@ BEGIN
         RAISE EXCEPTION 'outbox events are immutable';
     END IF;
     IF NEW.payload_json IS DISTINCT FROM OLD.payload_json
-       AND (starts_with(OLD.payload_json, '~sealed1:')
-            OR NOT starts_with(NEW.payload_json, '~sealed1:')) THEN
-        RAISE EXCEPTION 'outbox events are immutable: a payload is only ever sealed';
+       AND NEW.payload_json IS DISTINCT FROM '~erased1' THEN
+        RAISE EXCEPTION 'outbox events are immutable: a payload is only ever erased';
     END IF;
     RETURN NEW;
 END

@@ -392,8 +392,7 @@ async fn a_newer_schema_is_refused_and_the_outbox_is_append_only() {
             .contains("immutable"),
         "an event was rewritten"
     );
-    // Nor is a sealed payload replaced by another sealed value (only one in the clear may be
-    // sealed: erasure's tombstones).
+    // Nor is a sealed payload replaced by another sealed value; it may only be erased.
     let reseal = db
         .execute("UPDATE outbox SET payload_json = '~sealed1:AA'", &[])
         .await;
@@ -403,7 +402,10 @@ async fn a_newer_schema_is_refused_and_the_outbox_is_append_only() {
         .unwrap()
         .message()
         .to_owned();
-    assert!(message.contains("only ever sealed"), "{message}");
+    assert!(message.contains("only ever erased"), "{message}");
+    db.execute("UPDATE outbox SET payload_json = '~erased1'", &[])
+        .await
+        .unwrap();
     db.execute("UPDATE outbox SET status = 'published'", &[])
         .await
         .unwrap();

@@ -39,10 +39,10 @@ use super::{
     NewReplay, NewSubscriber, OAuthState, OrgUse, OutboxFilter, OutboxLag, OutboxRow, OutboxStatus,
     Page, PageRequest, PollClaim, PollEnd, PollRun, PollState, Prepared, Purge, Purged, Recorded,
     Replay, ReplayStatus, Result, SavedShape, StateCommit, StateSnapshot, Store, StoredExchange,
-    Subscriber, SubscriberAttempt, SubscriberDelivery, SubscriberDeliveryFilter,
-    SubscriberDeliveryStatus, SubscriberJob, SubscriberUpdate, Taken, TenantRetention, Upsert,
-    VersionStatus, WriteCounters, WriteStats, bounded_error, check_json, empty_log, millis, new_id,
-    page_size, sealing,
+    Subject, SubjectErasure, Subscriber, SubscriberAttempt, SubscriberDelivery,
+    SubscriberDeliveryFilter, SubscriberDeliveryStatus, SubscriberJob, SubscriberUpdate, Taken,
+    TenantRetention, Upsert, VersionStatus, WriteCounters, WriteStats, bounded_error, check_json,
+    empty_log, millis, new_id, page_size, sealing,
 };
 use crate::store::sealing::Sealer;
 use crate::vault::{Purpose, Vault};
@@ -433,9 +433,9 @@ ALTER TABLE connections ADD COLUMN webhook_json TEXT;
 -- here; rows written before read their size from the body itself.
 ALTER TABLE deliveries ADD COLUMN body_bytes INTEGER;
 
--- Erasing a tenant overwrites the payloads it stored in the clear before encryption with
--- tombstones (sealed values no key opens): a payload changes only that way, from clear text to
--- sealed; every other column of an event stays immutable.
+-- Erasure overwrites a payload (one stored in the clear before encryption, or one person's)
+-- with the erased marker: a payload changes only that way; every other column of an event
+-- stays immutable.
 DROP TRIGGER outbox_immutable_events;
 CREATE TRIGGER outbox_immutable_events
 BEFORE UPDATE OF seq, event_id, tenant_id, org_id, event_type, entity_type, entity_id,
@@ -443,12 +443,11 @@ BEFORE UPDATE OF seq, event_id, tenant_id, org_id, event_type, entity_type, enti
 BEGIN
     SELECT RAISE(ABORT, 'outbox events are immutable');
 END;
-CREATE TRIGGER outbox_payloads_are_only_sealed
+CREATE TRIGGER outbox_payloads_are_only_erased
 BEFORE UPDATE OF payload_json ON outbox
-WHEN NEW.payload_json IS NOT OLD.payload_json
-    AND (substr(OLD.payload_json, 1, 9) = '~sealed1:' OR substr(NEW.payload_json, 1, 9) <> '~sealed1:')
+WHEN NEW.payload_json IS NOT OLD.payload_json AND NEW.payload_json IS NOT '~erased1'
 BEGIN
-    SELECT RAISE(ABORT, 'outbox events are immutable: a payload is only ever sealed');
+    SELECT RAISE(ABORT, 'outbox events are immutable: a payload is only ever erased');
 END;
 "#,
     retention::TENANTS_MIGRATION,
@@ -3761,6 +3760,14 @@ impl Store for SqliteStore {
             key_destroyed,
             ..ended
         })
+    }
+
+    async fn erase_subject(&self, subject: Subject, now: Millis) -> Result<SubjectErasure> {
+        self.write_then(
+            move |db| erasure::erase_subject(db, &subject, now),
+            keeps_connections,
+        )
+        .await
     }
 
     async fn purge_expired(&self, purge: Purge) -> Result<Purged> {
