@@ -373,3 +373,26 @@ test('works at phone width without sideways scrolling, and by keyboard', async (
   await phone.keyboard.press('Enter');
   await phone.getByRole('heading', { name: 'New connection', level: 1 }).waitFor();
 });
+
+test('a person erased through the identity map reads as erased on its event and its delivery', async () => {
+  const token = orgAdminToken();
+  const call = (path, init = {}) =>
+    fetch(`${host.base}${path}`, { ...init, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' } });
+  const found = await (await call('/v1/identities?source=champion_health&external_id=M-88412')).json();
+  assert.equal(found.items.length, 1, JSON.stringify(found));
+  const eventId = found.items[0].first_event_id;
+  const event = await (await call(`/v1/events/${encodeURIComponent(eventId)}`)).json();
+  const erased = await call('/v1/erasure/subjects', {
+    method: 'POST',
+    body: JSON.stringify({ source: 'champion_health', external_id: 'M-88412' }),
+  });
+  assert.equal(erased.status, 200, await erased.text());
+
+  await admin.goto(`${host.base}/ui/#/events/${encodeURIComponent(eventId)}`);
+  await admin.getByRole('heading', { name: /^Event / }).waitFor();
+  await admin.getByText('The payload was erased').waitFor();
+  await admin.getByRole('link', { name: event.delivery_id }).click();
+  await admin.getByText('Its body was erased').waitFor();
+  assert.match(await admin.getByText(/^erased, sha256/).innerText(), /erased/);
+  assert.equal(await admin.getByRole('button', { name: 'Redrive' }).count(), 0, 'an erased body cannot be redriven');
+});

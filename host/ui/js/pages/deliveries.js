@@ -129,7 +129,9 @@ function invocation(inv, i) {
       ['Detail', jsonText(inv.detail_json)],
     ]),
     h('h3', {}, 'Log'),
-    inv.log_purged_at
+    inv.log_erased
+      ? h('p', { class: 'empty' }, 'The log was erased.')
+      : inv.log_purged_at
       ? h('p', { class: 'empty' }, `The log expired on ${time(inv.log_purged_at)} (the retention of invocation logs).`)
       : lines
       ? lines.length
@@ -148,10 +150,12 @@ export async function detail(view, ctx) {
     view,
     h('p', { class: 'crumbs' }, h('a', { href: '#/deliveries' }, 'Deliveries'), ' / ', info.id),
     h('div', { class: 'title-row' }, h('h1', {}, `Delivery ${info.id}`), badge(info.status)),
-    info.body_purged_at
+    d.body_erased
+      ? h('p', { class: 'note' }, 'Its body was erased (the tenant’s data, or the data of a person it held): its history stays, it can no longer be redriven.')
+      : info.body_purged_at
       ? h('p', { class: 'note' }, `Its body expired on ${time(info.body_purged_at)} (the retention of delivery bodies): its history stays, it can no longer be redriven.`)
       : null,
-    REDRIVABLE.has(info.status) && !info.body_purged_at
+    REDRIVABLE.has(info.status) && !info.body_purged_at && !d.body_erased
       ? h(
           'div',
           { class: 'actions' },
@@ -173,7 +177,7 @@ export async function detail(view, ctx) {
         ['Processed', time(info.processed_at)],
         ['Attempts', String(info.attempts)],
         ['Provider delivery id', info.provider_delivery_id ?? '—'],
-        ['Body', info.body_purged_at ? `expired, sha256 ${info.body_sha256.slice(0, 16)}…` : `${bytes(info.body_bytes)}, sha256 ${info.body_sha256.slice(0, 16)}… (the body itself is the CRM’s data and is not shown)`],
+        ['Body', d.body_erased ? `erased, sha256 ${info.body_sha256.slice(0, 16)}…` : info.body_purged_at ? `expired, sha256 ${info.body_sha256.slice(0, 16)}…` : `${bytes(info.body_bytes)}, sha256 ${info.body_sha256.slice(0, 16)}… (the body itself is the CRM’s data and is not shown)`],
         ['Trace id', h('code', {}, info.trace_id)],
         ['Events', h('a', { href: `#/events?connection_id=${seg(info.connection_id)}` }, 'events of its connection')],
       ]),

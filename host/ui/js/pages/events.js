@@ -48,7 +48,7 @@ export async function list(view, ctx) {
           ['Entity', (e) => `${e.entity_type} ${e.entity_id}`],
           ['Status', (e) => badge(e.status)],
           ['Org', (e) => e.org_id ?? 'platform level'],
-          ['Payload', (e) => h('details', {}, h('summary', {}, 'show'), json(e.payload))],
+          ['Payload', (e) => (e.payload_erased ? 'erased' : h('details', {}, h('summary', {}, 'show'), json(e.payload)))],
         ],
         items,
         'No event matches.',
@@ -79,7 +79,9 @@ export async function detail(view, ctx) {
         e.last_error ? ['Last error', e.last_error] : null,
       ]),
     ),
-    section('Payload', h('p', { class: 'hint' }, 'Highlighted values are decimals, carried as strings so that no digit is lost.'), json(e.payload)),
+    e.payload_erased
+      ? section('Payload', h('p', { class: 'empty' }, 'The payload was erased (the tenant’s data, or a person’s): the event’s row stays, its content is gone.'))
+      : section('Payload', h('p', { class: 'hint' }, 'Highlighted values are decimals, carried as strings so that no digit is lost.'), json(e.payload)),
     section('Metadata', json(e.metadata)),
   );
 }
