@@ -1005,18 +1005,7 @@ async fn a_crm_whose_amount_turns_from_string_to_number_raises_one_drift_alert()
 async fn a_delivery_past_its_retention_keeps_its_history_and_cannot_be_redriven() {
     let api = start().await;
     let a = org_admin("org-a");
-    let (_, adapter) = api
-        .call(
-            &a,
-            Method::POST,
-            "/v1/adapters",
-            Some(json!({"name": "flaky"})),
-        )
-        .await;
-    let adapter = adapter["id"].as_str().unwrap().to_owned();
-    let (status, _) = api.upload(&a, &adapter, test_artifacts::HOSTILE).await;
-    assert_eq!(status, StatusCode::CREATED);
-    let connection = api.connection(&a, &adapter, false).await;
+    let connection = hostile_connection(&api, &a).await;
     let old = deliver_hostile(&api, &connection, "fail\nold").await;
     assert_eq!(old["status"], "failed", "{old}");
     let path = format!("/v1/deliveries/{}", old["delivery_id"].as_str().unwrap());
@@ -1141,18 +1130,7 @@ async fn a_tenant_sets_its_own_retention_and_the_purge_applies_it() {
     assert_eq!(read["effective"], set["effective"]);
 
     // A week and a minute later the body is purged; the log (30 days) stays.
-    let (_, adapter) = api
-        .call(
-            &a,
-            Method::POST,
-            "/v1/adapters",
-            Some(json!({"name": "flaky"})),
-        )
-        .await;
-    let adapter = adapter["id"].as_str().unwrap().to_owned();
-    let (status, _) = api.upload(&a, &adapter, test_artifacts::HOSTILE).await;
-    assert_eq!(status, StatusCode::CREATED);
-    let connection = api.connection(&a, &adapter, false).await;
+    let connection = hostile_connection(&api, &a).await;
     let failed = deliver_hostile(&api, &connection, "fail\nweek").await;
     let later = adapter_host::store::now_millis() + 7 * 24 * 3600 * 1000 + 60_000;
     let purged = api.host.purge_expired(later).await.unwrap();
@@ -1191,18 +1169,7 @@ async fn erasing_a_tenant_needs_its_whole_tenant_admin_and_leaves_every_row_eras
     let ack = one_event_in_org_a(&api, &a).await;
     let delivery = format!("/v1/deliveries/{}", ack["delivery_id"].as_str().unwrap());
     // And a failed delivery, which could be redriven.
-    let (_, hostile) = api
-        .call(
-            &a,
-            Method::POST,
-            "/v1/adapters",
-            Some(json!({"name": "flaky"})),
-        )
-        .await;
-    let hostile = hostile["id"].as_str().unwrap().to_owned();
-    let (status, _) = api.upload(&a, &hostile, test_artifacts::HOSTILE).await;
-    assert_eq!(status, StatusCode::CREATED);
-    let connection = api.connection(&a, &hostile, false).await;
+    let connection = hostile_connection(&api, &a).await;
     let failed = deliver_hostile(&api, &connection, "fail\nonce").await;
     assert_eq!(failed["status"], "failed", "{failed}");
     let failed = format!("/v1/deliveries/{}", failed["delivery_id"].as_str().unwrap());
@@ -3506,6 +3473,23 @@ async fn subscriber_stand_in() -> (String, Arc<std::sync::Mutex<Vec<(String, Val
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, received)
+}
+
+/// A connection of `who`'s org on a new adapter running the hostile guest (which fails a
+/// body starting `fail`); its id.
+async fn hostile_connection(api: &Api, who: &As) -> String {
+    let (_, adapter) = api
+        .call(
+            who,
+            Method::POST,
+            "/v1/adapters",
+            Some(json!({"name": "flaky"})),
+        )
+        .await;
+    let adapter = adapter["id"].as_str().unwrap().to_owned();
+    let (status, _) = api.upload(who, &adapter, test_artifacts::HOSTILE).await;
+    assert_eq!(status, StatusCode::CREATED);
+    api.connection(who, &adapter, false).await
 }
 
 async fn deliver_hostile(api: &Api, connection: &str, body: &str) -> Value {
