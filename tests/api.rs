@@ -1069,6 +1069,187 @@ async fn a_delivery_past_its_retention_keeps_its_history_and_cannot_be_redriven(
     );
 }
 
+/// The person the hostile guest's `person` command emits (and logs, at every level).
+const PERSON_EMAIL: &str = "ada.lovelace.pii@example.test";
+const PERSON_PHONE: &str = "+44 20 7946 0958";
+
+fn person_body() -> String {
+    format!("person\n{PERSON_EMAIL}\n{PERSON_PHONE}\norg-a")
+}
+
+/// `texts` holds neither of the person's values.
+fn assert_no_person(what: &str, text: &str) {
+    for value in [PERSON_EMAIL, PERSON_PHONE] {
+        assert!(!text.contains(value), "{what} shows {value}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn personal_data_is_masked_without_its_role_kept_out_of_logs_and_withheld_on_request() {
+    let api = start().await;
+    let a = org_admin("org-a");
+    let reader = As {
+        token: token_with(json!({"org_id": "org-a", "roles": ["tenant_admin", "pii_reader"]})),
+        org_header: None,
+    };
+    let connection = hostile_connection(&api, &a).await;
+    let ack = deliver_hostile(&api, &connection, &person_body()).await;
+    assert_eq!(
+        (ack["status"].as_str(), ack["events"].as_u64()),
+        (Some("processed"), Some(1)),
+        "{ack}"
+    );
+
+    // The event: masked for an admin without the role, whole for a reader; the metadata names
+    // where the personal data is.
+    let (_, events) = api.call(&a, Method::GET, "/v1/events", None).await;
+    let event = &events["items"][0];
+    assert_eq!(event["masked"], json!(["/email", "/phones/0"]), "{event}");
+    assert_eq!(event["payload"]["email"], "~masked");
+    assert_eq!(event["payload"]["phones"], json!(["~masked"]));
+    assert_eq!(
+        (
+            event["payload"]["name"].as_str(),
+            event["payload"]["city"].as_str()
+        ),
+        (Some("Test Person"), Some("Leeds"))
+    );
+    assert_eq!(
+        event["metadata"]["personal_data"],
+        json!(["/email", "/phones/0"])
+    );
+    assert_no_person("the event list", &events.to_string());
+    let path = format!("/v1/events/{}", event["event_id"].as_str().unwrap());
+    let (_, masked) = api.call(&a, Method::GET, &path, None).await;
+    assert_no_person("the event", &masked.to_string());
+    let (_, whole) = api.call(&reader, Method::GET, &path, None).await;
+    assert_eq!(whole["payload"]["email"], PERSON_EMAIL, "{whole}");
+    assert_eq!(whole["payload"]["phones"], json!([PERSON_PHONE]));
+    assert_eq!(whole["masked"], json!([]));
+
+    // The guest logged the person at every level and on stdout and stderr: every line of
+    // the stored log is masked, whoever reads it.
+    let delivery = format!("/v1/deliveries/{}", ack["delivery_id"].as_str().unwrap());
+    let (_, detail) = api.call(&reader, Method::GET, &delivery, None).await;
+    let log: Value =
+        serde_json::from_str(detail["invocations"][0]["log_json"].as_str().unwrap()).unwrap();
+    let lines = log["lines"].as_array().unwrap().clone();
+    let levels: Vec<&str> = lines.iter().map(|l| l["level"].as_str().unwrap()).collect();
+    for level in [
+        "trace", "debug", "info", "warn", "error", "stdout", "stderr",
+    ] {
+        assert!(levels.contains(&level), "{level} logged: {detail}");
+    }
+    for line in &lines {
+        assert_eq!(
+            line["message"], "person ~masked reachable at ~masked",
+            "{line}"
+        );
+    }
+    assert_no_person("the delivery", &detail.to_string());
+
+    // A dry run masks too, unless the caller may see it; its log is masked either way.
+    let (_, adapter) = api
+        .call(
+            &a,
+            Method::GET,
+            &format!("/v1/connections/{connection}"),
+            None,
+        )
+        .await;
+    let test = format!(
+        "/v1/adapters/{}/versions/1/test",
+        adapter["adapter_id"].as_str().unwrap()
+    );
+    let sample = json!({"kind": "webhook", "body": person_body()});
+    let (status, report) = api
+        .call(&a, Method::POST, &test, Some(sample.clone()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        report["masked"],
+        json!([{"event": 0, "fields": ["/email", "/phones/0"]}]),
+        "{report}"
+    );
+    assert_no_person("a dry run", &report.to_string());
+    let (_, report) = api.call(&reader, Method::POST, &test, Some(sample)).await;
+    let payload: Value =
+        serde_json::from_str(report["outcome"]["events"][0]["payload"].as_str().unwrap()).unwrap();
+    assert_eq!(payload["email"], PERSON_EMAIL, "{report}");
+    assert_no_person("a reader's dry-run log", &report["log"].to_string());
+
+    // The connection withholds the phones from export: later events never carry them.
+    let (status, problem) = api
+        .call(&a, Method::PATCH, &format!("/v1/connections/{connection}"),
+            Some(json!({"export": {"withhold": [{"event_type": "contact.created", "field": "phones"}]}})))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("withhold[0].field"),
+        "{problem}"
+    );
+    let policy = json!({"withhold": [{"event_type": "contact.created", "field": "/phones/*"}]});
+    let (status, updated) = api
+        .call(
+            &a,
+            Method::PATCH,
+            &format!("/v1/connections/{connection}"),
+            Some(json!({"export": policy})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(updated["export"], policy);
+    let second = deliver_hostile(
+        &api,
+        &connection,
+        &format!("person\nsecond.{PERSON_EMAIL}\n+44 20 7946 0999\norg-a"),
+    )
+    .await;
+    assert_eq!(second["events"], 1, "{second}");
+    let (_, events) = api.call(&reader, Method::GET, "/v1/events", None).await;
+    let newest = &events["items"][0];
+    assert_eq!(
+        newest["payload"]["email"],
+        format!("second.{PERSON_EMAIL}"),
+        "{newest}"
+    );
+    assert_eq!(newest["payload"]["phones"], json!([]), "{newest}");
+    assert_eq!(newest["metadata"]["withheld"], json!(["/phones/0"]));
+    assert_eq!(newest["metadata"]["personal_data"], json!(["/email"]));
+    assert!(!events.to_string().contains("+44 20 7946 0999"), "{events}");
+    // What the outbox holds is what is published and signed: the stored row has no phone.
+    let row = api
+        .host
+        .store()
+        .get_event(newest["event_id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !row.payload_json.contains("+44 20 7946 0999"),
+        "{}",
+        row.payload_json
+    );
+    // Events stored before the policy keep what they had (the outbox is append-only).
+    assert_eq!(
+        events["items"][1]["payload"]["phones"],
+        json!([PERSON_PHONE])
+    );
+    // `null` withholds nothing again.
+    let (_, cleared) = api
+        .call(
+            &a,
+            Method::PATCH,
+            &format!("/v1/connections/{connection}"),
+            Some(json!({"export": null})),
+        )
+        .await;
+    assert_eq!(cleared["export"], Value::Null, "{cleared}");
+}
+
 #[tokio::test]
 async fn a_tenant_sets_its_own_retention_and_the_purge_applies_it() {
     let api = start().await;

@@ -296,3 +296,134 @@ async fn a_delivery_is_one_trace_whose_id_its_event_carries() {
         }
     }
 }
+
+/// The person the hostile guest emits (and writes to its own log at every level).
+const PERSON_EMAIL: &str = "grace.hopper.pii@example.test";
+const PERSON_PHONE: &str = "+1 202 555 0147";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personal_data_reaches_neither_the_hosts_own_log_at_trace_level_nor_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[adapters]]
+tenant_id = "tenant-obs"
+name = "hostile"
+wasm = "{hostile}"
+
+[[connections]]
+id = "people"
+tenant_id = "tenant-obs"
+provider = "custom"
+adapter = "hostile"
+signature = {{ scheme = "standard_webhooks" }}
+secret = "tenant-obs/people/signing"
+allowed_orgs = ["org-456"]
+
+[[secrets]]
+name = "tenant-obs/people/signing"
+value = "{CRM_SECRET}"
+"#,
+            hostile = test_artifacts::HOSTILE,
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let (stdout, stderr) = (dir.path().join("stdout.log"), dir.path().join("stderr.log"));
+    let mut host = Command::new(env!("CARGO_BIN_EXE_adapter-host"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        // Every level of the host's and its HTTP stack's own logging; the compiler's trace (a
+        // flood about machine code, with no data in it) would only slow the start down.
+        .env(
+            "ADAPTER_HOST_LOG",
+            "trace,cranelift_codegen=info,cranelift_frontend=info,regalloc2=info,\
+             wasmtime_cranelift=info,wasmtime=info",
+        )
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("starting adapter-host serve");
+    let client = reqwest::Client::new();
+    wait_ready(&client, port).await;
+
+    let body = format!("person\n{PERSON_EMAIL}\n{PERSON_PHONE}\norg-456");
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let signature = sign_standard_webhooks(
+        &Secret::new(CRM_SECRET),
+        "msg_pii_1",
+        &timestamp,
+        body.as_bytes(),
+    )
+    .unwrap();
+    let response = client
+        .post(format!("http://127.0.0.1:{port}/v1/hooks/people"))
+        .header("webhook-id", "msg_pii_1")
+        .header("webhook-timestamp", &timestamp)
+        .header("webhook-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let ack: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(ack["events"], 1, "{ack}");
+    // Published too (the relay's own logging included), before the host is stopped.
+    let published = r#"adapter_host_relay_attempts_total{result="ok",target="bus"} 1"#;
+    for _ in 0..200 {
+        if metrics(&client, port).await.contains(published) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stopped = Command::new("kill")
+        .args(["-TERM", &host.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    assert!(host.wait().unwrap().success(), "a graceful stop exits 0");
+
+    let log =
+        std::fs::read_to_string(&stdout).unwrap() + &std::fs::read_to_string(&stderr).unwrap();
+    assert!(log.contains("delivery processed"), "the host logged: {log}");
+    for value in [PERSON_EMAIL, PERSON_PHONE] {
+        assert!(!log.contains(value), "the host's log shows {value}");
+    }
+    // Nor is it readable on disk: the payload, the body and the guest's log are sealed.
+    for entry in walk(&data) {
+        let bytes = std::fs::read(&entry).unwrap();
+        for value in [PERSON_EMAIL, PERSON_PHONE] {
+            assert!(
+                !bytes.windows(value.len()).any(|w| w == value.as_bytes()),
+                "{} holds {value}",
+                entry.display()
+            );
+        }
+    }
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

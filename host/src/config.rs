@@ -119,6 +119,9 @@ pub struct ConnectionEntry {
     /// (its secret named in full, as `secret` is), methods.
     #[serde(default)]
     pub webhook: Option<crate::signatures::WebhookGuard>,
+    /// Payload fields withheld from export (dropped before the outbox).
+    #[serde(default)]
+    pub export: crate::export::ExportPolicy,
     /// `false` makes the endpoint answer 404.
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -284,6 +287,10 @@ pub async fn provision(host: &Host, config: &Config, base: &Path) -> anyhow::Res
             host.check_capability(name)
                 .map_err(|e| anyhow::anyhow!("connection {}: webhook: {e}", entry.id))?;
         }
+        entry
+            .export
+            .validate()
+            .map_err(|e| anyhow::anyhow!("connection {}: export: {e}", entry.id))?;
         let key = (entry.tenant_id.clone(), entry.adapter.clone());
         let (adapter_id, version) = match versions.get(&key) {
             Some(found) => found.clone(),
@@ -333,6 +340,9 @@ pub async fn provision(host: &Host, config: &Config, base: &Path) -> anyhow::Res
             api_json: api.as_ref().map(serde_json::to_string).transpose()?,
             webhook_json: (!guard.is_empty())
                 .then(|| serde_json::to_string(&guard))
+                .transpose()?,
+            export_json: (!entry.export.is_empty())
+                .then(|| serde_json::to_string(&entry.export))
                 .transpose()?,
             status: if entry.enabled {
                 ConnectionStatus::Active

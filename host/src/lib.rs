@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod drift;
 pub mod egress;
+pub mod export;
 pub mod health;
 pub mod metrics;
 pub mod oauth;

@@ -23,15 +23,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use serde_json::Value;
 use tokio::sync::{Notify, Semaphore};
 use tracing::Instrument as _;
 
 use crate::api::ApiError;
 use crate::bus::Bus;
-use crate::contracts::EmittedEvent;
+use crate::contracts::{self, EmittedEvent};
 use crate::egress::{
     ApiAccess, CredentialSource, Egress, EgressSession, Exchange, StoredCredential,
 };
+use crate::export::Withholding;
 use crate::metrics::Metrics;
 use crate::oauth::OAuth;
 use crate::provenance::{ActiveSigner, EventFacts, Origin, Provenance};
@@ -1777,6 +1779,8 @@ fn outbox_events(
         "actor": format!("{}@{}", connection.adapter_id, connection.adapter_version),
         "timestamp": humantime::format_rfc3339_millis(received).to_string(),
     });
+    let withholding = Withholding::of_stored(connection.export_json.as_deref())?;
+    let declaration = signing.adapter.declaration();
     let origin = Origin {
         tenant_id: &connection.tenant_id,
         connection_id: &connection.id,
@@ -1794,13 +1798,15 @@ fn outbox_events(
         .enumerate()
         .map(|(position, event)| {
             let event_id = source.event_id(&connection.id, event, position);
+            let exported = exported_payload(event, declaration, &withholding)?;
+            let payload_json = exported.payload.as_deref().unwrap_or(&event.payload);
             let facts = EventFacts {
                 event_id: &event_id,
                 org_id: event.org_id.as_deref(),
                 event_type: &event.event_type,
                 entity_type: &event.entity_type,
                 entity_id: &event.entity_id,
-                payload_json: &event.payload,
+                payload_json,
             };
             let record = signing
                 .signer
@@ -1808,17 +1814,64 @@ fn outbox_events(
                 .map_err(|e| anyhow::anyhow!("signing event {event_id}'s provenance: {e}"))?;
             let mut metadata = metadata.clone();
             metadata["provenance"] = record;
+            if !exported.personal.is_empty() {
+                metadata["personal_data"] = serde_json::json!(exported.personal);
+            }
+            if !exported.withheld.is_empty() {
+                metadata["withheld"] = serde_json::json!(exported.withheld);
+            }
             Ok(NewOutboxEvent {
                 org_id: event.org_id.clone(),
                 event_type: event.event_type.clone(),
                 entity_type: event.entity_type.clone(),
                 entity_id: event.entity_id.clone(),
-                payload_json: event.payload.clone(),
+                payload_json: payload_json.to_owned(),
                 metadata_json: metadata.to_string(),
                 event_id,
             })
         })
         .collect()
+}
+
+/// An event's payload as exported, and what the host knows of its personal data.
+#[derive(Debug, Default)]
+struct Exported {
+    /// The payload without the withheld fields; `None`: the payload as emitted.
+    payload: Option<String>,
+    /// Where the payload holds personal data (concrete JSON pointers), as the adapter declares.
+    personal: Vec<String>,
+    /// The fields the connection withheld (as they were before their removal).
+    withheld: Vec<String>,
+}
+
+/// `event`'s payload with the fields `withholding` names dropped, and where what is left holds
+/// personal data by `declaration`. Payloads of event types without either are not parsed.
+fn exported_payload(
+    event: &EmittedEvent,
+    declaration: &contracts::Declaration,
+    withholding: &Withholding,
+) -> anyhow::Result<Exported> {
+    let personal = declaration
+        .personal_fields(&event.event_type)
+        .filter(|fields| !fields.is_empty());
+    let withholds = withholding.applies_to(&event.event_type);
+    if personal.is_none() && !withholds {
+        return Ok(Exported::default());
+    }
+    // The contracts passed: the payload is a JSON object.
+    let mut payload: Value = serde_json::from_str(&event.payload)?;
+    let withheld = if withholds {
+        withholding.apply(&event.event_type, &mut payload)
+    } else {
+        Vec::new()
+    };
+    Ok(Exported {
+        payload: (!withheld.is_empty())
+            .then(|| serde_json::to_string(&payload))
+            .transpose()?,
+        personal: personal.map(|f| f.locate(&payload)).unwrap_or_default(),
+        withheld,
+    })
 }
 
 #[cfg(test)]

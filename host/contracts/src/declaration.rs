@@ -1,11 +1,12 @@
 //! What an adapter version declares it emits: its event types and, for each, the payload fields
-//! that hold decimals. Built once per adapter version from `describe`, then shared by every
-//! invocation of that version.
+//! that hold decimals and those that hold personal data. Built once per adapter version from
+//! `describe`, then shared by every invocation of that version.
 
 use std::collections::BTreeMap;
 
 use thiserror::Error;
 
+use super::fields::Fields;
 use super::{envelope, shorten};
 
 /// At most this many event types per adapter: `describe` is adapter output, and a declaration
@@ -16,6 +17,9 @@ pub const MAX_EVENT_TYPES: usize = 1024;
 pub const MAX_DECIMAL_FIELDS: usize = 128;
 /// At most this many bytes per decimal field pattern.
 pub const MAX_DECIMAL_FIELD_LEN: usize = 1024;
+/// At most this many personal-data field patterns per event type (the same bound as decimal
+/// fields, for the same reason).
+pub const MAX_PERSONAL_FIELDS: usize = MAX_DECIMAL_FIELDS;
 
 /// Why a declaration was refused. Each variant names the offending entry (shortened when
 /// very long, since it comes from the adapter).
@@ -53,6 +57,28 @@ pub enum DeclarationError {
         /// The limit.
         max: usize,
     },
+    /// A personal-data field pattern is not a JSON pointer starting with `/`.
+    #[error("personal-data field {pattern:?} of event type {event_type:?} {reason}")]
+    InvalidPersonalField {
+        /// The event type declaring it.
+        event_type: String,
+        /// The pattern as declared (shortened when very long).
+        pattern: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// More personal-data fields for one event type than [`MAX_PERSONAL_FIELDS`].
+    #[error(
+        "event type {event_type:?} declares {count} personal-data fields, at most {max} allowed"
+    )]
+    TooManyPersonalFields {
+        /// The event type.
+        event_type: String,
+        /// How many it declares.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// More decimal fields for one event type than [`MAX_DECIMAL_FIELDS`].
     #[error("event type {event_type:?} declares {count} decimal fields, at most {max} allowed")]
     TooManyDecimalFields {
@@ -65,7 +91,19 @@ pub enum DeclarationError {
     },
 }
 
-/// The event types an adapter version may emit, each with its decimal field patterns.
+/// One event type as `describe` lists it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventTypeFields {
+    /// `entity.action`.
+    pub name: String,
+    /// JSON pointers (with `*`) of the payload fields that hold decimals.
+    pub decimal_fields: Vec<String>,
+    /// JSON pointers (with `*`) of the payload fields that hold personal data.
+    pub personal_fields: Vec<String>,
+}
+
+/// The event types an adapter version may emit, each with its decimal field patterns and its
+/// personal-data field patterns.
 ///
 /// A pattern is a JSON pointer relative to the payload (`/amount`, `/lines/0/price`); a segment
 /// `*` matches any array index or object key (`/lines/*/price`). A consequence: an object key
@@ -73,20 +111,47 @@ pub enum DeclarationError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Declaration {
     /// Sorted, so that listings are deterministic.
-    event_types: BTreeMap<String, Vec<Pattern>>,
+    event_types: BTreeMap<String, Declared>,
+}
+
+/// What one event type declares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Declared {
+    decimals: Vec<Pattern>,
+    personal: Fields,
 }
 
 impl Declaration {
-    /// Validates and builds a declaration from `(event type, decimal field patterns)` pairs, as
-    /// listed by the adapter's `describe`. Event types must follow the event type grammar and
-    /// be unique; patterns must be JSON pointers starting with `/`. A pattern listed twice for
-    /// one event type is kept once.
+    /// Validates and builds a declaration from `(event type, decimal field patterns)` pairs,
+    /// with no personal-data fields: see [`Declaration::from_types`].
     pub fn new(
         event_types: impl IntoIterator<Item = (String, Vec<String>)>,
     ) -> Result<Self, DeclarationError> {
+        Self::from_types(
+            event_types
+                .into_iter()
+                .map(|(name, decimal_fields)| EventTypeFields {
+                    name,
+                    decimal_fields,
+                    personal_fields: Vec::new(),
+                }),
+        )
+    }
+
+    /// Validates and builds a declaration from the event types `describe` lists. Event types
+    /// must follow the event type grammar and be unique; patterns must be JSON pointers
+    /// starting with `/`. A pattern listed twice for one event type is kept once.
+    pub fn from_types(
+        event_types: impl IntoIterator<Item = EventTypeFields>,
+    ) -> Result<Self, DeclarationError> {
         let mut map = BTreeMap::new();
         let mut entries = event_types.into_iter();
-        while let Some((name, fields)) = entries.next() {
+        while let Some(entry) = entries.next() {
+            let EventTypeFields {
+                name,
+                decimal_fields: fields,
+                personal_fields,
+            } = entry;
             if map.len() == MAX_EVENT_TYPES {
                 return Err(DeclarationError::TooManyEventTypes {
                     count: MAX_EVENT_TYPES + 1 + entries.count(),
@@ -106,6 +171,13 @@ impl Declaration {
                     max: MAX_DECIMAL_FIELDS,
                 });
             }
+            if personal_fields.len() > MAX_PERSONAL_FIELDS {
+                return Err(DeclarationError::TooManyPersonalFields {
+                    event_type: name,
+                    count: personal_fields.len(),
+                    max: MAX_PERSONAL_FIELDS,
+                });
+            }
             let mut patterns: Vec<Pattern> = Vec::with_capacity(fields.len());
             for field in fields {
                 let pattern = Pattern::parse(&field).map_err(|reason| {
@@ -119,10 +191,23 @@ impl Declaration {
                     patterns.push(pattern);
                 }
             }
+            let personal = Fields::parse(&personal_fields).map_err(|(field, reason)| {
+                DeclarationError::InvalidPersonalField {
+                    event_type: name.clone(),
+                    pattern: shorten(field),
+                    reason,
+                }
+            })?;
             if map.contains_key(&name) {
                 return Err(DeclarationError::DuplicateEventType { name });
             }
-            map.insert(name, patterns);
+            map.insert(
+                name,
+                Declared {
+                    decimals: patterns,
+                    personal,
+                },
+            );
         }
         Ok(Self { event_types: map })
     }
@@ -142,12 +227,28 @@ impl Declaration {
     pub fn decimal_fields(&self, event_type: &str) -> Option<impl ExactSizeIterator<Item = &str>> {
         self.event_types
             .get(event_type)
-            .map(|patterns| patterns.iter().map(|p| p.text.as_str()))
+            .map(|declared| declared.decimals.iter().map(|p| p.text.as_str()))
+    }
+
+    /// The personal-data fields of `event_type`, or `None` when it is not declared.
+    pub fn personal_fields(&self, event_type: &str) -> Option<&Fields> {
+        self.event_types
+            .get(event_type)
+            .map(|declared| &declared.personal)
+    }
+
+    /// Whether any event type declares personal-data fields.
+    pub fn has_personal_fields(&self) -> bool {
+        self.event_types
+            .values()
+            .any(|declared| !declared.personal.is_empty())
     }
 
     /// The compiled patterns of `event_type`, or `None` when it is not declared.
     pub(super) fn patterns(&self, event_type: &str) -> Option<&[Pattern]> {
-        self.event_types.get(event_type).map(Vec::as_slice)
+        self.event_types
+            .get(event_type)
+            .map(|declared| declared.decimals.as_slice())
     }
 }
 
@@ -188,7 +289,7 @@ impl Segment {
 
 impl Pattern {
     /// Parses an RFC 6901 pointer with `*` wildcards, or says why it is not one.
-    fn parse(text: &str) -> Result<Self, &'static str> {
+    pub(super) fn parse(text: &str) -> Result<Self, &'static str> {
         if text.len() > MAX_DECIMAL_FIELD_LEN {
             return Err("is longer than 1024 bytes");
         }
@@ -215,6 +316,11 @@ impl Pattern {
     /// The segments, outermost first.
     pub(super) fn segments(&self) -> &[Segment] {
         &self.segments
+    }
+
+    /// The pattern as declared.
+    pub(super) fn text(&self) -> &str {
+        &self.text
     }
 }
 
@@ -284,6 +390,54 @@ mod tests {
         );
         assert_eq!(d.decimal_fields("contact.created").unwrap().count(), 0);
         assert!(d.decimal_fields("deal.lost").is_none());
+    }
+
+    #[test]
+    fn personal_fields_are_declared_per_event_type_and_checked() {
+        let typed = |name: &str, personal: &[&str]| EventTypeFields {
+            name: name.into(),
+            decimal_fields: vec!["/amount".into()],
+            personal_fields: personal.iter().map(|p| (*p).to_owned()).collect(),
+        };
+        let d = Declaration::from_types([
+            typed("contact.created", &["/email", "/phones/*", "/email"]),
+            typed("deal.won", &[]),
+        ])
+        .unwrap();
+        assert!(d.has_personal_fields());
+        let personal = d.personal_fields("contact.created").unwrap();
+        assert_eq!(
+            personal.patterns().collect::<Vec<_>>(),
+            ["/email", "/phones/*"]
+        );
+        assert!(d.personal_fields("deal.won").unwrap().is_empty());
+        assert!(d.personal_fields("deal.lost").is_none());
+        assert_eq!(
+            d.decimal_fields("contact.created")
+                .unwrap()
+                .collect::<Vec<_>>(),
+            ["/amount"]
+        );
+        assert!(
+            !decl(&[("deal.won", &["/amount"])])
+                .unwrap()
+                .has_personal_fields()
+        );
+
+        let err = Declaration::from_types([typed("contact.created", &["email"])]).unwrap_err();
+        assert!(
+            matches!(&err, DeclarationError::InvalidPersonalField { event_type, pattern, .. }
+                if event_type == "contact.created" && pattern == "email"),
+            "{err:?}"
+        );
+        let many: Vec<String> = (0..=MAX_PERSONAL_FIELDS)
+            .map(|i| format!("/f{i}"))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(matches!(
+            Declaration::from_types([typed("contact.created", &many)]),
+            Err(DeclarationError::TooManyPersonalFields { count: 129, .. })
+        ));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 mod declaration;
 mod envelope;
+mod fields;
 mod keys;
 mod numbers;
 mod payload;
@@ -22,8 +23,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use declaration::{
-    Declaration, DeclarationError, MAX_DECIMAL_FIELD_LEN, MAX_DECIMAL_FIELDS, MAX_EVENT_TYPES,
+    Declaration, DeclarationError, EventTypeFields, MAX_DECIMAL_FIELD_LEN, MAX_DECIMAL_FIELDS,
+    MAX_EVENT_TYPES, MAX_PERSONAL_FIELDS,
 };
+pub use fields::{Fields, MASKED, mask};
 pub use keys::{ScopeKey, scope_key};
 
 /// The version of these rules, named in every event's signed provenance record: raised whenever

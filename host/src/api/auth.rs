@@ -269,7 +269,15 @@ pub struct Caller {
     pub role: Role,
     /// Every role of this API the token grants, by name (recorded with the changes it makes).
     pub roles: Vec<String>,
+    /// Whether the token grants [`PERSONAL_DATA_ROLE`]: only then are payload fields an adapter
+    /// declares as personal data shown unmasked.
+    pub sees_personal_data: bool,
 }
+
+/// The role that lets a caller see personal data (the fields adapters declare in `pii-fields`)
+/// in payloads. It adds to a token's other role and implies none: a tenant admin, even a
+/// platform admin, sees those fields masked without it.
+pub const PERSONAL_DATA_ROLE: &str = "pii_reader";
 
 impl Caller {
     /// Whether the caller may change configuration.
@@ -405,11 +413,17 @@ pub fn authenticate(config: &AuthConfig, headers: &HeaderMap) -> Result<Caller, 
     let role = granted.last().copied().ok_or_else(|| {
         ApiError::Forbidden("the token grants no role of this API (tenant_admin, viewer)".into())
     })?;
+    let sees_personal_data = claims.roles.iter().any(|r| r == PERSONAL_DATA_ROLE);
+    let mut roles: Vec<String> = granted.iter().map(|r| r.as_str().to_owned()).collect();
+    if sees_personal_data {
+        roles.push(PERSONAL_DATA_ROLE.to_owned());
+    }
     Ok(Caller {
         subject: claims.sub,
         tenant_id: claims.tenant_id,
         org_id: claims.org_id,
         role,
-        roles: granted.iter().map(|r| r.as_str().to_owned()).collect(),
+        roles,
+        sees_personal_data,
     })
 }

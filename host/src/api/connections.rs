@@ -19,6 +19,7 @@ use super::manage::{
 };
 use super::scope::Scope;
 use crate::egress::{self, ApiAccess};
+use crate::export::ExportPolicy;
 use crate::pipeline::Host;
 use crate::poll::PollingConfig;
 use crate::signatures::{SchemeConfig, WebhookGuard};
@@ -76,6 +77,10 @@ struct NewConnectionRequest {
     /// name of the secret holding its token), methods.
     #[serde(default)]
     webhook: Option<WebhookGuard>,
+    /// Payload fields (personal data, typically) withheld from export: dropped from its events
+    /// before they are stored, signed and published.
+    #[serde(default)]
+    export: Option<ExportPolicy>,
     #[serde(default)]
     platform_level: bool,
     #[serde(default = "yes")]
@@ -112,6 +117,10 @@ struct ConnectionPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<WebhookGuard>)]
     webhook: Option<Option<WebhookGuard>>,
+    /// New export policy (replacing the whole of it); `null` withholds nothing.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<ExportPolicy>)]
+    export: Option<Option<ExportPolicy>>,
     #[serde(default)]
     enabled: Option<bool>,
 }
@@ -135,6 +144,16 @@ fn resolve_guard(
         state.host.check_capability(name)?;
     }
     Ok((!guard.is_empty()).then_some(guard))
+}
+
+/// Checks an export policy given by the caller: the policy to store, `None` when it withholds
+/// nothing.
+fn checked_export(policy: Option<ExportPolicy>) -> Result<Option<String>, ApiError> {
+    let policy = policy.unwrap_or_default();
+    policy
+        .validate()
+        .map_err(|e| ApiError::BadRequest(format!("export: {e}")))?;
+    (!policy.is_empty()).then(|| json_text(&policy)).transpose()
 }
 
 /// A field that is present (`Some`), possibly as `null` (`Some(None)`); absent fields are
@@ -266,6 +285,8 @@ struct ConnectionView {
     polling: Option<PollingConfig>,
     /// What the webhook checks besides the signature (the capability secret by reference).
     webhook: Option<WebhookGuard>,
+    /// The payload fields withheld from export; null: none.
+    export: Option<ExportPolicy>,
     status: ConnectionStatus,
     /// For an OAuth 2.0 connection: whether it is connected to its CRM, or in error (a
     /// refused grant: polls pause, webhooks are still taken) and why; null before it was
@@ -336,6 +357,10 @@ impl ConnectionView {
                 .webhook_json
                 .as_deref()
                 .and_then(|w| serde_json::from_str(w).ok()),
+            export: c
+                .export_json
+                .as_deref()
+                .and_then(|e| serde_json::from_str(e).ok()),
             status: c.status,
             created_at: c.created_at,
             updated_at: c.updated_at,
@@ -470,6 +495,7 @@ async fn create_connection(
     .await?;
     let resolve = |name: &str| Scope::secret_ref(scope.tenant_id(), org_id.as_deref(), name);
     let guard = resolve_guard(&state, request.webhook, &request.signature, resolve)?;
+    let export_json = checked_export(request.export)?;
     let api = api.map(|api| with_secret_refs(api, resolve));
     let polling = request.polling.map(|p| with_push_ref(p, resolve));
     let spec = ConnectionSpec {
@@ -487,6 +513,7 @@ async fn create_connection(
         polling_json: polling.as_ref().map(json_text).transpose()?,
         api_json: api.as_ref().map(json_text).transpose()?,
         webhook_json: guard.as_ref().map(json_text).transpose()?,
+        export_json,
         status: if request.enabled {
             ConnectionStatus::Active
         } else {
@@ -618,6 +645,7 @@ async fn update_connection(
         ("api", patch.api.is_some()),
         ("polling", patch.polling.is_some()),
         ("webhook", patch.webhook.is_some()),
+        ("export", patch.export.is_some()),
         ("enabled", patch.enabled.is_some()),
     ]);
     let mut spec = current.spec();
@@ -694,6 +722,9 @@ async fn update_connection(
             let polling = polling.clone().map(|p| with_push_ref(p, resolve));
             spec.polling_json = polling.as_ref().map(json_text).transpose()?;
         }
+    }
+    if let Some(export) = patch.export.clone() {
+        spec.export_json = checked_export(export)?;
     }
     if let Some(enabled) = patch.enabled {
         spec.status = if enabled {

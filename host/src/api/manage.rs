@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::ApiError;
 use super::audit::{Target, changed_fields};
-use super::auth::{self, AuthConfig};
+use super::auth::{self, AuthConfig, Caller};
 use super::connections::check_allowed_orgs;
 use super::scope::Scope;
 use crate::pipeline::Host;
@@ -709,7 +709,12 @@ struct EventView {
     payload: Box<serde_json::value::RawValue>,
     /// Whether the payload was erased (the tenant's data key destroyed): `payload` is null.
     payload_erased: bool,
-    /// Trace id, source, actor (adapter id@version), timestamp.
+    /// The payload fields (JSON pointers) shown as `"~masked"`: personal data, as the adapter
+    /// declares it, which only a caller with the `pii_reader` role sees.
+    masked: Vec<String>,
+    /// Trace id, source, actor (adapter id@version), timestamp, provenance; `personal_data`
+    /// lists where the payload holds personal data, `withheld` the fields the connection kept
+    /// out of the export.
     #[schema(value_type = Object)]
     metadata: Box<serde_json::value::RawValue>,
     delivery_id: String,
@@ -722,18 +727,25 @@ struct EventView {
 }
 
 impl EventView {
-    fn new(row: OutboxRow) -> Result<Self, ApiError> {
+    /// The view of `row` for `caller`: personal data masked unless the caller may see it.
+    fn new(row: OutboxRow, caller: &Caller) -> Result<Self, ApiError> {
         let raw = |text: String| {
             serde_json::value::RawValue::from_string(text).map_err(ApiError::internal)
         };
+        let (payload_json, masked) = if caller.sees_personal_data {
+            (row.payload_json, Vec::new())
+        } else {
+            masked_payload(row.payload_json, &row.metadata_json)?
+        };
         Ok(Self {
+            masked,
             seq: row.seq,
             event_id: row.event_id,
             org_id: row.org_id,
             event_type: row.event_type,
             entity_type: row.entity_type,
             entity_id: row.entity_id,
-            payload: raw(row.payload_json)?,
+            payload: raw(payload_json)?,
             payload_erased: row.payload_erased,
             metadata: raw(row.metadata_json)?,
             delivery_id: row.delivery_id,
@@ -745,6 +757,28 @@ impl EventView {
             last_error: row.last_error,
         })
     }
+}
+
+/// `payload_json` with the personal data its event's metadata names (`personal_data`) masked,
+/// and the pointers masked.
+fn masked_payload(
+    payload_json: String,
+    metadata_json: &str,
+) -> Result<(String, Vec<String>), ApiError> {
+    #[derive(Deserialize)]
+    struct Personal {
+        #[serde(default)]
+        personal_data: Vec<String>,
+    }
+    let personal = serde_json::from_str::<Personal>(metadata_json)
+        .map_err(ApiError::internal)?
+        .personal_data;
+    if personal.is_empty() {
+        return Ok((payload_json, Vec::new()));
+    }
+    let mut payload: Value = serde_json::from_str(&payload_json).map_err(ApiError::internal)?;
+    let masked = crate::contracts::mask(&mut payload, &personal);
+    Ok((payload.to_string(), masked))
 }
 
 #[utoipa::path(
@@ -791,7 +825,7 @@ async fn list_events(
     let items = page
         .items
         .into_iter()
-        .map(EventView::new)
+        .map(|row| EventView::new(row, &scope.caller))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(Page {
         items,
@@ -833,7 +867,7 @@ async fn get_event(
             return Err(not_found());
         }
     }
-    Ok(Json(EventView::new(row)?))
+    Ok(Json(EventView::new(row, &scope.caller)?))
 }
 
 // --- Deliveries --------------------------------------------------------------------------
@@ -1811,6 +1845,51 @@ struct TestReport {
     log: Value,
     /// The connection's state after the run (text values); null when the run kept none.
     state_after: Option<BTreeMap<String, String>>,
+    /// The events' payload fields shown as `"~masked"`: personal data, as the version declares
+    /// it, which only a caller with the `pii_reader` role sees.
+    masked: Vec<MaskedFields>,
+}
+
+/// The masked payload fields of one event of a dry run.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct MaskedFields {
+    /// The event's position in `outcome.accepted.events`, from 0.
+    event: usize,
+    /// JSON pointers into its payload.
+    fields: Vec<String>,
+}
+
+/// Masks the personal data `declaration` names in the payloads of `outcome`'s events.
+fn mask_outcome(
+    outcome: &mut sandbox::Outcome,
+    declaration: &crate::contracts::Declaration,
+) -> Vec<MaskedFields> {
+    let sandbox::Outcome::Accepted { events, .. } = outcome else {
+        return Vec::new();
+    };
+    let mut masked = Vec::new();
+    for (index, event) in events.iter_mut().enumerate() {
+        let Some(fields) = declaration
+            .personal_fields(&event.event_type)
+            .filter(|f| !f.is_empty())
+        else {
+            continue;
+        };
+        let Ok(mut payload) = serde_json::from_str::<Value>(&event.payload) else {
+            continue;
+        };
+        let found = fields.locate(&payload);
+        if found.is_empty() {
+            continue;
+        }
+        let fields = crate::contracts::mask(&mut payload, &found);
+        event.payload = payload.to_string();
+        masked.push(MaskedFields {
+            event: index,
+            fields,
+        });
+    }
+    masked
 }
 
 /// Runs a version against a sample in the sandbox and answers what it would do: events,
@@ -1901,11 +1980,16 @@ async fn test_version(
         .into_iter()
         .map(|(k, v)| (k, v.into_bytes()))
         .collect();
-    let report = state
+    let mut report = state
         .host
         .run_isolated(&loaded, &input, &context, sandbox::Env::with_state(before))
         .await
         .map_err(ApiError::internal)?;
+    let masked = if scope.caller.sees_personal_data {
+        Vec::new()
+    } else {
+        mask_outcome(&mut report.outcome, loaded.declaration())
+    };
     let state_after = report.state.as_ref().map(|s| {
         s.iter()
             .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
@@ -1916,5 +2000,6 @@ async fn test_version(
         usage: serde_json::to_value(&report.usage).map_err(ApiError::internal)?,
         log: serde_json::to_value(&report.log).map_err(ApiError::internal)?,
         state_after,
+        masked,
     }))
 }

@@ -18,6 +18,7 @@ fn connection(polling: Option<&str>) -> Connection {
         polling_json: polling.map(str::to_owned),
         api_json: None,
         webhook_json: None,
+        export_json: None,
         status: ConnectionStatus::Active,
         created_at: NOW - 86_400_000,
         updated_at: NOW - 86_400_000,

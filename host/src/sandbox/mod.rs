@@ -14,6 +14,7 @@ mod engine;
 pub mod http;
 mod limits;
 mod logs;
+mod personal;
 mod report;
 mod state;
 mod world;
@@ -39,6 +40,7 @@ pub use world::{AdapterInfo, EventTypeInfo, VersionRecord, WORLD_EXPORT, WorldVe
 use deadline::Deadline;
 use limits::Limiter;
 use logs::LogSink;
+use personal::PersonalValues;
 use state::State;
 use world::{v1, v2};
 
@@ -613,6 +615,8 @@ impl Adapter {
         usage.fuel_consumed = self.fuel_consumed(&store);
         usage.peak_memory_bytes = store.data().limiter.peak_memory_bytes as u64;
 
+        // The personal data in what the adapter returned: masked in its log and its violations.
+        let mut personal = None;
         let outcome = match result {
             None => Outcome::Failed {
                 failure: Failure::new(
@@ -628,12 +632,18 @@ impl Adapter {
                 failure: classify_trap(&error, &store.data().limiter, &log, limits),
             },
             Some(Ok(Err(error))) => Outcome::from_adapter_error(error),
-            Some(Ok(Ok(output))) => self.check_output(output, context, &mut usage),
+            Some(Ok(Ok(output))) => {
+                personal = PersonalValues::of(&output.events, &self.loaded.declaration);
+                self.check_output(output, context, &mut usage, personal.as_ref())
+            }
         };
         let HostState { state, .. } = store.into_data();
         let (changed, access) = state.finish();
         let changed = if outcome.is_success() { changed } else { None };
-        let log = log.finish();
+        let mut log = log.finish();
+        if let Some(personal) = &personal {
+            log.mask(personal);
+        }
         usage.log_bytes = log.bytes;
         let mut report = Report::new(outcome, usage, log, changed);
         report.state_access = access;
@@ -754,6 +764,7 @@ impl Adapter {
         output: Output,
         context: &ConnectionContext,
         usage: &mut Usage,
+        personal: Option<&PersonalValues>,
     ) -> Outcome {
         let Output {
             events,
@@ -784,8 +795,14 @@ impl Adapter {
                 failure: Failure::new(FailureKind::OutputLimit, message),
             };
         }
-        let violations =
+        let mut violations =
             contracts::check_events(&events, &self.loaded.declaration, &context.scope());
+        if let Some(personal) = personal {
+            for violation in &mut violations {
+                violation.message = personal.mask(&violation.message);
+                violation.value = violation.value.as_deref().map(|v| personal.mask(v));
+            }
+        }
         if violations.is_empty() {
             Outcome::Accepted {
                 events,
@@ -829,12 +846,13 @@ impl Adapter {
         if info.name.trim().is_empty() {
             return Err(Error::Describe("the adapter's name is empty".into()));
         }
-        let declaration = Declaration::new(
-            info.event_types
-                .iter()
-                .map(|t| (t.name.clone(), t.decimal_fields.clone())),
-        )
-        .map_err(|e| Error::Describe(e.to_string()))?;
+        let declaration =
+            Declaration::from_types(info.event_types.iter().map(|t| contracts::EventTypeFields {
+                name: t.name.clone(),
+                decimal_fields: t.decimal_fields.clone(),
+                personal_fields: t.pii_fields.clone(),
+            }))
+            .map_err(|e| Error::Describe(e.to_string()))?;
         let loaded =
             Arc::get_mut(&mut self.loaded).expect("an adapter is described before it is shared");
         loaded.declaration = declaration;

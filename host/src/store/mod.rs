@@ -447,6 +447,9 @@ pub struct ConnectionSpec {
     /// What its webhook checks besides the signature (JSON text: source allow list,
     /// capability secret, methods); `None` for nothing.
     pub webhook_json: Option<String>,
+    /// What it withholds from export (JSON text of an [`crate::export::ExportPolicy`]); `None`
+    /// for nothing.
+    pub export_json: Option<String>,
     /// Whether it takes deliveries.
     pub status: ConnectionStatus,
 }
@@ -497,6 +500,8 @@ pub struct Connection {
     pub api_json: Option<String>,
     /// Webhook guard (JSON text).
     pub webhook_json: Option<String>,
+    /// Export policy (JSON text).
+    pub export_json: Option<String>,
     /// Whether it takes deliveries.
     pub status: ConnectionStatus,
     /// When it was created.
@@ -528,6 +533,7 @@ impl Connection {
             polling_json: self.polling_json.clone(),
             api_json: self.api_json.clone(),
             webhook_json: self.webhook_json.clone(),
+            export_json: self.export_json.clone(),
             status: self.status,
         }
     }
@@ -2331,6 +2337,9 @@ impl ConnectionSpec {
         check_json("settings_json", &self.settings_json)?;
         if let Some(polling) = &self.polling_json {
             check_json("polling_json", polling)?;
+        }
+        if let Some(export) = &self.export_json {
+            check_json("export_json", export)?;
         }
         if let Some(webhook) = &self.webhook_json {
             check_json("webhook_json", webhook)?;

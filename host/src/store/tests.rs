@@ -111,6 +111,7 @@ fn spec(id: &str, tenant_id: &str, adapter_id: &str, version: u32) -> Connection
         status: ConnectionStatus::Active,
         api_json: None,
         webhook_json: None,
+        export_json: None,
     }
 }
 

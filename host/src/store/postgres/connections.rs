@@ -14,7 +14,7 @@ pub(super) const VERSION: &str = "adapter_id, version, sha256, size_bytes, info_
 pub(super) const CONNECTION: &str = "id, tenant_id, org_id, provider, adapter_id, adapter_version, \
     signature_json, allowed_org_ids_json, secret_refs_json, settings_json, polling_json, status, \
     created_at, updated_at, last_delivery_at, version_changed_by, version_changed_at, api_json, \
-    webhook_json";
+    webhook_json, export_json";
 
 pub(super) fn adapter_row(row: &Row) -> Result<Adapter> {
     Ok(Adapter {
@@ -56,6 +56,7 @@ pub(super) fn connection_row(row: &Row) -> Result<Connection> {
         polling_json: get(row, "polling_json")?,
         api_json: get(row, "api_json")?,
         webhook_json: get(row, "webhook_json")?,
+        export_json: get(row, "export_json")?,
         status: text_enum(row, "status")?,
         created_at: get(row, "created_at")?,
         updated_at: get(row, "updated_at")?,
@@ -129,7 +130,7 @@ pub(super) async fn upsert_connection(
             &format!(
                 "INSERT INTO connections ({CONNECTION}) VALUES \
                  ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, NULL, NULL, NULL, \
-                  $14, $15) ON CONFLICT (id) DO NOTHING"
+                  $14, $15, $16) ON CONFLICT (id) DO NOTHING"
             ),
             &[
                 &spec.id,
@@ -147,6 +148,7 @@ pub(super) async fn upsert_connection(
                 &now,
                 &spec.api_json,
                 &spec.webhook_json,
+                &spec.export_json,
             ],
         )
         .await?;
@@ -174,7 +176,7 @@ pub(super) async fn upsert_connection(
         "UPDATE connections SET org_id = $2, provider = $3, adapter_id = $4, \
          adapter_version = $5, signature_json = $6, allowed_org_ids_json = $7, \
          secret_refs_json = $8, settings_json = $9, polling_json = $10, status = $11, \
-         updated_at = $12, api_json = $15, webhook_json = $16, \
+         updated_at = $12, api_json = $15, webhook_json = $16, export_json = $17, \
          version_changed_by = CASE WHEN $13::boolean THEN $14::text ELSE version_changed_by END, \
          version_changed_at = CASE WHEN $13::boolean THEN $12 ELSE version_changed_at END \
          WHERE id = $1",
@@ -195,6 +197,7 @@ pub(super) async fn upsert_connection(
             &actor,
             &spec.api_json,
             &spec.webhook_json,
+            &spec.export_json,
         ],
     )
     .await?;

@@ -400,4 +400,8 @@ $guard$;
 "#,
     super::retention::TENANTS_MIGRATION,
     super::identities::MIGRATION,
+    r#"
+-- The payload fields a connection withholds from export (see export.rs).
+ALTER TABLE connections ADD COLUMN export_json TEXT;
+"#,
 ];

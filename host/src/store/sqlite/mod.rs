@@ -452,6 +452,10 @@ END;
 "#,
     retention::TENANTS_MIGRATION,
     identities::MIGRATION,
+    r#"
+-- The payload fields a connection withholds from export (see export.rs).
+ALTER TABLE connections ADD COLUMN export_json TEXT;
+"#,
 ];
 
 impl From<rusqlite::Error> for Error {
@@ -931,7 +935,7 @@ const VERSION: &str = "adapter_id, version, sha256, size_bytes, info_json, limit
 const CONNECTION: &str = "id, tenant_id, org_id, provider, adapter_id, adapter_version, \
     signature_json, allowed_org_ids_json, secret_refs_json, settings_json, polling_json, status, \
     created_at, updated_at, last_delivery_at, version_changed_by, version_changed_at, api_json, \
-    webhook_json";
+    webhook_json, export_json";
 const DELIVERY_INFO: &str = "id, connection_id, tenant_id, received_at, provider_delivery_id, \
     body_sha256, coalesce(body_bytes, length(body)) AS body_bytes, method, path, query, status, attempts, reason_json, \
     processed_at, trace_id, kind, poll_run_id, cursor, body_purged_at";
@@ -1036,6 +1040,7 @@ fn connection_row(row: &Row<'_>) -> rusqlite::Result<Connection> {
         polling_json: row.get("polling_json")?,
         api_json: row.get("api_json")?,
         webhook_json: row.get("webhook_json")?,
+        export_json: row.get("export_json")?,
         status: text_enum(row, "status")?,
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,
@@ -1354,7 +1359,7 @@ fn upsert_connection(
         db.prepare_cached(&format!(
             "INSERT INTO connections ({CONNECTION}) VALUES \
              (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, NULL, NULL, NULL, ?14, \
-             ?15)"
+             ?15, ?16)"
         ))?
         .execute(params![
             spec.id,
@@ -1372,6 +1377,7 @@ fn upsert_connection(
             now,
             spec.api_json,
             spec.webhook_json,
+            spec.export_json,
         ])?;
         return Ok((require_connection(db, &spec.id)?, Upsert::Created));
     };
@@ -1381,19 +1387,7 @@ fn upsert_connection(
             spec.id
         )));
     }
-    let same = old.org_id == spec.org_id
-        && old.provider == spec.provider
-        && old.adapter_id == spec.adapter_id
-        && old.adapter_version == spec.adapter_version
-        && old.signature_json == spec.signature_json
-        && old.allowed_org_ids == spec.allowed_org_ids
-        && old.secret_refs_json == spec.secret_refs_json
-        && old.settings_json == spec.settings_json
-        && old.polling_json == spec.polling_json
-        && old.api_json == spec.api_json
-        && old.webhook_json == spec.webhook_json
-        && old.status == spec.status;
-    if same {
+    if old.spec() == spec {
         return Ok((old, Upsert::Unchanged));
     }
     let version_changed =
@@ -1402,7 +1396,7 @@ fn upsert_connection(
         "UPDATE connections SET org_id = ?2, provider = ?3, adapter_id = ?4, \
          adapter_version = ?5, signature_json = ?6, allowed_org_ids_json = ?7, \
          secret_refs_json = ?8, settings_json = ?9, polling_json = ?10, status = ?11, \
-         updated_at = ?12, api_json = ?15, webhook_json = ?16, \
+         updated_at = ?12, api_json = ?15, webhook_json = ?16, export_json = ?17, \
          version_changed_by = CASE WHEN ?13 THEN ?14 ELSE version_changed_by END, \
          version_changed_at = CASE WHEN ?13 THEN ?12 ELSE version_changed_at END \
          WHERE id = ?1",
@@ -1424,6 +1418,7 @@ fn upsert_connection(
         actor,
         spec.api_json,
         spec.webhook_json,
+        spec.export_json,
     ])?;
     if old.polling_json != spec.polling_json {
         // A shorter interval takes effect now, not after the run the old one scheduled.
@@ -4182,6 +4177,7 @@ mod tests {
             status: ConnectionStatus::Active,
             api_json: None,
             webhook_json: None,
+            export_json: None,
         };
         let get = || async { store.get_connection("c1").await.unwrap().unwrap() };
         assert_eq!(get().await, t.connection);
@@ -4255,6 +4251,7 @@ mod tests {
             version_changed_at: None,
             api_json: None,
             webhook_json: None,
+            export_json: None,
         };
         // A write commits while the read is under way: what the read found may be stale.
         let generation = cache.get("c1").unwrap_err();

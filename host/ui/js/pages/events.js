@@ -81,7 +81,14 @@ export async function detail(view, ctx) {
     ),
     e.payload_erased
       ? section('Payload', h('p', { class: 'empty' }, 'The payload was erased (the tenant’s data, or a person’s): the event’s row stays, its content is gone.'))
-      : section('Payload', h('p', { class: 'hint' }, 'Highlighted values are decimals, carried as strings so that no digit is lost.'), json(e.payload)),
+      : section(
+          'Payload',
+          h('p', { class: 'hint' }, 'Highlighted values are decimals, carried as strings so that no digit is lost.'),
+          e.masked?.length
+            ? h('p', { class: 'hint masked-note' }, `Personal data masked (your role may not see it): ${e.masked.join(', ')}.`)
+            : null,
+          json(e.payload),
+        ),
     section('Metadata', json(e.metadata)),
   );
 }

@@ -26,6 +26,11 @@ impl Adapter for Hostile {
             .event_type("test.ok")
             .event_type("probe.result")
             .event_type(EventTypeDecl::new("deal.won").decimal_field("/amount"))
+            .event_type(
+                EventTypeDecl::new("contact.created")
+                    .pii_field("/email")
+                    .pii_field("/phones/*"),
+            )
     }
 
     fn handle_webhook(req: &WebhookRequest, _ctx: &Context) -> Result<Vec<Event>, AdapterError> {
@@ -127,6 +132,32 @@ fn run(command: &str, args: &[&str]) -> Result<Vec<Event>, AdapterError> {
         "stderr" => {
             eprintln!("to stderr");
             Ok(vec![ok_event()?])
+        }
+        // A person (email, phone; then the org to emit it for) that the guest also writes to
+        // its log at every level and to stdout and stderr: the host must mask it everywhere
+        // but the event.
+        "person" => {
+            let [email, phone, org] = args_n(command, args)?;
+            let line = format!("person {email} reachable at {phone}");
+            log::trace(&line);
+            log::debug(&line);
+            log::info(&line);
+            log::warn(&line);
+            log::error(&line);
+            println!("{line}");
+            eprintln!("{line}");
+            Ok(vec![
+                Event::new("contact.created", "P-1")?
+                    .org(org)
+                    .payload(json!({
+                        "external_source": "hostile",
+                        "external_id": "P-1",
+                        "name": "Test Person",
+                        "email": email,
+                        "phones": [phone],
+                        "city": "Leeds",
+                    }))?,
+            ])
         }
         // Blocks in WASI (a clock wait) for the given milliseconds (default 3000): no wasm
         // runs meanwhile, so only the host's watchdog can stop it at the deadline.
