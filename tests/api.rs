@@ -1251,6 +1251,154 @@ async fn personal_data_is_masked_without_its_role_kept_out_of_logs_and_withheld_
 }
 
 #[tokio::test]
+async fn a_recorded_invocation_replays_exactly_through_the_api_and_the_cli_and_a_change_shows() {
+    let api = start().await;
+    let a = org_admin("org-a");
+    let reader = As {
+        token: token_with(json!({"org_id": "org-a", "roles": ["tenant_admin", "pii_reader"]})),
+        org_header: None,
+    };
+    let connection = hostile_connection(&api, &a).await;
+    // Two runs of the same input: the state, the clocks and the random seed differ.
+    let first = deliver_hostile(&api, &connection, "entropy\norg-a").await;
+    let second = deliver_hostile(&api, &connection, "entropy\norg-a\n").await;
+    assert_eq!(
+        (first["events"].as_u64(), second["events"].as_u64()),
+        (Some(1), Some(1)),
+        "{first} {second}"
+    );
+    let (_, events) = api.call(&reader, Method::GET, "/v1/events", None).await;
+    let details: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["payload"]["detail"].as_str().unwrap())
+        .collect();
+    assert!(
+        details[0].starts_with("run 2 ") && details[1].starts_with("run 1 "),
+        "{details:?}"
+    );
+
+    let delivery = format!("/v1/deliveries/{}", second["delivery_id"].as_str().unwrap());
+    let (_, detail) = api.call(&a, Method::GET, &delivery, None).await;
+    let invocation = detail["invocations"][0]["id"].as_str().unwrap().to_owned();
+    assert!(
+        !detail.to_string().contains("entropy-count"),
+        "the replay record is not shown: {detail}"
+    );
+    let export_path = format!("/v1/invocations/{invocation}/export");
+
+    // The version declares personal data: exporting it needs pii_reader; a viewer, never.
+    let (status, problem) = api.call(&a, Method::GET, &export_path, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("pii_reader"),
+        "{problem}"
+    );
+    let viewer = As {
+        token: token_with(json!({"org_id": "org-a", "roles": ["viewer", "pii_reader"]})),
+        org_header: None,
+    };
+    assert_eq!(
+        api.call(&viewer, Method::GET, &export_path, None).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.call(&org_admin("org-b"), Method::GET, &export_path, None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+
+    let (status, export) = api.call(&reader, Method::GET, &export_path, None).await;
+    assert_eq!(status, StatusCode::OK, "{export}");
+    assert_eq!(export["format"], "adapter-host.invocation/1");
+    assert!(
+        !export.to_string().contains("github-secret"),
+        "no secret: {export}"
+    );
+    // What it saw of the state: the counter as the first run left it.
+    assert_eq!(
+        export["record"]["state"]["entropy-count"], "MQ==",
+        "{export}"
+    );
+
+    // Replayed by the host: the same outcome, byte for byte.
+    let replay_path = format!("/v1/invocations/{invocation}/replay");
+    let (status, replayed) = api.call(&reader, Method::POST, &replay_path, None).await;
+    assert_eq!(status, StatusCode::OK, "{replayed}");
+    assert_eq!(replayed["identical"], true, "{replayed}");
+    assert_eq!(replayed["differences"], json!([]));
+    let payload: Value = serde_json::from_str(
+        replayed["outcome"]["events"][0]["payload"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        payload["detail"], details[0],
+        "the same clock readings and seed"
+    );
+    let (_, again) = api
+        .call(&reader, Method::POST, &replay_path, Some(json!({})))
+        .await;
+    assert_eq!(again["identical"], true, "{again}");
+    let (status, _) = api
+        .call(
+            &reader,
+            Method::POST,
+            &replay_path,
+            Some(json!({"adapter_version": 9})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Replayed locally with the CLI, from the export alone.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("invocation.json");
+    std::fs::write(&file, export.to_string()).unwrap();
+    let run = |file: &std::path::Path, wasm: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_adapter-host"))
+            .arg("replay")
+            .arg(file)
+            .arg(wasm)
+            .arg("--no-cache")
+            .output()
+            .unwrap()
+    };
+    let out = run(&file, test_artifacts::HOSTILE);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("identical:"), "{stdout}");
+    // Another component is refused unless asked for.
+    let out = run(&file, test_artifacts::NOOP);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the invocation ran component"));
+
+    // A different recorded state computes something else, and the replay names where.
+    let mut changed = export.clone();
+    changed["record"]["state"]["entropy-count"] = json!("NQ==");
+    std::fs::write(&file, changed.to_string()).unwrap();
+    let out = run(&file, test_artifacts::HOSTILE);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(7), "{stdout}");
+    assert!(
+        stdout.contains("differs at /events/0/payload/detail"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
 async fn a_tenant_sets_its_own_retention_and_the_purge_applies_it() {
     let api = start().await;
     let a = org_admin("org-a");
@@ -2797,6 +2945,7 @@ async fn an_org_connection_publishes_nothing_at_platform_level() {
                 outcome: adapter_host::store::InvocationOutcome::Accepted,
                 detail_json: None,
                 log_json: "{}".into(),
+                replay_json: None,
                 export: adapter_host::store::Export::HandleWebhook,
             },
             events: vec![adapter_host::store::NewOutboxEvent {

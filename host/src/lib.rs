@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod poll;
 pub mod provenance;
 pub mod relay;
+pub mod replay;
 pub mod retention;
 pub use adapter_contracts as contracts;
 pub mod sandbox;

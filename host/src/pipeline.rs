@@ -37,9 +37,9 @@ use crate::export::Withholding;
 use crate::metrics::Metrics;
 use crate::oauth::OAuth;
 use crate::provenance::{ActiveSigner, EventFacts, Origin, Provenance};
+use crate::replay::ReplayRecord;
 use crate::sandbox::{
     self, Adapter, ConnectionContext, Env, Input, Limits, Outcome, Report, Sandbox, StateMap,
-    WebhookRequest,
 };
 use crate::secrets::SecretStore;
 use crate::signatures::{
@@ -756,6 +756,7 @@ impl Host {
             http: session
                 .clone()
                 .map(|session| session as Arc<dyn sandbox::Fetch>),
+            replay: None,
         };
         let span = tracing::info_span!(
             "sandbox.invoke",
@@ -1563,15 +1564,7 @@ pub(crate) struct Ingest {
 impl Ingest {
     /// A verified webhook delivery.
     fn webhook(new: NewDelivery) -> Self {
-        let input = Input::Webhook(WebhookRequest {
-            method: new.method.clone(),
-            path: new.path.clone(),
-            query: new.query.clone(),
-            headers: new.headers.clone(),
-            body: new.body.clone(),
-            received_at: std::time::UNIX_EPOCH
-                + Duration::from_millis(u64::try_from(new.received_at).unwrap_or_default()),
-        });
+        let input = new.to_input();
         Self {
             new,
             input,
@@ -1676,7 +1669,7 @@ fn completion(
         Outcome::Accepted { .. } => None,
         other => Some(serde_json::to_string(other)?),
     };
-    let invocation = InvocationRecord::from_report(
+    let mut invocation = InvocationRecord::from_report(
         &report,
         export_of(input),
         AdapterRef {
@@ -1687,6 +1680,8 @@ fn completion(
         body_sha256,
         started_at,
     );
+    let replay = ReplayRecord::of(&report, &connection_context(connection)?, &snapshot.map);
+    invocation.replay_json = Some(serde_json::to_string(&replay)?);
     let (next, records) = match &report.outcome {
         Outcome::Accepted {
             next_cursor,

@@ -382,7 +382,6 @@ impl Host {
             let mut headers = vec![(STATUS_HEADER.to_owned(), response.status.to_string())];
             headers.extend(response.headers.iter().cloned());
             let body = response.body.clone();
-            let page = PollPage::fetched(request.clone(), response, cursor.clone(), fetched_at);
             let new = NewDelivery {
                 connection_id: connection.id.clone(),
                 received_at: system_millis(fetched_at),
@@ -408,9 +407,11 @@ impl Host {
                 requests: exchanges.len() as u32,
                 records: 0,
             };
+            // The page as the stored delivery gives it (a redrive and a replay run on the same).
+            let input = new.to_input();
             let ingest = Ingest {
                 new,
-                input: Input::Poll(page),
+                input,
                 preceding: vec![request_record],
                 exchanges,
                 poll: Some(checkpoint),

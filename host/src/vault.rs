@@ -95,6 +95,8 @@ pub enum Purpose {
     Log,
     /// An outbox event's payload.
     Payload,
+    /// What replays an invocation: the state it read, its seed and clock readings.
+    Replay,
 }
 
 impl Purpose {
@@ -104,6 +106,7 @@ impl Purpose {
             Self::Response => 2,
             Self::Log => 3,
             Self::Payload => 4,
+            Self::Replay => 5,
         }
     }
 }

@@ -96,6 +96,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(super::audit::router(state.clone()))
         .merge(super::orgs::router(state.clone()))
         .merge(super::erasure::router(state.clone()))
+        .merge(super::invocations::router(state.clone()))
         .merge(super::retention::router(state.clone()))
         .merge(super::identities::router(state.clone()))
         .merge(super::health::router(state.clone()))

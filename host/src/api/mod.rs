@@ -7,6 +7,7 @@ pub mod drift;
 pub mod erasure;
 pub mod health;
 pub mod identities;
+pub mod invocations;
 pub mod manage;
 pub mod oauth;
 pub mod openapi;

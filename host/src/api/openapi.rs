@@ -185,6 +185,8 @@ fn is_public(path: &str) -> bool {
         manage::retry_subscriber_delivery,
         super::audit::list_audit,
         super::orgs::list_orgs,
+        super::invocations::export_invocation,
+        super::invocations::replay_invocation,
         super::erasure::erase_tenant,
         super::erasure::erase_subject,
         super::retention::get_retention,

@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod new;
 mod poll;
+mod replay;
 mod token;
 mod verify;
 
@@ -38,6 +39,8 @@ pub const EXIT_FETCH_FAILED: u8 = 5;
 /// Exit status (`verify-event`): the event's provenance does not verify, or names another
 /// input or component than the ones given.
 pub const EXIT_UNVERIFIED: u8 = 6;
+/// Exit status (`replay`): the replay computed another outcome than the recorded invocation.
+pub const EXIT_DIFFERENT: u8 = 7;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -76,6 +79,12 @@ enum Command {
     ///
     /// Exit status: 0 verified, 1 error (unreadable file), 6 not verified.
     VerifyEvent(verify::VerifyArgs),
+    /// Re-run one recorded invocation exactly (the export of
+    /// GET /v1/invocations/{id}/export: input, state, seed, clock readings, recorded answers)
+    /// and say whether it computes the same outcome, byte for byte.
+    ///
+    /// Exit status: 0 identical, 1 error, 7 different.
+    Replay(replay::ReplayArgs),
 }
 
 #[derive(Debug, Args)]
@@ -386,6 +395,7 @@ pub fn main() -> ExitCode {
             EXIT_OK
         }),
         Command::VerifyEvent(args) => verify::verify(&args),
+        Command::Replay(args) => block_on(replay::replay(&args)),
         Command::New(args) => new::create(&args).map(|project| {
             println!("created {}: see its README.md", project.display());
             EXIT_OK

@@ -236,6 +236,7 @@ pub(super) async fn run(
         let env = |state: &StateMap| Env {
             state: state.clone(),
             http: Some(client.fetch()),
+            replay: None,
         };
         let mut page = PageReport {
             cursor: cursor.clone(),

@@ -10,6 +10,7 @@
 
 mod cache;
 mod deadline;
+mod determinism;
 mod engine;
 pub mod http;
 mod limits;
@@ -29,6 +30,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::contracts::{self, Declaration, EmittedEvent, Scope};
 pub use cache::{ArtifactCache, sha256_hex};
+pub use determinism::{Determinism, MAX_CLOCK_READINGS};
 pub use engine::EPOCH_TICK;
 pub use http::{Fetch, FetchError, HttpRequest, HttpResponse};
 pub use limits::{Limits, PlatformLimits};
@@ -479,12 +481,18 @@ pub struct Env {
     pub state: StateMap,
     /// Performs `http.fetch`; `None`: the connection has no API access (fetch is refused).
     pub http: Option<Arc<dyn Fetch>>,
+    /// The seed and clock readings of a recorded invocation to replay; `None`: a live one (a
+    /// fresh seed, the real clocks).
+    pub replay: Option<Determinism>,
 }
 
 impl Env {
     /// The environment of an invocation that sees `state` and no API.
     pub fn with_state(state: StateMap) -> Self {
-        Self { state, http: None }
+        Self {
+            state,
+            ..Self::default()
+        }
     }
 }
 
@@ -558,7 +566,7 @@ impl Adapter {
     /// Runs the adapter on `input` for `context`, in `env`, in a fresh instance. Returns within
     /// about the adapter's deadline (plus the time its `http.fetch` calls wait, which the fetch's
     /// own limits bound), whatever the guest does.
-    pub async fn invoke(&self, input: &Input, context: &ConnectionContext, env: Env) -> Report {
+    pub async fn invoke(&self, input: &Input, context: &ConnectionContext, mut env: Env) -> Report {
         let for_polls;
         let limits = match input {
             Input::Webhook(_) => &self.loaded.limits,
@@ -602,7 +610,11 @@ impl Adapter {
         }
 
         let deadline = Deadline::starting_now(limits.deadline());
-        let mut store = self.new_store(&log, env, deadline.clone());
+        let source = match env.replay.take() {
+            Some(recorded) => determinism::Source::replaying(recorded),
+            None => determinism::Source::live(),
+        };
+        let mut store = self.new_store(&log, env, deadline.clone(), &source);
         let started = Instant::now();
         let result = tokio::select! {
             biased;
@@ -647,6 +659,7 @@ impl Adapter {
         usage.log_bytes = log.bytes;
         let mut report = Report::new(outcome, usage, log, changed);
         report.state_access = access;
+        report.determinism = source.finish();
         report
     }
 
@@ -710,9 +723,16 @@ impl Adapter {
         }
     }
 
-    fn new_store(&self, log: &LogSink, env: Env, deadline: Deadline) -> Store<HostState> {
+    fn new_store(
+        &self,
+        log: &LogSink,
+        env: Env,
+        deadline: Deadline,
+        source: &determinism::Source,
+    ) -> Store<HostState> {
         let limits = &self.loaded.limits;
         let mut wasi = WasiCtx::builder();
+        source.install(&mut wasi);
         // No preopened directories, no environment, no arguments, no network: the builder
         // grants none of these unless asked, and we ask for none. stdout and stderr go to the
         // tenant-visible log.
@@ -824,7 +844,12 @@ impl Adapter {
         let limits = self.loaded.limits.for_polls();
         let log = LogSink::new(limits.log_bytes);
         let deadline = Deadline::starting_now(limits.deadline());
-        let mut store = self.new_store(&log, Env::default(), deadline.clone());
+        let mut store = self.new_store(
+            &log,
+            Env::default(),
+            deadline.clone(),
+            &determinism::Source::live(),
+        );
         let called = tokio::select! {
             biased;
             info = self.call_describe(&mut store) => Some(info),
@@ -902,7 +927,7 @@ pub mod bench {
     fn store(adapter: &Adapter) -> Store<HostState> {
         let log = LogSink::new(adapter.loaded.limits.log_bytes);
         let deadline = Deadline::starting_now(adapter.loaded.limits.deadline());
-        adapter.new_store(&log, Env::default(), deadline)
+        adapter.new_store(&log, Env::default(), deadline, &determinism::Source::live())
     }
 
     /// A fresh store and instance, without calling anything.

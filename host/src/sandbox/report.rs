@@ -27,6 +27,10 @@ pub struct Report {
     /// what it read, and is committed only while that is still what is stored.
     #[serde(skip)]
     pub state_access: StateAccess,
+    /// The seed and clock readings it drew on: with its input, state and HTTP answers, what
+    /// replays it exactly.
+    #[serde(skip)]
+    pub determinism: super::Determinism,
 }
 
 impl Report {
@@ -37,6 +41,7 @@ impl Report {
             log,
             state,
             state_access: StateAccess::default(),
+            determinism: super::Determinism::default(),
         }
     }
 }

@@ -834,70 +834,98 @@ pub const STATUS_HEADER: &str = ":status";
 impl Delivery {
     /// What the delivery gives its adapter: the webhook request, or the poll page.
     pub fn to_input(&self) -> crate::sandbox::Input {
-        match self.info.kind {
-            DeliveryKind::Webhook => crate::sandbox::Input::Webhook(self.to_webhook_request()),
-            DeliveryKind::Poll | DeliveryKind::Push => {
-                crate::sandbox::Input::Poll(self.to_poll_page())
-            }
-        }
+        stored_input(StoredInput {
+            kind: self.info.kind,
+            method: &self.info.method,
+            path: &self.info.path,
+            query: &self.info.query,
+            received_at: self.info.received_at,
+            cursor: self.info.cursor.as_deref(),
+            headers: &self.headers,
+            body: &self.body,
+        })
     }
+}
 
-    /// The delivery as the poll page the adapter is given: the request the host made (its
-    /// method, URL and query as recorded), the answer's status, headers and body.
-    pub fn to_poll_page(&self) -> crate::sandbox::PollPage {
-        let received = u64::try_from(self.info.received_at).unwrap_or_default();
-        let status = self
-            .headers
-            .iter()
-            .find(|(name, _)| name == STATUS_HEADER)
-            .and_then(|(_, value)| value.parse().ok())
-            .unwrap_or(200);
-        let headers: Vec<(String, String)> = self
-            .headers
-            .iter()
-            .filter(|(name, _)| name != STATUS_HEADER)
-            .cloned()
-            .collect();
-        let content_type = headers
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
-            .map(|(_, value)| value.clone());
-        let request = (self.info.kind == DeliveryKind::Poll).then(|| crate::sandbox::HttpRequest {
-            method: self.info.method.clone(),
-            url: self.info.path.clone(),
-            query: url::form_urlencoded::parse(self.info.query.as_bytes())
-                .into_owned()
-                .collect(),
-            headers: Vec::new(),
-            body: None,
+impl NewDelivery {
+    /// What the delivery gives its adapter, exactly as [`Delivery::to_input`] gives it once
+    /// stored: a redrive or a replay runs on the same input as the first run.
+    pub fn to_input(&self) -> crate::sandbox::Input {
+        stored_input(StoredInput {
+            kind: self.kind,
+            method: &self.method,
+            path: &self.path,
+            query: &self.query,
+            received_at: self.received_at,
+            cursor: self.cursor.as_deref(),
+            headers: &self.headers,
+            body: &self.body,
+        })
+    }
+}
+
+/// What of a delivery makes its adapter's input.
+struct StoredInput<'a> {
+    kind: DeliveryKind,
+    method: &'a str,
+    path: &'a str,
+    query: &'a str,
+    received_at: Millis,
+    cursor: Option<&'a str>,
+    headers: &'a [(String, String)],
+    body: &'a [u8],
+}
+
+/// The webhook request, or the poll page: for a page, the request the host made (its method,
+/// URL and query as recorded) and the answer's status, headers and body.
+fn stored_input(d: StoredInput<'_>) -> crate::sandbox::Input {
+    let received = std::time::UNIX_EPOCH
+        + Duration::from_millis(u64::try_from(d.received_at).unwrap_or_default());
+    if d.kind == DeliveryKind::Webhook {
+        return crate::sandbox::Input::Webhook(crate::sandbox::WebhookRequest {
+            method: d.method.to_owned(),
+            path: d.path.to_owned(),
+            query: d.query.to_owned(),
+            headers: d.headers.to_vec(),
+            body: d.body.to_vec(),
+            received_at: received,
         });
-        crate::sandbox::PollPage {
-            body: self.body.clone(),
-            content_type,
-            cursor: self.info.cursor.clone(),
-            fetched_at: std::time::UNIX_EPOCH + Duration::from_millis(received),
-            request,
-            status,
-            headers: if self.info.kind == DeliveryKind::Poll {
-                headers
-            } else {
-                Vec::new()
-            },
-        }
     }
-
-    /// The delivery as the webhook request the adapter is given.
-    pub fn to_webhook_request(&self) -> crate::sandbox::WebhookRequest {
-        let received = u64::try_from(self.info.received_at).unwrap_or_default();
-        crate::sandbox::WebhookRequest {
-            method: self.info.method.clone(),
-            path: self.info.path.clone(),
-            query: self.info.query.clone(),
-            headers: self.headers.clone(),
-            body: self.body.clone(),
-            received_at: std::time::UNIX_EPOCH + Duration::from_millis(received),
-        }
-    }
+    let status = d
+        .headers
+        .iter()
+        .find(|(name, _)| name == STATUS_HEADER)
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(200);
+    let headers: Vec<(String, String)> = d
+        .headers
+        .iter()
+        .filter(|(name, _)| name != STATUS_HEADER)
+        .cloned()
+        .collect();
+    let content_type = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        .map(|(_, value)| value.clone());
+    let polled = d.kind == DeliveryKind::Poll;
+    let request = polled.then(|| crate::sandbox::HttpRequest {
+        method: d.method.to_owned(),
+        url: d.path.to_owned(),
+        query: url::form_urlencoded::parse(d.query.as_bytes())
+            .into_owned()
+            .collect(),
+        headers: Vec::new(),
+        body: None,
+    });
+    crate::sandbox::Input::Poll(crate::sandbox::PollPage {
+        body: d.body.to_vec(),
+        content_type,
+        cursor: d.cursor.map(str::to_owned),
+        fetched_at: received,
+        request,
+        status,
+        headers: if polled { headers } else { Vec::new() },
+    })
 }
 
 /// Which deliveries to list, newest first.
@@ -1041,6 +1069,10 @@ pub struct InvocationRecord {
     pub detail_json: Option<String>,
     /// The adapter's log (JSON text, already bounded by the sandbox).
     pub log_json: String,
+    /// What replays it exactly (JSON text of a [`crate::replay::ReplayRecord`]): never shown
+    /// with the invocation; kept, purged and erased with its log.
+    #[serde(skip)]
+    pub replay_json: Option<String>,
 }
 
 /// Which adapter version ran an invocation.
@@ -1111,6 +1143,7 @@ impl InvocationRecord {
             outcome: InvocationOutcome::from(&report.outcome),
             detail_json: detail,
             log_json: serde_json::to_string(&report.log).unwrap_or_else(|_| "null".to_owned()),
+            replay_json: None,
         }
     }
 
@@ -1986,6 +2019,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn park_delivery(&self, id: &str, reason_json: &str, now: Millis) -> Result<()>;
     /// The invocations run on a delivery, oldest first.
     async fn list_invocations(&self, delivery_id: &str) -> Result<Vec<Invocation>>;
+    /// One invocation and what replays it (`None` when nothing was recorded, its log was
+    /// purged or erased).
+    async fn get_invocation_replay(
+        &self,
+        invocation_id: &str,
+    ) -> Result<Option<(Invocation, Option<String>)>>;
     /// A connection's adapter state and its version (empty, version 0, when it has none).
     async fn load_state(&self, connection_id: &str) -> Result<StateSnapshot>;
 

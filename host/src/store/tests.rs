@@ -216,6 +216,7 @@ fn invocation(adapter_id: &str, outcome: InvocationOutcome) -> InvocationRecord 
         outcome,
         detail_json: None,
         log_json: r#"{"lines":[],"bytes":0,"truncated":false,"dropped_bytes":0}"#.to_owned(),
+        replay_json: Some(r#"{"replayed":true}"#.to_owned()),
         export: crate::store::Export::HandleWebhook,
     }
 }
@@ -807,10 +808,27 @@ pub(crate) async fn the_purge_empties_exactly_what_is_past_its_time(backend: &dy
             assert_eq!(invocations[0].log_purged_at, Some(now));
             assert_eq!(invocations[0].record.log_json, empty_log());
             assert_eq!(invocations[0].record.outcome, InvocationOutcome::Accepted);
+            let (_, replay) = store
+                .get_invocation_replay(&invocations[0].id)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(replay, None, "what replays it goes with the log");
         } else {
             assert_eq!(delivery.body, was.body, "recent: kept");
             assert_eq!(delivery.info.body_purged_at, None);
             assert_eq!(invocations[0].log_purged_at, None);
+            let (read, replay) = store
+                .get_invocation_replay(&invocations[0].id)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(read, invocations[0]);
+            assert_eq!(
+                replay.as_deref(),
+                Some(r#"{"replayed":true}"#),
+                "kept, opened"
+            );
         }
     }
     assert_eq!(
@@ -1112,6 +1130,11 @@ pub(crate) async fn erasing_one_subject_erases_its_entity_s_events_and_their_del
         assert!(delivery.body_erased && delivery.body.is_empty(), "{gone}");
         let log = &store.list_invocations(&row.delivery_id).await.unwrap()[0];
         assert!(log.log_erased);
+        let (_, replay) = store.get_invocation_replay(&log.id).await.unwrap().unwrap();
+        assert_eq!(
+            replay, None,
+            "{gone}: what replays it is erased with its log"
+        );
     }
     let kept = by_id("e-2");
     assert!(!kept.payload_erased && kept.payload_json.contains("C-2"));
@@ -2583,7 +2606,9 @@ pub(crate) async fn unfinished_deliveries_are_recovered(backend: &dyn Backend) {
     assert_eq!(pending[0].body, b"one");
     assert_eq!(pending[1].body, b"three");
     assert_eq!(pending[0].headers, delivery("c1", "", None, T0).headers);
-    let request = pending[0].to_webhook_request();
+    let crate::sandbox::Input::Webhook(request) = pending[0].to_input() else {
+        panic!("a webhook delivery is a webhook request");
+    };
     assert_eq!(
         (request.method.as_str(), request.query.as_str()),
         ("POST", "a=1")
@@ -4101,6 +4126,7 @@ fn invocation_records_and_statuses_follow_the_report() {
         log: Log::default(),
         state: None,
         state_access: Default::default(),
+        determinism: Default::default(),
     };
     let adapter = AdapterRef {
         adapter_id: "a1",

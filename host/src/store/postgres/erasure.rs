@@ -164,7 +164,7 @@ pub(super) async fn erase_subject(
         .await?;
         let logs = execute(
             db,
-            "UPDATE invocations SET log_json = $2 WHERE delivery_id = $1 \
+            "UPDATE invocations SET log_json = $2, replay_json = NULL WHERE delivery_id = $1 \
              AND log_purged_at IS NULL AND log_json <> $2",
             &[delivery_id, &erased_text],
         )

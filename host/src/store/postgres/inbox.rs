@@ -20,7 +20,7 @@ const DELIVERY_INFO: &str = "id, connection_id, tenant_id, received_at, provider
     attempts, reason_json, processed_at, trace_id, kind, poll_run_id, cursor, body_purged_at";
 const INVOCATION: &str = "id, delivery_id, adapter_id, adapter_version, adapter_sha256, \
     input_sha256, started_at, duration_us, fuel, peak_memory_bytes, bytes_in, bytes_out, events, \
-    outcome, detail_json, log_json, export";
+    outcome, detail_json, log_json, export, replay_json";
 /// What an invocation's row answers: what was inserted, and when its log was purged.
 const INVOCATION_READ: &str = "id, delivery_id, adapter_id, adapter_version, adapter_sha256, \
     input_sha256, started_at, duration_us, fuel, peak_memory_bytes, bytes_in, bytes_out, events, \
@@ -82,6 +82,7 @@ fn invocation_row(row: &Row, vault: &Vault) -> Result<Invocation> {
             outcome: super::text_enum(row, "outcome")?,
             detail_json: get(row, "detail_json")?,
             log_json,
+            replay_json: None,
         },
         log_purged_at: get(row, "log_purged_at")?,
         log_erased,
@@ -505,7 +506,7 @@ async fn insert_invocation(
         db,
         &format!(
             "INSERT INTO invocations ({INVOCATION}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
         ),
         &[
             &id,
@@ -525,6 +526,10 @@ async fn insert_invocation(
             &r.detail_json,
             &sealer.text(Purpose::Log, &r.log_json)?,
             &r.export.as_str(),
+            &r.replay_json
+                .as_deref()
+                .map(|replay| sealer.text(Purpose::Replay, replay))
+                .transpose()?,
         ],
     )
     .await?;
@@ -818,6 +823,31 @@ pub(super) async fn park_delivery(
         ))),
         None => Err(Error::NotFound(format!("delivery {id}"))),
     }
+}
+
+pub(super) async fn get_invocation_replay(
+    db: &impl GenericClient,
+    vault: &Vault,
+    invocation_id: &str,
+) -> Result<Option<(Invocation, Option<String>)>> {
+    let Some(row) = db
+        .query_opt(
+            &format!("SELECT {INVOCATION_READ}, replay_json FROM invocations WHERE id = $1"),
+            &[&invocation_id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let invocation = invocation_row(&row, vault)?;
+    let replay = match get::<Option<String>>(&row, "replay_json")? {
+        Some(stored) => match sealing::open_text(vault, Purpose::Replay, stored, String::new)? {
+            (_, true) => None,
+            (text, false) => Some(text),
+        },
+        None => None,
+    };
+    Ok(Some((invocation, replay)))
 }
 
 pub(super) async fn list_invocations(

@@ -836,6 +836,14 @@ impl Store for PostgresStore {
         inbox::list_invocations(&db, &self.inner.vault, delivery_id).await
     }
 
+    async fn get_invocation_replay(
+        &self,
+        invocation_id: &str,
+    ) -> Result<Option<(Invocation, Option<String>)>> {
+        let db = self.db().await?;
+        inbox::get_invocation_replay(&db, &self.inner.vault, invocation_id).await
+    }
+
     async fn load_state(&self, connection_id: &str) -> Result<StateSnapshot> {
         let mut db = self.db().await?;
         let tx = db

@@ -85,7 +85,8 @@ pub(super) async fn purge(db: &impl GenericClient, purge: Purge) -> Result<Purge
     if let Some(shortest) = logs {
         let tenant = "(SELECT tenant_id FROM deliveries WHERE id = i.delivery_id)";
         let sql = format!(
-            "UPDATE invocations SET log_json = $5, log_purged_at = $1 WHERE id IN ( \
+            "UPDATE invocations SET log_json = $5, replay_json = NULL, log_purged_at = $1 \
+             WHERE id IN ( \
                  SELECT id FROM invocations i WHERE log_purged_at IS NULL \
                  AND started_at < $1::bigint - $2::bigint AND started_at < $1::bigint - {} LIMIT $4 \
                  FOR UPDATE SKIP LOCKED)",

@@ -403,5 +403,9 @@ $guard$;
     r#"
 -- The payload fields a connection withholds from export (see export.rs).
 ALTER TABLE connections ADD COLUMN export_json TEXT;
+
+-- What replays an invocation exactly (see replay.rs), sealed; kept, purged and erased with its
+-- log.
+ALTER TABLE invocations ADD COLUMN replay_json TEXT;
 "#,
 ];

@@ -191,7 +191,7 @@ pub(super) fn erase_subject(db: &Db, subject: &Subject, now: Millis) -> Result<S
             .execute(params![delivery_id, tomb])?;
         let logs = db
             .prepare_cached(
-                "UPDATE invocations SET log_json = ?2 WHERE delivery_id = ?1 \
+                "UPDATE invocations SET log_json = ?2, replay_json = NULL WHERE delivery_id = ?1 \
                  AND log_purged_at IS NULL AND log_json <> ?2",
             )?
             .execute(params![delivery_id, erased_text])?;

@@ -455,6 +455,10 @@ END;
     r#"
 -- The payload fields a connection withholds from export (see export.rs).
 ALTER TABLE connections ADD COLUMN export_json TEXT;
+
+-- What replays an invocation exactly (see replay.rs), sealed; kept, purged and erased with its
+-- log.
+ALTER TABLE invocations ADD COLUMN replay_json TEXT;
 "#,
 ];
 
@@ -952,7 +956,7 @@ const SUBSCRIBER_DELIVERY: &str = "subscriber_id, outbox_seq, status, attempts, 
     next_attempt_at, last_status, last_error, updated_at";
 const INVOCATION: &str = "id, delivery_id, adapter_id, adapter_version, adapter_sha256, \
     input_sha256, started_at, duration_us, fuel, peak_memory_bytes, bytes_in, bytes_out, events, \
-    outcome, detail_json, log_json, export";
+    outcome, detail_json, log_json, export, replay_json";
 /// What an invocation's row answers: what was inserted, and when its log was purged.
 const INVOCATION_READ: &str = "id, delivery_id, adapter_id, adapter_version, adapter_sha256, \
     input_sha256, started_at, duration_us, fuel, peak_memory_bytes, bytes_in, bytes_out, events, \
@@ -1201,6 +1205,7 @@ fn invocation_row(row: &Row<'_>, vault: &Vault) -> rusqlite::Result<Invocation> 
             outcome: text_enum(row, "outcome")?,
             detail_json: row.get("detail_json")?,
             log_json,
+            replay_json: None,
         },
         log_purged_at: row.get("log_purged_at")?,
         log_erased,
@@ -1740,7 +1745,7 @@ fn insert_invocation(
 ) -> Result<()> {
     db.prepare_cached(&format!(
         "INSERT INTO invocations ({INVOCATION}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
     ))?
     .execute(params![
         id,
@@ -1760,6 +1765,10 @@ fn insert_invocation(
         r.detail_json,
         sealer.text(Purpose::Log, &r.log_json)?,
         r.export.as_str(),
+        r.replay_json
+            .as_deref()
+            .map(|replay| sealer.text(Purpose::Replay, replay))
+            .transpose()?,
     ])?;
     Ok(())
 }
@@ -2806,6 +2815,37 @@ impl Store for SqliteStore {
                 [delivery_id],
                 |row| invocation_row(row, &vault),
             )
+        })
+        .await
+    }
+
+    async fn get_invocation_replay(
+        &self,
+        invocation_id: &str,
+    ) -> Result<Option<(Invocation, Option<String>)>> {
+        let vault = self.vault();
+        let invocation_id = invocation_id.to_owned();
+        self.read(move |db| {
+            Ok(db
+                .prepare_cached(&format!(
+                    "SELECT {INVOCATION_READ}, replay_json FROM invocations WHERE id = ?1"
+                ))?
+                .query_row([invocation_id], |row| {
+                    let invocation = invocation_row(row, &vault)?;
+                    let replay = match row.get::<_, Option<String>>("replay_json")? {
+                        Some(stored) => {
+                            match sealing::open_text(&vault, Purpose::Replay, stored, String::new)
+                                .map_err(|e| conversion("replay_json", e))?
+                            {
+                                (_, true) => None,
+                                (text, false) => Some(text),
+                            }
+                        }
+                        None => None,
+                    };
+                    Ok((invocation, replay))
+                })
+                .optional()?)
         })
         .await
     }
@@ -3997,6 +4037,7 @@ mod tests {
                 outcome: InvocationOutcome::Accepted,
                 detail_json: None,
                 log_json: "{}".to_owned(),
+                replay_json: None,
                 export: crate::store::Export::HandleWebhook,
             },
             events,

@@ -91,7 +91,8 @@ pub(super) fn purge(db: &Db, purge: Purge) -> Result<Purged> {
     if let Some(shortest) = logs {
         let tenant = "(SELECT tenant_id FROM deliveries WHERE id = i.delivery_id)";
         let sql = format!(
-            "UPDATE invocations SET log_json = ?5, log_purged_at = ?1 WHERE id IN ( \
+            "UPDATE invocations SET log_json = ?5, replay_json = NULL, log_purged_at = ?1 \
+             WHERE id IN ( \
                  SELECT id FROM invocations i WHERE log_purged_at IS NULL \
                  AND started_at < ?1 - ?2 AND started_at < ?1 - {} LIMIT ?4)",
             keep("logs_days", tenant, "?3")

@@ -133,6 +133,33 @@ fn run(command: &str, args: &[&str]) -> Result<Vec<Event>, AdapterError> {
             eprintln!("to stderr");
             Ok(vec![ok_event()?])
         }
+        // Everything an invocation can observe besides its input: the state (a counter it
+        // reads and bumps), the wall and monotonic clocks and the random generator (through
+        // std's hash seed). Two runs differ; a replay of one must not. The argument is the org.
+        "entropy" => {
+            use std::hash::BuildHasher as _;
+            let [org] = args_n(command, args)?;
+            let count = state::get_string("entropy-count")?
+                .and_then(|text| text.parse::<u64>().ok())
+                .unwrap_or(0)
+                + 1;
+            state::set("entropy-count", count.to_string())?;
+            let started = std::time::Instant::now();
+            let wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            let random = std::collections::hash_map::RandomState::new().hash_one("entropy");
+            let elapsed = started.elapsed().as_nanos();
+            log::info(&format!("entropy run {count}"));
+            Ok(
+                vec![Event::new("probe.result", "entropy")?.org(org).payload(json!({
+                "probe": "entropy",
+                "allowed": true,
+                "detail": format!("run {count} at {wall} ns, {elapsed} ns later, hash {random}"),
+            }))?],
+            )
+        }
         // A person (email, phone; then the org to emit it for) that the guest also writes to
         // its log at every level and to stdout and stderr: the host must mask it everywhere
         // but the event.
