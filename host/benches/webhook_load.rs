@@ -17,8 +17,9 @@
 //! default: it answers in a fraction of the time, and a run of a few milliseconds is mostly
 //! noise. `LOAD_SEALING=compare` also runs a second host that stores payloads in the clear
 //! (encryption at rest off), the two interleaved over `LOAD_ROUNDS` rounds (default 4, the
-//! order swapped each round), and reports what sealing costs per delivery. BENCHMARKS.md
-//! records the figures.
+//! order swapped each round), and reports what sealing costs per delivery;
+//! `LOAD_REPLAYS=compare` the same against a host that records nothing to replay invocations
+//! with. BENCHMARKS.md records the figures.
 
 use adapter_host::serve::{ServeOptions, open_host};
 use adapter_host::server::{ServerSettings, app};
@@ -70,7 +71,7 @@ value = "whsec_{SECRET_B64}"
         )
         .unwrap();
         let settings = ServerSettings::default();
-        let start = |data: &str, seal_at_rest: bool| {
+        let start = |data: &str, seal_at_rest: bool, record_replays: bool| {
             let options = ServeOptions {
                 data_dir: dir.path().join(data),
                 listen: "127.0.0.1:0".parse().unwrap(),
@@ -79,6 +80,7 @@ value = "whsec_{SECRET_B64}"
                 relay: Default::default(),
                 server: settings.clone(),
                 seal_at_rest,
+                record_replays,
                 ..ServeOptions::default()
             };
             let settings = settings.clone();
@@ -88,10 +90,14 @@ value = "whsec_{SECRET_B64}"
                 (host, addr)
             }
         };
-        let (host, host_addr) = start("data", true).await;
-        let compare = std::env::var("LOAD_SEALING").is_ok_and(|mode| mode == "compare");
-        let clear_addr = match compare {
-            true => Some(start("data-in-the-clear", false).await.1),
+        let (host, host_addr) = start("data", true, true).await;
+        let compare = |var: &str| std::env::var(var).is_ok_and(|mode| mode == "compare");
+        let clear_addr = match compare("LOAD_SEALING") {
+            true => Some(start("data-in-the-clear", false, true).await.1),
+            false => None,
+        };
+        let unrecorded_addr = match compare("LOAD_REPLAYS") {
+            true => Some(start("data-unrecorded", true, false).await.1),
             false => None,
         };
         let echo_addr = serve(Router::new().route(
@@ -130,8 +136,8 @@ value = "whsec_{SECRET_B64}"
         )
         .await;
         drive(host_addr, make(host_addr, hook, "warm", 500), concurrency).await;
-        if let Some(clear) = clear_addr {
-            drive(clear, make(clear, hook, "warm", 500), concurrency).await;
+        for other in clear_addr.iter().chain(&unrecorded_addr) {
+            drive(*other, make(*other, hook, "warm", 500), concurrency).await;
         }
 
         let echo = drive(
@@ -148,7 +154,21 @@ value = "whsec_{SECRET_B64}"
         .await;
 
         if let Some(clear) = clear_addr {
-            compare_sealing(host_addr, clear, &make, hook, requests, concurrency).await;
+            let labels = ["encryption at rest", "in the clear", "sealed", "sealing"];
+            compare_hosts(labels, host_addr, clear, &make, hook, requests, concurrency).await;
+        }
+        if let Some(unrecorded) = unrecorded_addr {
+            let labels = ["replay records", "unrecorded", "recorded", "recording"];
+            compare_hosts(
+                labels,
+                host_addr,
+                unrecorded,
+                &make,
+                hook,
+                requests,
+                concurrency,
+            )
+            .await;
         }
 
         let stats = host.store().write_stats();
@@ -187,51 +207,53 @@ value = "whsec_{SECRET_B64}"
     });
 }
 
-/// The same load on the host as served (payloads sealed) and on one storing them in the clear,
-/// interleaved round by round (the order swapped each round), and what sealing costs.
-async fn compare_sealing(
-    sealed: std::net::SocketAddr,
-    clear: std::net::SocketAddr,
+/// The same load on the host as served and on `other` (one without the feature `labels`
+/// names: what it is, the other host, the served one, the feature), interleaved round by round
+/// (the order swapped each round), and what the feature costs.
+async fn compare_hosts(
+    [what, without, with, feature]: [&str; 4],
+    served: std::net::SocketAddr,
+    other: std::net::SocketAddr,
     make: &impl Fn(std::net::SocketAddr, &str, &str, usize) -> Vec<Request>,
     hook: &str,
     requests: usize,
     concurrency: usize,
 ) {
     let rounds = env_usize("LOAD_ROUNDS", 4);
-    println!("encryption at rest: {rounds} rounds of {requests} deliveries per host");
+    println!("{what}: {rounds} rounds of {requests} deliveries per host");
     println!(
-        "| round | in the clear: CPU/delivery | sealed: CPU/delivery | sealed / clear | in the clear: deliveries/s | sealed: deliveries/s |"
+        "| round | {without}: CPU/delivery | {with}: CPU/delivery | {with} / {without} | {without}: deliveries/s | {with}: deliveries/s |"
     );
     println!("|---|---|---|---|---|---|");
-    let (mut clear_cpu, mut sealed_cpu) = (0.0, 0.0);
+    let (mut other_cpu, mut served_cpu) = (0.0, 0.0);
     for round in 0..rounds {
         let one = async |addr, prefix: &str| {
             let prefix = format!("{prefix}-{round}");
             drive(addr, make(addr, hook, &prefix, requests), concurrency).await
         };
-        let (in_clear, with_seal) = if round % 2 == 0 {
-            let in_clear = one(clear, "clear").await;
-            (in_clear, one(sealed, "sealed").await)
+        let (off, on) = if round % 2 == 0 {
+            let off = one(other, "other").await;
+            (off, one(served, "served").await)
         } else {
-            let with_seal = one(sealed, "sealed").await;
-            (one(clear, "clear").await, with_seal)
+            let on = one(served, "served").await;
+            (one(other, "other").await, on)
         };
-        clear_cpu += in_clear.cpu_per_request();
-        sealed_cpu += with_seal.cpu_per_request();
+        other_cpu += off.cpu_per_request();
+        served_cpu += on.cpu_per_request();
         println!(
             "| {round} | {:.0} µs | {:.0} µs | {:.3}x | {:.0} | {:.0} |",
-            in_clear.cpu_per_request(),
-            with_seal.cpu_per_request(),
-            with_seal.cpu_per_request() / in_clear.cpu_per_request(),
-            in_clear.rate(),
-            with_seal.rate(),
+            off.cpu_per_request(),
+            on.cpu_per_request(),
+            on.cpu_per_request() / off.cpu_per_request(),
+            off.rate(),
+            on.rate(),
         );
     }
     println!(
-        "sealing, all rounds: {:.0} µs vs {:.0} µs of CPU per delivery: {:.3}x ({:+.1}%)",
-        sealed_cpu / rounds as f64,
-        clear_cpu / rounds as f64,
-        sealed_cpu / clear_cpu,
-        (sealed_cpu / clear_cpu - 1.0) * 100.0,
+        "{feature}, all rounds: {:.0} µs vs {:.0} µs of CPU per delivery: {:.3}x ({:+.1}%)",
+        served_cpu / rounds as f64,
+        other_cpu / rounds as f64,
+        served_cpu / other_cpu,
+        (served_cpu / other_cpu - 1.0) * 100.0,
     );
 }

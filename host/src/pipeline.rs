@@ -91,6 +91,8 @@ pub struct Settings {
     pub upload_compile_wait: Duration,
     /// How long bodies and logs are kept.
     pub retention: crate::retention::RetentionSettings,
+    /// Whether each invocation records what replays it exactly.
+    pub record_replays: bool,
 }
 
 impl Default for Settings {
@@ -112,6 +114,7 @@ impl Default for Settings {
             health: crate::health::monitor::HealthSettings::default(),
             upload_compile_wait: Duration::from_secs(5),
             retention: crate::retention::RetentionSettings::default(),
+            record_replays: true,
         }
     }
 }
@@ -608,7 +611,9 @@ impl Host {
         let (mut invoked, mut snapshot) = (invoked, snapshot);
         let mut attempt = 1;
         loop {
-            let (completion, next) = completion(commit, invoked, &snapshot, &signer)?;
+            let record_replays = self.inner.settings.record_replays;
+            let (completion, next) =
+                completion(commit, invoked, &snapshot, &signer, record_replays)?;
             let status = completion.status;
             let span = tracing::info_span!(
                 "store.commit",
@@ -1650,6 +1655,7 @@ fn completion(
     invoked: Invoked,
     snapshot: &StateSnapshot,
     signer: &ActiveSigner,
+    record_replays: bool,
 ) -> anyhow::Result<(Completion, Continuation)> {
     let Commit {
         connection,
@@ -1680,8 +1686,10 @@ fn completion(
         body_sha256,
         started_at,
     );
-    let replay = ReplayRecord::of(&report, &connection_context(connection)?, &snapshot.map);
-    invocation.replay_json = Some(serde_json::to_string(&replay)?);
+    if record_replays {
+        let replay = ReplayRecord::of(&report, &connection_context(connection)?, &snapshot.map);
+        invocation.replay_json = Some(serde_json::to_string(&replay)?);
+    }
     let (next, records) = match &report.outcome {
         Outcome::Accepted {
             next_cursor,

@@ -65,6 +65,9 @@ pub struct ServeOptions {
     /// measure what sealing costs (the webhook load bench): payloads are then stored in the
     /// clear, and values sealed before read as erased.
     pub seal_at_rest: bool,
+    /// Record what replays each invocation exactly (see `replay.rs`): on, always, for the CLI.
+    /// Off only to measure what recording costs (the webhook load bench).
+    pub record_replays: bool,
 }
 
 /// Where the shared store is.
@@ -96,6 +99,7 @@ impl Default for ServeOptions {
             postgres: None,
             metrics_per_connection: false,
             seal_at_rest: true,
+            record_replays: true,
         }
     }
 }
@@ -170,6 +174,7 @@ pub async fn open_host(options: &ServeOptions) -> anyhow::Result<Host> {
         retention: options.retention.clone(),
         upload_compile_wait: options.upload_compile_wait,
         oauth_return_url: options.oauth_return_url.clone(),
+        record_replays: options.record_replays,
         ..Settings::default()
     };
     let host = Host::new(
