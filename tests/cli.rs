@@ -388,6 +388,37 @@ fn token_mints_what_the_host_accepts_and_refuses_bad_requests_precisely() {
             "local-developer"
         )
     );
+    assert!(!caller.sees_personal_data, "pii_reader only when asked for");
+    let reader = adapter_host(&[
+        "token",
+        "--jwt-key-file",
+        &key_file,
+        "--tenant",
+        "demo-tenant",
+        "--role",
+        "viewer",
+        "--pii-reader",
+    ]);
+    let mut reader_headers = axum::http::HeaderMap::new();
+    reader_headers.insert(
+        "authorization",
+        format!("Bearer {}", stdout(&reader).trim())
+            .parse()
+            .unwrap(),
+    );
+    let reading = authenticate(
+        &AuthConfig {
+            issuer: None,
+            ..config.clone()
+        },
+        &reader_headers,
+    )
+    .unwrap();
+    assert_eq!(
+        (reading.role, reading.sees_personal_data),
+        (Role::Viewer, true)
+    );
+    assert_eq!(reading.roles, ["viewer", "pii_reader"]);
     // Another key does not.
     let other = AuthConfig {
         hs256_key: Some(zeroize::Zeroizing::new(vec![b'x'; 32])),

@@ -396,3 +396,40 @@ test('a person erased through the identity map reads as erased on its event and 
   assert.match(await admin.getByText(/^erased, sha256/).innerText(), /erased/);
   assert.equal(await admin.getByRole('button', { name: 'Redrive' }).count(), 0, 'an erased body cannot be redriven');
 });
+
+test('personal data an adapter declares is masked on the event page unless the role may see it', async () => {
+  const token = orgAdminToken();
+  const call = (path, init = {}) =>
+    fetch(`${host.base}${path}`, { ...init, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', ...init.headers } });
+  // The hostile test guest declares contact.created's /email and /phones/* as personal data.
+  const adapter = await (await call('/v1/adapters', { method: 'POST', body: JSON.stringify({ name: 'people' }) })).json();
+  const uploaded = await call(`/v1/adapters/${adapter.id}/versions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/wasm' },
+    body: read(component('hostile')),
+  });
+  assert.equal(uploaded.status, 201, await uploaded.text());
+  const secret = 'whsec_dWktdGVzdC1wZW9wbGUtc2lnbmluZy1zZWNyZXQ=';
+  assert.equal((await call('/v1/secrets/people-signing', { method: 'PUT', body: JSON.stringify({ value: secret }) })).status, 200);
+  const connection = await (await call('/v1/connections', {
+    method: 'POST',
+    body: JSON.stringify({ provider: 'custom', adapter_id: adapter.id, signature: { scheme: 'standard_webhooks' }, secret: 'people-signing' }),
+  })).json();
+  const email = 'lin.person@example.test';
+  const sent = await sendSigned(connection.webhook_url, secret, `person\n${email}\n+1 555 0199\norg-456`);
+  assert.equal(sent.body.events, 1, JSON.stringify(sent.body));
+  const events = await (await call(`/v1/events?connection_id=${encodeURIComponent(connection.id)}`)).json();
+  const eventId = events.items[0].event_id;
+
+  await admin.goto(`${host.base}/ui/#/events/${encodeURIComponent(eventId)}`);
+  await admin.getByText('Personal data masked (your role may not see it): /email, /phones/0.').waitFor();
+  assert.ok((await admin.getByText('~masked').count()) > 0, 'the values read ~masked');
+  assert.ok(!(await admin.content()).includes(email), 'the email is nowhere on the page');
+
+  const reader = await page();
+  await signIn(reader, host.base, host.token('--org', 'org-456', '--role', 'viewer', '--pii-reader'));
+  await reader.goto(`${host.base}/ui/#/events/${encodeURIComponent(eventId)}`);
+  await reader.getByRole('heading', { name: 'Event contact.created' }).waitFor();
+  await reader.getByText(email).first().waitFor();
+  assert.equal(await reader.getByText('Personal data masked').count(), 0);
+});

@@ -64,6 +64,10 @@ pub(super) struct TokenArgs {
     /// What it may do.
     #[arg(long, default_value = "tenant_admin", value_parser = ["viewer", "tenant_admin", "admin"])]
     role: String,
+    /// Also grant `pii_reader`: payload fields the adapters declare as personal data are then
+    /// shown unmasked.
+    #[arg(long)]
+    pii_reader: bool,
     /// Who it names (`sub`: the actor in the audit log).
     #[arg(long, default_value = "local-developer")]
     subject: String,
@@ -111,7 +115,11 @@ pub(super) fn mint(args: &TokenArgs) -> anyhow::Result<String> {
     let mut claims = serde_json::json!({
         "sub": args.subject,
         "tenant_id": args.tenant,
-        "roles": [args.role],
+        "roles": if args.pii_reader {
+            vec![args.role.as_str(), crate::api::auth::PERSONAL_DATA_ROLE]
+        } else {
+            vec![args.role.as_str()]
+        },
         "iat": now,
         "exp": now + args.ttl_secs,
     });
