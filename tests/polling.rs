@@ -72,6 +72,25 @@ async fn crm(pages: usize, per_page: usize, delay: Duration) -> (Shared, u16) {
                 },
             ),
         )
+        // One record, as an adapter fetches it after a page named it (counted as page 0).
+        .route(
+            "/items/{id}",
+            axum::routing::get({
+                let crm = Arc::clone(&crm);
+                move |axum::extract::Path(id): axum::extract::Path<String>| {
+                    let crm = Arc::clone(&crm);
+                    async move {
+                        let mut crm = crm.lock().unwrap();
+                        crm.hits.push(Hit {
+                            at: Instant::now(),
+                            page: 0,
+                            status: 200,
+                        });
+                        Json(json!({"id": id, "version": crm.version}))
+                    }
+                }
+            }),
+        )
         // For hostile adapters: a way out, an endless answer, an echo of the request.
         .route(
             "/redirect-out",
@@ -1352,4 +1371,85 @@ name = "tenant-{id}/crm"
 value = "crm-key-{id}"
 "#
     )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_whose_adapter_fetched_each_record_replays_exactly_without_reaching_the_crm() {
+    let (crm, crm_port) = crm(1, 3, Duration::ZERO).await;
+    // The `fetch` setting (given beside the polling table) makes the adapter fetch each record
+    // of the page itself: three requests of its own, answered by the CRM.
+    let host = Host::start(
+        crm_port,
+        "{ interval_secs = 86400 }\nsettings = { fetch = \"1\" }",
+        &[],
+    )
+    .await;
+    let polls = host.wait_for_runs(1).await;
+    assert_eq!(polls["items"][0]["events"], 3, "{polls}");
+    let (_, deliveries) = host
+        .call(
+            reqwest::Method::GET,
+            "/v1/deliveries?connection_id=poller",
+            None,
+        )
+        .await;
+    let delivery = deliveries["items"][0]["id"].as_str().unwrap().to_owned();
+    let (_, detail) = host
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/deliveries/{delivery}"),
+            None,
+        )
+        .await;
+    // The page's invocation (the first asked for the request: that one has no stored input).
+    let invocation = detail["invocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["export"] == "handle_poll")
+        .unwrap_or_else(|| panic!("{detail}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (status, export) = host
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/invocations/{invocation}/export"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{export}");
+    assert_eq!(export["input"]["kind"], "poll");
+    assert_eq!(export["responses"].as_array().unwrap().len(), 3, "{export}");
+    assert!(
+        !export.to_string().contains(TOKEN_1),
+        "no credential in an export"
+    );
+
+    let asked = hits(&crm).len();
+    let (status, replayed) = host
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/invocations/{invocation}/replay"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{replayed}");
+    assert_eq!(
+        (&replayed["identical"], &replayed["divergences"]),
+        (&json!(true), &json!([])),
+        "{replayed}"
+    );
+    assert_eq!(hits(&crm).len(), asked, "the replay reached nothing");
+    // The CRM's records have changed since: the replay still answers what it answered then.
+    crm.lock().unwrap().version = 2;
+    let (_, again) = host
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/invocations/{invocation}/replay"),
+            None,
+        )
+        .await;
+    assert_eq!(again["identical"], true, "{again}");
 }

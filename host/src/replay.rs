@@ -321,6 +321,8 @@ impl RecordedResponse {
 struct Answers {
     left: Mutex<VecDeque<RecordedResponse>>,
     diverged: Mutex<Vec<String>>,
+    /// The connection's API base URL then: what a path is relative to.
+    base_url: Option<String>,
 }
 
 #[async_trait::async_trait]
@@ -340,7 +342,7 @@ impl sandbox::Fetch for Answers {
                 "the recorded invocation made no further request".into(),
             ));
         };
-        let asked = url_of(&request);
+        let asked = absolute(self.base_url.as_deref(), &url_of(&request));
         if !recorded.method.eq_ignore_ascii_case(&request.method)
             || !same_url(&recorded.url, &asked)
         {
@@ -374,6 +376,22 @@ fn url_of(request: &HttpRequest) -> String {
         );
     }
     url
+}
+
+/// `url` as the host's client resolves it: a path (`/items`) is relative to the base URL's path
+/// (`https://crm.test/api` makes `https://crm.test/api/items`).
+fn absolute(base_url: Option<&str>, url: &str) -> String {
+    let Some(mut joined) = base_url
+        .filter(|_| url.starts_with('/') && !url.starts_with("//"))
+        .and_then(|base| url::Url::parse(base).ok())
+    else {
+        return url.to_owned();
+    };
+    let base_path = joined.path().trim_end_matches('/').to_owned();
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    joined.set_path(&format!("{base_path}{path}"));
+    joined.set_query((!query.is_empty()).then_some(query));
+    joined.to_string()
 }
 
 /// Whether two URLs are the same request, a redacted credential in the recorded one aside.
@@ -446,6 +464,7 @@ pub async fn replay(
     let answers = std::sync::Arc::new(Answers {
         left: Mutex::new(export.responses.iter().cloned().collect()),
         diverged: Mutex::new(Vec::new()),
+        base_url: export.record.context.api_base_url.clone(),
     });
     let record = &export.record;
     let env = Env {
@@ -615,5 +634,13 @@ mod tests {
             "https://crm.test/x?a=1",
             "https://crm.test/y?a=1"
         ));
+        assert_eq!(
+            absolute(Some("https://crm.test/api/"), "/items/7?a=1"),
+            "https://crm.test/api/items/7?a=1"
+        );
+        assert_eq!(
+            absolute(Some("https://crm.test"), "https://other.test/x"),
+            "https://other.test/x"
+        );
     }
 }
