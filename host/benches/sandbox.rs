@@ -10,6 +10,10 @@
 //! blocked in a host call): each iteration is driven to completion on a current-thread runtime,
 //! the same for every benchmark, so the ratios compare like with like.
 //!
+//! `SANDBOX_VARIANTS=name=path.wasm,...` also measures other builds of champion-health (another
+//! optimisation level, say) side by side: `variants/warm_call/<name>` and
+//! `variants/fresh_call/<name>`, on the same fixture.
+//!
 //! `cargo bench -p adapter-host --bench sandbox`; BENCHMARKS.md records the ratios.
 
 use std::hint::black_box;
@@ -97,10 +101,49 @@ fn benches(c: &mut Criterion) {
     });
     invoke.finish();
 
+    if let Ok(list) = std::env::var("SANDBOX_VARIANTS") {
+        let mut variants = c.benchmark_group("variants");
+        for entry in list.split(',').filter(|e| !e.is_empty()) {
+            let (name, path) = entry
+                .split_once('=')
+                .expect("SANDBOX_VARIANTS is name=path.wasm,...");
+            let adapter = load(&rt, &sandbox, path);
+            let report = rt.block_on(adapter.invoke(&champion_input, &context, Env::default()));
+            let same = |outcome| serde_json::to_string(&outcome).unwrap();
+            assert_eq!(
+                same(report.outcome),
+                same(load_outcome(&rt, &champion, &champion_input, &context)),
+                "{name} computes what champion-health computes"
+            );
+            println!("{name}: {} fuel per invocation", report.usage.fuel_consumed);
+            let mut warm = rt.block_on(bench::warm(&adapter));
+            variants.bench_function(format!("warm_call/{name}"), |b| {
+                b.iter(|| black_box(rt.block_on(warm.call(&champion_input, &context))))
+            });
+            variants.bench_function(format!("fresh_call/{name}"), |b| {
+                b.iter(|| {
+                    black_box(rt.block_on(bench::fresh_call(&adapter, &champion_input, &context)))
+                })
+            });
+        }
+        variants.finish();
+    }
+
     let scope: Scope = context.scope();
     c.bench_function("contracts/champion_health", |b| {
         b.iter(|| black_box(check_events(&events, champion.declaration(), &scope)))
     });
+}
+
+/// What `adapter` computes on `input`: a variant must compute the same.
+fn load_outcome(
+    rt: &Runtime,
+    adapter: &Adapter,
+    input: &Input,
+    context: &ConnectionContext,
+) -> adapter_host::sandbox::Outcome {
+    rt.block_on(adapter.invoke(input, context, Env::default()))
+        .outcome
 }
 
 criterion_group!(sandbox, benches);
