@@ -226,7 +226,8 @@ crm-adapter-sdk = {{ path = {sdk:?} }}
 [workspace]
 
 [profile.release]
-opt-level = "s"
+# Faster code in the sandbox (a quarter less time for the host's samples than "s").
+opt-level = 3
 lto = true
 codegen-units = 1
 strip = true
