@@ -1069,6 +1069,14 @@ async fn a_delivery_past_its_retention_keeps_its_history_and_cannot_be_redriven(
     );
 }
 
+/// A tenant admin of `org` who may see personal data.
+fn pii_reader(org: &str) -> As {
+    As {
+        token: token_with(json!({"org_id": org, "roles": ["tenant_admin", "pii_reader"]})),
+        org_header: None,
+    }
+}
+
 /// The person the hostile guest's `person` command emits (and logs, at every level).
 const PERSON_EMAIL: &str = "ada.lovelace.pii@example.test";
 const PERSON_PHONE: &str = "+44 20 7946 0958";
@@ -1088,10 +1096,7 @@ fn assert_no_person(what: &str, text: &str) {
 async fn personal_data_is_masked_without_its_role_kept_out_of_logs_and_withheld_on_request() {
     let api = start().await;
     let a = org_admin("org-a");
-    let reader = As {
-        token: token_with(json!({"org_id": "org-a", "roles": ["tenant_admin", "pii_reader"]})),
-        org_header: None,
-    };
+    let reader = pii_reader("org-a");
     let connection = hostile_connection(&api, &a).await;
     let ack = deliver_hostile(&api, &connection, &person_body()).await;
     assert_eq!(
@@ -1254,10 +1259,7 @@ async fn personal_data_is_masked_without_its_role_kept_out_of_logs_and_withheld_
 async fn a_recorded_invocation_replays_exactly_through_the_api_and_the_cli_and_a_change_shows() {
     let api = start().await;
     let a = org_admin("org-a");
-    let reader = As {
-        token: token_with(json!({"org_id": "org-a", "roles": ["tenant_admin", "pii_reader"]})),
-        org_header: None,
-    };
+    let reader = pii_reader("org-a");
     let connection = hostile_connection(&api, &a).await;
     // Two runs of the same input: the state, the clocks and the random seed differ.
     let first = deliver_hostile(&api, &connection, "entropy\norg-a").await;

@@ -365,7 +365,7 @@ impl Answers {
 }
 
 /// The URL a request names, its query parameters appended as the host's client appends them.
-fn url_of(request: &HttpRequest) -> String {
+pub(crate) fn url_of(request: &HttpRequest) -> String {
     let mut url = request.url.clone();
     if !request.query.is_empty() {
         url.push(if url.contains('?') { '&' } else { '?' });

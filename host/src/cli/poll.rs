@@ -115,15 +115,7 @@ impl Recorded {
 impl Fetch for Recorded {
     async fn fetch(&self, request: HttpRequest) -> Result<HttpResponse, FetchError> {
         let answer = self.answer(&request);
-        let mut url = request.url.clone();
-        if !request.query.is_empty() {
-            url.push(if url.contains('?') { '&' } else { '?' });
-            url.push_str(
-                &url::form_urlencoded::Serializer::new(String::new())
-                    .extend_pairs(&request.query)
-                    .finish(),
-            );
-        }
+        let url = crate::replay::url_of(&request);
         let exchange = Exchange {
             started_at: crate::store::now_millis(),
             method: request.method.clone(),
