@@ -610,8 +610,8 @@ impl Host {
             .map_err(|e| anyhow::anyhow!("signing the events' provenance: {e}"))?;
         let (mut invoked, mut snapshot) = (invoked, snapshot);
         let mut attempt = 1;
+        let record_replays = self.inner.settings.record_replays;
         loop {
-            let record_replays = self.inner.settings.record_replays;
             let (completion, next) =
                 completion(commit, invoked, &snapshot, &signer, record_replays)?;
             let status = completion.status;
@@ -779,7 +779,11 @@ impl Host {
             store::InvocationOutcome::from(&report.outcome).as_str(),
         );
         let exchanges = session.map(|s| s.take_exchanges()).unwrap_or_default();
-        Ok(Invoked { report, exchanges })
+        Ok(Invoked {
+            report,
+            exchanges,
+            context,
+        })
     }
 
     /// The connection's egress session under `limits`, when it has API access.
@@ -1609,6 +1613,8 @@ pub(crate) struct Invoked {
     pub report: Report,
     /// What it fetched (`http.fetch`).
     pub exchanges: Vec<Exchange>,
+    /// The connection it ran for (recorded for its replay).
+    pub context: ConnectionContext,
 }
 
 /// Where a poll goes after a page.
@@ -1670,7 +1676,11 @@ fn completion(
         poll,
         ..
     } = *commit;
-    let Invoked { report, exchanges } = invoked;
+    let Invoked {
+        report,
+        exchanges,
+        context,
+    } = invoked;
     let reason_json = match &report.outcome {
         Outcome::Accepted { .. } => None,
         other => Some(serde_json::to_string(other)?),
@@ -1687,7 +1697,7 @@ fn completion(
         started_at,
     );
     if record_replays {
-        let replay = ReplayRecord::of(&report, &connection_context(connection)?, &snapshot.map);
+        let replay = ReplayRecord::of(&report, &context, &snapshot.map);
         invocation.replay_json = Some(serde_json::to_string(&replay)?);
     }
     let (next, records) = match &report.outcome {
